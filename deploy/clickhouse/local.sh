@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Starts a local ClickHouse server for development and tests: Debian's clickhouse-server
+# (installed when missing), listening on loopback only, with a data directory of its own.
+# A server already answering on the chosen HTTP port is reused.
+#
+#   deploy/clickhouse/local.sh start   # idempotent; waits until the server answers
+#   deploy/clickhouse/local.sh stop
+#
+# Environment: TOKENMETER_CH_DIR (default .data/clickhouse), TOKENMETER_CH_TCP_PORT (9000),
+# TOKENMETER_CH_HTTP_PORT (8123).
+set -euo pipefail
+
+dir=${TOKENMETER_CH_DIR:-.data/clickhouse}
+tcp=${TOKENMETER_CH_TCP_PORT:-9000}
+http=${TOKENMETER_CH_HTTP_PORT:-8123}
+
+answers() { curl -fsS "http://127.0.0.1:${http}/ping" >/dev/null 2>&1; }
+
+install_server() {
+  command -v clickhouse-server >/dev/null 2>&1 && return 0
+  echo "clickhouse-server not found: installing Debian's package" >&2
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+}
+
+start() {
+  if answers; then
+    echo "clickhouse: reusing the server on 127.0.0.1:${http} (native ${tcp})"
+    return 0
+  fi
+  install_server
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
+  cat >"$dir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$dir/log/server.log</log><errorlog>$dir/log/error.log</errorlog><size>100M</size><count>2</count></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>${http}</http_port>
+  <tcp_port>${tcp}</tcp_port>
+  <interserver_http_port>$((tcp + 9))</interserver_http_port>
+  <path>$dir/data/</path>
+  <tmp_path>$dir/tmp/</tmp_path>
+  <user_files_path>$dir/user_files/</user_files_path>
+  <format_schema_path>$dir/format_schemas/</format_schema_path>
+  <users_config>$dir/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+  <timezone>UTC</timezone>
+</yandex>
+XML
+  cat >"$dir/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+  nohup clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" >"$dir/log/stdout.log" 2>&1 &
+  for _ in $(seq 1 120); do
+    if answers; then echo "clickhouse: started on 127.0.0.1:${http} (native ${tcp}), data in $dir"; return 0; fi
+    sleep 0.5
+  done
+  echo "clickhouse: did not answer on 127.0.0.1:${http} within 60 s; see $dir/log/" >&2
+  tail -n 20 "$dir/log/error.log" "$dir/log/stdout.log" >&2 || true
+  return 1
+}
+
+stop() {
+  [ -f "$dir/server.pid" ] || { echo "clickhouse: no pid file in $dir"; return 0; }
+  kill "$(cat "$dir/server.pid")" 2>/dev/null || true
+  rm -f "$dir/server.pid"
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

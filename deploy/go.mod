@@ -1,0 +1,7 @@
+module github.com/tokenmeter/tokenmeter/deploy
+
+go 1.26
+
+require github.com/tokenmeter/tokenmeter/schemas v0.0.0
+
+replace github.com/tokenmeter/tokenmeter/schemas => ../schemas

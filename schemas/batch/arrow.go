@@ -1,0 +1,237 @@
+package batch
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+)
+
+// Column positions in Schema.
+const (
+	colID = iota
+	colTime
+	colReceived
+	colPartition
+	colProvider
+	colModel
+	colOperation
+	colInput
+	colOutput
+	colCachedInput
+	colCacheWrite
+	colCacheWrite1h
+	colReasoning
+	colServiceTier
+	colResponseID
+	colStatus
+	colLatency
+	colTeam
+	colFeature
+	colEnv
+	colCostCenter
+	colTraffic
+	colTagKeys
+	colTagValues
+	colWorkflowID
+	colPromptVersion
+	colCacheHit
+	colPriced
+	colModelPriced
+	colPriceVersion
+	colCost
+	colSavings
+	numCols
+)
+
+var ts = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+
+// Schema is the Arrow schema of a usage batch. Columns are only ever added at the end.
+var Schema = arrow.NewSchema([]arrow.Field{
+	{Name: "id", Type: arrow.BinaryTypes.String},
+	{Name: "time", Type: ts},
+	{Name: "received", Type: ts},
+	{Name: "partition", Type: arrow.PrimitiveTypes.Uint16},
+	{Name: "provider", Type: arrow.BinaryTypes.String},
+	{Name: "model", Type: arrow.BinaryTypes.String},
+	{Name: "operation", Type: arrow.BinaryTypes.String},
+	{Name: "input_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "output_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "cached_input_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "cache_write_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "cache_write_1h_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "reasoning_tokens", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "service_tier", Type: arrow.BinaryTypes.String},
+	{Name: "response_id", Type: arrow.BinaryTypes.String},
+	{Name: "status", Type: arrow.BinaryTypes.String},
+	{Name: "latency_ms", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "team", Type: arrow.BinaryTypes.String},
+	{Name: "feature", Type: arrow.BinaryTypes.String},
+	{Name: "env", Type: arrow.BinaryTypes.String},
+	{Name: "cost_center", Type: arrow.BinaryTypes.String},
+	{Name: "traffic", Type: arrow.BinaryTypes.String},
+	{Name: "tag_keys", Type: arrow.ListOf(arrow.BinaryTypes.String)},
+	{Name: "tag_values", Type: arrow.ListOf(arrow.BinaryTypes.String)},
+	{Name: "workflow_id", Type: arrow.BinaryTypes.String},
+	{Name: "prompt_version", Type: arrow.BinaryTypes.String},
+	{Name: "cache_hit", Type: arrow.FixedWidthTypes.Boolean},
+	{Name: "priced", Type: arrow.FixedWidthTypes.Boolean},
+	{Name: "model_priced", Type: arrow.BinaryTypes.String},
+	{Name: "price_version", Type: arrow.BinaryTypes.String},
+	{Name: "cost_pico_usd", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "savings_pico_usd", Type: arrow.PrimitiveTypes.Int64},
+}, nil)
+
+// Record builds an Arrow record from rows. The caller releases it.
+func Record(rows []Row) arrow.Record {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, Schema)
+	defer b.Release()
+	b.Reserve(len(rows))
+	str := func(i int) *array.StringBuilder { return b.Field(i).(*array.StringBuilder) }
+	i64 := func(i int) *array.Int64Builder { return b.Field(i).(*array.Int64Builder) }
+	tsb := func(i int) *array.TimestampBuilder { return b.Field(i).(*array.TimestampBuilder) }
+	boo := func(i int) *array.BooleanBuilder { return b.Field(i).(*array.BooleanBuilder) }
+	keys, vals := b.Field(colTagKeys).(*array.ListBuilder), b.Field(colTagValues).(*array.ListBuilder)
+	keyb, valb := keys.ValueBuilder().(*array.StringBuilder), vals.ValueBuilder().(*array.StringBuilder)
+	for i := range rows {
+		r := &rows[i]
+		str(colID).Append(r.ID)
+		tsb(colTime).Append(arrow.Timestamp(r.Time.UnixMilli()))
+		tsb(colReceived).Append(arrow.Timestamp(r.Received.UnixMilli()))
+		b.Field(colPartition).(*array.Uint16Builder).Append(uint16(r.Partition))
+		str(colProvider).Append(r.Provider)
+		str(colModel).Append(r.Model)
+		str(colOperation).Append(r.Operation)
+		i64(colInput).Append(r.Tokens.Input)
+		i64(colOutput).Append(r.Tokens.Output)
+		i64(colCachedInput).Append(r.Tokens.CachedInput)
+		i64(colCacheWrite).Append(r.Tokens.CacheWrite)
+		i64(colCacheWrite1h).Append(r.Tokens.CacheWrite1h)
+		i64(colReasoning).Append(r.Tokens.Reasoning)
+		str(colServiceTier).Append(r.ServiceTier)
+		str(colResponseID).Append(r.ResponseID)
+		str(colStatus).Append(r.Status)
+		i64(colLatency).Append(r.LatencyMS)
+		str(colTeam).Append(r.Team)
+		str(colFeature).Append(r.Feature)
+		str(colEnv).Append(r.Env)
+		str(colCostCenter).Append(r.CostCenter)
+		str(colTraffic).Append(r.Traffic)
+		keys.Append(true)
+		vals.Append(true)
+		for _, t := range r.ExtraTags {
+			keyb.Append(t.Key)
+			valb.Append(t.Value)
+		}
+		str(colWorkflowID).Append(r.WorkflowID)
+		str(colPromptVersion).Append(r.PromptVersion)
+		boo(colCacheHit).Append(r.CacheHit)
+		boo(colPriced).Append(r.Priced)
+		str(colModelPriced).Append(r.ModelPriced)
+		str(colPriceVersion).Append(r.PriceVersion)
+		i64(colCost).Append(r.CostPico)
+		i64(colSavings).Append(r.SavingsPico)
+	}
+	return b.NewRecord()
+}
+
+// Encode serializes rows as an Arrow IPC stream holding one record batch.
+func Encode(rows []Row) ([]byte, error) {
+	rec := Record(rows)
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("write arrow record of %d rows: %w", len(rows), err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("close arrow stream: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads an Arrow IPC stream written by Encode. Strings are copied, so the rows do not
+// hold on to data. A payload that is not such a stream — truncated, corrupt, another schema —
+// returns an error; it never panics.
+func Decode(data []byte) (rows []Row, err error) {
+	defer func() {
+		// The IPC reader trusts the flatbuffer metadata it reads; corrupt input can make it
+		// index out of range. A poison message must become an error, not a crash.
+		if p := recover(); p != nil {
+			rows, err = nil, fmt.Errorf("decode arrow batch: corrupt payload: %v", p)
+		}
+	}()
+	rd, err := ipc.NewReader(bytes.NewReader(data), ipc.WithSchema(Schema))
+	if err != nil {
+		return nil, fmt.Errorf("decode arrow batch: %w", err)
+	}
+	defer rd.Release()
+	for rd.Next() {
+		rows, err = appendRecord(rows, rd.Record())
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return nil, fmt.Errorf("decode arrow batch: %w", err)
+	}
+	return rows, nil
+}
+
+func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
+	if !rec.Schema().Equal(Schema) {
+		return nil, fmt.Errorf("decode arrow batch: schema %s is not %s", rec.Schema(), SchemaName)
+	}
+	n := int(rec.NumRows())
+	for i := 0; i < numCols; i++ {
+		if rec.Column(i).Len() != n || rec.Column(i).NullN() != 0 {
+			return nil, fmt.Errorf("decode arrow batch: column %s has %d values (%d null), want %d non-null",
+				Schema.Field(i).Name, rec.Column(i).Len(), rec.Column(i).NullN(), n)
+		}
+	}
+	str := func(c int) *array.String { return rec.Column(c).(*array.String) }
+	i64 := func(c int) *array.Int64 { return rec.Column(c).(*array.Int64) }
+	tsa := func(c int) *array.Timestamp { return rec.Column(c).(*array.Timestamp) }
+	boo := func(c int) *array.Boolean { return rec.Column(c).(*array.Boolean) }
+	s := func(c, i int) string { return strings.Clone(str(c).Value(i)) }
+	keys, vals := rec.Column(colTagKeys).(*array.List), rec.Column(colTagValues).(*array.List)
+	keyv, valv := keys.ListValues().(*array.String), vals.ListValues().(*array.String)
+	for i := 0; i < n; i++ {
+		r := Row{
+			ID:        s(colID, i),
+			Time:      time.UnixMilli(int64(tsa(colTime).Value(i))).UTC(),
+			Received:  time.UnixMilli(int64(tsa(colReceived).Value(i))).UTC(),
+			Partition: int(rec.Column(colPartition).(*array.Uint16).Value(i)),
+			Provider:  s(colProvider, i), Model: s(colModel, i), Operation: s(colOperation, i),
+			ServiceTier: s(colServiceTier, i), ResponseID: s(colResponseID, i), Status: s(colStatus, i),
+			LatencyMS: i64(colLatency).Value(i),
+			Team:      s(colTeam, i), Feature: s(colFeature, i), Env: s(colEnv, i),
+			CostCenter: s(colCostCenter, i), Traffic: s(colTraffic, i),
+			WorkflowID: s(colWorkflowID, i), PromptVersion: s(colPromptVersion, i),
+			CacheHit: boo(colCacheHit).Value(i), Priced: boo(colPriced).Value(i),
+			ModelPriced: s(colModelPriced, i), PriceVersion: s(colPriceVersion, i),
+			CostPico: i64(colCost).Value(i), SavingsPico: i64(colSavings).Value(i),
+		}
+		r.Tokens.Input = i64(colInput).Value(i)
+		r.Tokens.Output = i64(colOutput).Value(i)
+		r.Tokens.CachedInput = i64(colCachedInput).Value(i)
+		r.Tokens.CacheWrite = i64(colCacheWrite).Value(i)
+		r.Tokens.CacheWrite1h = i64(colCacheWrite1h).Value(i)
+		r.Tokens.Reasoning = i64(colReasoning).Value(i)
+		ks, ke := keys.ValueOffsets(i)
+		vs, ve := vals.ValueOffsets(i)
+		if ke-ks != ve-vs {
+			return nil, fmt.Errorf("decode arrow batch: row %d has %d tag keys but %d tag values", i, ke-ks, ve-vs)
+		}
+		for j := ks; j < ke; j++ {
+			r.ExtraTags = append(r.ExtraTags, Tag{strings.Clone(keyv.Value(int(j))), strings.Clone(valv.Value(int(vs + j - ks)))})
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}

@@ -1,0 +1,40 @@
+-- One row per accepted event, after de-duplication by event id (the aggregator never inserts an
+-- event id twice, so plain sums are exact without FINAL). Partitioned by the event's own month,
+-- so late events land in the partition of their own time.
+CREATE TABLE {db}.usage_events (
+    event_id String,
+    time DateTime,
+    time_ms UInt16,
+    ingested_at DateTime,
+    partition UInt16,
+    provider String,
+    model String,
+    model_priced String,
+    operation String,
+    team String,
+    feature String,
+    env String,
+    cost_center String,
+    traffic String,
+    tag_keys Array(String),
+    tag_values Array(String),
+    workflow_id String,
+    prompt_version String,
+    response_id String,
+    input_tokens UInt64,
+    output_tokens UInt64,
+    cached_input_tokens UInt64,
+    cache_write_tokens UInt64,
+    cache_write_1h_tokens UInt64,
+    reasoning_tokens UInt64,
+    cost_usd Decimal(38, 12),
+    savings_usd Decimal(38, 12),
+    priced UInt8,
+    price_version String,
+    service_tier String,
+    status String,
+    latency_ms UInt32,
+    cache_hit UInt8
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (toStartOfHour(time), team, event_id)

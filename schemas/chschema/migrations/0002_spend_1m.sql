@@ -1,0 +1,25 @@
+-- Per-minute roll-up over every tag dimension. SummingMergeTree folds rows of the same key at
+-- merge time; until then a key may have several rows, so always read it with sum(...) GROUP BY.
+-- Sums are exact at every moment because every event reaches usage_events exactly once.
+CREATE TABLE {db}.spend_1m (
+    minute DateTime,
+    provider String,
+    model String,
+    team String,
+    feature String,
+    env String,
+    cost_center String,
+    traffic String,
+    events UInt64,
+    input_tokens UInt64,
+    output_tokens UInt64,
+    cached_input_tokens UInt64,
+    cache_write_tokens UInt64,
+    cache_write_1h_tokens UInt64,
+    reasoning_tokens UInt64,
+    cost_usd Decimal(38, 12),
+    savings_usd Decimal(38, 12),
+    unpriced_events UInt64
+) ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, provider, model, team, feature, env, cost_center, traffic)

@@ -1,0 +1,222 @@
+package event
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"mime"
+	"time"
+
+	json "github.com/goccy/go-json"
+)
+
+// Content types accepted by Decode.
+const (
+	ContentJSON           = "application/json"
+	ContentNDJSON         = "application/x-ndjson"
+	ContentCloudEvent     = "application/cloudevents+json"
+	ContentCloudEventList = "application/cloudevents-batch+json"
+	// CloudEventType is the CloudEvents type of a usage event.
+	CloudEventType = "ai.usage.v1"
+)
+
+// ErrUnreadable means nothing in a body could be read as events (the HTTP API answers 400).
+var ErrUnreadable = errors.New("body holds no readable events")
+
+// ErrTooManyEvents means a body holds more events than the batch limit (HTTP 413).
+var ErrTooManyEvents = errors.New("too many events in one body")
+
+// Rejection names one event of a batch that was not accepted, and why.
+type Rejection struct {
+	Index int    `json:"index"`
+	ID    string `json:"id,omitempty"`
+	Error string `json:"error"`
+}
+
+// Batch is the outcome of decoding one body: the valid, normalized events in body order, and
+// a rejection for every element that could not be decoded or failed validation.
+type Batch struct {
+	Events   []Usage
+	Rejected []Rejection
+}
+
+// Decode reads a body of usage events: a JSON array or NDJSON (content type application/json
+// or application/x-ndjson; a JSON body starting with '[' is an array, otherwise one event per
+// line), a structured CloudEvent, or a CloudEvents batch. Each element is decoded, normalized
+// (received is its default time) and validated on its own, so one bad element rejects only
+// itself. Decode returns an error wrapping ErrUnreadable when the body as a whole cannot be
+// read, and ErrTooManyEvents when it holds more than maxEvents elements.
+func Decode(body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
+	mt := ContentJSON
+	if contentType != "" {
+		parsed, _, err := mime.ParseMediaType(contentType)
+		if err != nil {
+			return Batch{}, fmt.Errorf("%w: content type %q: %v", ErrUnreadable, contentType, err)
+		}
+		mt = parsed
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return Batch{}, fmt.Errorf("%w: the body is empty", ErrUnreadable)
+	}
+	d := decoder{received: received, lim: lim}
+	switch mt {
+	case ContentJSON, "text/plain":
+		if body[0] == '[' {
+			return d.array(body, maxEvents, d.plain)
+		}
+		return d.lines(body, maxEvents)
+	case ContentNDJSON, "application/jsonl", "application/x-jsonlines":
+		return d.lines(body, maxEvents)
+	case ContentCloudEvent:
+		if err := d.cloudEvent(0, body); err != nil && len(d.out.Rejected) == 0 {
+			return Batch{}, err
+		}
+		return d.out, nil
+	case ContentCloudEventList:
+		return d.array(body, maxEvents, d.cloudEvent)
+	default:
+		return Batch{}, fmt.Errorf("%w: content type %q is not one of %s, %s, %s, %s",
+			ErrUnreadable, mt, ContentJSON, ContentNDJSON, ContentCloudEvent, ContentCloudEventList)
+	}
+}
+
+type decoder struct {
+	received time.Time
+	lim      Limits
+	out      Batch
+}
+
+func (d *decoder) array(body []byte, maxEvents int, element func(int, []byte) error) (Batch, error) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return Batch{}, fmt.Errorf("%w: not a JSON array: %v", ErrUnreadable, err)
+	}
+	if len(raw) == 0 {
+		return Batch{}, fmt.Errorf("%w: the array is empty", ErrUnreadable)
+	}
+	if len(raw) > maxEvents {
+		return Batch{}, fmt.Errorf("%w: %d events, the limit is %d", ErrTooManyEvents, len(raw), maxEvents)
+	}
+	d.out.Events = make([]Usage, 0, len(raw))
+	for i, r := range raw {
+		_ = element(i, r)
+	}
+	return d.out, nil
+}
+
+func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
+	if n := bytes.Count(body, []byte{'\n'}) + 1; n > maxEvents {
+		// Blank lines count here; an honest client is far from the limit anyway.
+		return Batch{}, fmt.Errorf("%w: %d lines, the limit is %d", ErrTooManyEvents, n, maxEvents)
+	}
+	d.out.Events = make([]Usage, 0, bytes.Count(body, []byte{'\n'})+1)
+	index := 0
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		_ = d.plain(index, line)
+		index++
+	}
+	if index == 0 {
+		return Batch{}, fmt.Errorf("%w: no lines", ErrUnreadable)
+	}
+	if len(d.out.Events) == 0 && index == len(d.out.Rejected) && allSyntax(d.out.Rejected) {
+		return Batch{}, fmt.Errorf("%w: no line is a JSON object (line 0: %s)", ErrUnreadable, d.out.Rejected[0].Error)
+	}
+	return d.out, nil
+}
+
+const syntaxPrefix = "not a JSON event object: "
+
+func allSyntax(rs []Rejection) bool {
+	for _, r := range rs {
+		if len(r.Error) < len(syntaxPrefix) || r.Error[:len(syntaxPrefix)] != syntaxPrefix {
+			return false
+		}
+	}
+	return true
+}
+
+// plain decodes one event object.
+func (d *decoder) plain(index int, data []byte) error {
+	var u Usage
+	if err := json.Unmarshal(data, &u); err != nil {
+		return d.reject(index, probeID(data), syntaxPrefix+err.Error())
+	}
+	return d.accept(index, &u)
+}
+
+// cloudEvent decodes one structured-mode CloudEvent whose data is a usage event. The
+// CloudEvent's id and time stand in for the event's own when the data has none.
+func (d *decoder) cloudEvent(index int, data []byte) error {
+	var ce struct {
+		SpecVersion     string          `json:"specversion"`
+		Type            string          `json:"type"`
+		Source          string          `json:"source"`
+		ID              string          `json:"id"`
+		Time            time.Time       `json:"time"`
+		DataContentType string          `json:"datacontenttype"`
+		Data            json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(data, &ce); err != nil {
+		return d.reject(index, "", "not a CloudEvent object: "+err.Error())
+	}
+	switch {
+	case ce.SpecVersion != "1.0":
+		return d.reject(index, ce.ID, fmt.Sprintf("specversion: %q is not 1.0", clip(ce.SpecVersion)))
+	case ce.Type != CloudEventType:
+		return d.reject(index, ce.ID, fmt.Sprintf("type: %q is not %s", clip(ce.Type), CloudEventType))
+	case ce.DataContentType != "" && ce.DataContentType != ContentJSON:
+		return d.reject(index, ce.ID, fmt.Sprintf("datacontenttype: %q is not %s", clip(ce.DataContentType), ContentJSON))
+	case len(ce.Data) == 0 || ce.Data[0] != '{':
+		return d.reject(index, ce.ID, "data: must be a JSON object holding the usage event")
+	}
+	var u Usage
+	if err := json.Unmarshal(ce.Data, &u); err != nil {
+		return d.reject(index, ce.ID, "data: not a usage event: "+err.Error())
+	}
+	if u.ID == "" {
+		u.ID = ce.ID
+	}
+	if u.Time.IsZero() {
+		u.Time = ce.Time
+	}
+	return d.accept(index, &u)
+}
+
+func (d *decoder) accept(index int, u *Usage) error {
+	u.Normalize(d.received)
+	if err := u.Validate(d.received, d.lim); err != nil {
+		return d.reject(index, u.ID, err.Error())
+	}
+	d.out.Events = append(d.out.Events, *u)
+	return nil
+}
+
+func (d *decoder) reject(index int, id, msg string) error {
+	if len(id) > d.lim.MaxID {
+		id = clip(id)
+	}
+	d.out.Rejected = append(d.out.Rejected, Rejection{Index: index, ID: id, Error: msg})
+	return errors.New(msg)
+}
+
+// probeID recovers the id of an event that failed to decode, so the rejection can name it.
+func probeID(data []byte) string {
+	var p struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &p) != nil {
+		return ""
+	}
+	return p.ID
+}

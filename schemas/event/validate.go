@@ -1,0 +1,200 @@
+package event
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits bound what a single event may contain. They are deliberately generous for honest
+// traffic and tight enough that a hostile or broken client cannot blow up a stage's memory or
+// a ClickHouse column.
+type Limits struct {
+	// MaxFuture is how far ahead of the receiver's clock an event's time may be.
+	MaxFuture time.Duration
+	// MaxAge is how far in the past an event's time may be (late events are welcome, but a
+	// year-old event is almost certainly a bug in the sender).
+	MaxAge time.Duration
+	// MaxTokens bounds every token count of one call.
+	MaxTokens int64
+	// MaxTags bounds the number of tags; MaxTagKey and MaxTagValue their lengths in bytes.
+	MaxTags, MaxTagKey, MaxTagValue int
+	// MaxID bounds the id; MaxString every other string field.
+	MaxID, MaxString int
+}
+
+// DefaultLimits are the limits the collector and the emitter apply unless configured.
+var DefaultLimits = Limits{
+	MaxFuture:   5 * time.Minute,
+	MaxAge:      35 * 24 * time.Hour,
+	MaxTokens:   100_000_000,
+	MaxTags:     32,
+	MaxTagKey:   64,
+	MaxTagValue: 256,
+	MaxID:       128,
+	MaxString:   256,
+}
+
+// MaxLatency bounds latency_ms: a call longer than a day is a unit error in the sender.
+const MaxLatency = 24 * 60 * 60 * 1000
+
+// FieldError says which field of an event is wrong and why.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Normalize fills the defaults of the contract: a missing time becomes the receive time,
+// a missing service tier "standard", a missing status "ok". Time is truncated to the
+// millisecond (the precision carried between stages) and set to UTC.
+func (u *Usage) Normalize(received time.Time) {
+	if u.Time.IsZero() {
+		u.Time = received
+	}
+	u.Time = u.Time.UTC().Truncate(time.Millisecond)
+	if u.ServiceTier == "" {
+		u.ServiceTier = TierStandard
+	}
+	if u.Status == "" {
+		u.Status = StatusOK
+	}
+}
+
+// Validate checks a normalized event against the v1 rules and returns the first violation as
+// a *FieldError. now is the receiver's clock. The rules, in the order they are checked:
+//
+//   - id, provider and model are required, valid UTF-8 without control characters, and no
+//     longer than MaxID (id) or MaxString bytes;
+//   - time lies within [now-MaxAge, now+MaxFuture];
+//   - every token count is within [0, MaxTokens];
+//   - cached_input_tokens + cache_write_tokens ≤ input_tokens, cache_write_1h_tokens ≤
+//     cache_write_tokens, reasoning_tokens ≤ output_tokens (the parts are inside the wholes);
+//   - service_tier is standard, batch, flex or priority;
+//   - latency_ms is within [0, MaxLatency];
+//   - operation, status, response_id, workflow_id and prompt_version are at most MaxString bytes;
+//   - at most MaxTags tags; keys are 1..MaxTagKey bytes of [a-z0-9_.-]; values at most
+//     MaxTagValue bytes; the traffic tag, when present, is user or background.
+func (u *Usage) Validate(now time.Time, lim Limits) error {
+	if err := checkString("id", u.ID, lim.MaxID, true); err != nil {
+		return err
+	}
+	if err := checkString("provider", u.Provider, lim.MaxString, true); err != nil {
+		return err
+	}
+	if err := checkString("model", u.Model, lim.MaxString, true); err != nil {
+		return err
+	}
+	if u.Time.After(now.Add(lim.MaxFuture)) {
+		return fieldErr("time", "%s is more than %s ahead of the receiver's clock (%s)",
+			u.Time.Format(time.RFC3339Nano), lim.MaxFuture, now.UTC().Format(time.RFC3339))
+	}
+	if u.Time.Before(now.Add(-lim.MaxAge)) {
+		return fieldErr("time", "%s is more than %s in the past", u.Time.Format(time.RFC3339Nano), lim.MaxAge)
+	}
+	if err := u.Usage.validate(lim.MaxTokens); err != nil {
+		return err
+	}
+	switch u.ServiceTier {
+	case TierStandard, TierBatch, TierFlex, TierPriority:
+	default:
+		return fieldErr("service_tier", "%q is not one of standard, batch, flex, priority", clip(u.ServiceTier))
+	}
+	if u.LatencyMS < 0 || u.LatencyMS > MaxLatency {
+		return fieldErr("latency_ms", "%d is outside [0, %d]", u.LatencyMS, MaxLatency)
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{"operation", u.Operation}, {"status", u.Status}, {"response_id", u.ResponseID},
+		{"workflow_id", u.WorkflowID}, {"prompt_version", u.PromptVersion},
+	} {
+		if err := checkString(f.name, f.v, lim.MaxString, false); err != nil {
+			return err
+		}
+	}
+	return validateTags(u.Tags, lim)
+}
+
+func (t *Tokens) validate(max int64) error {
+	for _, c := range [...]struct {
+		name string
+		v    int64
+	}{
+		{"usage.input_tokens", t.Input}, {"usage.output_tokens", t.Output},
+		{"usage.cached_input_tokens", t.CachedInput}, {"usage.cache_write_tokens", t.CacheWrite},
+		{"usage.cache_write_1h_tokens", t.CacheWrite1h}, {"usage.reasoning_tokens", t.Reasoning},
+	} {
+		if c.v < 0 {
+			return fieldErr(c.name, "%d is negative", c.v)
+		}
+		if c.v > max {
+			return fieldErr(c.name, "%d exceeds the limit of %d tokens per call", c.v, max)
+		}
+	}
+	if t.CachedInput+t.CacheWrite > t.Input {
+		return fieldErr("usage", "cached_input_tokens (%d) + cache_write_tokens (%d) exceed input_tokens (%d), which includes them",
+			t.CachedInput, t.CacheWrite, t.Input)
+	}
+	if t.CacheWrite1h > t.CacheWrite {
+		return fieldErr("usage", "cache_write_1h_tokens (%d) exceed cache_write_tokens (%d), which includes them",
+			t.CacheWrite1h, t.CacheWrite)
+	}
+	if t.Reasoning > t.Output {
+		return fieldErr("usage", "reasoning_tokens (%d) exceed output_tokens (%d), which includes them",
+			t.Reasoning, t.Output)
+	}
+	return nil
+}
+
+func validateTags(tags map[string]string, lim Limits) error {
+	if len(tags) > lim.MaxTags {
+		return fieldErr("tags", "%d tags exceed the limit of %d", len(tags), lim.MaxTags)
+	}
+	for k, v := range tags {
+		if len(k) == 0 || len(k) > lim.MaxTagKey {
+			return fieldErr("tags", "key %q must be 1 to %d bytes", clip(k), lim.MaxTagKey)
+		}
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+				return fieldErr("tags", "key %q may only contain a-z, 0-9, '_', '.' and '-'", clip(k))
+			}
+		}
+		if err := checkString("tags."+k, v, lim.MaxTagValue, false); err != nil {
+			return err
+		}
+	}
+	if t, ok := tags[TagTraffic]; ok && t != "user" && t != "background" {
+		return fieldErr("tags.traffic", "%q is not one of user, background", clip(t))
+	}
+	return nil
+}
+
+func checkString(field, v string, max int, required bool) error {
+	switch {
+	case v == "" && required:
+		return fieldErr(field, "is required")
+	case len(v) > max:
+		return fieldErr(field, "is %d bytes long, more than the limit of %d", len(v), max)
+	case !utf8.ValidString(v):
+		return fieldErr(field, "is not valid UTF-8")
+	case strings.IndexFunc(v, isControl) >= 0:
+		return fieldErr(field, "contains a control character")
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// clip keeps error messages short when the offending value is long or hostile.
+func clip(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + "…"
+}

@@ -1,0 +1,108 @@
+// Package stream names the JetStream streams, subjects and headers that the stages share, and
+// the partitioning rule that keeps every copy of an event on one partition.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names (DESIGN.md §2.3).
+const (
+	Raw      = "USAGE_RAW"
+	Enriched = "USAGE_ENRICHED"
+	Dead     = "USAGE_DEAD"
+)
+
+// Subject prefixes; a partition number or a dead-letter source follows.
+const (
+	RawPrefix      = "usage.raw."
+	EnrichedPrefix = "usage.enriched."
+	DeadPrefix     = "usage.dead."
+)
+
+// Headers carried by tokenmeter's messages.
+const (
+	// HeaderSchema names the payload format, e.g. "usage-batch/1".
+	HeaderSchema = "Tokenmeter-Schema"
+	// HeaderReason says why a message was dead-lettered.
+	HeaderReason = "Tokenmeter-Reason"
+	// HeaderSource names the stream and sequence a dead-lettered message came from.
+	HeaderSource = "Tokenmeter-Source"
+)
+
+// Partition maps an event id to one of n partitions: xxhash64 of the id's bytes, modulo n.
+// Every copy of an event — a retry, a duplicate send — lands on the same partition, so the
+// partition's single writer can de-duplicate it.
+func Partition(eventID string, n int) int {
+	return int(xxhash.Sum64String(eventID) % uint64(n))
+}
+
+// RawSubject is the subject of partition p of USAGE_RAW.
+func RawSubject(p int) string { return RawPrefix + strconv.Itoa(p) }
+
+// EnrichedSubject is the subject of partition p of USAGE_ENRICHED.
+func EnrichedSubject(p int) string { return EnrichedPrefix + strconv.Itoa(p) }
+
+// DeadSubject is the dead-letter subject for messages that came from stage.
+func DeadSubject(stage string) string { return DeadPrefix + stage }
+
+// Options sizes the streams. The zero value is not valid; start from DefaultOptions.
+type Options struct {
+	Replicas int
+	// DuplicateWindow is JetStream's Nats-Msg-Id de-duplication window.
+	DuplicateWindow time.Duration
+	// MaxAge and MaxBytes bound what a stream keeps; a full money stream refuses new
+	// messages (DiscardNew) rather than silently deleting old ones.
+	MaxAge   time.Duration
+	MaxBytes int64
+	Storage  jetstream.StorageType
+}
+
+// DefaultOptions suit a single machine.
+var DefaultOptions = Options{
+	Replicas:        1,
+	DuplicateWindow: 2 * time.Minute,
+	MaxAge:          7 * 24 * time.Hour,
+	MaxBytes:        8 << 30,
+	Storage:         jetstream.FileStorage,
+}
+
+// Configs returns the configurations of the three streams.
+func Configs(o Options) []jetstream.StreamConfig {
+	mk := func(name, subject, desc string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{subject},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxAge:      o.MaxAge,
+			MaxBytes:    o.MaxBytes,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+		}
+	}
+	return []jetstream.StreamConfig{
+		mk(Raw, RawPrefix+"*", "validated usage events as received, batched per partition"),
+		mk(Enriched, EnrichedPrefix+"*", "priced and attributed usage events as Arrow record batches"),
+		mk(Dead, DeadPrefix+">", "messages that could not be processed, with the reason in a header"),
+	}
+}
+
+// Ensure creates the streams or updates their configuration; every stage calls it at
+// start-up, so the order in which stages start does not matter.
+func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
+	for _, cfg := range Configs(o) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
