@@ -177,13 +177,13 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 			where = fmt.Sprintf("%s price effective %s", model, rp.Effective.text)
 		}
 	}
-	if !rp.Input.set {
+	if !rp.Rates.Input.set {
 		p.errorf("%s: input: missing", where)
 	}
-	if !rp.Output.set {
+	if !rp.Rates.Output.set {
 		p.errorf("%s: output: missing", where)
 	}
-	pr.Standard = p.rates(where, rp.rawRates, rawRates{})
+	pr.Standard = p.rates(where, rp.Rates, rawRates{})
 	names := make([]string, 0, len(rp.Tiers))
 	for name := range rp.Tiers {
 		names = append(names, name)
@@ -197,7 +197,7 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 		if pr.Tiers == nil {
 			pr.Tiers = map[string]Rates{}
 		}
-		pr.Tiers[name] = p.rates(where+": tier "+name, rp.Tiers[name], rp.rawRates)
+		pr.Tiers[name] = p.rates(where+": tier "+name, rp.Tiers[name], rp.Rates)
 	}
 	return pr, len(p.errs) == before
 }
@@ -257,8 +257,8 @@ type rawModel struct {
 }
 
 type rawPrice struct {
-	Effective literal `yaml:"effective"`
-	rawRates  `yaml:",inline"`
+	Effective literal             `yaml:"effective"`
+	Rates     rawRates            `yaml:",inline"`
 	Tiers     map[string]rawRates `yaml:"tiers"`
 }
 

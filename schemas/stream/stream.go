@@ -36,6 +36,10 @@ const (
 	HeaderSource = "Tokenmeter-Source"
 )
 
+// DefaultPartitions is the number of partitions of USAGE_RAW and USAGE_ENRICHED unless
+// configured. Every stage must use the same number.
+const DefaultPartitions = 4
+
 // Partition maps an event id to one of n partitions: xxhash64 of the id's bytes, modulo n.
 // Every copy of an event — a retry, a duplicate send — lands on the same partition, so the
 // partition's single writer can de-duplicate it.
