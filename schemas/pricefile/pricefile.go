@@ -99,9 +99,9 @@ type Rates struct {
 //
 //	openai.yaml: model "gpt-4o" price effective 2024-10-01: input "2.5x": not a decimal
 func Parse(name string, data []byte) (File, error) {
-	var raw rawFile
-	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.Strict()); err != nil {
-		return File{}, fmt.Errorf("%s: %s", name, yaml.FormatError(err, false, false))
+	raw, err := decode(data)
+	if err != nil {
+		return File{}, fmt.Errorf("%s: %w", name, err)
 	}
 	p := parser{name: name}
 	f := File{Name: name, Provider: raw.Provider, Source: raw.Source}
@@ -118,6 +118,22 @@ func Parse(name string, data []byte) (File, error) {
 		return File{}, err
 	}
 	return f, nil
+}
+
+// decode runs the YAML decoder. goccy/go-yaml v1.19.2 panics on some malformed documents
+// (FuzzParse found "aliases: !00\n0:0", a nil dereference in decodeSlice); a pricing file is
+// operator input, so such a document is reported as an error instead of taking the process
+// down.
+func decode(data []byte) (raw rawFile, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed YAML (decoder panicked: %v)", r)
+		}
+	}()
+	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.Strict()); err != nil {
+		return rawFile{}, errors.New(yaml.FormatError(err, false, false))
+	}
+	return raw, nil
 }
 
 type parser struct {

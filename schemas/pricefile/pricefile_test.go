@@ -150,6 +150,8 @@ func TestParseErrors(t *testing.T) {
 			`openai.yaml: [2:1] mapping key "provider" already defined at [1:1]`},
 		{"not yaml", "provider: [openai\n",
 			`openai.yaml: [1:11] sequence end token ']' not found`},
+		{"decoder panic", "provider: \nmodels:\n  - model: \n    aliases: !00\n0:00000",
+			`openai.yaml: malformed YAML (decoder panicked: runtime error: invalid memory address or nil pointer dereference)`},
 		{"several problems, all reported", head + row + `        input: "x"` + "\n" + `        output: "-1"`,
 			`openai.yaml: model "gpt-4o" price effective 2024-10-01: input "x": not a decimal` + "\n" +
 				`openai.yaml: model "gpt-4o" price effective 2024-10-01: output "-1": negative`},

@@ -1,0 +1,55 @@
+# tokenmeter — run it: `make run`; test it: `make test`.
+SHELL := /bin/bash
+MODULES := schemas collector enricher aggregator alerter bench deploy
+GO ?= go
+# Tests reach ClickHouse at $$TOKENMETER_CLICKHOUSE_DSN, or at a local server that this starts.
+CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
+FUZZTIME ?= 10s
+
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build every binary into bin/
+	@mkdir -p bin
+	$(GO) build -o bin/tokenmeter ./deploy/cmd/tokenmeter
+	$(GO) build -o bin/collector ./collector/cmd/collector
+	$(GO) build -o bin/enricher ./enricher/cmd/enricher
+	$(GO) build -o bin/aggregator ./aggregator/cmd/aggregator
+	$(GO) build -o bin/loadgen ./bench/cmd/loadgen
+
+clickhouse: ## start (or reuse) the local ClickHouse on 127.0.0.1:9000/8123
+	@$(CH_LOCAL)
+
+clickhouse-stop: ## stop the local ClickHouse started by `make clickhouse`
+	deploy/clickhouse/local.sh stop
+
+run: build clickhouse ## run the whole pipeline in one process (embedded NATS, local ClickHouse)
+	bin/tokenmeter run
+
+demo: build clickhouse ## run the pipeline and drive synthetic traffic, printing a spend summary
+	bin/tokenmeter run -demo
+
+test: clickhouse ## vet and test every module against real NATS JetStream and ClickHouse
+	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./... ) || exit 1; done
+	$(GO) vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	$(GO) test -count=1 -timeout 20m $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	@$(MAKE) --no-print-directory fuzz
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list -f '{{if .TestGoFiles}}{{.Dir}}{{end}}' $(addsuffix /...,$(addprefix ./,$(MODULES)))); do \
+	  for t in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go 2>/dev/null | cut -c6-); do \
+	    echo "fuzz $$t in $$pkg"; (cd $$pkg && $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . ) || exit 1; \
+	  done; \
+	done
+
+bench: clickhouse ## run the benchmarks (per stage, and end to end) and print their tables
+	$(GO) test -run '^$$' -bench . -benchmem $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $(MODULES))" || { gofmt -l $(MODULES); echo "gofmt needed"; exit 1; }
+	$(GO) vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+tidy: ## go mod tidy in every module, each on its own
+	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy) || exit 1; done
