@@ -1,7 +1,3 @@
 module github.com/tokenmeter/tokenmeter/alerter
 
-go 1.26
-
-require github.com/tokenmeter/tokenmeter/schemas v0.0.0
-
-replace github.com/tokenmeter/tokenmeter/schemas => ../schemas
+go 1.26.0

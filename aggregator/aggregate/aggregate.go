@@ -1,0 +1,212 @@
+// Package aggregate is the aggregator stage: it consumes USAGE_ENRICHED and writes every event
+// to ClickHouse's usage_events exactly once; materialized views fill the roll-ups from the
+// same INSERT.
+//
+// Exactly-once effect rests on never inserting a duplicate. Every copy of an event lands on
+// the partition stream.Partition(id, n), and each partition has exactly one writer, which
+// keeps the set of the partition's event ids that ClickHouse holds (dedup.Set). The set is
+// rebuilt from ClickHouse at start, so whatever happened before — a crash between an insert
+// and its acks, an INSERT that landed half — the redelivered events already written are
+// found and skipped, and only the missing ones are inserted. Messages are acked only after
+// their rows are in ClickHouse.
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker"
+	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Back-off between retries of a failed remote call.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+var errNotStarted = errors.New("not started: migrations, streams and de-duplication set are not ready yet")
+
+// Aggregator is the stage. Run it once.
+type Aggregator struct {
+	cfg    Config
+	chOpts *clickhouse.Options
+	js     jetstream.JetStream
+	log    *slog.Logger
+	m      *metrics
+	// chBreaker guards ClickHouse, natsBreaker the JetStream management calls.
+	chBreaker, natsBreaker *gobreaker.CircuitBreaker
+	now                    func() time.Time
+	// partitions holds each partition's reason not to be ready, nil when it is.
+	partitions []atomic.Pointer[error]
+
+	// beforeAck, when set (by tests), runs after a batch is inserted and before its messages
+	// are acked; an error stops the worker there, as a crash would.
+	beforeAck func(partition int) error
+}
+
+// New validates cfg (after applying defaults), registers the metrics and returns the stage.
+// It does not connect to ClickHouse; Run does.
+func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregator config: %w", err)
+	}
+	if nc == nil {
+		return nil, errors.New("aggregator: nil NATS connection")
+	}
+	opts, err := clickhouse.ParseDSN(cfg.ClickHouseDSN)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator config: ClickHouseDSN %q: %w", cfg.ClickHouseDSN, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open JetStream context: %w", err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a := &Aggregator{
+		cfg: cfg, chOpts: opts, js: js, log: cfg.Logger, m: m, now: time.Now,
+		partitions: make([]atomic.Pointer[error], cfg.Partitions),
+	}
+	for p := range a.partitions {
+		a.setReady(p, errNotStarted)
+	}
+	a.chBreaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		Name:        "clickhouse",
+		Timeout:     5 * time.Second,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			a.m.breaker.Set(float64(to))
+			a.log.Warn("ClickHouse circuit breaker changed state", "from", from.String(), "to", to.String())
+		},
+	})
+	a.natsBreaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		Name:        "jetstream",
+		Timeout:     5 * time.Second,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
+	})
+	return a, nil
+}
+
+// Ready reports why the aggregator cannot write now, or nil: before start-up is done, while
+// the ClickHouse breaker is open, and while any partition's last insert failed.
+func (a *Aggregator) Ready() error {
+	var errs []error
+	if s := a.chBreaker.State(); s == gobreaker.StateOpen {
+		errs = append(errs, errors.New("ClickHouse circuit breaker is open"))
+	}
+	for p := range a.partitions {
+		if err := a.partitions[p].Load(); err != nil && *err != nil {
+			errs = append(errs, fmt.Errorf("partition %d: %w", p, *err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Aggregator) setReady(p int, err error) { a.partitions[p].Store(&err) }
+
+// Run applies the ClickHouse migrations, ensures the streams and runs one worker per
+// partition until ctx is done; it then finishes the insert in flight and returns nil. It
+// returns an error only when a worker cannot go on.
+func (a *Aggregator) Run(ctx context.Context) error {
+	conn, err := clickhouse.Open(a.chOpts)
+	if err != nil {
+		return fmt.Errorf("open ClickHouse: %w", err)
+	}
+	defer conn.Close()
+
+	err = a.retry(ctx, a.chBreaker, "apply ClickHouse migrations", func(ctx context.Context) error {
+		applied, err := migrate.Apply(ctx, conn, a.cfg.Database)
+		if len(applied) > 0 {
+			a.log.Info("applied ClickHouse migrations", "database", a.cfg.Database, "versions", applied)
+		}
+		return err
+	}, nil)
+	if err != nil {
+		return nil // ctx is done
+	}
+	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
+		return stream.Ensure(ctx, a.js, stream.DefaultOptions)
+	}, nil)
+	if err != nil {
+		return nil
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, a.cfg.Partitions)
+	var wg sync.WaitGroup
+	for p := range a.cfg.Partitions {
+		wg.Go(func() {
+			if err := a.runPartition(ctx, chwrite.New(conn, a.cfg.Database), p); err != nil {
+				errs[p] = fmt.Errorf("partition %d: %w", p, err)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// retry calls fn through breaker until it succeeds or ctx is done, backing off exponentially
+// (capped). Each failure is logged and, when p is not nil, makes partition *p not ready. It
+// returns ctx's error when ctx ends first.
+func (a *Aggregator) retry(ctx context.Context, breaker *gobreaker.CircuitBreaker, what string, fn func(context.Context) error, p *int) error {
+	backoff := minBackoff
+	for {
+		_, err := breaker.Execute(func() (any, error) { return nil, fn(ctx) })
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = fmt.Errorf("%s: %w", what, err)
+		if p != nil {
+			a.setReady(*p, err)
+		}
+		a.log.Warn("retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// consumerName is the durable consumer of partition p.
+func consumerName(p int) string { return "aggregator-" + strconv.Itoa(p) }
+
+func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, error) {
+	var cons jetstream.Consumer
+	err := a.retry(ctx, a.natsBreaker, "create consumer "+consumerName(p), func(ctx context.Context) error {
+		var err error
+		cons, err = a.js.CreateOrUpdateConsumer(ctx, stream.Enriched, jetstream.ConsumerConfig{
+			Durable:       consumerName(p),
+			Description:   "aggregator: writes partition " + strconv.Itoa(p) + " to ClickHouse",
+			FilterSubject: stream.EnrichedSubject(p),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       a.cfg.AckWait,
+			// Acks trail inserts by a batch or two; the limit only has to stay out of the way.
+			MaxAckPending: 20_000,
+			MaxDeliver:    -1,
+		})
+		return err
+	}, &p)
+	return cons, err
+}

@@ -1,0 +1,448 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/internal/chtest"
+	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// testPartitions keeps the number of workers, and so the test's CPU, small.
+const testPartitions = 2
+
+// env is one test's pipeline end: embedded JetStream and a fresh ClickHouse database.
+type env struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	conn driver.Conn
+	db   string
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: tb.TempDir(), Port: -1})
+	if err != nil {
+		tb.Fatalf("new NATS server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		tb.Fatal("NATS server not ready after 5s")
+	}
+	tb.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		tb.Fatalf("connect to NATS: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := stream.Ensure(context.Background(), js, stream.DefaultOptions); err != nil {
+		tb.Fatal(err)
+	}
+	conn := chtest.Conn(tb)
+	return &env{nc: nc, js: js, conn: conn, db: chtest.Database(tb, conn)}
+}
+
+// aggregator is a running Aggregator; stop ends it and returns what Run returned.
+type aggregator struct {
+	*Aggregator
+	reg  *prometheus.Registry
+	done chan struct{} // closed when Run returns
+	err  error         // what Run returned, once done is closed
+	stop func() error
+}
+
+func (e *env) start(tb testing.TB, hook func(p int) error) *aggregator {
+	tb.Helper()
+	reg := prometheus.NewRegistry()
+	a, err := New(Config{
+		ClickHouseDSN: chtest.DSN(), Database: e.db, Partitions: testPartitions,
+		BatchMaxWait: 20 * time.Millisecond, Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}, e.nc)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	a.beforeAck = hook
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	ag := &aggregator{Aggregator: a, reg: reg, done: done}
+	go func() {
+		ag.err = a.Run(ctx)
+		close(done)
+	}()
+	ag.stop = func() error {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			tb.Fatal("Run did not return within 30s of cancel")
+		}
+		return ag.err
+	}
+	if hook == nil {
+		waitFor(tb, "the aggregator to be ready", func() bool { return a.Ready() == nil })
+	}
+	tb.Cleanup(func() { _ = ag.stop() })
+	return ag
+}
+
+// publish sends rows, grouped by partition, one message per partition and call.
+func (e *env) publish(tb testing.TB, rows ...batch.Row) {
+	tb.Helper()
+	byPart := map[int][]batch.Row{}
+	for _, r := range rows {
+		r.Partition = stream.Partition(r.ID, testPartitions)
+		byPart[r.Partition] = append(byPart[r.Partition], r)
+	}
+	for p, rs := range byPart {
+		data, err := batch.Encode(rs)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		msg := nats.NewMsg(stream.EnrichedSubject(p))
+		msg.Data = data
+		msg.Header.Set(stream.HeaderSchema, batch.SchemaName)
+		if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
+			tb.Fatalf("publish to %s: %v", msg.Subject, err)
+		}
+	}
+}
+
+// waitDrained waits until every partition's consumer has acked everything in the stream.
+func (e *env) waitDrained(tb testing.TB) {
+	tb.Helper()
+	waitFor(tb, "consumers to ack every message", func() bool {
+		for p := range testPartitions {
+			c, err := e.js.Consumer(context.Background(), stream.Enriched, consumerName(p))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after 20s waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) query(tb testing.TB, q string) string {
+	tb.Helper()
+	return chtest.String(tb, e.conn, strings.ReplaceAll(q, "{db}", e.db))
+}
+
+func (e *env) count(tb testing.TB) string {
+	tb.Helper()
+	return e.query(tb, "SELECT toString(count()) FROM {db}.usage_events")
+}
+
+func row(id string, at time.Time, costPico int64) batch.Row {
+	return batch.Row{
+		ID: id, Time: at, Received: time.Now().UTC().Truncate(time.Millisecond),
+		Provider: "openai", Model: "gpt-4o", Operation: "chat",
+		Tokens:      event.Tokens{Input: 1200, Output: 300, CachedInput: 1000},
+		ServiceTier: "standard", Status: "ok", LatencyMS: 850,
+		Team: "search", Feature: "summarize", Env: "prod", Traffic: "user",
+		Priced: true, ModelPriced: "gpt-4o-2024-08-06", PriceVersion: "v1",
+		CostPico: costPico,
+	}
+}
+
+var t0 = time.Date(2026, 11, 26, 22, 41, 31, 123_000_000, time.UTC)
+
+func TestWritesEventsAndRollups(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	r1 := row("evt_a", t0, 4_250_000_000_001) // $4.250000000001
+	r1.ExtraTags = []batch.Tag{{Key: "customer", Value: "acme"}, {Key: "region", Value: "eu"}}
+	r1.WorkflowID, r1.PromptVersion, r1.ResponseID = "ticket-4711", "summarize@v7", "chatcmpl-1"
+	r1.SavingsPico = 2_500_000_000_000
+	r2 := row("evt_b", t0.Add(10*time.Second), 1) // one picodollar, same minute
+	r3 := row("evt_c", t0.Add(time.Minute), 333_333_333_333)
+	r3.Priced, r3.Team = false, "ads"
+	e.publish(t, r1, r2, r3)
+	waitFor(t, "3 rows in usage_events", func() bool { return e.count(t) == "3" })
+	e.waitDrained(t)
+
+	got := e.query(t, `SELECT concat(event_id, '|', toString(time, 'UTC'), '|', toString(time_ms), '|', toString(partition), '|',
+		arrayStringConcat(tag_keys, ','), '=', arrayStringConcat(tag_values, ','), '|', workflow_id, '|', prompt_version, '|', response_id, '|',
+		toString(input_tokens), '/', toString(output_tokens), '/', toString(cached_input_tokens), '|',
+		toString(cost_usd), '|', toString(savings_usd), '|', toString(priced), '|', model_priced, '|', toString(latency_ms), '|', toString(cache_hit))
+		FROM {db}.usage_events WHERE event_id = 'evt_a'`)
+	want := fmt.Sprintf("evt_a|2026-11-26 22:41:31|123|%d|customer,region=acme,eu|ticket-4711|summarize@v7|chatcmpl-1|1200/300/1000|4.250000000001|2.500000000000|1|gpt-4o-2024-08-06|850|0",
+		stream.Partition("evt_a", testPartitions))
+	if got != want {
+		t.Errorf("usage_events row evt_a:\n got %s\nwant %s", got, want)
+	}
+
+	for _, c := range []struct{ name, q, want string }{
+		{"usage_events sum", "SELECT toString(sum(cost_usd)) FROM {db}.usage_events", "4.583333333335"},
+		{"spend_1m per minute", `SELECT arrayStringConcat(groupArray(s), ';') FROM (SELECT concat(toString(minute, 'UTC'), ' ', toString(sum(events)), ' ', toString(sum(cost_usd)), ' ', toString(sum(unpriced_events))) AS s
+			FROM {db}.spend_1m GROUP BY minute ORDER BY minute)`,
+			"2026-11-26 22:41:00 2 4.250000000002 0;2026-11-26 22:42:00 1 0.333333333333 1"},
+		{"spend_1d per team", `SELECT arrayStringConcat(groupArray(s), ';') FROM (SELECT concat(toString(day), ' ', team, ' ', toString(sum(events)), ' ', toString(sum(input_tokens)), ' ', toString(sum(cost_usd)), ' ', toString(sum(savings_usd))) AS s
+			FROM {db}.spend_1d GROUP BY day, team ORDER BY team)`,
+			"2026-11-26 ads 1 1200 0.333333333333 0.000000000000;2026-11-26 search 2 2400 4.250000000002 2.500000000000"},
+	} {
+		if got := e.query(t, c.q); got != c.want {
+			t.Errorf("%s = %s, want %s", c.name, got, c.want)
+		}
+	}
+	if err := a.Ready(); err != nil {
+		t.Errorf("Ready() = %v, want nil", err)
+	}
+	if got := testutil.ToFloat64(a.m.rows); got != 3 {
+		t.Errorf("rows inserted metric = %v, want 3", got)
+	}
+	if err := a.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+}
+
+func TestSameEventInTwoMessagesIsWrittenOnce(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	e.publish(t, row("evt_1", t0, 1_000_000))
+	waitFor(t, "evt_1 written", func() bool { return e.count(t) == "1" })
+	// A later message repeats evt_1, and repeats evt_2 within itself.
+	e.publish(t, row("evt_1", t0, 1_000_000), row("evt_2", t0, 2_000_000), row("evt_2", t0, 2_000_000))
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "2 0.000003000000"; got != want {
+		t.Errorf("usage_events count and sum = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1m"), "2 0.000003000000"; got != want {
+		t.Errorf("spend_1m events and sum = %s, want %s", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.duplicates); got != 2 {
+		t.Errorf("duplicates metric = %v, want 2", got)
+	}
+}
+
+func TestCrashAfterInsertBeforeAck(t *testing.T) {
+	e := newEnv(t)
+	errCrash := errors.New("simulated crash")
+	first := e.start(t, func(int) error { return errCrash })
+	var rows []batch.Row
+	for i := range 20 {
+		rows = append(rows, row(fmt.Sprintf("evt_%02d", i), t0.Add(time.Duration(i)*time.Second), int64(i+1)*1_000_000_001))
+	}
+	e.publish(t, rows...)
+	select {
+	case <-first.done:
+		if !errors.Is(first.err, errCrash) {
+			t.Fatalf("first Run returned %v, want the simulated crash", first.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("first aggregator did not stop at the hook within 20s")
+	}
+	inserted := e.count(t)
+
+	// The messages were never acked; a new aggregator receives them again.
+	second := e.start(t, nil)
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "20 0.210000000210"; got != want {
+		t.Errorf("after redelivery usage_events count and sum = %s, want %s (first aggregator had inserted %s rows)", got, want, inserted)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1d"), "20 0.210000000210"; got != want {
+		t.Errorf("after redelivery spend_1d events and sum = %s, want %s", got, want)
+	}
+	if got, want := testutil.ToFloat64(second.m.duplicates), 20-testutil.ToFloat64(second.m.rows); got != want || inserted == "0" {
+		t.Errorf("second aggregator skipped %v duplicates and inserted %v rows after the first inserted %s; want every inserted row skipped", got, testutil.ToFloat64(second.m.rows), inserted)
+	}
+}
+
+// An INSERT whose rows span two months writes one part per month; if only the January part
+// landed before a crash, the redelivered batch must add February and nothing else.
+func TestBatchSpanningTwoMonthsCompletesHalfLandedInsert(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
+		t.Fatal(err)
+	}
+	jan := row("evt_jan", time.Date(2026, 1, 31, 23, 59, 59, 999_000_000, time.UTC), 7_000_000_000_007)
+	feb := row("evt_feb", time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), 9_000_000_000_009)
+	// Both must be in the same partition to share one INSERT; find ids that are.
+	for i := 0; stream.Partition(jan.ID, testPartitions) != stream.Partition(feb.ID, testPartitions); i++ {
+		feb.ID = fmt.Sprintf("evt_feb_%d", i)
+	}
+	p := stream.Partition(jan.ID, testPartitions)
+	if err := chwrite.New(e.conn, e.db).Insert(context.Background(), p, []batch.Row{jan}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.start(t, nil)
+	e.publish(t, jan, feb)
+	e.waitDrained(t)
+	for _, c := range []struct{ q, want string }{
+		{"SELECT arrayStringConcat(groupArray(s), ';') FROM (SELECT concat(event_id, ' ', toString(cost_usd)) AS s FROM {db}.usage_events ORDER BY time)",
+			"evt_jan 7.000000000007;" + feb.ID + " 9.000000000009"},
+		{"SELECT arrayStringConcat(groupArray(s), ';') FROM (SELECT concat(toString(day), ' ', toString(sum(events)), ' ', toString(sum(cost_usd))) AS s FROM {db}.spend_1d GROUP BY day ORDER BY day)",
+			"2026-01-31 1 7.000000000007;2026-02-01 1 9.000000000009"},
+		{"SELECT arrayStringConcat(groupArray(p), ',') FROM (SELECT DISTINCT partition AS p FROM system.parts WHERE database = '{db}' AND table = 'usage_events' AND active ORDER BY p)",
+			"202601,202602"},
+	} {
+		if got := e.query(t, c.q); got != c.want {
+			t.Errorf("%s\n got %s\nwant %s", c.q, got, c.want)
+		}
+	}
+}
+
+// An event received before the de-duplication window is not in the set; it is looked up in
+// ClickHouse instead.
+func TestEventOlderThanTheWindowIsLookedUp(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
+		t.Fatal(err)
+	}
+	old := row("evt_old", t0, 5)
+	old.Received = time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
+	if err := chwrite.New(e.conn, e.db).Insert(context.Background(), stream.Partition(old.ID, testPartitions), []batch.Row{old}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.start(t, nil)
+	e.publish(t, old, row("evt_new", t0, 6))
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "2 0.000000000011"; got != want {
+		t.Errorf("usage_events count and sum = %s, want %s", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.duplicates); got != 1 {
+		t.Errorf("duplicates metric = %v, want 1", got)
+	}
+}
+
+func TestPoisonMessageIsDeadLetteredAndDoesNotBlock(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	good := row("evt_good", t0, 42)
+	p := stream.Partition(good.ID, testPartitions)
+	ack, err := e.js.Publish(context.Background(), stream.EnrichedSubject(p), []byte("not an arrow stream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, good)
+	waitFor(t, "the good event written", func() bool { return e.count(t) == "1" })
+	e.waitDrained(t)
+
+	deadStream, err := e.js.Stream(context.Background(), stream.Dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := deadStream.GetLastMsgForSubject(context.Background(), stream.DeadSubject("aggregator"))
+	if err != nil {
+		t.Fatalf("read the dead letter: %v", err)
+	}
+	if got, want := dead.Header.Get(stream.HeaderSource), fmt.Sprintf("USAGE_ENRICHED/%d", ack.Sequence); got != want {
+		t.Errorf("dead letter %s = %q, want %q", stream.HeaderSource, got, want)
+	}
+	if reason := dead.Header.Get(stream.HeaderReason); !strings.HasPrefix(reason, "decode arrow batch") {
+		t.Errorf("dead letter %s = %q, want the decode error", stream.HeaderReason, reason)
+	}
+	if string(dead.Data) != "not an arrow stream" {
+		t.Errorf("dead letter data = %q, want the original payload", dead.Data)
+	}
+	if got := testutil.ToFloat64(a.m.poison); got != 1 {
+		t.Errorf("poison metric = %v, want 1", got)
+	}
+}
+
+func TestConfigValidateNamesEveryBadValue(t *testing.T) {
+	err := Config{
+		ClickHouseDSN: "clickhouse://127.0.0.1:9000", Database: "tm-prod", Partitions: -1,
+		BatchMaxRows: -5, BatchMaxWait: time.Microsecond, DedupWindow: time.Minute, AckWait: time.Second,
+	}.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil, want errors")
+	}
+	got := strings.Split(err.Error(), "\n")
+	sort.Strings(got)
+	want := []string{
+		"BatchMaxRows (-5) must be positive",
+		"BatchMaxWait (1µs) must be at least 1ms",
+		`Database: database name "tm-prod": want letters, digits and underscores, not starting with a digit`,
+		"DedupWindow (1m0s) must be at least 1h",
+		"Partitions (-1) must be between 1 and 65536",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Validate():\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A ClickHouse failure is not poison: the batch is kept, retried, reported as not ready, and
+// acked only once written.
+func TestClickHouseFailureIsRetriedNotAcked(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	e.query(t, "SELECT toString(count()) FROM {db}.usage_events") // migrations are applied
+	if err := e.conn.Exec(context.Background(), "RENAME TABLE "+e.db+".usage_events TO "+e.db+".usage_events_away"); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, row("evt_x", t0, 1_500_000_000_000), row("evt_y", t0, 2_500_000_000_000))
+	waitFor(t, "Ready() to report the failing insert", func() bool {
+		err := a.Ready()
+		return err != nil && strings.Contains(err.Error(), "insert")
+	})
+	for p := range testPartitions {
+		c, err := e.js.Consumer(context.Background(), stream.Enriched, consumerName(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// publish sent one message to each partition holding evt_x or evt_y.
+		want := uint64(0)
+		if p == stream.Partition("evt_x", testPartitions) || p == stream.Partition("evt_y", testPartitions) {
+			want = 1
+		}
+		if got := uint64(info.NumAckPending) + info.NumPending; got != want {
+			t.Errorf("partition %d has %d unacked messages while ClickHouse cannot take them, want %d", p, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(a.m.inserts.WithLabelValues("error")); got < 1 {
+		t.Errorf("failed inserts metric = %v, want at least 1", got)
+	}
+
+	if err := e.conn.Exec(context.Background(), "RENAME TABLE "+e.db+".usage_events_away TO "+e.db+".usage_events"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(t)
+	waitFor(t, "Ready() to recover", func() bool { return a.Ready() == nil })
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "2 4.000000000000"; got != want {
+		t.Errorf("usage_events count and sum = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1m"), "2 4.000000000000"; got != want {
+		t.Errorf("spend_1m events and sum = %s, want %s", got, want)
+	}
+}

@@ -1,0 +1,103 @@
+package aggregate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Defaults of the zero-valued Config fields.
+const (
+	DefaultClickHouseDSN = "clickhouse://127.0.0.1:9000"
+	DefaultDatabase      = "tokenmeter"
+	DefaultBatchMaxRows  = 50_000
+	DefaultBatchMaxWait  = 200 * time.Millisecond
+	DefaultDedupWindow   = 72 * time.Hour
+	DefaultAckWait       = 2 * time.Minute
+)
+
+// Config configures the aggregator. Zero fields take the defaults above (Partitions:
+// stream.DefaultPartitions; Registerer: a private registry; Logger: discard).
+type Config struct {
+	ClickHouseDSN string
+	Database      string
+	// Partitions must equal the enricher's: events are routed by stream.Partition(id, n).
+	Partitions int
+	// A batch is inserted when it holds BatchMaxRows rows or BatchMaxWait after its first
+	// message arrived, whichever comes first. Messages are not split, so a batch can exceed
+	// BatchMaxRows by the rows of the messages of its last fetch.
+	BatchMaxRows int
+	BatchMaxWait time.Duration
+	// DedupWindow is how far back, by ingest time, the in-memory set of written event ids
+	// reaches. Older events are looked up in ClickHouse one by one instead.
+	DedupWindow time.Duration
+	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
+	// above the time of an insert.
+	AckWait    time.Duration
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.ClickHouseDSN == "" {
+		c.ClickHouseDSN = DefaultClickHouseDSN
+	}
+	if c.Database == "" {
+		c.Database = DefaultDatabase
+	}
+	if c.Partitions == 0 {
+		c.Partitions = stream.DefaultPartitions
+	}
+	if c.BatchMaxRows == 0 {
+		c.BatchMaxRows = DefaultBatchMaxRows
+	}
+	if c.BatchMaxWait == 0 {
+		c.BatchMaxWait = DefaultBatchMaxWait
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every invalid field of c (after defaults are applied), naming its value.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
+		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", c.ClickHouseDSN, err))
+	}
+	if err := migrate.ValidDatabase(c.Database); err != nil {
+		errs = append(errs, fmt.Errorf("Database: %w", err))
+	}
+	if c.Partitions < 1 || c.Partitions > 1<<16 {
+		errs = append(errs, fmt.Errorf("Partitions (%d) must be between 1 and 65536", c.Partitions))
+	}
+	if c.BatchMaxRows < 1 {
+		errs = append(errs, fmt.Errorf("BatchMaxRows (%d) must be positive", c.BatchMaxRows))
+	}
+	if c.BatchMaxWait < time.Millisecond {
+		errs = append(errs, fmt.Errorf("BatchMaxWait (%v) must be at least 1ms", c.BatchMaxWait))
+	}
+	if c.DedupWindow < time.Hour {
+		errs = append(errs, fmt.Errorf("DedupWindow (%v) must be at least 1h", c.DedupWindow))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("AckWait (%v) must be at least 1s", c.AckWait))
+	}
+	return errors.Join(errs...)
+}

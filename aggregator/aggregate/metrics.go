@@ -1,0 +1,59 @@
+package aggregate
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	rows       prometheus.Counter
+	duplicates prometheus.Counter
+	inserts    *prometheus.CounterVec
+	insertSecs prometheus.Histogram
+	poison     prometheus.Counter
+	breaker    prometheus.Gauge
+	dedupIDs   *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_rows_inserted_total",
+			Help: "Rows inserted into usage_events.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_duplicates_total",
+			Help: "Events dropped because their id is already in ClickHouse or earlier in the same batch.",
+		}),
+		inserts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_inserts_total",
+			Help: "INSERTs into usage_events by outcome (ok, error).",
+		}, []string{"outcome"}),
+		insertSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokenmeter_aggregator_insert_seconds",
+			Help:    "Duration of INSERTs into usage_events.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		poison: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_poison_messages_total",
+			Help: "Undecodable messages sent to USAGE_DEAD.",
+		}),
+		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenmeter_aggregator_breaker_state",
+			Help: "State of the ClickHouse circuit breaker: 0 closed, 1 half-open, 2 open.",
+		}),
+		dedupIDs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenmeter_aggregator_dedup_ids",
+			Help: "Event ids held in the de-duplication set, by partition.",
+		}, []string{"partition"}),
+	}
+	m.inserts.WithLabelValues("ok")
+	m.inserts.WithLabelValues("error")
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register aggregator metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,387 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+const (
+	// idleWait is how long one fetch waits for the first message of a batch; it bounds how
+	// long an idle worker takes to notice shutdown.
+	idleWait = time.Second
+	// maxFetch caps the messages of one fetch request.
+	maxFetch = 256
+	// insertTimeout bounds one INSERT. An insert in flight at shutdown runs to completion
+	// within it.
+	insertTimeout = time.Minute
+	// ackTimeout bounds one DoubleAck or dead-letter publish.
+	ackTimeout = 5 * time.Second
+)
+
+// errStopped ends a batch that shutdown interrupted before its rows were written.
+var errStopped = errors.New("stopped before the batch was written")
+
+// pending is a batch: decoded rows and the messages they came from, to ack once the rows are
+// in ClickHouse.
+type pending struct {
+	msgs []jetstream.Msg
+	rows []batch.Row
+}
+
+// worker is the single writer of one partition.
+type worker struct {
+	a    *Aggregator
+	p    int
+	log  *slog.Logger
+	w    *chwrite.Writer
+	set  *dedup.Set
+	cons jetstream.Consumer
+	seen map[dedup.Key]struct{} // ids of the batch being filtered
+	keys []dedup.Key
+}
+
+func (a *Aggregator) runPartition(ctx context.Context, w *chwrite.Writer, p int) error {
+	wk := &worker{
+		a: a, p: p, w: w, log: a.log.With("partition", p),
+		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]struct{}),
+	}
+	if err := wk.warm(ctx); err != nil {
+		return nil // ctx is done
+	}
+	cons, err := a.consumer(ctx, p)
+	if err != nil {
+		return nil
+	}
+	wk.cons = cons
+	a.setReady(p, nil)
+
+	// Fetching and decoding the next batch overlaps with inserting this one; the channel
+	// holds one batch, so at most three are in memory.
+	batches := make(chan *pending, 1)
+	go wk.fetch(ctx, batches)
+	for b := range batches {
+		if ctx.Err() != nil {
+			wk.nak(b)
+			continue
+		}
+		if err := wk.flush(ctx, b); err != nil {
+			wk.nak(b)
+			if errors.Is(err, errStopped) {
+				continue
+			}
+			// Leave the rest to redelivery; draining lets the fetcher finish.
+			go func() {
+				for b := range batches {
+					wk.nak(b)
+				}
+			}()
+			return err
+		}
+	}
+	return nil
+}
+
+// warm loads the ids ClickHouse holds for the partition within the window.
+func (wk *worker) warm(ctx context.Context) error {
+	start := time.Now()
+	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
+		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
+		return wk.w.IDs(ctx, wk.p, wk.set.Floor(), func(id string, at time.Time) {
+			wk.set.Add(dedup.KeyOf(id), at)
+		})
+	}, &wk.p)
+	if err != nil {
+		return err
+	}
+	wk.a.m.dedupIDs.WithLabelValues(strconv.Itoa(wk.p)).Set(float64(wk.set.Len()))
+	wk.log.Info("loaded the de-duplication set", "ids", wk.set.Len(), "since", wk.set.Floor(), "took", time.Since(start))
+	return nil
+}
+
+// fetch collects batches until ctx is done, then closes out. A batch closes when it holds
+// BatchMaxRows rows or BatchMaxWait after its first message.
+func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
+	defer close(out)
+	cfg := wk.a.cfg
+	// Rows per message, estimated from what came so far, sizes the fetch requests so that a
+	// batch does not overshoot BatchMaxRows by much.
+	perMsg := max(cfg.BatchMaxRows/16, 1)
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		b := &pending{}
+		var deadline time.Time
+		for len(b.rows) < cfg.BatchMaxRows && ctx.Err() == nil {
+			var (
+				mb  jetstream.MessageBatch
+				err error
+			)
+			if len(b.msgs) == 0 {
+				mb, err = wk.cons.Fetch(1, jetstream.FetchMaxWait(idleWait))
+			} else {
+				left := time.Until(deadline)
+				if left < time.Millisecond {
+					break
+				}
+				n := min(max((cfg.BatchMaxRows-len(b.rows))/perMsg, 1), maxFetch)
+				mb, err = wk.cons.Fetch(n, jetstream.FetchMaxWait(left))
+			}
+			if err == nil {
+				for msg := range mb.Messages() {
+					wk.take(b, msg)
+				}
+				err = mb.Error()
+			}
+			if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				wk.log.Warn("fetch from "+stream.Enriched+" failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, maxBackoff)
+				continue
+			}
+			backoff = minBackoff
+			if len(b.msgs) > 0 && deadline.IsZero() {
+				deadline = time.Now().Add(cfg.BatchMaxWait)
+			}
+		}
+		if len(b.msgs) > 0 {
+			perMsg = max(len(b.rows)/len(b.msgs), 1)
+		}
+		if len(b.msgs) == 0 {
+			continue
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			wk.nak(b)
+		}
+	}
+}
+
+// take decodes msg into b, or dead-letters it when it cannot be written.
+func (wk *worker) take(b *pending, msg jetstream.Msg) {
+	rows, err := wk.decode(msg)
+	if err != nil {
+		wk.deadLetter(msg, err)
+		return
+	}
+	b.msgs = append(b.msgs, msg)
+	b.rows = append(b.rows, rows...)
+}
+
+func (wk *worker) decode(msg jetstream.Msg) ([]batch.Row, error) {
+	if s := msg.Headers().Get(stream.HeaderSchema); s != "" && s != batch.SchemaName {
+		return nil, fmt.Errorf("payload schema %q is not %q", s, batch.SchemaName)
+	}
+	rows, err := batch.Decode(msg.Data())
+	if err != nil {
+		return nil, err
+	}
+	// The de-duplication set of this partition only covers the ids routed to it; an event on
+	// the wrong partition could be written twice, by two workers.
+	for i := range rows {
+		if q := stream.Partition(rows[i].ID, wk.a.cfg.Partitions); q != wk.p {
+			return nil, fmt.Errorf("event %q belongs to partition %d of %d, not to %d", rows[i].ID, q, wk.a.cfg.Partitions, wk.p)
+		}
+	}
+	return rows, nil
+}
+
+// deadLetter publishes msg to USAGE_DEAD with the reason and acks it. When the publish
+// fails, msg stays unacked and comes back after AckWait.
+func (wk *worker) deadLetter(msg jetstream.Msg, reason error) {
+	source := stream.Enriched
+	if md, err := msg.Metadata(); err == nil {
+		source += "/" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	dead := nats.NewMsg(stream.DeadSubject("aggregator"))
+	dead.Data = msg.Data()
+	dead.Header.Set(stream.HeaderReason, reason.Error())
+	dead.Header.Set(stream.HeaderSource, source)
+	if s := msg.Headers().Get(stream.HeaderSchema); s != "" {
+		dead.Header.Set(stream.HeaderSchema, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	// The message id makes a second copy harmless if we die between publish and ack.
+	if _, err := wk.a.js.PublishMsg(ctx, dead, jetstream.WithMsgID("aggregator:"+source)); err != nil {
+		wk.log.Error("cannot dead-letter an undecodable message; it will be redelivered", "source", source, "reason", reason, "err", err)
+		return
+	}
+	wk.a.m.poison.Inc()
+	wk.log.Warn("dead-lettered an undecodable message", "source", source, "reason", reason)
+	if err := msg.DoubleAck(ctx); err != nil {
+		wk.log.Warn("ack a dead-lettered message", "source", source, "err", err)
+	}
+}
+
+// flush writes the rows of b that ClickHouse does not hold yet, then acks b's messages. It
+// retries ClickHouse until it succeeds; it returns errStopped when ctx ends first.
+func (wk *worker) flush(ctx context.Context, b *pending) error {
+	if n := wk.set.Expire(); n > 0 {
+		wk.log.Info("expired event ids from the de-duplication set", "ids", n)
+	}
+	rows, old := wk.filter(b.rows)
+
+	// Ids received before the set's floor may be in ClickHouse without being in the set.
+	if len(old) > 0 {
+		if err := wk.dropExisting(ctx, &rows, old); err != nil {
+			return errStopped
+		}
+	}
+
+	backoff := minBackoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			// The failed INSERT may have landed in part (one part per monthly partition);
+			// insert only what is still missing.
+			ids := make([]string, len(rows))
+			for i := range rows {
+				ids[i] = rows[i].ID
+			}
+			if err := wk.dropExisting(ctx, &rows, ids); err != nil {
+				return errStopped
+			}
+		}
+		err := wk.insert(ctx, rows)
+		if err == nil {
+			break
+		}
+		err = fmt.Errorf("insert %d rows of partition %d: %w", len(rows), wk.p, err)
+		wk.a.setReady(wk.p, err)
+		if ctx.Err() != nil {
+			wk.log.Warn("insert failed at shutdown; the batch will be redelivered", "err", err)
+			return errStopped
+		}
+		wk.log.Warn("insert failed; retrying", "err", err, "in", backoff)
+		if !wk.wait(ctx, b, backoff) {
+			return errStopped
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+
+	for i := range rows {
+		wk.set.Add(dedup.KeyOf(rows[i].ID), rows[i].Received)
+	}
+	wk.a.m.dedupIDs.WithLabelValues(strconv.Itoa(wk.p)).Set(float64(wk.set.Len()))
+	wk.a.setReady(wk.p, nil)
+	if wk.a.beforeAck != nil {
+		if err := wk.a.beforeAck(wk.p); err != nil {
+			return err
+		}
+	}
+	wk.ack(b)
+	return nil
+}
+
+// filter drops the rows whose id the set holds or that repeat an earlier row of the batch.
+// It returns the rows to insert (reusing rows' array) and the ids received before the set's
+// floor, which the set cannot vouch for.
+func (wk *worker) filter(rows []batch.Row) (fresh []batch.Row, old []string) {
+	clear(wk.seen)
+	floor := wk.set.Floor()
+	fresh = rows[:0]
+	dups := 0
+	for i := range rows {
+		k := dedup.KeyOf(rows[i].ID)
+		if _, ok := wk.seen[k]; ok || wk.set.Has(k) {
+			dups++
+			continue
+		}
+		wk.seen[k] = struct{}{}
+		if rows[i].Received.Before(floor) {
+			old = append(old, rows[i].ID)
+		}
+		fresh = append(fresh, rows[i])
+	}
+	wk.a.m.duplicates.Add(float64(dups))
+	return fresh, old
+}
+
+// dropExisting removes from *rows those of ids that ClickHouse already holds.
+func (wk *worker) dropExisting(ctx context.Context, rows *[]batch.Row, ids []string) error {
+	found := make(map[string]struct{})
+	err := wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
+		clear(found)
+		return wk.w.Existing(ctx, wk.p, ids, func(id string) { found[id] = struct{}{} })
+	}, &wk.p)
+	if err != nil || len(found) == 0 {
+		return err
+	}
+	kept := (*rows)[:0]
+	for _, r := range *rows {
+		if _, ok := found[r.ID]; ok {
+			continue
+		}
+		kept = append(kept, r)
+	}
+	wk.a.m.duplicates.Add(float64(len(*rows) - len(kept)))
+	*rows = kept
+	return nil
+}
+
+// insert writes rows through the breaker. The INSERT does not inherit ctx's cancellation, so
+// that shutdown lets an insert in flight complete instead of leaving it half done.
+func (wk *worker) insert(ctx context.Context, rows []batch.Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	start := time.Now()
+	_, err := wk.a.chBreaker.Execute(func() (any, error) {
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
+		defer cancel()
+		return nil, wk.w.Insert(ictx, wk.p, rows)
+	})
+	if err != nil {
+		wk.a.m.inserts.WithLabelValues("error").Inc()
+		return err
+	}
+	wk.a.m.insertSecs.Observe(time.Since(start).Seconds())
+	wk.a.m.inserts.WithLabelValues("ok").Inc()
+	wk.a.m.rows.Add(float64(len(rows)))
+	return nil
+}
+
+// wait sleeps d while telling JetStream that b's messages are still being worked on, so that
+// they are not redelivered during a long outage. It reports false when ctx ends first.
+func (wk *worker) wait(ctx context.Context, b *pending, d time.Duration) bool {
+	for _, m := range b.msgs {
+		_ = m.InProgress()
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// ack acks every message of b. A failed ack only means a redelivery, which the set absorbs.
+func (wk *worker) ack(b *pending) {
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	for _, m := range b.msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			wk.log.Warn("ack failed; the message will be redelivered and skipped", "err", err)
+		}
+	}
+}
+
+// nak hands b's messages back for immediate redelivery, to this or the next process.
+func (wk *worker) nak(b *pending) {
+	for _, m := range b.msgs {
+		_ = m.Nak()
+	}
+}

@@ -1,0 +1,133 @@
+// Command aggregator consumes USAGE_ENRICHED and writes every usage event to ClickHouse
+// exactly once. Flags may also be set through environment variables (TOKENMETER_NATS_URL,
+// TOKENMETER_CLICKHOUSE_DSN, ...); a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
+	var environment environ
+	var (
+		natsURL = fs.String("nats", env("TOKENMETER_NATS_URL", nats.DefaultURL), "NATS server URL")
+		opsAddr = fs.String("ops", env("TOKENMETER_OPS_ADDR", ":9103"), "address of /healthz, /readyz and /metrics")
+		cfg     aggregate.Config
+	)
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", env("TOKENMETER_CLICKHOUSE_DSN", aggregate.DefaultClickHouseDSN), "ClickHouse DSN")
+	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", aggregate.DefaultDatabase), "ClickHouse database")
+	fs.IntVar(&cfg.Partitions, "partitions", environment.int("TOKENMETER_PARTITIONS", stream.DefaultPartitions), "partitions of USAGE_ENRICHED (as the enricher's)")
+	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", environment.int("TOKENMETER_BATCH_MAX_ROWS", aggregate.DefaultBatchMaxRows), "rows per INSERT")
+	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", environment.duration("TOKENMETER_BATCH_MAX_WAIT", aggregate.DefaultBatchMaxWait), "longest wait to fill a batch")
+	fs.DurationVar(&cfg.DedupWindow, "dedup-window", environment.duration("TOKENMETER_DEDUP_WINDOW", aggregate.DefaultDedupWindow), "ingest-time window of the in-memory de-duplication set")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := errors.Join(environment.errs...); err != nil {
+		log.Error("invalid environment", "err", err)
+		return 2
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Registerer, cfg.Logger = reg, log
+
+	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-aggregator"), nats.MaxReconnects(-1))
+	if err != nil {
+		log.Error("connect to NATS", "url", *natsURL, "err", err)
+		return 1
+	}
+	defer nc.Close()
+	agg, err := aggregate.New(cfg, nc)
+	if err != nil {
+		log.Error("start aggregator", "err", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	mux := http.NewServeMux()
+	ops.Register(mux, reg, agg.Ready, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("NATS %s: %s", *natsURL, nc.Status())
+		}
+		return nil
+	})
+	srv := &http.Server{Addr: *opsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serve ops endpoints", "addr", *opsAddr, "err", err)
+			stop()
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	log.Info("aggregator running", "nats", *natsURL, "ops", *opsAddr, "database", cfg.Database)
+	if err := agg.Run(ctx); err != nil {
+		log.Error("aggregator stopped", "err", err)
+		return 1
+	}
+	log.Info("aggregator stopped")
+	return 0
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// environ reads defaults from the environment. It collects unparsable values, so that the
+// command refuses to start and names each of them instead of silently using a default.
+type environ struct{ errs []error }
+
+func (e *environ) int(key string, def int) int {
+	v, ok := os.LookupEnv(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", key, v))
+	}
+	return n
+}
+
+func (e *environ) duration(key string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(key)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: not a duration", key, v))
+	}
+	return d
+}

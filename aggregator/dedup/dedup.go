@@ -1,0 +1,98 @@
+// Package dedup is the per-partition set of event ids already written to ClickHouse. The
+// aggregator's single writer of a partition consults it before every insert, so an event id
+// never reaches usage_events twice while its first copy is inside the window.
+package dedup
+
+import (
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Key identifies an event id with 128 bits: two independent 64-bit hashes, so that a
+// collision — which would silently drop a real event — is out of reach even for billions of
+// ids (about 1e-20 for a billion ids, against 1e-2 with 64 bits).
+type Key [2]uint64
+
+// keySuffix makes the second hash independent of the first.
+const keySuffix = "\x00tokenmeter-dedup"
+
+// KeyOf returns the key of an event id.
+func KeyOf(id string) Key {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(id)
+	_, _ = d.WriteString(keySuffix)
+	return Key{xxhash.Sum64String(id), d.Sum64()}
+}
+
+// Set holds the keys of the events received within a window, bucketed by the hour they were
+// received in, so that whole hours expire at once. It is not safe for concurrent use: it
+// belongs to the one worker that writes its partition.
+type Set struct {
+	window time.Duration
+	now    func() time.Time
+	ids    map[Key]struct{}
+	hours  map[int64][]Key // hour number (Unix seconds / 3600) → keys received in it
+	floor  int64           // oldest hour kept
+}
+
+// New returns an empty set keeping events received within window of now().
+func New(window time.Duration, now func() time.Time) *Set {
+	s := &Set{window: window, now: now, ids: make(map[Key]struct{}), hours: make(map[int64][]Key)}
+	s.floor = s.floorHour()
+	return s
+}
+
+func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
+
+func (s *Set) floorHour() int64 { return hourOf(s.now().Add(-s.window)) }
+
+// Floor is the start of the oldest hour the set covers: an event received before it may be
+// in ClickHouse without being in the set, so the caller must look it up there.
+func (s *Set) Floor() time.Time { return time.Unix(s.floor*3600, 0).UTC() }
+
+// Has reports whether key is in the set.
+func (s *Set) Has(k Key) bool {
+	_, ok := s.ids[k]
+	return ok
+}
+
+// Add records key as received at received. It reports false, and records nothing, when the
+// key is already present or received lies before Floor (its hour would expire at once).
+func (s *Set) Add(k Key, received time.Time) bool {
+	h := hourOf(received)
+	if h < s.floor {
+		return false
+	}
+	if _, ok := s.ids[k]; ok {
+		return false
+	}
+	s.ids[k] = struct{}{}
+	s.hours[h] = append(s.hours[h], k)
+	return true
+}
+
+// Expire drops the hours that have left the window and returns how many keys it removed.
+func (s *Set) Expire() int {
+	floor := s.floorHour()
+	if floor <= s.floor {
+		return 0
+	}
+	n := 0
+	for h, keys := range s.hours {
+		if h >= floor {
+			continue
+		}
+		for _, k := range keys {
+			delete(s.ids, k)
+		}
+		n += len(keys)
+		delete(s.hours, h)
+	}
+	s.floor = floor
+	return n
+}
+
+// Len is the number of keys in the set.
+func (s *Set) Len() int { return len(s.ids) }

@@ -1,0 +1,72 @@
+package dedup
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestKeyOf(t *testing.T) {
+	a, b := KeyOf("evt_1"), KeyOf("evt_2")
+	if a == b {
+		t.Fatalf("KeyOf(evt_1) == KeyOf(evt_2) == %v", a)
+	}
+	if a[0] == a[1] {
+		t.Fatalf("KeyOf(evt_1) has two equal halves %v; the second hash must differ", a)
+	}
+	if got := KeyOf("evt_1"); got != a {
+		t.Fatalf("KeyOf is not deterministic: %v then %v", a, got)
+	}
+}
+
+func TestSetWindow(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
+	s := New(3*time.Hour, func() time.Time { return now })
+	if got, want := s.Floor(), time.Date(2026, 11, 26, 7, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Fatalf("Floor() = %v, want %v", got, want)
+	}
+	add := func(id string, at time.Time, want bool) {
+		t.Helper()
+		if got := s.Add(KeyOf(id), at); got != want {
+			t.Fatalf("Add(%s, %v) = %v, want %v", id, at, got, want)
+		}
+	}
+	add("old", now.Add(-4*time.Hour), false) // before the floor
+	add("h7", time.Date(2026, 11, 26, 7, 5, 0, 0, time.UTC), true)
+	add("h9", time.Date(2026, 11, 26, 9, 59, 0, 0, time.UTC), true)
+	add("h9", time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), false) // already present
+	add("h10", now, true)
+	if s.Len() != 3 || !s.Has(KeyOf("h7")) || s.Has(KeyOf("old")) {
+		t.Fatalf("after adds: Len() = %d, Has(h7) = %v, Has(old) = %v; want 3, true, false", s.Len(), s.Has(KeyOf("h7")), s.Has(KeyOf("old")))
+	}
+	if n := s.Expire(); n != 0 {
+		t.Fatalf("Expire() within the same hour removed %d keys, want 0", n)
+	}
+
+	now = now.Add(2 * time.Hour) // 12:30: the window starts at 09:00, so hours 7 and 8 go.
+	if n := s.Expire(); n != 1 {
+		t.Fatalf("Expire() at 12:30 removed %d keys, want 1", n)
+	}
+	for id, want := range map[string]bool{"h7": false, "h9": true, "h10": true} {
+		if got := s.Has(KeyOf(id)); got != want {
+			t.Errorf("Has(%s) at 12:30 = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func BenchmarkSet(b *testing.B) {
+	now := time.Now()
+	s := New(72*time.Hour, func() time.Time { return now })
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("evt_%020d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := KeyOf(ids[i&(len(ids)-1)])
+		if !s.Has(k) {
+			s.Add(k, now)
+		}
+	}
+}

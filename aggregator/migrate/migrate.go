@@ -1,0 +1,102 @@
+// Package migrate applies tokenmeter's ClickHouse migrations (schemas/chschema) to a database
+// and records each one in the database's schema_migrations table, so that applying them again
+// changes nothing.
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+)
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidDatabase reports whether db can be used unquoted in SQL as a database name.
+func ValidDatabase(db string) error {
+	if !identifier.MatchString(db) {
+		return fmt.Errorf("database name %q: want letters, digits and underscores, not starting with a digit", db)
+	}
+	return nil
+}
+
+// Apply creates database db when missing and applies, in version order, every migration not yet
+// recorded in db.schema_migrations. It returns the versions it applied.
+//
+// Two processes applying at the same moment can both try a migration; the second then fails
+// with the server's "already exists" error and applies nothing more, which is safe.
+func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
+	if err := ValidDatabase(db); err != nil {
+		return nil, err
+	}
+	ms, err := chschema.Migrations()
+	if err != nil {
+		return nil, err
+	}
+	// The bookkeeping table cannot itself be a migration: it must exist before we can tell
+	// which migrations have run.
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS " + db,
+		"CREATE TABLE IF NOT EXISTS " + db + ".schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return nil, fmt.Errorf("prepare migrations of database %s: %s: %w", db, q, err)
+		}
+	}
+	applied, err := appliedVersions(ctx, conn, db)
+	if err != nil {
+		return nil, err
+	}
+	var done []uint32
+	for _, m := range ms {
+		if applied[m.Version] {
+			continue
+		}
+		if err := conn.Exec(ctx, m.Statement(db)); err != nil {
+			return done, fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
+		}
+		if err := record(ctx, conn, db, m); err != nil {
+			return done, err
+		}
+		done = append(done, m.Version)
+	}
+	return done, nil
+}
+
+func appliedVersions(ctx context.Context, conn driver.Conn, db string) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read applied migrations of database %s: %w", db, err)
+	}
+	defer rows.Close()
+	applied := make(map[uint32]bool)
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read applied migrations of database %s: %w", db, err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read applied migrations of database %s: %w", db, err)
+	}
+	return applied, nil
+}
+
+func record(ctx context.Context, conn driver.Conn, db string, m chschema.Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return fmt.Errorf("record migration %s in %s.schema_migrations: %w", m.Name, db, err)
+	}
+	if err := b.Append(m.Version, m.Name, time.Now().UTC()); err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("record migration %s in %s.schema_migrations: %w", m.Name, db, err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record migration %s in %s.schema_migrations: %w", m.Name, db, err)
+	}
+	return nil
+}

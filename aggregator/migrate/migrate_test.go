@@ -1,0 +1,62 @@
+package migrate
+
+import (
+	"context"
+	"reflect"
+	"testing"
+
+	"github.com/tokenmeter/tokenmeter/aggregator/internal/chtest"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+)
+
+func TestApplyTwice(t *testing.T) {
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	ctx := context.Background()
+	ms, err := chschema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []uint32
+	for _, m := range ms {
+		all = append(all, m.Version)
+	}
+
+	got, err := Apply(ctx, conn, db)
+	if err != nil {
+		t.Fatalf("first Apply: %v", err)
+	}
+	if !reflect.DeepEqual(got, all) {
+		t.Fatalf("first Apply applied %v, want %v", got, all)
+	}
+	tables := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(name), ',') FROM (SELECT name FROM system.tables WHERE database = ? ORDER BY name)", db)
+	records := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(concat(toString(version), ':', name)), ',') FROM (SELECT version, name FROM "+db+".schema_migrations ORDER BY version)")
+	const wantTables = "schema_migrations,spend_1d,spend_1d_mv,spend_1m,spend_1m_mv,usage_events"
+	if tables != wantTables {
+		t.Fatalf("tables after first Apply = %s, want %s", tables, wantTables)
+	}
+	const wantRecords = "1:0001_usage_events,2:0002_spend_1m,3:0003_spend_1m_mv,4:0004_spend_1d,5:0005_spend_1d_mv"
+	if records != wantRecords {
+		t.Fatalf("schema_migrations after first Apply = %s, want %s", records, wantRecords)
+	}
+
+	got, err = Apply(ctx, conn, db)
+	if err != nil {
+		t.Fatalf("second Apply: %v", err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("second Apply applied %v, want nothing", got)
+	}
+	if again := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(name), ',') FROM (SELECT name FROM system.tables WHERE database = ? ORDER BY name)", db); again != tables {
+		t.Fatalf("tables after second Apply = %s, want %s", again, tables)
+	}
+	if again := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(concat(toString(version), ':', name)), ',') FROM (SELECT version, name FROM "+db+".schema_migrations ORDER BY version)"); again != records {
+		t.Fatalf("schema_migrations after second Apply = %s, want %s", again, records)
+	}
+}
+
+func TestApplyRejectsBadDatabaseName(t *testing.T) {
+	if _, err := Apply(context.Background(), nil, "tm; DROP TABLE x"); err == nil {
+		t.Fatal(`Apply with database "tm; DROP TABLE x" succeeded, want an error`)
+	}
+}

@@ -1,0 +1,63 @@
+// Command collector runs tokenmeter's HTTP intake: it takes usage events on POST /v1/events
+// and publishes them to NATS JetStream.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenmeter/tokenmeter/collector/collect"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var cfg collect.Config
+	natsURL := flag.String("nats", nats.DefaultURL, "NATS server URL")
+	flag.StringVar(&cfg.Addr, "addr", collect.DefaultAddr, "HTTP listen address")
+	flag.IntVar(&cfg.Partitions, "partitions", 0, "USAGE_RAW partitions (0: the default, as every stage must agree)")
+	flag.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", collect.DefaultMaxBodyBytes, "largest request body")
+	flag.IntVar(&cfg.MaxEvents, "max-events", collect.DefaultMaxEvents, "most events in one request body")
+	flag.DurationVar(&cfg.PublishTimeout, "publish-timeout", collect.DefaultPublishTimeout, "wait for JetStream acknowledgements")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Registerer, cfg.Logger = reg, log
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "collector: invalid configuration:\n%v\n", err)
+		return 2
+	}
+
+	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-collector"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		log.Error("connect to NATS", "url", *natsURL, "err", err)
+		return 1
+	}
+	defer nc.Close()
+
+	c, err := collect.New(cfg, nc)
+	if err != nil {
+		log.Error("start collector", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := c.Run(ctx); err != nil {
+		log.Error("collector stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,136 @@
+package collect
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Defaults applied to the zero values of Config.
+const (
+	DefaultAddr           = "127.0.0.1:8080"
+	DefaultMaxBodyBytes   = 16 << 20
+	DefaultMaxEvents      = 10_000
+	DefaultPublishTimeout = 5 * time.Second
+)
+
+// MaxPartitions bounds Config.Partitions; more partitions than this is a typo, not a plan.
+const MaxPartitions = 1024
+
+// Config configures the collector. Zero values take the documented defaults.
+type Config struct {
+	// Addr is the HTTP listen address (default DefaultAddr); ":0" picks a free port, which
+	// Collector.Addr reports once Run listens.
+	Addr string
+	// Partitions is the number of USAGE_RAW partitions (default stream.DefaultPartitions).
+	// Every stage must use the same number.
+	Partitions int
+	// MaxBodyBytes bounds a request body (default 16 MiB); a larger one is answered 413.
+	MaxBodyBytes int64
+	// MaxEvents bounds the events of one body (default 10,000); more are answered 413.
+	MaxEvents int
+	// Limits bound each event (default event.DefaultLimits when the zero value).
+	Limits event.Limits
+	// PublishTimeout bounds the wait for JetStream's acknowledgements of one request
+	// (default 5 s); past it the request is answered 503.
+	PublishTimeout time.Duration
+	// Streams sizes the streams that Run ensures (default stream.DefaultOptions when the
+	// zero value).
+	Streams stream.Options
+	// Registerer receives the collector's metrics (default a private registry).
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics (default Registerer when it is also a Gatherer).
+	Gatherer prometheus.Gatherer
+	// Logger receives the collector's logs (default discards them).
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with every zero value replaced by its default.
+func (cfg Config) withDefaults() Config {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = stream.DefaultPartitions
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxEvents == 0 {
+		cfg.MaxEvents = DefaultMaxEvents
+	}
+	if cfg.Limits == (event.Limits{}) {
+		cfg.Limits = event.DefaultLimits
+	}
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.Streams == (stream.Options{}) {
+		cfg.Streams = stream.DefaultOptions
+	}
+	if cfg.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Registerer, cfg.Gatherer = reg, reg
+	}
+	if cfg.Gatherer == nil {
+		if g, ok := cfg.Registerer.(prometheus.Gatherer); ok {
+			cfg.Gatherer = g
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Validate reports every invalid value of cfg, after defaults are applied to zero values.
+func (cfg Config) Validate() error {
+	cfg = cfg.withDefaults()
+	var errs []error
+	if cfg.Partitions < 1 || cfg.Partitions > MaxPartitions {
+		errs = append(errs, fmt.Errorf("partitions (%d) must be within [1, %d]", cfg.Partitions, MaxPartitions))
+	}
+	if cfg.MaxBodyBytes < 1 {
+		errs = append(errs, fmt.Errorf("max body bytes (%d) must be positive", cfg.MaxBodyBytes))
+	}
+	if cfg.MaxEvents < 1 {
+		errs = append(errs, fmt.Errorf("max events (%d) must be positive", cfg.MaxEvents))
+	}
+	if cfg.PublishTimeout < 0 {
+		errs = append(errs, fmt.Errorf("publish timeout (%s) must be positive", cfg.PublishTimeout))
+	}
+	errs = append(errs, validateLimits(cfg.Limits)...)
+	if cfg.Streams.Replicas < 1 {
+		errs = append(errs, fmt.Errorf("stream replicas (%d) must be positive", cfg.Streams.Replicas))
+	}
+	if cfg.Gatherer == nil {
+		errs = append(errs, fmt.Errorf("gatherer is nil and the registerer (%T) is not a prometheus.Gatherer", cfg.Registerer))
+	}
+	return errors.Join(errs...)
+}
+
+// validateLimits is shared in spirit with the emitter's: every bound must be positive, or
+// every event would be rejected.
+func validateLimits(l event.Limits) []error {
+	var errs []error
+	for _, f := range [...]struct {
+		name string
+		v    int64
+	}{
+		{"limits.max_future", int64(l.MaxFuture)}, {"limits.max_age", int64(l.MaxAge)},
+		{"limits.max_tokens", l.MaxTokens}, {"limits.max_tags", int64(l.MaxTags)},
+		{"limits.max_tag_key", int64(l.MaxTagKey)}, {"limits.max_tag_value", int64(l.MaxTagValue)},
+		{"limits.max_id", int64(l.MaxID)}, {"limits.max_string", int64(l.MaxString)},
+	} {
+		if f.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s (%d) must be positive", f.name, f.v))
+		}
+	}
+	return errs
+}

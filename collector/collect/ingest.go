@@ -1,0 +1,236 @@
+package collect
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/sony/gobreaker"
+
+	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Publishing outcomes that decide the HTTP status.
+var (
+	// errFull means JetStream refused because USAGE_RAW (DiscardNew) or the account is full.
+	errFull = errors.New("JetStream cannot take more: the stream is full")
+	// errNotConnected means the NATS connection is down (reconnecting or closed).
+	errNotConnected = errors.New("NATS is not connected")
+)
+
+// accepted is the body of a 202 answer.
+type accepted struct {
+	Accepted int               `json:"accepted"`
+	Rejected []event.Rejection `json:"rejected"`
+}
+
+// failure is the body of every other answer.
+type failure struct {
+	Error string `json:"error"`
+}
+
+// ingest serves POST /v1/events. It answers 202 only after JetStream acknowledged every
+// message holding the body's valid events, so "accepted" means durable. When publishing fails
+// it answers 429 or 503 for the whole body: some partitions' messages may be stored already,
+// and a client that sends the same body again loses nothing and doubles nothing, because the
+// enricher de-duplicates by event id.
+func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > c.cfg.MaxBodyBytes {
+		c.fail(w, http.StatusRequestEntityTooLarge, "",
+			fmt.Sprintf("the body is %d bytes, more than the limit of %d bytes", r.ContentLength, c.cfg.MaxBodyBytes))
+		return
+	}
+	body, err := readBody(http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes), r.ContentLength)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			c.fail(w, http.StatusRequestEntityTooLarge, "",
+				fmt.Sprintf("the body is more than the limit of %d bytes", tooLarge.Limit))
+			return
+		}
+		c.fail(w, http.StatusBadRequest, "", "read the body: "+err.Error())
+		return
+	}
+
+	received := c.now()
+	b, err := event.Decode(body, r.Header.Get("Content-Type"), received, c.cfg.Limits, c.cfg.MaxEvents)
+	switch {
+	case errors.Is(err, event.ErrTooManyEvents):
+		c.fail(w, http.StatusRequestEntityTooLarge, "", err.Error())
+		return
+	case err != nil:
+		c.fail(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
+	for _, rej := range b.Rejected {
+		c.metrics.rejected.WithLabelValues(reasonClass(rej.Error)).Inc()
+	}
+
+	if len(b.Events) > 0 {
+		msgs, err := c.messages(b.Events, received, rawbatch.MaxPayload(c.nc))
+		if err != nil {
+			c.fail(w, http.StatusInternalServerError, "", err.Error())
+			return
+		}
+		if err := c.publish(msgs); err != nil {
+			status, retryAfter, reason := http.StatusServiceUnavailable, retryAfterUnavailable, "unavailable"
+			if errors.Is(err, errFull) {
+				status, retryAfter, reason = http.StatusTooManyRequests, retryAfterFull, "full"
+			}
+			c.metrics.refused.WithLabelValues(reason).Add(float64(len(b.Events)))
+			c.cfg.Logger.Warn("refused a body of usage events", "status", status, "events", len(b.Events), "err", err)
+			c.fail(w, status, retryAfter, fmt.Sprintf(
+				"none of the %d valid events is accepted, send the whole body again later: %v", len(b.Events), err))
+			return
+		}
+	}
+
+	c.metrics.accepted.Add(float64(len(b.Events)))
+	if b.Rejected == nil {
+		b.Rejected = []event.Rejection{}
+	}
+	c.reply(w, http.StatusAccepted, "", accepted{Accepted: len(b.Events), Rejected: b.Rejected})
+}
+
+// readBody reads all of r, sized by the request's Content-Length when it sent one.
+func readBody(r io.Reader, contentLength int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if contentLength > 0 {
+		buf.Grow(int(contentLength) + 1) // +1 so that reading EOF does not grow the buffer
+	}
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
+}
+
+// messages groups events by partition, in body order, and encodes each partition's rows into
+// messages of at most maxPayload bytes.
+func (c *Collector) messages(events []event.Usage, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
+	rows := make([][]batch.Row, c.cfg.Partitions)
+	for i := range events {
+		p := stream.Partition(events[i].ID, c.cfg.Partitions)
+		rows[p] = append(rows[p], batch.FromUsage(&events[i], received, p))
+	}
+	var msgs []rawbatch.Message
+	for p, rs := range rows {
+		if len(rs) == 0 {
+			continue
+		}
+		m, err := rawbatch.Encode(p, rs, maxPayload)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m...)
+	}
+	return msgs, nil
+}
+
+// publish publishes msgs through the circuit breaker and waits for every acknowledgement.
+// The error wraps errFull when JetStream refused only because it is full.
+func (c *Collector) publish(msgs []rawbatch.Message) error {
+	start := time.Now()
+	_, err := c.breaker.Execute(func() (any, error) {
+		if !c.nc.IsConnected() {
+			return nil, fmt.Errorf("%w (status %s)", errNotConnected, c.nc.Status())
+		}
+		// The request's own context is not used: a client hanging up must not count as a
+		// NATS failure, and the wait is bounded by PublishTimeout anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PublishTimeout)
+		defer cancel()
+		return nil, summarize(rawbatch.Publish(ctx, c.js, msgs))
+	})
+	c.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return fmt.Errorf("publishing to NATS failed repeatedly, the circuit breaker is open: %w", err)
+	case err != nil:
+		return err
+	}
+	c.metrics.messages.Add(float64(len(msgs)))
+	return nil
+}
+
+// summarize turns per-message outcomes into one error naming the first failure and how many
+// messages failed; it wraps errFull when every failure is a full stream.
+func summarize(errs []error) error {
+	var first error
+	failed, full := 0, 0
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if first == nil {
+			first = err
+		}
+		failed++
+		if rawbatch.IsFull(err) {
+			full++
+		}
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case full == failed:
+		return fmt.Errorf("%w: %d of %d messages refused, first: %w", errFull, failed, len(errs), first)
+	default:
+		return fmt.Errorf("%d of %d messages not acknowledged, first: %w", failed, len(errs), first)
+	}
+}
+
+func (c *Collector) fail(w http.ResponseWriter, status int, retryAfter, msg string) {
+	c.reply(w, status, retryAfter, failure{Error: msg})
+}
+
+func (c *Collector) reply(w http.ResponseWriter, status int, retryAfter string, body any) {
+	c.metrics.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	data, err := json.Marshal(body)
+	if err != nil {
+		// Only our own plain structs are marshalled; this cannot happen, but say so if it does.
+		http.Error(w, "encode the answer: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if retryAfter != "" {
+		h.Set("Retry-After", retryAfter)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+// reasonClass maps a rejection message to a small, fixed set of metric labels; the messages
+// themselves embed client data (tag keys, values) and would explode the label cardinality.
+func reasonClass(msg string) string {
+	for _, p := range [...]string{"not a JSON event object", "not a usage event", "not a CloudEvent object", "data: not a usage event"} {
+		if strings.HasPrefix(msg, p) {
+			return "malformed"
+		}
+	}
+	field, _, ok := strings.Cut(msg, ":")
+	if !ok {
+		return "other"
+	}
+	switch {
+	case field == "specversion", field == "type", field == "datacontenttype", field == "data":
+		return "cloudevent"
+	case field == "tags" || strings.HasPrefix(field, "tags."):
+		return "tags"
+	case field == "usage" || strings.HasPrefix(field, "usage."):
+		return "usage"
+	}
+	switch field {
+	case "id", "provider", "model", "time", "service_tier", "latency_ms",
+		"operation", "status", "response_id", "workflow_id", "prompt_version":
+		return field
+	}
+	return "other"
+}

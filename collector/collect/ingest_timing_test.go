@@ -1,0 +1,81 @@
+package collect
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/collector/internal/natstest"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+// ndjsonBody is a body of n realistic events, all valid at the real clock's now.
+func ndjsonBody(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"evt_%08d","provider":"openai","model":"gpt-4o-2024-08-06","operation":"chat",`+
+			`"usage":{"input_tokens":%d,"output_tokens":300,"cached_input_tokens":1000},"service_tier":"standard",`+
+			`"response_id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5q%04d","status":"ok","latency_ms":850,`+
+			`"tags":{"team":"search","feature":"summarize","env":"prod","cost_center":"cc-42","traffic":"user"},`+
+			`"workflow_id":"ticket-4711","prompt_version":"summarize@v7"}`+"\n", i, 1200+i%100, i%10000)
+	}
+	return b.Bytes()
+}
+
+// BenchmarkIngest measures POST /v1/events end to end: decoding, validation, Arrow encoding
+// and waiting for JetStream (file storage) to acknowledge every partition's message.
+func BenchmarkIngest(b *testing.B) {
+	const events = 1000
+	s := natstest.Start(b, b.TempDir(), -1)
+	nc := natstest.Connect(b, s)
+	natstest.Streams(b, nc, nil)
+	c, err := New(Config{}, nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := c.Handler()
+	body := ndjsonBody(events)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
+		req.Header.Set("Content-Type", event.ContentNDJSON)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDecode measures what the handler does before publishing, without NATS: decoding
+// and validating a 1,000-event NDJSON body, then grouping and Arrow-encoding its rows.
+func BenchmarkDecode(b *testing.B) {
+	const events = 1000
+	body := ndjsonBody(events)
+	c := &Collector{cfg: Config{}.withDefaults()}
+	for _, encode := range []bool{false, true} {
+		b.Run(fmt.Sprintf("encode=%t", encode), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				now := time.Now()
+				batch, err := event.Decode(body, event.ContentNDJSON, now, c.cfg.Limits, c.cfg.MaxEvents)
+				if err != nil || len(batch.Events) != events {
+					b.Fatalf("decode: %d events, %v", len(batch.Events), err)
+				}
+				if encode {
+					if _, err := c.messages(batch.Events, now, 1<<20); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}

@@ -1,0 +1,127 @@
+// Package natstest runs embedded NATS JetStream servers for the collector's tests and reads
+// back what landed in a stream.
+package natstest
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Start runs a JetStream server on 127.0.0.1 storing in dir. Port -1 picks a free port; pass
+// a previous server's Port to restart it on the same address. The server is shut down when
+// the test ends.
+func Start(tb testing.TB, dir string, port int) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		tb.Fatalf("new NATS server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("the NATS server is not ready after 10s")
+	}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+// Port is the TCP port s listens on.
+func Port(tb testing.TB, s *server.Server) int {
+	tb.Helper()
+	addr, ok := s.Addr().(*net.TCPAddr)
+	if !ok {
+		tb.Fatalf("the NATS server listens on %v, not TCP", s.Addr())
+	}
+	return addr.Port
+}
+
+// Connect connects to s, reconnecting for ever every 20 ms, and closes the connection when
+// the test ends.
+func Connect(tb testing.TB, s *server.Server) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		tb.Fatalf("connect to NATS: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// Streams creates the streams from stream.Configs(stream.DefaultOptions), each changed by
+// edit when it is not nil, and returns a JetStream context.
+func Streams(tb testing.TB, nc *nats.Conn, edit func(*jetstream.StreamConfig)) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("new JetStream context: %v", err)
+	}
+	for _, cfg := range stream.Configs(stream.DefaultOptions) {
+		if edit != nil {
+			edit(&cfg)
+		}
+		if _, err := js.CreateOrUpdateStream(context.Background(), cfg); err != nil {
+			tb.Fatalf("create stream %s: %v", cfg.Name, err)
+		}
+	}
+	return js
+}
+
+// Msg is one stored message of a stream.
+type Msg struct {
+	Subject string
+	Header  nats.Header
+	Rows    []batch.Row
+}
+
+// Messages reads every message of the named stream in order and decodes its batch.
+func Messages(tb testing.TB, js jetstream.JetStream, name string) []Msg {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		tb.Fatalf("look up stream %s: %v", name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatalf("stream %s info: %v", name, err)
+	}
+	var out []Msg
+	if info.State.Msgs == 0 {
+		return out
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("get message %d of %s: %v", seq, name, err)
+		}
+		rows, err := batch.Decode(m.Data)
+		if err != nil {
+			tb.Fatalf("decode message %d of %s: %v", seq, name, err)
+		}
+		out = append(out, Msg{Subject: m.Subject, Header: m.Header, Rows: rows})
+	}
+	return out
+}
+
+// Eventually polls cond every 10 ms until it holds, failing the test after timeout.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not after %s", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,87 @@
+package rawbatch
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+func rows(n int) []batch.Row {
+	now := time.Date(2026, 11, 26, 22, 41, 31, 0, time.UTC)
+	out := make([]batch.Row, n)
+	for i := range out {
+		u := event.Usage{ID: fmt.Sprintf("evt-%04d", i), Time: now, Provider: "openai", Model: "gpt-4o",
+			Usage: event.Tokens{Input: 10, Output: 2}, ServiceTier: "standard", Status: "ok"}
+		out[i] = batch.FromUsage(&u, now, 1)
+	}
+	return out
+}
+
+func TestEncodeSplitsOverMaxPayload(t *testing.T) {
+	rs := rows(200)
+	one, err := Encode(1, rs, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(one) != 1 || one[0].Events != 200 || one[0].Subject != "usage.raw.1" || one[0].ID != MsgID(one[0].Data) {
+		t.Fatalf("under the max payload: %d messages (%+v), want one of 200 events on usage.raw.1", len(one), one)
+	}
+	limit := int64(len(one[0].Data))/3 + headerRoom
+	split, err := Encode(1, rs, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []batch.Row
+	for _, m := range split {
+		if int64(len(m.Data))+headerRoom > limit {
+			t.Errorf("a message of %d bytes exceeds the limit of %d", len(m.Data), limit)
+		}
+		decoded, err := batch.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(decoded) != m.Events {
+			t.Errorf("message holds %d rows, says %d", len(decoded), m.Events)
+		}
+		got = append(got, decoded...)
+	}
+	if len(split) < 3 || !reflect.DeepEqual(got, rs) {
+		t.Errorf("split into %d messages holding %d rows; want at least 3 holding the 200 rows in order", len(split), len(got))
+	}
+	again, _ := Encode(1, rs, limit)
+	if !reflect.DeepEqual(again, split) {
+		t.Error("encoding the same rows twice gave different messages: retries would not be de-duplicated")
+	}
+	if _, err := Encode(1, rs[:1], headerRoom+10); err == nil {
+		t.Error("one event over the max payload: no error")
+	}
+}
+
+func TestIsFull(t *testing.T) {
+	f := func(err error, want bool) {
+		t.Helper()
+		if got := IsFull(err); got != want {
+			t.Errorf("IsFull(%v) = %v, want %v", err, got, want)
+		}
+	}
+	api := func(code jetstream.ErrorCode, desc string) error {
+		return fmt.Errorf("publish: %w", &jetstream.APIError{Code: 503, ErrorCode: code, Description: desc})
+	}
+	f(api(10077, "maximum bytes exceeded"), true)
+	f(api(10077, "maximum messages exceeded"), true)
+	f(api(10077, "maximum messages per subject exceeded"), true)
+	f(api(10047, "insufficient storage resources available"), true)
+	f(api(10077, "disk I/O error"), false)
+	f(api(10054, "message size exceeds maximum allowed"), false)
+	f(fmt.Errorf("publish: %w", jetstream.ErrAsyncPublishTimeout), false)
+	f(fmt.Errorf("publish: %w", nats.ErrDisconnected), false)
+	f(errors.New("nats: maximum bytes exceeded"), true)
+}

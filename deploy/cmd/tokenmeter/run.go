@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/deploy/standalone"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+func runPipeline(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg := standalone.Config{}
+	fs.StringVar(&cfg.DataDir, "data", envOr("TOKENMETER_DATA_DIR", ".data"), "data directory (embedded NATS file store)")
+	fs.StringVar(&cfg.HTTPAddr, "addr", envOr("TOKENMETER_ADDR", "127.0.0.1:8080"), "collector HTTP address")
+	fs.StringVar(&cfg.OpsAddr, "ops", envOr("TOKENMETER_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz and /metrics")
+	fs.StringVar(&cfg.NATSAddr, "nats", envOr("TOKENMETER_NATS_ADDR", "127.0.0.1:4222"), `address where the embedded NATS accepts emitters ("" = in-process only)`)
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", envOr("TOKENMETER_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000"), "ClickHouse DSN")
+	fs.StringVar(&cfg.Database, "database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
+	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
+	fs.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
+	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
+	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	p, err := standalone.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf(`tokenmeter is running.
+  send events:   curl -X POST http://%[1]s/v1/events -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson
+  emitters:      NATS at %[2]s (Go: collector/emit)
+  health:        http://%[3]s/healthz  /readyz  /metrics
+  query:         clickhouse-client --query "SELECT team, sum(cost_usd) FROM %[4]s.spend_1m GROUP BY team"
+                 curl 'http://127.0.0.1:8123/' --data-binary "SELECT model, sum(events), sum(cost_usd) FROM %[4]s.spend_1d GROUP BY model"
+  summary:       go run ./deploy/cmd/tokenmeter summary
+Stop with Ctrl-C.
+`, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database)
+	if *demo {
+		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", *demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
+	}
+	return p.Wait()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(in-process only)"
+	}
+	return s
+}

@@ -1,0 +1,259 @@
+// Package standalone runs the whole pipeline in one process: an embedded NATS JetStream server
+// with its file store under the data directory, and the collector, enricher and aggregator side
+// by side, each the same Run it is when deployed on its own.
+package standalone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
+	"github.com/tokenmeter/tokenmeter/collector/collect"
+	"github.com/tokenmeter/tokenmeter/enricher/enrich"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Config configures the single-process pipeline.
+type Config struct {
+	// DataDir holds the embedded NATS file store (DataDir/nats).
+	DataDir string
+	// HTTPAddr is the collector's address; OpsAddr serves /healthz, /readyz and /metrics.
+	HTTPAddr, OpsAddr string
+	// NATSAddr, when set, lets emitters outside the process reach the embedded NATS server.
+	NATSAddr      string
+	ClickHouseDSN string
+	Database      string
+	Partitions    int
+	PricingDir    string
+	Registerer    *prometheus.Registry
+	Logger        *slog.Logger
+}
+
+// Validate reports every invalid field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir must be set"))
+	}
+	if c.ClickHouseDSN == "" {
+		errs = append(errs, errors.New("ClickHouse DSN must be set"))
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("partitions (%d) must be within 1..1024", c.Partitions))
+	}
+	if c.NATSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.NATSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("NATS address %q: %v", c.NATSAddr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pipeline is a started single-process pipeline.
+type Pipeline struct {
+	cfg       Config
+	ns        *server.Server
+	nc        *nats.Conn
+	collector *collect.Collector
+	httpLn    net.Listener
+	enricher  *enrich.Enricher
+	agg       *aggregate.Aggregator
+	ops       *http.Server
+	opsLn     net.Listener
+	done      chan error
+}
+
+// Start starts NATS and the three stages; they run until ctx is done, then Wait returns.
+func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+		cfg.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("standalone config: %w", err)
+	}
+	p := &Pipeline{cfg: cfg, done: make(chan error, 1)}
+	if err := p.startNATS(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	var err error
+	p.collector, err = collect.New(collect.Config{
+		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions,
+		Registerer: cfg.Registerer, Logger: log.With("stage", "collector"),
+	}, p.nc)
+	if err != nil {
+		p.stopNATS()
+		return nil, err
+	}
+	p.enricher, err = enrich.New(enrich.Config{
+		PricingDir: cfg.PricingDir, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
+	}, p.nc)
+	if err != nil {
+		p.stopNATS()
+		return nil, err
+	}
+	p.agg, err = aggregate.New(aggregate.Config{
+		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions,
+		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
+	}, p.nc)
+	if err != nil {
+		p.stopNATS()
+		return nil, err
+	}
+	p.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		p.stopNATS()
+		return nil, fmt.Errorf("listen for the collector on %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.OpsAddr != "" {
+		mux := http.NewServeMux()
+		ops.Register(mux, cfg.Registerer, p.Ready)
+		p.opsLn, err = net.Listen("tcp", cfg.OpsAddr)
+		if err != nil {
+			p.stopNATS()
+			return nil, fmt.Errorf("listen for ops endpoints on %s: %w", cfg.OpsAddr, err)
+		}
+		p.ops = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = p.ops.Serve(p.opsLn) }()
+	}
+	go p.run(ctx)
+	return p, nil
+}
+
+func (p *Pipeline) startNATS() error {
+	opts := &server.Options{
+		ServerName: "tokenmeter",
+		JetStream:  true,
+		StoreDir:   filepath.Join(p.cfg.DataDir, "nats"),
+		NoSigs:     true,
+		DontListen: p.cfg.NATSAddr == "",
+	}
+	if p.cfg.NATSAddr != "" {
+		host, port, _ := net.SplitHostPort(p.cfg.NATSAddr)
+		opts.Host = host
+		opts.Port, _ = strconv.Atoi(port)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("configure embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return fmt.Errorf("embedded NATS (store %s) not ready within 30s", opts.StoreDir)
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenmeter"), nats.MaxReconnects(-1))
+	if err != nil {
+		ns.Shutdown()
+		return fmt.Errorf("connect to embedded NATS: %w", err)
+	}
+	p.ns, p.nc = ns, nc
+	return nil
+}
+
+func (p *Pipeline) stopNATS() {
+	if p.nc != nil {
+		p.nc.Close()
+	}
+	if p.ns != nil {
+		p.ns.Shutdown()
+		p.ns.WaitForShutdown()
+	}
+}
+
+// run runs the stages until ctx is done or one of them fails; a failing stage stops the rest.
+func (p *Pipeline) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Streams exist before any stage publishes or consumes, whatever order they start in.
+	js, err := jetstream.New(p.nc)
+	if err == nil {
+		err = stream.Ensure(ctx, js, stream.DefaultOptions)
+	}
+	if err != nil {
+		p.finish(err)
+		return
+	}
+	stages := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"aggregator", p.agg.Run}, {"enricher", p.enricher.Run}, {"collector", func(ctx context.Context) error { return p.collector.Serve(ctx, p.httpLn) }},
+	}
+	errc := make(chan error, len(stages))
+	for _, s := range stages {
+		go func() {
+			err := s.run(ctx)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", s.name, err)
+			}
+			cancel()
+			errc <- err
+		}()
+	}
+	var errs []error
+	for range stages {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.finish(errors.Join(errs...))
+}
+
+func (p *Pipeline) finish(err error) {
+	if p.ops != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.ops.Shutdown(shutdownCtx)
+		cancel()
+	}
+	p.stopNATS()
+	p.done <- err
+}
+
+// Wait blocks until the pipeline has stopped and returns why.
+func (p *Pipeline) Wait() error { return <-p.done }
+
+// Ready joins the readiness of every stage.
+func (p *Pipeline) Ready() error {
+	return errors.Join(p.collector.Ready(), p.enricher.Ready(), p.agg.Ready())
+}
+
+// CollectorAddr is where the collector listens.
+func (p *Pipeline) CollectorAddr() string { return p.httpLn.Addr().String() }
+
+// OpsAddr is where /healthz, /readyz and /metrics are served ("" when disabled).
+func (p *Pipeline) OpsAddr() string {
+	if p.opsLn == nil {
+		return ""
+	}
+	return p.opsLn.Addr().String()
+}
+
+// NATS returns the pipeline's connection to the embedded server, for emitters in-process.
+func (p *Pipeline) NATS() *nats.Conn { return p.nc }
+
+// NATSURL is the embedded server's client URL ("" when it only accepts in-process clients).
+func (p *Pipeline) NATSURL() string {
+	if p.cfg.NATSAddr == "" {
+		return ""
+	}
+	return p.ns.ClientURL()
+}
