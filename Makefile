@@ -40,7 +40,7 @@ test: clickhouse ## vet and test every module against real NATS JetStream and Cl
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list -f '{{if .TestGoFiles}}{{.Dir}}{{end}}' $(addsuffix /...,$(addprefix ./,$(MODULES)))); do \
 	  for t in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go 2>/dev/null | cut -c6-); do \
-	    echo "fuzz $$t in $$pkg"; (cd $$pkg && $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . ) || exit 1; \
+	    echo "fuzz $$t in $$pkg"; (cd $$pkg && $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s . ) || exit 1; \
 	  done; \
 	done
 

@@ -2,14 +2,18 @@ package batch
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	flatbuffers "github.com/google/flatbuffers/go"
 )
 
 // Column positions in Schema.
@@ -144,7 +148,10 @@ func Record(rows []Row) arrow.Record {
 func Encode(rows []Row) ([]byte, error) {
 	rec := Record(rows)
 	defer rec.Release()
+	// Sized up front: growing the buffer while the IPC writer copies columns into it cost as
+	// much as building the record.
 	var buf bytes.Buffer
+	buf.Grow(bodySize(rec) + 16<<10)
 	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
 	if err := w.Write(rec); err != nil {
 		return nil, fmt.Errorf("write arrow record of %d rows: %w", len(rows), err)
@@ -153,6 +160,26 @@ func Encode(rows []Row) ([]byte, error) {
 		return nil, fmt.Errorf("close arrow stream: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// bodySize is the number of bytes in rec's buffers, the bulk of its IPC encoding.
+func bodySize(rec arrow.Record) int {
+	n := 0
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += b.Len() + 8 // each buffer is padded to 8 bytes
+			}
+		}
+		for _, c := range d.Children() {
+			add(c)
+		}
+	}
+	for _, col := range rec.Columns() {
+		add(col.Data())
+	}
+	return n
 }
 
 // Decode reads an Arrow IPC stream written by Encode. Strings are copied, so the rows do not
@@ -166,7 +193,10 @@ func Decode(data []byte) (rows []Row, err error) {
 			rows, err = nil, fmt.Errorf("decode arrow batch: corrupt payload: %v", p)
 		}
 	}()
-	rd, err := ipc.NewReader(bytes.NewReader(data), ipc.WithSchema(Schema))
+	if err := checkFraming(data); err != nil {
+		return nil, fmt.Errorf("decode arrow batch: %w", err)
+	}
+	rd, err := ipc.NewReader(bytes.NewReader(data), ipc.WithSchema(Schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
 	if err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
@@ -234,4 +264,86 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// The IPC reader trusts the lengths and counts it reads, and allocates what they claim before
+// it finds out they are wrong: a corrupt field count in the schema or a corrupt length can
+// make it allocate hundreds of gigabytes, which is a fatal error, not a panic that Decode can
+// recover from. So Decode checks what the reader would trust first: the schema message must be
+// byte for byte the one Encode writes (Decode accepts only Schema anyway), every message
+// length must lie within the payload (checkFraming), and no single allocation may be larger
+// than the payload (boundedAllocator). Found by FuzzBatchDecode.
+
+// schemaMessage is the IPC stream's first message as Encode writes it.
+var schemaMessage = sync.OnceValues(func() ([]byte, error) {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("write arrow schema message: %w", err)
+	}
+	// Close wrote the schema message and the 8-byte end-of-stream marker.
+	return buf.Bytes()[:buf.Len()-8], nil
+})
+
+const continuation = 0xFFFFFFFF
+
+// checkFraming walks the messages of an IPC stream: continuation marker, metadata length,
+// flatbuffer metadata, body. It reads the body length from the metadata as the IPC reader
+// will (and may panic on corrupt metadata, like the reader).
+func checkFraming(data []byte) error {
+	schema, err := schemaMessage()
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(data, schema) {
+		return errors.New("the payload does not start with the schema message of " + SchemaName)
+	}
+	for rest := data; len(rest) > 0; {
+		if len(rest) < 8 || binary.LittleEndian.Uint32(rest) != continuation {
+			return fmt.Errorf("no message header at byte %d", len(data)-len(rest))
+		}
+		n := int32(binary.LittleEndian.Uint32(rest[4:]))
+		rest = rest[8:]
+		if n == 0 {
+			return nil // end of stream
+		}
+		if n < 4 || int(n) > len(rest) {
+			return fmt.Errorf("message metadata of %d bytes at byte %d exceeds the payload", n, len(data)-len(rest))
+		}
+		meta := rest[:n]
+		rest = rest[n:]
+		// Message.bodyLength is the fourth field of the flatbuffer table (vtable offset 10).
+		t := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
+		var body int64
+		if o := flatbuffers.UOffsetT(t.Offset(10)); o != 0 {
+			body = t.GetInt64(o + t.Pos)
+		}
+		if body < 0 || body > int64(len(rest)) {
+			return fmt.Errorf("message body of %d bytes at byte %d exceeds the payload", body, len(data)-len(rest))
+		}
+		rest = rest[body:]
+	}
+	return nil
+}
+
+// boundedAllocator refuses any allocation larger than the payload, which no honest buffer
+// needs. It has to panic, the only way to stop the reader; Decode recovers.
+type boundedAllocator struct{ max int }
+
+func (a boundedAllocator) Allocate(size int) []byte {
+	a.check(size)
+	return memory.DefaultAllocator.Allocate(size)
+}
+
+func (a boundedAllocator) Reallocate(size int, b []byte) []byte {
+	a.check(size)
+	return memory.DefaultAllocator.Reallocate(size, b)
+}
+
+func (a boundedAllocator) Free(b []byte) { memory.DefaultAllocator.Free(b) }
+
+func (a boundedAllocator) check(size int) {
+	if size > a.max {
+		panic(fmt.Sprintf("allocation of %d bytes for a payload of %d bytes", size, a.max))
+	}
 }

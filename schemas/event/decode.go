@@ -2,6 +2,9 @@ package event
 
 import (
 	"bytes"
+	// encoding/json's Valid, because goccy/go-json's runs its stream decoder, which panics on
+	// some malformed input (testdata/fuzz/FuzzDecode/2abef14d576efba2).
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -50,7 +53,9 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 	mt := ContentJSON
 	if contentType != "" {
 		parsed, _, err := mime.ParseMediaType(contentType)
-		if err != nil {
+		// A malformed parameter (a stray "; charset") does not hide the media type; refusing
+		// the body for it would lose events over a cosmetic client bug.
+		if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
 			return Batch{}, fmt.Errorf("%w: content type %q: %v", ErrUnreadable, contentType, err)
 		}
 		mt = parsed
@@ -62,16 +67,27 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 	d := decoder{received: received, lim: lim}
 	switch mt {
 	case ContentJSON, "text/plain":
-		if body[0] == '[' {
+		switch {
+		case body[0] == '[':
 			return d.array(body, maxEvents, d.plain)
+		case body[0] == '{' && stdjson.Valid(body):
+			// A single event, possibly pretty-printed over several lines, which the NDJSON
+			// reader would see as a series of broken lines. NDJSON of two or more events is
+			// not one valid JSON value, so it still goes to the line reader.
+			d.out.Events = make([]Usage, 0, 1)
+			_ = d.plain(0, body)
+			return d.out, nil
 		}
 		return d.lines(body, maxEvents)
 	case ContentNDJSON, "application/jsonl", "application/x-jsonlines":
 		return d.lines(body, maxEvents)
 	case ContentCloudEvent:
-		if err := d.cloudEvent(0, body); err != nil && len(d.out.Rejected) == 0 {
-			return Batch{}, err
+		// A body that is not even a JSON object holds nothing readable (400), like an NDJSON
+		// body of garbage; a CloudEvent that can be read but is wrong is a rejection (202).
+		if body[0] != '{' || !stdjson.Valid(body) {
+			return Batch{}, fmt.Errorf("%w: not a JSON CloudEvent object", ErrUnreadable)
 		}
+		_ = d.cloudEvent(0, body)
 		return d.out, nil
 	case ContentCloudEventList:
 		return d.array(body, maxEvents, d.cloudEvent)
@@ -85,6 +101,8 @@ type decoder struct {
 	received time.Time
 	lim      Limits
 	out      Batch
+	// syntax counts the elements that were not JSON objects at all.
+	syntax int
 }
 
 func (d *decoder) array(body []byte, maxEvents int, element func(int, []byte) error) (Batch, error) {
@@ -129,28 +147,23 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 	if index == 0 {
 		return Batch{}, fmt.Errorf("%w: no lines", ErrUnreadable)
 	}
-	if len(d.out.Events) == 0 && index == len(d.out.Rejected) && allSyntax(d.out.Rejected) {
+	if d.syntax == index {
 		return Batch{}, fmt.Errorf("%w: no line is a JSON object (line 0: %s)", ErrUnreadable, d.out.Rejected[0].Error)
 	}
 	return d.out, nil
-}
-
-const syntaxPrefix = "not a JSON event object: "
-
-func allSyntax(rs []Rejection) bool {
-	for _, r := range rs {
-		if len(r.Error) < len(syntaxPrefix) || r.Error[:len(syntaxPrefix)] != syntaxPrefix {
-			return false
-		}
-	}
-	return true
 }
 
 // plain decodes one event object.
 func (d *decoder) plain(index int, data []byte) error {
 	var u Usage
 	if err := json.Unmarshal(data, &u); err != nil {
-		return d.reject(index, probeID(data), syntaxPrefix+err.Error())
+		// A well-formed object with a wrongly typed field ("input_tokens": "12") is a readable
+		// event with a bad field, not garbage: it must not make a whole NDJSON body unreadable.
+		if len(data) > 0 && data[0] == '{' && stdjson.Valid(data) {
+			return d.reject(index, probeID(data), "not a usage event: "+err.Error())
+		}
+		d.syntax++
+		return d.reject(index, probeID(data), "not a JSON event object: "+err.Error())
 	}
 	return d.accept(index, &u)
 }
@@ -182,7 +195,12 @@ func (d *decoder) cloudEvent(index int, data []byte) error {
 	}
 	var u Usage
 	if err := json.Unmarshal(ce.Data, &u); err != nil {
-		return d.reject(index, ce.ID, "data: not a usage event: "+err.Error())
+		// Name the event as accept would: by the data's own id, else the CloudEvent's.
+		id := probeID(ce.Data)
+		if id == "" {
+			id = ce.ID
+		}
+		return d.reject(index, id, "data: not a usage event: "+err.Error())
 	}
 	if u.ID == "" {
 		u.ID = ce.ID

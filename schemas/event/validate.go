@@ -136,7 +136,8 @@ func (t *Tokens) validate(max int64) error {
 			return fieldErr(c.name, "%d exceeds the limit of %d tokens per call", c.v, max)
 		}
 	}
-	if t.CachedInput+t.CacheWrite > t.Input {
+	// Written as a difference: with MaxTokens near math.MaxInt64 the sum could overflow.
+	if t.CachedInput > t.Input-t.CacheWrite {
 		return fieldErr("usage", "cached_input_tokens (%d) + cache_write_tokens (%d) exceed input_tokens (%d), which includes them",
 			t.CachedInput, t.CacheWrite, t.Input)
 	}
@@ -196,5 +197,10 @@ func clip(s string) string {
 	if len(s) <= 64 {
 		return s
 	}
-	return s[:64] + "…"
+	// Cut on a rune boundary so that the message stays valid UTF-8.
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -1,0 +1,216 @@
+package batch
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+var t0 = time.Date(2026, 11, 26, 22, 41, 31, 123_000_000, time.UTC)
+
+// fullRow has every field set.
+func fullRow() Row {
+	return Row{
+		ID: "evt_01JDXYZ", Time: t0, Received: t0.Add(1500 * time.Millisecond), Partition: 3,
+		Provider: "openai", Model: "gpt-4o-2024-08-06", Operation: "chat",
+		Tokens:      event.Tokens{Input: 1200, Output: 300, CachedInput: 1000, CacheWrite: 100, CacheWrite1h: 50, Reasoning: 20},
+		ServiceTier: "priority", ResponseID: "chatcmpl-B9MBs8", Status: "ok", LatencyMS: 850,
+		Team: "search", Feature: "summarize", Env: "prod", CostCenter: "cc-42", Traffic: "user",
+		ExtraTags:  []Tag{{"customer", "acme"}, {"region", "eu-west-1"}},
+		WorkflowID: "ticket-4711", PromptVersion: "summarize@v7", CacheHit: true,
+		Priced: true, ModelPriced: "gpt-4o-2024-08-06", PriceVersion: "2026-11-01", CostPico: 4_500_000_000, SavingsPico: 1_250_000_000,
+	}
+}
+
+func testRows() []Row {
+	unicode := fullRow()
+	unicode.ID, unicode.Model, unicode.Team = "évt_☃_日本語", "模型-🚀", "équipe"
+	unicode.ExtraTags = []Tag{{"emoji", "🙂"}, {"empty", ""}, {"zh", "中文"}}
+	unicode.Time, unicode.Received = t0.Add(999*time.Millisecond), t0.Add(-time.Millisecond)
+
+	max := fullRow()
+	max.ID = strings.Repeat("x", 128)
+	max.Partition = math.MaxUint16
+	max.Tokens = event.Tokens{Input: math.MaxInt64, Output: math.MaxInt64, CachedInput: math.MaxInt64,
+		CacheWrite: math.MaxInt64, CacheWrite1h: math.MaxInt64, Reasoning: math.MaxInt64}
+	max.LatencyMS, max.CostPico, max.SavingsPico = math.MaxInt64, math.MaxInt64, math.MinInt64
+	max.Time = time.Date(2262, 4, 11, 23, 47, 16, 854_000_000, time.UTC)
+	max.Received = time.Date(1969, 12, 31, 23, 59, 59, 1_000_000, time.UTC)
+
+	return []Row{
+		fullRow(),
+		{}, // zero values: empty strings, zero tokens, the zero time, no tags
+		{ID: "e", Time: t0, Received: t0, Provider: "p", Model: "m"},
+		unicode,
+		max,
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, rows := range [][]Row{nil, testRows()[:1], testRows()} {
+		t.Run(fmt.Sprintf("%d rows", len(rows)), func(t *testing.T) {
+			data, err := Encode(rows)
+			if err != nil {
+				t.Fatalf("Encode() error = %v", err)
+			}
+			got, err := Decode(data)
+			if err != nil {
+				t.Fatalf("Decode() error = %v", err)
+			}
+			if !reflect.DeepEqual(got, rows) {
+				t.Fatalf("Decode(Encode(rows)) =\n%+v\nwant\n%+v", got, rows)
+			}
+		})
+	}
+}
+
+// TestDecodeCopies checks the documented promise that rows do not hold on to the payload.
+func TestDecodeCopies(t *testing.T) {
+	data, err := Encode([]Row{fullRow()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 0
+	}
+	if !reflect.DeepEqual(rows, []Row{fullRow()}) {
+		t.Fatalf("rows changed with the payload: %+v", rows)
+	}
+}
+
+func TestFromUsage(t *testing.T) {
+	u := event.Usage{
+		ID: "evt_1", Time: t0, Provider: "anthropic", Model: "claude-sonnet-4", Operation: "messages",
+		Usage:       event.Tokens{Input: 10, Output: 5, CachedInput: 2, CacheWrite: 3, CacheWrite1h: 1, Reasoning: 4},
+		ServiceTier: "batch", ResponseID: "msg_1", Status: "ok", LatencyMS: 42,
+		Tags: map[string]string{
+			"team": "search", "feature": "summarize", "env": "prod", "cost_center": "cc-42", "traffic": "background",
+			"zeta": "z", "alpha": "a", "mid.key": "m", "customer-id": "c",
+		},
+		WorkflowID: "wf", PromptVersion: "pv", CacheHit: true,
+	}
+	received := time.Date(2026, 11, 26, 22, 41, 32, 987_654_321, time.FixedZone("CET", 3600))
+	got := FromUsage(&u, received, 2)
+	want := Row{
+		ID: "evt_1", Time: t0, Received: time.Date(2026, 11, 26, 21, 41, 32, 987_000_000, time.UTC), Partition: 2,
+		Provider: "anthropic", Model: "claude-sonnet-4", Operation: "messages", Tokens: u.Usage,
+		ServiceTier: "batch", ResponseID: "msg_1", Status: "ok", LatencyMS: 42,
+		Team: "search", Feature: "summarize", Env: "prod", CostCenter: "cc-42", Traffic: "background",
+		ExtraTags:  []Tag{{"alpha", "a"}, {"customer-id", "c"}, {"mid.key", "m"}, {"zeta", "z"}},
+		WorkflowID: "wf", PromptVersion: "pv", CacheHit: true,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("FromUsage() =\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Only well-known tags: no extra tags at all (nil, which is what Decode returns).
+	u.Tags = map[string]string{"team": "t"}
+	if r := FromUsage(&u, received, 0); r.Team != "t" || r.ExtraTags != nil {
+		t.Fatalf("FromUsage() with only team: Team = %q, ExtraTags = %#v", r.Team, r.ExtraTags)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	good, err := Encode([]Row{fullRow()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := func() []byte {
+		// An Arrow stream of another schema, as a future or foreign writer might send.
+		s := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.BinaryTypes.String}}, nil)
+		b := array.NewRecordBuilder(memory.DefaultAllocator, s)
+		defer b.Release()
+		b.Field(0).(*array.StringBuilder).Append("evt_1")
+		rec := b.NewRecord()
+		defer rec.Release()
+		var buf bytes.Buffer
+		w := ipc.NewWriter(&buf, ipc.WithSchema(s))
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}()
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"not arrow", []byte("hello, world")},
+		{"another schema", other},
+		{"truncated in the schema", good[:40]},
+		{"truncated in the record", good[:len(good)-100]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := Decode(tc.data)
+			if err == nil {
+				t.Fatalf("Decode() = %d rows, want an error", len(rows))
+			}
+			if !strings.HasPrefix(err.Error(), "decode arrow batch: ") {
+				t.Fatalf("Decode() error = %q, want it to say what was being done", err)
+			}
+			if rows != nil {
+				t.Fatalf("Decode() = %d rows with an error", len(rows))
+			}
+		})
+	}
+}
+
+func benchRows(n int) []Row {
+	rows := make([]Row, n)
+	for i := range rows {
+		r := fullRow()
+		r.ID = fmt.Sprintf("evt_%06d", i)
+		r.ResponseID = fmt.Sprintf("chatcmpl-%06d", i)
+		r.Time = t0.Add(time.Duration(i) * time.Millisecond)
+		rows[i] = r
+	}
+	return rows
+}
+
+func BenchmarkEncode(b *testing.B) {
+	rows := benchRows(1000)
+	data, err := Encode(rows)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Encode(rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	data, err := Encode(benchRows(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		rows, err := Decode(data)
+		if err != nil || len(rows) != 1000 {
+			b.Fatalf("Decode() = %d rows, %v", len(rows), err)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package event
+
+import (
+	"bytes"
+	stdjson "encoding/json"
+	"errors"
+	"mime"
+	"reflect"
+	"testing"
+
+	json "github.com/goccy/go-json"
+)
+
+// FuzzDecode checks Decode's contract on arbitrary bodies: it never panics; on success every
+// element of the body is either accepted or rejected, exactly once and in body order; every
+// accepted event is normalized and valid; on failure the error is one of the documented
+// sentinels and the batch is empty.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []struct{ body, contentType string }{
+		{"[" + good1 + "," + good2 + "]", ContentJSON},
+		{good1 + "\r\n\r\n" + good2 + "\n", ContentNDJSON},
+		{good1 + "\ngarbage\n{}", "application/x-ndjson; charset=utf-8"},
+		{"{\n \"id\": \"e1\", \"provider\": \"p\",\n \"model\": \"m\"}", ContentJSON},
+		{ce("ce-1", "2026-11-26T22:39:00Z", `{"provider":"p","model":"m","usage":{"input_tokens":1}}`), ContentCloudEvent},
+		{"[" + ce("ce-1", "", good1) + `,{"specversion":"0.3"},1]`, ContentCloudEventList},
+		{`[{"id":"a","provider":"p","model":"m","usage":{"input_tokens":"12","output_tokens":1.5}},null,{"tags":{"A":"\u0000"}}]`, ""},
+		{`[{"id":"a","provider":"p","model":"m","time":"9999-12-31T23:59:59Z","usage":{"input_tokens":-1,"cached_input_tokens":9223372036854775807}}]`, "text/plain"},
+		{"", ContentJSON},
+		{"[]", ContentJSON},
+		{"not json", "text/xml"},
+	} {
+		f.Add([]byte(s.body), s.contentType)
+	}
+	const maxEvents = 50
+	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
+		b, err := Decode(body, contentType, now, DefaultLimits, maxEvents)
+		if err != nil {
+			if !errors.Is(err, ErrUnreadable) && !errors.Is(err, ErrTooManyEvents) {
+				t.Fatalf("Decode() error = %v, want ErrUnreadable or ErrTooManyEvents", err)
+			}
+			if b.Events != nil || b.Rejected != nil {
+				t.Fatalf("Decode() = %+v with error %v, want an empty batch", b, err)
+			}
+			return
+		}
+		n := elements(t, body, contentType)
+		if got := len(b.Events) + len(b.Rejected); got != n {
+			t.Fatalf("%d events + %d rejections, want %d elements (rejected: %+v)", len(b.Events), len(b.Rejected), n, b.Rejected)
+		}
+		for i, r := range b.Rejected {
+			if r.Index < 0 || r.Index >= n || i > 0 && r.Index <= b.Rejected[i-1].Index {
+				t.Fatalf("rejection %d has index %d: indexes must increase within [0, %d): %+v", i, r.Index, n, b.Rejected)
+			}
+			if r.Error == "" {
+				t.Fatalf("rejection %d has no error", i)
+			}
+		}
+		for i := range b.Events {
+			e := b.Events[i]
+			if err := e.Validate(now, DefaultLimits); err != nil {
+				t.Fatalf("accepted event %d is invalid: %v", i, err)
+			}
+			normalized := e
+			normalized.Normalize(now)
+			if !reflect.DeepEqual(normalized, e) {
+				t.Fatalf("accepted event %d is not normalized: %+v", i, e)
+			}
+		}
+	})
+}
+
+// elements counts the elements of a body that Decode read successfully, from the body's
+// shape alone: array elements, one structured CloudEvent or single object, or non-blank lines.
+func elements(t testing.TB, body []byte, contentType string) int {
+	t.Helper()
+	mt := ContentJSON
+	if contentType != "" {
+		mt, _, _ = mime.ParseMediaType(contentType)
+	}
+	body = bytes.TrimSpace(body)
+	array := func() int {
+		var raw []json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil {
+			t.Fatalf("Decode() accepted a body that is not a JSON array: %v", err)
+		}
+		return len(raw)
+	}
+	lines := func() int {
+		n := 0
+		for _, l := range bytes.Split(body, []byte{'\n'}) {
+			if len(bytes.TrimSpace(l)) > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	switch mt {
+	case ContentJSON, "text/plain":
+		switch {
+		case body[0] == '[':
+			return array()
+		case body[0] == '{' && stdjson.Valid(body):
+			return 1
+		}
+		return lines()
+	case ContentCloudEvent:
+		return 1
+	case ContentCloudEventList:
+		return array()
+	}
+	return lines()
+}
