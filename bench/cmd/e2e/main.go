@@ -1,0 +1,178 @@
+// Command e2e measures the whole pipeline on this machine — the single-process tokenmeter with
+// NATS embedded, and the local ClickHouse — and prints a Markdown table for the README:
+//
+//	go run ./bench/cmd/e2e -events 300000 -clients 4 -paced 0.8
+//
+// It runs the HTTP collector as fast as Clients concurrent requests go, then again paced at a
+// share of the rate it measured (the latency at 80% of the maximum is the one that matters),
+// then the Go emitter library. Each run uses a fresh pipeline and a fresh database, dropped
+// afterwards. The events are generated before any clock starts.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/bench/e2e"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	bench      e2e.Config
+	events     int
+	seed       uint64
+	paced      float64
+	rate       float64
+	emit       bool
+	cpuprofile string
+	verbose    bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("e2e", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	fs.IntVar(&c.events, "events", e2e.DefaultEvents, "events per run")
+	fs.Uint64Var(&c.seed, "seed", 1, "generator seed")
+	fs.IntVar(&c.bench.BatchSize, "batch", e2e.DefaultBatchSize, "events per HTTP request")
+	fs.IntVar(&c.bench.Clients, "clients", e2e.DefaultClients, "concurrent HTTP requests")
+	fs.IntVar(&c.bench.MarkerEvery, "marker-every", e2e.DefaultMarkerEvery, "track the first event of every n-th body until it is queryable")
+	fs.IntVar(&c.bench.Partitions, "partitions", e2e.DefaultPartitions, "pipeline partitions")
+	fs.Float64Var(&c.paced, "paced", 0.8, "also run HTTP paced at this share of the measured maximum rate (0 = no paced run)")
+	fs.Float64Var(&c.rate, "rate", 0, "events/s of the paced run; overrides -paced")
+	fs.BoolVar(&c.emit, "emit", true, "also run the Go emitter library")
+	fs.StringVar(&c.bench.ClickHouseDSN, "dsn", e2e.DSN(), "ClickHouse DSN (default from TOKENMETER_CLICKHOUSE_DSN)")
+	fs.StringVar(&c.bench.ClickHousePIDFile, "clickhouse-pid-file", "", "pid file of the ClickHouse server (default: find clickhouse-server by its command line)")
+	fs.DurationVar(&c.bench.Timeout, "timeout", e2e.DefaultTimeout, "give up on a run after this long")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the runs (not of the generation) to this file")
+	fs.BoolVar(&c.verbose, "v", false, "log the pipeline's warnings and errors")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	var errs []error
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if c.events < 1 {
+		errs = append(errs, fmt.Errorf("events (%d) must be positive", c.events))
+	}
+	if c.paced < 0 || c.paced > 1 {
+		errs = append(errs, fmt.Errorf("paced (%v) must be within [0, 1]", c.paced))
+	}
+	if c.rate < 0 {
+		errs = append(errs, fmt.Errorf("rate (%v) must not be negative", c.rate))
+	}
+	if err := c.bench.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "e2e: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.verbose {
+		cfg.bench.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	results, err := measure(ctx, cfg, stderr)
+	if len(results) > 0 {
+		fmt.Fprintf(stdout, "%d events per run, %d-event NDJSON bodies, %d clients, %d partitions, GOMAXPROCS %d, %s\n\n",
+			cfg.events, cfg.bench.BatchSize, cfg.bench.Clients, cfg.bench.Partitions, runtime.GOMAXPROCS(0), time.Now().Format(time.DateOnly))
+		if werr := e2e.WriteTable(stdout, results); werr != nil {
+			fmt.Fprintf(stderr, "e2e: write the table: %v\n", werr)
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "e2e: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// measure runs the configured measurements and returns the results of those that finished.
+func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, error) {
+	b, err := e2e.New(cfg.bench)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if b.ClickHousePID() == 0 {
+		fmt.Fprintln(stderr, "e2e: ClickHouse server process not found; its CPU time is not reported")
+	}
+
+	gen := e2e.GeneratorConfig(time.Now(), cfg.seed)
+	t0 := time.Now()
+	w, err := e2e.Generate(gen, cfg.events, cfg.bench.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "e2e: generated %d events in %d bodies (%d MiB) in %s\n",
+		w.Events, len(w.Bodies), w.Bytes>>20, time.Since(t0).Round(time.Millisecond))
+
+	if cfg.cpuprofile != "" {
+		f, err := os.Create(cfg.cpuprofile)
+		if err != nil {
+			return nil, fmt.Errorf("create the CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, fmt.Errorf("start the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	var results []e2e.Result
+	step := func(r e2e.Result, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s run: %w", r.Name, err)
+		}
+		fmt.Fprintf(stderr, "e2e: %s: %d events in %s\n", r.Name, r.Events, r.Elapsed.Round(time.Millisecond))
+		results = append(results, r)
+		return nil
+	}
+	if err := step(b.HTTP(ctx, w, 0)); err != nil {
+		return results, err
+	}
+	rate := cfg.rate
+	if rate == 0 {
+		rate = cfg.paced * results[0].EventsPerSecond()
+	}
+	if rate > 0 {
+		if err := step(b.HTTP(ctx, w, rate)); err != nil {
+			return results, err
+		}
+	}
+	if cfg.emit {
+		// The emitter gets the same events as values; the bodies are garbage by now.
+		events, err := e2e.GenerateEvents(gen, cfg.events)
+		if err != nil {
+			return results, err
+		}
+		if err := step(b.Emit(ctx, events)); err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}

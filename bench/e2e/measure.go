@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Percentile returns the p-th percentile (0 < p <= 100) of the sorted durations by the
+// nearest-rank method: the smallest value that at least p percent of the values do not
+// exceed. It returns 0 for no values. With few values a high percentile is the maximum: p99
+// of 30 latencies is the slowest of them.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 || !(p > 0) {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+// Latencies summarises a set of durations.
+type Latencies struct {
+	N        int
+	P50, P99 time.Duration
+}
+
+func summarise(d []time.Duration) Latencies {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return Latencies{N: len(s), P50: Percentile(s, 50), P99: Percentile(s, 99)}
+}
+
+// timevalDuration converts a rusage time to a duration.
+func timevalDuration(tv syscall.Timeval) time.Duration {
+	return time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond
+}
+
+// processCPU returns the CPU time (user + system) this process has used so far, in all of its
+// threads: the pipeline, the embedded NATS server and the load generator alike.
+func processCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return timevalDuration(ru.Utime) + timevalDuration(ru.Stime), nil
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat. It is part of Linux's user-space
+// ABI (USER_HZ) and 100 on every architecture Go supports, whatever the kernel's tick rate.
+const userHZ = 100
+
+// parseProcStat returns utime + stime from the contents of /proc/<pid>/stat. The command name
+// (field 2) is in parentheses and may itself hold spaces and parentheses, so the fields are
+// counted from the last closing parenthesis.
+func parseProcStat(stat string) (time.Duration, error) {
+	end := strings.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("parse /proc stat %q: no command name in parentheses", stat)
+	}
+	// After the name come field 3 (state) onwards; utime and stime are fields 14 and 15.
+	f := strings.Fields(stat[end+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc stat: %d fields after the command name, want at least 13", len(f))
+	}
+	var ticks uint64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc stat CPU time %q: %w", s, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// pidCPU returns the CPU time the process pid has used so far.
+func pidCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	return parseProcStat(string(data))
+}
+
+// findProcess returns the pid in pidFile when it names a live process, or else the first
+// process other than this one whose command line contains name — what `pgrep -f name` does,
+// without needing pgrep.
+func findProcess(pidFile, name string) (int, error) {
+	if data, err := os.ReadFile(pidFile); pidFile != "" && err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+				return pid, nil
+			}
+		}
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, fmt.Errorf("list processes: %w", err)
+	}
+	self := os.Getpid()
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || pid == self {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue // gone since the listing, or not ours to read
+		}
+		if bytes.Contains(cmd, []byte(name)) {
+			return pid, nil
+		}
+	}
+	if pidFile != "" {
+		return 0, fmt.Errorf("no live pid in %s, and no process with %q in its command line", pidFile, name)
+	}
+	return 0, fmt.Errorf("no process with %q in its command line", name)
+}
+
+// parseVmHWM returns the peak resident set size, in bytes, from the contents of
+// /proc/<pid>/status.
+func parseVmHWM(status string) (int64, error) {
+	for line := range strings.Lines(status) {
+		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("parse VmHWM %q: want \"<n> kB\"", strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse VmHWM %q: %w", f[0], err)
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("parse /proc status: no VmHWM line")
+}
+
+// resetPeakRSS makes the kernel's peak RSS of this process start again from the current RSS
+// (clear_refs "5", Linux 4.0+), so each run reports its own peak rather than the process's.
+// It reports whether that worked; if not, peakRSS is the peak since the process started.
+func resetPeakRSS() bool {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
+
+// peakRSS returns this process's peak resident set size in bytes.
+func peakRSS() (int64, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read peak RSS: %w", err)
+	}
+	return parseVmHWM(string(data))
+}

@@ -1,0 +1,531 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/collector/emit"
+	"github.com/tokenmeter/tokenmeter/deploy/standalone"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Result is what one run measured.
+type Result struct {
+	// Name says which path the events took ("HTTP", "HTTP paced", "emitter").
+	Name   string
+	Events int
+	// Database is the run's database, dropped when the run ended.
+	Database string
+	// Rate is the target events/s of a paced run; 0 is as fast as possible.
+	Rate float64
+	// Elapsed runs from the first request until ClickHouse held every event; Intake until the
+	// last 202 arrived (for the emitter: until Close returned, every event acknowledged by
+	// JetStream).
+	Elapsed, Intake time.Duration
+	// Queryable is the latency from a marker body's 202 until its first event was seen in
+	// ClickHouse (an upper bound: the time the lookup that found it returned).
+	Queryable Latencies
+	// HTTP is the latency of the requests answered with 202; Retries counts 429 and 503
+	// answers, each followed by the same body again after Retry-After.
+	HTTP    Latencies
+	Retries int
+	// CPU is this process's CPU time during Elapsed (pipeline, embedded NATS, load generator
+	// and the benchmark's own ClickHouse polling); ClickHouseCPU the server's, when
+	// ClickHouseKnown.
+	CPU, ClickHouseCPU time.Duration
+	ClickHouseKnown    bool
+	// PeakRSS is this process's peak resident set size during the run, in bytes; it holds the
+	// pre-generated workload too. When PeakRSSOfRun is false the peak could not be reset and
+	// is the whole process's.
+	PeakRSS      int64
+	PeakRSSOfRun bool
+}
+
+// EventsPerSecond is the end-to-end throughput: events over Elapsed.
+func (r Result) EventsPerSecond() float64 { return perSecond(r.Events, r.Elapsed) }
+
+// IntakePerSecond is the intake throughput: events over Intake.
+func (r Result) IntakePerSecond() float64 { return perSecond(r.Events, r.Intake) }
+
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// CPUPerEvent is this process's CPU time per event.
+func (r Result) CPUPerEvent() time.Duration { return perEvent(r.CPU, r.Events) }
+
+// ClickHouseCPUPerEvent is the ClickHouse server's CPU time per event.
+func (r Result) ClickHouseCPUPerEvent() time.Duration { return perEvent(r.ClickHouseCPU, r.Events) }
+
+func perEvent(d time.Duration, n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return d / time.Duration(n)
+}
+
+// HTTP posts the workload's bodies to a fresh pipeline with Config.Clients concurrent
+// requests and measures until ClickHouse holds every event. With rate > 0 the bodies are
+// released at rate events/s (a client that is still busy delays the next body); with 0 they
+// go as fast as the clients can send them.
+func (b *Bench) HTTP(ctx context.Context, w *Workload, rate float64) (Result, error) {
+	name := "HTTP"
+	if rate > 0 {
+		name = "HTTP paced"
+	}
+	res := Result{Name: name, Events: w.Events, Rate: rate}
+	err := b.run(ctx, &res, func(ctx context.Context, pl *pipeline, start time.Time) error {
+		return b.send(ctx, pl, w, rate, start, &res)
+	})
+	return res, err
+}
+
+// Emit sends events through the Go emitter library (collector/emit) straight to JetStream of a
+// fresh pipeline and measures until ClickHouse holds every one. The events must be valid and
+// distinct (GenerateEvents).
+func (b *Bench) Emit(ctx context.Context, events []event.Usage) (Result, error) {
+	res := Result{Name: "emitter", Events: len(events)}
+	err := b.run(ctx, &res, func(ctx context.Context, pl *pipeline, start time.Time) error {
+		em, err := emit.New(pl.p.NATS(), emit.Options{Partitions: b.cfg.Partitions})
+		if err != nil {
+			return err
+		}
+		for i := range events {
+			// A full buffer is back-pressure: wait for JetStream, as a service that must not
+			// lose an event would.
+			for {
+				err = em.Emit(events[i])
+				if !errors.Is(err, emit.ErrBufferFull) {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if err != nil {
+				_ = em.Close(ctx)
+				return fmt.Errorf("emit event %s: %w", events[i].ID, err)
+			}
+		}
+		if err := em.Close(ctx); err != nil {
+			return fmt.Errorf("close the emitter: %w", err)
+		}
+		res.Intake = time.Since(start)
+		if s := em.Stats(); s.Published != uint64(len(events)) || s.Invalid != 0 {
+			return fmt.Errorf("emitter published %d of %d events (%d invalid)", s.Published, len(events), s.Invalid)
+		}
+		return nil
+	})
+	return res, err
+}
+
+// run starts a fresh pipeline on a fresh database, starts the clock, runs load, and stops the
+// clock when the database holds res.Events rows; then it stops the pipeline and drops the
+// database. load returning an error ends the run.
+func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context, *pipeline, time.Time) error) (err error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, b.cfg.Timeout,
+		fmt.Errorf("%s run of %d events did not finish within %s", res.Name, res.Events, b.cfg.Timeout))
+	defer cancel()
+	pl, err := b.startPipeline(ctx)
+	if err != nil {
+		return err
+	}
+	res.Database = pl.db
+	defer func() { err = errors.Join(err, pl.stop(b)) }()
+
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	res.PeakRSSOfRun = resetPeakRSS()
+	before := b.usage()
+	start := time.Now()
+	var loadErr error
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		if loadErr = load(ctx, pl, start); loadErr != nil {
+			abort(loadErr)
+		}
+	}()
+	end, err := b.waitCount(ctx, pl.db, res.Events)
+	after := b.usage()
+	if err != nil {
+		abort(err)
+	}
+	<-loaded
+	if loadErr != nil {
+		return loadErr
+	}
+	if err != nil {
+		return err
+	}
+	res.Elapsed = end.Sub(start)
+	res.CPU = after.cpu - before.cpu
+	res.ClickHouseCPU, res.ClickHouseKnown = after.ch-before.ch, before.chOK && after.chOK
+	if rss, err := peakRSS(); err == nil {
+		res.PeakRSS = rss
+	}
+	return nil
+}
+
+// waitCount polls the number of stored events until it reaches n and returns when it did.
+func (b *Bench) waitCount(ctx context.Context, db string, n int) (time.Time, error) {
+	q := "SELECT count() FROM " + db + ".usage_events"
+	tick := time.NewTicker(b.cfg.CountPoll)
+	defer tick.Stop()
+	for {
+		var got uint64
+		if err := b.conn.QueryRow(ctx, q).Scan(&got); err != nil {
+			if ctx.Err() != nil {
+				return time.Time{}, context.Cause(ctx)
+			}
+			return time.Time{}, fmt.Errorf("count the stored events: %w", err)
+		}
+		if got >= uint64(n) {
+			at := time.Now()
+			if got > uint64(n) {
+				return at, fmt.Errorf("%s.usage_events holds %d rows, more than the %d distinct events sent", db, got, n)
+			}
+			return at, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("%w (%d of %d events stored)", context.Cause(ctx), got, n)
+		case <-tick.C:
+		}
+	}
+}
+
+type usage struct {
+	cpu, ch time.Duration
+	chOK    bool
+}
+
+func (b *Bench) usage() usage {
+	var u usage
+	u.cpu, _ = processCPU()
+	if b.chPID != 0 {
+		var err error
+		u.ch, err = pidCPU(b.chPID)
+		u.chOK = err == nil
+	}
+	return u
+}
+
+// pipeline is a started single-process pipeline on its own database and data directory.
+type pipeline struct {
+	p      *standalone.Pipeline
+	db     string
+	dir    string
+	cancel context.CancelFunc
+}
+
+// startPipeline starts a pipeline on a fresh database and waits until its stages are
+// consuming, so that start-up (migrations, streams, consumers) is not measured.
+func (b *Bench) startPipeline(ctx context.Context) (*pipeline, error) {
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	pl := &pipeline{db: "tm_bench_" + hex.EncodeToString(rnd[:])}
+	var err error
+	if pl.dir, err = os.MkdirTemp("", "tm-bench-"); err != nil {
+		return nil, fmt.Errorf("create the pipeline's data directory: %w", err)
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	pl.cancel = cancel
+	pl.p, err = standalone.Start(pctx, standalone.Config{
+		DataDir: pl.dir, HTTPAddr: "127.0.0.1:0", ClickHouseDSN: b.cfg.ClickHouseDSN, Database: pl.db,
+		Partitions: b.cfg.Partitions, Logger: b.cfg.Logger,
+	})
+	if err != nil {
+		cancel()
+		_ = os.RemoveAll(pl.dir)
+		return nil, fmt.Errorf("start the pipeline: %w", err)
+	}
+	if err := b.waitStarted(ctx, pl); err != nil {
+		return nil, errors.Join(err, pl.stop(b))
+	}
+	return pl, nil
+}
+
+// waitStarted waits until the enricher consumes USAGE_RAW and every aggregator partition
+// consumes USAGE_ENRICHED; the aggregator creates its consumers after the migrations.
+func (b *Bench) waitStarted(ctx context.Context, pl *pipeline) error {
+	js, err := jetstream.New(pl.p.NATS())
+	if err != nil {
+		return fmt.Errorf("new JetStream context: %w", err)
+	}
+	consumers := func(name string) int {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return 0
+		}
+		return s.CachedInfo().State.Consumers
+	}
+	for consumers(stream.Raw) < 1 || consumers(stream.Enriched) < b.cfg.Partitions {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the pipeline to start: %w", context.Cause(ctx))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// stop stops the pipeline and removes its database and data directory.
+func (pl *pipeline) stop(b *Bench) error {
+	pl.cancel()
+	err := pl.p.Wait()
+	if err != nil {
+		err = fmt.Errorf("pipeline stopped with: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if derr := b.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pl.db); derr != nil {
+		err = errors.Join(err, fmt.Errorf("drop database %s: %w", pl.db, derr))
+	}
+	return errors.Join(err, os.RemoveAll(pl.dir))
+}
+
+// send posts the bodies with the configured number of clients and tracks the markers; it
+// returns once every body was accepted and every marker seen.
+func (b *Bench) send(ctx context.Context, pl *pipeline, w *Workload, rate float64, start time.Time, res *Result) error {
+	url := "http://" + pl.p.CollectorAddr() + "/v1/events"
+	transport := &http.Transport{MaxIdleConnsPerHost: b.cfg.Clients, DisableCompression: true}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: time.Minute}
+
+	mk := newMarkers((len(w.Bodies) + b.cfg.MarkerEvery - 1) / b.cfg.MarkerEvery)
+	polled := make(chan error, 1)
+	go func() { polled <- mk.poll(ctx, b, pl.db) }()
+
+	jobs := make(chan int)
+	go func() {
+		defer close(jobs)
+		sent := 0
+		for i := range w.Bodies {
+			if rate > 0 {
+				due := start.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+				if d := time.Until(due); d > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(d):
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case jobs <- i:
+			}
+			sent += w.Sizes[i]
+		}
+	}()
+
+	var (
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, len(w.Bodies))
+		lastOK    time.Time
+		firstErr  error
+	)
+	var wg sync.WaitGroup
+	for range b.cfg.Clients {
+		wg.Go(func() {
+			for i := range jobs {
+				lat, at, retries, err := post(ctx, client, url, w.Bodies[i], w.Sizes[i])
+				mu.Lock()
+				res.Retries += retries
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("post body %d: %w", i, err)
+					}
+					mu.Unlock()
+					return
+				}
+				latencies = append(latencies, lat)
+				if at.After(lastOK) {
+					lastOK = at
+				}
+				mu.Unlock()
+				if i%b.cfg.MarkerEvery == 0 {
+					mk.accept(w.FirstIDs[i], at)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	res.Intake = lastOK.Sub(start)
+	res.HTTP = summarise(latencies)
+	if err := <-polled; err != nil {
+		return err
+	}
+	res.Queryable = summarise(mk.latencies)
+	return nil
+}
+
+// post sends one body until it is accepted, waiting Retry-After after a 429 or 503. It returns
+// the latency of the accepted request and when its answer arrived.
+func post(ctx context.Context, client *http.Client, url string, body []byte, events int) (time.Duration, time.Time, int, error) {
+	for retries := 0; ; retries++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return 0, time.Time{}, retries, err
+		}
+		req.Header.Set("Content-Type", event.ContentNDJSON)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, time.Time{}, retries, err
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		at := time.Now()
+		if err != nil {
+			return 0, time.Time{}, retries, fmt.Errorf("read the answer: %w", err)
+		}
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			var answer struct {
+				Accepted int               `json:"accepted"`
+				Rejected []json.RawMessage `json:"rejected"`
+			}
+			if err := json.Unmarshal(data, &answer); err != nil {
+				return 0, time.Time{}, retries, fmt.Errorf("decode the answer %q: %w", data, err)
+			}
+			if answer.Accepted != events || len(answer.Rejected) != 0 {
+				return 0, time.Time{}, retries, fmt.Errorf("%d of %d events accepted, %d rejected: %s",
+					answer.Accepted, events, len(answer.Rejected), data)
+			}
+			return at.Sub(t0), at, retries, nil
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			select {
+			case <-ctx.Done():
+				return 0, time.Time{}, retries, context.Cause(ctx)
+			case <-time.After(retryAfter(resp.Header.Get("Retry-After"))):
+			}
+		default:
+			return 0, time.Time{}, retries, fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+	}
+}
+
+// retryAfter reads a Retry-After header in seconds; a missing or unreadable one means 1s.
+func retryAfter(h string) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil || s < 0 {
+		return time.Second
+	}
+	return time.Duration(s) * time.Second
+}
+
+// markers tracks the marker events: accepted, not yet seen in ClickHouse.
+type markers struct {
+	mu          sync.Mutex
+	outstanding map[string]time.Time // id → when its body's 202 arrived
+	left        int                  // markers not yet seen
+	latencies   []time.Duration
+}
+
+func newMarkers(n int) *markers {
+	return &markers{outstanding: make(map[string]time.Time), left: n, latencies: make([]time.Duration, 0, n)}
+}
+
+func (m *markers) accept(id string, at time.Time) {
+	m.mu.Lock()
+	m.outstanding[id] = at
+	m.mu.Unlock()
+}
+
+// poll looks the outstanding markers up every MarkerPoll, all in one query, until every
+// marker was seen or ctx is done.
+func (m *markers) poll(ctx context.Context, b *Bench, db string) error {
+	tick := time.NewTicker(b.cfg.MarkerPoll)
+	defer tick.Stop()
+	var q strings.Builder
+	for {
+		m.mu.Lock()
+		left := m.left
+		q.Reset()
+		q.WriteString("SELECT event_id FROM " + db + ".usage_events WHERE event_id IN (")
+		n := 0
+		for id := range m.outstanding {
+			if n > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(quote(id))
+			n++
+		}
+		q.WriteByte(')')
+		m.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		if n > 0 {
+			seen, err := lookup(ctx, b, q.String())
+			if err != nil {
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
+				return fmt.Errorf("look up %d marker events: %w", n, err)
+			}
+			at := time.Now()
+			m.mu.Lock()
+			for _, id := range seen {
+				if acc, ok := m.outstanding[id]; ok {
+					m.latencies = append(m.latencies, at.Sub(acc))
+					delete(m.outstanding, id)
+					m.left--
+				}
+			}
+			m.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+func lookup(ctx context.Context, b *Bench, q string) ([]string, error) {
+	rows, err := b.conn.Query(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// quote makes a ClickHouse string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
