@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -224,13 +224,19 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 				Schema.Field(i).Name, rec.Column(i).Len(), rec.Column(i).NullN(), n)
 		}
 	}
-	str := func(c int) *array.String { return rec.Column(c).(*array.String) }
 	i64 := func(c int) *array.Int64 { return rec.Column(c).(*array.Int64) }
 	tsa := func(c int) *array.Timestamp { return rec.Column(c).(*array.Timestamp) }
 	boo := func(c int) *array.Boolean { return rec.Column(c).(*array.Boolean) }
-	s := func(c, i int) string { return strings.Clone(str(c).Value(i)) }
+	var cols [numCols]stringColumn
+	for c := range numCols {
+		if a, ok := rec.Column(c).(*array.String); ok {
+			cols[c] = newStringColumn(a)
+		}
+	}
+	s := func(c, i int) string { return cols[c].value(i) }
 	keys, vals := rec.Column(colTagKeys).(*array.List), rec.Column(colTagValues).(*array.List)
-	keyv, valv := keys.ListValues().(*array.String), vals.ListValues().(*array.String)
+	keyv, valv := newStringColumn(keys.ListValues().(*array.String)), newStringColumn(vals.ListValues().(*array.String))
+	rows = slices.Grow(rows, n)
 	for i := 0; i < n; i++ {
 		r := Row{
 			ID:        s(colID, i),
@@ -259,7 +265,7 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 			return nil, fmt.Errorf("decode arrow batch: row %d has %d tag keys but %d tag values", i, ke-ks, ve-vs)
 		}
 		for j := ks; j < ke; j++ {
-			r.ExtraTags = append(r.ExtraTags, Tag{strings.Clone(keyv.Value(int(j))), strings.Clone(valv.Value(int(vs + j - ks)))})
+			r.ExtraTags = append(r.ExtraTags, Tag{keyv.value(int(j)), valv.value(int(vs + j - ks))})
 		}
 		rows = append(rows, r)
 	}
@@ -346,4 +352,22 @@ func (a boundedAllocator) check(size int) {
 	if size > a.max {
 		panic(fmt.Sprintf("allocation of %d bytes for a payload of %d bytes", size, a.max))
 	}
+}
+
+// stringColumn reads a string column through one copy of its value bytes: every value is a
+// substring of that copy, so decoding allocates once per column rather than once per value,
+// and the rows never point into the payload. Out-of-range offsets in a corrupt payload panic
+// in value, which Decode turns into an error.
+type stringColumn struct {
+	data    string
+	offsets []int32
+}
+
+func newStringColumn(a *array.String) stringColumn {
+	return stringColumn{data: string(a.ValueBytes()), offsets: a.ValueOffsets()}
+}
+
+func (c *stringColumn) value(i int) string {
+	base := c.offsets[0]
+	return c.data[c.offsets[i]-base : c.offsets[i+1]-base]
 }
