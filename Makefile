@@ -44,8 +44,9 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	  done; \
 	done
 
-bench: clickhouse ## run the benchmarks (per stage, and end to end) and print their tables
-	$(GO) test -run '^$$' -bench . -benchmem $(addsuffix /...,$(addprefix ./,$(MODULES)))
+bench: clickhouse ## per-stage Go benchmarks, then the end-to-end table of the README
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./collector/... ./enricher/... ./aggregator/... ./bench/loadgen/...
+	$(GO) run ./bench/cmd/e2e
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $(MODULES))" || { gofmt -l $(MODULES); echo "gofmt needed"; exit 1; }
