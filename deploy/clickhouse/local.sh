@@ -61,7 +61,9 @@ XML
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 XML
-  nohup clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" >"$dir/log/stdout.log" 2>&1 &
+  # clickhouse-server writes --pid-file only when it daemonizes; record the pid ourselves.
+  nohup clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+  echo $! >"$dir/server.pid"
   for _ in $(seq 1 120); do
     if answers; then echo "clickhouse: started on 127.0.0.1:${http} (native ${tcp}), data in $dir"; return 0; fi
     sleep 0.5
@@ -73,8 +75,11 @@ XML
 
 stop() {
   [ -f "$dir/server.pid" ] || { echo "clickhouse: no pid file in $dir"; return 0; }
-  kill "$(cat "$dir/server.pid")" 2>/dev/null || true
+  local pid; pid=$(cat "$dir/server.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   rm -f "$dir/server.pid"
+  echo "clickhouse: stopped"
 }
 
 case "${1:-start}" in
