@@ -20,12 +20,15 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/emit"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 func clickhouseDSN() string {
@@ -320,7 +323,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // anything beyond the expected count (a double) would show up now
+	// Counting is not enough: a double could still be on its way. Wait until no message is
+	// pending or unacknowledged anywhere in the pipeline, so the totals below are final.
+	waitDrained(t, p.NATS())
 	for _, c := range []struct{ table, events, unpriced string }{
 		{db + ".usage_events", "count()", "sum(priced = 0)"},
 		{db + ".spend_1m", "sum(events)", "sum(unpriced_events)"},
@@ -355,6 +360,39 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if teams != len(wantByTeam) || teams < 10 {
 		t.Errorf("spend_1m has %d teams, want %d (at least 10)", teams, len(wantByTeam))
+	}
+}
+
+// waitDrained waits until every consumer of USAGE_RAW and USAGE_ENRICHED has delivered and
+// seen acknowledged every message.
+func waitDrained(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		busy := ""
+		for _, name := range []string{stream.Raw, stream.Enriched} {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for info := range s.ListConsumers(ctx).Info() {
+				if info.NumPending != 0 || info.NumAckPending != 0 {
+					busy = fmt.Sprintf("%s/%s: %d pending, %d unacknowledged", name, info.Name, info.NumPending, info.NumAckPending)
+				}
+			}
+		}
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipeline not drained after a minute: %s", busy)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
