@@ -42,7 +42,7 @@ func Query(ctx context.Context, conn driver.Conn, db string, since time.Time, li
 	if r.ByTeam, err = breakdown(ctx, conn, db, "if(team = '', '(untagged)', team)", since, limit); err != nil {
 		return r, err
 	}
-	if r.ByModel, err = breakdown(ctx, conn, db, "concat(provider, '/', model)", since, limit); err != nil {
+	if r.ByModel, err = breakdown(ctx, conn, db, "concat(provider, '/', if(model_priced = '', model, model_priced))", since, limit); err != nil {
 		return r, err
 	}
 	return r, nil

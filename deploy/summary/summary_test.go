@@ -42,16 +42,17 @@ func TestQueryAndPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// INSERT … SELECT: a native-protocol INSERT … VALUES would wait for a data block.
-	row := func(id, provider, model, team, cost string, priced int) string {
-		return fmt.Sprintf("SELECT '%s', toDateTime('2026-11-20 10:00:00', 'UTC'), '%s', '%s', '%s', toDecimal128('%s', 12), %d",
-			id, provider, model, team, cost, priced)
+	row := func(id, provider, model, priced, team, cost string) string {
+		return fmt.Sprintf("SELECT '%s', toDateTime('2026-11-20 10:00:00', 'UTC'), '%s', '%s', '%s', '%s', toDecimal128('%s', 12), %d",
+			id, provider, model, priced, team, cost, len(priced))
 	}
-	if err := conn.Exec(ctx, "INSERT INTO "+db+".usage_events (event_id, time, provider, model, team, cost_usd, priced) "+
+	// A dated snapshot is summed under the model it was priced as.
+	if err := conn.Exec(ctx, "INSERT INTO "+db+".usage_events (event_id, time, provider, model, model_priced, team, cost_usd, priced) "+
 		strings.Join([]string{
-			row("a", "openai", "gpt-4o", "search", "1234.5", 1),
-			row("b", "openai", "gpt-4o", "support", "0.00005", 1),
-			row("c", "anthropic", "claude-sonnet-4-5", "search", "2.000000000001", 1),
-			row("d", "acme", "acme-llm-7", "", "0", 0),
+			row("a", "openai", "gpt-4o", "gpt-4o", "search", "1234.5"),
+			row("b", "openai", "gpt-4o-2024-08-06", "gpt-4o", "support", "0.00005"),
+			row("c", "anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5", "search", "2.000000000001"),
+			row("d", "acme", "acme-llm-7", "", "", "0"),
 		}, " UNION ALL ")); err != nil {
 		t.Fatal(err)
 	}

@@ -242,7 +242,12 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg) {
 	for _, p := range inflight {
 		select {
 		case <-p.ack.Ok():
-			if err := p.msg.DoubleAck(ctx); err != nil {
+			// The enriched message is stored: acknowledge even while shutting down, or the raw
+			// message comes again for nothing.
+			ackCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := p.msg.DoubleAck(ackCtx)
+			cancel()
+			if err != nil {
 				// Not fatal: the raw message comes again and republishes under the same id.
 				e.cfg.Logger.Warn("ack raw message", "err", err)
 			}

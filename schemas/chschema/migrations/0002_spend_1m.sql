@@ -1,10 +1,12 @@
--- Per-minute roll-up over every tag dimension. SummingMergeTree folds rows of the same key at
+-- Per-minute roll-up over every tag dimension; model is as reported, model_priced the
+-- catalogue model it was priced as ("" when unpriced). SummingMergeTree folds rows of the same key at
 -- merge time; until then a key may have several rows, so always read it with sum(...) GROUP BY.
 -- Sums are exact at every moment because every event reaches usage_events exactly once.
 CREATE TABLE {db}.spend_1m (
     minute DateTime,
     provider String,
     model String,
+    model_priced String,
     team String,
     feature String,
     env String,
@@ -22,4 +24,4 @@ CREATE TABLE {db}.spend_1m (
     unpriced_events UInt64
 ) ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, provider, model, team, feature, env, cost_center, traffic)
+ORDER BY (minute, provider, model, model_priced, team, feature, env, cost_center, traffic)

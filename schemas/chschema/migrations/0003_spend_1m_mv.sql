@@ -2,7 +2,7 @@
 CREATE MATERIALIZED VIEW {db}.spend_1m_mv TO {db}.spend_1m AS
 SELECT
     toStartOfMinute(time) AS minute,
-    provider, model, team, feature, env, cost_center, traffic,
+    provider, model, model_priced, team, feature, env, cost_center, traffic,
     count() AS events,
     sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens,
@@ -14,4 +14,4 @@ SELECT
     sum(savings_usd) AS savings_usd,
     sum(toUInt64(priced = 0)) AS unpriced_events
 FROM {db}.usage_events
-GROUP BY minute, provider, model, team, feature, env, cost_center, traffic
+GROUP BY minute, provider, model, model_priced, team, feature, env, cost_center, traffic

@@ -3,6 +3,7 @@ CREATE TABLE {db}.spend_1d (
     day Date,
     provider String,
     model String,
+    model_priced String,
     team String,
     feature String,
     env String,
@@ -20,4 +21,4 @@ CREATE TABLE {db}.spend_1d (
     unpriced_events UInt64
 ) ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(day)
-ORDER BY (day, provider, model, team, feature, env, cost_center, traffic)
+ORDER BY (day, provider, model, model_priced, team, feature, env, cost_center, traffic)

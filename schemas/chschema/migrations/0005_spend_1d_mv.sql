@@ -2,7 +2,7 @@
 CREATE MATERIALIZED VIEW {db}.spend_1d_mv TO {db}.spend_1d AS
 SELECT
     toDate(time) AS day,
-    provider, model, team, feature, env, cost_center, traffic,
+    provider, model, model_priced, team, feature, env, cost_center, traffic,
     count() AS events,
     sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens,
@@ -14,4 +14,4 @@ SELECT
     sum(savings_usd) AS savings_usd,
     sum(toUInt64(priced = 0)) AS unpriced_events
 FROM {db}.usage_events
-GROUP BY day, provider, model, team, feature, env, cost_center, traffic
+GROUP BY day, provider, model, model_priced, team, feature, env, cost_center, traffic
