@@ -1,4 +1,4 @@
-// Package natstest runs embedded NATS JetStream servers for the collector's tests and reads
+// Package natstest runs embedded NATS JetStream servers for tests and reads
 // back what landed in a stream.
 package natstest
 
