@@ -57,25 +57,44 @@ func New(conn driver.Conn, db string) *Writer {
 // partition, so rows spanning two months can land half. The caller must find out which ids
 // landed (Existing) before trying again.
 func (w *Writer) Insert(ctx context.Context, partition int, rows []batch.Row) error {
-	if len(rows) == 0 {
+	return w.insertParts(ctx, []part{{partition, rows}})
+}
+
+// part is rows of one stream partition.
+type part struct {
+	partition int
+	rows      []batch.Row
+}
+
+// insertParts writes the rows of every part as one INSERT.
+func (w *Writer) insertParts(ctx context.Context, parts []part) error {
+	n := 0
+	for _, p := range parts {
+		n += len(p.rows)
+	}
+	if n == 0 {
 		return nil
 	}
-	w.fill(partition, rows)
+	w.reset()
+	for _, p := range parts {
+		w.fill(p.partition, p.rows)
+	}
 	b, err := w.conn.PrepareBatch(ctx, w.insert)
 	if err != nil {
-		return fmt.Errorf("prepare insert of %d rows into %s.usage_events: %w", len(rows), w.db, err)
+		return fmt.Errorf("prepare insert of %d rows into %s.usage_events: %w", n, w.db, err)
 	}
-	if err := w.append(b, rows); err != nil {
+	if err := w.append(b, parts); err != nil {
 		_ = b.Abort()
-		return fmt.Errorf("append %d rows for %s.usage_events: %w", len(rows), w.db, err)
+		return fmt.Errorf("append %d rows for %s.usage_events: %w", n, w.db, err)
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert %d rows into %s.usage_events: %w", len(rows), w.db, err)
+		return fmt.Errorf("insert %d rows into %s.usage_events: %w", n, w.db, err)
 	}
 	return nil
 }
 
-func (w *Writer) fill(partition int, rows []batch.Row) {
+// reset empties the column buffers, keeping their arrays.
+func (w *Writer) reset() {
 	c := &w.cols
 	*c = cols{
 		ids: c.ids[:0], times: c.times[:0], ingested: c.ingested[:0], timeMS: c.timeMS[:0], partition: c.partition[:0],
@@ -87,6 +106,11 @@ func (w *Writer) fill(partition int, rows []batch.Row) {
 		priced: c.priced[:0], cacheHit: c.cacheHit[:0], priceVersion: c.priceVersion[:0],
 		serviceTier: c.serviceTier[:0], status: c.status[:0], latency: c.latency[:0],
 	}
+}
+
+// fill appends rows, of stream partition partition, to the column buffers.
+func (w *Writer) fill(partition int, rows []batch.Row) {
+	c := &w.cols
 	for i := range rows {
 		r := &rows[i]
 		ms := r.Time.UnixMilli()
@@ -124,7 +148,7 @@ func (w *Writer) fill(partition int, rows []batch.Row) {
 	}
 }
 
-func (w *Writer) append(b driver.Batch, rows []batch.Row) error {
+func (w *Writer) append(b driver.Batch, parts []part) error {
 	c := &w.cols
 	// The positions follow the columns constant; tag_keys (14) and tag_values (15) are
 	// appended row by row below.
@@ -144,17 +168,19 @@ func (w *Writer) append(b driver.Batch, rows []batch.Row) error {
 	}
 	keys, vals := b.Column(14), b.Column(15)
 	var ks, vs []string
-	for i := range rows {
-		ks, vs = ks[:0], vs[:0]
-		for _, t := range rows[i].ExtraTags {
-			ks = append(ks, t.Key)
-			vs = append(vs, t.Value)
-		}
-		if err := keys.AppendRow(ks); err != nil {
-			return fmt.Errorf("column tag_keys: %w", err)
-		}
-		if err := vals.AppendRow(vs); err != nil {
-			return fmt.Errorf("column tag_values: %w", err)
+	for _, p := range parts {
+		for i := range p.rows {
+			ks, vs = ks[:0], vs[:0]
+			for _, t := range p.rows[i].ExtraTags {
+				ks = append(ks, t.Key)
+				vs = append(vs, t.Value)
+			}
+			if err := keys.AppendRow(ks); err != nil {
+				return fmt.Errorf("column tag_keys: %w", err)
+			}
+			if err := vals.AppendRow(vs); err != nil {
+				return fmt.Errorf("column tag_values: %w", err)
+			}
 		}
 	}
 	return nil

@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 )
 
 func TestApplyTwice(t *testing.T) {

@@ -214,3 +214,35 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// AppendDecoded appends after the rows it is given, and leaves them as they were when the
+// payload is bad.
+func TestAppendDecoded(t *testing.T) {
+	first, second := benchRows(3), benchRows(5)[3:]
+	a, err := Encode(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := AppendDecoded(nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err = AppendDecoded(rows, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(append([]Row{}, first...), second...); !reflect.DeepEqual(rows, want) {
+		t.Fatalf("AppendDecoded of two payloads = %+v, want %+v", rows, want)
+	}
+	got, err := AppendDecoded(rows, b[:len(b)-20])
+	if err == nil {
+		t.Fatal("AppendDecoded of a truncated payload succeeded")
+	}
+	if len(got) != 5 || !reflect.DeepEqual(got, rows) {
+		t.Fatalf("AppendDecoded of a truncated payload returned %d rows, want the 5 given", len(got))
+	}
+}

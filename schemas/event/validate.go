@@ -166,7 +166,8 @@ func validateTags(tags map[string]string, lim Limits) error {
 				return fieldErr("tags", "key %q may only contain a-z, 0-9, '_', '.' and '-'", clip(k))
 			}
 		}
-		if err := checkString("tags."+k, v, lim.MaxTagValue, false); err != nil {
+		if err := checkString("", v, lim.MaxTagValue, false); err != nil {
+			err.Field = "tags." + k // named only on failure: the name costs an allocation
 			return err
 		}
 	}
@@ -176,16 +177,29 @@ func validateTags(tags map[string]string, lim Limits) error {
 	return nil
 }
 
-func checkString(field, v string, max int, required bool) error {
+func checkString(field, v string, max int, required bool) *FieldError {
 	switch {
 	case v == "" && required:
 		return fieldErr(field, "is required")
 	case len(v) > max:
 		return fieldErr(field, "is %d bytes long, more than the limit of %d", len(v), max)
-	case !utf8.ValidString(v):
-		return fieldErr(field, "is not valid UTF-8")
-	case strings.IndexFunc(v, isControl) >= 0:
-		return fieldErr(field, "contains a control character")
+	}
+	// Nearly every value is ASCII: check it byte by byte, and decode runes only past the
+	// first non-ASCII byte.
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c >= utf8.RuneSelf {
+			switch rest := v[i:]; {
+			case !utf8.ValidString(rest):
+				return fieldErr(field, "is not valid UTF-8")
+			case strings.IndexFunc(rest, isControl) >= 0:
+				return fieldErr(field, "contains a control character")
+			}
+			return nil
+		}
+		if c < 0x20 || c == 0x7f {
+			return fieldErr(field, "contains a control character")
+		}
 	}
 	return nil
 }
