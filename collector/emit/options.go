@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenmeter/tokenmeter/collector/internal/spool"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -41,6 +42,16 @@ type Options struct {
 	// MaxBackoff caps the wait between attempts to publish unacknowledged batches
 	// (default 5 s).
 	MaxBackoff time.Duration
+	// SpoolDir is the directory of the on-disk spool, where batches that cannot be published
+	// wait to be replayed (default "": no spool, they wait in memory). One emitter at a time
+	// may use a directory; it is created when missing.
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool's files (default 1 GiB); see the package documentation
+	// for what happens when it is full.
+	SpoolMaxBytes int64
+	// SpoolSegmentBytes is the size of one spool segment file (default 8 MiB); a replayed
+	// segment is read into memory whole.
+	SpoolSegmentBytes int64
 	// Registerer receives the emitter's metrics (default: not registered).
 	Registerer prometheus.Registerer
 	// Logger receives the emitter's logs (default discards them).
@@ -69,6 +80,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
+	if o.SpoolMaxBytes == 0 {
+		o.SpoolMaxBytes = spool.DefaultMaxBytes
+	}
+	if o.SpoolSegmentBytes == 0 {
+		o.SpoolSegmentBytes = spool.DefaultSegmentBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +113,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxBackoff < firstBackoff {
 		errs = append(errs, fmt.Errorf("max backoff (%s) must be at least %s", o.MaxBackoff, firstBackoff))
+	}
+	if err := (spool.Options{MaxBytes: o.SpoolMaxBytes, SegmentBytes: o.SpoolSegmentBytes}).Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	l := o.Limits
 	if l.MaxFuture <= 0 || l.MaxAge <= 0 || l.MaxTokens <= 0 || l.MaxTags <= 0 ||
