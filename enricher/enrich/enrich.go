@@ -8,12 +8,15 @@
 package enrich
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenmeter/tokenmeter/enricher/attribute"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -33,6 +37,12 @@ const ConsumerName = "enricher"
 type Config struct {
 	// PricingDir holds the pricing files; empty means the catalogue shipped in the binary.
 	PricingDir string
+	// PricingPoll is how often PricingDir (and AttributionFile) is read for changes; a
+	// changed directory is loaded and swapped in without a restart (see ReloadPricing).
+	PricingPoll time.Duration
+	// AttributionFile holds the attribution rules (package attribute); empty means events
+	// keep the attribution they arrive with.
+	AttributionFile string
 	// Workers is the number of concurrent fetch-price-publish loops.
 	Workers int
 	// FetchBatch is how many raw messages a worker fetches at once.
@@ -54,6 +64,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = time.Minute
+	}
+	if c.PricingPoll == 0 {
+		c.PricingPoll = 5 * time.Second
 	}
 	if c.Streams == (stream.Options{}) {
 		c.Streams = stream.DefaultOptions
@@ -79,6 +92,9 @@ func (c Config) Validate() error {
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait (%s) must be at least 1s", c.AckWait))
 	}
+	if c.PricingPoll < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("pricing poll interval (%s) must be at least 10ms", c.PricingPoll))
+	}
 	return errors.Join(errs...)
 }
 
@@ -88,14 +104,28 @@ type Enricher struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	catalog atomic.Pointer[pricing.Catalog]
+	rules   atomic.Pointer[attribute.Rules] // nil without an attribution file
 	m       metrics
+
+	// reloadMu serialises ReloadPricing; loadedSum and failedSum are the pricing directory
+	// content last loaded and last refused, so that an unchanged directory is not parsed
+	// again and a broken one is reported once, not at every poll.
+	reloadMu             sync.Mutex
+	loadedSum, failedSum string
+	// rulesData and rulesFailed are the attribution file's content last loaded and last
+	// refused.
+	rulesData, rulesFailed []byte
 }
 
 type metrics struct {
-	events   prometheus.Counter
-	unpriced *prometheus.CounterVec
-	batches  prometheus.Counter
-	dead     prometheus.Counter
+	events     prometheus.Counter
+	unpriced   *prometheus.CounterVec
+	batches    prometheus.Counter
+	dead       prometheus.Counter
+	reloads    *prometheus.CounterVec
+	reloadOK   prometheus.Gauge
+	attributed prometheus.Counter
+	folded     *prometheus.CounterVec
 }
 
 // New loads the pricing catalogue and prepares the stage; it does not touch NATS yet.
@@ -105,21 +135,40 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 		return nil, fmt.Errorf("enricher config: %w", err)
 	}
 	var cat *pricing.Catalog
-	var err error
+	var sum string
 	if cfg.PricingDir != "" {
-		cat, err = pricing.LoadDir(cfg.PricingDir)
+		d, err := pricing.ReadDir(cfg.PricingDir)
+		if err != nil {
+			return nil, fmt.Errorf("load pricing catalogue: %w", err)
+		}
+		if cat, err = d.Catalog(); err != nil {
+			return nil, fmt.Errorf("load pricing catalogue from %s: %w", cfg.PricingDir, err)
+		}
+		sum = d.Sum()
 	} else {
-		cat, err = pricing.Default()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load pricing catalogue: %w", err)
+		var err error
+		if cat, err = pricing.Default(); err != nil {
+			return nil, fmt.Errorf("load pricing catalogue: %w", err)
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	e := &Enricher{cfg: cfg, nc: nc, js: js}
+	e := &Enricher{cfg: cfg, nc: nc, js: js, loadedSum: sum}
 	e.catalog.Store(cat)
+	if cfg.AttributionFile != "" {
+		data, err := os.ReadFile(cfg.AttributionFile)
+		if err != nil {
+			return nil, fmt.Errorf("load attribution rules: %w", err)
+		}
+		rules, err := attribute.Parse(cfg.AttributionFile, data)
+		if err != nil {
+			return nil, fmt.Errorf("load attribution rules: %w", err)
+		}
+		e.rules.Store(rules)
+		e.rulesData = data
+	}
 	e.m = metrics{
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_enricher_events_total", Help: "Events priced and published to USAGE_ENRICHED."}),
@@ -131,8 +180,23 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			Name: "tokenmeter_enricher_batches_total", Help: "Raw batches processed."}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_enricher_dead_letters_total", Help: "Raw messages quarantined in USAGE_DEAD."}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_pricing_reloads_total",
+			Help: "Changed pricing directories and attribution files loaded (result=ok) or refused, keeping what is in force (result=error)."},
+			[]string{"result"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenmeter_enricher_pricing_reload_ok",
+			Help: "1 when the pricing directory's current content is the catalogue in force, 0 while a broken change is refused."}),
+		attributed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_attributed_events_total",
+			Help: "Events whose team, feature, env, cost centre or owner the attribution rules normalised, filled or defaulted."}),
+		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_tag_values_folded_total",
+			Help: `Tag values turned into "other" because the tag reached its max_values cap (attribution rules).`},
+			[]string{"tag"}),
 	}
-	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.batches, e.m.dead} {
+	e.m.reloadOK.Set(1)
+	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register enricher metrics: %w", err)
 		}
@@ -142,6 +206,101 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 
 // Catalog returns the pricing catalogue in force.
 func (e *Enricher) Catalog() *pricing.Catalog { return e.catalog.Load() }
+
+// ReloadPricing reads the pricing directory and, when its content changed since the last
+// load, builds a new catalogue and swaps it in. The swap is one atomic pointer store and every
+// raw batch loads the pointer once, so each event is priced wholly with the old catalogue or
+// wholly with the new one. A directory that does not load (a YAML error, an ambiguous name, a
+// file removed mid-edit) is refused: the error is returned, logged once per distinct broken
+// content, counted in tokenmeter_enricher_pricing_reloads_total{result="error"}, and the
+// catalogue in force stays. changed reports whether a new catalogue was swapped in. Without a
+// pricing directory it does nothing.
+func (e *Enricher) ReloadPricing() (changed bool, err error) {
+	if e.cfg.PricingDir == "" {
+		return false, nil
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	d, err := pricing.ReadDir(e.cfg.PricingDir)
+	var cat *pricing.Catalog
+	if err == nil {
+		if d.Sum() == e.loadedSum {
+			e.failedSum = ""
+			e.m.reloadOK.Set(1)
+			return false, nil
+		}
+		if cat, err = d.Catalog(); err != nil {
+			err = fmt.Errorf("%s: %w", e.cfg.PricingDir, err)
+		}
+	}
+	if err != nil {
+		// A ReadDir error names the directory itself.
+		err = fmt.Errorf("reload pricing catalogue (keeping version %s): %w", e.Catalog().Version(), err)
+		e.m.reloadOK.Set(0)
+		if d.Sum() == "" || d.Sum() != e.failedSum {
+			e.m.reloads.WithLabelValues("error").Inc()
+			e.cfg.Logger.Error("pricing change refused; the catalogue in force stays", "dir", e.cfg.PricingDir,
+				"version", e.Catalog().Version(), "err", err)
+		}
+		e.failedSum = d.Sum()
+		return false, err
+	}
+	old := e.catalog.Swap(cat)
+	e.loadedSum, e.failedSum = d.Sum(), ""
+	e.m.reloads.WithLabelValues("ok").Inc()
+	e.m.reloadOK.Set(1)
+	e.cfg.Logger.Info("pricing catalogue reloaded", "dir", e.cfg.PricingDir, "from", old.Version(), "to", cat.Version())
+	return true, nil
+}
+
+// ReloadAttribution reads the attribution file and swaps in its rules when its content
+// changed; a file that does not parse is refused like a broken pricing directory, and the
+// rules in force stay. Without an attribution file it does nothing.
+func (e *Enricher) ReloadAttribution() (changed bool, err error) {
+	if e.cfg.AttributionFile == "" {
+		return false, nil
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	data, err := os.ReadFile(e.cfg.AttributionFile)
+	var rules *attribute.Rules
+	if err == nil {
+		if bytes.Equal(data, e.rulesData) {
+			e.rulesFailed = nil
+			return false, nil
+		}
+		rules, err = attribute.Parse(e.cfg.AttributionFile, data)
+	}
+	if err != nil {
+		err = fmt.Errorf("reload attribution rules (keeping the rules in force): %w", err)
+		if data == nil || !bytes.Equal(data, e.rulesFailed) {
+			e.m.reloads.WithLabelValues("error").Inc()
+			e.cfg.Logger.Error("attribution change refused; the rules in force stay", "file", e.cfg.AttributionFile, "err", err)
+		}
+		e.rulesFailed = data
+		return false, err
+	}
+	e.rules.Store(rules)
+	e.rulesData, e.rulesFailed = data, nil
+	e.m.reloads.WithLabelValues("ok").Inc()
+	e.cfg.Logger.Info("attribution rules reloaded", "file", e.cfg.AttributionFile)
+	return true, nil
+}
+
+// watchPricing polls the pricing directory and the attribution file until ctx is done.
+func (e *Enricher) watchPricing(ctx context.Context) {
+	t := time.NewTicker(e.cfg.PricingPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _ = e.ReloadPricing() // logged and counted inside
+			_, _ = e.ReloadAttribution()
+		}
+	}
+}
 
 // Ready reports whether the stage can work: NATS must be connected.
 func (e *Enricher) Ready() error {
@@ -168,6 +327,9 @@ func (e *Enricher) Run(ctx context.Context) error {
 		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.Raw, err)
 	}
 	e.cfg.Logger.Info("enricher running", "workers", e.cfg.Workers, "catalogue", e.Catalog().Version())
+	if e.cfg.PricingDir != "" || e.cfg.AttributionFile != "" {
+		go e.watchPricing(ctx)
+	}
 	errc := make(chan error, e.cfg.Workers)
 	for i := 0; i < e.cfg.Workers; i++ {
 		go func() { errc <- e.work(ctx, cons) }()
@@ -273,9 +435,19 @@ func (e *Enricher) enrich(m jetstream.Msg) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	cat := e.catalog.Load()
+	cat := e.catalog.Load() // once per batch: a reload never splits a batch between catalogues
+	rules := e.rules.Load()
 	for i := range rows {
 		r := &rows[i]
+		if rules != nil {
+			res := rules.Apply(r)
+			if res.Changed {
+				e.m.attributed.Inc()
+			}
+			for _, tag := range res.Folded {
+				e.m.folded.WithLabelValues(tag).Inc()
+			}
+		}
 		q := cat.Price(r.Provider, r.Model, r.ServiceTier, r.Time, r.Tokens, r.CacheHit)
 		r.Priced, r.ModelPriced, r.PriceVersion = q.Priced, q.Model, q.Version
 		r.CostPico, r.SavingsPico = int64(q.Cost), int64(q.Savings)

@@ -1,18 +1,20 @@
-// Package pricing prices usage events exactly: a Catalog, built from pricing files
-// (schemas/pricefile), finds the model an event names and the price row in force at the
-// event's time, and multiplies integer token counts by integer per-token prices.
+// Package pricing prices usage events exactly: a Catalog, built from pricing files and
+// organisation overrides (schemas/pricefile), finds the model an event names and the price
+// row in force at the event's time (discounts and explicit rates resolved when the catalogue
+// is built), and multiplies integer token counts by integer per-token prices.
+//
+// A catalogue is immutable: the enricher reloads a changed pricing directory (Dir, read once
+// and parsed from the bytes read) by building a new Catalog and swapping a pointer, so an
+// event is priced wholly with one catalogue. Every ambiguity — a name two models claim, a
+// provider two files claim, a discount naming an alias — is an error when the catalogue is
+// built, never a guess at run time.
 package pricing
 
 import (
-	"crypto/sha256"
 	"embed"
-	"encoding/binary"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -31,10 +33,17 @@ type provider struct {
 	name string // as written in its file
 	key  string // name in lower case
 	file string
-	// byName holds the lower-case canonical names and aliases; canonical only the canonical
-	// names, which are all a dated snapshot may resolve to.
+	// prefixes are the lower-case "<name>/" and "<alias>/" a model name may start with.
+	prefixes []string
+	match    pricefile.Match
+	// byName holds the lower-case canonical names, aliases and deployment names; canonical
+	// only the canonical names, which are all a dated snapshot may resolve to.
 	byName    map[string]*model
 	canonical map[string]*model
+	// claimedBy says what put each byName entry there, for load-time error messages.
+	claimedBy map[string]string
+	// discounts apply to every model of the provider (overrides), by effective date.
+	discounts []pricefile.Discount
 }
 
 type model struct {
@@ -43,12 +52,17 @@ type model struct {
 }
 
 // row is one price row with every tier resolved, and the Version string of each tier built
-// once, so that Price does not allocate.
+// once, so that Price does not allocate. Long-context prices, when the row has them, apply to
+// calls with more than longAbove input tokens.
 type row struct {
 	effective time.Time
 	rates     [numTiers]pricefile.Rates
 	has       [numTiers]bool
 	version   [numTiers]string
+
+	longAbove   int64 // 0: no long-context prices
+	longRates   [numTiers]pricefile.Rates
+	longVersion [numTiers]string
 }
 
 // Tier indexes into row.
@@ -73,60 +87,6 @@ func tierIndex(tier string) int {
 		}
 	}
 	return tierStandard
-}
-
-// New builds a catalogue from parsed pricing files. It refuses two files for the same
-// provider, and two models of one provider that claim the same name (canonical or alias,
-// compared case-insensitively): an ambiguous name is a mistake in the files, not something to
-// guess about at run time.
-func New(files ...pricefile.File) (*Catalog, error) {
-	c := &Catalog{providers: map[string]*provider{}}
-	var errs []error
-	for _, f := range files {
-		key := lower(f.Provider)
-		if prev, ok := c.providers[key]; ok {
-			errs = append(errs, fmt.Errorf("provider %q is priced by both %s and %s", f.Provider, prev.file, f.Name))
-			continue
-		}
-		p := &provider{name: f.Provider, key: key, file: f.Name, byName: map[string]*model{}, canonical: map[string]*model{}}
-		c.providers[key] = p
-		for _, fm := range f.Models {
-			m := newModel(f.Provider, fm)
-			for _, name := range append([]string{fm.Name}, fm.Aliases...) {
-				k := lower(name)
-				if other, ok := p.byName[k]; ok && other != m {
-					errs = append(errs, fmt.Errorf("%s: name %q is claimed by models %q and %q", f.Name, name, other.name, m.name))
-					continue
-				}
-				p.byName[k] = m
-			}
-			p.canonical[lower(fm.Name)] = m
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	c.version = version(files)
-	return c, nil
-}
-
-func newModel(providerName string, fm pricefile.Model) *model {
-	m := &model{name: fm.Name}
-	for _, p := range fm.Prices {
-		r := row{effective: p.Effective}
-		r.rates[tierStandard], r.has[tierStandard] = p.Standard, true
-		for i := tierBatch; i < numTiers; i++ {
-			r.rates[i], r.has[i] = p.Tiers[tierName(i)]
-		}
-		for i := range numTiers {
-			if r.has[i] {
-				r.version[i] = fmt.Sprintf("%s/%s@%s/%s", providerName, fm.Name, p.Effective.Format(time.DateOnly), tierName(i))
-			}
-		}
-		m.rows = append(m.rows, r)
-	}
-	slices.SortFunc(m.rows, func(a, b row) int { return a.effective.Compare(b.effective) })
-	return m
 }
 
 // catalogFS holds the starter catalogue that Default loads.
@@ -157,78 +117,17 @@ func LoadDir(dir string) (*Catalog, error) {
 }
 
 func load(fsys fs.FS) (*Catalog, error) {
-	names, err := fs.Glob(fsys, "*.yaml")
+	d, err := readFS(fsys)
 	if err != nil {
 		return nil, err
 	}
-	if len(names) == 0 {
-		return nil, errors.New("no *.yaml pricing files")
-	}
-	var files []pricefile.File
-	var errs []error
-	for _, name := range names {
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		f, err := pricefile.Parse(name, data)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		files = append(files, f)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return New(files...)
+	return d.Catalog()
 }
 
 // Version is a short hash of the catalogue's content: provider, model and alias names and
 // every price row. It changes when any price or name changes, and not when a file is only
 // reformatted or its comments or source line change. Store it with the costs it produced.
 func (c *Catalog) Version() string { return c.version }
-
-func version(files []pricefile.File) string {
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b pricefile.File) int { return strings.Compare(lower(a.Provider), lower(b.Provider)) })
-	h := sha256.New()
-	str := func(s string) {
-		h.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		h.Write([]byte(s))
-	}
-	num := func(v int64) { h.Write(binary.AppendVarint(nil, v)) }
-	rates := func(r pricefile.Rates) {
-		for _, p := range []pricefile.PicoUSD{r.Input, r.CachedInput, r.CacheWrite, r.CacheWrite1h, r.Output, r.Reasoning} {
-			num(int64(p))
-		}
-	}
-	for _, f := range sorted {
-		str(f.Provider)
-		num(int64(len(f.Models)))
-		for _, m := range f.Models {
-			str(m.Name)
-			num(int64(len(m.Aliases)))
-			for _, a := range m.Aliases {
-				str(a)
-			}
-			num(int64(len(m.Prices)))
-			for _, p := range m.Prices {
-				num(p.Effective.Unix())
-				rates(p.Standard)
-				for _, t := range pricefile.Tiers {
-					if r, ok := p.Tiers[t]; ok {
-						str(t)
-						rates(r)
-					}
-				}
-				str("")
-			}
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:12]
-}
 
 // Quote is the price of one call.
 type Quote struct {
@@ -255,9 +154,10 @@ const maxName = 128
 
 // Price prices one call of model at provider, in service tier tier, made at time at.
 //
-// The model is looked up case-insensitively, after removing a leading "<provider>/": first
-// as a canonical name or alias, then, without a dated snapshot suffix "-YYYY-MM-DD" or
-// "-YYYYMMDD", as a canonical name. The price row is the one with the latest effective date
+// The model is looked up case-insensitively, after removing a leading "<provider>/" (or
+// "<provider alias>/"): first as a canonical name, alias or deployment name, then with the
+// file's match rules (one strip prefix, a Bedrock version suffix), then, without a dated
+// snapshot suffix "-YYYY-MM-DD", "-YYYYMMDD" or "@YYYYMMDD", as a canonical name. The price row is the one with the latest effective date
 // not after at. A tier the row has no prices for (and "" or "standard") is priced at the
 // standard prices, and the Version says "standard".
 //
@@ -293,8 +193,11 @@ func (c *Catalog) Price(providerName, modelName, tier string, at time.Time, t ev
 	if !r.has[ti] {
 		ti = tierStandard
 	}
-	rates := &r.rates[ti]
-	q := Quote{Priced: true, Model: m.name, Version: r.version[ti], Cost: cost(rates, t)}
+	rates, version := &r.rates[ti], r.version[ti]
+	if r.longAbove > 0 && t.Input > r.longAbove {
+		rates, version = &r.longRates[ti], r.longVersion[ti]
+	}
+	q := Quote{Priced: true, Model: m.name, Version: version, Cost: cost(rates, t)}
 	if cacheHit {
 		q.Cost, q.Savings = 0, q.Cost
 	} else {
@@ -324,14 +227,38 @@ func valid(t event.Tokens) bool {
 	return t.CachedInput+t.CacheWrite <= t.Input && t.CacheWrite1h <= t.CacheWrite && t.Reasoning <= t.Output
 }
 
+// lookup finds the model a name means: the name as written (lower-cased, without a leading
+// "<provider>/"), then without one of the file's strip_prefixes, then without a Bedrock
+// version suffix when the file asks for that, and finally, for a dated snapshot, the
+// canonical name without the date. Each step runs only when the one before found nothing.
 func (p *provider) lookup(name string) *model {
 	var buf [maxName]byte
 	b := appendLower(buf[:0], name)
-	if len(b) > len(p.key)+1 && b[len(p.key)] == '/' && string(b[:len(p.key)]) == p.key {
-		b = b[len(p.key)+1:]
+	for _, pre := range p.prefixes {
+		if len(b) > len(pre) && string(b[:len(pre)]) == pre {
+			b = b[len(pre):]
+			break
+		}
 	}
 	if m := p.byName[string(b)]; m != nil {
 		return m
+	}
+	for _, pre := range p.match.StripPrefixes {
+		if len(b) > len(pre) && string(b[:len(pre)]) == pre {
+			b = b[len(pre):]
+			if m := p.byName[string(b)]; m != nil {
+				return m
+			}
+			break
+		}
+	}
+	if p.match.StripVersionSuffix {
+		if base, ok := trimVersion(b); ok {
+			b = base
+			if m := p.byName[string(b)]; m != nil {
+				return m
+			}
+		}
 	}
 	if base, ok := trimSnapshot(b); ok {
 		return p.canonical[string(base)]
@@ -339,15 +266,46 @@ func (p *provider) lookup(name string) *model {
 	return nil
 }
 
-// trimSnapshot removes a dated snapshot suffix, "-YYYY-MM-DD" or "-YYYYMMDD", from a model
-// name.
+// trimVersion removes a Bedrock model-id version suffix: "-v<digits>" optionally followed by
+// ":<digits>" ("anthropic.claude-sonnet-4-5-20250929-v1:0", "amazon.nova-pro-v1:0"), or a
+// bare ":<digits>". A model whose versions differ in price ("anthropic.claude-v2:1") is
+// named in full as an alias, which the exact lookup finds first.
+func trimVersion(b []byte) ([]byte, bool) {
+	end := len(b)
+	if i := lastDigitsAfter(b, ':'); i > 0 {
+		end = i - 1
+	}
+	if i := lastDigitsAfter(b[:end], 'v'); i > 1 && b[i-2] == '-' {
+		return b[:i-2], true
+	}
+	if end < len(b) {
+		return b[:end], true
+	}
+	return nil, false
+}
+
+// lastDigitsAfter returns the index of the first of the digits that end b, when at least one
+// digit ends b and sep precedes them; 0 otherwise.
+func lastDigitsAfter(b []byte, sep byte) int {
+	i := len(b)
+	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
+		i--
+	}
+	if i == len(b) || i < 2 || b[i-1] != sep {
+		return 0
+	}
+	return i
+}
+
+// trimSnapshot removes a dated snapshot suffix, "-YYYY-MM-DD" or "-YYYYMMDD", or Vertex AI's
+// "@YYYYMMDD", from a model name.
 func trimSnapshot(b []byte) ([]byte, bool) {
 	n := len(b)
 	if n > 11 && b[n-11] == '-' && b[n-6] == '-' && b[n-3] == '-' &&
 		isDate(b[n-10:n-6], b[n-5:n-3], b[n-2:]) {
 		return b[:n-11], true
 	}
-	if n > 9 && b[n-9] == '-' && isDate(b[n-8:n-4], b[n-4:n-2], b[n-2:]) {
+	if n > 9 && (b[n-9] == '-' || b[n-9] == '@') && isDate(b[n-8:n-4], b[n-4:n-2], b[n-2:]) {
 		return b[:n-9], true
 	}
 	return nil, false

@@ -141,6 +141,9 @@ func TestPriceMatching(t *testing.T) {
 		{"acme", "Acme/M1-Alias", "m1"},
 		{"acme", "m1-2025-06-01", "m1"},
 		{"acme", "m1-20250601", "m1"},
+		{"acme", "m1@20250601", "m1"},
+		{"acme", "m1@2025-06-01", ""},
+		{"acme", "m1@20251301", ""},
 		{"acme", "acme/M1-20250601", "m1"},
 		{"acme", "m1-2025-01-01", "m1-2025-01-01"}, // an exact name wins over the snapshot rule
 		{"acme", "m1-alias-2025-06-01", ""},        // snapshots resolve to canonical names only
@@ -208,19 +211,19 @@ provider: acme
 models:
   - {model: a, prices: [{effective: 2025-01-01, input: "1", output: "1"}]}
   - {model: b, aliases: [A], prices: [{effective: 2025-01-01, input: "1", output: "1"}]}
-`}, `f0.yaml: name "A" is claimed by models "a" and "b"`},
+`}, `f0.yaml: name "A" is claimed by model "a" and model "b"`},
 		{"two aliases collide, ignoring case", []string{`
 provider: acme
 models:
   - {model: a, aliases: [x], prices: [{effective: 2025-01-01, input: "1", output: "1"}]}
   - {model: b, aliases: [X], prices: [{effective: 2025-01-01, input: "1", output: "1"}]}
-`}, `f0.yaml: name "X" is claimed by models "a" and "b"`},
+`}, `f0.yaml: name "X" is claimed by model "a" and model "b"`},
 		{"same canonical name twice", []string{`
 provider: acme
 models:
   - {model: a, prices: [{effective: 2025-01-01, input: "1", output: "1"}]}
   - {model: a, prices: [{effective: 2025-02-01, input: "1", output: "1"}]}
-`}, `f0.yaml: name "a" is claimed by models "a" and "a"`},
+`}, `f0.yaml: name "a" is claimed by model "a" and model "a"`},
 		{"one provider, two files", []string{
 			`{provider: acme, models: [{model: a, prices: [{effective: 2025-01-01, input: "1", output: "1"}]}]}`,
 			`{provider: Acme, models: [{model: b, prices: [{effective: 2025-01-01, input: "1", output: "1"}]}]}`,

@@ -3,23 +3,36 @@
 // applies, and how service tiers change them. Parse turns a file into exact integer prices;
 // the enricher's pricing.Catalog looks them up.
 //
-// The format (README.md beside this file says the same with an example):
+// The format (README.md beside this file says the same, with every rule spelled out):
 //
-//	provider: openai                      # required; the event's "provider" (case-insensitive)
-//	source: "https://…, checked 2026-11-01" # where the prices come from and when they were checked
+//	provider: bedrock                     # required; the event's "provider" (case-insensitive)
+//	provider_aliases: [aws.bedrock]       # optional: other names of the provider
+//	source: "https://…, as known 2025-11" # where the prices come from and when they were read
+//	match:                                # optional name rules (see the catalogue's lookup)
+//	  strip_prefixes: [us., eu.]
+//	  strip_version_suffix: true
 //	models:                               # required, at least one
-//	  - model: gpt-4o                     # required; canonical name
-//	    aliases: [gpt-4o-2024-08-06]      # optional exact extra names
+//	  - model: anthropic.claude-sonnet-4-5 # required; canonical name
+//	    aliases: [x]                      # optional exact extra names
 //	    prices:                           # required, at least one row
-//	      - effective: 2024-10-01         # required; UTC date from which the row applies
-//	        input: "2.50"                 # required
-//	        cached_input: "1.25"          # optional; default input
-//	        cache_write: "3.125"          # optional, 5-minute cache write; default input
-//	        cache_write_1h: "5.00"        # optional; default cache_write
-//	        output: "10.00"               # required
-//	        reasoning: "10.00"            # optional; default output
+//	      - effective: 2025-09-29         # required; UTC date from which the row applies
+//	        source: "…"                   # optional: where this row was read
+//	        input: "3.00"                 # required
+//	        cached_input: "0.30"          # optional; default input
+//	        cache_write: "3.75"           # optional, 5-minute cache write; default input
+//	        cache_write_1h: "6.00"        # optional; default cache_write
+//	        output: "15.00"               # required
+//	        reasoning: "15.00"            # optional; default output
 //	        tiers:                        # optional: batch, flex and/or priority
-//	          batch: {input: "1.25", output: "5.00"}
+//	          batch: {input: "1.50", output: "7.50"}
+//	        long_context:                 # optional: calls with more than `above` input tokens
+//	          above: 200000
+//	          input: "6.00"
+//	          output: "22.50"
+//	          tiers: {batch: {input: "3.00", output: "11.25"}}  # exactly the row's tiers
+//
+// ParseOverrides reads an organisation's overrides file (overrides.go): discounts, explicit
+// rates, private models and deployment names.
 //
 // Every price is USD per 1M tokens written as a plain decimal with at most 6 decimals, from 0
 // to MaxUSDPerMillion (quoted, so that YAML never sees a float; an unquoted number is read
@@ -42,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,8 +74,25 @@ type File struct {
 	// Name is the file name given to Parse, used in errors.
 	Name     string
 	Provider string
-	Source   string
-	Models   []Model
+	// ProviderAliases are other names events use for the same provider ("aws.bedrock" for
+	// "bedrock"), matched case-insensitively like Provider.
+	ProviderAliases []string
+	Source          string
+	Match           Match
+	Models          []Model
+}
+
+// Match says how the catalogue turns the model names this provider's events carry into the
+// names of this file, beyond the rules every provider gets (case, "<provider>/" prefix, dated
+// snapshot suffix).
+type Match struct {
+	// StripPrefixes are leading parts the catalogue removes (at most one, the first that
+	// matches) when a name is not found as written: Bedrock's cross-region inference profiles
+	// "us.", "eu.", "apac.", a router's "azure/". Lower-case.
+	StripPrefixes []string
+	// StripVersionSuffix removes a Bedrock model-id version, "-v1:0", "-v2" or ":0", when a
+	// name is not found as written.
+	StripVersionSuffix bool
 }
 
 // Model is one model's names and price history.
@@ -81,6 +112,36 @@ type Price struct {
 	Standard Rates
 	// Tiers holds the fully resolved prices of each tier the row names (see Tiers).
 	Tiers map[string]Rates
+	// LongContext, when not nil, prices a whole call whose input tokens exceed
+	// LongContext.Above at its own rates, in every tier.
+	LongContext *LongContext
+	// Source says where this row's prices were read and when, when it differs from the
+	// file's (a price-change announcement, say). It does not change Version.
+	Source string
+}
+
+// LongContext are the prices of a row for calls with more than Above input tokens (all prompt
+// tokens, cached reads and cache writes included), as Anthropic and Google charge them: every
+// token of such a call, output included, is priced at these rates.
+type LongContext struct {
+	Above    int64
+	Standard Rates
+	// Tiers has an entry for every tier of the row, and no other.
+	Tiers map[string]Rates
+}
+
+// RatesFor returns the rates a call in tier with input tokens pays under this row: the
+// long-context rates above the threshold, the tier's when the row prices that tier, the
+// standard rates otherwise.
+func (p *Price) RatesFor(tier string, input int64) Rates {
+	std, tiers := p.Standard, p.Tiers
+	if p.LongContext != nil && input > p.LongContext.Above {
+		std, tiers = p.LongContext.Standard, p.LongContext.Tiers
+	}
+	if r, ok := tiers[tier]; ok {
+		return r
+	}
+	return std
 }
 
 // Rates are the per-token prices of one tier, every default resolved.
@@ -104,9 +165,22 @@ func Parse(name string, data []byte) (File, error) {
 		return File{}, fmt.Errorf("%s: %w", name, err)
 	}
 	p := parser{name: name}
-	f := File{Name: name, Provider: raw.Provider, Source: raw.Source}
+	f := File{Name: name, Provider: raw.Provider, ProviderAliases: raw.ProviderAliases, Source: raw.Source,
+		Match: Match{StripVersionSuffix: raw.Match.StripVersionSuffix}}
 	if raw.Provider == "" {
 		p.errorf("provider: missing")
+	}
+	for i, a := range raw.ProviderAliases {
+		if a == "" {
+			p.errorf("provider_aliases #%d: empty", i+1)
+		}
+	}
+	for i, pre := range raw.Match.StripPrefixes {
+		if pre == "" {
+			p.errorf("match: strip_prefixes #%d: empty", i+1)
+			continue
+		}
+		f.Match.StripPrefixes = append(f.Match.StripPrefixes, strings.ToLower(pre))
 	}
 	if len(raw.Models) == 0 {
 		p.errorf("models: missing")
@@ -125,15 +199,21 @@ func Parse(name string, data []byte) (File, error) {
 // operator input, so such a document is reported as an error instead of taking the process
 // down.
 func decode(data []byte) (raw rawFile, err error) {
+	err = decodeInto(data, &raw)
+	return raw, err
+}
+
+// decodeInto decodes strictly into v, turning a decoder panic into an error.
+func decodeInto(data []byte, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("malformed YAML (decoder panicked: %v)", r)
 		}
 	}()
-	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.Strict()); err != nil {
-		return rawFile{}, errors.New(yaml.FormatError(err, false, false))
+	if err := yaml.UnmarshalWithOptions(data, v, yaml.Strict()); err != nil {
+		return errors.New(yaml.FormatError(err, false, false))
 	}
-	return raw, nil
+	return nil
 }
 
 type parser struct {
@@ -180,6 +260,7 @@ func (p *parser) model(i int, rm rawModel) Model {
 // price validates one row; ok is false when the row has any error.
 func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 	before := len(p.errs)
+	pr.Source = rp.Source
 	where := fmt.Sprintf("%s price #%d", model, j+1)
 	switch {
 	case !rp.Effective.set:
@@ -215,8 +296,60 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 		}
 		pr.Tiers[name] = p.rates(where+": tier "+name, rp.Tiers[name], rp.Rates)
 	}
+	if rp.LongContext != nil {
+		pr.LongContext = p.longContext(where+": long_context", *rp.LongContext, names)
+	}
 	return pr, len(p.errs) == before
 }
+
+// longContext validates a row's long_context block. Its tiers must be exactly the row's:
+// a long call in a tier the block left out would otherwise fall back to standard
+// long-context prices (twice the batch price, say) without anybody having said so.
+func (p *parser) longContext(where string, rl rawLongContext, rowTiers []string) *LongContext {
+	lc := &LongContext{}
+	switch {
+	case !rl.Above.set:
+		p.errorf("%s: above: missing", where)
+	default:
+		n, err := strconv.ParseInt(rl.Above.text, 10, 64)
+		if err != nil || n < 1 || n > maxThreshold {
+			p.errorf("%s: above %q: not a token count from 1 to %d", where, rl.Above.text, maxThreshold)
+		}
+		lc.Above = n
+	}
+	if !rl.Rates.Input.set {
+		p.errorf("%s: input: missing", where)
+	}
+	if !rl.Rates.Output.set {
+		p.errorf("%s: output: missing", where)
+	}
+	lc.Standard = p.rates(where, rl.Rates, rawRates{})
+	names := make([]string, 0, len(rl.Tiers))
+	for name := range rl.Tiers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if !slices.Contains(rowTiers, name) {
+			p.errorf("%s: tier %q: the row does not price this tier", where, name)
+			continue
+		}
+		if lc.Tiers == nil {
+			lc.Tiers = map[string]Rates{}
+		}
+		lc.Tiers[name] = p.rates(where+": tier "+name, rl.Tiers[name], rl.Rates)
+	}
+	for _, name := range rowTiers {
+		if _, ok := rl.Tiers[name]; !ok && slices.Contains(Tiers, name) {
+			p.errorf("%s: tier %s: missing (the row prices %s, so a long %s call needs its price too)", where, name, name, name)
+		}
+	}
+	return lc
+}
+
+// maxThreshold bounds long_context.above: far beyond any context window, and a typo in
+// the other direction (200000000) is caught.
+const maxThreshold = 100_000_000
 
 // rates converts one tier's prices, taking each field it leaves out from base, then
 // resolving the defaults.
@@ -261,9 +394,22 @@ func (p *parser) rates(where string, r, base rawRates) Rates {
 }
 
 type rawFile struct {
-	Provider string     `yaml:"provider"`
-	Source   string     `yaml:"source"`
-	Models   []rawModel `yaml:"models"`
+	Provider        string     `yaml:"provider"`
+	ProviderAliases []string   `yaml:"provider_aliases"`
+	Source          string     `yaml:"source"`
+	Match           rawMatch   `yaml:"match"`
+	Models          []rawModel `yaml:"models"`
+}
+
+type rawMatch struct {
+	StripPrefixes      []string `yaml:"strip_prefixes"`
+	StripVersionSuffix bool     `yaml:"strip_version_suffix"`
+}
+
+type rawLongContext struct {
+	Above literal             `yaml:"above"`
+	Rates rawRates            `yaml:",inline"`
+	Tiers map[string]rawRates `yaml:"tiers"`
 }
 
 type rawModel struct {
@@ -276,6 +422,9 @@ type rawPrice struct {
 	Effective literal             `yaml:"effective"`
 	Rates     rawRates            `yaml:",inline"`
 	Tiers     map[string]rawRates `yaml:"tiers"`
+	// LongContext is a pointer so that an absent block and an empty one differ.
+	LongContext *rawLongContext `yaml:"long_context"`
+	Source      string          `yaml:"source"`
 }
 
 type rawRates struct {

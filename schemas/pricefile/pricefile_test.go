@@ -175,6 +175,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("provider: x\nmodels: [{model: m, prices: [{effective: 2025-01-01, input: 1, output: 2, cache_write: 3}]}]"))
 	f.Add([]byte("provider: &a x\nmodels: *a\n"))
 	f.Add([]byte("{"))
+	f.Add([]byte("provider: b\nprovider_aliases: [aws.b]\nmatch: {strip_prefixes: [us.], strip_version_suffix: true}\nmodels: [{model: m, prices: [{effective: 2025-01-01, input: 1, output: 2, tiers: {batch: {input: 0.5}}, long_context: {above: 10, input: 2, output: 4, tiers: {batch: {input: 1}}}}]}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -197,6 +198,15 @@ func FuzzParse(f *testing.F) {
 				checkRates(t, p.Standard)
 				for _, r := range p.Tiers {
 					checkRates(t, r)
+				}
+				if lc := p.LongContext; lc != nil {
+					if lc.Above < 1 || len(lc.Tiers) != len(p.Tiers) {
+						t.Errorf("model %q: accepted long context %+v for tiers %v", m.Name, lc, p.Tiers)
+					}
+					checkRates(t, lc.Standard)
+					for _, r := range lc.Tiers {
+						checkRates(t, r)
+					}
 				}
 			}
 		}

@@ -2,25 +2,72 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
+	"github.com/tokenmeter/tokenmeter/enricher/pricing/litellm"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
 )
 
-// runPricing implements "tokenmeter pricing validate FILE...": each file must parse on its
-// own, and together they must form a catalogue without ambiguous model names.
+const pricingUsage = `usage: tokenmeter pricing validate FILE...
+       tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N -output N ...] PROVIDER MODEL
+       tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE`
+
+// runPricing implements the "tokenmeter pricing" subcommands.
 func runPricing(args []string) error {
-	if len(args) < 2 || args[0] != "validate" {
-		return errors.New("usage: tokenmeter pricing validate FILE...")
+	return runPricingTo(os.Stdout, args)
+}
+
+func runPricingTo(w io.Writer, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "validate":
+			if len(args) > 1 {
+				return pricingValidate(w, args[1:])
+			}
+		case "lookup":
+			return pricingLookup(w, args[1:])
+		case "import":
+			if len(args) > 1 && args[1] == "litellm" {
+				return pricingImportLiteLLM(w, args[2:])
+			}
+			return errors.New("usage: tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE")
+		case "help", "-h", "--help":
+			fmt.Fprintln(w, pricingUsage)
+			return nil
+		}
 	}
+	return errors.New("usage: tokenmeter pricing validate FILE...")
+}
+
+// pricingValidate checks pricing files and organisation overrides files
+// (*.overrides.yaml): each must parse on its own, and together they must form a catalogue
+// without ambiguous names.
+func pricingValidate(w io.Writer, names []string) error {
 	var files []pricefile.File
+	var overrides []pricefile.Overrides
 	var errs []error
-	for _, name := range args[1:] {
+	for _, name := range names {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if strings.HasSuffix(name, pricing.OverridesSuffix) {
+			o, err := pricefile.ParseOverrides(name, data)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			overrides = append(overrides, o)
 			continue
 		}
 		f, err := pricefile.Parse(name, data)
@@ -33,7 +80,7 @@ func runPricing(args []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	cat, err := pricing.New(files...)
+	cat, err := pricing.Build(files, overrides)
 	if err != nil {
 		return err
 	}
@@ -42,8 +89,132 @@ func runPricing(args []string) error {
 		for _, m := range f.Models {
 			prices += len(m.Prices)
 		}
-		fmt.Printf("%s: provider %s, %d models, %d price rows\n", f.Name, f.Provider, len(f.Models), prices)
+		fmt.Fprintf(w, "%s: provider %s, %d models, %d price rows\n", f.Name, f.Provider, len(f.Models), prices)
 	}
-	fmt.Printf("ok: catalogue version %s\n", cat.Version())
+	for _, o := range overrides {
+		fmt.Fprintf(w, "%s: overrides, %d discounts, %d models, %d deployments\n", o.Name, len(o.Discounts), len(o.Models), len(o.Deployments))
+	}
+	fmt.Fprintf(w, "ok: catalogue version %s\n", cat.Version())
+	return nil
+}
+
+// pricingLookup prints what the catalogue makes of a provider and model name at a time, and
+// what a call with the given tokens costs.
+func pricingLookup(w io.Writer, args []string) error {
+	fs := flag.NewFlagSet("pricing lookup", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dir := fs.String("pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
+	atText := fs.String("at", "", "time of the call, RFC 3339 or YYYY-MM-DD (default: now)")
+	tier := fs.String("tier", "", "service tier: standard, batch, flex, priority")
+	var t event.Tokens
+	fs.Int64Var(&t.Input, "input", 1_000_000, "input tokens, cached reads and cache writes included")
+	fs.Int64Var(&t.Output, "output", 1_000_000, "output tokens, reasoning included")
+	fs.Int64Var(&t.CachedInput, "cached", 0, "cached input tokens")
+	fs.Int64Var(&t.CacheWrite, "cache-write", 0, "cache-write tokens")
+	fs.Int64Var(&t.CacheWrite1h, "cache-write-1h", 0, "of which 1-hour cache-write tokens")
+	fs.Int64Var(&t.Reasoning, "reasoning", 0, "reasoning tokens")
+	// Flags may come before or after the two names ("lookup openai gpt-4o --at 2025-01-01").
+	var names []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			names = nil
+			break
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		names = append(names, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(names) != 2 {
+		return errors.New("usage: tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N] [-output N] [-cached N] [-cache-write N] [-cache-write-1h N] [-reasoning N] PROVIDER MODEL")
+	}
+	at := time.Now().UTC()
+	if *atText != "" {
+		var err error
+		if at, err = time.Parse(time.RFC3339, *atText); err != nil {
+			if at, err = time.Parse(time.DateOnly, *atText); err != nil {
+				return fmt.Errorf("-at %q: not an RFC 3339 time or a YYYY-MM-DD date", *atText)
+			}
+		}
+	}
+	var cat *pricing.Catalog
+	var err error
+	if *dir != "" {
+		cat, err = pricing.LoadDir(*dir)
+	} else {
+		cat, err = pricing.Default()
+	}
+	if err != nil {
+		return err
+	}
+	provider, model := names[0], names[1]
+	q := cat.Price(provider, model, *tier, at, t, false)
+	if !q.Priced {
+		return fmt.Errorf("%s %s at %s: not priced (unknown provider or model, no price in force then, or invalid token counts) in catalogue %s",
+			provider, model, at.Format(time.RFC3339), cat.Version())
+	}
+	fmt.Fprintf(w, "%s %s at %s\n  model:    %s\n  version:  %s\n  tokens:   %+v\n  cost:     %s USD\n  savings:  %s USD\n  catalogue %s\n",
+		provider, model, at.Format(time.RFC3339), q.Model, q.Version, t, q.Cost, q.Savings, cat.Version())
+	return nil
+}
+
+// maxImportSize bounds the LiteLLM file read; the real one is about 1 MiB.
+const maxImportSize = 64 << 20
+
+// pricingImportLiteLLM converts a LiteLLM model_prices_and_context_window.json into pricing
+// files in a directory, and prints what it left out or adjusted.
+func pricingImportLiteLLM(w io.Writer, args []string) error {
+	fs := flag.NewFlagSet("pricing import litellm", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	effText := fs.String("effective", time.Now().UTC().Format(time.DateOnly), "date from which the imported prices apply (YYYY-MM-DD)")
+	source := fs.String("source", "", `source line of the files (default: "LiteLLM <file>, imported <today>")`)
+	out := fs.String("out", "pricing-import", "directory to write one YAML file per provider into")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		return errors.New("usage: tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE")
+	}
+	eff, err := time.Parse(time.DateOnly, *effText)
+	if err != nil {
+		return fmt.Errorf("-effective %q: not a YYYY-MM-DD date", *effText)
+	}
+	name := fs.Arg(0)
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("import litellm: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxImportSize+1))
+	if err != nil {
+		return fmt.Errorf("import litellm: read %s: %w", name, err)
+	}
+	if len(data) > maxImportSize {
+		return fmt.Errorf("import litellm: %s is larger than %d bytes", name, maxImportSize)
+	}
+	if *source == "" {
+		*source = fmt.Sprintf("LiteLLM %s, imported %s", filepath.Base(name), time.Now().UTC().Format(time.DateOnly))
+	}
+	res, err := litellm.Convert(data, litellm.Options{Effective: eff, Source: *source})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("import litellm: %w", err)
+	}
+	names := make([]string, 0, len(res.Files))
+	for n := range res.Files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		p := filepath.Join(*out, n)
+		if err := os.WriteFile(p, res.Files[n], 0o644); err != nil {
+			return fmt.Errorf("import litellm: %w", err)
+		}
+		fmt.Fprintf(w, "wrote %s\n", p)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	fmt.Fprintf(w, "ok: %d models in %d files, %d notes\n", res.Models, len(res.Files), len(res.Notes))
 	return nil
 }
