@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenmeter/tokenmeter/collector/budget"
+
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -49,6 +51,8 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Logger receives the collector's logs (default discards them).
 	Logger *slog.Logger
+	// Budgets, when set, refuses or flags the events of scopes over a budget hard cap.
+	Budgets *budget.Enforcer
 }
 
 // withDefaults returns cfg with every zero value replaced by its default.

@@ -72,6 +72,15 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, http.StatusBadRequest, "", err.Error())
 		return
 	}
+	// Budget hard caps (collector/budget): refused events join the rejections; a body left
+	// with nothing to accept is answered 429 with the reason.
+	if first, n := c.cfg.Budgets.Apply(&b); n > 0 {
+		c.metrics.refused.WithLabelValues("budget").Add(float64(n))
+		if len(b.Events) == 0 {
+			c.fail(w, http.StatusTooManyRequests, "", first)
+			return
+		}
+	}
 	for _, rej := range b.Rejected {
 		c.metrics.rejected.WithLabelValues(reasonClass(rej.Error)).Inc()
 	}

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
 )
 
@@ -48,13 +50,25 @@ func run() int {
 	}
 	defer nc.Close()
 
+	// Budget hard caps the alerter publishes to the KV bucket tokenmeter_budgets.
+	enf := budget.NewEnforcer(nil, log)
+	cfg.Budgets = enf
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		err = enf.Watch(ctx, js)
+	}
+	if err != nil {
+		log.Error("watch budget hard caps", "err", err)
+		return 1
+	}
+
 	c, err := collect.New(cfg, nc)
 	if err != nil {
 		log.Error("start collector", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := c.Run(ctx); err != nil {
 		log.Error("collector stopped", "err", err)
 		return 1

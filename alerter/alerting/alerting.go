@@ -1,0 +1,523 @@
+// Package alerting is the alerter stage: it reads USAGE_ENRICHED through its durable
+// consumer "alerter", keeps per-group windows in memory (history from ClickHouse at start),
+// evaluates the rules and budgets every second, drives each alert's state machine, records
+// every transition in ClickHouse (alert_history) and in the KV bucket tokenmeter_alerts, and
+// hands firing and resolved alerts to the dispatcher, which notifies the receivers.
+//
+// Start-up is exact: the newest Replay of the stream is read again (the consumer is
+// re-positioned there), and everything older comes from spend_1m, split at one cutoff
+// minute by event time, so no event is counted twice or missed — except events that the
+// aggregator had not yet written when the alerter started and whose time is before the
+// cutoff, which are rare and only make a baseline slightly low.
+package alerting
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/alerter/alert"
+	"github.com/tokenmeter/tokenmeter/alerter/budget"
+	"github.com/tokenmeter/tokenmeter/alerter/detect"
+	"github.com/tokenmeter/tokenmeter/alerter/dispatch"
+	"github.com/tokenmeter/tokenmeter/alerter/history"
+	"github.com/tokenmeter/tokenmeter/alerter/notify"
+	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/alerter/state"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Alerter is the running stage.
+type Alerter struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	chOpts *clickhouse.Options
+	m      metrics
+
+	ready atomic.Bool
+	// mu guards everything below; the consumer callback, the evaluation loop and the
+	// dispatcher's OnSent all take it.
+	mu        sync.Mutex
+	file      *rules.File
+	fileData  []byte
+	engine    *detect.Engine
+	tracker   *budget.Tracker
+	alerts    map[string]*tracked
+	disp      *dispatch.Dispatcher
+	store     *state.Store
+	budgets   *budget.Publisher
+	hist      *history.Writer
+	ch        driver.Conn
+	started   time.Time
+	cutoff    time.Time
+	dirty     map[string]bool // alerts whose KV record must be written
+	lastBudgt map[string]budget.Status
+}
+
+// tracked is one alert and what it came from.
+type tracked struct {
+	a        alert.Alert
+	subj     subject
+	notified map[string]dispatch.Sent
+	window   string
+	contrib  []string
+}
+
+// subject is what an alert is about: a rule or a budget cap.
+type subject struct {
+	name, severity, description string
+	keepFiringFor               time.Duration
+	money                       bool
+	measure                     string
+}
+
+type metrics struct {
+	events, late, reloadFailures prometheus.Counter
+	alerts                       *prometheus.GaugeVec
+	notifications                *prometheus.CounterVec
+	groups                       prometheus.Gauge
+	evalSeconds                  prometheus.Histogram
+}
+
+// New reads the rules file and prepares the stage; Run connects to ClickHouse and NATS.
+func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
+	cfg = cfg.WithDefaults()
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := migrate.ValidDatabase(cfg.Database); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("alerter config: %w", err)
+	}
+	if nc == nil {
+		return nil, errors.New("new alerter: the NATS connection is nil")
+	}
+	opts, _ := clickhouse.ParseDSN(cfg.ClickHouseDSN)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}}
+	f, data, err := a.readRules()
+	if err != nil {
+		return nil, err
+	}
+	a.file, a.fileData = f, data
+	a.engine = detect.New(f.Rules, nil)
+	a.engine.Lateness = cfg.Lateness
+	a.tracker = budget.NewTracker(f.Budgets, nil)
+	if err := a.registerMetrics(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Alerter) registerMetrics() error {
+	a.m = metrics{
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_events_total", Help: "Enriched events read from USAGE_ENRICHED."}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_late_events_total",
+			Help: "Events older than every window bucket of a rule; they count in ClickHouse but not in that rule."}),
+		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_reload_failures_total",
+			Help: "Rules files refused on reload (the previous rules stay in force)."}),
+		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenmeter_alerter_notifications_total",
+			Help: "Notifications accepted by a receiver."}, []string{"receiver", "status"}),
+		groups: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenmeter_alerter_groups", Help: "Groups held in memory over all rules."}),
+		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenmeter_alerter_evaluation_seconds",
+			Help: "Time to evaluate every rule and budget once.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
+	}
+	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds} {
+		if err := a.cfg.Registerer.Register(c); err != nil {
+			return fmt.Errorf("register alerter metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func (a *Alerter) readRules() (*rules.File, []byte, error) {
+	if a.cfg.RulesFile == "" {
+		f, err := rules.Parse("built-in rules", nil)
+		return f, nil, err
+	}
+	data, err := os.ReadFile(a.cfg.RulesFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read rules file: %w", err)
+	}
+	f, err := rules.Parse(a.cfg.RulesFile, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, data, nil
+}
+
+// Ready reports whether the alerter evaluates live data.
+func (a *Alerter) Ready() error {
+	if !a.nc.IsConnected() {
+		return fmt.Errorf("alerter: NATS is %s", a.nc.Status())
+	}
+	if !a.ready.Load() {
+		return errors.New("alerter: loading history and alert state")
+	}
+	return nil
+}
+
+// Run starts the stage and runs it until ctx is done.
+// ClickHouse or NATS being unreachable at start-up does not stop it: it stays not ready and
+// tries again every 5 seconds, like the aggregator waits for ClickHouse.
+func (a *Alerter) Run(ctx context.Context) error {
+	for {
+		err := a.Start(ctx)
+		if err == nil {
+			break
+		}
+		a.Stop()
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.cfg.Logger.Error("alerter cannot start yet; retrying in 5s", "err", err)
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+	defer a.Stop()
+	eval := time.NewTicker(a.cfg.EvalInterval)
+	defer eval.Stop()
+	reload := time.NewTicker(a.cfg.ReloadInterval)
+	defer reload.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.disp.Wait()
+			a.flushHistory(context.Background())
+			return nil
+		case <-eval.C:
+			a.Tick(ctx)
+		case <-reload.C:
+			if err := a.Reload(ctx); err != nil {
+				a.cfg.Logger.Error("rules file refused; the previous rules stay in force", "file", a.cfg.RulesFile, "err", err)
+			}
+		}
+	}
+}
+
+// Start connects, restores alert state, loads history and starts consuming. Tests call it
+// and then drive Tick themselves.
+func (a *Alerter) Start(ctx context.Context) error {
+	if err := stream.Ensure(ctx, a.js, a.cfg.Streams); err != nil {
+		return err
+	}
+	conn, err := clickhouse.Open(a.chOpts)
+	if err != nil {
+		return fmt.Errorf("open ClickHouse: %w", err)
+	}
+	a.ch = conn
+	if err := a.migrate(ctx, conn); err != nil {
+		return err
+	}
+	a.hist = history.New(conn, a.cfg.Database)
+	if a.store, err = state.Open(ctx, a.js, a.cfg.Streams.Storage); err != nil {
+		return err
+	}
+	if a.budgets, err = budget.OpenPublisher(ctx, a.js, a.cfg.Streams.Storage); err != nil {
+		return err
+	}
+	if err := a.budgets.Prune(ctx, a.tracker.Budgets()); err != nil {
+		return err
+	}
+	a.disp = a.newDispatcher(a.file)
+	if err := a.restore(ctx); err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	a.started = now
+	a.cutoff = now.Truncate(time.Minute).Add(-a.cfg.Replay)
+	if err := backfill(ctx, conn, a.cfg.Database, a.engine, a.engine.Rules(), a.cutoff); err != nil {
+		return err
+	}
+	if err := backfillBudgets(ctx, conn, a.cfg.Database, a.tracker, a.tracker.Budgets(), a.cutoff); err != nil {
+		return err
+	}
+	if err := a.consume(ctx); err != nil {
+		return err
+	}
+	a.ready.Store(true)
+	a.cfg.Logger.Info("alerter running", "rules", len(a.file.Rules), "budgets", len(a.file.Budgets),
+		"receivers", len(a.file.Receivers), "alerts restored", len(a.alerts), "cutoff", a.cutoff)
+	return nil
+}
+
+// migrate applies the schema. The aggregator applies the same migrations, maybe at the
+// same moment (single-process mode); the loser of such a race fails with "already exists"
+// and simply tries again once the winner has recorded its migration.
+func (a *Alerter) migrate(ctx context.Context, conn driver.Conn) error {
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		if _, err = migrate.Apply(ctx, conn, a.cfg.Database); err == nil {
+			return nil
+		}
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return fmt.Errorf("migrate ClickHouse: %w", err)
+}
+
+// Stop releases ClickHouse; the consumer stops with the context given to Start.
+func (a *Alerter) Stop() {
+	if a.ch != nil {
+		_ = a.ch.Close()
+		a.ch = nil
+	}
+}
+
+// consume re-positions the durable consumer at the cutoff (minus the largest clock skew
+// an event may have) and starts reading.
+func (a *Alerter) consume(ctx context.Context) error {
+	_ = a.js.DeleteConsumer(ctx, stream.Enriched, ConsumerName)
+	start := a.cutoff.Add(-10 * time.Minute)
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, stream.Enriched, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "evaluates alert rules and budgets over enriched usage",
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &start,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 1024,
+		FilterSubject: stream.EnrichedPrefix + "*",
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.Enriched, err)
+	}
+	cc, err := cons.Consume(a.handle, jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", stream.Enriched, err)
+	}
+	go func() {
+		<-ctx.Done()
+		cc.Stop()
+	}()
+	return nil
+}
+
+// handle counts one enriched batch. A message stored before start-up counts only its events
+// after the cutoff (the rest came from ClickHouse); a newer one counts every event, late
+// ones included.
+func (a *Alerter) handle(m jetstream.Msg) {
+	rows, err := batch.Decode(m.Data())
+	if err != nil {
+		// The aggregator dead-letters undecodable batches; the alerter just skips them.
+		a.cfg.Logger.Warn("skip undecodable enriched batch", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	meta, err := m.Metadata()
+	replayed := err == nil && meta.Timestamp.Before(a.started)
+	a.mu.Lock()
+	n := 0
+	late := a.engine.Late
+	for i := range rows {
+		r := &rows[i]
+		if replayed && r.Time.Before(a.cutoff) {
+			continue
+		}
+		a.engine.Add(r)
+		a.tracker.Add(r)
+		n++
+	}
+	a.m.late.Add(float64(a.engine.Late - late))
+	a.mu.Unlock()
+	a.m.events.Add(float64(n))
+	_ = m.Ack()
+}
+
+// newDispatcher builds the receivers of f.
+func (a *Alerter) newDispatcher(f *rules.File) *dispatch.Dispatcher {
+	var rs []dispatch.Receiver
+	for _, r := range f.Receivers {
+		d := dispatch.Receiver{Name: r.Name, Match: r.Match}
+		switch {
+		case r.Webhook != nil:
+			d.Notifier = &notify.Webhook{URL: r.Webhook.URL, Client: a.cfg.HTTPClient}
+		case r.Slack != nil:
+			d.Notifier = &notify.Slack{URL: r.Slack.URL, Channel: r.Slack.Channel, Client: a.cfg.HTTPClient}
+		case r.PagerDuty != nil:
+			d.Notifier = &notify.PagerDuty{URL: r.PagerDuty.URL, RoutingKey: r.PagerDuty.RoutingKey, Client: a.cfg.HTTPClient}
+		case r.Alertmanager != nil:
+			d.Notifier = &notify.Alertmanager{URL: r.Alertmanager.URL, Client: a.cfg.HTTPClient}
+		}
+		rs = append(rs, d)
+	}
+	return dispatch.New(dispatch.Config{
+		Route: f.Route, Receivers: rs, Silences: f.Silences, ExternalURL: f.LinkURL,
+		OnSent: a.onSent, Now: a.cfg.Now, Logger: a.cfg.Logger,
+	})
+}
+
+// onSent records what a receiver was told and writes it to the KV bucket at once: the
+// window in which a crash can cause a repeated page is one KV write long.
+func (a *Alerter) onSent(receiver string, alerts []notify.Alert, at time.Time) {
+	writes := map[string]state.Record{}
+	a.mu.Lock()
+	for _, n := range alerts {
+		a.m.notifications.WithLabelValues(receiver, n.Status).Inc()
+		t := a.alerts[n.Fingerprint]
+		if t == nil {
+			continue
+		}
+		if t.notified == nil {
+			t.notified = map[string]dispatch.Sent{}
+		}
+		t.notified[receiver] = dispatch.Sent{Status: n.Status, At: at}
+		writes[n.Fingerprint] = a.record(t)
+	}
+	a.mu.Unlock()
+	a.persist(context.Background(), writes, nil)
+}
+
+// restore reads the alerts of the KV bucket back into memory and into the dispatcher, with
+// what each receiver was told.
+func (a *Alerter) restore(ctx context.Context) error {
+	recs, err := a.store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	for fp, r := range recs {
+		subj := a.subjectOf(r.Rule)
+		t := &tracked{subj: subj, notified: r.Notified, a: alert.Alert{
+			Fingerprint: fp, Rule: r.Rule, Labels: r.Labels, State: alert.State(r.State), Since: r.Since,
+			ActiveAt: r.ActiveAt, FiredAt: r.FiredAt, ClearedSince: r.ClearedSince, Summary: r.Summary, Updated: r.Updated,
+		}}
+		t.a.Value, _ = parseAmount(r.Value, subj.money)
+		t.a.Level, _ = parseAmount(r.Level, subj.money)
+		t.a.Baseline, _ = parseAmount(r.Baseline, subj.money)
+		a.alerts[fp] = t
+		if t.a.State == alert.Firing || t.a.State == alert.Resolved {
+			a.disp.Restore(a.notification(t), r.Notified)
+		}
+	}
+	return nil
+}
+
+// subjectOf finds the rule or budget cap an alert name stands for.
+func (a *Alerter) subjectOf(name string) subject {
+	for _, r := range a.engine.Rules() {
+		if r.Name == name {
+			return ruleSubject(r)
+		}
+	}
+	return subject{name: name, severity: "warning", money: true, measure: string(rules.Cost)}
+}
+
+func ruleSubject(r *rules.Rule) subject {
+	return subject{name: r.Name, severity: r.Severity, description: r.Description, keepFiringFor: r.KeepFiringFor,
+		money: r.Measure.Money(), measure: string(r.Measure)}
+}
+
+// Reload re-reads the rules file; a file that does not parse or validate is refused and the
+// rules in force stay. Rules whose windows did not change keep their data; new ones load
+// their history from ClickHouse.
+func (a *Alerter) Reload(ctx context.Context) error {
+	if a.cfg.RulesFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(a.cfg.RulesFile)
+	if err != nil {
+		a.m.reloadFailures.Inc()
+		return fmt.Errorf("read rules file: %w", err)
+	}
+	a.mu.Lock()
+	same := bytes.Equal(data, a.fileData)
+	a.mu.Unlock()
+	if same {
+		return nil
+	}
+	f, err := rules.Parse(a.cfg.RulesFile, data)
+	if err != nil {
+		a.m.reloadFailures.Inc()
+		a.mu.Lock()
+		a.fileData = data // report a broken file once, not every interval
+		a.mu.Unlock()
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.engine
+	e := detect.New(f.Rules, old)
+	var fresh []*rules.Rule
+	for _, r := range e.Rules() {
+		if !e.Kept(r.Name) {
+			fresh = append(fresh, r)
+		}
+	}
+	tr := budget.NewTracker(f.Budgets, a.tracker)
+	var freshBudgets []*rules.Budget
+	for _, b := range tr.Budgets() {
+		if !tr.Kept(b.Name) {
+			freshBudgets = append(freshBudgets, b)
+		}
+	}
+	now := a.cfg.Now()
+	if a.ch != nil {
+		if err := backfill(ctx, a.ch, a.cfg.Database, e, fresh, now); err != nil {
+			a.m.reloadFailures.Inc()
+			return fmt.Errorf("load history for the new rules: %w", err)
+		}
+		if err := backfillBudgets(ctx, a.ch, a.cfg.Database, tr, freshBudgets, now); err != nil {
+			a.m.reloadFailures.Inc()
+			return fmt.Errorf("load history for the new budgets: %w", err)
+		}
+	}
+	if a.budgets != nil {
+		if err := a.budgets.Prune(ctx, tr.Budgets()); err != nil {
+			a.cfg.Logger.Warn("prune removed budgets", "err", err)
+		}
+	}
+	if !reflect.DeepEqual(f.Receivers, a.file.Receivers) || !reflect.DeepEqual(f.Route, a.file.Route) || f.LinkURL != a.file.LinkURL {
+		// Sends of the old dispatcher still in flight report through onSent as usual.
+		a.disp = a.newDispatcher(f)
+		for _, t := range a.alerts {
+			if t.a.State == alert.Firing || t.a.State == alert.Resolved {
+				a.disp.Restore(a.notification(t), t.notified)
+			}
+		}
+	} else {
+		a.disp.SetSilences(f.Silences)
+	}
+	e.Lateness = a.cfg.Lateness
+	a.engine, a.tracker, a.file, a.fileData = e, tr, f, data
+	a.cfg.Logger.Info("rules reloaded", "file", a.cfg.RulesFile, "rules", len(f.Rules), "new rules", len(fresh), "budgets", len(f.Budgets))
+	return nil
+}
+
+// Rules returns the rules file in force.
+func (a *Alerter) Rules() *rules.File {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.file
+}

@@ -1,0 +1,91 @@
+// Command alerter evaluates spend rules and budgets over USAGE_ENRICHED and notifies on-call.
+// Flags may also be set through environment variables (TOKENMETER_NATS_URL,
+// TOKENMETER_RULES_FILE, ...); a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenmeter/tokenmeter/alerter/alerting"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	fs := flag.NewFlagSet("alerter", flag.ContinueOnError)
+	var (
+		natsURL = fs.String("nats", env("TOKENMETER_NATS_URL", nats.DefaultURL), "NATS server URL")
+		opsAddr = fs.String("ops", env("TOKENMETER_OPS_ADDR", ":9104"), "address of /healthz, /readyz and /metrics")
+		cfg     alerting.Config
+	)
+	fs.StringVar(&cfg.RulesFile, "rules", env("TOKENMETER_RULES_FILE", ""), "rules file (YAML); empty runs the built-in rules without receivers")
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", env("TOKENMETER_CLICKHOUSE_DSN", alerting.DefaultClickHouseDSN), "ClickHouse DSN")
+	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", alerting.DefaultDatabase), "ClickHouse database")
+	fs.DurationVar(&cfg.EvalInterval, "eval-interval", alerting.DefaultEvalInterval, "how often rules are evaluated")
+	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", alerting.DefaultReloadInterval, "how often the rules file is checked for changes")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Registerer, cfg.Logger = reg, log
+
+	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-alerter"), nats.MaxReconnects(-1))
+	if err != nil {
+		log.Error("connect to NATS", "url", *natsURL, "err", err)
+		return 1
+	}
+	defer nc.Close()
+	a, err := alerting.New(cfg, nc)
+	if err != nil {
+		log.Error("start alerter", "err", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	mux := http.NewServeMux()
+	ops.Register(mux, reg, a.Ready)
+	srv := &http.Server{Addr: *opsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serve ops endpoints", "addr", *opsAddr, "err", err)
+			stop()
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	log.Info("alerter starting", "nats", *natsURL, "ops", *opsAddr, "rules", cfg.RulesFile)
+	if err := a.Run(ctx); err != nil {
+		log.Error("alerter stopped", "err", fmt.Sprint(err))
+		return 1
+	}
+	log.Info("alerter stopped")
+	return 0
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,149 @@
+// Package notify sends alert notifications, one file per integration: a generic webhook with
+// the Alertmanager v4 payload (webhook.go), Slack incoming webhooks (slack.go), PagerDuty
+// Events API v2 (pagerduty.go) and an Alertmanager's /api/v2/alerts (alertmanager.go).
+//
+// Every notifier has one method, Notify, which also says whether a failure is worth a retry:
+// network errors, 429 and 5xx answers are; any other 4xx means the request itself is wrong
+// and sending it again would fail the same way.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Status of an alert or of a notification.
+const (
+	StatusFiring   = "firing"
+	StatusResolved = "resolved"
+)
+
+// Alert is one alert as notifiers see it.
+type Alert struct {
+	Status      string
+	Labels      map[string]string
+	Annotations map[string]string
+	Fingerprint string
+	StartsAt    time.Time
+	// EndsAt is when a resolved alert resolved; zero while firing.
+	EndsAt time.Time
+	// ValidUntil tells an Alertmanager how long a firing alert stays firing without news.
+	ValidUntil time.Time
+	// The numbers, already formatted with their unit ("152.30 USD", "1200 requests").
+	Value, Baseline string
+	// Window is what Value sums ("15m", "calendar day").
+	Window       string
+	Contributors []string
+	Link         string
+	Severity     string
+}
+
+// Message is one notification: the alerts of one group for one receiver.
+type Message struct {
+	Receiver    string
+	GroupKey    string
+	GroupLabels map[string]string
+	Alerts      []Alert
+	ExternalURL string
+}
+
+// Status is firing when any alert fires.
+func (m *Message) Status() string {
+	for _, a := range m.Alerts {
+		if a.Status == StatusFiring {
+			return StatusFiring
+		}
+	}
+	return StatusResolved
+}
+
+// CommonLabels are the labels every alert of the message shares.
+func (m *Message) CommonLabels() map[string]string {
+	return common(m.Alerts, func(a Alert) map[string]string { return a.Labels })
+}
+
+// CommonAnnotations are the annotations every alert of the message shares.
+func (m *Message) CommonAnnotations() map[string]string {
+	return common(m.Alerts, func(a Alert) map[string]string { return a.Annotations })
+}
+
+func common(alerts []Alert, get func(Alert) map[string]string) map[string]string {
+	out := map[string]string{}
+	if len(alerts) == 0 {
+		return out
+	}
+	for k, v := range get(alerts[0]) {
+		out[k] = v
+	}
+	for _, a := range alerts[1:] {
+		m := get(a)
+		for k, v := range out {
+			if m[k] != v {
+				delete(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// postJSON posts body as JSON and classifies the outcome.
+func postJSON(ctx context.Context, client *http.Client, url string, body any, header http.Header) (retry bool, err error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return false, fmt.Errorf("encode notification for %s: %w", redact(url), err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
+	if err != nil {
+		return false, fmt.Errorf("build request to %s: %w", redact(url), err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "tokenmeter-alerter")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return true, fmt.Errorf("post notification to %s: %w", redact(url), err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch {
+	case resp.StatusCode/100 == 2:
+		return false, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return true, fmt.Errorf("post notification to %s: %s: %s", redact(url), resp.Status, bytes.TrimSpace(msg))
+	default:
+		return false, fmt.Errorf("post notification to %s: %s (not retried): %s", redact(url), resp.Status, bytes.TrimSpace(msg))
+	}
+}
+
+// redact keeps secrets embedded in webhook URLs (Slack's path is a token) out of errors.
+func redact(url string) string {
+	for i, n := 0, 0; i < len(url); i++ {
+		if url[i] == '/' {
+			n++
+			if n == 3 {
+				return url[:i] + "/…"
+			}
+		}
+	}
+	return url
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,42 @@
+package rules
+
+import (
+	"os"
+	"testing"
+)
+
+// FuzzParse: any input either parses into a file whose rules all validate, or is refused
+// with an error; it never panics.
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"good.yaml", "conf.every-mistake.yaml", "conf.unknown-field.yaml"} {
+		data, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("rules:\n  - {name: a, kind: threshold, above: '0.1'}\n"))
+	f.Add([]byte("aliases: !00\n0:0"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("fuzz", data)
+		if err != nil {
+			if file != nil {
+				t.Fatal("Parse returned a file and an error")
+			}
+			return
+		}
+		for _, r := range file.Rules {
+			if r.Name == "" || r.Kind == "" || r.ResolvePercent < 1 || r.ResolvePercent > 100 || r.Window <= 0 {
+				t.Fatalf("accepted rule is invalid: %+v", r)
+			}
+			if (r.Kind == Change || r.Kind == Anomaly) && r.FactorMilli < 1000 {
+				t.Fatalf("accepted factor below 1: %+v", r)
+			}
+		}
+		for _, b := range file.Budgets {
+			if b.LimitPico <= 0 || (b.Policy != PolicyRefuse && b.Policy != PolicyFlag) {
+				t.Fatalf("accepted budget is invalid: %+v", b)
+			}
+		}
+	})
+}

@@ -1,0 +1,48 @@
+package window
+
+import "testing"
+
+func TestRing(t *testing.T) {
+	r := NewRing(3)
+	r.Add(10, 1)
+	r.Add(11, 2)
+	r.Add(10, 4) // late, still held
+	if got := r.Sum(9, 11); got != 7 {
+		t.Errorf("Sum(9,11) = %d, want 7", got)
+	}
+	if !r.Add(13, 8) { // moves on by two: bucket 11 stays, 12 is empty, 10 drops out
+		t.Fatal("Add(13) refused")
+	}
+	if got, want := [4]int64{r.Get(10), r.Get(11), r.Get(12), r.Get(13)}, [4]int64{0, 2, 0, 8}; got != want {
+		t.Errorf("buckets 10-13 = %v, want %v", got, want)
+	}
+	if r.Add(10, 1) {
+		t.Error("Add(10) accepted a bucket older than the ring")
+	}
+	r.Add(100, 5) // far ahead: everything else is gone
+	if got := r.Sum(0, 200); got != 5 {
+		t.Errorf("after a jump, Sum = %d, want 5", got)
+	}
+	neg := NewRing(2)
+	neg.Add(-3, 1)
+	neg.Add(-2, 2)
+	if got := neg.Sum(-3, -2); got != 3 {
+		t.Errorf("negative indexes: Sum = %d, want 3", got)
+	}
+}
+
+func TestSeriesHoursAndContributors(t *testing.T) {
+	s := NewSeries(5, 3, true)
+	s.AddMinute(119, 1) // hour 1
+	s.AddMinute(120, 2) // hour 2
+	s.AddHour(0, 7)     // history
+	if s.First != 0 || s.Hours.Get(0) != 7 || s.Hours.Get(1) != 1 || s.Hours.Get(2) != 2 {
+		t.Errorf("first %d hours %d %d %d", s.First, s.Hours.Get(0), s.Hours.Get(1), s.Hours.Get(2))
+	}
+	for i := 0; i < 20; i++ {
+		s.AddContributor("model", string(rune('a'+i)), 120, 1)
+	}
+	if len(s.Contributors) != maxContributors+1 || s.Contributors["model=(other)"].Get(120) != 4 {
+		t.Errorf("contributors = %d, other = %d; want %d and 4", len(s.Contributors), s.Contributors["model=(other)"].Get(120), maxContributors+1)
+	}
+}

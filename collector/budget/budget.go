@@ -1,0 +1,218 @@
+// Package budget enforces budget hard caps at intake. The alerter publishes every budget's
+// state to the JetStream KV bucket tokenmeter_budgets; an Enforcer watches that bucket and
+// keeps the budgets that are hard capped in memory, so that checking an event costs a map
+// lookup and no network round trip.
+//
+// A capped budget's policy decides: "refuse" turns the scope's events away (the collector
+// answers 429 when nothing else is left in the body), "flag" accepts them with the tag
+// budget_exceeded=<budget name>. A record whose period has ended is ignored, so a stopped
+// alerter cannot keep a team capped into the next month.
+package budget
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+// Bucket is the KV bucket the alerter publishes budget states to.
+const Bucket = "tokenmeter_budgets"
+
+// FlagTag is the tag added to events of a capped scope under the flag policy.
+const FlagTag = "budget_exceeded"
+
+// States and policies, as the alerter writes them.
+const (
+	StateHardCapped = "hard_capped"
+	PolicyRefuse    = "refuse"
+	PolicyFlag      = "flag"
+)
+
+// Record is one budget's state (the alerter's budget.Record).
+type Record struct {
+	Name        string    `json:"name"`
+	Scope       string    `json:"scope"` // "team=search"
+	PeriodStart time.Time `json:"period_start"`
+	PeriodEnd   time.Time `json:"period_end"`
+	LimitUSD    string    `json:"limit_usd"`
+	SpentUSD    string    `json:"spent_usd"`
+	ForecastUSD string    `json:"forecast_usd"`
+	State       string    `json:"state"`
+	Policy      string    `json:"policy"`
+}
+
+// Enforcer holds the hard-capped budgets. Its methods are safe for concurrent use.
+type Enforcer struct {
+	mu     sync.RWMutex
+	capped map[string]Record // by budget name
+	now    func() time.Time
+	log    *slog.Logger
+	synced chan struct{}
+}
+
+// NewEnforcer returns an enforcer with no budget; Watch feeds it.
+func NewEnforcer(now func() time.Time, log *slog.Logger) *Enforcer {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Enforcer{capped: map[string]Record{}, now: now, log: log, synced: make(chan struct{})}
+}
+
+// Watch follows the bucket (creating it when missing, with the alerter's settings) until ctx
+// ends. It returns once the watch is set up; Synced is closed when the current states are
+// loaded.
+func (e *Enforcer) Watch(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: Bucket, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it", History: 1,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, Bucket)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch KV bucket %s: %w", Bucket, err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		once := sync.Once{}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if u == nil {
+					once.Do(func() { close(e.synced) })
+					continue
+				}
+				e.apply(u.Key(), u.Operation(), u.Value())
+			}
+		}
+	}()
+	return nil
+}
+
+// Synced is closed once the bucket's current states are loaded.
+func (e *Enforcer) Synced() <-chan struct{} { return e.synced }
+
+func (e *Enforcer) apply(key string, op jetstream.KeyValueOp, value []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if op != jetstream.KeyValuePut {
+		delete(e.capped, key)
+		return
+	}
+	var r Record
+	if err := json.Unmarshal(value, &r); err != nil {
+		e.log.Warn("ignore undecodable budget state", "budget", key, "err", err)
+		delete(e.capped, key)
+		return
+	}
+	if r.State != StateHardCapped {
+		delete(e.capped, key)
+		return
+	}
+	e.capped[key] = r
+}
+
+// Over returns the first (by name) hard-capped budget, within its period, whose scope the
+// tags belong to.
+func (e *Enforcer) Over(tags map[string]string) (Record, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if len(e.capped) == 0 {
+		return Record{}, false
+	}
+	now := e.now()
+	var found []Record
+	for _, r := range e.capped {
+		k, v, ok := strings.Cut(r.Scope, "=")
+		if ok && tags[k] == v && (r.PeriodEnd.IsZero() || now.Before(r.PeriodEnd)) {
+			found = append(found, r)
+		}
+	}
+	if len(found) == 0 {
+		return Record{}, false
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].Name < found[j].Name })
+	return found[0], true
+}
+
+// Refusal explains why a scope's events are refused.
+func Refusal(r Record) string {
+	k, v, _ := strings.Cut(r.Scope, "=")
+	return fmt.Sprintf("%s %q is over the hard cap of budget %q: %s USD spent of %s USD since %s; its events are refused until %s or until the budget is raised",
+		k, v, r.Name, r.SpentUSD, r.LimitUSD, r.PeriodStart.UTC().Format(time.DateOnly), r.PeriodEnd.UTC().Format(time.DateOnly))
+}
+
+// Apply enforces the caps on a decoded body: refused events move to b.Rejected (with their
+// index in the body), flagged ones get FlagTag. It returns the first refusal, to explain a
+// 429 when no event is left.
+func (e *Enforcer) Apply(b *event.Batch) (first string, refused int) {
+	if e == nil {
+		return "", 0
+	}
+	e.mu.RLock()
+	n := len(e.capped)
+	e.mu.RUnlock()
+	if n == 0 {
+		return "", 0
+	}
+	// Events are the body's elements that were not rejected, in order: recover their
+	// indexes from the rejected ones.
+	rejected := make(map[int]bool, len(b.Rejected))
+	for _, r := range b.Rejected {
+		rejected[r.Index] = true
+	}
+	kept := b.Events[:0]
+	idx := -1
+	for i := range b.Events {
+		idx++
+		for rejected[idx] {
+			idx++
+		}
+		ev := b.Events[i]
+		r, over := e.Over(ev.Tags)
+		switch {
+		case !over:
+			kept = append(kept, ev)
+		case r.Policy == PolicyFlag:
+			if ev.Tags == nil {
+				ev.Tags = map[string]string{}
+			}
+			ev.Tags[FlagTag] = r.Name
+			kept = append(kept, ev)
+		default:
+			msg := Refusal(r)
+			if first == "" {
+				first = msg
+			}
+			refused++
+			b.Rejected = append(b.Rejected, event.Rejection{Index: idx, ID: ev.ID, Error: "budget: " + msg})
+		}
+	}
+	b.Events = kept
+	sort.SliceStable(b.Rejected, func(i, j int) bool { return b.Rejected[i].Index < b.Rejected[j].Index })
+	return first, refused
+}
