@@ -1,0 +1,77 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+// PublishError is returned by Accept when JetStream did not store the events: none of them
+// is accepted, and the caller should answer its client with HTTPStatus (429 when the stream
+// is full, 503 when NATS is unreachable) and a Retry-After of RetryAfterSeconds, so that the
+// client sends them again. Resending loses nothing and doubles nothing (event ids
+// de-duplicate).
+type PublishError struct {
+	Status     int
+	RetryAfter string
+	Err        error
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("none of the events is accepted, send them again later: %v", e.Err)
+}
+
+func (e *PublishError) Unwrap() error { return e.Err }
+
+// HTTPStatus is the status to answer the client with.
+func (e *PublishError) HTTPStatus() int { return e.Status }
+
+// RetryAfterSeconds is the Retry-After header to answer the client with.
+func (e *PublishError) RetryAfterSeconds() string { return e.RetryAfter }
+
+// Accept takes events that another intake decoded (OTLP traces, …) down the same path as
+// POST /v1/events: each is normalized (received now) and validated on its own, the valid ones
+// are published to USAGE_RAW, and Accept returns once JetStream stored them. It returns the
+// rejections (Index is the position in events) and, when publishing failed, a *PublishError.
+// events is not modified.
+//
+// ctx is not used to bound publishing, for the reason ingest gives: a client hanging up must
+// not count as a NATS failure, and the wait is bounded by Config.PublishTimeout.
+func (c *Collector) Accept(_ context.Context, events []event.Usage) ([]event.Rejection, error) {
+	received := c.now()
+	valid := make([]event.Usage, 0, len(events))
+	var rejected []event.Rejection
+	for i := range events {
+		u := events[i]
+		u.Normalize(received)
+		if err := u.Validate(received, c.cfg.Limits); err != nil {
+			rejected = append(rejected, event.Rejection{Index: i, ID: u.ID, Error: err.Error()})
+			c.metrics.rejected.WithLabelValues(reasonClass(err.Error())).Inc()
+			continue
+		}
+		valid = append(valid, u)
+	}
+	if len(valid) == 0 {
+		return rejected, nil
+	}
+	msgs, err := c.messages(valid, received, rawbatch.MaxPayload(c.nc))
+	if err != nil {
+		return rejected, fmt.Errorf("encode %d events: %w", len(valid), err)
+	}
+	if err := c.publish(msgs); err != nil {
+		perr := &PublishError{Status: http.StatusServiceUnavailable, RetryAfter: retryAfterUnavailable, Err: err}
+		reason := "unavailable"
+		if errors.Is(err, errFull) {
+			perr.Status, perr.RetryAfter, reason = http.StatusTooManyRequests, retryAfterFull, "full"
+		}
+		c.metrics.refused.WithLabelValues(reason).Add(float64(len(valid)))
+		c.cfg.Logger.Warn("refused usage events", "status", perr.Status, "events", len(valid), "err", err)
+		return rejected, perr
+	}
+	c.metrics.accepted.Add(float64(len(valid)))
+	return rejected, nil
+}

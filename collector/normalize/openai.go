@@ -1,0 +1,170 @@
+package normalize
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+// openAITiers maps the service_tier OpenAI reports in a response (the tier that served the
+// call, not the one requested) to the v1 tier. "scale" (Scale Tier, prepaid units) has no v1
+// equivalent and is kept in TagProviderTier.
+var openAITiers = map[string]string{
+	"default":  event.TierStandard,
+	"auto":     event.TierStandard,
+	"standard": event.TierStandard,
+	"flex":     event.TierFlex,
+	"priority": event.TierPriority,
+	"batch":    event.TierBatch,
+}
+
+// openAIChatUsage is the usage object of Chat Completions. prompt_tokens includes the
+// cached ones and completion_tokens the reasoning ones: OpenAI's convention is the v1 one.
+type openAIChatUsage struct {
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+	CompletionTokensDetails *struct {
+		ReasoningTokens int64 `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details"`
+}
+
+// openAIChat is a chat.completion object or one chat.completion.chunk of a stream.
+type openAIChat struct {
+	ID          string           `json:"id"`
+	Model       string           `json:"model"`
+	ServiceTier string           `json:"service_tier"`
+	Usage       *openAIChatUsage `json:"usage"`
+}
+
+func (r *openAIChat) merge(u *event.Usage) {
+	if r.ID != "" {
+		u.ResponseID = r.ID
+	}
+	if r.Model != "" {
+		u.Model = r.Model
+	}
+	if r.ServiceTier != "" {
+		setTier(u, r.ServiceTier, openAITiers)
+	}
+}
+
+func (c *openAIChatUsage) tokens() (event.Tokens, error) {
+	t := event.Tokens{Input: c.PromptTokens, Output: c.CompletionTokens}
+	if c.PromptTokensDetails != nil {
+		t.CachedInput = c.PromptTokensDetails.CachedTokens
+	}
+	if c.CompletionTokensDetails != nil {
+		t.Reasoning = c.CompletionTokensDetails.ReasoningTokens
+	}
+	return t, nonNegative(count{"prompt_tokens", t.Input}, count{"completion_tokens", t.Output},
+		count{"prompt_tokens_details.cached_tokens", t.CachedInput},
+		count{"completion_tokens_details.reasoning_tokens", t.Reasoning})
+}
+
+func newOpenAIChat() event.Usage {
+	return event.Usage{Provider: ProviderOpenAI, Operation: OperationChat}
+}
+
+func openAIChatResponse(body []byte) (event.Usage, error) {
+	var r openAIChat
+	if err := json.Unmarshal(body, &r); err != nil {
+		return event.Usage{}, fmt.Errorf("decode chat completion: %w", err)
+	}
+	if r.Usage == nil {
+		return event.Usage{}, ErrNoUsage
+	}
+	u := newOpenAIChat()
+	r.merge(&u)
+	t, err := r.Usage.tokens()
+	if err != nil {
+		return event.Usage{}, fmt.Errorf("usage: %w", err)
+	}
+	u.Usage = t
+	return u, nil
+}
+
+// openAIResponsesUsage is the usage object of the Responses API, in the same convention.
+type openAIResponsesUsage struct {
+	InputTokens        int64 `json:"input_tokens"`
+	OutputTokens       int64 `json:"output_tokens"`
+	InputTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"input_tokens_details"`
+	OutputTokensDetails *struct {
+		ReasoningTokens int64 `json:"reasoning_tokens"`
+	} `json:"output_tokens_details"`
+}
+
+// openAIResponse is a response object of the Responses API.
+type openAIResponse struct {
+	ID          string                `json:"id"`
+	Model       string                `json:"model"`
+	Status      string                `json:"status"`
+	ServiceTier string                `json:"service_tier"`
+	Usage       *openAIResponsesUsage `json:"usage"`
+}
+
+func (r *openAIResponse) merge(u *event.Usage) error {
+	if r.ID != "" {
+		u.ResponseID = r.ID
+	}
+	if r.Model != "" {
+		u.Model = r.Model
+	}
+	if r.ServiceTier != "" {
+		setTier(u, r.ServiceTier, openAITiers)
+	}
+	switch r.Status {
+	case "", "completed", "in_progress", "queued":
+		u.Status = event.StatusOK
+	default: // incomplete, failed, cancelled: tokens were still consumed and billed
+		u.Status = clip(r.Status)
+	}
+	if r.Usage == nil {
+		return nil
+	}
+	t := event.Tokens{Input: r.Usage.InputTokens, Output: r.Usage.OutputTokens}
+	if d := r.Usage.InputTokensDetails; d != nil {
+		t.CachedInput = d.CachedTokens
+	}
+	if d := r.Usage.OutputTokensDetails; d != nil {
+		t.Reasoning = d.ReasoningTokens
+	}
+	if err := nonNegative(count{"input_tokens", t.Input}, count{"output_tokens", t.Output},
+		count{"input_tokens_details.cached_tokens", t.CachedInput},
+		count{"output_tokens_details.reasoning_tokens", t.Reasoning}); err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	u.Usage = t
+	return nil
+}
+
+func newOpenAIResponses() event.Usage {
+	return event.Usage{Provider: ProviderOpenAI, Operation: OperationResponses}
+}
+
+func openAIResponsesResponse(body []byte) (event.Usage, error) {
+	var r openAIResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return event.Usage{}, fmt.Errorf("decode response: %w", err)
+	}
+	if r.Usage == nil {
+		return event.Usage{}, ErrNoUsage
+	}
+	u := newOpenAIResponses()
+	if err := r.merge(&u); err != nil {
+		return event.Usage{}, err
+	}
+	return u, nil
+}
+
+// openAIResponsesEvent is one server-sent event of a streamed response; the response.*
+// lifecycle events carry the response object, the final one with its usage.
+type openAIResponsesEvent struct {
+	Type     string          `json:"type"`
+	Response *openAIResponse `json:"response"`
+}
