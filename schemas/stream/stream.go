@@ -4,6 +4,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -77,7 +78,7 @@ var DefaultOptions = Options{
 	Storage:         jetstream.FileStorage,
 }
 
-// Configs returns the configurations of the three streams.
+// Configs returns the configurations of the streams.
 func Configs(o Options) []jetstream.StreamConfig {
 	mk := func(name, subject, desc string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
@@ -97,13 +98,25 @@ func Configs(o Options) []jetstream.StreamConfig {
 		mk(Raw, RawPrefix+"*", "validated usage events as received, batched per partition"),
 		mk(Enriched, EnrichedPrefix+"*", "priced and attributed usage events as Arrow record batches"),
 		mk(Dead, DeadPrefix+">", "messages that could not be processed, with the reason in a header"),
+		mk(Outcomes, OutcomesSubject, "workflow outcomes from POST /v1/outcomes, NDJSON"),
 	}
 }
 
 // Ensure creates the streams or updates their configuration; every stage calls it at
 // start-up, so the order in which stages start does not matter.
+//
+// A stream that exists with more replicas than o asks for keeps them: an operator who scaled
+// the streams of a cluster (deploy/kubernetes provisions three replicas) must not see a stage
+// that starts with the single-machine defaults scale them back down to one.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range Configs(o) {
+		s, err := js.Stream(ctx, cfg.Name)
+		switch {
+		case err == nil:
+			cfg.Replicas = max(cfg.Replicas, s.CachedInfo().Config.Replicas)
+		case !errors.Is(err, jetstream.ErrStreamNotFound):
+			return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
 		}

@@ -99,7 +99,7 @@ func TestEnsure(t *testing.T) {
 
 	check := func(t *testing.T) {
 		t.Helper()
-		want := map[string]string{Raw: "usage.raw.*", Enriched: "usage.enriched.*", Dead: "usage.dead.>"}
+		want := map[string]string{Raw: "usage.raw.*", Enriched: "usage.enriched.*", Dead: "usage.dead.>", Outcomes: "outcomes.raw"}
 		names := js.StreamNames(ctx)
 		n := 0
 		for range names.Name() {
@@ -108,8 +108,8 @@ func TestEnsure(t *testing.T) {
 		if names.Err() != nil {
 			t.Fatalf("list streams: %v", names.Err())
 		}
-		if n != 3 {
-			t.Fatalf("%d streams, want 3", n)
+		if n != len(want) {
+			t.Fatalf("%d streams, want %d", n, len(want))
 		}
 		for name, subject := range want {
 			s, err := js.Stream(ctx, name)

@@ -1,0 +1,212 @@
+// Package compose holds deploy/compose: the docker-compose file, the Dockerfile building
+// every tokenmeter binary, and Grafana's provisioning. This test renders the compose file the
+// way `docker compose config` does (compose-go, the library Docker Compose itself uses) and
+// checks that everything it names exists in the repository.
+package compose
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"sigs.k8s.io/yaml"
+)
+
+const repoRoot = "../.."
+
+func loadProject(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"}, cli.WithWorkingDirectory("."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("render docker-compose.yml: %v", err)
+	}
+	return p
+}
+
+// dockerfileCommands returns the Go commands the Dockerfile builds, by binary name, with
+// their source directories.
+func dockerfileCommands(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := map[string]string{}
+	for _, m := range regexp.MustCompile(`\./([a-z]+/cmd/([a-z]+))`).FindAllStringSubmatch(string(data), -1) {
+		cmds[m[2]] = m[1]
+	}
+	return cmds
+}
+
+// mainSource returns the Go source of the main package in dir (relative to the repository).
+func mainSource(t *testing.T, dir string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+	var src strings.Builder
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Write(data)
+	}
+	if !strings.Contains(src.String(), "package main") {
+		t.Errorf("%s holds no main package", dir)
+	}
+	return src.String()
+}
+
+func TestComposeRenders(t *testing.T) {
+	p := loadProject(t)
+	var names []string
+	for name := range p.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	if got, want := strings.Join(names, " "), "aggregator alerter clickhouse collector enricher grafana nats"; got != want {
+		t.Errorf("services = %s, want %s", got, want)
+	}
+
+	cmds := dockerfileCommands(t)
+	if got := len(cmds); got != 5 {
+		t.Errorf("the Dockerfile builds %d commands (%v), want 5: the four services and tokenmeter", got, cmds)
+	}
+	for _, dir := range cmds {
+		mainSource(t, dir)
+	}
+
+	for name, s := range p.Services {
+		if s.Build != nil {
+			if _, err := os.Stat(filepath.Join(s.Build.Context, s.Build.Dockerfile)); err != nil {
+				t.Errorf("%s: build file: %v", name, err)
+			}
+			if _, err := os.Stat(filepath.Join(s.Build.Context, "go.work")); err != nil {
+				t.Errorf("%s: build context %s is not the repository root: %v", name, s.Build.Context, err)
+			}
+		}
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind {
+				if _, err := os.Stat(v.Source); err != nil {
+					t.Errorf("%s: bind mount source: %v", name, err)
+				}
+			}
+		}
+		for dep := range s.DependsOn {
+			if _, ok := p.Services[dep]; !ok {
+				t.Errorf("%s depends on %s, which is not a service", name, dep)
+			}
+		}
+		if s.Build == nil {
+			if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+				t.Errorf("%s: infrastructure services need a health check, for depends_on to wait on", name)
+			}
+			continue
+		}
+		// A tokenmeter service: its command is a binary the Dockerfile builds, and every flag
+		// and environment variable it is given is one that binary reads.
+		if len(s.Command) == 0 {
+			t.Errorf("%s: no command", name)
+			continue
+		}
+		dir, ok := cmds[s.Command[0]]
+		if !ok {
+			t.Errorf("%s runs %q, which the Dockerfile does not build", name, s.Command[0])
+			continue
+		}
+		src := mainSource(t, dir)
+		for _, arg := range s.Command[1:] {
+			if flag, ok := strings.CutPrefix(arg, "-"); ok && !strings.Contains(src, `"`+flag+`"`) {
+				t.Errorf("%s: flag -%s is not defined in %s", name, flag, dir)
+			}
+		}
+		for key := range s.Environment {
+			if !strings.Contains(src, `"`+key+`"`) {
+				t.Errorf("%s: environment variable %s is not read by %s", name, key, dir)
+			}
+		}
+	}
+}
+
+func TestGrafanaProvisioning(t *testing.T) {
+	ds := struct {
+		APIVersion  int `json:"apiVersion"`
+		Datasources []struct {
+			Name, Type, UID string
+			JSONData        struct {
+				Host            string `json:"host"`
+				Port            int    `json:"port"`
+				Protocol        string `json:"protocol"`
+				DefaultDatabase string `json:"defaultDatabase"`
+			} `json:"jsonData"`
+		} `json:"datasources"`
+	}{}
+	data, err := os.ReadFile("grafana/provisioning/datasources/clickhouse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &ds); err != nil {
+		t.Fatalf("parse the data source: %v", err)
+	}
+	if len(ds.Datasources) != 1 {
+		t.Fatalf("%d data sources, want 1", len(ds.Datasources))
+	}
+	d := ds.Datasources[0]
+	p := loadProject(t)
+	if d.Type != "grafana-clickhouse-datasource" || d.JSONData.Host != "clickhouse" || d.JSONData.Port != 9000 ||
+		d.JSONData.Protocol != "native" || d.JSONData.DefaultDatabase != "tokenmeter" {
+		t.Errorf("data source = %+v, want the native protocol on clickhouse:9000, database tokenmeter", d)
+	}
+	if _, ok := p.Services[d.JSONData.Host]; !ok {
+		t.Errorf("the data source points at %s, which is not a service", d.JSONData.Host)
+	}
+	if plugins := p.Services["grafana"].Environment["GF_INSTALL_PLUGINS"]; plugins == nil || *plugins != d.Type {
+		t.Errorf("grafana installs %v, want the data source's plugin %s", plugins, d.Type)
+	}
+
+	var prov struct {
+		Providers []struct {
+			Options struct {
+				Path string `json:"path"`
+			} `json:"options"`
+		} `json:"providers"`
+	}
+	data, err = os.ReadFile("grafana/provisioning/dashboards/tokenmeter.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &prov); err != nil || len(prov.Providers) != 1 {
+		t.Fatalf("parse the dashboard provider: %v (%d providers)", err, len(prov.Providers))
+	}
+	mounted := false
+	for _, v := range p.Services["grafana"].Volumes {
+		if v.Target != prov.Providers[0].Options.Path {
+			continue
+		}
+		mounted = true
+		dashboards, _ := filepath.Glob(filepath.Join(v.Source, "*.json"))
+		if len(dashboards) == 0 {
+			t.Errorf("no dashboard JSON in %s, which Grafana loads", v.Source)
+		}
+		for _, f := range dashboards {
+			if data, err := os.ReadFile(f); err != nil || !strings.Contains(string(data), `"`+d.Type+`"`) {
+				t.Errorf("dashboard %s does not use the %s data source (%v)", f, d.Type, err)
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("the dashboard provider reads %s, which nothing is mounted at", prov.Providers[0].Options.Path)
+	}
+}

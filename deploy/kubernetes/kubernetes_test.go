@@ -1,0 +1,433 @@
+// Package kubernetes holds deploy/kubernetes, tokenmeter's manifests. This test decodes every
+// manifest strictly into the Kubernetes API types (an unknown or misspelt field fails), and
+// checks what a schema cannot: probes and resource requests on every container, references
+// between objects, the single-writer rule, and that the stream definitions equal the ones
+// the code declares.
+package kubernetes
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+const repoRoot = "../.."
+
+// objects is every object of the manifests, by kind.
+type objects struct {
+	namespaces   []corev1.Namespace
+	configMaps   map[string]corev1.ConfigMap
+	secrets      map[string]corev1.Secret
+	services     []corev1.Service
+	deployments  map[string]appsv1.Deployment
+	statefulSets map[string]appsv1.StatefulSet
+	jobs         []batchv1.Job
+}
+
+// strict decodes doc into v, refusing unknown fields.
+func strict(doc []byte, v any) error { return yaml.UnmarshalStrict(doc, v) }
+
+func load(t *testing.T) (objects, []string) {
+	t.Helper()
+	o := objects{configMaps: map[string]corev1.ConfigMap{}, secrets: map[string]corev1.Secret{},
+		deployments: map[string]appsv1.Deployment{}, statefulSets: map[string]appsv1.StatefulSet{}}
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	for _, f := range files {
+		if f == "kustomization.yaml" {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			where := fmt.Sprintf("%s, document %d", f, i+1)
+			var meta struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				Metadata   struct {
+					Name      string `json:"name"`
+					Namespace string `json:"namespace"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				t.Errorf("%s: %v", where, err)
+				continue
+			}
+			if meta.Metadata.Name == "" {
+				t.Errorf("%s: no metadata.name", where)
+			}
+			if meta.Kind != "Namespace" && meta.Metadata.Namespace != "tokenmeter" {
+				t.Errorf("%s: %s %s is in namespace %q, want tokenmeter", where, meta.Kind, meta.Metadata.Name, meta.Metadata.Namespace)
+			}
+			var err2 error
+			switch kind := meta.APIVersion + " " + meta.Kind; kind {
+			case "v1 Namespace":
+				var v corev1.Namespace
+				err2 = strict([]byte(doc), &v)
+				o.namespaces = append(o.namespaces, v)
+			case "v1 ConfigMap":
+				var v corev1.ConfigMap
+				err2 = strict([]byte(doc), &v)
+				o.configMaps[v.Name] = v
+			case "v1 Secret":
+				var v corev1.Secret
+				err2 = strict([]byte(doc), &v)
+				o.secrets[v.Name] = v
+			case "v1 Service":
+				var v corev1.Service
+				err2 = strict([]byte(doc), &v)
+				o.services = append(o.services, v)
+			case "apps/v1 Deployment":
+				var v appsv1.Deployment
+				err2 = strict([]byte(doc), &v)
+				o.deployments[v.Name] = v
+			case "apps/v1 StatefulSet":
+				var v appsv1.StatefulSet
+				err2 = strict([]byte(doc), &v)
+				o.statefulSets[v.Name] = v
+			case "batch/v1 Job":
+				var v batchv1.Job
+				err2 = strict([]byte(doc), &v)
+				o.jobs = append(o.jobs, v)
+			default:
+				err2 = fmt.Errorf("unexpected kind %q", kind)
+			}
+			if err2 != nil {
+				t.Errorf("%s: %v", where, err2)
+			}
+		}
+	}
+	return o, files
+}
+
+func TestKustomizationListsEveryManifest(t *testing.T) {
+	_, files := load(t)
+	data, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Namespace  string   `json:"namespace"`
+		Resources  []string `json:"resources"`
+	}
+	if err := strict(data, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	var want []string
+	for _, f := range files {
+		if f != "kustomization.yaml" {
+			want = append(want, f)
+		}
+	}
+	got := append([]string(nil), k.Resources...)
+	sort.Strings(got)
+	if strings.Join(got, " ") != strings.Join(want, " ") || k.Namespace != "tokenmeter" {
+		t.Errorf("kustomization lists %v in %q, want %v in tokenmeter", got, k.Namespace, want)
+	}
+}
+
+// workloads returns every pod template with the name of its owner.
+func (o objects) workloads() map[string]corev1.PodTemplateSpec {
+	w := map[string]corev1.PodTemplateSpec{}
+	for n, d := range o.deployments {
+		w["Deployment "+n] = d.Spec.Template
+	}
+	for n, s := range o.statefulSets {
+		w["StatefulSet "+n] = s.Spec.Template
+	}
+	return w
+}
+
+func TestWorkloads(t *testing.T) {
+	o, _ := load(t)
+	for _, name := range []string{"collector", "enricher", "aggregator", "alerter"} {
+		if _, ok := o.deployments[name]; !ok {
+			t.Errorf("no Deployment %s", name)
+		}
+	}
+	for _, name := range []string{"nats", "clickhouse"} {
+		if _, ok := o.statefulSets[name]; !ok {
+			t.Errorf("no StatefulSet %s", name)
+		}
+	}
+	for owner, tpl := range o.workloads() {
+		for _, c := range tpl.Spec.Containers {
+			where := owner + ", container " + c.Name
+			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+				t.Errorf("%s: needs a readiness and a liveness probe", where)
+			}
+			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+				if p == nil || p.HTTPGet == nil {
+					continue
+				}
+				if !hasPort(c, p.HTTPGet.Port) {
+					t.Errorf("%s: a probe uses port %s, which the container does not declare", where, p.HTTPGet.Port.String())
+				}
+			}
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+				t.Errorf("%s: needs CPU and memory requests", where)
+			}
+			if c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("%s: needs a memory limit", where)
+			}
+			o.checkRefs(t, where, c, tpl.Spec.Volumes)
+		}
+	}
+	// Single writers: two aggregators would both write every partition, two alerters page twice.
+	for _, name := range []string{"aggregator", "alerter"} {
+		d := o.deployments[name]
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("Deployment %s: replicas %v, strategy %q; want exactly 1 and Recreate", name, d.Spec.Replicas, d.Spec.Strategy.Type)
+		}
+	}
+	// Every Service selects a workload and targets a port it declares.
+	for _, s := range o.services {
+		matched := false
+		for _, tpl := range o.workloads() {
+			if selects(s.Spec.Selector, tpl.Labels) {
+				matched = true
+				for _, p := range s.Spec.Ports {
+					target := p.TargetPort
+					if target.IntVal == 0 && target.StrVal == "" {
+						target = intstr.FromInt32(p.Port)
+					}
+					if !hasPort(tpl.Spec.Containers[0], target) {
+						t.Errorf("Service %s: port %s is not declared by the pods it selects", s.Name, target.String())
+					}
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("Service %s selects no workload (%v)", s.Name, s.Spec.Selector)
+		}
+	}
+	for owner, tpl := range o.workloads() {
+		var sel map[string]string
+		if d, ok := o.deployments[strings.TrimPrefix(owner, "Deployment ")]; ok && strings.HasPrefix(owner, "Deployment ") {
+			sel = d.Spec.Selector.MatchLabels
+		} else {
+			sel = o.statefulSets[strings.TrimPrefix(owner, "StatefulSet ")].Spec.Selector.MatchLabels
+		}
+		if len(sel) == 0 || !selects(sel, tpl.Labels) {
+			t.Errorf("%s: its selector %v does not match its pod labels %v", owner, sel, tpl.Labels)
+		}
+	}
+	for _, j := range o.jobs {
+		for _, c := range j.Spec.Template.Spec.Containers {
+			o.checkRefs(t, "Job "+j.Name, c, j.Spec.Template.Spec.Volumes)
+		}
+	}
+}
+
+func hasPort(c corev1.Container, p intstr.IntOrString) bool {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return true
+		}
+	}
+	return false
+}
+
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(selector) > 0
+}
+
+// checkRefs checks that every ConfigMap, Secret and key a container uses is in the manifests.
+func (o objects) checkRefs(t *testing.T, where string, c corev1.Container, volumes []corev1.Volume) {
+	t.Helper()
+	env := map[string]bool{}
+	for _, e := range c.EnvFrom {
+		switch {
+		case e.ConfigMapRef != nil:
+			cm, ok := o.configMaps[e.ConfigMapRef.Name]
+			if !ok {
+				t.Errorf("%s: no ConfigMap %s", where, e.ConfigMapRef.Name)
+			}
+			for k := range cm.Data {
+				env[k] = true
+			}
+		case e.SecretRef != nil:
+			s, ok := o.secrets[e.SecretRef.Name]
+			if !ok {
+				t.Errorf("%s: no Secret %s", where, e.SecretRef.Name)
+			}
+			for k := range s.StringData {
+				env[k] = true
+			}
+		}
+	}
+	for _, e := range c.Env {
+		env[e.Name] = true
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			ref := e.ValueFrom.SecretKeyRef
+			if _, ok := o.secrets[ref.Name].StringData[ref.Key]; !ok {
+				t.Errorf("%s: no key %s in Secret %s", where, ref.Key, ref.Name)
+			}
+		}
+	}
+	for _, v := range volumes {
+		if v.ConfigMap != nil {
+			if _, ok := o.configMaps[v.ConfigMap.Name]; !ok {
+				t.Errorf("%s: volume %s: no ConfigMap %s", where, v.Name, v.ConfigMap.Name)
+			}
+		}
+	}
+	// $(VAR) in args must be defined, or Kubernetes passes it through verbatim.
+	for _, a := range c.Args {
+		for _, m := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(a, -1) {
+			if !env[m[1]] {
+				t.Errorf("%s: args use $(%s), which the container's environment does not define", where, m[1])
+			}
+		}
+	}
+}
+
+// TestServiceCommands checks that the tokenmeter services run binaries the Dockerfile builds,
+// with flags and environment variables those binaries read.
+func TestServiceCommands(t *testing.T) {
+	o, _ := load(t)
+	dockerfile, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "compose", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]string{}
+	for _, m := range regexp.MustCompile(`\./([a-z]+/cmd/([a-z]+))`).FindAllStringSubmatch(string(dockerfile), -1) {
+		dirs[m[2]] = m[1]
+	}
+	for name, d := range o.deployments {
+		c := d.Spec.Template.Spec.Containers[0]
+		if len(c.Command) != 1 {
+			t.Errorf("Deployment %s: command %v, want one binary", name, c.Command)
+			continue
+		}
+		dir, ok := dirs[c.Command[0]]
+		if !ok {
+			t.Errorf("Deployment %s runs %s, which the Dockerfile does not build", name, c.Command[0])
+			continue
+		}
+		src := mainSource(t, dir)
+		for _, a := range c.Args {
+			if flag, ok := strings.CutPrefix(a, "-"); ok && !strings.Contains(src, `"`+flag+`"`) {
+				t.Errorf("Deployment %s: flag -%s is not defined in %s", name, flag, dir)
+			}
+		}
+		for _, e := range c.Env {
+			if !strings.Contains(src, `"`+e.Name+`"`) {
+				t.Errorf("Deployment %s: %s is not read by %s", name, e.Name, dir)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if e.SecretRef == nil {
+				continue
+			}
+			for k := range o.secrets[e.SecretRef.Name].StringData {
+				if !strings.Contains(src, `"`+k+`"`) {
+					t.Errorf("Deployment %s: %s (Secret %s) is not read by %s", name, k, e.SecretRef.Name, dir)
+				}
+			}
+		}
+	}
+}
+
+func mainSource(t *testing.T, dir string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+	var src bytes.Buffer
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src.Write(data)
+		}
+	}
+	if !bytes.Contains(src.Bytes(), []byte("package main")) {
+		t.Errorf("%s holds no main package", dir)
+	}
+	return src.String()
+}
+
+// TestNATSCluster checks the cluster of three: one route per replica, each naming a pod of the
+// StatefulSet through its headless Service.
+func TestNATSCluster(t *testing.T) {
+	o, _ := load(t)
+	sts := o.statefulSets["nats"]
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+		t.Fatalf("StatefulSet nats: replicas %v, want 3", sts.Spec.Replicas)
+	}
+	conf := o.configMaps["nats-config"].Data["nats.conf"]
+	routes := regexp.MustCompile(`nats://(nats-\d)\.`+sts.Spec.ServiceName+`\.tokenmeter\.svc\.cluster\.local:6222`).FindAllStringSubmatch(conf, -1)
+	var pods []string
+	for _, r := range routes {
+		pods = append(pods, r[1])
+	}
+	if strings.Join(pods, " ") != "nats-0 nats-1 nats-2" {
+		t.Errorf("cluster routes name %v, want nats-0 nats-1 nats-2 through %s", pods, sts.Spec.ServiceName)
+	}
+	for _, want := range []string{"jetstream {", "store_dir: /data", "server_name: $SERVER_NAME"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nats.conf lacks %q", want)
+		}
+	}
+}
+
+// TestStreamsMatchCode checks that the streams the Job creates are the code's
+// (stream.Configs), with three replicas.
+func TestStreamsMatchCode(t *testing.T) {
+	o, _ := load(t)
+	cm := o.configMaps["tokenmeter-streams"]
+	opts := stream.DefaultOptions
+	opts.Replicas = 3
+	want := stream.Configs(opts)
+	if len(cm.Data) != len(want) {
+		t.Errorf("ConfigMap tokenmeter-streams holds %d streams, the code declares %d", len(cm.Data), len(want))
+	}
+	for _, w := range want {
+		data, ok := cm.Data[w.Name+".json"]
+		if !ok {
+			t.Errorf("ConfigMap tokenmeter-streams has no %s.json", w.Name)
+			continue
+		}
+		var got jetstream.StreamConfig
+		d := json.NewDecoder(strings.NewReader(data))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&got); err != nil {
+			t.Errorf("%s.json: %v", w.Name, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("%s.json =\n%+v\nthe code declares\n%+v", w.Name, got, w)
+		}
+	}
+}
