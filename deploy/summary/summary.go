@@ -15,10 +15,10 @@ import (
 
 // Line is one row of a breakdown.
 type Line struct {
-	Key      string
-	Events   uint64
-	Cost     decimal.Decimal
-	Unpriced uint64
+	Key      string          `json:"key"`
+	Events   uint64          `json:"events"`
+	Cost     decimal.Decimal `json:"cost_usd"`
+	Unpriced uint64          `json:"unpriced_events"`
 }
 
 // Report is what the summary shows.
@@ -107,4 +107,56 @@ func Money(d decimal.Decimal) string {
 		out = "-" + out
 	}
 	return out
+}
+
+// PrintSpend writes the "tokenmeter spend" report: aligned tables under one heading each.
+func PrintSpend(w io.Writer, s Spend) {
+	heading := func(title string, total Line) {
+		fmt.Fprintf(w, "\n%s  %s over %d events", title, Money(total.Cost), total.Events)
+		if total.Unpriced > 0 {
+			fmt.Fprintf(w, " (%d unpriced)", total.Unpriced)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "SPEND  today %s, month to date since %s (UTC days)\n", s.Today.To.Format(time.DateOnly), s.MonthToDate.From.Format(time.DateOnly))
+	heading("TODAY", s.TodayTotal)
+	table(w, "team", s.TodayByTeam)
+	table(w, "model", s.TodayByModel)
+	heading("MONTH TO DATE", s.MonthTotal)
+	table(w, "team", s.MonthByTeam)
+	table(w, "model", s.MonthByModel)
+	fmt.Fprintf(w, "\nTOP MOVERS  last %d days against the %d before\n", s.MoverDays, s.MoverDays)
+	movers(w, "team", s.TeamMovers)
+	movers(w, "model", s.ModelMovers)
+	fmt.Fprintf(w, "\nUNPRICED MODELS  this month: events stored without a price; add the models to the pricing catalogue\n")
+	if len(s.UnpricedMonth) == 0 {
+		fmt.Fprintln(w, "  none: every event was priced")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  PROVIDER\tMODEL\tEVENTS\tFIRST DAY\tLAST DAY\n")
+	for _, m := range s.UnpricedMonth {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", m.Provider, m.Model, m.Events, m.FirstSeen, m.LastSeen)
+	}
+	_ = tw.Flush()
+}
+
+func movers(w io.Writer, title string, ms []Mover) {
+	if len(ms) == 0 {
+		fmt.Fprintf(w, "  no %s changed\n", title)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%s\tnow\tbefore\tchange\t%%\t\n", strings.ToUpper(title))
+	for _, m := range ms {
+		arrow, pct := "▲", m.ChangePct+"%"
+		if m.Delta.IsNegative() {
+			arrow = "▼"
+		}
+		if m.ChangePct == "" {
+			pct = "new"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t\n", m.Key, Money(m.Current), Money(m.Previous), arrow, Money(m.Delta.Abs()), pct)
+	}
+	_ = tw.Flush()
 }
