@@ -6,7 +6,7 @@ GO ?= go
 CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 FUZZTIME ?= 10s
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,6 +17,7 @@ build: ## build every binary into bin/
 	$(GO) build -o bin/collector ./collector/cmd/collector
 	$(GO) build -o bin/enricher ./enricher/cmd/enricher
 	$(GO) build -o bin/aggregator ./aggregator/cmd/aggregator
+	$(GO) build -o bin/alerter ./alerter/cmd/alerter
 	$(GO) build -o bin/loadgen ./bench/cmd/loadgen
 
 clickhouse: ## start (or reuse) the local ClickHouse on 127.0.0.1:9000/8123
@@ -25,13 +26,19 @@ clickhouse: ## start (or reuse) the local ClickHouse on 127.0.0.1:9000/8123
 clickhouse-stop: ## stop the local ClickHouse started by `make clickhouse`
 	deploy/clickhouse/local.sh stop
 
+chromium: ## install Debian's chromium when missing (the dashboard's browser test needs it)
+	@deploy/dashboard/chromium.sh >/dev/null
+
+dashboard-assets: ## rebuild deploy/dashboard/static/app.js from deploy/dashboard/web (needs npm; commit the result)
+	cd deploy/dashboard/web && npm ci --no-audit --no-fund && npm run build
+
 run: build clickhouse ## run the whole pipeline in one process (embedded NATS, local ClickHouse)
 	bin/tokenmeter run
 
 demo: build clickhouse ## run the pipeline and drive synthetic traffic, printing a spend summary
 	bin/tokenmeter run -demo
 
-test: clickhouse ## vet and test every module against real NATS JetStream and ClickHouse
+test: clickhouse chromium ## vet and test every module against real NATS JetStream and ClickHouse
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./... ) || exit 1; done
 	$(GO) vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	$(GO) test -count=1 -timeout 20m $(addsuffix /...,$(addprefix ./,$(MODULES)))
@@ -45,7 +52,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	done
 
 bench: clickhouse ## per-stage Go benchmarks, then the end-to-end table of the README
-	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./collector/... ./enricher/... ./aggregator/... ./bench/loadgen/...
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./collector/... ./enricher/... ./aggregator/... ./alerter/... ./bench/loadgen/...
 	$(GO) run ./bench/cmd/e2e
 
 lint: ## gofmt and go vet

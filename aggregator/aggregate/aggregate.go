@@ -51,9 +51,9 @@ type Aggregator struct {
 	// partitions holds each partition's reason not to be ready, nil when it is.
 	partitions []atomic.Pointer[error]
 
-	// beforeAck, when set (by tests), runs after a batch is inserted and before its messages
-	// are acked; an error stops the worker there, as a crash would.
-	beforeAck func(partition int) error
+	// beforeAck, when set (Config.BeforeAck, or tests), runs after a batch is inserted and
+	// before its messages are acked; an error stops the worker there, as a crash would.
+	beforeAck func(partition, rows int) error
 }
 
 // New validates cfg (after applying defaults), registers the metrics and returns the stage.
@@ -81,6 +81,7 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 	a := &Aggregator{
 		cfg: cfg, chOpts: opts, js: js, log: cfg.Logger, m: m, now: time.Now,
 		partitions: make([]atomic.Pointer[error], cfg.Partitions),
+		beforeAck:  cfg.BeforeAck,
 	}
 	for p := range a.partitions {
 		a.setReady(p, errNotStarted)
@@ -139,6 +140,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx is done
 	}
+	if err := a.awaitPredecessor(ctx, store{conn, a.cfg.Database}); err != nil {
+		return nil // ctx is done
+	}
 	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
 		return stream.Ensure(ctx, a.js, stream.DefaultOptions)
 	}, nil)
@@ -152,7 +156,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for p := range a.cfg.Partitions {
 		wg.Go(func() {
-			if err := a.runPartition(ctx, chwrite.New(conn, a.cfg.Database), p); err != nil {
+			if err := a.runPartition(ctx, chwrite.New(conn, a.cfg.Database), store{conn, a.cfg.Database}, p); err != nil {
 				errs[p] = fmt.Errorf("partition %d: %w", p, err)
 				cancel()
 			}
@@ -209,4 +213,37 @@ func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, e
 		return err
 	}, &p)
 	return cons, err
+}
+
+// awaitPredecessor waits until ClickHouse runs no INSERT into usage_events, before any worker
+// loads its de-duplication set. An aggregator killed while sending an INSERT can leave it
+// running in ClickHouse, which then lands after the process is gone; a set loaded before it
+// lands would miss its ids, and their next copies would be written twice. (Chaos scenario 2
+// found this.) Only one aggregator writes a database, so an INSERT running now is a
+// predecessor's. Two empty looks 100 ms apart cover a query that was still in the socket.
+func (a *Aggregator) awaitPredecessor(ctx context.Context, st store) error {
+	empty := 0
+	for empty < 2 {
+		var n uint64
+		err := a.retry(ctx, a.chBreaker, "look for INSERTs of a previous aggregator", func(ctx context.Context) error {
+			var err error
+			n, err = st.runningInserts(ctx)
+			return err
+		}, nil)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			empty++
+		} else {
+			empty = 0
+			a.log.Warn("waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets", "running", n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -83,7 +83,9 @@ func (e *env) start(tb testing.TB, hook func(p int) error) *aggregator {
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	a.beforeAck = hook
+	if hook != nil {
+		a.beforeAck = func(p, _ int) error { return hook(p) }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	ag := &aggregator{Aggregator: a, reg: reg, done: done}
@@ -129,10 +131,21 @@ func (e *env) publish(tb testing.TB, rows ...batch.Row) {
 	}
 }
 
-// waitDrained waits until every partition's consumer has acked everything in the stream.
+// waitDrained waits until every partition's consumer has acked everything in the stream. A
+// consumer learns of a new message asynchronously, so NumPending can read 0 just after a
+// publish; the consumer that holds the stream's last message must also have acked it.
 func (e *env) waitDrained(tb testing.TB) {
 	tb.Helper()
 	waitFor(tb, "consumers to ack every message", func() bool {
+		st, err := e.js.Stream(context.Background(), stream.Enriched)
+		if err != nil {
+			return false
+		}
+		sinfo, err := st.Info(context.Background())
+		if err != nil {
+			return false
+		}
+		var floor uint64
 		for p := range testPartitions {
 			c, err := e.js.Consumer(context.Background(), stream.Enriched, consumerName(p))
 			if err != nil {
@@ -142,8 +155,9 @@ func (e *env) waitDrained(tb testing.TB) {
 			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
 				return false
 			}
+			floor = max(floor, info.AckFloor.Stream)
 		}
-		return true
+		return floor == sinfo.State.LastSeq
 	})
 }
 
@@ -444,5 +458,136 @@ func TestClickHouseFailureIsRetriedNotAcked(t *testing.T) {
 	}
 	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1m"), "2 4.000000000000"; got != want {
 		t.Errorf("spend_1m events and sum = %s, want %s", got, want)
+	}
+}
+
+// deadLetters reads every message of USAGE_DEAD from the aggregator.
+func (e *env) deadLetters(tb testing.TB) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, stream.Dead)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("read message %d of %s: %v", seq, stream.Dead, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// The same event id with different content is counted once — the first copy — and the second
+// copy is reported: a conflict metric and a USAGE_DEAD record holding it with the reason. A
+// copy priced differently but with the same content is a plain duplicate. Both hold across a
+// restart, when the set is rebuilt from ClickHouse's content_fp column, and within one batch.
+func TestConflictingCopyIsDroppedAndReported(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	first := row("evt_x", t0, 1_000_000)
+	e.publish(t, first)
+	waitFor(t, "evt_x written", func() bool { return e.count(t) == "1" })
+
+	changed := first
+	changed.Tokens.Output = 301 // a different call under the same id
+	repriced := first
+	repriced.CostPico, repriced.PriceVersion = 9_999_999, "v2" // the same call priced again
+	inBatch, inBatchChanged := row("evt_y", t0, 5), row("evt_y", t0, 5)
+	inBatchChanged.Team = "ads"
+	e.publish(t, changed, repriced, inBatch, inBatchChanged)
+	e.waitDrained(t)
+	if got := testutil.ToFloat64(a.m.conflicts); got != 2 {
+		t.Errorf("conflicts metric = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(a.m.duplicates); got != 1 {
+		t.Errorf("duplicates metric = %v, want 1 (the repriced copy)", got)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// After a restart the set comes from ClickHouse; the conflict is still recognised.
+	b := e.start(t, nil)
+	changedAgain := first
+	changedAgain.Model = "gpt-4o-mini"
+	e.publish(t, changedAgain, first)
+	e.waitDrained(t)
+	if got := testutil.ToFloat64(b.m.conflicts); got != 1 {
+		t.Errorf("after restart: conflicts metric = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(b.m.duplicates); got != 1 {
+		t.Errorf("after restart: duplicates metric = %v, want 1", got)
+	}
+
+	want := "evt_x 1200/300 0.000001000000 search;evt_y 1200/300 0.000000000005 search"
+	if got := e.query(t, "SELECT arrayStringConcat(groupArray(s), ';') FROM (SELECT concat(event_id, ' ', toString(input_tokens), '/', toString(output_tokens), ' ', toString(cost_usd), ' ', team) AS s FROM {db}.usage_events ORDER BY event_id)"); got != want {
+		t.Errorf("usage_events:\n got %s\nwant %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(output_tokens)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1m"), "2 600 0.000001000005"; got != want {
+		t.Errorf("spend_1m = %s, want %s", got, want)
+	}
+
+	dead := e.deadLetters(t)
+	var reasons []string
+	for _, m := range dead {
+		rows, err := batch.Decode(m.Data)
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("dead letter %q holds %d rows (%v), want the one conflicting copy", m.Header.Get(stream.HeaderReason), len(rows), err)
+		}
+		reason := m.Header.Get(stream.HeaderReason)
+		if !strings.HasPrefix(reason, fmt.Sprintf("conflict: event id %q is already stored with different content", rows[0].ID)) {
+			t.Errorf("dead letter reason %q does not name the conflict on %s", reason, rows[0].ID)
+		}
+		reasons = append(reasons, fmt.Sprintf("%s %d %s %s", rows[0].ID, rows[0].Tokens.Output, rows[0].Model, rows[0].Team))
+	}
+	sort.Strings(reasons)
+	if got, want := strings.Join(reasons, ";"), "evt_x 300 gpt-4o-mini search;evt_x 301 gpt-4o search;evt_y 300 gpt-4o ads"; got != want {
+		t.Errorf("dead-lettered copies:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A row with impossible values is quarantined with its reason; the rows beside it in the same
+// message are written.
+func TestImpossibleRowIsQuarantinedAndTheRestWritten(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	good, bad, worse := row("evt_ok", t0, 7), row("evt_bad", t0, 8), row("evt_worse", t0, 9)
+	bad.Tokens.Input = -5
+	worse.Tokens.Reasoning, worse.CostPico = 301, -1
+	// One message: put all three on one partition.
+	p := stream.Partition(good.ID, testPartitions)
+	for i := 0; stream.Partition(bad.ID, testPartitions) != p; i++ {
+		bad.ID = fmt.Sprintf("evt_bad_%d", i)
+	}
+	for i := 0; stream.Partition(worse.ID, testPartitions) != p; i++ {
+		worse.ID = fmt.Sprintf("evt_worse_%d", i)
+	}
+	e.publish(t, bad, good, worse)
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', any(event_id), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "1 evt_ok 0.000000000007"; got != want {
+		t.Errorf("usage_events = %s, want %s", got, want)
+	}
+	dead := e.deadLetters(t)
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	rows, err := batch.Decode(dead[0].Data)
+	if err != nil || len(rows) != 2 || rows[0].ID != bad.ID || rows[1].ID != worse.ID {
+		t.Fatalf("dead letter holds %d rows (%v), want %s and %s", len(rows), err, bad.ID, worse.ID)
+	}
+	want := fmt.Sprintf("impossible values: event %q: input_tokens (-5) outside 0..100000000; cached_input_tokens (1000) + cache_write_tokens (0) exceed input_tokens (-5); "+
+		"event %q: reasoning_tokens (301) exceed output_tokens (300); negative cost (-1) or savings (0) in picodollars", bad.ID, worse.ID)
+	if got := dead[0].Header.Get(stream.HeaderReason); got != want {
+		t.Errorf("reason:\n got %s\nwant %s", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.poison); got != 2 {
+		t.Errorf("poison metric = %v, want 2", got)
 	}
 }

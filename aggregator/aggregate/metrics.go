@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	rows       prometheus.Counter
 	duplicates prometheus.Counter
+	conflicts  prometheus.Counter
 	inserts    *prometheus.CounterVec
 	insertSecs prometheus.Histogram
 	poison     prometheus.Counter
@@ -26,6 +27,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_aggregator_duplicates_total",
 			Help: "Events dropped because their id is already in ClickHouse or earlier in the same batch.",
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_conflicts_total",
+			Help: "Copies of an already stored event id with different content: dropped (the first copy is kept) and sent to USAGE_DEAD.",
+		}),
 		inserts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_inserts_total",
 			Help: "INSERTs into usage_events by outcome (ok, error).",
@@ -37,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		poison: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_poison_messages_total",
-			Help: "Undecodable messages sent to USAGE_DEAD.",
+			Help: "Undecodable messages, and rows with impossible values, sent to USAGE_DEAD.",
 		}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenmeter_aggregator_breaker_state",
@@ -50,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.inserts.WithLabelValues("ok")
 	m.inserts.WithLabelValues("error")
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs} {
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,28 +34,36 @@ const (
 var errStopped = errors.New("stopped before the batch was written")
 
 // pending is a batch: decoded rows and the messages they came from, to ack once the rows are
-// in ClickHouse.
+// in ClickHouse, and the conflicts found while filtering it, to dead-letter before the ack.
 type pending struct {
-	msgs []jetstream.Msg
-	rows []batch.Row
+	msgs      []jetstream.Msg
+	rows      []batch.Row
+	conflicts []conflict
+}
+
+// conflict is a copy of an event whose id is already stored (or earlier in the batch) with
+// different content. The first copy is kept; this one is dropped and reported.
+type conflict struct {
+	row         batch.Row
+	stored, got uint64 // content fingerprints of the kept copy and of this one
 }
 
 // worker is the single writer of one partition.
 type worker struct {
-	a    *Aggregator
-	p    int
-	log  *slog.Logger
-	w    *chwrite.Writer
-	set  *dedup.Set
-	cons jetstream.Consumer
-	seen map[dedup.Key]struct{} // ids of the batch being filtered
-	keys []dedup.Key
+	a     *Aggregator
+	p     int
+	log   *slog.Logger
+	w     *chwrite.Writer
+	store store
+	set   *dedup.Set
+	cons  jetstream.Consumer
+	seen  map[dedup.Key]uint64 // ids of the batch being filtered → content fingerprint
 }
 
-func (a *Aggregator) runPartition(ctx context.Context, w *chwrite.Writer, p int) error {
+func (a *Aggregator) runPartition(ctx context.Context, w *chwrite.Writer, st store, p int) error {
 	wk := &worker{
-		a: a, p: p, w: w, log: a.log.With("partition", p),
-		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]struct{}),
+		a: a, p: p, w: w, store: st, log: a.log.With("partition", p),
+		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]uint64),
 	}
 	if err := wk.warm(ctx); err != nil {
 		return nil // ctx is done
@@ -97,8 +106,8 @@ func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
 	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
 		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
-		return wk.w.IDs(ctx, wk.p, wk.set.Floor(), func(id string, at time.Time) {
-			wk.set.Add(dedup.KeyOf(id), at)
+		return wk.store.ids(ctx, wk.p, wk.set.Floor(), func(id string, at time.Time, fp uint64) {
+			wk.set.Add(dedup.KeyOf(id), fp, at)
 		})
 	}, &wk.p)
 	if err != nil {
@@ -170,15 +179,96 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 	}
 }
 
-// take decodes msg into b, or dead-letters it when it cannot be written.
+// take decodes msg into b, or dead-letters it when it cannot be written. Rows with impossible
+// values are quarantined on their own, and the rest of the message is taken; when their
+// quarantine cannot be stored, the message is left unacked and comes back later.
 func (wk *worker) take(b *pending, msg jetstream.Msg) {
 	rows, err := wk.decode(msg)
 	if err != nil {
 		wk.deadLetter(msg, err)
 		return
 	}
+	good := rows[:0]
+	var bad []batch.Row
+	var reasons []error
+	for i := range rows {
+		if err := impossible(&rows[i]); err != nil {
+			bad = append(bad, rows[i])
+			reasons = append(reasons, fmt.Errorf("event %q: %w", rows[i].ID, err))
+			continue
+		}
+		good = append(good, rows[i])
+	}
+	if len(bad) > 0 && !wk.quarantineRows(msg, bad, errors.Join(reasons...)) {
+		return
+	}
 	b.msgs = append(b.msgs, msg)
-	b.rows = append(b.rows, rows...)
+	b.rows = append(b.rows, good...)
+}
+
+// impossible reports why r cannot be a real event priced by the enricher, or nil. The
+// collector validates every event, so such a row comes from a broken or foreign publisher;
+// writing it would put nonsense into the bill (a negative count becomes 0 in ClickHouse).
+func impossible(r *batch.Row) error {
+	const maxTokens = 100_000_000 // event.DefaultLimits.MaxTokens
+	t := r.Tokens
+	var errs []error
+	if r.ID == "" {
+		errs = append(errs, errors.New("empty event id"))
+	}
+	for _, c := range [...]struct {
+		name string
+		n    int64
+	}{{"input", t.Input}, {"output", t.Output}, {"cached_input", t.CachedInput}, {"cache_write", t.CacheWrite}, {"cache_write_1h", t.CacheWrite1h}, {"reasoning", t.Reasoning}} {
+		if c.n < 0 || c.n > maxTokens {
+			errs = append(errs, fmt.Errorf("%s_tokens (%d) outside 0..%d", c.name, c.n, maxTokens))
+		}
+	}
+	if t.CachedInput+t.CacheWrite > t.Input {
+		errs = append(errs, fmt.Errorf("cached_input_tokens (%d) + cache_write_tokens (%d) exceed input_tokens (%d)", t.CachedInput, t.CacheWrite, t.Input))
+	}
+	if t.CacheWrite1h > t.CacheWrite {
+		errs = append(errs, fmt.Errorf("cache_write_1h_tokens (%d) exceed cache_write_tokens (%d)", t.CacheWrite1h, t.CacheWrite))
+	}
+	if t.Reasoning > t.Output {
+		errs = append(errs, fmt.Errorf("reasoning_tokens (%d) exceed output_tokens (%d)", t.Reasoning, t.Output))
+	}
+	if r.CostPico < 0 || r.SavingsPico < 0 {
+		errs = append(errs, fmt.Errorf("negative cost (%d) or savings (%d) in picodollars", r.CostPico, r.SavingsPico))
+	}
+	// usage_events.time is a DateTime: seconds from 1970 to 2105.
+	if r.Time.Before(time.Unix(0, 0)) || r.Time.After(time.Date(2105, 12, 31, 0, 0, 0, 0, time.UTC)) {
+		errs = append(errs, fmt.Errorf("time %s outside what ClickHouse stores", r.Time.Format(time.RFC3339)))
+	}
+	return errors.Join(errs...)
+}
+
+// quarantineRows publishes rows of msg that cannot be written to USAGE_DEAD, as one batch
+// with the reasons. It reports whether they are stored there.
+func (wk *worker) quarantineRows(msg jetstream.Msg, rows []batch.Row, reason error) bool {
+	source := stream.Enriched
+	if md, err := msg.Metadata(); err == nil {
+		source += "/" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	data, err := batch.Encode(rows)
+	if err != nil {
+		wk.deadLetter(msg, fmt.Errorf("encode %d impossible rows for quarantine: %w (%w)", len(rows), err, reason))
+		return false
+	}
+	dead := nats.NewMsg(stream.DeadSubject("aggregator"))
+	dead.Data = data
+	dead.Header.Set(stream.HeaderReason, "impossible values: "+strings.ReplaceAll(reason.Error(), "\n", "; "))
+	dead.Header.Set(stream.HeaderSource, source)
+	dead.Header.Set(stream.HeaderSchema, batch.SchemaName)
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if _, err := wk.a.js.PublishMsg(ctx, dead, jetstream.WithMsgID("aggregator-rows:"+source)); err != nil {
+		wk.log.Error("cannot quarantine impossible rows; the message will be redelivered", "source", source, "reason", reason, "err", err)
+		return false
+	}
+	wk.a.m.poison.Add(float64(len(rows)))
+	wk.log.Warn("quarantined impossible rows", "source", source, "rows", len(rows), "reason", reason)
+	return true
 }
 
 func (wk *worker) decode(msg jetstream.Msg) ([]batch.Row, error) {
@@ -233,11 +323,11 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	if n := wk.set.Expire(); n > 0 {
 		wk.log.Info("expired event ids from the de-duplication set", "ids", n)
 	}
-	rows, old := wk.filter(b.rows)
+	rows, old := wk.filter(b)
 
 	// Ids received before the set's floor may be in ClickHouse without being in the set.
 	if len(old) > 0 {
-		if err := wk.dropExisting(ctx, &rows, old); err != nil {
+		if err := wk.dropExisting(ctx, b, &rows, old); err != nil {
 			return errStopped
 		}
 	}
@@ -251,7 +341,7 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 			for i := range rows {
 				ids[i] = rows[i].ID
 			}
-			if err := wk.dropExisting(ctx, &rows, ids); err != nil {
+			if err := wk.dropExisting(ctx, b, &rows, ids); err != nil {
 				return errStopped
 			}
 		}
@@ -273,12 +363,15 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	}
 
 	for i := range rows {
-		wk.set.Add(dedup.KeyOf(rows[i].ID), rows[i].Received)
+		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), rows[i].Received)
 	}
 	wk.a.m.dedupIDs.WithLabelValues(strconv.Itoa(wk.p)).Set(float64(wk.set.Len()))
 	wk.a.setReady(wk.p, nil)
+	if err := wk.reportConflicts(ctx, b.conflicts); err != nil {
+		return errStopped
+	}
 	if wk.a.beforeAck != nil {
-		if err := wk.a.beforeAck(wk.p); err != nil {
+		if err := wk.a.beforeAck(wk.p, len(rows)); err != nil {
 			return err
 		}
 	}
@@ -286,21 +379,65 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	return nil
 }
 
-// filter drops the rows whose id the set holds or that repeat an earlier row of the batch.
-// It returns the rows to insert (reusing rows' array) and the ids received before the set's
-// floor, which the set cannot vouch for.
-func (wk *worker) filter(rows []batch.Row) (fresh []batch.Row, old []string) {
+// reportConflicts dead-letters each conflicting copy, with both fingerprints in the reason,
+// and counts it. The message id makes a second report of the same copy (after a crash before
+// the ack) harmless. It returns an error only when ctx ends before every report is stored.
+func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
+	for i := range cs {
+		c := &cs[i]
+		data, err := batch.Encode([]batch.Row{c.row})
+		if err != nil {
+			return fmt.Errorf("encode conflicting copy of event %q: %w", c.row.ID, err)
+		}
+		reason := fmt.Sprintf("conflict: event id %q is already stored with different content (fingerprint %016x, this copy %016x); the first copy is kept",
+			c.row.ID, c.stored, c.got)
+		dead := nats.NewMsg(stream.DeadSubject("aggregator"))
+		dead.Data = data
+		dead.Header.Set(stream.HeaderReason, reason)
+		dead.Header.Set(stream.HeaderSource, stream.Enriched+"/partition "+strconv.Itoa(wk.p))
+		dead.Header.Set(stream.HeaderSchema, batch.SchemaName)
+		msgID := fmt.Sprintf("aggregator-conflict:%s:%016x", c.row.ID, c.got)
+		err = wk.a.retry(ctx, wk.a.natsBreaker, "dead-letter a conflicting copy of event "+strconv.Quote(c.row.ID), func(ctx context.Context) error {
+			pctx, cancel := context.WithTimeout(ctx, ackTimeout)
+			defer cancel()
+			_, err := wk.a.js.PublishMsg(pctx, dead, jetstream.WithMsgID(msgID))
+			return err
+		}, nil)
+		if err != nil {
+			return err
+		}
+		wk.a.m.conflicts.Inc()
+		wk.log.Warn("dropped a conflicting copy of an event and dead-lettered it", "reason", reason)
+	}
+	return nil
+}
+
+// filter drops the rows of b whose id the set holds or that repeat an earlier row of the
+// batch; a dropped row whose content differs from the kept copy's is recorded in
+// b.conflicts. It returns the rows to insert (reusing b.rows' array) and the ids received
+// before the set's floor, which the set cannot vouch for.
+func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 	clear(wk.seen)
 	floor := wk.set.Floor()
+	rows := b.rows
 	fresh = rows[:0]
 	dups := 0
 	for i := range rows {
 		k := dedup.KeyOf(rows[i].ID)
-		if _, ok := wk.seen[k]; ok || wk.set.Has(k) {
-			dups++
+		fp := dedup.Fingerprint(&rows[i])
+		stored, ok := wk.seen[k]
+		if !ok {
+			stored, ok = wk.set.Lookup(k)
+		}
+		if ok {
+			if stored != fp {
+				b.conflicts = append(b.conflicts, conflict{row: rows[i], stored: stored, got: fp})
+			} else {
+				dups++
+			}
 			continue
 		}
-		wk.seen[k] = struct{}{}
+		wk.seen[k] = fp
 		if rows[i].Received.Before(floor) {
 			old = append(old, rows[i].ID)
 		}
@@ -310,24 +447,32 @@ func (wk *worker) filter(rows []batch.Row) (fresh []batch.Row, old []string) {
 	return fresh, old
 }
 
-// dropExisting removes from *rows those of ids that ClickHouse already holds.
-func (wk *worker) dropExisting(ctx context.Context, rows *[]batch.Row, ids []string) error {
-	found := make(map[string]struct{})
+// dropExisting removes from *rows those of ids that ClickHouse already holds; one whose
+// stored content differs is recorded in b.conflicts.
+func (wk *worker) dropExisting(ctx context.Context, b *pending, rows *[]batch.Row, ids []string) error {
+	found := make(map[string]uint64)
 	err := wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
 		clear(found)
-		return wk.w.Existing(ctx, wk.p, ids, func(id string) { found[id] = struct{}{} })
+		return wk.store.existing(ctx, wk.p, ids, func(id string, fp uint64) { found[id] = fp })
 	}, &wk.p)
 	if err != nil || len(found) == 0 {
 		return err
 	}
 	kept := (*rows)[:0]
+	dups := 0
 	for _, r := range *rows {
-		if _, ok := found[r.ID]; ok {
+		stored, ok := found[r.ID]
+		if !ok {
+			kept = append(kept, r)
 			continue
 		}
-		kept = append(kept, r)
+		if fp := dedup.Fingerprint(&r); fp != stored {
+			b.conflicts = append(b.conflicts, conflict{row: r, stored: stored, got: fp})
+		} else {
+			dups++
+		}
 	}
-	wk.a.m.duplicates.Add(float64(len(*rows) - len(kept)))
+	wk.a.m.duplicates.Add(float64(dups))
 	*rows = kept
 	return nil
 }

@@ -1,6 +1,7 @@
-// Package dedup is the per-partition set of event ids already written to ClickHouse. The
-// aggregator's single writer of a partition consults it before every insert, so an event id
-// never reaches usage_events twice while its first copy is inside the window.
+// Package dedup is the per-partition set of event ids already written to ClickHouse, each
+// with the fingerprint of its content. The aggregator's single writer of a partition consults
+// it before every insert, so an event id never reaches usage_events twice while its first copy
+// is inside the window, and a second copy whose content differs is recognised as a conflict.
 package dedup
 
 import (
@@ -32,14 +33,14 @@ func KeyOf(id string) Key {
 type Set struct {
 	window time.Duration
 	now    func() time.Time
-	ids    map[Key]struct{}
+	ids    map[Key]uint64  // key → content fingerprint
 	hours  map[int64][]Key // hour number (Unix seconds / 3600) → keys received in it
 	floor  int64           // oldest hour kept
 }
 
 // New returns an empty set keeping events received within window of now().
 func New(window time.Duration, now func() time.Time) *Set {
-	s := &Set{window: window, now: now, ids: make(map[Key]struct{}), hours: make(map[int64][]Key)}
+	s := &Set{window: window, now: now, ids: make(map[Key]uint64), hours: make(map[int64][]Key)}
 	s.floor = s.floorHour()
 	return s
 }
@@ -58,9 +59,16 @@ func (s *Set) Has(k Key) bool {
 	return ok
 }
 
-// Add records key as received at received. It reports false, and records nothing, when the
-// key is already present or received lies before Floor (its hour would expire at once).
-func (s *Set) Add(k Key, received time.Time) bool {
+// Lookup returns the content fingerprint recorded with key, and whether key is in the set.
+func (s *Set) Lookup(k Key) (fingerprint uint64, ok bool) {
+	fingerprint, ok = s.ids[k]
+	return fingerprint, ok
+}
+
+// Add records key, with the fingerprint of its content, as received at received. It reports
+// false, and records nothing, when the key is already present (the first fingerprint stays)
+// or received lies before Floor (its hour would expire at once).
+func (s *Set) Add(k Key, fingerprint uint64, received time.Time) bool {
 	h := hourOf(received)
 	if h < s.floor {
 		return false
@@ -68,7 +76,7 @@ func (s *Set) Add(k Key, received time.Time) bool {
 	if _, ok := s.ids[k]; ok {
 		return false
 	}
-	s.ids[k] = struct{}{}
+	s.ids[k] = fingerprint
 	s.hours[h] = append(s.hours[h], k)
 	return true
 }

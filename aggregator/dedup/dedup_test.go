@@ -27,7 +27,7 @@ func TestSetWindow(t *testing.T) {
 	}
 	add := func(id string, at time.Time, want bool) {
 		t.Helper()
-		if got := s.Add(KeyOf(id), at); got != want {
+		if got := s.Add(KeyOf(id), uint64(len(id)), at); got != want {
 			t.Fatalf("Add(%s, %v) = %v, want %v", id, at, got, want)
 		}
 	}
@@ -38,6 +38,12 @@ func TestSetWindow(t *testing.T) {
 	add("h10", now, true)
 	if s.Len() != 3 || !s.Has(KeyOf("h7")) || s.Has(KeyOf("old")) {
 		t.Fatalf("after adds: Len() = %d, Has(h7) = %v, Has(old) = %v; want 3, true, false", s.Len(), s.Has(KeyOf("h7")), s.Has(KeyOf("old")))
+	}
+	if fp, ok := s.Lookup(KeyOf("h9")); !ok || fp != 2 {
+		t.Fatalf("Lookup(h9) = %d, %v; want the first fingerprint 2, true", fp, ok)
+	}
+	if fp, ok := s.Lookup(KeyOf("old")); ok || fp != 0 {
+		t.Fatalf("Lookup(old) = %d, %v; want 0, false", fp, ok)
 	}
 	if n := s.Expire(); n != 0 {
 		t.Fatalf("Expire() within the same hour removed %d keys, want 0", n)
@@ -66,7 +72,7 @@ func BenchmarkSet(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		k := KeyOf(ids[i&(len(ids)-1)])
 		if !s.Has(k) {
-			s.Add(k, now)
+			s.Add(k, 1, now)
 		}
 	}
 }

@@ -2,7 +2,10 @@ package migrate
 
 import (
 	"context"
+	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
@@ -31,12 +34,17 @@ func TestApplyTwice(t *testing.T) {
 	}
 	tables := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(name), ',') FROM (SELECT name FROM system.tables WHERE database = ? ORDER BY name)", db)
 	records := chtest.String(t, conn, "SELECT arrayStringConcat(groupArray(concat(toString(version), ':', name)), ',') FROM (SELECT version, name FROM "+db+".schema_migrations ORDER BY version)")
-	const wantTables = "schema_migrations,spend_1d,spend_1d_mv,spend_1m,spend_1m_mv,usage_events"
-	if tables != wantTables {
-		t.Fatalf("tables after first Apply = %s, want %s", tables, wantTables)
+	// Which tables each migration creates is chschema's test; here the core ones must be there.
+	for _, want := range []string{"schema_migrations", "spend_1d", "spend_1d_mv", "spend_1m", "spend_1m_mv", "usage_events"} {
+		if !slices.Contains(strings.Split(tables, ","), want) {
+			t.Fatalf("tables after first Apply = %s, want %s among them", tables, want)
+		}
 	}
-	const wantRecords = "1:0001_usage_events,2:0002_spend_1m,3:0003_spend_1m_mv,4:0004_spend_1d,5:0005_spend_1d_mv"
-	if records != wantRecords {
+	var want []string
+	for _, m := range ms {
+		want = append(want, fmt.Sprintf("%d:%s", m.Version, m.Name))
+	}
+	if wantRecords := strings.Join(want, ","); records != wantRecords {
 		t.Fatalf("schema_migrations after first Apply = %s, want %s", records, wantRecords)
 	}
 

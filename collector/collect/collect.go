@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker"
 
+	"github.com/tokenmeter/tokenmeter/collector/otlp"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -84,11 +85,19 @@ func New(cfg Config, nc *nats.Conn) (*Collector, error) {
 	})
 	c.mux = http.NewServeMux()
 	c.mux.HandleFunc("POST /v1/events", c.ingest)
+	traces, err := otlp.NewHandler(c, otlp.Config{MaxBodyBytes: cfg.MaxBodyBytes, MaxEvents: cfg.MaxEvents, Registerer: cfg.Registerer, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	c.mux.Handle("POST "+otlp.Path, traces)
+	if err := c.mountOutcomes(); err != nil {
+		return nil, err
+	}
 	ops.Register(c.mux, cfg.Gatherer, c.Ready)
 	return c, nil
 }
 
-// Handler serves POST /v1/events, /healthz, /readyz and /metrics.
+// Handler serves POST /v1/events, POST /v1/outcomes, /healthz, /readyz and /metrics.
 func (c *Collector) Handler() http.Handler { return c.mux }
 
 // Addr is the address Run listens on, or "" before it listens.

@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 

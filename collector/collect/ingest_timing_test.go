@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 )
 
 // ndjsonBody is a body of n realistic events, all valid at the real clock's now.

@@ -131,10 +131,7 @@ func (pt priceTable) cost(u *event.Usage) (cost, savings int64, priced bool) {
 	if row == nil {
 		return 0, 0, false
 	}
-	r := row.Standard
-	if tr, ok := row.Tiers[u.ServiceTier]; ok {
-		r = tr
-	}
+	r := row.RatesFor(u.ServiceTier, u.Usage.Input)
 	tk := u.Usage
 	full := (tk.Input-tk.CachedInput-tk.CacheWrite)*int64(r.Input) + tk.CachedInput*int64(r.CachedInput) +
 		(tk.CacheWrite-tk.CacheWrite1h)*int64(r.CacheWrite) + tk.CacheWrite1h*int64(r.CacheWrite1h) +

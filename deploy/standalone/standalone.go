@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -21,11 +22,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
+	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
+	"github.com/tokenmeter/tokenmeter/alerter/alerting"
+	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
+
+// StageLabel is the pprof label whose value names the stage a goroutine works for:
+// collector, enricher, aggregator, alerter, outcomes or nats.
+const StageLabel = "stage"
 
 // Config configures the single-process pipeline.
 type Config struct {
@@ -39,8 +47,12 @@ type Config struct {
 	Database      string
 	Partitions    int
 	PricingDir    string
-	Registerer    *prometheus.Registry
-	Logger        *slog.Logger
+	// AttributionFile holds the enricher's attribution rules (enricher/attribute); "" = none.
+	AttributionFile string
+	// RulesFile is the alerter's rules file; "" runs its built-in rules without receivers.
+	RulesFile  string
+	Registerer *prometheus.Registry
+	Logger     *slog.Logger
 }
 
 // Validate reports every invalid field.
@@ -72,6 +84,9 @@ type Pipeline struct {
 	httpLn    net.Listener
 	enricher  *enrich.Enricher
 	agg       *aggregate.Aggregator
+	outcomes  *outcomes.Writer
+	alerter   *alerting.Alerter
+	budgets   *budget.Enforcer
 	ops       *http.Server
 	opsLn     net.Listener
 	done      chan error
@@ -95,8 +110,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	log := cfg.Logger
 	var err error
+	p.budgets = budget.NewEnforcer(nil, log.With("stage", "collector"))
 	p.collector, err = collect.New(collect.Config{
-		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions,
+		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions, Budgets: p.budgets,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "collector"),
 	}, p.nc)
 	if err != nil {
@@ -104,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.enricher, err = enrich.New(enrich.Config{
-		PricingDir: cfg.PricingDir, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
+		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
 	}, p.nc)
 	if err != nil {
 		p.stopNATS()
@@ -113,6 +129,22 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.agg, err = aggregate.New(aggregate.Config{
 		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
+	}, p.nc)
+	if err != nil {
+		p.stopNATS()
+		return nil, err
+	}
+	p.outcomes, err = outcomes.New(outcomes.Config{
+		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database,
+		Registerer: cfg.Registerer, Logger: log.With("stage", "outcomes"),
+	}, p.nc)
+	if err != nil {
+		p.stopNATS()
+		return nil, err
+	}
+	p.alerter, err = alerting.New(alerting.Config{
+		RulesFile: cfg.RulesFile, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database,
+		Registerer: cfg.Registerer, Logger: log.With("stage", "alerter"),
 	}, p.nc)
 	if err != nil {
 		p.stopNATS()
@@ -155,12 +187,17 @@ func (p *Pipeline) startNATS() error {
 	if err != nil {
 		return fmt.Errorf("configure embedded NATS: %w", err)
 	}
-	go ns.Start()
+	go pprof.Do(context.Background(), pprof.Labels(StageLabel, "nats"), func(context.Context) { ns.Start() })
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return fmt.Errorf("embedded NATS (store %s) not ready within 30s", opts.StoreDir)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenmeter"), nats.MaxReconnects(-1))
+	// Under the nats label too: the server's side of this in-process connection, and the
+	// JetStream streams and consumers it creates, run in goroutines started from here.
+	var nc *nats.Conn
+	pprof.Do(context.Background(), pprof.Labels(StageLabel, "nats"), func(context.Context) {
+		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenmeter"), nats.MaxReconnects(-1))
+	})
 	if err != nil {
 		ns.Shutdown()
 		return fmt.Errorf("connect to embedded NATS: %w", err)
@@ -188,6 +225,9 @@ func (p *Pipeline) run(ctx context.Context) {
 	if err == nil {
 		err = stream.Ensure(ctx, js, stream.DefaultOptions)
 	}
+	if err == nil {
+		err = p.budgets.Watch(ctx, js) // budget hard caps the collector enforces
+	}
 	if err != nil {
 		p.finish(err)
 		return
@@ -196,18 +236,20 @@ func (p *Pipeline) run(ctx context.Context) {
 		name string
 		run  func(context.Context) error
 	}{
-		{"aggregator", p.agg.Run}, {"enricher", p.enricher.Run}, {"collector", func(ctx context.Context) error { return p.collector.Serve(ctx, p.httpLn) }},
+		{"aggregator", p.agg.Run}, {"outcomes", p.outcomes.Run}, {"enricher", p.enricher.Run}, {"alerter", p.alerter.Run}, {"collector", func(ctx context.Context) error { return p.collector.Serve(ctx, p.httpLn) }},
 	}
 	errc := make(chan error, len(stages))
 	for _, s := range stages {
-		go func() {
+		// The label lets a CPU profile tell the stages apart (bench/e2e reports CPU per event
+		// of each); the goroutines a stage starts inherit it.
+		go pprof.Do(ctx, pprof.Labels(StageLabel, s.name), func(ctx context.Context) {
 			err := s.run(ctx)
 			if err != nil {
 				err = fmt.Errorf("%s: %w", s.name, err)
 			}
 			cancel()
 			errc <- err
-		}()
+		})
 	}
 	var errs []error
 	for range stages {
@@ -233,7 +275,7 @@ func (p *Pipeline) Wait() error { return <-p.done }
 
 // Ready joins the readiness of every stage.
 func (p *Pipeline) Ready() error {
-	return errors.Join(p.collector.Ready(), p.enricher.Ready(), p.agg.Ready())
+	return errors.Join(p.collector.Ready(), p.enricher.Ready(), p.agg.Ready(), p.outcomes.Ready(), p.alerter.Ready())
 }
 
 // CollectorAddr is where the collector listens.

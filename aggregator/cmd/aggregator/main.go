@@ -1,6 +1,7 @@
 // Command aggregator consumes USAGE_ENRICHED and writes every usage event to ClickHouse
-// exactly once. Flags may also be set through environment variables (TOKENMETER_NATS_URL,
-// TOKENMETER_CLICKHOUSE_DSN, ...); a flag on the command line wins.
+// exactly once, and OUTCOMES (workflow outcomes) to its outcomes table. Flags may also be set
+// through environment variables (TOKENMETER_NATS_URL, TOKENMETER_CLICKHOUSE_DSN, ...); a flag
+// on the command line wins.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
+	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -40,7 +43,12 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Partitions, "partitions", environment.int("TOKENMETER_PARTITIONS", stream.DefaultPartitions), "partitions of USAGE_ENRICHED (as the enricher's)")
 	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", environment.int("TOKENMETER_BATCH_MAX_ROWS", aggregate.DefaultBatchMaxRows), "rows per INSERT")
 	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", environment.duration("TOKENMETER_BATCH_MAX_WAIT", aggregate.DefaultBatchMaxWait), "longest wait to fill a batch")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", environment.duration("TOKENMETER_ACK_WAIT", aggregate.DefaultAckWait), "how long JetStream waits for an ack before redelivering a batch")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", environment.duration("TOKENMETER_DEDUP_WINDOW", aggregate.DefaultDedupWindow), "ingest-time window of the in-memory de-duplication set")
+	// Test-only: TOKENMETER_TEST_EXIT_AFTER_INSERT=N makes the process exit (status 3) right
+	// after its Nth successful INSERT, before acking the batch — the window fault-injection
+	// tests (bench/chaos) must hit. Never set it in production.
+	exitAfter := environment.int("TOKENMETER_TEST_EXIT_AFTER_INSERT", 0)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,6 +60,16 @@ func run(args []string) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Logger = reg, log
+	if exitAfter > 0 {
+		var inserts atomic.Int64
+		cfg.BeforeAck = func(partition, rows int) error {
+			if rows > 0 && inserts.Add(1) >= int64(exitAfter) {
+				log.Warn("TOKENMETER_TEST_EXIT_AFTER_INSERT: exiting after an insert, before its ack", "partition", partition, "inserts", exitAfter)
+				os.Exit(3)
+			}
+			return nil
+		}
+	}
 
 	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-aggregator"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -64,12 +82,20 @@ func run(args []string) int {
 		log.Error("start aggregator", "err", err)
 		return 2
 	}
+	// Workflow outcomes (POST /v1/outcomes) go to ClickHouse beside the usage events.
+	outs, err := outcomes.New(outcomes.Config{
+		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Registerer: reg, Logger: log.With("component", "outcomes"),
+	}, nc)
+	if err != nil {
+		log.Error("start outcome writer", "err", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	mux := http.NewServeMux()
-	ops.Register(mux, reg, agg.Ready, func() error {
+	ops.Register(mux, reg, agg.Ready, outs.Ready, func() error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("NATS %s: %s", *natsURL, nc.Status())
 		}
@@ -89,7 +115,17 @@ func run(args []string) int {
 	}()
 
 	log.Info("aggregator running", "nats", *natsURL, "ops", *opsAddr, "database", cfg.Database)
-	if err := agg.Run(ctx); err != nil {
+	outsDone := make(chan error, 1)
+	go func() {
+		err := outs.Run(ctx)
+		if err != nil {
+			stop() // one failing writer stops the command, so that it restarts whole
+		}
+		outsDone <- err
+	}()
+	err = agg.Run(ctx)
+	stop()
+	if err = errors.Join(err, <-outsDone); err != nil {
 		log.Error("aggregator stopped", "err", err)
 		return 1
 	}

@@ -3,8 +3,14 @@
 //
 //	tokenmeter run       run the pipeline (the default)
 //	tokenmeter summary   print spend by team and model from ClickHouse
+//	tokenmeter spend     today / month to date by team and model, top movers, unpriced models
+//	tokenmeter export    monthly showback / chargeback per team as CSV or Parquet
+//	tokenmeter dashboard the dashboard page and its JSON API on their own
 //	tokenmeter send      send synthetic test events to a collector
-//	tokenmeter pricing validate FILE...
+//	tokenmeter proxy     OpenAI/Anthropic-compatible proxy that meters every call
+//	tokenmeter pricing validate FILE... | lookup PROVIDER MODEL | import litellm FILE
+//	tokenmeter rerate -from T -to T [-apply]
+//	tokenmeter rules validate FILE...
 package main
 
 import (
@@ -20,8 +26,16 @@ const usage = `usage: tokenmeter <command> [flags]
 commands:
   run                        run the whole pipeline in one process (default)
   summary                    print spend by team and by model from ClickHouse
+  spend                      today / month to date by team and model, top movers, unpriced models
+  export -month YYYY-MM      monthly showback / chargeback per team (-format csv|parquet)
+  dashboard                  serve the dashboard page and its JSON API on their own
   send                       send synthetic test events to a collector
-  pricing validate FILE...   check pricing files and print what they hold
+  proxy                      OpenAI/Anthropic-compatible proxy that meters every call
+  pricing validate FILE...   check pricing (and *.overrides.yaml) files and print what they hold
+  pricing lookup PROV MODEL  what the catalogue prices a model as, and a call's cost (-at, -tier, -input …)
+  pricing import litellm F   convert LiteLLM's model_prices_and_context_window.json to pricing files
+  rerate -from T -to T       re-price stored events with the current catalogue; -apply writes corrections
+  rules validate FILE...     check alerter rules files and print what they hold
 
 Run "tokenmeter <command> -h" for the flags of a command.
 `
@@ -41,10 +55,22 @@ func run(args []string) int {
 		err = runPipeline(ctx, args)
 	case "summary":
 		err = runSummary(ctx, args)
+	case "spend":
+		err = runSpend(ctx, args, os.Stdout)
+	case "export":
+		err = runExport(ctx, args, os.Stderr)
+	case "dashboard":
+		err = runDashboard(ctx, args)
+	case "proxy":
+		err = runProxy(ctx, args)
 	case "send":
 		err = runSend(ctx, args)
+	case "rerate":
+		err = runRerate(ctx, args)
 	case "pricing":
 		err = runPricing(args)
+	case "rules":
+		err = runRules(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0

@@ -23,6 +23,9 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Database, "database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
 	fs.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
+	fs.StringVar(&cfg.AttributionFile, "attribution", os.Getenv("TOKENMETER_ATTRIBUTION_FILE"), "attribution rules file (enricher/attribute)")
+	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")
+	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
 	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
 	if err := fs.Parse(args); err != nil {
@@ -34,6 +37,19 @@ func runPipeline(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	dashboardURL := "(off)"
+	if *dashboardAddr != "" {
+		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATS(), cfg.Logger.With("stage", "dashboard"))
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := <-done; err != nil {
+				cfg.Logger.Error("dashboard stopped", "err", err)
+			}
+		}()
+		dashboardURL = "http://" + at.String() + "/"
+	}
 	fmt.Printf(`tokenmeter is running.
   send events:   curl -X POST http://%[1]s/v1/events -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson
   emitters:      NATS at %[2]s (Go: collector/emit)
@@ -41,8 +57,9 @@ func runPipeline(ctx context.Context, args []string) error {
   query:         clickhouse-client --query "SELECT team, sum(cost_usd) FROM %[4]s.spend_1m GROUP BY team"
                  curl 'http://127.0.0.1:8123/' --data-binary "SELECT model, sum(events), sum(cost_usd) FROM %[4]s.spend_1d GROUP BY model"
   summary:       go run ./deploy/cmd/tokenmeter summary
+  dashboard:     %[5]s
 Stop with Ctrl-C.
-`, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database)
+`, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database, dashboardURL)
 	if *demo {
 		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", *demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
 	}
