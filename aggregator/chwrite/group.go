@@ -18,9 +18,9 @@ import (
 // the next Linger (or until every partition has joined) and of the time the previous round's
 // INSERT still takes, and then writes them all. Every Insert of a round returns that round's
 // error: all of its rows were written, or the caller must find out which ones landed
-// (Writer.Existing), as after a failed Writer.Insert.
+// (Writer.Existing), as after a failed Inserter.Insert.
 type Group struct {
-	w       *Writer
+	w       *Inserter
 	members int
 	linger  time.Duration
 
@@ -38,7 +38,7 @@ type round struct {
 
 // NewGroup returns a group writing through w (which it then owns) for members partition
 // workers, each round waiting at most linger for the members to join.
-func NewGroup(w *Writer, members int, linger time.Duration) *Group {
+func NewGroup(w *Inserter, members int, linger time.Duration) *Group {
 	return &Group{w: w, members: members, linger: linger, sem: make(chan struct{}, 1)}
 }
 

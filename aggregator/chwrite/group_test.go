@@ -21,7 +21,7 @@ func TestGroupWritesConcurrentInsertsAsOneBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A linger far longer than the test: the round must close because all four joined.
-	g := NewGroup(New(conn, db), 4, time.Hour)
+	g := NewGroup(inserter(t, db), 4, time.Hour)
 	all := rows(4000, time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
@@ -55,7 +55,7 @@ func TestGroupLingerAndError(t *testing.T) {
 	if _, err := migrate.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
-	g := NewGroup(New(conn, db), 3, 20*time.Millisecond)
+	g := NewGroup(inserter(t, db), 3, 20*time.Millisecond)
 	rs := rows(10, time.Now().UTC())
 	if err := g.Insert(ctx, 0, rs[:5]); err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestGroupLingerAndError(t *testing.T) {
 		t.Fatalf("Insert of no rows: %v", err)
 	}
 
-	bad := NewGroup(New(conn, "tm_no_such_database"), 2, time.Hour)
+	bad := NewGroup(inserter(t, "tm_no_such_database"), 2, time.Hour)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for p := range 2 {
@@ -81,7 +81,7 @@ func TestGroupLingerAndError(t *testing.T) {
 		if err == nil {
 			t.Fatalf("Insert of partition %d into a missing database succeeded", p)
 		}
-		if want := fmt.Sprintf("prepare insert of %d rows into tm_no_such_database.usage_events", 10); len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
+		if want := fmt.Sprintf("insert %d rows into tm_no_such_database.usage_events: ClickHouse answered 404 Not Found: Code: 81", 10); len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
 			t.Fatalf("Insert of partition %d: error %q, want it to start with %q", p, err, want)
 		}
 	}

@@ -54,6 +54,10 @@ type Result struct {
 	// is the whole process's.
 	PeakRSS      int64
 	PeakRSSOfRun bool
+	// Stages splits CPU by the stage a goroutine worked for (a CPU profile's labels), largest
+	// first; Profile is that profile. Both are nil when another CPU profile was running.
+	Stages  []StageCPU
+	Profile []byte
 }
 
 // EventsPerSecond is the end-to-end throughput: events over Elapsed.
@@ -152,18 +156,24 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
 	res.PeakRSSOfRun = resetPeakRSS()
+	prof := startCPUProfile()
 	before := b.usage()
 	start := time.Now()
 	var loadErr error
 	loaded := make(chan struct{})
-	go func() {
+	go withStage(ctx, StageLoad, func(ctx context.Context) {
 		defer close(loaded)
 		if loadErr = load(ctx, pl, start); loadErr != nil {
 			abort(loadErr)
 		}
-	}()
-	end, err := b.waitCount(ctx, pl.db, res.Events)
+	})
+	var end time.Time
+	withStage(ctx, StageBench, func(ctx context.Context) { end, err = b.waitCount(ctx, pl.db, res.Events) })
 	after := b.usage()
+	if err != nil {
+		err = errors.Join(err, consumerStates(pl))
+	}
+	res.Profile = prof.stop()
 	if err != nil {
 		abort(err)
 	}
@@ -173,6 +183,11 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	}
 	if err != nil {
 		return err
+	}
+	if res.Profile != nil {
+		if res.Stages, err = stageCPU(res.Profile); err != nil {
+			return err
+		}
 	}
 	res.Elapsed = end.Sub(start)
 	res.CPU = after.cpu - before.cpu
@@ -313,7 +328,7 @@ func (b *Bench) send(ctx context.Context, pl *pipeline, w *Workload, rate float6
 
 	mk := newMarkers((len(w.Bodies) + b.cfg.MarkerEvery - 1) / b.cfg.MarkerEvery)
 	polled := make(chan error, 1)
-	go func() { polled <- mk.poll(ctx, b, pl.db) }()
+	go withStage(ctx, StageBench, func(ctx context.Context) { polled <- mk.poll(ctx, b, pl.db) })
 
 	jobs := make(chan int)
 	go func() {
@@ -530,4 +545,27 @@ func lookup(ctx context.Context, b *Bench, q string) ([]string, error) {
 // quote makes a ClickHouse string literal.
 func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// consumerStates describes where every durable consumer stands, to tell where events that
+// never arrived are waiting.
+func consumerStates(pl *pipeline) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	js, err := jetstream.New(pl.p.NATS())
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for name := range js.StreamNames(ctx).Name() {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		for c := range st.ListConsumers(ctx).Info() {
+			lines = append(lines, fmt.Sprintf("%s/%s: delivered %d, ack floor %d, ack pending %d, redelivered %d, pending %d, waiting %d",
+				name, c.Name, c.Delivered.Stream, c.AckFloor.Stream, c.NumAckPending, c.NumRedelivered, c.NumPending, c.NumWaiting))
+		}
+	}
+	return fmt.Errorf("consumers:\n%s", strings.Join(lines, "\n"))
 }

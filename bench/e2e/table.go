@@ -69,3 +69,55 @@ func thousands(n int64) string {
 	}
 	return b.String()
 }
+
+// stageOrder is the column order of WriteStageTable: the pipeline's stages as events flow,
+// then what the benchmark and the runtime add.
+var stageOrder = []string{"collector", "enricher", "aggregator", "alerter", "outcomes", "nats", StageLoad, StageBench, StageOther}
+
+// WriteStageTable writes the CPU per event of every stage, one row per run that has a
+// profile; a stage column appears when some run spent CPU in it.
+func WriteStageTable(w io.Writer, results []Result) error {
+	used := map[string]bool{}
+	for _, r := range results {
+		for _, s := range r.Stages {
+			used[s.Stage] = true
+		}
+	}
+	var cols []string
+	for _, s := range stageOrder {
+		if used[s] {
+			cols = append(cols, s)
+			delete(used, s)
+		}
+	}
+	for s := range used { // a stage this table does not know yet, at the end
+		cols = append(cols, s)
+	}
+	if len(cols) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("| CPU µs/event | " + strings.Join(cols, " | ") + " | all |\n|---|" + strings.Repeat("---:|", len(cols)+1) + "\n")
+	for _, r := range results {
+		if r.Stages == nil {
+			continue
+		}
+		by := map[string]time.Duration{}
+		var all time.Duration
+		for _, s := range r.Stages {
+			by[s.Stage] = s.CPU
+			all += s.CPU
+		}
+		name := r.Name
+		if r.Rate > 0 {
+			name += " @ " + thousands(int64(r.Rate)) + "/s"
+		}
+		b.WriteString("| " + name)
+		for _, c := range cols {
+			b.WriteString(" | " + us(perEvent(by[c], r.Events)))
+		}
+		b.WriteString(" | " + us(perEvent(all, r.Events)) + " |\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

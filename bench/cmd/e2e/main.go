@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -57,7 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.bench.ClickHouseDSN, "dsn", e2e.DSN(), "ClickHouse DSN (default from TOKENMETER_CLICKHOUSE_DSN)")
 	fs.StringVar(&c.bench.ClickHousePIDFile, "clickhouse-pid-file", "", "pid file of the ClickHouse server (default: find clickhouse-server by its command line)")
 	fs.DurationVar(&c.bench.Timeout, "timeout", e2e.DefaultTimeout, "give up on a run after this long")
-	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the runs (not of the generation) to this file")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the runs' CPU profiles, merged, to this file (stage = pprof label)")
 	fs.BoolVar(&c.verbose, "v", false, "log the pipeline's warnings and errors")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -103,6 +102,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "e2e: write the table: %v\n", werr)
 			return 1
 		}
+		fmt.Fprintln(stdout)
+		if werr := e2e.WriteStageTable(stdout, results); werr != nil {
+			fmt.Fprintf(stderr, "e2e: write the stage table: %v\n", werr)
+			return 1
+		}
+		if cfg.cpuprofile != "" {
+			if werr := writeProfile(cfg.cpuprofile, results); werr != nil {
+				fmt.Fprintf(stderr, "e2e: %v\n", werr)
+				return 1
+			}
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "e2e: %v\n", err)
@@ -130,18 +140,6 @@ func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, e
 	}
 	fmt.Fprintf(stderr, "e2e: generated %d events in %d bodies (%d MiB) in %s\n",
 		w.Events, len(w.Bodies), w.Bytes>>20, time.Since(t0).Round(time.Millisecond))
-
-	if cfg.cpuprofile != "" {
-		f, err := os.Create(cfg.cpuprofile)
-		if err != nil {
-			return nil, fmt.Errorf("create the CPU profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, fmt.Errorf("start the CPU profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
-	}
 
 	var results []e2e.Result
 	step := func(r e2e.Result, err error) error {
@@ -175,4 +173,16 @@ func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, e
 		}
 	}
 	return results, nil
+}
+
+// writeProfile writes the runs' CPU profiles, merged, to path.
+func writeProfile(path string, results []e2e.Result) error {
+	data, err := e2e.MergeProfiles(results)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("write the CPU profile: %w", err)
+	}
+	return nil
 }

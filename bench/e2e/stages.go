@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"runtime/pprof"
+	"sort"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/tokenmeter/tokenmeter/deploy/standalone"
+)
+
+// Stages the benchmark itself adds to the pipeline's (standalone.StageLabel values).
+const (
+	StageLoad  = "load generator" // HTTP clients or the emitter
+	StageBench = "benchmark"      // polling ClickHouse
+	StageOther = "GC & runtime"   // goroutines without a stage: the garbage collector's, mostly
+)
+
+// withStage runs fn with the goroutine labelled as working for stage.
+func withStage(ctx context.Context, stage string, fn func(context.Context)) {
+	pprof.Do(ctx, pprof.Labels(standalone.StageLabel, stage), fn)
+}
+
+// cpuProfile samples this process's CPU while a run lasts; stop returns the profile, or nil
+// when another CPU profile was already running (then the stages are not reported).
+type cpuProfile struct {
+	buf     bytes.Buffer
+	running bool
+}
+
+func startCPUProfile() *cpuProfile {
+	p := &cpuProfile{}
+	p.running = pprof.StartCPUProfile(&p.buf) == nil
+	return p
+}
+
+func (p *cpuProfile) stop() []byte {
+	if !p.running {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	return p.buf.Bytes()
+}
+
+// StageCPU is the CPU time one stage spent in a run, from the profile's samples.
+type StageCPU struct {
+	Stage string
+	CPU   time.Duration
+}
+
+// stageCPU sums a CPU profile's samples by stage label, largest first.
+func stageCPU(data []byte) ([]StageCPU, error) {
+	p, err := profile.Parse(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("parse the CPU profile: %w", err)
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" && st.Unit == "nanoseconds" {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return nil, fmt.Errorf("the CPU profile has no cpu/nanoseconds values")
+	}
+	by := map[string]time.Duration{}
+	for _, s := range p.Sample {
+		stage := StageOther
+		if v := s.Label[standalone.StageLabel]; len(v) > 0 {
+			stage = v[0]
+		}
+		by[stage] += time.Duration(s.Value[idx])
+	}
+	out := make([]StageCPU, 0, len(by))
+	for st, d := range by {
+		out = append(out, StageCPU{st, d})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CPU != out[j].CPU {
+			return out[i].CPU > out[j].CPU
+		}
+		return out[i].Stage < out[j].Stage
+	})
+	return out, nil
+}
+
+// MergeProfiles merges the runs' CPU profiles into one, e.g. to write to a file for pprof.
+func MergeProfiles(results []Result) ([]byte, error) {
+	var ps []*profile.Profile
+	for _, r := range results {
+		if r.Profile == nil {
+			continue
+		}
+		p, err := profile.Parse(bytes.NewReader(r.Profile))
+		if err != nil {
+			return nil, fmt.Errorf("parse the CPU profile of run %s: %w", r.Name, err)
+		}
+		ps = append(ps, p)
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("no run has a CPU profile")
+	}
+	m, err := profile.Merge(ps)
+	if err != nil {
+		return nil, fmt.Errorf("merge CPU profiles: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := m.Write(&buf); err != nil {
+		return nil, fmt.Errorf("write the merged CPU profile: %w", err)
+	}
+	return buf.Bytes(), nil
+}
