@@ -6,7 +6,7 @@ GO ?= go
 CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 FUZZTIME ?= 10s
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test: clickhouse chromium ## vet and test every module against real NATS JetStre
 	$(GO) vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	$(GO) test -count=1 -timeout 20m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@$(MAKE) --no-print-directory fuzz
+
+chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)
+	$(GO) vet -tags chaos ./bench/chaos/
+	$(GO) test -tags chaos -count=1 -timeout 30m -v ./bench/chaos/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list -f '{{if .TestGoFiles}}{{.Dir}}{{end}}' $(addsuffix /...,$(addprefix ./,$(MODULES)))); do \

@@ -50,6 +50,8 @@ type Aggregator struct {
 	now                    func() time.Time
 	// partitions holds each partition's reason not to be ready, nil when it is.
 	partitions []atomic.Pointer[error]
+	// inserts carries every worker's INSERTs, set by Run.
+	inserts *chwrite.Group
 
 	// beforeAck, when set (Config.BeforeAck, or tests), runs after a batch is inserted and
 	// before its messages are acked; an error stops the worker there, as a crash would.
@@ -152,11 +154,18 @@ func (a *Aggregator) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The workers share their INSERTs: one block of every partition costs ClickHouse far
+	// less than one small block per partition.
+	in, err := chwrite.NewInserter(a.cfg.ClickHouseHTTP, a.cfg.Database)
+	if err != nil {
+		return err // Validate checked it
+	}
+	a.inserts = chwrite.NewGroup(in, a.cfg.Partitions, a.cfg.BatchMaxWait)
 	errs := make([]error, a.cfg.Partitions)
 	var wg sync.WaitGroup
 	for p := range a.cfg.Partitions {
 		wg.Go(func() {
-			if err := a.runPartition(ctx, chwrite.New(conn, a.cfg.Database), store{conn, a.cfg.Database}, p); err != nil {
+			if err := a.runPartition(ctx, store{conn, a.cfg.Database}, p); err != nil {
 				errs[p] = fmt.Errorf("partition %d: %w", p, err)
 				cancel()
 			}

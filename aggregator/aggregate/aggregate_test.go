@@ -311,7 +311,7 @@ func TestBatchSpanningTwoMonthsCompletesHalfLandedInsert(t *testing.T) {
 		feb.ID = fmt.Sprintf("evt_feb_%d", i)
 	}
 	p := stream.Partition(jan.ID, testPartitions)
-	if err := chwrite.New(e.conn, e.db).Insert(context.Background(), p, []batch.Row{jan}); err != nil {
+	if err := seedInserter(t, e.db).Insert(context.Background(), p, []batch.Row{jan}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -341,7 +341,7 @@ func TestEventOlderThanTheWindowIsLookedUp(t *testing.T) {
 	}
 	old := row("evt_old", t0, 5)
 	old.Received = time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
-	if err := chwrite.New(e.conn, e.db).Insert(context.Background(), stream.Partition(old.ID, testPartitions), []batch.Row{old}); err != nil {
+	if err := seedInserter(t, e.db).Insert(context.Background(), stream.Partition(old.ID, testPartitions), []batch.Row{old}); err != nil {
 		t.Fatal(err)
 	}
 	a := e.start(t, nil)
@@ -590,4 +590,14 @@ func TestImpossibleRowIsQuarantinedAndTheRestWritten(t *testing.T) {
 	if got := testutil.ToFloat64(a.m.poison); got != 2 {
 		t.Errorf("poison metric = %v, want 2", got)
 	}
+}
+
+// seedInserter writes rows straight to ClickHouse, as the aggregator would.
+func seedInserter(tb testing.TB, db string) *chwrite.Inserter {
+	tb.Helper()
+	in, err := chwrite.NewInserterForDSN(chtest.DSN(), db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return in
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -53,16 +52,15 @@ type worker struct {
 	a     *Aggregator
 	p     int
 	log   *slog.Logger
-	w     *chwrite.Writer
 	store store
 	set   *dedup.Set
 	cons  jetstream.Consumer
 	seen  map[dedup.Key]uint64 // ids of the batch being filtered → content fingerprint
 }
 
-func (a *Aggregator) runPartition(ctx context.Context, w *chwrite.Writer, st store, p int) error {
+func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
 	wk := &worker{
-		a: a, p: p, w: w, store: st, log: a.log.With("partition", p),
+		a: a, p: p, store: st, log: a.log.With("partition", p),
 		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]uint64),
 	}
 	if err := wk.warm(ctx); err != nil {
@@ -127,8 +125,9 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 	// batch does not overshoot BatchMaxRows by much.
 	perMsg := max(cfg.BatchMaxRows/16, 1)
 	backoff := minBackoff
+	last := 0 // rows of the previous batch, to allocate the next one once
 	for ctx.Err() == nil {
-		b := &pending{}
+		b := &pending{rows: make([]batch.Row, 0, min(last+last/4, cfg.BatchMaxRows))}
 		var deadline time.Time
 		for len(b.rows) < cfg.BatchMaxRows && ctx.Err() == nil {
 			var (
@@ -167,6 +166,7 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 		}
 		if len(b.msgs) > 0 {
 			perMsg = max(len(b.rows)/len(b.msgs), 1)
+			last = len(b.rows)
 		}
 		if len(b.msgs) == 0 {
 			continue
@@ -183,15 +183,17 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 // values are quarantined on their own, and the rest of the message is taken; when their
 // quarantine cannot be stored, the message is left unacked and comes back later.
 func (wk *worker) take(b *pending, msg jetstream.Msg) {
-	rows, err := wk.decode(msg)
+	n := len(b.rows)
+	rows, err := wk.decode(b.rows, msg)
 	if err != nil {
 		wk.deadLetter(msg, err)
 		return
 	}
-	good := rows[:0]
+	// The message's rows follow the batch's; the good ones are kept in place.
+	good := rows[:n]
 	var bad []batch.Row
 	var reasons []error
-	for i := range rows {
+	for i := n; i < len(rows); i++ {
 		if err := impossible(&rows[i]); err != nil {
 			bad = append(bad, rows[i])
 			reasons = append(reasons, fmt.Errorf("event %q: %w", rows[i].ID, err))
@@ -203,7 +205,7 @@ func (wk *worker) take(b *pending, msg jetstream.Msg) {
 		return
 	}
 	b.msgs = append(b.msgs, msg)
-	b.rows = append(b.rows, good...)
+	b.rows = good
 }
 
 // impossible reports why r cannot be a real event priced by the enricher, or nil. The
@@ -271,17 +273,20 @@ func (wk *worker) quarantineRows(msg jetstream.Msg, rows []batch.Row, reason err
 	return true
 }
 
-func (wk *worker) decode(msg jetstream.Msg) ([]batch.Row, error) {
+// decode appends the rows of msg to rows (decoding straight into the batch copies each row
+// once); on error it returns nothing but the error.
+func (wk *worker) decode(rows []batch.Row, msg jetstream.Msg) ([]batch.Row, error) {
 	if s := msg.Headers().Get(stream.HeaderSchema); s != "" && s != batch.SchemaName {
 		return nil, fmt.Errorf("payload schema %q is not %q", s, batch.SchemaName)
 	}
-	rows, err := batch.Decode(msg.Data())
+	n := len(rows)
+	rows, err := batch.AppendDecoded(rows, msg.Data())
 	if err != nil {
 		return nil, err
 	}
 	// The de-duplication set of this partition only covers the ids routed to it; an event on
 	// the wrong partition could be written twice, by two workers.
-	for i := range rows {
+	for i := n; i < len(rows); i++ {
 		if q := stream.Partition(rows[i].ID, wk.a.cfg.Partitions); q != wk.p {
 			return nil, fmt.Errorf("event %q belongs to partition %d of %d, not to %d", rows[i].ID, q, wk.a.cfg.Partitions, wk.p)
 		}
@@ -487,7 +492,7 @@ func (wk *worker) insert(ctx context.Context, rows []batch.Row) error {
 	_, err := wk.a.chBreaker.Execute(func() (any, error) {
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
 		defer cancel()
-		return nil, wk.w.Insert(ictx, wk.p, rows)
+		return nil, wk.a.inserts.Insert(ictx, wk.p, rows)
 	})
 	if err != nil {
 		wk.a.m.inserts.WithLabelValues("error").Inc()

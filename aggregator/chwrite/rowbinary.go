@@ -194,3 +194,12 @@ func appendDecimal128(b []byte, v int64) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(v))
 	return binary.LittleEndian.AppendUint64(b, uint64(v>>63))
 }
+
+// NewInserterForDSN is NewInserter at the HTTP URL derived from a native DSN (HTTPURL).
+func NewInserterForDSN(dsn, db string) (*Inserter, error) {
+	u, err := HTTPURL(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return NewInserter(u, db)
+}

@@ -92,7 +92,7 @@ func TestFingerprintEqualsClickHouseColumn(t *testing.T) {
 		r.Tokens.Input += int64(i)
 		rows = append(rows, r)
 	}
-	if err := chwrite.New(conn, db).Insert(ctx, 0, rows); err != nil {
+	if err := seedInserter(t, db).Insert(ctx, 0, rows); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]uint64{}
@@ -119,4 +119,14 @@ func TestFingerprintEqualsClickHouseColumn(t *testing.T) {
 	if n != len(rows) {
 		t.Fatalf("read %d rows back, want %d", n, len(rows))
 	}
+}
+
+// seedInserter writes rows straight to ClickHouse, as the aggregator would.
+func seedInserter(tb testing.TB, db string) *chwrite.Inserter {
+	tb.Helper()
+	in, err := chwrite.NewInserterForDSN(chtest.DSN(), db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return in
 }

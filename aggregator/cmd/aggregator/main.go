@@ -39,6 +39,7 @@ func run(args []string) int {
 		cfg     aggregate.Config
 	)
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", env("TOKENMETER_CLICKHOUSE_DSN", aggregate.DefaultClickHouseDSN), "ClickHouse DSN")
+	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", env("TOKENMETER_CLICKHOUSE_HTTP", ""), "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
 	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", aggregate.DefaultDatabase), "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", environment.int("TOKENMETER_PARTITIONS", stream.DefaultPartitions), "partitions of USAGE_ENRICHED (as the enricher's)")
 	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", environment.int("TOKENMETER_BATCH_MAX_ROWS", aggregate.DefaultBatchMaxRows), "rows per INSERT")

@@ -1,0 +1,198 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// Partition is the reconciliation of one partition: what USAGE_RAW accepted against what
+// ClickHouse holds.
+type Partition struct {
+	Partition int
+	// FirstSeq and LastSeq are the USAGE_RAW sequence range of the partition's messages read.
+	FirstSeq, LastSeq uint64
+	Messages          int
+	// Undecodable counts raw messages that are not a batch (quarantined by the enricher).
+	Undecodable int
+	// Accepted is the distinct event ids in the raw messages; Stored the distinct ids of the
+	// partition in usage_events; Rows its rows.
+	Accepted, Stored, Rows int
+	// Missing are accepted ids not stored; Doubled ids stored more than once; Unknown ids
+	// stored but not in the raw messages read (expected when USAGE_RAW no longer holds their
+	// messages, by MaxAge). Each list holds at most MaxListed ids.
+	Missing, Doubled, Unknown []string
+	// Counts of the three, which the lists may cut short.
+	MissingN, DoubledN, UnknownN int
+}
+
+// MaxListed bounds the ids each list of a Partition holds.
+const MaxListed = 20
+
+// OK reports whether nothing is missing and nothing doubled.
+func (p Partition) OK() bool { return p.MissingN == 0 && p.DoubledN == 0 }
+
+// Reconcile reads every message USAGE_RAW holds, collects the event ids of each partition and
+// compares them with usage_events of db: accepted ids missing in ClickHouse, ids stored twice,
+// and ids stored that the stream no longer holds. It reads whole partitions into memory, so it
+// suits a check after a test run or an operator's spot check, not a continuous audit.
+func Reconcile(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db string, partitions int) ([]Partition, error) {
+	st, err := js.Stream(ctx, stream.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: look up stream %s: %w", stream.Raw, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: stream %s info: %w", stream.Raw, err)
+	}
+	out := make([]Partition, partitions)
+	accepted := make([]map[string]struct{}, partitions)
+	for p := range out {
+		out[p].Partition = p
+		accepted[p] = map[string]struct{}{}
+	}
+	if info.State.Msgs > 0 {
+		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: read %s: %w", stream.Raw, err)
+		}
+		// Messages stored after the snapshot above are left for the next check.
+		left := info.State.Msgs // asking for no more than is left returns without waiting
+		for last := uint64(0); last < info.State.LastSeq && left > 0; {
+			mb, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				return nil, fmt.Errorf("reconcile: fetch from %s: %w", stream.Raw, err)
+			}
+			n := 0
+			for m := range mb.Messages() {
+				n++
+				md, err := m.Metadata()
+				if err != nil {
+					return nil, fmt.Errorf("reconcile: message metadata: %w", err)
+				}
+				seq := md.Sequence.Stream
+				last = max(last, seq)
+				left = max(left, 1) - 1
+				if seq > info.State.LastSeq {
+					continue
+				}
+				p, err := strconv.Atoi(strings.TrimPrefix(m.Subject(), stream.RawPrefix))
+				if err != nil || p < 0 || p >= partitions {
+					return nil, fmt.Errorf("reconcile: message %d on subject %q is not one of %d partitions", seq, m.Subject(), partitions)
+				}
+				part := &out[p]
+				if part.Messages == 0 {
+					part.FirstSeq = seq
+				}
+				part.LastSeq = seq
+				part.Messages++
+				rows, err := batch.Decode(m.Data())
+				if err != nil {
+					part.Undecodable++
+					continue
+				}
+				for i := range rows {
+					accepted[p][rows[i].ID] = struct{}{}
+				}
+			}
+			if n == 0 {
+				err := mb.Error()
+				if err == nil {
+					err = errors.New("no message within 2s")
+				}
+				return nil, fmt.Errorf("reconcile: read %s up to sequence %d, stopped at %d: %w", stream.Raw, info.State.LastSeq, last, err)
+			}
+		}
+	}
+	for p := range out {
+		if err := compare(ctx, conn, db, &out[p], accepted[p]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, accepted map[string]struct{}) error {
+	rows, err := conn.Query(ctx, "SELECT event_id, count() FROM "+db+".usage_events WHERE partition = ? GROUP BY event_id", uint16(part.Partition))
+	if err != nil {
+		return fmt.Errorf("reconcile: read event ids of partition %d from %s.usage_events: %w", part.Partition, db, err)
+	}
+	defer rows.Close()
+	stored := make(map[string]struct{}, len(accepted))
+	for rows.Next() {
+		var (
+			id string
+			n  uint64
+		)
+		if err := rows.Scan(&id, &n); err != nil {
+			return fmt.Errorf("reconcile: read event ids of partition %d: %w", part.Partition, err)
+		}
+		stored[id] = struct{}{}
+		part.Rows += int(n)
+		if n > 1 {
+			part.DoubledN++
+			part.Doubled = appendListed(part.Doubled, id)
+		}
+		if _, ok := accepted[id]; !ok {
+			part.UnknownN++
+			part.Unknown = appendListed(part.Unknown, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reconcile: read event ids of partition %d: %w", part.Partition, err)
+	}
+	part.Accepted, part.Stored = len(accepted), len(stored)
+	for id := range accepted {
+		if _, ok := stored[id]; !ok {
+			part.MissingN++
+			part.Missing = appendListed(part.Missing, id)
+		}
+	}
+	sort.Strings(part.Missing)
+	sort.Strings(part.Doubled)
+	sort.Strings(part.Unknown)
+	return nil
+}
+
+func appendListed(list []string, id string) []string {
+	if len(list) < MaxListed {
+		list = append(list, id)
+	}
+	return list
+}
+
+// WriteReport prints one line per partition and the ids found missing, doubled or unknown.
+func WriteReport(w io.Writer, parts []Partition) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-9s %-21s %8s %11s %9s %9s %8s %8s %8s\n", "partition", "raw sequences", "messages", "undecodable", "accepted", "stored", "missing", "doubled", "unknown")
+	for _, p := range parts {
+		seqs := "-"
+		if p.Messages > 0 {
+			seqs = fmt.Sprintf("%d-%d", p.FirstSeq, p.LastSeq)
+		}
+		fmt.Fprintf(&b, "%-9d %-21s %8d %11d %9d %9d %8d %8d %8d\n", p.Partition, seqs, p.Messages, p.Undecodable, p.Accepted, p.Stored, p.MissingN, p.DoubledN, p.UnknownN)
+	}
+	for _, p := range parts {
+		for _, l := range []struct {
+			what string
+			ids  []string
+		}{{"missing", p.Missing}, {"doubled", p.Doubled}, {"unknown", p.Unknown}} {
+			if len(l.ids) > 0 {
+				fmt.Fprintf(&b, "partition %d %s: %s\n", p.Partition, l.what, strings.Join(l.ids, " "))
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
