@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -37,6 +38,7 @@ type config struct {
 	rate       float64
 	emit       bool
 	cpuprofile string
+	memprofile string
 	verbose    bool
 }
 
@@ -57,6 +59,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.bench.ClickHousePIDFile, "clickhouse-pid-file", "", "pid file of the ClickHouse server (default: find clickhouse-server by its command line)")
 	fs.DurationVar(&c.bench.Timeout, "timeout", e2e.DefaultTimeout, "give up on a run after this long")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the runs' CPU profiles, merged, to this file (stage = pprof label)")
+	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (allocations since start: -sample_index=alloc_space) after the runs to this file")
 	fs.BoolVar(&c.verbose, "v", false, "log the pipeline's warnings and errors")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -106,6 +109,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if werr := e2e.WriteStageTable(stdout, results); werr != nil {
 			fmt.Fprintf(stderr, "e2e: write the stage table: %v\n", werr)
 			return 1
+		}
+		if cfg.memprofile != "" {
+			if werr := writeHeapProfile(cfg.memprofile); werr != nil {
+				fmt.Fprintf(stderr, "e2e: %v\n", werr)
+				return 1
+			}
 		}
 		if cfg.cpuprofile != "" {
 			if werr := writeProfile(cfg.cpuprofile, results); werr != nil {
@@ -185,4 +194,18 @@ func writeProfile(path string, results []e2e.Result) error {
 		return fmt.Errorf("write the CPU profile: %w", err)
 	}
 	return nil
+}
+
+// writeHeapProfile writes the heap profile, whose alloc_space samples count every allocation
+// since the process started, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create the heap profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write the heap profile: %w", err)
+	}
+	return f.Close()
 }
