@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -281,10 +283,12 @@ func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 		}
 	}()
 	rows = dst
-	if err := checkFraming(data); err != nil {
+	msgs, err := checkFraming(data)
+	if err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
-	rd, err := ipc.NewReader(bytes.NewReader(data), ipc.WithSchema(Schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
+	rd, err := ipc.NewReaderFromMessageReader(&payloadMessages{msgs: msgs, refs: 1},
+		ipc.WithSchema(Schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
 	if err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
@@ -383,26 +387,28 @@ const continuation = 0xFFFFFFFF
 
 // checkFraming walks the messages of an IPC stream: continuation marker, metadata length,
 // flatbuffer metadata, body. It reads the body length from the metadata as the IPC reader
-// will (and may panic on corrupt metadata, like the reader).
-func checkFraming(data []byte) error {
+// would (and may panic on corrupt metadata, like the reader), and returns the messages as
+// slices of data.
+func checkFraming(data []byte) ([]message, error) {
 	schema, err := schemaMessage()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !bytes.HasPrefix(data, schema) {
-		return errors.New("the payload does not start with the schema message of " + SchemaName)
+		return nil, errors.New("the payload does not start with the schema message of " + SchemaName)
 	}
+	var msgs []message
 	for rest := data; len(rest) > 0; {
 		if len(rest) < 8 || binary.LittleEndian.Uint32(rest) != continuation {
-			return fmt.Errorf("no message header at byte %d", len(data)-len(rest))
+			return nil, fmt.Errorf("no message header at byte %d", len(data)-len(rest))
 		}
 		n := int32(binary.LittleEndian.Uint32(rest[4:]))
 		rest = rest[8:]
 		if n == 0 {
-			return nil // end of stream
+			return msgs, nil // end of stream
 		}
 		if n < 4 || int(n) > len(rest) {
-			return fmt.Errorf("message metadata of %d bytes at byte %d exceeds the payload", n, len(data)-len(rest))
+			return nil, fmt.Errorf("message metadata of %d bytes at byte %d exceeds the payload", n, len(data)-len(rest))
 		}
 		meta := rest[:n]
 		rest = rest[n:]
@@ -413,11 +419,48 @@ func checkFraming(data []byte) error {
 			body = t.GetInt64(o + t.Pos)
 		}
 		if body < 0 || body > int64(len(rest)) {
-			return fmt.Errorf("message body of %d bytes at byte %d exceeds the payload", body, len(data)-len(rest))
+			return nil, fmt.Errorf("message body of %d bytes at byte %d exceeds the payload", body, len(data)-len(rest))
 		}
+		msgs = append(msgs, message{meta: meta, body: rest[:body]})
 		rest = rest[body:]
 	}
-	return nil
+	return msgs, nil
+}
+
+// message is one IPC message of a payload, in place.
+type message struct{ meta, body []byte }
+
+// payloadMessages gives the IPC reader the messages of a payload in place, where the reader's
+// own message reader copies every body into a new buffer first (an eighth of the pipeline's
+// allocations). The arrays then point into the payload only until appendRecord has copied
+// their values out.
+type payloadMessages struct {
+	msgs []message
+	cur  *ipc.Message
+	refs int64
+}
+
+func (p *payloadMessages) Message() (*ipc.Message, error) {
+	if p.cur != nil {
+		p.cur.Release()
+		p.cur = nil
+	}
+	if len(p.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := p.msgs[0]
+	p.msgs = p.msgs[1:]
+	p.cur = ipc.NewMessage(memory.NewBufferBytes(m.meta), memory.NewBufferBytes(m.body))
+	return p.cur, nil
+}
+
+func (p *payloadMessages) Retain() { atomic.AddInt64(&p.refs, 1) }
+
+func (p *payloadMessages) Release() {
+	if atomic.AddInt64(&p.refs, -1) == 0 && p.cur != nil {
+		p.cur.Release()
+		p.cur = nil
+	}
 }
 
 // boundedAllocator refuses any allocation larger than the payload, which no honest buffer
