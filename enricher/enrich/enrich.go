@@ -33,6 +33,9 @@ import (
 // ConsumerName is the durable consumer all enrichers share on USAGE_RAW.
 const ConsumerName = "enricher"
 
+// publishTimeout bounds the wait for JetStream to acknowledge an enriched message.
+const publishTimeout = 30 * time.Second
+
 // Config configures the enricher.
 type Config struct {
 	// PricingDir holds the pricing files; empty means the catalogue shipped in the binary.
@@ -151,7 +154,9 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			return nil, fmt.Errorf("load pricing catalogue: %w", err)
 		}
 	}
-	js, err := jetstream.New(nc)
+	// A publish whose acknowledgement never comes (a lost reply) must fail, so that its raw
+	// message is handed back, rather than hold the worker for ever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
@@ -344,6 +349,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 }
 
 func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
+	var scratch []batch.Row
 	for ctx.Err() == nil {
 		msgs, err := cons.Fetch(e.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -362,7 +368,7 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 			e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
 		}
 		if len(batchMsgs) > 0 {
-			e.process(ctx, batchMsgs)
+			e.process(ctx, batchMsgs, &scratch)
 		}
 	}
 	return nil
@@ -373,7 +379,9 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 // derived from the raw message's stream sequence, so a redelivered raw message republishes
 // under the same id and JetStream stores it once (and the aggregator drops its events as
 // duplicates should the redelivery come after the duplicate window).
-func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg) {
+//
+// scratch holds the rows of the worker's previous message, decoded into again for the next.
+func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[]batch.Row) {
 	type pending struct {
 		msg jetstream.Msg
 		ack jetstream.PubAckFuture
@@ -385,7 +393,7 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg) {
 			e.deadLetter(ctx, m, 0, fmt.Errorf("read message metadata: %w", err))
 			continue
 		}
-		out, p, err := e.enrich(m)
+		out, p, err := e.enrich(m, scratch)
 		if err != nil {
 			e.deadLetter(ctx, m, meta.Sequence.Stream, err)
 			continue
@@ -423,7 +431,7 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // enrich decodes one raw batch and prices every row in place.
-func (e *Enricher) enrich(m jetstream.Msg) ([]byte, int, error) {
+func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, error) {
 	p, err := partitionOf(m.Subject())
 	if err != nil {
 		return nil, 0, err
@@ -431,7 +439,8 @@ func (e *Enricher) enrich(m jetstream.Msg) ([]byte, int, error) {
 	if s := m.Headers().Get(stream.HeaderSchema); s != batch.SchemaName {
 		return nil, 0, fmt.Errorf("payload schema %q is not %s", s, batch.SchemaName)
 	}
-	rows, err := batch.Decode(m.Data())
+	rows, err := batch.AppendDecoded((*scratch)[:0], m.Data())
+	*scratch = rows
 	if err != nil {
 		return nil, 0, err
 	}
