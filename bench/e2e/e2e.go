@@ -25,7 +25,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultEvents      = 300_000
+	DefaultEvents      = 1_000_000
 	DefaultBatchSize   = 1000
 	DefaultClients     = 4
 	DefaultMarkerEvery = 10

@@ -62,7 +62,7 @@ func TestRuns(t *testing.T) {
 		return r
 	}
 	r, err := b.HTTP(ctx, w, 0)
-	check(r, err, 10, 5)
+	check(r, err, 10, 0) // latency is measured in paced runs only
 	// Paced at 20,000 events/s the last body leaves 2,700 events after the first: 135ms.
 	r, err = b.HTTP(ctx, w, 20_000)
 	if r := check(r, err, 10, 5); r.Intake < 135*time.Millisecond {

@@ -1,7 +1,7 @@
 // Command e2e measures the whole pipeline on this machine — the single-process tokenmeter with
 // NATS embedded, and the local ClickHouse — and prints a Markdown table for the README:
 //
-//	go run ./bench/cmd/e2e -events 300000 -clients 4 -paced 0.8
+//	go run ./bench/cmd/e2e -events 1000000 -clients 4 -paced 0.8
 //
 // It runs the HTTP collector as fast as Clients concurrent requests go, then again paced at a
 // share of the rate it measured (the latency at 80% of the maximum is the one that matters),

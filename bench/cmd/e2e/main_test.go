@@ -11,7 +11,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.events != 300_000 || c.bench.BatchSize != 1000 || c.bench.Clients != 4 || c.bench.MarkerEvery != 10 || c.paced != 0.8 || !c.emit {
+	if c.events != 1_000_000 || c.bench.BatchSize != 1000 || c.bench.Clients != 4 || c.bench.MarkerEvery != 10 || c.paced != 0.8 || !c.emit {
 		t.Errorf("defaults: %+v", c)
 	}
 	_, err = parseFlags([]string{"-events", "0", "-paced", "1.5", "-rate", "-1", "-clients", "-2", "extra"}, io.Discard)
