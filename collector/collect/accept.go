@@ -39,16 +39,23 @@ func (e *PublishError) RetryAfterSeconds() string { return e.RetryAfter }
 // rejections (Index is the position in events) and, when publishing failed, a *PublishError.
 // events is not modified.
 //
-// ctx is not used to bound publishing, for the reason ingest gives: a client hanging up must
+// ctx carries the API key of the request the events came with, when the collector has a keys
+// file (its bound tags and the tag policy are applied as for POST /v1/events). It is not used
+// to bound publishing, for the reason ingest gives: a client hanging up must
 // not count as a NATS failure, and the wait is bounded by Config.PublishTimeout.
-func (c *Collector) Accept(_ context.Context, events []event.Usage) ([]event.Rejection, error) {
+func (c *Collector) Accept(ctx context.Context, events []event.Usage) ([]event.Rejection, error) {
 	received := c.now()
 	valid := make([]event.Usage, 0, len(events))
 	var rejected []event.Rejection
+	ra := c.attr.request(ctx)
 	for i := range events {
 		u := events[i]
 		u.Normalize(received)
-		if err := u.Validate(received, c.cfg.Limits); err != nil {
+		err := u.Validate(received, c.cfg.Limits)
+		if err == nil && !ra.none() {
+			err = c.attr.apply(ra, &u) // replaces u.Tags, never modifies the caller's map
+		}
+		if err != nil {
 			rejected = append(rejected, event.Rejection{Index: i, ID: u.ID, Error: err.Error()})
 			c.metrics.rejected.WithLabelValues(reasonClass(err.Error())).Inc()
 			continue

@@ -45,6 +45,7 @@ type Collector struct {
 	js      jetstream.JetStream
 	breaker *gobreaker.CircuitBreaker
 	metrics *metrics
+	attr    *attributor // API keys and tag policy (auth.go)
 	mux     *http.ServeMux
 	addr    atomic.Pointer[string]
 	// now is the receive clock; tests replace it to make payloads reproducible.
@@ -83,13 +84,16 @@ func New(cfg Config, nc *nats.Conn) (*Collector, error) {
 			m.breakerOpen.Set(boolGauge(to == gobreaker.StateOpen))
 		},
 	})
+	if c.attr, err = newAttributor(cfg); err != nil {
+		return nil, err
+	}
 	c.mux = http.NewServeMux()
-	c.mux.HandleFunc("POST /v1/events", c.ingest)
+	c.mux.Handle("POST /v1/events", c.attr.authenticate(http.HandlerFunc(c.ingest)))
 	traces, err := otlp.NewHandler(c, otlp.Config{MaxBodyBytes: cfg.MaxBodyBytes, MaxEvents: cfg.MaxEvents, Registerer: cfg.Registerer, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	c.mux.Handle("POST "+otlp.Path, traces)
+	c.mux.Handle("POST "+otlp.Path, c.attr.authenticate(traces))
 	if err := c.mountOutcomes(); err != nil {
 		return nil, err
 	}
@@ -132,6 +136,7 @@ func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 	c.cfg.Logger.Info("collector listening", "addr", addr, "partitions", c.cfg.Partitions)
+	go c.attr.watchFiles(ctx, c.cfg.FilePoll)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

@@ -53,6 +53,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Budgets, when set, refuses or flags the events of scopes over a budget hard cap.
 	Budgets *budget.Enforcer
+	// KeysFile, when set, is the API-key registry (collector/keys): every request to
+	// /v1/events, /v1/traces and /v1/outcomes must carry one of its keys (Authorization:
+	// Bearer <key> or X-Tokenmeter-Key), and the key's bound tags are applied to its events.
+	// Without it requests are not authenticated, which is only for trusted networks.
+	KeysFile string
+	// TagPolicyFile, when set, is the required-tags policy (see TagPolicy).
+	TagPolicyFile string
+	// FilePoll is how often KeysFile and TagPolicyFile are checked for changes (default
+	// DefaultFilePoll).
+	FilePoll time.Duration
 }
 
 // withDefaults returns cfg with every zero value replaced by its default.
@@ -90,6 +100,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.FilePoll == 0 {
+		cfg.FilePoll = DefaultFilePoll
+	}
 	return cfg
 }
 
@@ -112,6 +125,9 @@ func (cfg Config) Validate() error {
 	errs = append(errs, validateLimits(cfg.Limits)...)
 	if cfg.Streams.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("stream replicas (%d) must be positive", cfg.Streams.Replicas))
+	}
+	if cfg.FilePoll < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("file poll interval (%s) must be at least 10ms", cfg.FilePoll))
 	}
 	if cfg.Gatherer == nil {
 		errs = append(errs, fmt.Errorf("gatherer is nil and the registerer (%T) is not a prometheus.Gatherer", cfg.Registerer))

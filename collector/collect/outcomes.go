@@ -279,7 +279,7 @@ func (c *Collector) mountOutcomes() error {
 			return fmt.Errorf("register outcome metrics: %w", err)
 		}
 	}
-	c.mux.HandleFunc("POST /v1/outcomes", h.serve)
+	c.mux.Handle("POST /v1/outcomes", c.attr.authenticate(http.HandlerFunc(h.serve)))
 	return nil
 }
 

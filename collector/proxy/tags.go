@@ -128,10 +128,3 @@ func checkedString(v string, dropped *int) string {
 }
 
 func cleanString(s string) bool { return normalize.CleanString(s) }
-
-func clip(s string) string {
-	if len(s) <= 64 {
-		return s
-	}
-	return strings.ToValidUTF8(s[:64], "") + "…"
-}

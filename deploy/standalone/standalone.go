@@ -49,6 +49,10 @@ type Config struct {
 	PricingDir    string
 	// AttributionFile holds the enricher's attribution rules (enricher/attribute); "" = none.
 	AttributionFile string
+	// KeysFile is the collector's API-key registry (collector/keys); "" = no authentication.
+	KeysFile string
+	// TagPolicyFile is the collector's required-tags policy (collect.TagPolicy); "" = none.
+	TagPolicyFile string
 	// RulesFile is the alerter's rules file; "" runs its built-in rules without receivers.
 	RulesFile  string
 	Registerer *prometheus.Registry
@@ -113,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.budgets = budget.NewEnforcer(nil, log.With("stage", "collector"))
 	p.collector, err = collect.New(collect.Config{
 		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions, Budgets: p.budgets,
+		KeysFile: cfg.KeysFile, TagPolicyFile: cfg.TagPolicyFile,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "collector"),
 	}, p.nc)
 	if err != nil {

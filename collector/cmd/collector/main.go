@@ -31,6 +31,10 @@ func run() int {
 	flag.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", collect.DefaultMaxBodyBytes, "largest request body")
 	flag.IntVar(&cfg.MaxEvents, "max-events", collect.DefaultMaxEvents, "most events in one request body")
 	flag.DurationVar(&cfg.PublishTimeout, "publish-timeout", collect.DefaultPublishTimeout, "wait for JetStream acknowledgements")
+	flag.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"),
+		"API-key registry (collector/keys JSON): requests must carry one of its keys, whose tags are applied to their events (default: no authentication, for trusted networks only)")
+	flag.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "required-tags policy file (YAML; see collect.TagPolicy)")
+	flag.DurationVar(&cfg.FilePoll, "file-poll", collect.DefaultFilePoll, "how often the keys and tag-policy files are checked for changes")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))

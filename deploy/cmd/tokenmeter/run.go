@@ -24,6 +24,8 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
 	fs.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
 	fs.StringVar(&cfg.AttributionFile, "attribution", os.Getenv("TOKENMETER_ATTRIBUTION_FILE"), "attribution rules file (enricher/attribute)")
+	fs.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"), "collector API-key registry (JSON); without it the collector trusts its network")
+	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "collector required-tags policy (YAML)")
 	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")
 	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
