@@ -3,12 +3,17 @@
 // same INSERT.
 //
 // Exactly-once effect rests on never inserting a duplicate. Every copy of an event lands on
-// the partition stream.Partition(id, n), and each partition has exactly one writer, which
-// keeps the set of the partition's event ids that ClickHouse holds (dedup.Set). The set is
-// rebuilt from ClickHouse at start, so whatever happened before — a crash between an insert
-// and its acks, an INSERT that landed half — the redelivered events already written are
-// found and skipped, and only the missing ones are inserted. Messages are acked only after
-// their rows are in ClickHouse.
+// the partition stream.PartitionOf(provider, response id, id, n), and each partition has
+// exactly one writer, which keeps the set of the partition's event ids that ClickHouse holds
+// (dedup.Set). The set is rebuilt from ClickHouse at start, so whatever happened before — a
+// crash between an insert and its acks, an INSERT that landed half — the redelivered events
+// already written are found and skipped, and only the missing ones are inserted. Messages
+// are acked only after their rows are in ClickHouse.
+//
+// Events that name a provider response are routed by it, so two reports of one call under
+// different event ids (a proxy and an SDK) meet on one partition too; its writer also keeps
+// the set of responses written (rebuilt the same way) and drops the second report, counting
+// it in tokenmeter_aggregator_response_duplicates_total.
 package aggregate
 
 import (
@@ -142,7 +147,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx is done
 	}
-	if err := a.awaitPredecessor(ctx, store{conn, a.cfg.Database}); err != nil {
+	if err := a.awaitNoInserts(ctx, store{conn, a.cfg.Database}, "waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets"); err != nil {
 		return nil // ctx is done
 	}
 	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
@@ -224,13 +229,16 @@ func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, e
 	return cons, err
 }
 
-// awaitPredecessor waits until ClickHouse runs no INSERT into usage_events, before any worker
-// loads its de-duplication set. An aggregator killed while sending an INSERT can leave it
-// running in ClickHouse, which then lands after the process is gone; a set loaded before it
-// lands would miss its ids, and their next copies would be written twice. (Chaos scenario 2
-// found this.) Only one aggregator writes a database, so an INSERT running now is a
-// predecessor's. Two empty looks 100 ms apart cover a query that was still in the socket.
-func (a *Aggregator) awaitPredecessor(ctx context.Context, st store) error {
+// awaitNoInserts waits until ClickHouse runs no INSERT into usage_events, logging why while
+// it waits. At start-up it runs before any worker loads its de-duplication set: an
+// aggregator killed while sending an INSERT can leave it running in ClickHouse, which then
+// lands after the process is gone; a set loaded before it lands would miss its ids, and their
+// next copies would be written twice (chaos scenario 2 found this). After a failed INSERT it
+// runs before the worker checks which rows landed, for the same reason. Only one aggregator
+// writes a database, so an INSERT running now is a predecessor's or a failed one's (or a
+// partner worker's, which only makes the wait longer). Two empty looks 100 ms apart cover a
+// query that was still in the socket.
+func (a *Aggregator) awaitNoInserts(ctx context.Context, st store, why string) error {
 	empty := 0
 	for empty < 2 {
 		var n uint64
@@ -246,7 +254,7 @@ func (a *Aggregator) awaitPredecessor(ctx context.Context, st store) error {
 			empty++
 		} else {
 			empty = 0
-			a.log.Warn("waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets", "running", n)
+			a.log.Warn(why, "running", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -114,7 +114,7 @@ func (e *env) publish(tb testing.TB, rows ...batch.Row) {
 	tb.Helper()
 	byPart := map[int][]batch.Row{}
 	for _, r := range rows {
-		r.Partition = stream.Partition(r.ID, testPartitions)
+		r.Partition = stream.PartitionOf(r.Provider, r.ResponseID, r.ID, testPartitions)
 		byPart[r.Partition] = append(byPart[r.Partition], r)
 	}
 	for p, rs := range byPart {
@@ -216,7 +216,7 @@ func TestWritesEventsAndRollups(t *testing.T) {
 		toString(cost_usd), '|', toString(savings_usd), '|', toString(priced), '|', model_priced, '|', toString(latency_ms), '|', toString(cache_hit))
 		FROM {db}.usage_events WHERE event_id = 'evt_a'`)
 	want := fmt.Sprintf("evt_a|2026-11-26 22:41:31|123|%d|customer,region=acme,eu|ticket-4711|summarize@v7|chatcmpl-1|1200/300/1000|4.250000000001|2.500000000000|1|gpt-4o-2024-08-06|850|0",
-		stream.Partition("evt_a", testPartitions))
+		stream.PartitionOf("openai", "chatcmpl-1", "evt_a", testPartitions))
 	if got != want {
 		t.Errorf("usage_events row evt_a:\n got %s\nwant %s", got, want)
 	}

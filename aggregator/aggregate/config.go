@@ -32,15 +32,15 @@ type Config struct {
 	// ClickHouseDSN on the standard ports (9000 -> http on 8123, 9440 -> https on 8443).
 	ClickHouseHTTP string
 	Database       string
-	// Partitions must equal the enricher's: events are routed by stream.Partition(id, n).
+	// Partitions must equal the collector's: events are routed by stream.PartitionOf.
 	Partitions int
 	// A batch is inserted when it holds BatchMaxRows rows or BatchMaxWait after its first
 	// message arrived, whichever comes first. Messages are not split, so a batch can exceed
 	// BatchMaxRows by the rows of the messages of its last fetch.
 	BatchMaxRows int
 	BatchMaxWait time.Duration
-	// DedupWindow is how far back, by ingest time, the in-memory set of written event ids
-	// reaches. Older events are looked up in ClickHouse one by one instead.
+	// DedupWindow is how far back, by ingest time, the in-memory sets of written event ids
+	// and provider responses reach. Older events are looked up in ClickHouse instead.
 	DedupWindow time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
 	// above the time of an insert.

@@ -9,12 +9,16 @@ import (
 type metrics struct {
 	rows       prometheus.Counter
 	duplicates prometheus.Counter
-	conflicts  prometheus.Counter
-	inserts    *prometheus.CounterVec
-	insertSecs prometheus.Histogram
-	poison     prometheus.Counter
-	breaker    prometheus.Gauge
-	dedupIDs   *prometheus.GaugeVec
+	// responseDuplicates counts second reports of one provider response under another id.
+	responseDuplicates prometheus.Counter
+	conflicts          prometheus.Counter
+	inserts            *prometheus.CounterVec
+	insertSecs         prometheus.Histogram
+	poison             prometheus.Counter
+	breaker            prometheus.Gauge
+	dedupIDs           *prometheus.GaugeVec
+	// dedupResponses is the size of the response sets.
+	dedupResponses *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,6 +30,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_duplicates_total",
 			Help: "Events dropped because their id is already in ClickHouse or earlier in the same batch.",
+		}),
+		responseDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_response_duplicates_total",
+			Help: "Events dropped because another event id with the same provider and response_id is already in ClickHouse or earlier in the same batch (one call reported twice, e.g. by a proxy and an SDK); the first is kept.",
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_conflicts_total",
@@ -52,10 +60,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_aggregator_dedup_ids",
 			Help: "Event ids held in the de-duplication set, by partition.",
 		}, []string{"partition"}),
+		dedupResponses: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenmeter_aggregator_dedup_responses",
+			Help: "Provider responses (provider, response_id) held in the de-duplication set, by partition.",
+		}, []string{"partition"}),
 	}
 	m.inserts.WithLabelValues("ok")
 	m.inserts.WithLabelValues("error")
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs} {
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

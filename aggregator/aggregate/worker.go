@@ -54,14 +54,19 @@ type worker struct {
 	log   *slog.Logger
 	store store
 	set   *dedup.Set
-	cons  jetstream.Consumer
-	seen  map[dedup.Key]uint64 // ids of the batch being filtered → content fingerprint
+	// resp holds the provider responses (dedup.ResponseKeyOf) written within the window: a
+	// second report of one call, under another event id, is dropped.
+	resp     *dedup.Set
+	cons     jetstream.Consumer
+	seen     map[dedup.Key]uint64   // ids of the batch being filtered → content fingerprint
+	seenResp map[dedup.Key]struct{} // responses of the batch being filtered
 }
 
 func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
 	wk := &worker{
 		a: a, p: p, store: st, log: a.log.With("partition", p),
 		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]uint64),
+		resp: dedup.New(a.cfg.DedupWindow, a.now), seenResp: make(map[dedup.Key]struct{}),
 	}
 	if err := wk.warm(ctx); err != nil {
 		return nil // ctx is done
@@ -99,21 +104,32 @@ func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
 	return nil
 }
 
-// warm loads the ids ClickHouse holds for the partition within the window.
+// warm loads the ids and provider responses ClickHouse holds for the partition within the
+// window.
 func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
 	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
 		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
-		return wk.store.ids(ctx, wk.p, wk.set.Floor(), func(id string, at time.Time, fp uint64) {
-			wk.set.Add(dedup.KeyOf(id), fp, at)
+		wk.resp = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
+		return wk.store.ids(ctx, wk.p, wk.set.Floor(), func(e *stored) {
+			wk.set.Add(dedup.KeyOf(e.id), e.fp, e.ingested)
+			if e.responseID != "" {
+				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, e.ingested)
+			}
 		})
 	}, &wk.p)
 	if err != nil {
 		return err
 	}
-	wk.a.m.dedupIDs.WithLabelValues(strconv.Itoa(wk.p)).Set(float64(wk.set.Len()))
-	wk.log.Info("loaded the de-duplication set", "ids", wk.set.Len(), "since", wk.set.Floor(), "took", time.Since(start))
+	wk.setGauges()
+	wk.log.Info("loaded the de-duplication set", "ids", wk.set.Len(), "responses", wk.resp.Len(), "since", wk.set.Floor(), "took", time.Since(start))
 	return nil
+}
+
+func (wk *worker) setGauges() {
+	p := strconv.Itoa(wk.p)
+	wk.a.m.dedupIDs.WithLabelValues(p).Set(float64(wk.set.Len()))
+	wk.a.m.dedupResponses.WithLabelValues(p).Set(float64(wk.resp.Len()))
 }
 
 // fetch collects batches until ctx is done, then closes out. A batch closes when it holds
@@ -284,11 +300,12 @@ func (wk *worker) decode(rows []batch.Row, msg jetstream.Msg) ([]batch.Row, erro
 	if err != nil {
 		return nil, err
 	}
-	// The de-duplication set of this partition only covers the ids routed to it; an event on
-	// the wrong partition could be written twice, by two workers.
+	// The de-duplication sets of this partition only cover the ids and responses routed to
+	// it; an event on the wrong partition could be written twice, by two workers.
 	for i := n; i < len(rows); i++ {
-		if q := stream.Partition(rows[i].ID, wk.a.cfg.Partitions); q != wk.p {
-			return nil, fmt.Errorf("event %q belongs to partition %d of %d, not to %d", rows[i].ID, q, wk.a.cfg.Partitions, wk.p)
+		r := &rows[i]
+		if q := stream.PartitionOf(r.Provider, r.ResponseID, r.ID, wk.a.cfg.Partitions); q != wk.p {
+			return nil, fmt.Errorf("event %q belongs to partition %d of %d, not to %d", r.ID, q, wk.a.cfg.Partitions, wk.p)
 		}
 	}
 	return rows, nil
@@ -325,14 +342,18 @@ func (wk *worker) deadLetter(msg jetstream.Msg, reason error) {
 // flush writes the rows of b that ClickHouse does not hold yet, then acks b's messages. It
 // retries ClickHouse until it succeeds; it returns errStopped when ctx ends first.
 func (wk *worker) flush(ctx context.Context, b *pending) error {
-	if n := wk.set.Expire(); n > 0 {
-		wk.log.Info("expired event ids from the de-duplication set", "ids", n)
+	if n, r := wk.set.Expire(), wk.resp.Expire(); n > 0 || r > 0 {
+		wk.log.Info("expired event ids from the de-duplication set", "ids", n, "responses", r)
 	}
 	rows, old := wk.filter(b)
 
-	// Ids received before the set's floor may be in ClickHouse without being in the set.
+	// Ids received before the set's floor may be in ClickHouse without being in the set, and
+	// so may their responses.
 	if len(old) > 0 {
 		if err := wk.dropExisting(ctx, b, &rows, old); err != nil {
+			return errStopped
+		}
+		if err := wk.dropExistingResponses(ctx, &rows); err != nil {
 			return errStopped
 		}
 	}
@@ -340,8 +361,14 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			// The failed INSERT may have landed in part (one part per monthly partition);
-			// insert only what is still missing.
+			// The failed INSERT may have landed in part (one part per monthly partition), or
+			// may still be running in ClickHouse although its client gave up (a lost answer,
+			// a timeout): wait until no INSERT runs, then insert only what is still missing.
+			// Checking earlier would miss rows about to land and write them twice (chaos
+			// scenario 3 found this).
+			if err := wk.a.awaitNoInserts(ctx, wk.store, "waiting for a failed INSERT to finish before checking which rows landed"); err != nil {
+				return errStopped
+			}
 			ids := make([]string, len(rows))
 			for i := range rows {
 				ids[i] = rows[i].ID
@@ -369,8 +396,11 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 
 	for i := range rows {
 		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), rows[i].Received)
+		if rows[i].ResponseID != "" {
+			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, rows[i].Received)
+		}
 	}
-	wk.a.m.dedupIDs.WithLabelValues(strconv.Itoa(wk.p)).Set(float64(wk.set.Len()))
+	wk.setGauges()
 	wk.a.setReady(wk.p, nil)
 	if err := wk.reportConflicts(ctx, b.conflicts); err != nil {
 		return errStopped
@@ -419,14 +449,17 @@ func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
 
 // filter drops the rows of b whose id the set holds or that repeat an earlier row of the
 // batch; a dropped row whose content differs from the kept copy's is recorded in
-// b.conflicts. It returns the rows to insert (reusing b.rows' array) and the ids received
-// before the set's floor, which the set cannot vouch for.
+// b.conflicts. Then it drops the rows whose provider response is already written, or taken
+// earlier in the batch, under another id: the first report of a call is kept. It returns the
+// rows to insert (reusing b.rows' array) and the ids received before the set's floor, which
+// the sets cannot vouch for.
 func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 	clear(wk.seen)
+	clear(wk.seenResp)
 	floor := wk.set.Floor()
 	rows := b.rows
 	fresh = rows[:0]
-	dups := 0
+	dups, respDups := 0, 0
 	for i := range rows {
 		k := dedup.KeyOf(rows[i].ID)
 		fp := dedup.Fingerprint(&rows[i])
@@ -442,6 +475,17 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 			}
 			continue
 		}
+		if rid := rows[i].ResponseID; rid != "" {
+			rk := dedup.ResponseKeyOf(rows[i].Provider, rid)
+			_, taken := wk.seenResp[rk]
+			if taken || wk.resp.Has(rk) {
+				// Not recorded in seen: a later copy of this id is dropped the same way,
+				// rather than compared with a copy that was never written.
+				respDups++
+				continue
+			}
+			wk.seenResp[rk] = struct{}{}
+		}
 		wk.seen[k] = fp
 		if rows[i].Received.Before(floor) {
 			old = append(old, rows[i].ID)
@@ -449,7 +493,47 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 		fresh = append(fresh, rows[i])
 	}
 	wk.a.m.duplicates.Add(float64(dups))
+	wk.a.m.responseDuplicates.Add(float64(respDups))
 	return fresh, old
+}
+
+// dropExistingResponses removes from *rows those received before the sets' floor whose
+// provider response ClickHouse already holds (under another id: dropExisting ran first).
+func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) error {
+	floor := wk.set.Floor()
+	var rids []string
+	for i := range *rows {
+		if r := &(*rows)[i]; r.ResponseID != "" && r.Received.Before(floor) {
+			rids = append(rids, r.ResponseID)
+		}
+	}
+	if len(rids) == 0 {
+		return nil
+	}
+	found := make(map[dedup.Key]struct{})
+	err := wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
+		clear(found)
+		return wk.store.existingResponses(ctx, wk.p, rids, func(provider, rid string) {
+			found[dedup.ResponseKeyOf(provider, rid)] = struct{}{}
+		})
+	}, &wk.p)
+	if err != nil || len(found) == 0 {
+		return err
+	}
+	kept := (*rows)[:0]
+	dups := 0
+	for _, r := range *rows {
+		if r.ResponseID != "" && r.Received.Before(floor) {
+			if _, ok := found[dedup.ResponseKeyOf(r.Provider, r.ResponseID)]; ok {
+				dups++
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	wk.a.m.responseDuplicates.Add(float64(dups))
+	*rows = kept
+	return nil
 }
 
 // dropExisting removes from *rows those of ids that ClickHouse already holds; one whose

@@ -2,12 +2,16 @@
 // with the fingerprint of its content. The aggregator's single writer of a partition consults
 // it before every insert, so an event id never reaches usage_events twice while its first copy
 // is inside the window, and a second copy whose content differs is recognised as a conflict.
+// A second Set of the same kind holds the provider responses (ResponseKeyOf) written, so that
+// one call reported by two emitters under different event ids is written once.
 package dedup
 
 import (
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Key identifies an event id with 128 bits: two independent 64-bit hashes, so that a
@@ -25,6 +29,31 @@ func KeyOf(id string) Key {
 	_, _ = d.WriteString(id)
 	_, _ = d.WriteString(keySuffix)
 	return Key{xxhash.Sum64String(id), d.Sum64()}
+}
+
+// ResponseKeyOf returns the key of a provider response: that of the event's partition key
+// (stream.PartitionKey — "response", NUL, the provider in lower case, NUL, the response id),
+// so that two reports of one call under different event ids have one key. It is meant for a
+// Set of its own, beside the set of event ids.
+//
+// It equals KeyOf(stream.PartitionKey(provider, responseID, "")) for a non-empty responseID,
+// computed without building the key: the aggregator calls it for every row it filters.
+func ResponseKeyOf(provider, responseID string) Key {
+	if responseID == "" {
+		return KeyOf(stream.PartitionKey(provider, responseID, ""))
+	}
+	provider = strings.ToLower(provider) // no copy when it is lower case already
+	var a, b xxhash.Digest
+	a.Reset()
+	b.Reset()
+	for _, d := range [...]*xxhash.Digest{&a, &b} {
+		_, _ = d.WriteString(stream.ResponseKeyPrefix)
+		_, _ = d.WriteString(provider)
+		_, _ = d.WriteString("\x00")
+		_, _ = d.WriteString(responseID)
+	}
+	_, _ = b.WriteString(keySuffix)
+	return Key{a.Sum64(), b.Sum64()}
 }
 
 // Set holds the keys of the events received within a window, bucketed by the hour they were

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 func TestKeyOf(t *testing.T) {
@@ -75,4 +77,54 @@ func BenchmarkSet(b *testing.B) {
 			s.Add(k, 1, now)
 		}
 	}
+}
+
+func TestResponseKeyOf(t *testing.T) {
+	a := ResponseKeyOf("openai", "chatcmpl-1")
+	for _, tc := range []struct {
+		provider, rid string
+		same          bool
+	}{
+		{"openai", "chatcmpl-1", true},
+		{"OpenAI", "chatcmpl-1", true}, // the provider's case does not matter
+		{"openai", "chatcmpl-2", false},
+		{"azure", "chatcmpl-1", false},
+		{"openai", "Chatcmpl-1", false}, // the response id's does
+		{"openai\x00chatcmpl-1", "", false},
+	} {
+		if got := ResponseKeyOf(tc.provider, tc.rid) == a; got != tc.same {
+			t.Errorf("ResponseKeyOf(%q, %q) == ResponseKeyOf(openai, chatcmpl-1): %v, want %v", tc.provider, tc.rid, got, tc.same)
+		}
+	}
+	if a == KeyOf("chatcmpl-1") || a == KeyOf("openai") {
+		t.Errorf("a response key equals an event id's key")
+	}
+	for _, tc := range [][2]string{{"openai", "chatcmpl-1"}, {"Anthropic", "msg_01"}, {"", "r"}, {"ÉCOLE", "x\x00y"}, {"openai", ""}} {
+		if got, want := ResponseKeyOf(tc[0], tc[1]), KeyOf(stream.PartitionKey(tc[0], tc[1], "")); got != want {
+			t.Errorf("ResponseKeyOf(%q, %q) = %v, want KeyOf of the partition key %v", tc[0], tc[1], got, want)
+		}
+	}
+}
+
+func TestResponseKeyOfDoesNotAllocate(t *testing.T) {
+	if a := testing.AllocsPerRun(100, func() { ResponseKeyOf("openai", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5q") }); a != 0 {
+		t.Errorf("ResponseKeyOf allocates %v times per call, want 0", a)
+	}
+}
+
+// BenchmarkKey compares the per-row cost of the id key with that of the response key, which
+// the aggregator computes in addition for every row carrying a response id.
+func BenchmarkKey(b *testing.B) {
+	b.Run("id", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			KeyOf("evt_00000000000000012345")
+		}
+	})
+	b.Run("response", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ResponseKeyOf("openai", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5q")
+		}
+	})
 }

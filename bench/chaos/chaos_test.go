@@ -32,6 +32,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
@@ -247,7 +248,7 @@ func (r *run) check(scenario, faults string) {
 		r.t.Errorf("no unpriced event in the traffic; the totals would not cover them")
 	}
 	// The operators' check agrees: every id USAGE_RAW accepted is stored once.
-	parts, err := Reconcile(ctx, r.js, r.conn, r.db, stream.DefaultPartitions)
+	parts, err := reconcile.Check(ctx, r.js, r.conn, r.db, stream.DefaultPartitions)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func (r *run) logLines(name, text string) int {
 }
 
 // fenceNote says how often a restarted aggregator waited for an INSERT its killed predecessor
-// left running in ClickHouse (aggregate.awaitPredecessor).
+// left running in ClickHouse (aggregate.awaitNoInserts).
 func (r *run) fenceNote() string {
 	return fmt.Sprintf("; a restart waited for a dead predecessor's INSERT %d times", r.logLines(Aggregator, "waiting for INSERTs of a previous aggregator"))
 }

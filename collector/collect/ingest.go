@@ -72,6 +72,8 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, http.StatusBadRequest, "", err.Error())
 		return
 	}
+	// API key and tag policy (auth.go): refused events join the rejections.
+	c.attr.applyBatch(c.attr.request(r.Context()), &b)
 	// Budget hard caps (collector/budget): refused events join the rejections; a body left
 	// with nothing to accept is answered 429 with the reason.
 	if first, n := c.cfg.Budgets.Apply(&b); n > 0 {
@@ -126,7 +128,7 @@ func readBody(r io.Reader, contentLength int64) ([]byte, error) {
 func (c *Collector) messages(events []event.Usage, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
 	rows := make([][]batch.Row, c.cfg.Partitions)
 	for i := range events {
-		p := stream.Partition(events[i].ID, c.cfg.Partitions)
+		p := stream.PartitionOf(events[i].Provider, events[i].ResponseID, events[i].ID, c.cfg.Partitions)
 		rows[p] = append(rows[p], batch.FromUsage(&events[i], received, p))
 	}
 	var msgs []rawbatch.Message

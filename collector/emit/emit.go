@@ -212,7 +212,7 @@ func (e *Emitter) Emit(u event.Usage) error {
 		e.metrics.invalid.Inc()
 		return fmt.Errorf("emit usage event %q: %w", u.ID, err)
 	}
-	p := stream.Partition(u.ID, e.opts.Partitions)
+	p := stream.PartitionOf(u.Provider, u.ResponseID, u.ID, e.opts.Partitions)
 	row := batch.FromUsage(&u, now, p)
 
 	e.mu.Lock()

@@ -136,7 +136,7 @@ func (h *harness) events(n int) []batch.Row {
 func (h *harness) want(u event.Usage) batch.Row {
 	u.Time = h.now
 	u.Normalize(h.now)
-	r := batch.FromUsage(&u, h.now, stream.Partition(u.ID, stream.DefaultPartitions))
+	r := batch.FromUsage(&u, h.now, stream.PartitionOf(u.Provider, u.ResponseID, u.ID, stream.DefaultPartitions))
 	r.Received = time.Time{}
 	return r
 }

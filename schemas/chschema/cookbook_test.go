@@ -165,6 +165,7 @@ func TestCookbook(t *testing.T) {
 	wantHeadings := []string{
 		"Spend by day, team and model", "Week over week by feature", "Cost per request: percentiles",
 		"Cost per workflow", "Cost per successful outcome", "Cache savings",
+		"Cache savings by team, feature and prompt version", "Did one-hour cache writes pay back?",
 		"Prompt-version drift: tokens per request", "Untagged share",
 	}
 	if strings.Join(headings, "\n") != strings.Join(wantHeadings, "\n") {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -43,9 +44,46 @@ const DefaultPartitions = 4
 
 // Partition maps an event id to one of n partitions: xxhash64 of the id's bytes, modulo n.
 // Every copy of an event — a retry, a duplicate send — lands on the same partition, so the
-// partition's single writer can de-duplicate it.
+// partition's single writer can de-duplicate it. Events are routed by PartitionOf, which is
+// Partition of the event id unless the event names its provider response.
 func Partition(eventID string, n int) int {
 	return int(xxhash.Sum64String(eventID) % uint64(n))
+}
+
+// PartitionKey is what an event is routed by. An event that names the provider's response
+// (response_id) is routed by "response", NUL, its provider in lower case, NUL and the response
+// id; any other event by its own id. Two reports of one provider call — a proxy and an SDK
+// both emitting it under different event ids — therefore land on the same partition, whose
+// single writer keeps the first and drops the second (the aggregator's response-key set).
+// Every copy of one event (a retry, a redelivery) still lands on one partition, since it
+// carries the same provider and response id. Event ids cannot contain NUL (validation rejects
+// control characters), so a response key is never also an event id.
+//
+// An event without a response id keeps the partition of its id: Partition(id, n).
+func PartitionKey(provider, responseID, eventID string) string {
+	if responseID == "" {
+		return eventID
+	}
+	return ResponseKeyPrefix + strings.ToLower(provider) + "\x00" + responseID
+}
+
+// ResponseKeyPrefix begins the partition key of an event routed by its response.
+const ResponseKeyPrefix = "response\x00"
+
+// PartitionOf is the partition of an event with these fields: Partition(PartitionKey(provider,
+// responseID, eventID), n), computed without building the key. The collector, the Go emitter
+// and the aggregator's partition check all route by it.
+func PartitionOf(provider, responseID, eventID string, n int) int {
+	if responseID == "" {
+		return Partition(eventID, n)
+	}
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(ResponseKeyPrefix)
+	_, _ = d.WriteString(strings.ToLower(provider))
+	_, _ = d.WriteString("\x00")
+	_, _ = d.WriteString(responseID)
+	return int(d.Sum64() % uint64(n))
 }
 
 // RawSubject is the subject of partition p of USAGE_RAW.
