@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -89,37 +88,4 @@ func postEvents(ctx context.Context, url string, ndjson []byte) (ingestResult, e
 		return ingestResult{}, fmt.Errorf("post events: response %q: %w", body, err)
 	}
 	return r, nil
-}
-
-// runSend implements "tokenmeter send": synthetic test events to a collector.
-func runSend(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
-	url := fs.String("url", "http://127.0.0.1:8080/v1/events", "collector ingest URL")
-	n := fs.Int("n", 1000, "events to send")
-	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "generator seed (the same seed sends the same events)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg := loadgen.DefaultConfig(time.Now().UTC())
-	cfg.Seed = *seed
-	gen := loadgen.New(cfg)
-	accepted, rejected := 0, 0
-	for sent := 0; sent < *n; {
-		items := make([]loadgen.Item, min(1000, *n-sent))
-		for i := range items {
-			items[i] = gen.Next()
-		}
-		r, err := postEvents(ctx, *url, loadgen.NDJSON(items))
-		if err != nil {
-			return err
-		}
-		sent += len(items)
-		accepted += r.Accepted
-		rejected += len(r.Rejected)
-		for _, rj := range r.Rejected {
-			fmt.Printf("rejected %s: %s\n", rj.ID, rj.Error)
-		}
-	}
-	fmt.Printf("sent %d events: %d accepted, %d rejected (seed %d)\n", *n, accepted, rejected, *seed)
-	return nil
 }

@@ -11,6 +11,7 @@
 //	tokenmeter pricing validate FILE... | lookup PROVIDER MODEL | import litellm FILE
 //	tokenmeter rerate -from T -to T [-apply]
 //	tokenmeter rules validate FILE...
+//	tokenmeter reconcile [-nats URL] [-clickhouse DSN] [-database NAME] [-partitions N]
 package main
 
 import (
@@ -36,6 +37,7 @@ commands:
   pricing import litellm F   convert LiteLLM's model_prices_and_context_window.json to pricing files
   rerate -from T -to T       re-price stored events with the current catalogue; -apply writes corrections
   rules validate FILE...     check alerter rules files and print what they hold
+  reconcile                  compare what USAGE_RAW accepted with usage_events: ids missing or stored twice
 
 Run "tokenmeter <command> -h" for the flags of a command.
 `
@@ -71,6 +73,8 @@ func run(args []string) int {
 		err = runPricing(args)
 	case "rules":
 		err = runRules(args)
+	case "reconcile":
+		err = runReconcile(ctx, args, os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0

@@ -1,4 +1,9 @@
-package chaos
+// Package reconcile is the operators' check of the pipeline's guarantee (issue 3): it
+// compares what USAGE_RAW accepted, partition by partition (sequence range, messages, distinct
+// event ids), with what ClickHouse's usage_events holds, and lists the ids missing, stored
+// twice, or stored without a raw message. "tokenmeter reconcile" runs it; the fault-injection
+// suite (bench/chaos) ends every scenario with it.
+package reconcile
 
 import (
 	"context"
@@ -10,12 +15,68 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
+
+// Config says where the stream and the table to compare are.
+type Config struct {
+	// NATSURL is the NATS server holding USAGE_RAW.
+	NATSURL string
+	// ClickHouseDSN and Database locate usage_events.
+	ClickHouseDSN, Database string
+	// Partitions is the number of USAGE_RAW partitions; every stage uses the same number.
+	Partitions int
+}
+
+// Validate reports every invalid field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("-nats is empty"))
+	}
+	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
+		errs = append(errs, fmt.Errorf("-clickhouse %q: %w", c.ClickHouseDSN, err))
+	}
+	if c.Database == "" {
+		errs = append(errs, errors.New("-database is empty"))
+	}
+	if c.Partitions < 1 || c.Partitions > 1<<16 {
+		errs = append(errs, fmt.Errorf("-partitions (%d) must be between 1 and 65536", c.Partitions))
+	}
+	return errors.Join(errs...)
+}
+
+// Run connects to NATS and ClickHouse as c says and runs Check.
+func Run(ctx context.Context, c Config) ([]Partition, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(c.NATSURL, nats.Name("tokenmeter-reconcile"))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", c.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open JetStream on %s: %w", c.NATSURL, err)
+	}
+	opts, err := clickhouse.ParseDSN(c.ClickHouseDSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse ClickHouse DSN %q: %w", c.ClickHouseDSN, err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open ClickHouse %s: %w", c.ClickHouseDSN, err)
+	}
+	defer conn.Close()
+	return Check(ctx, js, conn, c.Database, c.Partitions)
+}
 
 // Partition is the reconciliation of one partition: what USAGE_RAW accepted against what
 // ClickHouse holds.
@@ -43,11 +104,11 @@ const MaxListed = 20
 // OK reports whether nothing is missing and nothing doubled.
 func (p Partition) OK() bool { return p.MissingN == 0 && p.DoubledN == 0 }
 
-// Reconcile reads every message USAGE_RAW holds, collects the event ids of each partition and
+// Check reads every message USAGE_RAW holds, collects the event ids of each partition and
 // compares them with usage_events of db: accepted ids missing in ClickHouse, ids stored twice,
 // and ids stored that the stream no longer holds. It reads whole partitions into memory, so it
 // suits a check after a test run or an operator's spot check, not a continuous audit.
-func Reconcile(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db string, partitions int) ([]Partition, error) {
+func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db string, partitions int) ([]Partition, error) {
 	st, err := js.Stream(ctx, stream.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: look up stream %s: %w", stream.Raw, err)
@@ -195,4 +256,16 @@ func WriteReport(w io.Writer, parts []Partition) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Err names every partition with an id missing or doubled, or is nil when there is none.
+// Ids stored without a raw message are not an error: USAGE_RAW drops old messages by age.
+func Err(parts []Partition) error {
+	var errs []error
+	for _, p := range parts {
+		if !p.OK() {
+			errs = append(errs, fmt.Errorf("partition %d: %d accepted ids missing from usage_events, %d stored more than once", p.Partition, p.MissingN, p.DoubledN))
+		}
+	}
+	return errors.Join(errs...)
 }
