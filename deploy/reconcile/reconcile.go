@@ -90,12 +90,15 @@ type Partition struct {
 	// Accepted is the distinct event ids in the raw messages; Stored the distinct ids of the
 	// partition in usage_events; Rows its rows.
 	Accepted, Stored, Rows int
-	// Missing are accepted ids not stored; Doubled ids stored more than once; Unknown ids
-	// stored but not in the raw messages read (expected when USAGE_RAW no longer holds their
-	// messages, by MaxAge). Each list holds at most MaxListed ids.
-	Missing, Doubled, Unknown []string
-	// Counts of the three, which the lists may cut short.
-	MissingN, DoubledN, UnknownN int
+	// Missing are accepted ids not stored; Merged accepted ids not stored because another
+	// report of the same provider call (same provider and response_id, another id) is, as
+	// the aggregator keeps only the first; Doubled ids stored more than once, or a call
+	// stored under two ids; Unknown ids stored but not in the raw messages read (expected when
+	// USAGE_RAW no longer holds their messages, by MaxAge). Each list holds at most MaxListed
+	// ids.
+	Missing, Merged, Doubled, Unknown []string
+	// Counts of the four, which the lists may cut short.
+	MissingN, MergedN, DoubledN, UnknownN int
 }
 
 // MaxListed bounds the ids each list of a Partition holds.
@@ -118,10 +121,10 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 		return nil, fmt.Errorf("reconcile: stream %s info: %w", stream.Raw, err)
 	}
 	out := make([]Partition, partitions)
-	accepted := make([]map[string]struct{}, partitions)
+	accepted := make([]map[string]string, partitions) // id → its call's key ("" without response_id)
 	for p := range out {
 		out[p].Partition = p
-		accepted[p] = map[string]struct{}{}
+		accepted[p] = map[string]string{}
 	}
 	if info.State.Msgs > 0 {
 		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
@@ -164,7 +167,7 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 					continue
 				}
 				for i := range rows {
-					accepted[p][rows[i].ID] = struct{}{}
+					accepted[p][rows[i].ID] = callKey(rows[i].Provider, rows[i].ResponseID)
 				}
 			}
 			if n == 0 {
@@ -184,22 +187,35 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 	return out, nil
 }
 
-func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, accepted map[string]struct{}) error {
-	rows, err := conn.Query(ctx, "SELECT event_id, count() FROM "+db+".usage_events WHERE partition = ? GROUP BY event_id", uint16(part.Partition))
+// callKey names a provider call as the aggregator de-duplicates it: lower(provider) and
+// response_id, or "" for an event without a response_id.
+func callKey(provider, responseID string) string {
+	if responseID == "" {
+		return ""
+	}
+	return strings.ToLower(provider) + "\x00" + responseID
+}
+
+func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, accepted map[string]string) error {
+	rows, err := conn.Query(ctx, "SELECT event_id, count(), any(provider), any(response_id) FROM "+db+".usage_events WHERE partition = ? GROUP BY event_id", uint16(part.Partition))
 	if err != nil {
 		return fmt.Errorf("reconcile: read event ids of partition %d from %s.usage_events: %w", part.Partition, db, err)
 	}
 	defer rows.Close()
 	stored := make(map[string]struct{}, len(accepted))
+	calls := map[string][]string{} // call key → the ids stored for it
 	for rows.Next() {
 		var (
-			id string
-			n  uint64
+			id, provider, response string
+			n                      uint64
 		)
-		if err := rows.Scan(&id, &n); err != nil {
+		if err := rows.Scan(&id, &n, &provider, &response); err != nil {
 			return fmt.Errorf("reconcile: read event ids of partition %d: %w", part.Partition, err)
 		}
 		stored[id] = struct{}{}
+		if k := callKey(provider, response); k != "" {
+			calls[k] = append(calls[k], id)
+		}
 		part.Rows += int(n)
 		if n > 1 {
 			part.DoubledN++
@@ -213,14 +229,28 @@ func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, 
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reconcile: read event ids of partition %d: %w", part.Partition, err)
 	}
-	part.Accepted, part.Stored = len(accepted), len(stored)
-	for id := range accepted {
-		if _, ok := stored[id]; !ok {
-			part.MissingN++
-			part.Missing = appendListed(part.Missing, id)
+	for _, ids := range calls {
+		sort.Strings(ids)
+		for _, id := range ids[min(len(ids), 1):] { // a call stored under a second id
+			part.DoubledN++
+			part.Doubled = appendListed(part.Doubled, id)
 		}
 	}
+	part.Accepted, part.Stored = len(accepted), len(stored)
+	for id, call := range accepted {
+		if _, ok := stored[id]; ok {
+			continue
+		}
+		if _, ok := calls[call]; ok && call != "" {
+			part.MergedN++
+			part.Merged = appendListed(part.Merged, id)
+			continue
+		}
+		part.MissingN++
+		part.Missing = appendListed(part.Missing, id)
+	}
 	sort.Strings(part.Missing)
+	sort.Strings(part.Merged)
 	sort.Strings(part.Doubled)
 	sort.Strings(part.Unknown)
 	return nil
@@ -236,19 +266,19 @@ func appendListed(list []string, id string) []string {
 // WriteReport prints one line per partition and the ids found missing, doubled or unknown.
 func WriteReport(w io.Writer, parts []Partition) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s %-21s %8s %11s %9s %9s %8s %8s %8s\n", "partition", "raw sequences", "messages", "undecodable", "accepted", "stored", "missing", "doubled", "unknown")
+	fmt.Fprintf(&b, "%-9s %-21s %8s %11s %9s %9s %8s %8s %8s %8s\n", "partition", "raw sequences", "messages", "undecodable", "accepted", "stored", "missing", "merged", "doubled", "unknown")
 	for _, p := range parts {
 		seqs := "-"
 		if p.Messages > 0 {
 			seqs = fmt.Sprintf("%d-%d", p.FirstSeq, p.LastSeq)
 		}
-		fmt.Fprintf(&b, "%-9d %-21s %8d %11d %9d %9d %8d %8d %8d\n", p.Partition, seqs, p.Messages, p.Undecodable, p.Accepted, p.Stored, p.MissingN, p.DoubledN, p.UnknownN)
+		fmt.Fprintf(&b, "%-9d %-21s %8d %11d %9d %9d %8d %8d %8d %8d\n", p.Partition, seqs, p.Messages, p.Undecodable, p.Accepted, p.Stored, p.MissingN, p.MergedN, p.DoubledN, p.UnknownN)
 	}
 	for _, p := range parts {
 		for _, l := range []struct {
 			what string
 			ids  []string
-		}{{"missing", p.Missing}, {"doubled", p.Doubled}, {"unknown", p.Unknown}} {
+		}{{"missing", p.Missing}, {"merged", p.Merged}, {"doubled", p.Doubled}, {"unknown", p.Unknown}} {
 			if len(l.ids) > 0 {
 				fmt.Fprintf(&b, "partition %d %s: %s\n", p.Partition, l.what, strings.Join(l.ids, " "))
 			}

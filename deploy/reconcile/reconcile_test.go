@@ -74,9 +74,9 @@ func TestCheck(t *testing.T) {
 	if err := WriteReport(&b, parts); err != nil {
 		t.Fatal(err)
 	}
-	want := `partition raw sequences         messages undecodable  accepted    stored  missing  doubled  unknown
-0         1-4                          2           0         3         2        1        1        0
-1         2-5                          3           1         2         3        0        0        1
+	want := `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
+0         1-4                          2           0         3         2        1        0        1        0
+1         2-5                          3           1         2         3        0        0        0        1
 partition 0 missing: c
 partition 0 doubled: b
 partition 1 unknown: x
@@ -89,6 +89,58 @@ partition 1 unknown: x
 	}
 	if err := Err(parts); err == nil || err.Error() != "partition 0: 1 accepted ids missing from usage_events, 1 stored more than once" {
 		t.Errorf("Err = %v", err)
+	}
+}
+
+// Two reports of one provider call under different ids: the aggregator keeps the first, so
+// the second is merged, not missing; the same call stored under two ids is doubled.
+func TestCheckCalls(t *testing.T) {
+	s := natstest.Start(t, t.TempDir(), -1)
+	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	ctx := context.Background()
+	withResponse := func(ids ...string) []batch.Row {
+		rows := reconcileRows(ids...)
+		for i := range rows {
+			rows[i].ResponseID = "resp-" + strings.TrimRight(rows[i].ID, "0123456789")
+		}
+		return rows
+	}
+	// x1 and x2 report one call (response id "resp-x"), y1 and y2 another; z a third.
+	calls := withResponse("x1", "x2", "y1", "y2", "z")
+	data, err := batch.Encode(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(stream.RawSubject(0))
+	m.Data = data
+	m.Header.Set(stream.HeaderSchema, batch.SchemaName)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	if _, err := migrate.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	// x1 kept, x2 merged into it; y1 and y2 both stored: the call y is doubled; z alone.
+	if err := seedInserter(t, db).Insert(ctx, 0, withResponse("x1", "y1", "y2", "z")); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := Check(ctx, js, conn, db, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := WriteReport(&b, parts); err != nil {
+		t.Fatal(err)
+	}
+	want := `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
+0         1-1                          1           0         5         4        0        1        1        0
+partition 0 merged: x2
+partition 0 doubled: y2
+`
+	if got := b.String(); got != want {
+		t.Errorf("report:\n%s\nwant:\n%s", got, want)
 	}
 }
 
