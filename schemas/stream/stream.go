@@ -143,15 +143,19 @@ func Configs(o Options) []jetstream.StreamConfig {
 // Ensure creates the streams or updates their configuration; every stage calls it at
 // start-up, so the order in which stages start does not matter.
 //
-// A stream that exists with more replicas than o asks for keeps them: an operator who scaled
-// the streams of a cluster (deploy/kubernetes provisions three replicas) must not see a stage
-// that starts with the single-machine defaults scale them back down to one.
+// A stream that exists keeps its operator's sizing: its replicas (when more than o asks
+// for), MaxAge, MaxBytes and duplicate window. A stage starting with the single-machine
+// defaults must not scale a cluster's streams back down to one replica, nor shrink a stream
+// an operator enlarged for their volume (`nats stream edit USAGE_RAW --max-bytes …`). What
+// the guarantees rest on — subjects, limits retention, DiscardNew, storage — is put back.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range Configs(o) {
 		s, err := js.Stream(ctx, cfg.Name)
 		switch {
 		case err == nil:
-			cfg.Replicas = max(cfg.Replicas, s.CachedInfo().Config.Replicas)
+			have := s.CachedInfo().Config
+			cfg.Replicas = max(cfg.Replicas, have.Replicas)
+			cfg.MaxAge, cfg.MaxBytes, cfg.Duplicates = have.MaxAge, have.MaxBytes, have.Duplicates
 		case !errors.Is(err, jetstream.ErrStreamNotFound):
 			return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
 		}

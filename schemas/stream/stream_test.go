@@ -164,4 +164,24 @@ func TestEnsure(t *testing.T) {
 	if info, err = s.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Fatalf("after a second Ensure: %v, %d messages, want 1", err, info.State.Msgs)
 	}
+
+	// An operator sizes a stream for their volume, and someone sets DiscardOld by mistake: the
+	// next stage to start keeps the sizing and puts DiscardNew back.
+	cfg := s.CachedInfo().Config
+	cfg.MaxBytes, cfg.MaxAge, cfg.Duplicates, cfg.Discard = 256<<20, 36*time.Hour, 10*time.Minute, jetstream.DiscardOld
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := Ensure(ctx, js, o); err != nil {
+		t.Fatalf("Ensure() after an operator's edit: %v", err)
+	}
+	s, err = js.Stream(ctx, Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.MaxBytes != 256<<20 || got.MaxAge != 36*time.Hour || got.Duplicates != 10*time.Minute || got.Discard != jetstream.DiscardNew {
+		t.Fatalf("after Ensure: max bytes %d, max age %v, duplicate window %v, discard %v; want 256 MiB, 36h, 10m, DiscardNew",
+			got.MaxBytes, got.MaxAge, got.Duplicates, got.Discard)
+	}
 }
