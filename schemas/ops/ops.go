@@ -4,8 +4,11 @@
 package ops
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,4 +37,22 @@ func Register(mux *http.ServeMux, g prometheus.Gatherer, checks ...Check) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+}
+
+// Serve serves h on addr until the returned stop is called, which shuts the server down
+// (waiting up to 5 s for requests in flight). A server that cannot listen, or fails later,
+// reports the error to failed, which a service uses to stop: a stage whose probes cannot be
+// reached would look dead to its orchestrator anyway.
+func Serve(addr string, h http.Handler, failed func(error)) (stop func()) {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			failed(fmt.Errorf("serve ops endpoints on %s: %w", addr, err))
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}
 }

@@ -3,10 +3,12 @@ package ops
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -82,5 +84,49 @@ func TestRegisterNoChecks(t *testing.T) {
 	defer srv.Close()
 	if code, body := get(t, srv, "/readyz"); code != http.StatusOK || body != "ready\n" {
 		t.Errorf("/readyz without checks = %d %q, want 200", code, body)
+	}
+}
+
+// Serve answers on its address until stopped, and reports a failure to listen.
+func TestServe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	failed := make(chan error, 1)
+	// The address is taken: Serve must say so.
+	stopBusy := Serve(addr, http.NewServeMux(), func(err error) { failed <- err })
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), "serve ops endpoints on "+addr) {
+			t.Errorf("failure = %v, want it to name the address", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve on a taken address reported nothing")
+	}
+	stopBusy()
+	ln.Close()
+
+	mux := http.NewServeMux()
+	Register(mux, prometheus.NewRegistry())
+	stop := Serve(addr, mux, func(err error) { t.Errorf("Serve failed: %v", err) })
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if resp, err = http.Get("http://" + addr + "/healthz"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("GET /healthz = %d %q, want 200 \"ok\\n\"", resp.StatusCode, body)
+	}
+	stop()
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Fatal("the server still answers after stop")
 	}
 }

@@ -102,18 +102,7 @@ func run(args []string) int {
 		}
 		return nil
 	})
-	srv := &http.Server{Addr: *opsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("serve ops endpoints", "addr", *opsAddr, "err", err)
-			stop()
-		}
-	}()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
+	defer ops.Serve(*opsAddr, mux, func(err error) { log.Error("ops endpoints", "err", err); stop() })()
 
 	log.Info("aggregator running", "nats", *natsURL, "ops", *opsAddr, "database", cfg.Database)
 	outsDone := make(chan error, 1)

@@ -51,11 +51,7 @@ func run() int {
 	}
 	mux := http.NewServeMux()
 	ops.Register(mux, reg, e.Ready)
-	go func() {
-		if err := http.ListenAndServe(*opsAddr, mux); err != nil {
-			log.Error("ops endpoints", "addr", *opsAddr, "err", err)
-		}
-	}()
+	defer ops.Serve(*opsAddr, mux, func(err error) { log.Error("ops endpoints", "err", err); stop() })()
 	if err := e.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "enricher: %v\n", err)
 		return 1
