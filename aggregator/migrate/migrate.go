@@ -5,11 +5,14 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
 )
 
@@ -26,8 +29,10 @@ func ValidDatabase(db string) error {
 // Apply creates database db when missing and applies, in version order, every migration not yet
 // recorded in db.schema_migrations. It returns the versions it applied.
 //
-// Two processes applying at the same moment can both try a migration; the second then fails
-// with the server's "already exists" error and applies nothing more, which is safe.
+// A migration whose table, view or column already exists counts as applied and is recorded:
+// two processes applying at the same moment (the aggregator and the alerter start together)
+// both try it, and a run that stopped between applying a migration and recording it leaves
+// it applied but unrecorded, which must not wedge every later start.
 func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 	if err := ValidDatabase(db); err != nil {
 		return nil, err
@@ -55,7 +60,7 @@ func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 		if applied[m.Version] {
 			continue
 		}
-		if err := conn.Exec(ctx, m.Statement(db)); err != nil {
+		if err := conn.Exec(ctx, m.Statement(db)); err != nil && !alreadyExists(err) {
 			return done, fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
 		}
 		if err := record(ctx, conn, db, m); err != nil {
@@ -99,4 +104,15 @@ func record(ctx context.Context, conn driver.Conn, db string, m chschema.Migrati
 		return fmt.Errorf("record migration %s in %s.schema_migrations: %w", m.Name, db, err)
 	}
 	return nil
+}
+
+// alreadyExists reports whether err is ClickHouse refusing to create what is already there:
+// TABLE_ALREADY_EXISTS (57, tables and views), DUPLICATE_COLUMN (15), or ILLEGAL_COLUMN (44),
+// which ClickHouse 18.16 answers to ADD COLUMN of an existing column.
+func alreadyExists(err error) bool {
+	var ex *proto.Exception
+	if !errors.As(err, &ex) {
+		return false
+	}
+	return ex.Code == 57 || ex.Code == 15 || ex.Code == 44 && strings.Contains(ex.Message, "already exists")
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
@@ -66,5 +67,62 @@ func TestApplyTwice(t *testing.T) {
 func TestApplyRejectsBadDatabaseName(t *testing.T) {
 	if _, err := Apply(context.Background(), nil, "tm; DROP TABLE x"); err == nil {
 		t.Fatal(`Apply with database "tm; DROP TABLE x" succeeded, want an error`)
+	}
+}
+
+// Processes starting together apply the migrations at the same moment: every one succeeds,
+// and the schema is the same as one Apply makes.
+func TestApplyConcurrently(t *testing.T) {
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	ctx := context.Background()
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = Apply(ctx, conn, db) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Apply %d of 4 at once: %v", i, err)
+		}
+	}
+	ms, err := chschema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := chtest.String(t, conn, "SELECT toString(uniqExact(version)) FROM "+db+".schema_migrations")
+	if want := fmt.Sprint(len(ms)); got != want {
+		t.Fatalf("%s distinct versions recorded, want %s", got, want)
+	}
+	if again, err := Apply(ctx, conn, db); err != nil || len(again) != 0 {
+		t.Fatalf("Apply after the concurrent ones applied %v (%v), want nothing", again, err)
+	}
+}
+
+// A run that stopped after applying a migration and before recording it must not keep every
+// later start from applying the rest.
+func TestApplyAfterUnrecordedMigration(t *testing.T) {
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	ctx := context.Background()
+	ms, err := chschema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if err := conn.Exec(ctx, m.Statement(db)); err != nil { // applied, never recorded
+			t.Fatalf("apply %s: %v", m.Name, err)
+		}
+	}
+	applied, err := Apply(ctx, conn, db)
+	if err != nil {
+		t.Fatalf("Apply over an applied but unrecorded schema: %v", err)
+	}
+	if len(applied) != len(ms) {
+		t.Fatalf("Apply recorded %d migrations, want all %d", len(applied), len(ms))
 	}
 }
