@@ -50,6 +50,12 @@ type Alerter struct {
 	m      metrics
 
 	ready atomic.Bool
+	// decodeMu guards scratch, the rows of the message being counted, kept from one message
+	// to the next so that decoding does not allocate them anew each time. No row outlives
+	// add: the engine and the tracker keep only strings, which batch.AppendDecoded copies out
+	// of the payload. Taken before mu.
+	decodeMu sync.Mutex
+	scratch  []batch.Row
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
 	mu        sync.Mutex
@@ -329,15 +335,26 @@ func (a *Alerter) consume(ctx context.Context) error {
 // after the cutoff (the rest came from ClickHouse); a newer one counts every event, late
 // ones included.
 func (a *Alerter) handle(m jetstream.Msg) {
-	rows, err := batch.Decode(m.Data())
-	if err != nil {
+	meta, err := m.Metadata()
+	replayed := err == nil && meta.Timestamp.Before(a.started)
+	if err := a.add(m.Data(), replayed); err != nil {
 		// The aggregator dead-letters undecodable batches; the alerter just skips them.
 		a.cfg.Logger.Warn("skip undecodable enriched batch", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 		return
 	}
-	meta, err := m.Metadata()
-	replayed := err == nil && meta.Timestamp.Before(a.started)
+	_ = m.Ack()
+}
+
+// add counts the events of one encoded batch; replayed drops those before the cutoff.
+func (a *Alerter) add(data []byte, replayed bool) error {
+	a.decodeMu.Lock()
+	defer a.decodeMu.Unlock()
+	rows, err := batch.AppendDecoded(a.scratch[:0], data)
+	if err != nil {
+		return err
+	}
+	a.scratch = rows
 	a.mu.Lock()
 	n := 0
 	late := a.engine.Late
@@ -353,7 +370,7 @@ func (a *Alerter) handle(m jetstream.Msg) {
 	a.m.late.Add(float64(a.engine.Late - late))
 	a.mu.Unlock()
 	a.m.events.Add(float64(n))
-	_ = m.Ack()
+	return nil
 }
 
 // newDispatcher builds the receivers of f.
