@@ -53,8 +53,11 @@ type Aggregator struct {
 	// chBreaker guards ClickHouse, natsBreaker the JetStream management calls.
 	chBreaker, natsBreaker *gobreaker.CircuitBreaker
 	now                    func() time.Time
-	// partitions holds each partition's reason not to be ready, nil when it is.
+	// partitions holds each owned partition's reason not to be ready, nil when it is (and
+	// for the partitions of other aggregators).
 	partitions []atomic.Pointer[error]
+	// owned[p] tells whether partition p is this aggregator's (Config.Owned).
+	owned []bool
 	// inserts carries every worker's INSERTs, set by Run.
 	inserts *chwrite.Group
 
@@ -88,9 +91,13 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 	a := &Aggregator{
 		cfg: cfg, chOpts: opts, js: js, log: cfg.Logger, m: m, now: time.Now,
 		partitions: make([]atomic.Pointer[error], cfg.Partitions),
+		owned:      make([]bool, cfg.Partitions),
 		beforeAck:  cfg.BeforeAck,
 	}
-	for p := range a.partitions {
+	for _, p := range cfg.Owned {
+		a.owned[p] = true
+	}
+	for _, p := range cfg.Owned {
 		a.setReady(p, errNotStarted)
 	}
 	a.chBreaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
@@ -127,7 +134,7 @@ func (a *Aggregator) Ready() error {
 
 func (a *Aggregator) setReady(p int, err error) { a.partitions[p].Store(&err) }
 
-// Run applies the ClickHouse migrations, ensures the streams and runs one worker per
+// Run applies the ClickHouse migrations, ensures the streams and runs one worker per owned
 // partition until ctx is done; it then finishes the insert in flight and returns nil. It
 // returns an error only when a worker cannot go on.
 func (a *Aggregator) Run(ctx context.Context) error {
@@ -165,10 +172,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return err // Validate checked it
 	}
-	a.inserts = chwrite.NewGroup(in, a.cfg.Partitions, a.cfg.BatchMaxWait)
+	a.inserts = chwrite.NewGroup(in, len(a.cfg.Owned), a.cfg.BatchMaxWait)
 	errs := make([]error, a.cfg.Partitions)
 	var wg sync.WaitGroup
-	for p := range a.cfg.Partitions {
+	for _, p := range a.cfg.Owned {
 		wg.Go(func() {
 			if err := a.runPartition(ctx, store{conn, a.cfg.Database}, p); err != nil {
 				errs[p] = fmt.Errorf("partition %d: %w", p, err)
@@ -229,22 +236,23 @@ func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, e
 	return cons, err
 }
 
-// awaitNoInserts waits until ClickHouse runs no INSERT into usage_events, logging why while
-// it waits. At start-up it runs before any worker loads its de-duplication set: an
+// awaitNoInserts waits until ClickHouse runs no INSERT into usage_events that may carry rows
+// of an owned partition, logging why while it waits. At start-up it runs before any worker loads its de-duplication set: an
 // aggregator killed while sending an INSERT can leave it running in ClickHouse, which then
 // lands after the process is gone; a set loaded before it lands would miss its ids, and their
 // next copies would be written twice (chaos scenario 2 found this). After a failed INSERT it
-// runs before the worker checks which rows landed, for the same reason. Only one aggregator
-// writes a database, so an INSERT running now is a predecessor's or a failed one's (or a
-// partner worker's, which only makes the wait longer). Two empty looks 100 ms apart cover a
-// query that was still in the socket.
+// runs before the worker checks which rows landed, for the same reason. Each partition has
+// one writer, so an INSERT into owned partitions running now is a predecessor's or a failed
+// one's (or a partner worker's, which only makes the wait longer); the INSERTs of
+// aggregators owning other partitions are told apart by their query ids and not waited for.
+// Two empty looks 100 ms apart cover a query that was still in the socket.
 func (a *Aggregator) awaitNoInserts(ctx context.Context, st store, why string) error {
 	empty := 0
 	for empty < 2 {
-		var n uint64
+		var n int
 		err := a.retry(ctx, a.chBreaker, "look for INSERTs of a previous aggregator", func(ctx context.Context) error {
 			var err error
-			n, err = st.runningInserts(ctx)
+			n, err = st.runningInserts(ctx, func(p int) bool { return p < len(a.owned) && a.owned[p] })
 			return err
 		}, nil)
 		if err != nil {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -74,9 +77,15 @@ type aggregator struct {
 
 func (e *env) start(tb testing.TB, hook func(p int) error) *aggregator {
 	tb.Helper()
+	return e.startOwning(tb, hook, nil)
+}
+
+// startOwning starts an aggregator that owns the partitions owned (nil: all).
+func (e *env) startOwning(tb testing.TB, hook func(p int) error, owned []int) *aggregator {
+	tb.Helper()
 	reg := prometheus.NewRegistry()
 	a, err := New(Config{
-		ClickHouseDSN: chtest.DSN(), Database: e.db, Partitions: testPartitions,
+		ClickHouseDSN: chtest.DSN(), Database: e.db, Partitions: testPartitions, Owned: owned,
 		BatchMaxWait: 20 * time.Millisecond, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}, e.nc)
@@ -410,6 +419,148 @@ func TestConfigValidateNamesEveryBadValue(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Validate():\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+func TestConfigValidateOwned(t *testing.T) {
+	err := Config{Partitions: 4, Owned: []int{1, 4, 1, -1}}.withDefaults().Validate()
+	want := "Owned: partition 4 is not one of the 4 partitions (0..3)\n" +
+		"Owned: partition 1 is listed twice\n" +
+		"Owned: partition -1 is not one of the 4 partitions (0..3)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate() = %v, want:\n%s", err, want)
+	}
+	if got := (Config{Partitions: 3}).withDefaults().Owned; fmt.Sprint(got) != "[0 1 2]" {
+		t.Errorf("default Owned = %v, want [0 1 2]", got)
+	}
+}
+
+func TestParsePartitions(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		ps, err := ParsePartitions(in)
+		got := fmt.Sprint(ps)
+		if err != nil {
+			got = err.Error()
+		}
+		if got != want {
+			t.Errorf("ParsePartitions(%q) = %s, want %s", in, got, want)
+		}
+	}
+	f("0", "[0]")
+	f("0,1", "[0 1]")
+	f(" 2 , 0-1,6", "[2 0 1 6]")
+	f("4-4", "[4]")
+	f("", `partition list "": "" is not a partition number or a range like 0-3`)
+	f("1,", `partition list "1,": "" is not a partition number or a range like 0-3`)
+	f("3-1", `partition list "3-1": "3-1" is not a partition number or a range like 0-3`)
+	f("-1", `partition list "-1": "-1" is not a partition number or a range like 0-3`)
+	f("a", `partition list "a": "a" is not a partition number or a range like 0-3`)
+	f("0-99999999999", `partition list "0-99999999999": "0-99999999999" is not a partition number or a range like 0-3`)
+}
+
+// Two aggregators owning one partition each write one database together: every event once,
+// the roll-ups exact, each consumer drained, and each ready although the other's partition
+// is not its own.
+func TestTwoAggregatorsOwningOnePartitionEach(t *testing.T) {
+	e := newEnv(t)
+	a0 := e.startOwning(t, nil, []int{0})
+	a1 := e.startOwning(t, nil, []int{1})
+	var rows []batch.Row
+	perPartition := [testPartitions]int{}
+	for i := range 2000 {
+		r := row(fmt.Sprintf("evt_%05d", i), t0.Add(time.Duration(i)*time.Second), int64(i)*1_000_000_001)
+		perPartition[stream.PartitionOf(r.Provider, r.ResponseID, r.ID, testPartitions)]++
+		rows = append(rows, r)
+	}
+	for i := 0; i < len(rows); i += 100 {
+		e.publish(t, rows[i:i+100]...)
+	}
+	e.publish(t, rows[:300]...) // redelivered copies: still once
+	waitFor(t, "2000 rows in usage_events", func() bool { return e.count(t) == "2000" })
+	e.waitDrained(t)
+	// sum(i * 1_000_000_001 pico) for i < 2000 = 1999000 * 1_000_000_001 picodollars.
+	for _, c := range []struct{ name, q, want string }{
+		{"usage_events", "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events", "2000 1999.000001999000"},
+		{"spend_1m", "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1m", "2000 1999.000001999000"},
+		{"spend_1d", "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd))) FROM {db}.spend_1d", "2000 1999.000001999000"},
+		{"per partition", "SELECT arrayStringConcat(groupArray(s), ',') FROM (SELECT toString(count()) AS s FROM {db}.usage_events GROUP BY partition ORDER BY partition)",
+			fmt.Sprintf("%d,%d", perPartition[0], perPartition[1])},
+	} {
+		if got := e.query(t, c.q); got != c.want {
+			t.Errorf("%s = %s, want %s", c.name, got, c.want)
+		}
+	}
+	for i, a := range []*aggregator{a0, a1} {
+		if err := a.Ready(); err != nil {
+			t.Errorf("aggregator %d: Ready() = %v, want nil", i, err)
+		}
+		if got := testutil.ToFloat64(a.m.rows); got != float64(perPartition[i]) {
+			t.Errorf("aggregator %d wrote %v rows, want its partition's %d", i, got, perPartition[i])
+		}
+	}
+}
+
+// An INSERT still running in ClickHouse holds up only the aggregator owning one of the
+// partitions its query id names; an INSERT whose partitions cannot be told holds up all.
+func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
+	e := newEnv(t)
+	st := store{e.conn, e.db}
+	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
+		t.Fatal(err)
+	}
+	base, err := chwrite.HTTPURL(chtest.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An INSERT that ClickHouse is still executing, as one of a killed aggregator can be:
+	// this one takes 20 s over its rows (or until cut off), whose event ids read "0".
+	hang := func(queryID string) func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		q := "INSERT INTO " + e.db + ".usage_events (event_id) SELECT toString(sleepEachRow(0.5)) FROM system.numbers LIMIT 40"
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/?max_block_size=1&query_id="+url.QueryEscape(queryID), strings.NewReader(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		return func() {
+			cancel()
+			<-done
+			// ClickHouse stops a query whose client went away only when it next writes to it;
+			// KILL QUERY ends it now.
+			if err := e.conn.Exec(context.Background(), "KILL QUERY WHERE query_id = '"+queryID+"' SYNC"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(mine func(int) bool) int {
+		n, err := st.runningInserts(context.Background(), mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	owns := func(ps ...int) func(int) bool { return func(p int) bool { return slices.Contains(ps, p) } }
+
+	cut := hang("tokenmeter-insert:1,3:abc-1")
+	waitFor(t, "the INSERT to run", func() bool { return count(owns(1)) == 1 })
+	if got := count(owns(3)); got != 1 {
+		t.Errorf("owner of 3 sees %d running INSERTs, want 1", got)
+	}
+	if got := count(owns(0, 2)); got != 0 {
+		t.Errorf("owner of 0 and 2 sees %d running INSERTs, want 0", got)
+	}
+	cut()
+	waitFor(t, "the INSERT to end", func() bool { return count(owns(1)) == 0 })
+
+	cut = hang("by-hand-42")
+	waitFor(t, "the INSERT by hand to hold up everyone", func() bool { return count(owns(0)) == 1 })
+	cut()
 }
 
 // A ClickHouse failure is not poison: the batch is kept, retried, reported as not ready, and

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -34,6 +36,11 @@ type Config struct {
 	Database       string
 	// Partitions must equal the collector's: events are routed by stream.PartitionOf.
 	Partitions int
+	// Owned lists the partitions this aggregator writes; empty means all of them. Several
+	// aggregators share the work by owning disjoint sets that together cover every
+	// partition (e.g. 0,1 and 2,3 of 4). Each partition must have one writer at a time: its
+	// de-duplication sets live in that writer's memory.
+	Owned []int
 	// A batch is inserted when it holds BatchMaxRows rows or BatchMaxWait after its first
 	// message arrived, whichever comes first. Messages are not split, so a batch can exceed
 	// BatchMaxRows by the rows of the messages of its last fetch.
@@ -68,6 +75,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Partitions == 0 {
 		c.Partitions = stream.DefaultPartitions
+	}
+	if len(c.Owned) == 0 && c.Partitions > 0 && c.Partitions <= 1<<16 { // Validate reports a bad count
+		c.Owned = make([]int, c.Partitions)
+		for p := range c.Owned {
+			c.Owned[p] = p
+		}
 	}
 	if c.BatchMaxRows == 0 {
 		c.BatchMaxRows = DefaultBatchMaxRows
@@ -109,6 +122,16 @@ func (c Config) Validate() error {
 	if c.Partitions < 1 || c.Partitions > 1<<16 {
 		errs = append(errs, fmt.Errorf("Partitions (%d) must be between 1 and 65536", c.Partitions))
 	}
+	seen := map[int]bool{}
+	for _, p := range c.Owned {
+		switch {
+		case p < 0 || p >= c.Partitions:
+			errs = append(errs, fmt.Errorf("Owned: partition %d is not one of the %d partitions (0..%d)", p, c.Partitions, c.Partitions-1))
+		case seen[p]:
+			errs = append(errs, fmt.Errorf("Owned: partition %d is listed twice", p))
+		}
+		seen[p] = true
+	}
 	if c.BatchMaxRows < 1 {
 		errs = append(errs, fmt.Errorf("BatchMaxRows (%d) must be positive", c.BatchMaxRows))
 	}
@@ -122,4 +145,27 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("AckWait (%v) must be at least 1s", c.AckWait))
 	}
 	return errors.Join(errs...)
+}
+
+// ParsePartitions reads a list of partitions such as "0,1" or "0-3,6" (ranges inclusive), the
+// form of the aggregator's -own flag. It checks the syntax only; Validate checks the numbers
+// against the partition count.
+func ParsePartitions(s string) ([]int, error) {
+	var ps []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b-a >= 1<<16 {
+			return nil, fmt.Errorf("partition list %q: %q is not a partition number or a range like 0-3", s, f)
+		}
+		for p := a; p <= b; p++ {
+			ps = append(ps, p)
+		}
+	}
+	return ps, nil
 }

@@ -3,10 +3,12 @@ package aggregate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 )
 
 // store reads back what ClickHouse holds of a partition: event ids with the content
@@ -125,12 +127,28 @@ func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, fn fu
 	return rows.Err()
 }
 
-// runningInserts counts the INSERTs into usage_events that ClickHouse is executing now.
-func (s store) runningInserts(ctx context.Context) (uint64, error) {
-	var n uint64
-	err := s.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query LIKE ?", "INSERT INTO "+s.db+".usage_events %").Scan(&n)
+// runningInserts counts the INSERTs into usage_events that ClickHouse is executing now and
+// that may carry rows of a partition for which mine is true: those whose query id names such
+// a partition (chwrite.Partitions), and those whose partitions cannot be told.
+func (s store) runningInserts(ctx context.Context, mine func(partition int) bool) (int, error) {
+	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ?", "INSERT INTO "+s.db+".usage_events %")
 	if err != nil {
-		return 0, fmt.Errorf("count running INSERTs into %s.usage_events: %w", s.db, err)
+		return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
+		}
+		ps, ok := chwrite.Partitions(id)
+		if !ok || slices.ContainsFunc(ps, mine) {
+			n++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 	}
 	return n, nil
 }

@@ -32,6 +32,8 @@ type Inserter struct {
 	user   string
 	pass   string
 	buf    []byte
+	// ids makes the query id of each INSERT (see QueryID).
+	ids queryIDs
 }
 
 // NewInserter returns an inserter to database db (a valid identifier) at the ClickHouse HTTP
@@ -41,7 +43,7 @@ func NewInserter(base, db string) (*Inserter, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("ClickHouse HTTP URL %q: want http(s)://[user[:password]@]host:port", base)
 	}
-	in := &Inserter{client: &http.Client{}, db: db}
+	in := &Inserter{client: &http.Client{}, db: db, ids: newQueryIDs()}
 	if u.User != nil {
 		in.user = u.User.Username()
 		in.pass, _ = u.User.Password()
@@ -119,7 +121,9 @@ func (in *Inserter) insertParts(ctx context.Context, parts []part) error {
 	for _, p := range parts {
 		in.buf = appendRows(in.buf, p.partition, p.rows)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url, bytes.NewReader(in.buf))
+	// The query id names the partitions of the INSERT, so that an aggregator can tell a
+	// running INSERT into its own partitions from one of another aggregator's (Partitions).
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url+"&query_id="+url.QueryEscape(in.ids.next(parts)), bytes.NewReader(in.buf))
 	if err != nil {
 		return fmt.Errorf("insert %d rows into %s.usage_events: %w", n, in.db, err)
 	}

@@ -103,18 +103,22 @@ type run struct {
 	extra []event.Usage
 }
 
-func newRun(t *testing.T, pricingDir string, env map[string][]string) *run {
+func newRun(t *testing.T, pricingDir string, env map[string][]string, edit ...func(*Config)) *run {
 	t.Helper()
-	return newRunOn(t, chtest.DSN(), chtest.Conn(t), pricingDir, env)
+	return newRunOn(t, chtest.DSN(), chtest.Conn(t), pricingDir, env, edit...)
 }
 
 // newRunOn starts a cluster writing to a fresh database of the ClickHouse server at dsn,
 // which conn is connected to.
-func newRunOn(t *testing.T, dsn string, conn driver.Conn, pricingDir string, env map[string][]string) *run {
+func newRunOn(t *testing.T, dsn string, conn driver.Conn, pricingDir string, env map[string][]string, edit ...func(*Config)) *run {
 	t.Helper()
 	db := chtest.Database(t, conn)
 	work := t.TempDir()
-	c, err := New(Config{BinDir: binDir, WorkDir: work, ClickHouseDSN: dsn, Database: db, PricingDir: pricingDir, AckWait: ackWait})
+	cfg := Config{BinDir: binDir, WorkDir: work, ClickHouseDSN: dsn, Database: db, PricingDir: pricingDir, AckWait: ackWait}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +252,11 @@ func (r *run) check(scenario, faults string) {
 		r.t.Errorf("no unpriced event in the traffic; the totals would not cover them")
 	}
 	// The operators' check agrees: every id USAGE_RAW accepted is stored once.
-	parts, err := reconcile.Check(ctx, r.js, r.conn, r.db, stream.DefaultPartitions)
+	partitions := r.c.cfg.Partitions
+	if partitions == 0 {
+		partitions = stream.DefaultPartitions
+	}
+	parts, err := reconcile.Check(ctx, r.js, r.conn, r.db, partitions)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -315,9 +323,10 @@ func (r *run) between(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(r.rng.Int64N(int64(hi-lo)))
 }
 
-// killLoop kills name with SIGKILL at random moments and restarts it, until sending is done
-// and at least min kills happened. It returns the number of kills.
-func (r *run) killLoop(name string, min int, sending <-chan error) int {
+// killLoop kills one of names (picked at random each time) with SIGKILL at random moments
+// and restarts it, until sending is done and at least min kills happened. It returns the
+// number of kills.
+func (r *run) killLoop(names []string, min int, sending <-chan error) int {
 	r.t.Helper()
 	kills := 0
 	var sendErr error
@@ -331,6 +340,7 @@ func (r *run) killLoop(name string, min int, sending <-chan error) int {
 			}
 		case <-time.After(r.between(200*time.Millisecond, 900*time.Millisecond)):
 		}
+		name := names[r.rng.IntN(len(names))]
 		if err := r.c.Kill(name); err != nil {
 			r.t.Fatal(err)
 		}
@@ -347,7 +357,7 @@ func (r *run) killLoop(name string, min int, sending <-chan error) int {
 func TestKillEnricher(t *testing.T) {
 	r := newRun(t, "", nil)
 	r.sender.Rate = 5000
-	kills := r.killLoop(Enricher, 20, r.sendInBackground(generator(101, nil), unique))
+	kills := r.killLoop([]string{Enricher}, 20, r.sendInBackground(generator(101, nil), unique))
 	r.check("1a. kill -9 the enricher at random moments, restart", fmt.Sprintf("%d × SIGKILL enricher", kills))
 }
 
@@ -356,7 +366,7 @@ func TestKillEnricher(t *testing.T) {
 func TestKillAggregator(t *testing.T) {
 	r := newRun(t, "", nil)
 	r.sender.Rate = 5000
-	kills := r.killLoop(Aggregator, 20, r.sendInBackground(generator(102, nil), unique))
+	kills := r.killLoop([]string{Aggregator}, 20, r.sendInBackground(generator(102, nil), unique))
 	r.check("1b. kill -9 the aggregator at random moments, restart", fmt.Sprintf("%d × SIGKILL aggregator", kills)+r.fenceNote())
 }
 
@@ -1007,4 +1017,18 @@ func TestClickHouseStopped30s(t *testing.T) {
 	if dead := r.deadLetters(); len(dead) != 0 {
 		t.Errorf("dead letters after a transient outage: %v", dead)
 	}
+}
+
+// Scenario 11: the scaled-out shape — four partitions, two enrichers sharing one durable
+// consumer, two aggregators owning two partitions each — with kill -9 of any one of the
+// four stage processes at random moments, each restarted.
+func TestKillScaledOutStages(t *testing.T) {
+	r := newRun(t, "", nil, func(c *Config) { c.Partitions, c.Enrichers, c.Aggregators = 4, 2, 2 })
+	r.sender.Rate = 5000
+	victims := []string{Instance(Enricher, 0), Instance(Enricher, 1), Instance(Aggregator, 0), Instance(Aggregator, 1)}
+	kills := r.killLoop(victims, 20, r.sendInBackground(generator(112, nil), unique))
+	// Each aggregator writes only its own partitions (0,2 and 1,3), so the exact totals
+	// below hold only if both wrote.
+	r.check("11. 2 enrichers + 2 aggregators on 4 partitions, kill -9 any of them at random moments",
+		fmt.Sprintf("%d × SIGKILL of one of 2 enrichers and 2 aggregators", kills)+r.fenceNote())
 }

@@ -1,7 +1,8 @@
 // Package chaos runs tokenmeter as separate processes on loopback — a nats-server process
-// with its file store, the collector, the enricher and the aggregator — so that fault tests
-// can kill any of them with SIGKILL at any moment and restart it, and then check ClickHouse
-// against the exact totals of what was accepted.
+// with its file store, the collector, and one or more enrichers and aggregators — so that
+// fault tests can kill any of them with SIGKILL at any moment and restart it, and then check
+// ClickHouse against the exact totals of what was accepted; and so that the scale-out
+// benchmark (bench/cmd/scaleout) can run N of each.
 package chaos
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +62,45 @@ type Config struct {
 	// AckWait is both consumers' ack wait: how soon the messages a killed process held are
 	// redelivered.
 	AckWait time.Duration
+	// Partitions is the stream partition count every stage is given; 0 leaves each stage's
+	// default.
+	Partitions int
+	// Enrichers and Aggregators are how many processes of each run (0 means 1). Enrichers
+	// share one durable consumer; aggregator i owns the partitions p with p % Aggregators == i.
+	Enrichers, Aggregators int
+	// Env is extra environment (KEY=value) of every process.
+	Env []string
+}
+
+// Instance names the i-th process (from 0) of a stage that runs several: the stage's own
+// name for the first, then "aggregator#2", "aggregator#3", ...
+func Instance(stage string, i int) string {
+	if i == 0 {
+		return stage
+	}
+	return stage + "#" + strconv.Itoa(i+1)
+}
+
+// stageOf is the stage of an instance name, and index its number from 0.
+func stageOf(name string) (stage string, index int) {
+	stage, n, ok := strings.Cut(name, "#")
+	if !ok {
+		return name, 0
+	}
+	i, _ := strconv.Atoi(n)
+	return stage, i - 1
+}
+
+// Names lists every process of the cluster, NATS first.
+func (c *Cluster) Names() []string {
+	names := []string{NATS, Collector}
+	for i := range c.cfg.Enrichers {
+		names = append(names, Instance(Enricher, i))
+	}
+	for i := range c.cfg.Aggregators {
+		names = append(names, Instance(Aggregator, i))
+	}
+	return names
 }
 
 // Validate reports every missing or invalid field.
@@ -73,14 +114,22 @@ func (c Config) Validate() error {
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("AckWait (%v) must be at least 1s", c.AckWait))
 	}
+	if c.Partitions < 0 || c.Enrichers < 0 || c.Aggregators < 0 {
+		errs = append(errs, fmt.Errorf("Partitions (%d), Enrichers (%d) and Aggregators (%d) must not be negative", c.Partitions, c.Enrichers, c.Aggregators))
+	}
+	if c.Aggregators > 1 && c.Aggregators > c.Partitions {
+		errs = append(errs, fmt.Errorf("Aggregators (%d) must not outnumber Partitions (%d): each owns at least one", c.Aggregators, c.Partitions))
+	}
 	return errors.Join(errs...)
 }
 
 // Cluster is a running set of processes. Its methods are safe for concurrent use.
 type Cluster struct {
 	cfg Config
-	// Ports, fixed for the cluster's life so that a restarted process is found again.
-	natsPort, collectorPort, enricherOps, aggregatorOps int
+	// Ports, fixed for the cluster's life so that a restarted process is found again: NATS's,
+	// the collector's HTTP port, and each other stage process's ops port.
+	natsPort, collectorPort int
+	opsPorts                map[string]int
 
 	mu    sync.Mutex
 	procs map[string]*Proc
@@ -96,6 +145,9 @@ type Proc struct {
 	err  error // what Wait returned, once done is closed
 	Log  string
 }
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // Exited is closed when the process has ended.
 func (p *Proc) Exited() <-chan struct{} { return p.done }
@@ -115,13 +167,21 @@ func New(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("chaos cluster config: %w", err)
 	}
-	c := &Cluster{cfg: cfg, procs: map[string]*Proc{}, env: map[string][]string{}}
-	for _, p := range []*int{&c.natsPort, &c.collectorPort, &c.enricherOps, &c.aggregatorOps} {
+	cfg.Enrichers, cfg.Aggregators = max(cfg.Enrichers, 1), max(cfg.Aggregators, 1)
+	c := &Cluster{cfg: cfg, procs: map[string]*Proc{}, env: map[string][]string{}, opsPorts: map[string]int{}}
+	for _, name := range c.Names() {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		*p = port
+		switch name {
+		case NATS:
+			c.natsPort = port
+		case Collector:
+			c.collectorPort = port
+		default:
+			c.opsPorts[name] = port
+		}
 	}
 	return c, nil
 }
@@ -141,15 +201,21 @@ func (c *Cluster) NATSURL() string { return "nats://127.0.0.1:" + strconv.Itoa(c
 // CollectorURL is the collector's base URL.
 func (c *Cluster) CollectorURL() string { return "http://127.0.0.1:" + strconv.Itoa(c.collectorPort) }
 
-// OpsURL is the base URL of a stage's /healthz, /readyz and /metrics.
+// OpsURL is the base URL of a stage process's /healthz, /readyz and /metrics.
 func (c *Cluster) OpsURL(name string) string {
-	switch name {
-	case Enricher:
-		return "http://127.0.0.1:" + strconv.Itoa(c.enricherOps)
-	case Aggregator:
-		return "http://127.0.0.1:" + strconv.Itoa(c.aggregatorOps)
+	if port, ok := c.opsPorts[name]; ok {
+		return "http://127.0.0.1:" + strconv.Itoa(port)
 	}
 	return c.CollectorURL()
+}
+
+// owned lists the partitions aggregator i owns, as its -own flag takes them.
+func (c *Cluster) owned(i int) string {
+	var ps []string
+	for p := i; p < c.cfg.Partitions; p += c.cfg.Aggregators {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	return strings.Join(ps, ",")
 }
 
 // SetEnv sets the extra environment (KEY=value) that name gets from its next start on.
@@ -168,27 +234,40 @@ func (c *Cluster) SetPricingDir(dir string) {
 
 func (c *Cluster) args(name string) []string {
 	ack := c.cfg.AckWait.String()
-	switch name {
+	stage, i := stageOf(name)
+	ops := strings.TrimPrefix(c.OpsURL(name), "http://")
+	switch stage {
 	case NATS:
 		return []string{"-a", "127.0.0.1", "-p", strconv.Itoa(c.natsPort), "-js", "-sd", filepath.Join(c.cfg.WorkDir, "nats")}
 	case Collector:
-		return []string{"-nats", c.NATSURL(), "-addr", "127.0.0.1:" + strconv.Itoa(c.collectorPort)}
+		args := []string{"-nats", c.NATSURL(), "-addr", "127.0.0.1:" + strconv.Itoa(c.collectorPort)}
+		if c.cfg.Partitions > 0 {
+			args = append(args, "-partitions", strconv.Itoa(c.cfg.Partitions))
+		}
+		return args
 	case Enricher:
-		args := []string{"-nats", c.NATSURL(), "-ops", "127.0.0.1:" + strconv.Itoa(c.enricherOps), "-ack-wait", ack}
+		args := []string{"-nats", c.NATSURL(), "-ops", ops, "-ack-wait", ack}
 		if c.cfg.PricingDir != "" {
 			args = append(args, "-pricing", c.cfg.PricingDir)
 		}
 		return args
 	case Aggregator:
-		return []string{"-nats", c.NATSURL(), "-ops", "127.0.0.1:" + strconv.Itoa(c.aggregatorOps), "-ack-wait", ack,
+		args := []string{"-nats", c.NATSURL(), "-ops", ops, "-ack-wait", ack,
 			"-clickhouse", c.cfg.ClickHouseDSN, "-database", c.cfg.Database}
+		if c.cfg.Partitions > 0 {
+			args = append(args, "-partitions", strconv.Itoa(c.cfg.Partitions))
+		}
+		if c.cfg.Aggregators > 1 {
+			args = append(args, "-own", c.owned(i))
+		}
+		return args
 	}
 	return nil
 }
 
 // Start starts the whole cluster, NATS first, and waits until every process is ready.
 func (c *Cluster) Start(ctx context.Context) error {
-	for _, name := range []string{NATS, Collector, Enricher, Aggregator} {
+	for _, name := range c.Names() {
 		if _, err := c.StartProc(ctx, name); err != nil {
 			return err
 		}
@@ -210,15 +289,16 @@ func (c *Cluster) StartProc(ctx context.Context, name string) (*Proc, error) {
 		}
 	}
 	args := c.args(name)
-	env := append(os.Environ(), c.env[name]...)
-	logPath := filepath.Join(c.cfg.WorkDir, fmt.Sprintf("%s-%s.log", name, time.Now().UTC().Format("150405.000000")))
+	env := append(append(os.Environ(), c.cfg.Env...), c.env[name]...)
+	logPath := filepath.Join(c.cfg.WorkDir, fmt.Sprintf("%s-%s.log", strings.ReplaceAll(name, "#", "-"), time.Now().UTC().Format("150405.000000")))
 	c.mu.Unlock()
 
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	cmd := exec.Command(filepath.Join(c.cfg.BinDir, name), args...)
+	stage, _ := stageOf(name)
+	cmd := exec.Command(filepath.Join(c.cfg.BinDir, stage), args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -304,7 +384,8 @@ func (c *Cluster) signal(name string, sig syscall.Signal) error {
 // minute.
 func (c *Cluster) Close() error {
 	var errs []error
-	for _, name := range []string{Collector, Enricher, Aggregator, NATS} {
+	names := c.Names()
+	for _, name := range append(names[1:], NATS) {
 		if c.Proc(name) == nil {
 			continue
 		}

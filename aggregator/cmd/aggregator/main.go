@@ -42,6 +42,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", env("TOKENMETER_CLICKHOUSE_HTTP", ""), "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
 	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", aggregate.DefaultDatabase), "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", environment.int("TOKENMETER_PARTITIONS", stream.DefaultPartitions), "partitions of USAGE_ENRICHED (as the enricher's)")
+	own := fs.String("own", env("TOKENMETER_OWN_PARTITIONS", ""), "partitions this aggregator writes, e.g. 0-1 or 0,2 (default all); several aggregators own disjoint sets")
 	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", environment.int("TOKENMETER_BATCH_MAX_ROWS", aggregate.DefaultBatchMaxRows), "rows per INSERT")
 	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", environment.duration("TOKENMETER_BATCH_MAX_WAIT", aggregate.DefaultBatchMaxWait), "longest wait to fill a batch")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", environment.duration("TOKENMETER_ACK_WAIT", aggregate.DefaultAckWait), "how long JetStream waits for an ack before redelivering a batch")
@@ -56,6 +57,13 @@ func run(args []string) int {
 	if err := errors.Join(environment.errs...); err != nil {
 		log.Error("invalid environment", "err", err)
 		return 2
+	}
+	if *own != "" {
+		var err error
+		if cfg.Owned, err = aggregate.ParsePartitions(*own); err != nil {
+			log.Error("invalid -own", "err", err)
+			return 2
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -104,7 +112,7 @@ func run(args []string) int {
 	})
 	defer ops.Serve(*opsAddr, mux, func(err error) { log.Error("ops endpoints", "err", err); stop() })()
 
-	log.Info("aggregator running", "nats", *natsURL, "ops", *opsAddr, "database", cfg.Database)
+	log.Info("aggregator running", "nats", *natsURL, "ops", *opsAddr, "database", cfg.Database, "partitions", cfg.Partitions, "own", *own)
 	outsDone := make(chan error, 1)
 	go func() {
 		err := outs.Run(ctx)
