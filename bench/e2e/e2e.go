@@ -153,7 +153,7 @@ func New(cfg Config) (*Bench, error) {
 		return nil, fmt.Errorf("ping ClickHouse at %s (deploy/clickhouse/local.sh start starts one): %w", cfg.ClickHouseDSN, err)
 	}
 	b := &Bench{cfg: cfg, conn: conn}
-	if pid, err := findProcess(cfg.ClickHousePIDFile, "clickhouse-server"); err == nil {
+	if pid, err := FindProcess(cfg.ClickHousePIDFile, "clickhouse-server"); err == nil {
 		b.chPID = pid
 	} else {
 		cfg.Logger.Warn("ClickHouse CPU time will not be reported", "err", err)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -81,8 +80,8 @@ func parseProcStat(stat string) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
-// pidCPU returns the CPU time the process pid has used so far.
-func pidCPU(pid int) (time.Duration, error) {
+// PidCPU returns the CPU time (user + system) the process pid has used so far.
+func PidCPU(pid int) (time.Duration, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
@@ -90,10 +89,10 @@ func pidCPU(pid int) (time.Duration, error) {
 	return parseProcStat(string(data))
 }
 
-// findProcess returns the pid in pidFile when it names a live process, or else the first
+// FindProcess returns the pid in pidFile when it names a live process, or else the first
 // process other than this one whose command line contains name — what `pgrep -f name` does,
 // without needing pgrep.
-func findProcess(pidFile, name string) (int, error) {
+func FindProcess(pidFile, name string) (int, error) {
 	if data, err := os.ReadFile(pidFile); pidFile != "" && err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
 			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
@@ -127,23 +126,27 @@ func findProcess(pidFile, name string) (int, error) {
 
 // parseVmHWM returns the peak resident set size, in bytes, from the contents of
 // /proc/<pid>/status.
-func parseVmHWM(status string) (int64, error) {
+func parseVmHWM(status string) (int64, error) { return parseStatusKB(status, "VmHWM:") }
+
+// parseStatusKB returns the size on the line of /proc/<pid>/status that starts with key
+// ("VmRSS:"), in bytes.
+func parseStatusKB(status, key string) (int64, error) {
 	for line := range strings.Lines(status) {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		rest, ok := strings.CutPrefix(line, key)
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("parse VmHWM %q: want \"<n> kB\"", strings.TrimSpace(rest))
+			return 0, fmt.Errorf("parse %s %q: want \"<n> kB\"", key, strings.TrimSpace(rest))
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmHWM %q: %w", f[0], err)
+			return 0, fmt.Errorf("parse %s %q: %w", key, f[0], err)
 		}
 		return kb << 10, nil
 	}
-	return 0, errors.New("parse /proc status: no VmHWM line")
+	return 0, fmt.Errorf("parse /proc status: no %s line", key)
 }
 
 // resetPeakRSS makes the kernel's peak RSS of this process start again from the current RSS
@@ -160,4 +163,13 @@ func peakRSS() (int64, error) {
 		return 0, fmt.Errorf("read peak RSS: %w", err)
 	}
 	return parseVmHWM(string(data))
+}
+
+// PidRSS returns the resident set size of the process pid now, in bytes.
+func PidRSS(pid int) (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read RSS of process %d: %w", pid, err)
+	}
+	return parseStatusKB(string(data), "VmRSS:")
 }

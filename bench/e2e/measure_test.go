@@ -110,7 +110,7 @@ func TestProcessCPU(t *testing.T) {
 	if before%time.Microsecond != 0 || after%time.Microsecond != 0 {
 		t.Errorf("getrusage counts whole microseconds; got %s and %s", before, after)
 	}
-	self, err := pidCPU(os.Getpid())
+	self, err := PidCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +125,11 @@ func TestFindProcess(t *testing.T) {
 	if err := os.WriteFile(pidFile, []byte("1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := findProcess(pidFile, "no-such-process-name"); err != nil || got != 1 {
-		t.Errorf("findProcess(pid file holding 1) = %d, %v; want 1", got, err)
+	if got, err := FindProcess(pidFile, "no-such-process-name"); err != nil || got != 1 {
+		t.Errorf("FindProcess(pid file holding 1) = %d, %v; want 1", got, err)
 	}
-	if got, err := findProcess("", "no-such-process-name-"+strings.Repeat("x", 20)); err == nil {
-		t.Errorf("findProcess(unknown name) = %d, want an error", got)
+	if got, err := FindProcess("", "no-such-process-name-"+strings.Repeat("x", 20)); err == nil {
+		t.Errorf("FindProcess(unknown name) = %d, want an error", got)
 	}
 }
 
@@ -170,5 +170,19 @@ func TestThousands(t *testing.T) {
 		if got := thousands(n); got != want {
 			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+func TestPidRSS(t *testing.T) {
+	status := "Name:\tclickhouse-serv\nVmHWM:\t  218944 kB\nVmRSS:\t  218000 kB\n"
+	if got, err := parseStatusKB(status, "VmRSS:"); err != nil || got != 218000*1024 {
+		t.Errorf("parseStatusKB(VmRSS) = %d, %v; want %d", got, err, 218000*1024)
+	}
+	if got, err := parseStatusKB("VmHWM:\t 1 kB\n", "VmRSS:"); err == nil {
+		t.Errorf("parseStatusKB without a VmRSS line = %d, want an error", got)
+	}
+	// This test binary holds at least a megabyte, and far less than the machine.
+	if got, err := PidRSS(os.Getpid()); err != nil || got < 1<<20 || got > 8<<30 {
+		t.Errorf("PidRSS(self) = %d, %v; want 1 MiB..8 GiB", got, err)
 	}
 }

@@ -238,7 +238,7 @@ func (b *Bench) usage() usage {
 	u.cpu, _ = processCPU()
 	if b.chPID != 0 {
 		var err error
-		u.ch, err = pidCPU(b.chPID)
+		u.ch, err = PidCPU(b.chPID)
 		u.chOK = err == nil
 	}
 	return u

@@ -1,0 +1,49 @@
+package scaleout
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTables(t *testing.T) {
+	r := Result{
+		Partitions: 2, Events: 1_000_000, Elapsed: 10 * time.Second,
+		CPU: map[string]time.Duration{
+			"nats-server": time.Second, "collector": 3 * time.Second, "enricher": time.Second, "enricher#2": 500 * time.Millisecond,
+			"aggregator": 2 * time.Second, "aggregator#2": 2 * time.Second, ClickHouse: 6 * time.Second,
+		},
+		Samples: []Sample{
+			{At: 0, RSS: map[string]int64{"nats-server": 10 << 20, "collector": 20 << 20, "enricher": 30 << 20, "enricher#2": 31 << 20, "aggregator": 40 << 20, "aggregator#2": 41 << 20, ClickHouse: 500 << 20}},
+			{At: 61 * time.Second, RSS: map[string]int64{"nats-server": 11 << 20, "collector": 21 << 20, "enricher": 32 << 20, "enricher#2": 33 << 20, "aggregator": 90 << 20, "aggregator#2": 91 << 20, ClickHouse: 600 << 20}},
+		},
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	want := "| partitions (enrichers, aggregators) | events | events/s | collector µs/event | enrichers | aggregators | NATS | ClickHouse | total |\n" +
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+		"| 2 | 1000000 | 100000 | 3.00 | 1.50 | 4.00 | 1.00 | 6.00 | 15.50 |\n"
+	if b.String() != want {
+		t.Errorf("WriteTable:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	if err := WriteMemoryTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	want = "| process | RSS at 0s | RSS at 1m1s |\n| --- | ---: | ---: |\n" +
+		"| nats-server | 10 MiB | 11 MiB |\n| collector | 20 MiB | 21 MiB |\n| enricher | 30 MiB | 32 MiB |\n| enricher#2 | 31 MiB | 33 MiB |\n" +
+		"| aggregator | 40 MiB | 90 MiB |\n| aggregator#2 | 41 MiB | 91 MiB |\n| clickhouse-server | 500 MiB | 600 MiB |\n"
+	if b.String() != want {
+		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestRenumberMakesNewIDs(t *testing.T) {
+	in := []byte(`{"id":"evt_1","time":"2026-11-27T00:00:00Z","provider":"openai","response_id":"chatcmpl-9"}` + "\n" + `{"id":"evt_2","provider":"x"}` + "\n")
+	want := `{"id":"r3-evt_1","time":"2026-11-27T00:00:00Z","provider":"openai","response_id":"r3-chatcmpl-9"}` + "\n" + `{"id":"r3-evt_2","provider":"x"}` + "\n"
+	if got := string(renumber(in, 3)); got != want {
+		t.Errorf("renumber:\n got %s\nwant %s", got, want)
+	}
+}
