@@ -413,7 +413,7 @@ func TestConfigValidateNamesEveryBadValue(t *testing.T) {
 		"BatchMaxRows (-5) must be positive",
 		"BatchMaxWait (1µs) must be at least 1ms",
 		`Database: database name "tm-prod": want letters, digits and underscores, not starting with a digit`,
-		"DedupWindow (1m0s) must be at least 1h",
+		"DedupWindow (1m0s) must be at least 5m0s",
 		"Partitions (-1) must be between 1 and 65536",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

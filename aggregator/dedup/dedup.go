@@ -56,31 +56,39 @@ func ResponseKeyOf(provider, responseID string) Key {
 	return Key{a.Sum64(), b.Sum64()}
 }
 
-// Set holds the keys of the events received within a window, bucketed by the hour they were
-// received in, so that whole hours expire at once. It is not safe for concurrent use: it
-// belongs to the one worker that writes its partition.
+// Set holds the keys of the events received within a window, bucketed by when they were
+// received, so that whole buckets expire at once. A bucket spans a 72nd of the window (an
+// hour of the default 72 h), so the set holds at most a 72nd more than the window. It is not
+// safe for concurrent use: it belongs to the one worker that writes its partition.
 type Set struct {
-	window time.Duration
-	now    func() time.Time
-	ids    map[Key]uint64  // key → content fingerprint
-	hours  map[int64][]Key // hour number (Unix seconds / 3600) → keys received in it
-	floor  int64           // oldest hour kept
+	window  time.Duration
+	width   int64 // of a bucket, in seconds
+	now     func() time.Time
+	ids     map[Key]uint64  // key → content fingerprint
+	buckets map[int64][]Key // bucket number (Unix seconds / width) → keys received in it
+	floor   int64           // oldest bucket kept
 }
+
+// bucketsPerWindow is the number of buckets a window spans.
+const bucketsPerWindow = 72
 
 // New returns an empty set keeping events received within window of now().
 func New(window time.Duration, now func() time.Time) *Set {
-	s := &Set{window: window, now: now, ids: make(map[Key]uint64), hours: make(map[int64][]Key)}
-	s.floor = s.floorHour()
+	s := &Set{
+		window: window, width: max(int64(window/time.Second)/bucketsPerWindow, 1), now: now,
+		ids: make(map[Key]uint64), buckets: make(map[int64][]Key),
+	}
+	s.floor = s.floorBucket()
 	return s
 }
 
-func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
+func (s *Set) bucketOf(t time.Time) int64 { return t.Unix() / s.width }
 
-func (s *Set) floorHour() int64 { return hourOf(s.now().Add(-s.window)) }
+func (s *Set) floorBucket() int64 { return s.bucketOf(s.now().Add(-s.window)) }
 
-// Floor is the start of the oldest hour the set covers: an event received before it may be
+// Floor is the start of the oldest bucket the set covers: an event received before it may be
 // in ClickHouse without being in the set, so the caller must look it up there.
-func (s *Set) Floor() time.Time { return time.Unix(s.floor*3600, 0).UTC() }
+func (s *Set) Floor() time.Time { return time.Unix(s.floor*s.width, 0).UTC() }
 
 // Has reports whether key is in the set.
 func (s *Set) Has(k Key) bool {
@@ -96,36 +104,36 @@ func (s *Set) Lookup(k Key) (fingerprint uint64, ok bool) {
 
 // Add records key, with the fingerprint of its content, as received at received. It reports
 // false, and records nothing, when the key is already present (the first fingerprint stays)
-// or received lies before Floor (its hour would expire at once).
+// or received lies before Floor (its bucket would expire at once).
 func (s *Set) Add(k Key, fingerprint uint64, received time.Time) bool {
-	h := hourOf(received)
-	if h < s.floor {
+	b := s.bucketOf(received)
+	if b < s.floor {
 		return false
 	}
 	if _, ok := s.ids[k]; ok {
 		return false
 	}
 	s.ids[k] = fingerprint
-	s.hours[h] = append(s.hours[h], k)
+	s.buckets[b] = append(s.buckets[b], k)
 	return true
 }
 
-// Expire drops the hours that have left the window and returns how many keys it removed.
+// Expire drops the buckets that have left the window and returns how many keys it removed.
 func (s *Set) Expire() int {
-	floor := s.floorHour()
+	floor := s.floorBucket()
 	if floor <= s.floor {
 		return 0
 	}
 	n := 0
-	for h, keys := range s.hours {
-		if h >= floor {
+	for b, keys := range s.buckets {
+		if b >= floor {
 			continue
 		}
 		for _, k := range keys {
 			delete(s.ids, k)
 		}
 		n += len(keys)
-		delete(s.hours, h)
+		delete(s.buckets, b)
 	}
 	s.floor = floor
 	return n

@@ -22,9 +22,10 @@ func TestKeyOf(t *testing.T) {
 }
 
 func TestSetWindow(t *testing.T) {
+	// The default window of 72 h has buckets of an hour.
 	now := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
-	s := New(3*time.Hour, func() time.Time { return now })
-	if got, want := s.Floor(), time.Date(2026, 11, 26, 7, 0, 0, 0, time.UTC); !got.Equal(want) {
+	s := New(72*time.Hour, func() time.Time { return now })
+	if got, want := s.Floor(), time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC); !got.Equal(want) {
 		t.Fatalf("Floor() = %v, want %v", got, want)
 	}
 	add := func(id string, at time.Time, want bool) {
@@ -33,16 +34,16 @@ func TestSetWindow(t *testing.T) {
 			t.Fatalf("Add(%s, %v) = %v, want %v", id, at, got, want)
 		}
 	}
-	add("old", now.Add(-4*time.Hour), false) // before the floor
-	add("h7", time.Date(2026, 11, 26, 7, 5, 0, 0, time.UTC), true)
-	add("h9", time.Date(2026, 11, 26, 9, 59, 0, 0, time.UTC), true)
-	add("h9", time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), false) // already present
-	add("h10", now, true)
-	if s.Len() != 3 || !s.Has(KeyOf("h7")) || s.Has(KeyOf("old")) {
-		t.Fatalf("after adds: Len() = %d, Has(h7) = %v, Has(old) = %v; want 3, true, false", s.Len(), s.Has(KeyOf("h7")), s.Has(KeyOf("old")))
+	add("old", now.Add(-73*time.Hour), false) // before the floor
+	add("h10", time.Date(2026, 11, 23, 10, 5, 0, 0, time.UTC), true)
+	add("h12", time.Date(2026, 11, 23, 12, 59, 0, 0, time.UTC), true)
+	add("h12", time.Date(2026, 11, 23, 13, 0, 0, 0, time.UTC), false) // already present
+	add("now", now, true)
+	if s.Len() != 3 || !s.Has(KeyOf("h10")) || s.Has(KeyOf("old")) {
+		t.Fatalf("after adds: Len() = %d, Has(h10) = %v, Has(old) = %v; want 3, true, false", s.Len(), s.Has(KeyOf("h10")), s.Has(KeyOf("old")))
 	}
-	if fp, ok := s.Lookup(KeyOf("h9")); !ok || fp != 2 {
-		t.Fatalf("Lookup(h9) = %d, %v; want the first fingerprint 2, true", fp, ok)
+	if fp, ok := s.Lookup(KeyOf("h12")); !ok || fp != 3 {
+		t.Fatalf("Lookup(h12) = %d, %v; want the first fingerprint 3, true", fp, ok)
 	}
 	if fp, ok := s.Lookup(KeyOf("old")); ok || fp != 0 {
 		t.Fatalf("Lookup(old) = %d, %v; want 0, false", fp, ok)
@@ -51,14 +52,33 @@ func TestSetWindow(t *testing.T) {
 		t.Fatalf("Expire() within the same hour removed %d keys, want 0", n)
 	}
 
-	now = now.Add(2 * time.Hour) // 12:30: the window starts at 09:00, so hours 7 and 8 go.
+	now = now.Add(2 * time.Hour) // 12:30: the window starts at 12:00 three days back, so hours 10 and 11 go.
 	if n := s.Expire(); n != 1 {
 		t.Fatalf("Expire() at 12:30 removed %d keys, want 1", n)
 	}
-	for id, want := range map[string]bool{"h7": false, "h9": true, "h10": true} {
+	if got, want := s.Floor(), time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("Floor() at 12:30 = %v, want %v", got, want)
+	}
+	for id, want := range map[string]bool{"h10": false, "h12": true, "now": true} {
 		if got := s.Has(KeyOf(id)); got != want {
 			t.Errorf("Has(%s) at 12:30 = %v, want %v", id, got, want)
 		}
+	}
+}
+
+// A short window has short buckets: 10 minutes, in buckets of 8 s (600 s / 72, rounded down),
+// so the set holds little more than the window.
+func TestSetShortWindow(t *testing.T) {
+	now := time.Unix(1_800_000_004, 0).UTC() // a multiple of 8 s, plus 4 s
+	s := New(10*time.Minute, func() time.Time { return now })
+	if got, want := s.Floor(), time.Unix(1_800_000_000-600, 0).UTC(); !got.Equal(want) {
+		t.Fatalf("Floor() = %v, want %v", got, want)
+	}
+	s.Add(KeyOf("a"), 1, now.Add(-9*time.Minute))
+	s.Add(KeyOf("b"), 1, now)
+	now = now.Add(68 * time.Second) // the floor moves past "a"'s bucket only
+	if n := s.Expire(); n != 1 || s.Has(KeyOf("a")) || !s.Has(KeyOf("b")) {
+		t.Errorf("Expire() 68 s later removed %d, Has(a) %v, Has(b) %v; want 1, false, true", n, s.Has(KeyOf("a")), s.Has(KeyOf("b")))
 	}
 }
 
