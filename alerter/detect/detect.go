@@ -219,7 +219,9 @@ func (rs *ruleState) total(m rules.Measure) *window.Series {
 func (rs *ruleState) newGroup(key string, dim func(string) string) *group {
 	labels := make(map[string]string, len(rs.r.GroupBy))
 	for _, d := range rs.r.GroupBy {
-		labels[d] = dim(d)
+		// A decoded row's strings share one buffer per column of its message; a copy keeps a
+		// long-lived group from holding that whole buffer.
+		labels[d] = strings.Clone(dim(d))
 	}
 	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, rs.minutes > 0 && rs.minutes <= 240)}
 	rs.groups[key] = g

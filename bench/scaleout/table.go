@@ -29,20 +29,30 @@ func WriteTable(w io.Writer, results []Result) error {
 	return nil
 }
 
-// WriteMemoryTable writes the resident memory of every process of r at each sample, in MiB.
+// WriteMemoryTable writes the resident memory of every process of r, in MiB: at every sample
+// of a short run, and at the start, every fifth minute and the end of a longer one.
 func WriteMemoryTable(w io.Writer, r Result) error {
+	samples := r.Samples
+	if len(samples) > 10 {
+		samples = nil
+		for i, s := range r.Samples {
+			if i == 0 || i == len(r.Samples)-1 || s.At.Round(time.Second)%(5*time.Minute) == 0 {
+				samples = append(samples, s)
+			}
+		}
+	}
 	fmt.Fprint(w, "| process |")
-	for _, s := range r.Samples {
+	for _, s := range samples {
 		fmt.Fprintf(w, " RSS at %s |", s.At.Round(time.Second))
 	}
 	fmt.Fprint(w, "\n| --- |")
-	for range r.Samples {
+	for range samples {
 		fmt.Fprint(w, " ---: |")
 	}
 	fmt.Fprintln(w)
 	for _, name := range r.Names() {
 		fmt.Fprintf(w, "| %s |", name)
-		for _, s := range r.Samples {
+		for _, s := range samples {
 			fmt.Fprintf(w, " %.0f MiB |", float64(s.RSS[name])/(1<<20))
 		}
 		if _, err := fmt.Fprintln(w); err != nil {

@@ -40,6 +40,24 @@ func TestTables(t *testing.T) {
 	}
 }
 
+// A run of more than ten samples shows the start, every fifth minute and the end.
+func TestMemoryTableOfALongRun(t *testing.T) {
+	r := Result{CPU: map[string]time.Duration{"collector": 0}}
+	for m := range 12 {
+		r.Samples = append(r.Samples, Sample{At: time.Duration(m)*time.Minute + 2*time.Millisecond, RSS: map[string]int64{"collector": int64(m) << 20}})
+	}
+	r.Samples = append(r.Samples, Sample{At: 11*time.Minute + 3*time.Second, RSS: map[string]int64{"collector": 12 << 20}})
+	var b strings.Builder
+	if err := WriteMemoryTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	want := "| process | RSS at 0s | RSS at 5m0s | RSS at 10m0s | RSS at 11m3s |\n| --- | ---: | ---: | ---: | ---: |\n" +
+		"| collector | 0 MiB | 5 MiB | 10 MiB | 12 MiB |\n"
+	if b.String() != want {
+		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestRenumberMakesNewIDs(t *testing.T) {
 	in := []byte(`{"id":"evt_1","time":"2026-11-27T00:00:00Z","provider":"openai","response_id":"chatcmpl-9"}` + "\n" + `{"id":"evt_2","provider":"x"}` + "\n")
 	want := `{"id":"r3-evt_1","time":"2026-11-27T00:00:00Z","provider":"openai","response_id":"r3-chatcmpl-9"}` + "\n" + `{"id":"r3-evt_2","provider":"x"}` + "\n"
