@@ -300,7 +300,7 @@ func readStream(t *testing.T, resp *http.Response, step chan<- struct{}) []byte 
 			return got.Bytes()
 		}
 		if err != nil {
-			// Seen once in CI ("unexpected EOF"), not reproduced in 2,000 runs since: say
+			// Seen once in CI ("unexpected EOF"), not reproduced in 500 runs since: say
 			// where the stream broke, for the next time.
 			t.Fatalf("read the proxied stream after %d bytes: %v; read so far:\n%s", got.Len(), err, got.Bytes())
 		}
