@@ -55,6 +55,9 @@ type Config struct {
 	MarkerEvery int
 	// Partitions of the pipeline, and of the emitter.
 	Partitions int
+	// InsertRows and InsertWait size the aggregator's INSERTs; zero takes its defaults.
+	InsertRows int
+	InsertWait time.Duration
 	// CountPoll is how often the row count is polled to stop the clock; MarkerPoll how often
 	// the outstanding marker events are looked up.
 	CountPoll, MarkerPoll time.Duration

@@ -266,7 +266,7 @@ func (b *Bench) startPipeline(ctx context.Context) (*pipeline, error) {
 	pl.cancel = cancel
 	pl.p, err = standalone.Start(pctx, standalone.Config{
 		DataDir: pl.dir, HTTPAddr: "127.0.0.1:0", ClickHouseDSN: b.cfg.ClickHouseDSN, Database: pl.db,
-		Partitions: b.cfg.Partitions, Logger: b.cfg.Logger,
+		Partitions: b.cfg.Partitions, BatchMaxRows: b.cfg.InsertRows, BatchMaxWait: b.cfg.InsertWait, Logger: b.cfg.Logger,
 	})
 	if err != nil {
 		cancel()

@@ -46,7 +46,11 @@ type Config struct {
 	ClickHouseDSN string
 	Database      string
 	Partitions    int
-	PricingDir    string
+	// BatchMaxRows and BatchMaxWait size the aggregator's INSERTs (aggregate.Config); zero
+	// takes its defaults.
+	BatchMaxRows int
+	BatchMaxWait time.Duration
+	PricingDir   string
 	// AttributionFile holds the enricher's attribution rules (enricher/attribute); "" = none.
 	AttributionFile string
 	// KeysFile is the collector's API-key registry (collector/keys); "" = no authentication.
@@ -133,6 +137,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.agg, err = aggregate.New(aggregate.Config{
 		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions,
+		BatchMaxRows: cfg.BatchMaxRows, BatchMaxWait: cfg.BatchMaxWait,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
 	}, p.nc)
 	if err != nil {

@@ -57,6 +57,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.emit, "emit", true, "also run the Go emitter library")
 	fs.StringVar(&c.bench.ClickHouseDSN, "dsn", e2e.DSN(), "ClickHouse DSN (default from TOKENMETER_CLICKHOUSE_DSN)")
 	fs.StringVar(&c.bench.ClickHousePIDFile, "clickhouse-pid-file", "", "pid file of the ClickHouse server (default: find clickhouse-server by its command line)")
+	fs.IntVar(&c.bench.InsertRows, "insert-rows", 0, "the aggregator's rows per INSERT (default: its own)")
+	fs.DurationVar(&c.bench.InsertWait, "insert-wait", 0, "the aggregator's longest wait to fill an INSERT (default: its own)")
 	fs.DurationVar(&c.bench.Timeout, "timeout", e2e.DefaultTimeout, "give up on a run after this long")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the runs' CPU profiles, merged, to this file (stage = pprof label)")
 	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (allocations since start: -sample_index=alloc_space) after the runs to this file")
