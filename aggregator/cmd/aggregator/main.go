@@ -1,7 +1,9 @@
 // Command aggregator consumes USAGE_ENRICHED and writes every usage event to ClickHouse
-// exactly once, and OUTCOMES (workflow outcomes) to its outcomes table. Flags may also be set
-// through environment variables (TOKENMETER_NATS_URL, TOKENMETER_CLICKHOUSE_DSN, ...); a flag
-// on the command line wins.
+// exactly once, and OUTCOMES (workflow outcomes) to its outcomes table. Every flag may also be
+// set through an environment variable (ops.ApplyEnv: TOKENMETER_NATS_URL, TOKENMETER_OPS_ADDR,
+// TOKENMETER_CLICKHOUSE_DSN, TOKENMETER_CLICKHOUSE_DATABASE, TOKENMETER_OWN_PARTITIONS, and
+// TOKENMETER_<FLAG> for the others, e.g. TOKENMETER_BATCH_MAX_WAIT); a flag on the command
+// line wins.
 package main
 
 import (
@@ -16,7 +18,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,31 +33,38 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
-	var environment environ
 	var (
-		natsURL = fs.String("nats", env("TOKENMETER_NATS_URL", nats.DefaultURL), "NATS server URL")
-		opsAddr = fs.String("ops", env("TOKENMETER_OPS_ADDR", ":9103"), "address of /healthz, /readyz and /metrics")
+		natsURL = fs.String("nats", nats.DefaultURL, "NATS server URL")
+		opsAddr = fs.String("ops", ":9103", "address of /healthz, /readyz and /metrics")
+		own     = fs.String("own", "", "partitions this aggregator writes, e.g. 0-1 or 0,2 (default all); several aggregators own disjoint sets")
 		cfg     aggregate.Config
 	)
-	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", env("TOKENMETER_CLICKHOUSE_DSN", aggregate.DefaultClickHouseDSN), "ClickHouse DSN")
-	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", env("TOKENMETER_CLICKHOUSE_HTTP", ""), "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
-	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", aggregate.DefaultDatabase), "ClickHouse database")
-	fs.IntVar(&cfg.Partitions, "partitions", environment.int("TOKENMETER_PARTITIONS", stream.DefaultPartitions), "partitions of USAGE_ENRICHED (as the enricher's)")
-	own := fs.String("own", env("TOKENMETER_OWN_PARTITIONS", ""), "partitions this aggregator writes, e.g. 0-1 or 0,2 (default all); several aggregators own disjoint sets")
-	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", environment.int("TOKENMETER_BATCH_MAX_ROWS", aggregate.DefaultBatchMaxRows), "rows per INSERT")
-	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", environment.duration("TOKENMETER_BATCH_MAX_WAIT", aggregate.DefaultBatchMaxWait), "longest wait to fill a batch")
-	fs.DurationVar(&cfg.AckWait, "ack-wait", environment.duration("TOKENMETER_ACK_WAIT", aggregate.DefaultAckWait), "how long JetStream waits for an ack before redelivering a batch")
-	fs.DurationVar(&cfg.DedupWindow, "dedup-window", environment.duration("TOKENMETER_DEDUP_WINDOW", aggregate.DefaultDedupWindow), "ingest-time window of the in-memory de-duplication set")
-	// Test-only: TOKENMETER_TEST_EXIT_AFTER_INSERT=N makes the process exit (status 3) right
-	// after its Nth successful INSERT, before acking the batch — the window fault-injection
-	// tests (bench/chaos) must hit. Never set it in production.
-	exitAfter := environment.int("TOKENMETER_TEST_EXIT_AFTER_INSERT", 0)
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", aggregate.DefaultClickHouseDSN, "ClickHouse DSN")
+	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", "", "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
+	fs.StringVar(&cfg.Database, "database", aggregate.DefaultDatabase, "ClickHouse database")
+	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "partitions of USAGE_ENRICHED (as the enricher's)")
+	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", aggregate.DefaultBatchMaxRows, "rows per INSERT")
+	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", aggregate.DefaultBatchMaxWait, "longest wait to fill a batch")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", aggregate.DefaultAckWait, "how long JetStream waits for an ack before redelivering a batch")
+	fs.DurationVar(&cfg.DedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "ingest-time window of the in-memory de-duplication set")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := errors.Join(environment.errs...); err != nil {
+	if err := ops.ApplyEnv(fs, ops.StageEnv); err != nil {
 		log.Error("invalid environment", "err", err)
 		return 2
+	}
+	// Test-only: TOKENMETER_TEST_EXIT_AFTER_INSERT=N makes the process exit (status 3) right
+	// after its Nth successful INSERT, before acking the batch — the window fault-injection
+	// tests (bench/chaos) must hit. Never set it in production.
+	exitAfter := 0
+	if v := os.Getenv("TOKENMETER_TEST_EXIT_AFTER_INSERT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			log.Error("invalid environment", "err", fmt.Errorf("TOKENMETER_TEST_EXIT_AFTER_INSERT=%q: not an integer", v))
+			return 2
+		}
+		exitAfter = n
 	}
 	if *own != "" {
 		var err error
@@ -129,39 +137,4 @@ func run(args []string) int {
 	}
 	log.Info("aggregator stopped")
 	return 0
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-// environ reads defaults from the environment. It collects unparsable values, so that the
-// command refuses to start and names each of them instead of silently using a default.
-type environ struct{ errs []error }
-
-func (e *environ) int(key string, def int) int {
-	v, ok := os.LookupEnv(key)
-	if !ok {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", key, v))
-	}
-	return n
-}
-
-func (e *environ) duration(key string, def time.Duration) time.Duration {
-	v, ok := os.LookupEnv(key)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		e.errs = append(e.errs, fmt.Errorf("%s=%q: not a duration", key, v))
-	}
-	return d
 }

@@ -1,6 +1,7 @@
 // Command alerter evaluates spend rules and budgets over USAGE_ENRICHED and notifies on-call.
-// Flags may also be set through environment variables (TOKENMETER_NATS_URL,
-// TOKENMETER_RULES_FILE, ...); a flag on the command line wins.
+// Every flag may also be set through an environment variable (ops.ApplyEnv:
+// TOKENMETER_NATS_URL, TOKENMETER_RULES_FILE, TOKENMETER_<FLAG> ...); a flag on the command
+// line wins.
 package main
 
 import (
@@ -27,16 +28,20 @@ func run(args []string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	fs := flag.NewFlagSet("alerter", flag.ContinueOnError)
 	var (
-		natsURL = fs.String("nats", env("TOKENMETER_NATS_URL", nats.DefaultURL), "NATS server URL")
-		opsAddr = fs.String("ops", env("TOKENMETER_OPS_ADDR", ":9104"), "address of /healthz, /readyz and /metrics")
+		natsURL = fs.String("nats", nats.DefaultURL, "NATS server URL")
+		opsAddr = fs.String("ops", ":9104", "address of /healthz, /readyz and /metrics")
 		cfg     alerting.Config
 	)
-	fs.StringVar(&cfg.RulesFile, "rules", env("TOKENMETER_RULES_FILE", ""), "rules file (YAML); empty runs the built-in rules without receivers")
-	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", env("TOKENMETER_CLICKHOUSE_DSN", alerting.DefaultClickHouseDSN), "ClickHouse DSN")
-	fs.StringVar(&cfg.Database, "database", env("TOKENMETER_CLICKHOUSE_DATABASE", alerting.DefaultDatabase), "ClickHouse database")
+	fs.StringVar(&cfg.RulesFile, "rules", "", "rules file (YAML); empty runs the built-in rules without receivers")
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", alerting.DefaultClickHouseDSN, "ClickHouse DSN")
+	fs.StringVar(&cfg.Database, "database", alerting.DefaultDatabase, "ClickHouse database")
 	fs.DurationVar(&cfg.EvalInterval, "eval-interval", alerting.DefaultEvalInterval, "how often rules are evaluated")
 	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", alerting.DefaultReloadInterval, "how often the rules file is checked for changes")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := ops.ApplyEnv(fs, ops.StageEnv); err != nil {
+		log.Error("invalid environment", "err", err)
 		return 2
 	}
 	reg := prometheus.NewRegistry()
@@ -68,11 +73,4 @@ func run(args []string) int {
 	}
 	log.Info("alerter stopped")
 	return 0
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
 }

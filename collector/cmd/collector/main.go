@@ -1,5 +1,7 @@
 // Command collector runs tokenmeter's HTTP intake: it takes usage events on POST /v1/events
-// and publishes them to NATS JetStream.
+// and publishes them to NATS JetStream. Every flag may also be set through an environment
+// variable (ops.ApplyEnv: TOKENMETER_NATS_URL, TOKENMETER_ADDR, TOKENMETER_PARTITIONS,
+// TOKENMETER_KEYS_FILE, TOKENMETER_<FLAG> ...); a flag on the command line wins.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 )
 
 func main() { os.Exit(run()) }
@@ -31,11 +34,15 @@ func run() int {
 	flag.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", collect.DefaultMaxBodyBytes, "largest request body")
 	flag.IntVar(&cfg.MaxEvents, "max-events", collect.DefaultMaxEvents, "most events in one request body")
 	flag.DurationVar(&cfg.PublishTimeout, "publish-timeout", collect.DefaultPublishTimeout, "wait for JetStream acknowledgements")
-	flag.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"),
+	flag.StringVar(&cfg.KeysFile, "keys", "",
 		"API-key registry (collector/keys JSON): requests must carry one of its keys, whose tags are applied to their events (default: no authentication, for trusted networks only)")
-	flag.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "required-tags policy file (YAML; see collect.TagPolicy)")
+	flag.StringVar(&cfg.TagPolicyFile, "tag-policy", "", "required-tags policy file (YAML; see collect.TagPolicy)")
 	flag.DurationVar(&cfg.FilePoll, "file-poll", collect.DefaultFilePoll, "how often the keys and tag-policy files are checked for changes")
 	flag.Parse()
+	if err := ops.ApplyEnv(flag.CommandLine, ops.StageEnv); err != nil {
+		fmt.Fprintf(os.Stderr, "collector: invalid environment:\n%v\n", err)
+		return 2
+	}
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()

@@ -1,4 +1,6 @@
-// Command enricher runs the enricher stage alone, against an external NATS JetStream.
+// Command enricher runs the enricher stage alone, against an external NATS JetStream. Every
+// flag may also be set through an environment variable (ops.ApplyEnv: TOKENMETER_NATS_URL,
+// TOKENMETER_PRICING_DIR, TOKENMETER_<FLAG> ...); a flag on the command line wins.
 package main
 
 import (
@@ -22,15 +24,19 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	natsURL := flag.String("nats", envOr("TOKENMETER_NATS_URL", nats.DefaultURL), "NATS server URL")
+	natsURL := flag.String("nats", nats.DefaultURL, "NATS server URL")
 	opsAddr := flag.String("ops", "127.0.0.1:9092", "address of /healthz, /readyz and /metrics")
 	var cfg enrich.Config
-	flag.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
+	flag.StringVar(&cfg.PricingDir, "pricing", "", "directory of pricing files (default: the shipped catalogue)")
 	flag.IntVar(&cfg.Workers, "workers", 2, "concurrent fetch-price-publish loops")
-	flag.StringVar(&cfg.AttributionFile, "attribution", os.Getenv("TOKENMETER_ATTRIBUTION_FILE"), "attribution rules file (default: none; events keep their tags)")
+	flag.StringVar(&cfg.AttributionFile, "attribution", "", "attribution rules file (default: none; events keep their tags)")
 	flag.DurationVar(&cfg.PricingPoll, "pricing-poll", 5*time.Second, "how often the pricing directory and attribution file are checked for changes")
 	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "how long JetStream waits for an ack before redelivering a raw message (0: the default)")
 	flag.Parse()
+	if err := ops.ApplyEnv(flag.CommandLine, ops.StageEnv); err != nil {
+		fmt.Fprintf(os.Stderr, "enricher: invalid environment:\n%v\n", err)
+		return 2
+	}
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
@@ -57,11 +63,4 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
