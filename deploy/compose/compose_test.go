@@ -16,6 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 )
 
 const repoRoot = "../.."
@@ -133,7 +135,7 @@ func TestComposeRenders(t *testing.T) {
 			}
 		}
 		for key := range s.Environment {
-			if !strings.Contains(src, `"`+key+`"`) {
+			if !reads(src, key) {
 				t.Errorf("%s: environment variable %s is not read by %s", name, key, dir)
 			}
 		}
@@ -209,4 +211,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if !mounted {
 		t.Errorf("the dashboard provider reads %s, which nothing is mounted at", prov.Providers[0].Options.Path)
 	}
+}
+
+// reads says whether the main package whose source is src reads the environment variable
+// key: as the variable of one of its flags (ops.ApplyEnv), or by name.
+func reads(src, key string) bool {
+	if flag := ops.FlagOf(key); flag != "" && strings.Contains(src, `"`+flag+`"`) {
+		return true
+	}
+	return strings.Contains(src, `"`+key+`"`)
 }

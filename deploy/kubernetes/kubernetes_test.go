@@ -25,6 +25,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 )
 
 const repoRoot = "../.."
@@ -342,7 +344,7 @@ func TestServiceCommands(t *testing.T) {
 			}
 		}
 		for _, e := range c.Env {
-			if !strings.Contains(src, `"`+e.Name+`"`) {
+			if !reads(src, e.Name) {
 				t.Errorf("Deployment %s: %s is not read by %s", name, e.Name, dir)
 			}
 		}
@@ -351,7 +353,7 @@ func TestServiceCommands(t *testing.T) {
 				continue
 			}
 			for k := range o.secrets[e.SecretRef.Name].StringData {
-				if !strings.Contains(src, `"`+k+`"`) {
+				if !reads(src, k) {
 					t.Errorf("Deployment %s: %s (Secret %s) is not read by %s", name, k, e.SecretRef.Name, dir)
 				}
 			}
@@ -430,4 +432,13 @@ func TestStreamsMatchCode(t *testing.T) {
 			t.Errorf("%s.json =\n%+v\nthe code declares\n%+v", w.Name, got, w)
 		}
 	}
+}
+
+// reads says whether the main package whose source is src reads the environment variable
+// key: as the variable of one of its flags (ops.ApplyEnv), or by name.
+func reads(src, key string) bool {
+	if flag := ops.FlagOf(key); flag != "" && strings.Contains(src, `"`+flag+`"`) {
+		return true
+	}
+	return strings.Contains(src, `"`+key+`"`)
 }

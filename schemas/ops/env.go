@@ -56,3 +56,19 @@ func ApplyEnv(fs *flag.FlagSet, renamed map[string]string) error {
 	})
 	return errors.Join(errs...)
 }
+
+// FlagOf is the flag a stage command sets from the environment variable key under ApplyEnv
+// with StageEnv: the inverse of its naming, for checks that a deployment's variables are ones
+// the commands read. It returns "" for a name outside the TOKENMETER_ prefix.
+func FlagOf(key string) string {
+	for flagName, k := range StageEnv {
+		if k == key {
+			return flagName
+		}
+	}
+	rest, ok := strings.CutPrefix(key, "TOKENMETER_")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(strings.ReplaceAll(rest, "_", "-"))
+}

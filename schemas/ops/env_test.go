@@ -49,8 +49,16 @@ func TestApplyEnvNamesEveryBadValue(t *testing.T) {
 	}
 }
 
-func TestEnvName(t *testing.T) {
+func TestEnvNameAndFlagOf(t *testing.T) {
 	if got := EnvName("batch-max-wait"); got != "TOKENMETER_BATCH_MAX_WAIT" {
 		t.Errorf("EnvName(batch-max-wait) = %s", got)
+	}
+	for key, want := range map[string]string{
+		"TOKENMETER_BATCH_MAX_WAIT": "batch-max-wait", "TOKENMETER_NATS_URL": "nats", "TOKENMETER_OPS_ADDR": "ops",
+		"TOKENMETER_CLICKHOUSE_DATABASE": "database", "TOKENMETER_PARTITIONS": "partitions", "GOGC": "",
+	} {
+		if got := FlagOf(key); got != want {
+			t.Errorf("FlagOf(%s) = %q, want %q", key, got, want)
+		}
 	}
 }
