@@ -131,6 +131,16 @@ func newRunOn(t *testing.T, dsn string, conn driver.Conn, pricingDir string, env
 		}
 		if t.Failed() {
 			logs, _ := filepath.Glob(filepath.Join(work, "*.log"))
+			// The whole logs outlive the test's directory, for the diagnosis.
+			keep := filepath.Join(os.TempDir(), "tokenmeter-chaos-logs", t.Name()+"-"+time.Now().UTC().Format("150405"))
+			if err := os.MkdirAll(keep, 0o755); err == nil {
+				for _, l := range logs {
+					if data, err := os.ReadFile(l); err == nil {
+						_ = os.WriteFile(filepath.Join(keep, filepath.Base(l)), data, 0o644)
+					}
+				}
+				t.Logf("whole logs kept in %s", keep)
+			}
 			for _, l := range logs {
 				data, _ := os.ReadFile(l)
 				if len(data) > 3000 {

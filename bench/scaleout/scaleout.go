@@ -12,13 +12,16 @@ package scaleout
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,7 +93,7 @@ func (r Result) EventsPerSecond() float64 { return float64(r.Events) / r.Elapsed
 func (r Result) CPUPerEvent(stage string) time.Duration {
 	var sum time.Duration
 	for name, d := range r.CPU {
-		if name == stage || len(name) > len(stage) && name[:len(stage)+1] == stage+"#" {
+		if instanceOf(name, stage) {
 			sum += d
 		}
 	}
@@ -400,26 +403,15 @@ func (s *sender) post(ctx context.Context, client *http.Client, b body) error {
 // Names lists the processes of a result in a stable order: NATS, the collector, enrichers,
 // aggregators, ClickHouse.
 func (r Result) Names() []string {
-	var names []string
-	for name := range r.CPU {
-		names = append(names, name)
+	order := []string{chaos.NATS, chaos.Collector, chaos.Enricher, chaos.Aggregator, ClickHouse}
+	rank := func(name string) int {
+		return slices.IndexFunc(order, func(stage string) bool { return instanceOf(name, stage) })
 	}
-	rank := func(n string) string {
-		for i, p := range []string{chaos.NATS, chaos.Collector, chaos.Enricher, chaos.Aggregator, ClickHouse} {
-			if n == p || len(n) > len(p) && n[:len(p)] == p {
-				return strconv.Itoa(i) + n
-			}
-		}
-		return "9" + n
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		switch ra, rb := rank(a), rank(b); {
-		case ra < rb:
-			return -1
-		case ra > rb:
-			return 1
-		}
-		return 0
-	})
+	names := slices.Collect(maps.Keys(r.CPU))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b)) })
 	return names
 }
+
+// instanceOf says whether the process name is stage or one of its further instances
+// ("aggregator#2").
+func instanceOf(name, stage string) bool { return name == stage || strings.HasPrefix(name, stage+"#") }
