@@ -1,7 +1,9 @@
 package collect
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -250,6 +252,17 @@ func otlpSpan(team string) string {
 		team, testNow.Add(-time.Second).UnixNano(), testNow.UnixNano())
 }
 
+// compactJSON drops the whitespace protojson adds at random (on purpose, so that nobody
+// compares its output byte for byte).
+func compactJSON(t testing.TB, data []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, data); err != nil {
+		t.Fatalf("compact %s: %v", data, err)
+	}
+	return b.String()
+}
+
 func TestAuthTracesAndOutcomes(t *testing.T) {
 	dir := t.TempDir()
 	c, js := started(t, Config{
@@ -257,11 +270,11 @@ func TestAuthTracesAndOutcomes(t *testing.T) {
 		TagPolicyFile: writeFile(t, dir, "policy.yaml", "default: {required: [team, feature], policy: unallocated}"),
 	})
 	rec := send(t, c.Handler(), "/v1/traces", "application/json", otlpSpan("payments"), HeaderKey, keySearch)
-	if want := `{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174: tags.team: the API key \"search-prod\" may not charge team \"payments\" (it may charge search)"}}`; rec.Code != http.StatusOK || rec.Body.String() != want {
+	if want := `{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174: tags.team: the API key \"search-prod\" may not charge team \"payments\" (it may charge search)"}}`; rec.Code != http.StatusOK || compactJSON(t, rec.Body.Bytes()) != want {
 		t.Errorf("traces, forbidden team: %d %s, want 200 %s", rec.Code, rec.Body, want)
 	}
 	rec = send(t, c.Handler(), "/v1/traces", "application/json", otlpSpan("search"), HeaderKey, keySearch)
-	if rec.Code != http.StatusOK || rec.Body.String() != `{}` {
+	if rec.Code != http.StatusOK || compactJSON(t, rec.Body.Bytes()) != `{}` {
 		t.Errorf("traces: %d %s, want 200 {}", rec.Code, rec.Body)
 	}
 	want := map[string]map[string]string{"otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174": {

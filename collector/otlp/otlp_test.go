@@ -291,7 +291,8 @@ func TestUnavailable(t *testing.T) {
 	srv := httptest.NewServer(c.Handler())
 	defer srv.Close()
 	ns.Shutdown()
-	ns.WaitForShutdown()
+	// Until the client has seen the server go, a publish fails with another message.
+	natstest.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 	data, _ := proto.Marshal(sdkRequest(time.Now().Add(-time.Second), time.Now(), 1))
 	resp, body := post(t, srv.URL+"/v1/traces", "application/x-protobuf", data)
 	var st status.Status
