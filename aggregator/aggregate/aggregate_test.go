@@ -341,26 +341,37 @@ func TestBatchSpanningTwoMonthsCompletesHalfLandedInsert(t *testing.T) {
 	}
 }
 
-// An event received before the de-duplication window is not in the set; it is looked up in
-// ClickHouse instead.
+// A copy of an event timed before the de-duplication window is not in the set; it is looked up
+// in ClickHouse near its own time instead. Two such copies: a redelivery of a message received
+// long ago, and a client's re-send, received now, of an event sent long ago — which the set
+// alone, keyed by receipt, would let through a second time.
 func TestEventOlderThanTheWindowIsLookedUp(t *testing.T) {
 	e := newEnv(t)
 	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
 		t.Fatal(err)
 	}
-	old := row("evt_old", t0, 5)
-	old.Received = time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
-	if err := seedInserter(t, e.db).Insert(context.Background(), stream.Partition(old.ID, testPartitions), []batch.Row{old}); err != nil {
-		t.Fatal(err)
+	long := time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
+	redelivered := row("evt_redelivered", long, 5)
+	redelivered.Received = long
+	resent := row("evt_resent", long.Add(time.Second), 7)
+	resent.Received = long.Add(2 * time.Second)
+	for _, r := range []batch.Row{redelivered, resent} {
+		if err := seedInserter(t, e.db).Insert(context.Background(), stream.Partition(r.ID, testPartitions), []batch.Row{r}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a := e.start(t, nil)
-	e.publish(t, old, row("evt_new", t0, 6))
+	if got := testutil.ToFloat64(a.m.dedupIDs.WithLabelValues("0")) + testutil.ToFloat64(a.m.dedupIDs.WithLabelValues("1")); got != 0 {
+		t.Fatalf("the sets hold %v ids, want 0: both stored events are older than the window", got)
+	}
+	resent.Received = time.Now().UTC().Truncate(time.Millisecond)
+	e.publish(t, redelivered, resent, row("evt_new", long, 6))
 	e.waitDrained(t)
-	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "2 0.000000000011"; got != want {
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "3 0.000000000018"; got != want {
 		t.Errorf("usage_events count and sum = %s, want %s", got, want)
 	}
-	if got := testutil.ToFloat64(a.m.duplicates); got != 1 {
-		t.Errorf("duplicates metric = %v, want 1", got)
+	if got := testutil.ToFloat64(a.m.duplicates); got != 2 {
+		t.Errorf("duplicates metric = %v, want 2", got)
 	}
 }
 
@@ -572,7 +583,10 @@ func TestClickHouseFailureIsRetriedNotAcked(t *testing.T) {
 	if err := e.conn.Exec(context.Background(), "RENAME TABLE "+e.db+".usage_events TO "+e.db+".usage_events_away"); err != nil {
 		t.Fatal(err)
 	}
-	e.publish(t, row("evt_x", t0, 1_500_000_000_000), row("evt_y", t0, 2_500_000_000_000))
+	// Timed now, so that the rows reach the INSERT: ones older than the window are looked up
+	// first, and that lookup fails before.
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	e.publish(t, row("evt_x", now, 1_500_000_000_000), row("evt_y", now, 2_500_000_000_000))
 	waitFor(t, "Ready() to report the failing insert", func() bool {
 		err := a.Ready()
 		return err != nil && strings.Contains(err.Error(), "insert")

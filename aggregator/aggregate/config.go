@@ -21,7 +21,7 @@ const (
 	DefaultDatabase      = "tokenmeter"
 	DefaultBatchMaxRows  = 50_000
 	DefaultBatchMaxWait  = 200 * time.Millisecond
-	DefaultDedupWindow   = 72 * time.Hour
+	DefaultDedupWindow   = time.Hour
 	DefaultAckWait       = 2 * time.Minute
 	// MinDedupWindow keeps the window well above JetStream's redelivery and duplicate-window
 	// times, whose copies it must always catch.
@@ -49,13 +49,14 @@ type Config struct {
 	// BatchMaxRows by the rows of the messages of its last fetch.
 	BatchMaxRows int
 	BatchMaxWait time.Duration
-	// DedupWindow is how far back, by ingest time, the in-memory sets of written event ids
-	// and provider responses reach. It is the horizon of a client's re-send: a copy sent again
-	// within it is dropped, one sent later is stored a second time. A redelivery of a message
-	// received before the window is looked up in ClickHouse instead. The sets cost about 73
-	// bytes per event id and as much per response id, so memory grows with rate × window: at
-	// 1,000 events/s the default 72 h holds 259 million events, about 38 GB. Size it to the
-	// traffic and to the longest outage after which clients re-send.
+	// DedupWindow is how long the in-memory sets of written event ids and provider responses
+	// keep an event, from the later of its receipt and its own time. It bounds memory, not
+	// correctness: a copy of an event timed before the window — a late re-send, a redelivery
+	// after a long outage — is looked up in ClickHouse near its own time instead, which costs
+	// a query per 1,000 such events. The sets cost about 73 bytes per event id and as much per
+	// response id: at 1,000 events/s the default hour holds 3.6 million events, about 0.5 GB.
+	// Widen it when late events are common (a spooled backlog replayed after an outage longer
+	// than the window is all looked up).
 	DedupWindow time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
 	// above the time of an insert.

@@ -148,32 +148,36 @@ func TestSameResponseAcrossRestartIsWrittenOnce(t *testing.T) {
 	}
 }
 
-// A report received before the window began is checked against ClickHouse by response id.
+// A report timed before the window began is checked against ClickHouse by response id, near
+// its own time: a redelivery received long ago, and a second report of an old call received
+// now and timed by another clock, a minute after the first.
 func TestReportOlderThanTheWindowIsLookedUpByResponse(t *testing.T) {
 	e := newEnv(t)
 	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
 		t.Fatal(err)
 	}
-	received := time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
+	long := time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
 	proxy := report("proxy-openai-chatcmpl-old", "openai", "chatcmpl-old", 7)
-	proxy.Received = received
+	proxy.Time, proxy.Received = long, long
 	p := stream.PartitionOf("openai", "chatcmpl-old", "", testPartitions)
 	if err := seedInserter(t, e.db).Insert(context.Background(), p, []batch.Row{proxy}); err != nil {
 		t.Fatal(err)
 	}
 	a := e.start(t, nil)
 	sdk := report("sdk-old", "OpenAI", "chatcmpl-old", 7)
-	sdk.Received = received
+	sdk.Time, sdk.Received = long, long
+	late := report("sdk-late", "openai", "chatcmpl-old", 7)
+	late.Time, late.Received = long.Add(time.Minute), time.Now().UTC().Truncate(time.Millisecond)
 	other := report("sdk-other", "openai", "chatcmpl-other", 11)
-	other.Received = received
-	e.publish(t, sdk, other)
+	other.Time, other.Received = long, long
+	e.publish(t, sdk, late, other)
 	e.waitDrained(t)
 	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', arrayStringConcat(groupArray(event_id), ','), ' ', toString(sum(cost_usd))) FROM (SELECT * FROM {db}.usage_events ORDER BY event_id)"),
 		"2 proxy-openai-chatcmpl-old,sdk-other 0.000000000018"; got != want {
 		t.Errorf("usage_events count, ids, sum = %s, want %s", got, want)
 	}
-	if got := testutil.ToFloat64(a.m.responseDuplicates); got != 1 {
-		t.Errorf("response duplicates metric = %v, want 1", got)
+	if got := testutil.ToFloat64(a.m.responseDuplicates); got != 2 {
+		t.Errorf("response duplicates metric = %v, want 2", got)
 	}
 }
 

@@ -24,23 +24,24 @@ type store struct {
 type stored struct {
 	id         string
 	ingested   time.Time
+	time       time.Time
 	fp         uint64 // content fingerprint
 	provider   string
 	responseID string
 }
 
-// ids calls fn with every event of partition p ingested at or after since: its id, ingest
-// time, content fingerprint, provider and response id.
+// ids calls fn with every event of partition p ingested, or timed, at or after since: its id,
+// ingest time, own time, content fingerprint, provider and response id.
 func (s store) ids(ctx context.Context, p int, since time.Time, fn func(e *stored)) error {
-	rows, err := s.conn.Query(ctx, "SELECT event_id, ingested_at, content_fp, provider, response_id FROM "+s.db+".usage_events WHERE partition = ? AND ingested_at >= ?",
-		uint16(p), since.Unix())
+	rows, err := s.conn.Query(ctx, "SELECT event_id, ingested_at, time, content_fp, provider, response_id FROM "+s.db+".usage_events WHERE partition = ? AND (ingested_at >= ? OR time >= toDateTime(?))",
+		uint16(p), since.Unix(), since.Unix())
 	if err != nil {
-		return fmt.Errorf("read event ids of partition %d ingested since %s from %s.usage_events: %w", p, since.Format(time.RFC3339), s.db, err)
+		return fmt.Errorf("read event ids of partition %d ingested or timed since %s from %s.usage_events: %w", p, since.Format(time.RFC3339), s.db, err)
 	}
 	defer rows.Close()
 	var e stored
 	for rows.Next() {
-		if err := rows.Scan(&e.id, &e.ingested, &e.fp, &e.provider, &e.responseID); err != nil {
+		if err := rows.Scan(&e.id, &e.ingested, &e.time, &e.fp, &e.provider, &e.responseID); err != nil {
 			return fmt.Errorf("read event ids of partition %d from %s.usage_events: %w", p, s.db, err)
 		}
 		fn(&e)
@@ -51,49 +52,67 @@ func (s store) ids(ctx context.Context, p int, since time.Time, fn func(e *store
 	return nil
 }
 
+// ref names what a lookup looks for: an event id or a provider response id, with the event's
+// own time. The time bounds the lookup's scan: usage_events is ordered by the hour of the
+// event's time, so ClickHouse reads only the hours asked for instead of the whole table.
+type ref struct {
+	id   string
+	time time.Time
+}
+
 // lookupChunk bounds the ids of one lookup query, whose text ClickHouse caps at
 // max_query_size (256 KiB by default).
 const lookupChunk = 1000
 
-// existing calls fn with each of ids that partition p already holds, whatever its ingest time,
-// and its content fingerprint.
-func (s store) existing(ctx context.Context, p int, ids []string, fn func(id string, fp uint64)) error {
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), lookupChunk)]
-		ids = ids[len(chunk):]
+// chunks sorts refs by time and calls fn with consecutive runs of at most lookupChunk, as a
+// parenthesised list of their ids, and the first and last second of their times widened by
+// margin.
+func chunks(refs []ref, margin time.Duration, fn func(ids clickhouse.GroupSet, from, to int64) error) error {
+	slices.SortFunc(refs, func(a, b ref) int { return a.time.Compare(b.time) })
+	for len(refs) > 0 {
+		chunk := refs[:min(len(refs), lookupChunk)]
+		refs = refs[len(chunk):]
 		// A GroupSet binds as a parenthesised list; a plain slice would bind as an array,
 		// which IN does not take on ClickHouse 18.
 		set := clickhouse.GroupSet{Value: make([]any, len(chunk))}
-		for i, id := range chunk {
-			set.Value[i] = id
+		for i, r := range chunk {
+			set.Value[i] = r.id
 		}
-		if err := s.lookup(ctx, p, set, fn); err != nil {
-			return fmt.Errorf("look up %d event ids of partition %d in %s.usage_events: %w", len(chunk), p, s.db, err)
+		from := chunk[0].time.Add(-margin).Truncate(time.Second).Unix()
+		to := chunk[len(chunk)-1].time.Add(margin).Unix()
+		if err := fn(set, from, to); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// existing calls fn with each event of partition p whose id and own time (to the second) are
+// one of refs', and its content fingerprint.
+func (s store) existing(ctx context.Context, p int, refs []ref, fn func(id string, fp uint64)) error {
+	return chunks(refs, 0, func(set clickhouse.GroupSet, from, to int64) error {
+		if err := s.lookup(ctx, p, set, from, to, fn); err != nil {
+			return fmt.Errorf("look up %d event ids of partition %d in %s.usage_events: %w", len(set.Value), p, s.db, err)
+		}
+		return nil
+	})
 }
 
 // existingResponses calls fn with the provider and response id of every event of partition p
-// whose response id is one of responseIDs, whatever its ingest time. The caller matches the
-// provider (in lower case, as dedup.ResponseKeyOf does).
-func (s store) existingResponses(ctx context.Context, p int, responseIDs []string, fn func(provider, responseID string)) error {
-	for len(responseIDs) > 0 {
-		chunk := responseIDs[:min(len(responseIDs), lookupChunk)]
-		responseIDs = responseIDs[len(chunk):]
-		set := clickhouse.GroupSet{Value: make([]any, len(chunk))}
-		for i, id := range chunk {
-			set.Value[i] = id
+// whose response id is one of refs' and whose time lies within margin of that ref's. The
+// caller matches the provider (in lower case, as dedup.ResponseKeyOf does).
+func (s store) existingResponses(ctx context.Context, p int, refs []ref, margin time.Duration, fn func(provider, responseID string)) error {
+	return chunks(refs, margin, func(set clickhouse.GroupSet, from, to int64) error {
+		if err := s.lookupResponses(ctx, p, set, from, to, fn); err != nil {
+			return fmt.Errorf("look up %d response ids of partition %d in %s.usage_events: %w", len(set.Value), p, s.db, err)
 		}
-		if err := s.lookupResponses(ctx, p, set, fn); err != nil {
-			return fmt.Errorf("look up %d response ids of partition %d in %s.usage_events: %w", len(chunk), p, s.db, err)
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
-func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, fn func(provider, responseID string)) error {
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT provider, response_id FROM "+s.db+".usage_events WHERE partition = ? AND response_id IN ?", uint16(p), set)
+func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(provider, responseID string)) error {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT provider, response_id FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
+		uint16(p), from, to, set)
 	if err != nil {
 		return err
 	}
@@ -108,8 +127,9 @@ func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupS
 	return rows.Err()
 }
 
-func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, fn func(id string, fp uint64)) error {
-	rows, err := s.conn.Query(ctx, "SELECT event_id, content_fp FROM "+s.db+".usage_events WHERE partition = ? AND event_id IN ?", uint16(p), set)
+func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(id string, fp uint64)) error {
+	rows, err := s.conn.Query(ctx, "SELECT event_id, content_fp FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?",
+		uint16(p), from, to, set)
 	if err != nil {
 		return err
 	}

@@ -112,9 +112,10 @@ func (wk *worker) warm(ctx context.Context) error {
 		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
 		wk.resp = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
 		return wk.store.ids(ctx, wk.p, wk.set.Floor(), func(e *stored) {
-			wk.set.Add(dedup.KeyOf(e.id), e.fp, e.ingested)
+			at := keptFrom(e.ingested, e.time)
+			wk.set.Add(dedup.KeyOf(e.id), e.fp, at)
 			if e.responseID != "" {
-				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, e.ingested)
+				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, at)
 			}
 		})
 	}, &wk.p)
@@ -347,15 +348,15 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	}
 	rows, old := wk.filter(b)
 
-	// Ids received before the set's floor may be in ClickHouse without being in the set, and
+	// Events timed before the sets' floor may be in ClickHouse without being in the sets, and
 	// so may their responses.
 	if len(old) > 0 {
 		if err := wk.dropExisting(ctx, b, &rows, old); err != nil {
 			return errStopped
 		}
-		if err := wk.dropExistingResponses(ctx, &rows); err != nil {
-			return errStopped
-		}
+	}
+	if err := wk.dropExistingResponses(ctx, &rows); err != nil {
+		return errStopped
 	}
 
 	backoff := minBackoff
@@ -369,11 +370,11 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 			if err := wk.a.awaitNoInserts(ctx, wk.store, "waiting for a failed INSERT to finish before checking which rows landed"); err != nil {
 				return errStopped
 			}
-			ids := make([]string, len(rows))
+			refs := make([]ref, len(rows))
 			for i := range rows {
-				ids[i] = rows[i].ID
+				refs[i] = ref{id: rows[i].ID, time: rows[i].Time}
 			}
-			if err := wk.dropExisting(ctx, b, &rows, ids); err != nil {
+			if err := wk.dropExisting(ctx, b, &rows, refs); err != nil {
 				return errStopped
 			}
 		}
@@ -395,9 +396,10 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	}
 
 	for i := range rows {
-		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), rows[i].Received)
+		at := keptFrom(rows[i].Received, rows[i].Time)
+		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), at)
 		if rows[i].ResponseID != "" {
-			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, rows[i].Received)
+			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, at)
 		}
 	}
 	wk.setGauges()
@@ -451,9 +453,9 @@ func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
 // batch; a dropped row whose content differs from the kept copy's is recorded in
 // b.conflicts. Then it drops the rows whose provider response is already written, or taken
 // earlier in the batch, under another id: the first report of a call is kept. It returns the
-// rows to insert (reusing b.rows' array) and the ids received before the set's floor, which
-// the sets cannot vouch for.
-func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
+// rows to insert (reusing b.rows' array) and those timed before the set's floor, which the
+// set cannot vouch for (see keptFrom).
+func (wk *worker) filter(b *pending) (fresh []batch.Row, old []ref) {
 	clear(wk.seen)
 	clear(wk.seenResp)
 	floor := wk.set.Floor()
@@ -487,8 +489,8 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 			wk.seenResp[rk] = struct{}{}
 		}
 		wk.seen[k] = fp
-		if rows[i].Received.Before(floor) {
-			old = append(old, rows[i].ID)
+		if rows[i].Time.Before(floor) {
+			old = append(old, ref{id: rows[i].ID, time: rows[i].Time})
 		}
 		fresh = append(fresh, rows[i])
 	}
@@ -497,23 +499,25 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []string) {
 	return fresh, old
 }
 
-// dropExistingResponses removes from *rows those received before the sets' floor whose
-// provider response ClickHouse already holds (under another id: dropExisting ran first).
+// dropExistingResponses removes from *rows those whose provider response ClickHouse already
+// holds under another id (dropExisting ran first) and the response set cannot vouch for:
+// those timed before its floor, or within responseSkew after it, since the report written
+// first may carry another emitter's clock.
 func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) error {
-	floor := wk.set.Floor()
-	var rids []string
+	horizon := wk.resp.Floor().Add(responseSkew)
+	var refs []ref
 	for i := range *rows {
-		if r := &(*rows)[i]; r.ResponseID != "" && r.Received.Before(floor) {
-			rids = append(rids, r.ResponseID)
+		if r := &(*rows)[i]; r.ResponseID != "" && r.Time.Before(horizon) {
+			refs = append(refs, ref{id: r.ResponseID, time: r.Time})
 		}
 	}
-	if len(rids) == 0 {
+	if len(refs) == 0 {
 		return nil
 	}
 	found := make(map[dedup.Key]struct{})
 	err := wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
 		clear(found)
-		return wk.store.existingResponses(ctx, wk.p, rids, func(provider, rid string) {
+		return wk.store.existingResponses(ctx, wk.p, refs, responseSkew, func(provider, rid string) {
 			found[dedup.ResponseKeyOf(provider, rid)] = struct{}{}
 		})
 	}, &wk.p)
@@ -523,7 +527,7 @@ func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) 
 	kept := (*rows)[:0]
 	dups := 0
 	for _, r := range *rows {
-		if r.ResponseID != "" && r.Received.Before(floor) {
+		if r.ResponseID != "" && r.Time.Before(horizon) {
 			if _, ok := found[dedup.ResponseKeyOf(r.Provider, r.ResponseID)]; ok {
 				dups++
 				continue
@@ -536,13 +540,13 @@ func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) 
 	return nil
 }
 
-// dropExisting removes from *rows those of ids that ClickHouse already holds; one whose
-// stored content differs is recorded in b.conflicts.
-func (wk *worker) dropExisting(ctx context.Context, b *pending, rows *[]batch.Row, ids []string) error {
+// dropExisting removes from *rows those that ClickHouse already holds, looked up by refs (their
+// ids and times); one whose stored content differs is recorded in b.conflicts.
+func (wk *worker) dropExisting(ctx context.Context, b *pending, rows *[]batch.Row, refs []ref) error {
 	found := make(map[string]uint64)
 	err := wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
 		clear(found)
-		return wk.store.existing(ctx, wk.p, ids, func(id string, fp uint64) { found[id] = fp })
+		return wk.store.existing(ctx, wk.p, refs, func(id string, fp uint64) { found[id] = fp })
 	}, &wk.p)
 	if err != nil || len(found) == 0 {
 		return err
@@ -619,3 +623,19 @@ func (wk *worker) nak(b *pending) {
 		_ = m.Nak()
 	}
 }
+
+// keptFrom is the time from which the sets keep an event: the later of when it was received
+// and its own time. A copy sent again carries the same time, however late it comes, so a copy
+// timed at or after the floor finds its first copy in the sets (kept from no earlier than that
+// time), and one timed before the floor is looked up in ClickHouse near that time. The sets'
+// window therefore bounds only memory, not how late a re-sent copy is still caught.
+func keptFrom(received, eventTime time.Time) time.Time {
+	if eventTime.After(received) {
+		return eventTime
+	}
+	return received
+}
+
+// responseSkew is how far apart two reports of one provider call may be timed by their
+// emitters' clocks (a proxy's and an SDK's) and still be found in ClickHouse as one call.
+const responseSkew = 5 * time.Minute

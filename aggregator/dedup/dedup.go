@@ -56,23 +56,25 @@ func ResponseKeyOf(provider, responseID string) Key {
 	return Key{a.Sum64(), b.Sum64()}
 }
 
-// Set holds the keys of the events received within a window, bucketed by when they were
-// received, so that whole buckets expire at once. A bucket spans a 72nd of the window (an
-// hour of the default 72 h), so the set holds at most a 72nd more than the window. It is not
-// safe for concurrent use: it belongs to the one worker that writes its partition.
+// Set holds the keys of events kept from a time within a window of now (the caller chooses
+// that time: the aggregator keeps an event from the later of its receipt and its own time),
+// bucketed by that time, so that whole buckets expire at once. A bucket spans a 72nd of the
+// window (50 s of the aggregator's default hour), so the set holds at most a 72nd more than
+// the window. It is not safe for concurrent use: it belongs to the one worker that writes its
+// partition.
 type Set struct {
 	window  time.Duration
 	width   int64 // of a bucket, in seconds
 	now     func() time.Time
 	ids     map[Key]uint64  // key → content fingerprint
-	buckets map[int64][]Key // bucket number (Unix seconds / width) → keys received in it
+	buckets map[int64][]Key // bucket number (Unix seconds / width) → keys kept from it
 	floor   int64           // oldest bucket kept
 }
 
 // bucketsPerWindow is the number of buckets a window spans.
 const bucketsPerWindow = 72
 
-// New returns an empty set keeping events received within window of now().
+// New returns an empty set keeping events kept from within window of now().
 func New(window time.Duration, now func() time.Time) *Set {
 	s := &Set{
 		window: window, width: max(int64(window/time.Second)/bucketsPerWindow, 1), now: now,
@@ -86,7 +88,7 @@ func (s *Set) bucketOf(t time.Time) int64 { return t.Unix() / s.width }
 
 func (s *Set) floorBucket() int64 { return s.bucketOf(s.now().Add(-s.window)) }
 
-// Floor is the start of the oldest bucket the set covers: an event received before it may be
+// Floor is the start of the oldest bucket the set covers: an event kept from before it may be
 // in ClickHouse without being in the set, so the caller must look it up there.
 func (s *Set) Floor() time.Time { return time.Unix(s.floor*s.width, 0).UTC() }
 
@@ -102,11 +104,11 @@ func (s *Set) Lookup(k Key) (fingerprint uint64, ok bool) {
 	return fingerprint, ok
 }
 
-// Add records key, with the fingerprint of its content, as received at received. It reports
-// false, and records nothing, when the key is already present (the first fingerprint stays)
-// or received lies before Floor (its bucket would expire at once).
-func (s *Set) Add(k Key, fingerprint uint64, received time.Time) bool {
-	b := s.bucketOf(received)
+// Add records key, with the fingerprint of its content, as kept from at. It reports false, and
+// records nothing, when the key is already present (the first fingerprint stays) or at lies
+// before Floor (its bucket would expire at once).
+func (s *Set) Add(k Key, fingerprint uint64, at time.Time) bool {
+	b := s.bucketOf(at)
 	if b < s.floor {
 		return false
 	}

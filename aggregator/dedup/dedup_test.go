@@ -22,7 +22,7 @@ func TestKeyOf(t *testing.T) {
 }
 
 func TestSetWindow(t *testing.T) {
-	// The default window of 72 h has buckets of an hour.
+	// A window of 72 h has buckets of an hour.
 	now := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
 	s := New(72*time.Hour, func() time.Time { return now })
 	if got, want := s.Floor(), time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC); !got.Equal(want) {

@@ -1,0 +1,76 @@
+package aggregate
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+)
+
+// seedHour fills partition 0 of a fresh database with n events evenly over the hour starting
+// at hour, ids "evt-<i>", 20 teams, and returns the store.
+func seedHour(tb testing.TB, hour time.Time, n int) store {
+	tb.Helper()
+	conn := chtest.Conn(tb)
+	db := chtest.Database(tb, conn)
+	if _, err := migrate.Apply(context.Background(), conn, db); err != nil {
+		tb.Fatal(err)
+	}
+	q := fmt.Sprintf("INSERT INTO %s.usage_events (event_id, time, ingested_at, partition, team) "+
+		"SELECT concat('evt-', toString(number)), toDateTime(%d + intDiv(number * 3600, %d)), toDateTime(%d), 0, concat('team-', toString(number %% 20)) "+
+		"FROM system.numbers LIMIT %d", db, hour.Unix(), n, hour.Unix(), n)
+	if err := conn.Exec(context.Background(), q); err != nil {
+		tb.Fatal(err)
+	}
+	return store{conn, db}
+}
+
+// A lookup finds the ids stored within the seconds its refs span, and not an id stored at
+// another time.
+func TestExistingLooksNearTheEventsTimes(t *testing.T) {
+	hour := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+	s := seedHour(t, hour, 3600) // evt-i at hour + i seconds
+	refs := []ref{
+		{id: "evt-30", time: hour.Add(30 * time.Second)},                      // its time
+		{id: "evt-10", time: hour.Add(10*time.Second + 300*time.Millisecond)}, // its time, with milliseconds
+		{id: "evt-3000", time: hour.Add(20 * time.Second)},                    // stored 50 minutes later
+		{id: "evt-none", time: hour.Add(20 * time.Second)},                    // not stored
+	}
+	var got []string
+	if err := s.existing(context.Background(), 0, refs, func(id string, _ uint64) { got = append(got, id) }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"evt-10", "evt-30"}; !slices.Equal(got, want) {
+		t.Errorf("found %q, want %q", got, want)
+	}
+}
+
+// BenchmarkExistingOld measures the lookup of events timed before the de-duplication window:
+// 1,000 ids drawn at random from one hour of a partition holding 3.6 million events in that
+// hour (1,000 events/s), the query the aggregator makes per 1,000 late events.
+func BenchmarkExistingOld(b *testing.B) {
+	const perHour = 3_600_000
+	hour := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+	s := seedHour(b, hour, perHour)
+	rng := rand.New(rand.NewPCG(1, 2))
+	refs := make([]ref, lookupChunk)
+	found := 0
+	for b.Loop() {
+		for i := range refs {
+			n := rng.IntN(perHour)
+			refs[i] = ref{id: fmt.Sprintf("evt-%d", n), time: hour.Add(time.Duration(n) * (time.Hour / perHour))}
+		}
+		if err := s.existing(context.Background(), 0, refs, func(string, uint64) { found++ }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if want := b.N * lookupChunk; found < want*99/100 {
+		b.Fatalf("found %d of %d ids (a few may repeat within a draw)", found, want)
+	}
+}
