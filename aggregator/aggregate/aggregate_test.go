@@ -351,9 +351,9 @@ func TestEventOlderThanTheWindowIsLookedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
-	redelivered := row("evt_redelivered", long, 5)
+	redelivered := row(idOnPartition("evt_redelivered", 0), long, 5)
 	redelivered.Received = long
-	resent := row("evt_resent", long.Add(time.Second), 7)
+	resent := row(idOnPartition("evt_resent", 0), long.Add(time.Second), 7)
 	resent.Received = long.Add(2 * time.Second)
 	for _, r := range []batch.Row{redelivered, resent} {
 		if err := seedInserter(t, e.db).Insert(context.Background(), stream.Partition(r.ID, testPartitions), []batch.Row{r}); err != nil {
@@ -365,13 +365,42 @@ func TestEventOlderThanTheWindowIsLookedUp(t *testing.T) {
 		t.Fatalf("the sets hold %v ids, want 0: both stored events are older than the window", got)
 	}
 	resent.Received = time.Now().UTC().Truncate(time.Millisecond)
-	e.publish(t, redelivered, resent, row("evt_new", long, 6))
+	// Partition 1 holds nothing timed in that hour, so its set vouches for it alone.
+	e.publish(t, redelivered, resent, row(idOnPartition("evt_new", 0), long, 6), row(idOnPartition("evt_elsewhere", 1), long, 9))
 	e.waitDrained(t)
-	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "3 0.000000000018"; got != want {
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "4 0.000000000027"; got != want {
 		t.Errorf("usage_events count and sum = %s, want %s", got, want)
 	}
 	if got := testutil.ToFloat64(a.m.duplicates); got != 2 {
 		t.Errorf("duplicates metric = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(a.m.lookups.WithLabelValues("id")); got != 3 {
+		t.Errorf("id lookups = %v, want 3 (the rows of partition 0)", got)
+	}
+}
+
+// History sent now into hours that hold nothing from before the window — a backfill — is
+// written without a lookup, and a second copy of it is caught by the set alone.
+func TestBackfillIntoEmptyHoursIsNotLookedUp(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	long := time.Now().UTC().Add(-100 * time.Hour).Truncate(time.Millisecond)
+	var rows []batch.Row
+	for i := range 10 {
+		rows = append(rows, row(fmt.Sprintf("evt_backfill_%d", i), long.Add(time.Duration(i)*time.Hour), int64(i+1)))
+	}
+	e.publish(t, rows...)
+	e.waitDrained(t)
+	e.publish(t, rows[3], rows[7])
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "10 0.000000000055"; got != want {
+		t.Errorf("usage_events count and sum = %s, want %s", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.duplicates); got != 2 {
+		t.Errorf("duplicates metric = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(a.m.lookups.WithLabelValues("id")); got != 0 {
+		t.Errorf("id lookups = %v, want 0", got)
 	}
 }
 

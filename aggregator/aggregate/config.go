@@ -52,8 +52,8 @@ type Config struct {
 	// DedupWindow is how long the in-memory sets of written event ids and provider responses
 	// keep an event, from the later of its receipt and its own time. It bounds memory, not
 	// correctness: a copy of an event timed before the window — a late re-send, a redelivery
-	// after a long outage — is looked up in ClickHouse near its own time instead, which costs
-	// a query per 1,000 such events. The sets cost about 73 bytes per event id and as much per
+	// after a long outage — is looked up in ClickHouse near its own time instead, when its
+	// hour holds events the sets no longer do, which costs a query per 1,000 such events. The sets cost about 73 bytes per event id and as much per
 	// response id: at 1,000 events/s the default hour holds 3.6 million events, about 0.5 GB.
 	// Widen it when late events are common (a spooled backlog replayed after an outage longer
 	// than the window is all looked up).

@@ -19,6 +19,8 @@ type metrics struct {
 	dedupIDs           *prometheus.GaugeVec
 	// dedupResponses is the size of the response sets.
 	dedupResponses *prometheus.GaugeVec
+	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response).
+	lookups *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,10 +66,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_aggregator_dedup_responses",
 			Help: "Provider responses (provider, response_id) held in the de-duplication set, by partition.",
 		}, []string{"partition"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_lookups_total",
+			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried.",
+		}, []string{"kind"}),
 	}
 	m.inserts.WithLabelValues("ok")
+	m.lookups.WithLabelValues("id")
+	m.lookups.WithLabelValues("response")
 	m.inserts.WithLabelValues("error")
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses} {
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

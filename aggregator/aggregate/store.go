@@ -52,6 +52,29 @@ func (s store) ids(ctx context.Context, p int, since time.Time, fn func(e *store
 	return nil
 }
 
+// oldHours calls fn with every hour of event time in which partition p holds an event both
+// ingested and timed before since: those the de-duplication sets, which keep events from the
+// later of the two, cannot vouch for.
+func (s store) oldHours(ctx context.Context, p int, since time.Time, fn func(hour time.Time)) error {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT toStartOfHour(time) FROM "+s.db+".usage_events WHERE partition = ? AND ingested_at < ? AND time < toDateTime(?)",
+		uint16(p), since.Unix(), since.Unix())
+	if err != nil {
+		return fmt.Errorf("read the hours of partition %d with events from before %s in %s.usage_events: %w", p, since.Format(time.RFC3339), s.db, err)
+	}
+	defer rows.Close()
+	var hour time.Time
+	for rows.Next() {
+		if err := rows.Scan(&hour); err != nil {
+			return fmt.Errorf("read the hours of partition %d from %s.usage_events: %w", p, s.db, err)
+		}
+		fn(hour)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the hours of partition %d from %s.usage_events: %w", p, s.db, err)
+	}
+	return nil
+}
+
 // ref names what a lookup looks for: an event id or a provider response id, with the event's
 // own time. The time bounds the lookup's scan: usage_events is ordered by the hour of the
 // event's time, so ClickHouse reads only the hours asked for instead of the whole table.

@@ -111,12 +111,20 @@ func (wk *worker) warm(ctx context.Context) error {
 	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
 		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
 		wk.resp = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
-		return wk.store.ids(ctx, wk.p, wk.set.Floor(), func(e *stored) {
+		floor := wk.set.Floor()
+		err := wk.store.ids(ctx, wk.p, floor, func(e *stored) {
 			at := keptFrom(e.ingested, e.time)
-			wk.set.Add(dedup.KeyOf(e.id), e.fp, at)
+			wk.set.Add(dedup.KeyOf(e.id), e.fp, at, e.time)
 			if e.responseID != "" {
-				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, at)
+				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, at, e.time)
 			}
+		})
+		if err != nil {
+			return err
+		}
+		return wk.store.oldHours(ctx, wk.p, floor, func(hour time.Time) {
+			wk.set.Uncover(hour)
+			wk.resp.Uncover(hour)
 		})
 	}, &wk.p)
 	if err != nil {
@@ -397,9 +405,9 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 
 	for i := range rows {
 		at := keptFrom(rows[i].Received, rows[i].Time)
-		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), at)
+		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), at, rows[i].Time)
 		if rows[i].ResponseID != "" {
-			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, at)
+			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, at, rows[i].Time)
 		}
 	}
 	wk.setGauges()
@@ -453,8 +461,8 @@ func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
 // batch; a dropped row whose content differs from the kept copy's is recorded in
 // b.conflicts. Then it drops the rows whose provider response is already written, or taken
 // earlier in the batch, under another id: the first report of a call is kept. It returns the
-// rows to insert (reusing b.rows' array) and those timed before the set's floor, which the
-// set cannot vouch for (see keptFrom).
+// rows to insert (reusing b.rows' array) and those the set cannot vouch for: timed before its
+// floor, in an hour that events have left it from (see keptFrom and dedup.Set).
 func (wk *worker) filter(b *pending) (fresh []batch.Row, old []ref) {
 	clear(wk.seen)
 	clear(wk.seenResp)
@@ -489,7 +497,7 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []ref) {
 			wk.seenResp[rk] = struct{}{}
 		}
 		wk.seen[k] = fp
-		if rows[i].Time.Before(floor) {
+		if rows[i].Time.Before(floor) && !wk.set.Vouches(rows[i].Time) {
 			old = append(old, ref{id: rows[i].ID, time: rows[i].Time})
 		}
 		fresh = append(fresh, rows[i])
@@ -502,18 +510,23 @@ func (wk *worker) filter(b *pending) (fresh []batch.Row, old []ref) {
 // dropExistingResponses removes from *rows those whose provider response ClickHouse already
 // holds under another id (dropExisting ran first) and the response set cannot vouch for:
 // those timed before its floor, or within responseSkew after it, since the report written
-// first may carry another emitter's clock.
+// first may carry another emitter's clock — in an hour that reports have left the set from.
 func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) error {
 	horizon := wk.resp.Floor().Add(responseSkew)
+	unvouched := func(r *batch.Row) bool {
+		return r.ResponseID != "" && r.Time.Before(horizon) &&
+			!(wk.resp.Vouches(r.Time.Add(-responseSkew)) && wk.resp.Vouches(r.Time.Add(responseSkew)))
+	}
 	var refs []ref
 	for i := range *rows {
-		if r := &(*rows)[i]; r.ResponseID != "" && r.Time.Before(horizon) {
+		if r := &(*rows)[i]; unvouched(r) {
 			refs = append(refs, ref{id: r.ResponseID, time: r.Time})
 		}
 	}
 	if len(refs) == 0 {
 		return nil
 	}
+	wk.a.m.lookups.WithLabelValues("response").Add(float64(len(refs)))
 	found := make(map[dedup.Key]struct{})
 	err := wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
 		clear(found)
@@ -527,7 +540,7 @@ func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) 
 	kept := (*rows)[:0]
 	dups := 0
 	for _, r := range *rows {
-		if r.ResponseID != "" && r.Time.Before(horizon) {
+		if unvouched(&r) {
 			if _, ok := found[dedup.ResponseKeyOf(r.Provider, r.ResponseID)]; ok {
 				dups++
 				continue
@@ -543,6 +556,7 @@ func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) 
 // dropExisting removes from *rows those that ClickHouse already holds, looked up by refs (their
 // ids and times); one whose stored content differs is recorded in b.conflicts.
 func (wk *worker) dropExisting(ctx context.Context, b *pending, rows *[]batch.Row, refs []ref) error {
+	wk.a.m.lookups.WithLabelValues("id").Add(float64(len(refs)))
 	found := make(map[string]uint64)
 	err := wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
 		clear(found)

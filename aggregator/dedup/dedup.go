@@ -60,15 +60,30 @@ func ResponseKeyOf(provider, responseID string) Key {
 // that time: the aggregator keeps an event from the later of its receipt and its own time),
 // bucketed by that time, so that whole buckets expire at once. A bucket spans a 72nd of the
 // window (50 s of the aggregator's default hour), so the set holds at most a 72nd more than
-// the window. It is not safe for concurrent use: it belongs to the one worker that writes its
-// partition.
+// the window.
+//
+// It also remembers which hours of event time it cannot vouch for: those of every event that
+// left it, or was written without entering it (Add of a time before Floor), or that its
+// owner marks (Uncover: what ClickHouse held outside the window at start-up). An event timed
+// in any other hour is either in the set or nowhere, so the owner looks up in ClickHouse
+// only events timed in those hours — a backfill of history into empty hours costs no lookup.
+//
+// It is not safe for concurrent use: it belongs to the one worker that writes its partition.
 type Set struct {
 	window  time.Duration
 	width   int64 // of a bucket, in seconds
 	now     func() time.Time
-	ids     map[Key]uint64  // key → content fingerprint
-	buckets map[int64][]Key // bucket number (Unix seconds / width) → keys kept from it
-	floor   int64           // oldest bucket kept
+	ids     map[Key]uint64 // key → content fingerprint
+	buckets map[int64]*bucket
+	floor   int64              // oldest bucket kept
+	gone    map[int64]struct{} // hours (Unix seconds / 3600) of event time not vouched for
+}
+
+// bucket holds the keys kept from one bucket's span, and the hours of their events' times.
+type bucket struct {
+	keys     []Key
+	hours    map[int64]struct{}
+	lastHour int64 // the hour added last, which most events of a bucket share
 }
 
 // bucketsPerWindow is the number of buckets a window spans.
@@ -78,7 +93,7 @@ const bucketsPerWindow = 72
 func New(window time.Duration, now func() time.Time) *Set {
 	s := &Set{
 		window: window, width: max(int64(window/time.Second)/bucketsPerWindow, 1), now: now,
-		ids: make(map[Key]uint64), buckets: make(map[int64][]Key),
+		ids: make(map[Key]uint64), buckets: make(map[int64]*bucket), gone: make(map[int64]struct{}),
 	}
 	s.floor = s.floorBucket()
 	return s
@@ -87,6 +102,8 @@ func New(window time.Duration, now func() time.Time) *Set {
 func (s *Set) bucketOf(t time.Time) int64 { return t.Unix() / s.width }
 
 func (s *Set) floorBucket() int64 { return s.bucketOf(s.now().Add(-s.window)) }
+
+func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
 
 // Floor is the start of the oldest bucket the set covers: an event kept from before it may be
 // in ClickHouse without being in the set, so the caller must look it up there.
@@ -104,37 +121,64 @@ func (s *Set) Lookup(k Key) (fingerprint uint64, ok bool) {
 	return fingerprint, ok
 }
 
-// Add records key, with the fingerprint of its content, as kept from at. It reports false, and
-// records nothing, when the key is already present (the first fingerprint stays) or at lies
-// before Floor (its bucket would expire at once).
-func (s *Set) Add(k Key, fingerprint uint64, at time.Time) bool {
+// Vouches reports whether the set holds every key written for an event timed in the hour of
+// eventTime, so that a key absent from the set is absent from ClickHouse too. It is true for
+// any hour no event has left the set from (see Set).
+func (s *Set) Vouches(eventTime time.Time) bool {
+	_, gone := s.gone[hourOf(eventTime)]
+	return !gone
+}
+
+// Uncover marks the hour of eventTime as one the set cannot vouch for: ClickHouse holds an
+// event timed in it that the set does not.
+func (s *Set) Uncover(eventTime time.Time) { s.gone[hourOf(eventTime)] = struct{}{} }
+
+// Add records key, with the fingerprint of its content, as kept from at, for an event timed
+// eventTime. It reports false, and records nothing, when the key is already present (the
+// first fingerprint stays) or at lies before Floor (its bucket would expire at once: the hour
+// of eventTime is uncovered instead).
+func (s *Set) Add(k Key, fingerprint uint64, at, eventTime time.Time) bool {
 	b := s.bucketOf(at)
 	if b < s.floor {
+		s.Uncover(eventTime)
 		return false
 	}
 	if _, ok := s.ids[k]; ok {
 		return false
 	}
 	s.ids[k] = fingerprint
-	s.buckets[b] = append(s.buckets[b], k)
+	bk := s.buckets[b]
+	if bk == nil {
+		bk = &bucket{hours: make(map[int64]struct{}), lastHour: -1}
+		s.buckets[b] = bk
+	}
+	bk.keys = append(bk.keys, k)
+	if h := hourOf(eventTime); h != bk.lastHour {
+		bk.hours[h] = struct{}{}
+		bk.lastHour = h
+	}
 	return true
 }
 
-// Expire drops the buckets that have left the window and returns how many keys it removed.
+// Expire drops the buckets that have left the window, uncovering the hours of their events,
+// and returns how many keys it removed.
 func (s *Set) Expire() int {
 	floor := s.floorBucket()
 	if floor <= s.floor {
 		return 0
 	}
 	n := 0
-	for b, keys := range s.buckets {
+	for b, bk := range s.buckets {
 		if b >= floor {
 			continue
 		}
-		for _, k := range keys {
+		for _, k := range bk.keys {
 			delete(s.ids, k)
 		}
-		n += len(keys)
+		for h := range bk.hours {
+			s.gone[h] = struct{}{}
+		}
+		n += len(bk.keys)
 		delete(s.buckets, b)
 	}
 	s.floor = floor

@@ -30,7 +30,7 @@ func TestSetWindow(t *testing.T) {
 	}
 	add := func(id string, at time.Time, want bool) {
 		t.Helper()
-		if got := s.Add(KeyOf(id), uint64(len(id)), at); got != want {
+		if got := s.Add(KeyOf(id), uint64(len(id)), at, at); got != want {
 			t.Fatalf("Add(%s, %v) = %v, want %v", id, at, got, want)
 		}
 	}
@@ -74,12 +74,41 @@ func TestSetShortWindow(t *testing.T) {
 	if got, want := s.Floor(), time.Unix(1_800_000_000-600, 0).UTC(); !got.Equal(want) {
 		t.Fatalf("Floor() = %v, want %v", got, want)
 	}
-	s.Add(KeyOf("a"), 1, now.Add(-9*time.Minute))
-	s.Add(KeyOf("b"), 1, now)
+	s.Add(KeyOf("a"), 1, now.Add(-9*time.Minute), now.Add(-9*time.Minute))
+	s.Add(KeyOf("b"), 1, now, now)
 	now = now.Add(68 * time.Second) // the floor moves past "a"'s bucket only
 	if n := s.Expire(); n != 1 || s.Has(KeyOf("a")) || !s.Has(KeyOf("b")) {
 		t.Errorf("Expire() 68 s later removed %d, Has(a) %v, Has(b) %v; want 1, false, true", n, s.Has(KeyOf("a")), s.Has(KeyOf("b")))
 	}
+}
+
+// The set vouches for an hour of event time until an event timed in it leaves the set, is
+// written without entering it, or is uncovered by its owner.
+func TestSetVouches(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
+	s := New(time.Hour, func() time.Time { return now })
+	hour := func(h int) time.Time { return time.Date(2026, 11, 26, h, 15, 0, 0, time.UTC) }
+	check := func(when string, want map[int]bool) {
+		t.Helper()
+		for h, w := range want {
+			if got := s.Vouches(hour(h)); got != w {
+				t.Errorf("%s: Vouches(%02d:15) = %v, want %v", when, h, got, w)
+			}
+		}
+	}
+	check("empty", map[int]bool{2: true, 5: true, 9: true, 10: true})
+
+	s.Add(KeyOf("backfill"), 1, now, hour(2))                      // history sent now: kept from now
+	s.Add(KeyOf("fresh"), 1, now, now)                             // timed now
+	s.Add(KeyOf("redelivered"), 1, now.Add(-2*time.Hour), hour(5)) // kept from before the floor: not kept
+	s.Uncover(hour(7))                                             // ClickHouse held an old event timed 07:xx
+	check("after the adds", map[int]bool{2: true, 5: false, 7: false, 9: true, 10: true})
+
+	now = now.Add(2 * time.Hour) // every bucket leaves the window
+	if n := s.Expire(); n != 2 {
+		t.Fatalf("Expire() removed %d keys, want 2", n)
+	}
+	check("after expiry", map[int]bool{2: false, 5: false, 7: false, 9: true, 10: false})
 }
 
 func BenchmarkSet(b *testing.B) {
@@ -94,7 +123,7 @@ func BenchmarkSet(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		k := KeyOf(ids[i&(len(ids)-1)])
 		if !s.Has(k) {
-			s.Add(k, 1, now)
+			s.Add(k, 1, now, now)
 		}
 	}
 }
