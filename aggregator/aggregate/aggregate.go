@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -54,6 +55,8 @@ type Aggregator struct {
 	// chBreaker guards ClickHouse, natsBreaker the JetStream management calls.
 	chBreaker, natsBreaker *gobreaker.CircuitBreaker
 	now                    func() time.Time
+	// leaseTTL is the lease bucket's TTL (lease.DefaultTTL; tests shorten it).
+	leaseTTL time.Duration
 	// partitions holds each owned partition's reason not to be ready, nil when it is (and
 	// for the partitions of other aggregators).
 	partitions []atomic.Pointer[error]
@@ -90,7 +93,7 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 		return nil, err
 	}
 	a := &Aggregator{
-		cfg: cfg, chOpts: opts, js: js, log: cfg.Logger, m: m, now: time.Now,
+		cfg: cfg, chOpts: opts, js: js, log: cfg.Logger, m: m, now: time.Now, leaseTTL: lease.DefaultTTL,
 		partitions: make([]atomic.Pointer[error], cfg.Partitions),
 		owned:      make([]bool, cfg.Partitions),
 		beforeAck:  cfg.BeforeAck,
@@ -164,6 +167,15 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
+	var leases jetstream.KeyValue
+	err = a.retry(ctx, a.natsBreaker, "open the partition leases", func(ctx context.Context) error {
+		var err error
+		leases, a.leaseTTL, err = lease.Open(ctx, a.js, a.leaseTTL)
+		return err
+	}, nil)
+	if err != nil {
+		return nil
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -178,7 +190,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, p := range a.cfg.Owned {
 		wg.Go(func() {
-			if err := a.runPartition(ctx, store{conn, a.cfg.Database}, p); err != nil {
+			if err := a.runPartition(ctx, store{conn, a.cfg.Database}, lease.New(leases, p, a.cfg.Instance, a.leaseTTL, a.now), p); err != nil {
 				errs[p] = fmt.Errorf("partition %d: %w", p, err)
 				cancel()
 			}
@@ -260,6 +272,12 @@ func (a *Aggregator) awaitNoInserts(ctx context.Context, st store, why string) e
 	if len(a.cfg.Owned) == a.cfg.Partitions {
 		mine = func(int) bool { return true }
 	}
+	return a.awaitNoInsertsOf(ctx, st, mine, why)
+}
+
+// awaitNoInsertsOf is awaitNoInserts for the INSERTs that may carry rows of a partition for
+// which mine is true.
+func (a *Aggregator) awaitNoInsertsOf(ctx context.Context, st store, mine func(partition int) bool, why string) error {
 	const looks = 10
 	empty := 0
 	for empty < looks {

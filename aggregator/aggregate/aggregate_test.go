@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
@@ -83,12 +84,21 @@ func (e *env) start(tb testing.TB, hook func(p int) error) *aggregator {
 // startOwning starts an aggregator that owns the partitions owned (nil: all).
 func (e *env) startOwning(tb testing.TB, hook func(p int) error, owned []int) *aggregator {
 	tb.Helper()
+	return e.startConfig(tb, hook, func(c *Config) { c.Owned = owned })
+}
+
+// startConfig starts an aggregator of the test's configuration changed by edit. Without a
+// hook it waits until the aggregator is ready.
+func (e *env) startConfig(tb testing.TB, hook func(p int) error, edit func(*Config)) *aggregator {
+	tb.Helper()
 	reg := prometheus.NewRegistry()
-	a, err := New(Config{
-		ClickHouseDSN: chtest.DSN(), Database: e.db, Partitions: testPartitions, Owned: owned,
+	cfg := Config{
+		ClickHouseDSN: chtest.DSN(), Database: e.db, Partitions: testPartitions,
 		BatchMaxWait: 20 * time.Millisecond, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}, e.nc)
+	}
+	edit(&cfg)
+	a, err := New(cfg, e.nc)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -794,4 +804,73 @@ func seedInserter(tb testing.TB, db string) *chwrite.Inserter {
 		tb.Fatal(err)
 	}
 	return in
+}
+
+// A second aggregator given the same partitions waits for their leases instead of writing
+// beside the first, and takes over, with the first's ids, once the first stops.
+func TestSecondWriterOfAPartitionWaitsForTheLease(t *testing.T) {
+	e := newEnv(t)
+	first := e.startConfig(t, nil, func(c *Config) { c.Instance = "host-a" })
+	noHook := func(int) error { return nil } // start without waiting for readiness
+	second := e.startConfig(t, noHook, func(c *Config) { c.Instance = "host-b" })
+	waitFor(t, "the second aggregator to wait for both leases", func() bool {
+		err := second.Ready()
+		return err != nil && strings.Contains(err.Error(), `partition 0: the lease partition-0 is held by "host-a"`) &&
+			strings.Contains(err.Error(), `partition 1: the lease partition-1 is held by "host-a"`)
+	})
+	var rows []batch.Row
+	for i := range 40 {
+		rows = append(rows, row(fmt.Sprintf("evt_lease_%02d", i), time.Now().UTC().Truncate(time.Millisecond), int64(i+1)))
+	}
+	e.publish(t, rows[:20]...)
+	e.waitDrained(t)
+	if got := testutil.ToFloat64(second.m.rows); got != 0 {
+		t.Fatalf("the waiting aggregator inserted %v rows, want 0", got)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second aggregator to take the leases over", func() bool { return second.Ready() == nil })
+	e.publish(t, append(rows[20:], rows[:5]...)...)
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(uniqExact(event_id)), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "40 40 0.000000000820"; got != want {
+		t.Errorf("usage_events count, distinct ids, sum = %s, want %s", got, want)
+	}
+	if got, dups := testutil.ToFloat64(second.m.rows), testutil.ToFloat64(second.m.duplicates); got != 20 || dups != 5 {
+		t.Errorf("the second aggregator inserted %v rows and dropped %v duplicates, want 20 and 5", got, dups)
+	}
+}
+
+// An aggregator whose lease another holder takes stops writing the partition — the batch
+// waits, unwritten — and writes it, once, after the lease is free again.
+func TestTakenLeaseStopsWriting(t *testing.T) {
+	e := newEnv(t)
+	a := e.startConfig(t, nil, func(c *Config) { c.Instance = "host-a" })
+	kv, _, err := lease.Open(context.Background(), e.js, lease.DefaultTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), lease.Key(0), []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the aggregator to find its lease lost", func() bool {
+		err := a.Ready()
+		return err != nil && strings.Contains(err.Error(), "partition 0: renew the lease partition-0: the lease was taken by another holder")
+	})
+	e.publish(t, row(idOnPartition("evt_taken", 0), time.Now().UTC().Truncate(time.Millisecond), 7))
+	waitFor(t, "the batch to wait for the lease", func() bool {
+		err := a.Ready()
+		return err != nil && strings.Contains(err.Error(), `partition 0: the lease partition-0 is held by "intruder"`)
+	})
+	if got := e.count(t); got != "0" {
+		t.Fatalf("usage_events holds %s rows while another holder has the lease, want 0", got)
+	}
+	if err := kv.Delete(context.Background(), lease.Key(0)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(t)
+	waitFor(t, "the aggregator to be ready again", func() bool { return a.Ready() == nil })
+	if got, want := e.query(t, "SELECT concat(toString(count()), ' ', toString(sum(cost_usd))) FROM {db}.usage_events"), "1 0.000000000007"; got != want {
+		t.Errorf("usage_events count and sum = %s, want %s", got, want)
+	}
 }

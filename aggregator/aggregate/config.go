@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,10 @@ type Config struct {
 	// partition (e.g. 0,1 and 2,3 of 4). Each partition must have one writer at a time: its
 	// de-duplication sets live in that writer's memory.
 	Owned []int
+	// Instance names this aggregator in the partition leases (package lease); default the
+	// host name. An aggregator restarted under the same name takes its partitions back at
+	// once; one under another name waits for them to be released or to expire.
+	Instance string
 	// A batch is inserted when it holds BatchMaxRows rows or BatchMaxWait after its first
 	// message arrived, whichever comes first. Messages are not split, so a batch can exceed
 	// BatchMaxRows by the rows of the messages of its last fetch.
@@ -89,6 +94,12 @@ func (c Config) withDefaults() Config {
 		c.Owned = make([]int, c.Partitions)
 		for p := range c.Owned {
 			c.Owned[p] = p
+		}
+	}
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
+		if c.Instance == "" {
+			c.Instance = "aggregator"
 		}
 	}
 	if c.BatchMaxRows == 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
+	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -31,6 +32,11 @@ const (
 
 // errStopped ends a batch that shutdown interrupted before its rows were written.
 var errStopped = errors.New("stopped before the batch was written")
+
+// errLeaseLapsed ends a batch whose partition lease lapsed before its rows were written: the
+// worker takes the lease again and rebuilds its sets, since another writer may have written
+// the partition meanwhile, and leaves the batch to redelivery.
+var errLeaseLapsed = errors.New("the partition's lease lapsed before the batch was written")
 
 // pending is a batch: decoded rows and the messages they came from, to ack once the rows are
 // in ClickHouse, and the conflicts found while filtering it, to dead-letter before the ack.
@@ -58,15 +64,32 @@ type worker struct {
 	// second report of one call, under another event id, is dropped.
 	resp     *dedup.Set
 	cons     jetstream.Consumer
+	lease    *lease.Lease
 	seen     map[dedup.Key]uint64   // ids of the batch being filtered → content fingerprint
 	seenResp map[dedup.Key]struct{} // responses of the batch being filtered
 }
 
-func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
+func (a *Aggregator) runPartition(ctx context.Context, st store, l *lease.Lease, p int) error {
 	wk := &worker{
-		a: a, p: p, store: st, log: a.log.With("partition", p),
+		a: a, p: p, store: st, log: a.log.With("partition", p), lease: l,
 		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]uint64),
 		resp: dedup.New(a.cfg.DedupWindow, a.now), seenResp: make(map[dedup.Key]struct{}),
+	}
+	// The lease is renewed until the worker is done, including an INSERT finishing after
+	// ctx ended, and released then.
+	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopRenewing()
+		l.Release()
+	}()
+	go l.RenewEvery(renewCtx, func(err error) {
+		wk.log.Error("another aggregator took this partition's lease; writing stops until it is back", "err", err)
+		a.setReady(p, err)
+	}, func(err error) {
+		wk.log.Warn("renewing the partition's lease failed", "err", err)
+	})
+	if err := wk.takeLease(ctx, false); err != nil {
+		return nil // ctx is done
 	}
 	if err := wk.warm(ctx); err != nil {
 		return nil // ctx is done
@@ -92,6 +115,13 @@ func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
 			if errors.Is(err, errStopped) {
 				continue
 			}
+			if errors.Is(err, errLeaseLapsed) {
+				if wk.takeLease(ctx, true) != nil || wk.warm(ctx) != nil {
+					continue // ctx is done
+				}
+				a.setReady(wk.p, nil)
+				continue
+			}
 			// Leave the rest to redelivery; draining lets the fetcher finish.
 			go func() {
 				for b := range batches {
@@ -102,6 +132,29 @@ func (a *Aggregator) runPartition(ctx context.Context, st store, p int) error {
 		}
 	}
 	return nil
+}
+
+// takeLease waits until the worker holds its partition's lease, reporting the partition not
+// ready meanwhile. When it had to wait, or lapsed says the worker held the lease before, the
+// writer before it — another aggregator, or this worker — may have left an INSERT of the
+// partition running in ClickHouse, so it then also waits for those to finish before the sets
+// are loaded. It returns ctx's error when ctx ends first.
+func (wk *worker) takeLease(ctx context.Context, lapsed bool) error {
+	var last string
+	waited := lapsed
+	err := wk.lease.Acquire(ctx, func(err error) {
+		waited = true
+		wk.a.setReady(wk.p, err)
+		if err.Error() != last {
+			wk.log.Warn("waiting for the partition's lease", "err", err)
+			last = err.Error()
+		}
+	})
+	if err != nil || !waited {
+		return err
+	}
+	return wk.a.awaitNoInsertsOf(ctx, wk.store, func(p int) bool { return p == wk.p },
+		"waiting for INSERTs of the partition's previous writer to finish before loading the de-duplication sets")
 }
 
 // warm loads the ids and provider responses ClickHouse holds for the partition within the
@@ -369,6 +422,9 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
+		if !wk.lease.Held() {
+			return errLeaseLapsed
+		}
 		if attempt > 0 {
 			// The failed INSERT may have landed in part (one part per monthly partition), or
 			// may still be running in ClickHouse although its client gave up (a lost answer,

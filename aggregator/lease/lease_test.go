@@ -1,0 +1,169 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+)
+
+func bucket(tb testing.TB, ttl time.Duration) jetstream.KeyValue {
+	tb.Helper()
+	nc := natstest.Connect(tb, natstest.Start(tb, tb.TempDir(), -1))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kv, got, err := Open(context.Background(), js, ttl)
+	if err != nil || got != ttl {
+		tb.Fatalf("Open: TTL %v, %v; want %v", got, err, ttl)
+	}
+	return kv
+}
+
+// acquireNow takes l or fails with what Acquire reported on its first try.
+func acquireNow(tb testing.TB, l *Lease) error {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var first error
+	err := l.Acquire(ctx, func(err error) {
+		first = err
+		cancel()
+	})
+	if err != nil {
+		return first
+	}
+	return nil
+}
+
+func holder(tb testing.TB, kv jetstream.KeyValue, p int) string {
+	tb.Helper()
+	e, err := kv.Get(context.Background(), Key(p))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ""
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(e.Value())
+}
+
+// One holder at a time; the same holder name takes its lease back; a release hands it over.
+func TestOneHolderAtATime(t *testing.T) {
+	kv := bucket(t, DefaultTTL)
+	a := New(kv, 3, "host-a", DefaultTTL, time.Now)
+	b := New(kv, 3, "host-b", DefaultTTL, time.Now)
+	if err := acquireNow(t, a); err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	if !a.Held() || holder(t, kv, 3) != "host-a" {
+		t.Fatalf("after a's Acquire: Held %v, holder %q", a.Held(), holder(t, kv, 3))
+	}
+	err := acquireNow(t, b)
+	var other *HeldByOtherError
+	if !errors.As(err, &other) || err.Error() != `the lease partition-3 is held by "host-a"; waiting for it to be released or to expire` {
+		t.Fatalf("b while a holds it: %v", err)
+	}
+	if b.Held() {
+		t.Fatal("b holds a lease it waits for")
+	}
+	// a restarted (a new Lease value under the same name) takes it back at once.
+	a2 := New(kv, 3, "host-a", DefaultTTL, time.Now)
+	if err := acquireNow(t, a2); err != nil {
+		t.Fatalf("a restarted: %v", err)
+	}
+	// The first a's entry is gone: renewing it finds the lease lost.
+	if err := a.Renew(context.Background()); !errors.Is(err, ErrLost) || a.Held() {
+		t.Fatalf("renewing a superseded lease: %v, Held %v; want ErrLost, false", err, a.Held())
+	}
+	a2.Release()
+	if a2.Held() || holder(t, kv, 3) != "" {
+		t.Fatalf("after Release: Held %v, holder %q", a2.Held(), holder(t, kv, 3))
+	}
+	if err := acquireNow(t, b); err != nil || !b.Held() {
+		t.Fatalf("b after the release: %v, Held %v", err, b.Held())
+	}
+	// A release of a lease no longer ours leaves the new holder's entry alone.
+	a2.Release()
+	if got := holder(t, kv, 3); got != "host-b" {
+		t.Errorf("holder after a stale release = %q, want host-b", got)
+	}
+}
+
+// Held turns false a third of the TTL after the last renewal, before the server drops the
+// entry; renewing keeps it.
+func TestHeldLapsesWithoutRenewal(t *testing.T) {
+	kv := bucket(t, DefaultTTL)
+	now := time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
+	l := New(kv, 0, "host-a", DefaultTTL, func() time.Time { return now })
+	if err := acquireNow(t, l); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultTTL*2/3 - time.Millisecond)
+	if !l.Held() {
+		t.Fatal("not held just before two thirds of the TTL")
+	}
+	if err := l.Renew(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultTTL*2/3 - time.Millisecond)
+	if !l.Held() {
+		t.Fatal("not held after a renewal")
+	}
+	now = now.Add(time.Millisecond)
+	if l.Held() {
+		t.Fatal("held two thirds of the TTL after the last renewal")
+	}
+}
+
+// An entry whose holder died expires with the bucket's TTL, and another holder takes it.
+func TestDeadHoldersLeaseExpires(t *testing.T) {
+	const ttl = time.Second
+	kv := bucket(t, ttl)
+	dead := New(kv, 1, "host-dead", ttl, time.Now)
+	if err := acquireNow(t, dead); err != nil {
+		t.Fatal(err)
+	}
+	next := New(kv, 1, "host-next", ttl, time.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	waits := 0
+	if err := next.Acquire(ctx, func(error) { waits++ }); err != nil {
+		t.Fatalf("the lease of a dead holder did not expire: %v", err)
+	}
+	if waits == 0 || holder(t, kv, 1) != "host-next" {
+		t.Errorf("waits %d, holder %q; want some, host-next", waits, holder(t, kv, 1))
+	}
+}
+
+// A bucket made without a TTL would let a dead writer hold its partitions for ever: Open
+// refuses it; one made with another TTL is used with that TTL.
+func TestOpenTakesTheBucketsTTL(t *testing.T) {
+	for _, tc := range []struct {
+		ttl     time.Duration
+		wantErr string
+	}{
+		{0, "KV bucket tokenmeter_aggregator_leases has no TTL; delete it (nats kv rm tokenmeter_aggregator_leases) so that it is created with one"},
+		{time.Minute, ""},
+	} {
+		nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: Bucket, TTL: tc.ttl}); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := Open(context.Background(), js, DefaultTTL)
+		switch {
+		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr):
+			t.Errorf("TTL %v: Open error %v, want %q", tc.ttl, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || got != tc.ttl):
+			t.Errorf("TTL %v: Open gave TTL %v, %v; want %v", tc.ttl, got, err, tc.ttl)
+		}
+	}
+}
