@@ -17,6 +17,9 @@
 //	    prices:                           # required, at least one row
 //	      - effective: 2025-09-29         # required; UTC date from which the row applies
 //	        source: "…"                   # optional: where this row was read
+//	        checked: 2026-12-06           # optional: when the row was compared with refs
+//	        refs: [litellm, genai-prices] # required with checked: public references compared
+//	        ref_note: "…"                 # optional: why one reference, which one was followed
 //	        input: "3.00"                 # required
 //	        cached_input: "0.30"          # optional; default input
 //	        cache_write: "3.75"           # optional, 5-minute cache write; default input
@@ -118,6 +121,13 @@ type Price struct {
 	// Source says where this row's prices were read and when, when it differs from the
 	// file's (a price-change announcement, say). It does not change Version.
 	Source string
+	// Checked is the date (midnight UTC) on which the row's prices were last compared with
+	// the public references named in Refs ("litellm", "genai-prices", a URL); zero when the
+	// file does not say. RefNote says why fewer references than usual were available, or
+	// which one was followed where they disagree.
+	Checked time.Time
+	Refs    []string
+	RefNote string
 }
 
 // LongContext are the prices of a row for calls with more than Above input tokens (all prompt
@@ -261,6 +271,7 @@ func (p *parser) model(i int, rm rawModel) Model {
 func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 	before := len(p.errs)
 	pr.Source = rp.Source
+	pr.Refs, pr.RefNote = rp.Refs, rp.RefNote
 	where := fmt.Sprintf("%s price #%d", model, j+1)
 	switch {
 	case !rp.Effective.set:
@@ -274,6 +285,7 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 			where = fmt.Sprintf("%s price effective %s", model, rp.Effective.text)
 		}
 	}
+	pr.Checked = p.checked(where, rp)
 	if !rp.Rates.Input.set {
 		p.errorf("%s: input: missing", where)
 	}
@@ -300,6 +312,37 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 		pr.LongContext = p.longContext(where+": long_context", *rp.LongContext, names)
 	}
 	return pr, len(p.errs) == before
+}
+
+// checked validates a row's record of its check: a date and the references it was compared
+// with go together, and a reference is named once.
+func (p *parser) checked(where string, rp rawPrice) time.Time {
+	var at time.Time
+	if rp.Checked.set {
+		var err error
+		if at, err = time.Parse(time.DateOnly, rp.Checked.text); err != nil {
+			p.errorf("%s: checked %q: not a date (want YYYY-MM-DD)", where, rp.Checked.text)
+		}
+	}
+	switch {
+	case rp.Checked.set && len(rp.Refs) == 0:
+		p.errorf("%s: refs: missing (checked says when, refs must say against what)", where)
+	case !rp.Checked.set && len(rp.Refs) > 0:
+		p.errorf("%s: checked: missing (refs are named, checked must say when)", where)
+	case !rp.Checked.set && rp.RefNote != "":
+		p.errorf("%s: ref_note without checked and refs", where)
+	}
+	seen := map[string]bool{}
+	for i, r := range rp.Refs {
+		switch {
+		case strings.TrimSpace(r) == "":
+			p.errorf("%s: refs #%d: empty", where, i+1)
+		case seen[r]:
+			p.errorf("%s: refs %q: named twice", where, r)
+		}
+		seen[r] = true
+	}
+	return at
 }
 
 // longContext validates a row's long_context block. Its tiers must be exactly the row's:
@@ -425,6 +468,9 @@ type rawPrice struct {
 	// LongContext is a pointer so that an absent block and an empty one differ.
 	LongContext *rawLongContext `yaml:"long_context"`
 	Source      string          `yaml:"source"`
+	Checked     literal         `yaml:"checked"`
+	Refs        []string        `yaml:"refs"`
+	RefNote     string          `yaml:"ref_note"`
 }
 
 type rawRates struct {

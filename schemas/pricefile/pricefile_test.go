@@ -31,11 +31,16 @@ models:
           batch: {input: "1.25", output: "5.00"}
           priority: {input: "4.25", cached_input: "2.125", output: "17.00", reasoning: "18"}
       - effective: "2024-05-13"
+        checked: 2026-12-06
+        refs: [genai-prices]
+        ref_note: "LiteLLM keeps current prices only"
         input: "5"
         output: "15"
   - model: claude-sonnet-4
     prices:
       - effective: 2025-05-22
+        checked: 2026-12-06
+        refs: [litellm, genai-prices]
         input: "3"
         cached_input: "0.30"
         cache_write: "3.75"
@@ -58,6 +63,7 @@ models:
 			Prices: []Price{{ // sorted oldest first
 				Effective: date("2024-05-13"),
 				Standard:  Rates{Input: 5e6, CachedInput: 5e6, CacheWrite: 5e6, CacheWrite1h: 5e6, Output: 15e6, Reasoning: 15e6},
+				Checked:   date("2026-12-06"), Refs: []string{"genai-prices"}, RefNote: "LiteLLM keeps current prices only",
 			}, {
 				Effective: date("2024-10-01"),
 				Standard:  Rates{Input: 2_500_000, CachedInput: 1_250_000, CacheWrite: 2_500_000, CacheWrite1h: 2_500_000, Output: 10e6, Reasoning: 10e6},
@@ -73,6 +79,7 @@ models:
 			Prices: []Price{{
 				Effective: date("2025-05-22"),
 				Standard:  Rates{Input: 3e6, CachedInput: 300_000, CacheWrite: 3_750_000, CacheWrite1h: 6e6, Output: 15e6, Reasoning: 15e6},
+				Checked:   date("2026-12-06"), Refs: []string{"litellm", "genai-prices"},
 				Tiers: map[string]Rates{
 					// cache_write_1h is inherited from the row, not defaulted to the tier's
 					// cache_write: a tier that does not mention a price does not change it.
@@ -152,6 +159,17 @@ func TestParseErrors(t *testing.T) {
 			`openai.yaml: [1:11] sequence end token ']' not found`},
 		{"decoder panic", "provider: \nmodels:\n  - model: \n    aliases: !00\n0:00000",
 			`openai.yaml: malformed YAML (decoder panicked: runtime error: invalid memory address or nil pointer dereference)`},
+		{"checked not a date", head + row + `        input: "1"` + "\n" + `        output: "1"` + "\n" + `        checked: 2026-12-32` + "\n" + `        refs: [litellm]`,
+			`openai.yaml: model "gpt-4o" price effective 2024-10-01: checked "2026-12-32": not a date (want YYYY-MM-DD)`},
+		{"checked without refs", head + row + `        input: "1"` + "\n" + `        output: "1"` + "\n" + `        checked: 2026-12-06`,
+			`openai.yaml: model "gpt-4o" price effective 2024-10-01: refs: missing (checked says when, refs must say against what)`},
+		{"refs without checked", head + row + `        input: "1"` + "\n" + `        output: "1"` + "\n" + `        refs: [litellm]`,
+			`openai.yaml: model "gpt-4o" price effective 2024-10-01: checked: missing (refs are named, checked must say when)`},
+		{"ref_note alone", head + row + `        input: "1"` + "\n" + `        output: "1"` + "\n" + `        ref_note: "x"`,
+			`openai.yaml: model "gpt-4o" price effective 2024-10-01: ref_note without checked and refs`},
+		{"ref named twice", head + row + `        input: "1"` + "\n" + `        output: "1"` + "\n" + `        checked: 2026-12-06` + "\n" + `        refs: [litellm, " ", litellm]`,
+			`openai.yaml: model "gpt-4o" price effective 2024-10-01: refs #2: empty` + "\n" +
+				`openai.yaml: model "gpt-4o" price effective 2024-10-01: refs "litellm": named twice`},
 		{"several problems, all reported", head + row + `        input: "x"` + "\n" + `        output: "-1"`,
 			`openai.yaml: model "gpt-4o" price effective 2024-10-01: input "x": not a decimal` + "\n" +
 				`openai.yaml: model "gpt-4o" price effective 2024-10-01: output "-1": negative`},
