@@ -52,6 +52,23 @@ var fixtures = []struct {
 		},
 	},
 	{
+		// prompt_tokens_details.cache_write_tokens: prompt-cache writes, part of the prompt.
+		file: "openai_chat_cache_write.json", format: OpenAIChat,
+		want: event.Usage{
+			Provider: "openai", Model: "gpt-5.1-2025-11-13", Operation: "chat",
+			Usage:       event.Tokens{Input: 9350, Output: 420, CachedInput: 2048, CacheWrite: 7168, Reasoning: 256},
+			ServiceTier: "standard", ResponseID: "chatcmpl-DQ7rM4aVh2pXcL9sWt3YbKe1nFo8G",
+		},
+	},
+	{
+		file: "openai_responses_cache_write.json", format: OpenAIResponses,
+		want: event.Usage{
+			Provider: "openai", Model: "gpt-5.1-2025-11-13", Operation: "responses",
+			Usage:       event.Tokens{Input: 12800, Output: 3, CacheWrite: 12288},
+			ServiceTier: "standard", Status: "ok", ResponseID: "resp_0d5f1e2a3b4c5d6e7f80919293a4b5c6d7e8f9a0b1c2d3e4",
+		},
+	},
+	{
 		// input 210 + cache read 12,000 + cache write 4,000, of which 3,000 for one hour.
 		file: "anthropic.json", format: Anthropic,
 		want: event.Usage{
@@ -338,6 +355,8 @@ func TestMalformed(t *testing.T) {
 		{"not JSON", Gemini, `<html>502 Bad Gateway</html>`, false, "read gemini response: decode GenerateContentResponse: invalid character '<'"},
 		{"wrong type", OpenAIResponses, `{"usage":{"input_tokens":[1]}}`, false, "cannot unmarshal array"},
 		{"negative reasoning", OpenAIChat, `{"usage":{"prompt_tokens":1,"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":-4}}}`, false, "usage: completion_tokens_details.reasoning_tokens is negative (-4)"},
+		{"negative cache write", OpenAIResponses, `{"usage":{"input_tokens":1,"output_tokens":1,"input_tokens_details":{"cache_write_tokens":-3}}}`, false, "usage: input_tokens_details.cache_write_tokens is negative (-3)"},
+		{"negative chat cache write", OpenAIChat, `{"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cache_write_tokens":-3}}}`, false, "usage: prompt_tokens_details.cache_write_tokens is negative (-3)"},
 		{"gemini overflow", Gemini, `{"usageMetadata":{"candidatesTokenCount":9223372036854775807,"thoughtsTokenCount":9}}`, false, "thoughtsTokenCount (9) overflows"},
 		{"bedrock negative", BedrockConverse, `{"usage":{"inputTokens":1,"cacheWriteInputTokens":-2}}`, false, "cacheWriteInputTokens is negative (-2)"},
 		{"unknown format", Format(99), `{}`, false, "unknown response format 99"},

@@ -19,14 +19,20 @@ var openAITiers = map[string]string{
 	"batch":    event.TierBatch,
 }
 
+// openAIInputDetails is the breakdown of the prompt in both APIs: cached_tokens were read
+// from the prompt cache, cache_write_tokens written to it (reported by current responses,
+// and by Azure OpenAI), both parts of the prompt.
+type openAIInputDetails struct {
+	CachedTokens     int64 `json:"cached_tokens"`
+	CacheWriteTokens int64 `json:"cache_write_tokens"`
+}
+
 // openAIChatUsage is the usage object of Chat Completions. prompt_tokens includes the
 // cached ones and completion_tokens the reasoning ones: OpenAI's convention is the v1 one.
 type openAIChatUsage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
+	PromptTokens            int64               `json:"prompt_tokens"`
+	CompletionTokens        int64               `json:"completion_tokens"`
+	PromptTokensDetails     *openAIInputDetails `json:"prompt_tokens_details"`
 	CompletionTokensDetails *struct {
 		ReasoningTokens int64 `json:"reasoning_tokens"`
 	} `json:"completion_tokens_details"`
@@ -54,14 +60,15 @@ func (r *openAIChat) merge(u *event.Usage) {
 
 func (c *openAIChatUsage) tokens() (event.Tokens, error) {
 	t := event.Tokens{Input: c.PromptTokens, Output: c.CompletionTokens}
-	if c.PromptTokensDetails != nil {
-		t.CachedInput = c.PromptTokensDetails.CachedTokens
+	if d := c.PromptTokensDetails; d != nil {
+		t.CachedInput, t.CacheWrite = d.CachedTokens, d.CacheWriteTokens
 	}
 	if c.CompletionTokensDetails != nil {
 		t.Reasoning = c.CompletionTokensDetails.ReasoningTokens
 	}
 	return t, nonNegative(count{"prompt_tokens", t.Input}, count{"completion_tokens", t.Output},
 		count{"prompt_tokens_details.cached_tokens", t.CachedInput},
+		count{"prompt_tokens_details.cache_write_tokens", t.CacheWrite},
 		count{"completion_tokens_details.reasoning_tokens", t.Reasoning})
 }
 
@@ -89,11 +96,9 @@ func openAIChatResponse(body []byte) (event.Usage, error) {
 
 // openAIResponsesUsage is the usage object of the Responses API, in the same convention.
 type openAIResponsesUsage struct {
-	InputTokens        int64 `json:"input_tokens"`
-	OutputTokens       int64 `json:"output_tokens"`
-	InputTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"input_tokens_details"`
+	InputTokens         int64               `json:"input_tokens"`
+	OutputTokens        int64               `json:"output_tokens"`
+	InputTokensDetails  *openAIInputDetails `json:"input_tokens_details"`
 	OutputTokensDetails *struct {
 		ReasoningTokens int64 `json:"reasoning_tokens"`
 	} `json:"output_tokens_details"`
@@ -129,13 +134,14 @@ func (r *openAIResponse) merge(u *event.Usage) error {
 	}
 	t := event.Tokens{Input: r.Usage.InputTokens, Output: r.Usage.OutputTokens}
 	if d := r.Usage.InputTokensDetails; d != nil {
-		t.CachedInput = d.CachedTokens
+		t.CachedInput, t.CacheWrite = d.CachedTokens, d.CacheWriteTokens
 	}
 	if d := r.Usage.OutputTokensDetails; d != nil {
 		t.Reasoning = d.ReasoningTokens
 	}
 	if err := nonNegative(count{"input_tokens", t.Input}, count{"output_tokens", t.Output},
 		count{"input_tokens_details.cached_tokens", t.CachedInput},
+		count{"input_tokens_details.cache_write_tokens", t.CacheWrite},
 		count{"output_tokens_details.reasoning_tokens", t.Reasoning}); err != nil {
 		return fmt.Errorf("usage: %w", err)
 	}

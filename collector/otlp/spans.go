@@ -170,6 +170,20 @@ func spans(req *coltracepb.ExportTraceServiceRequest, fromJSON bool) batch {
 
 // usage maps one span. It reports whether the span is a usage span at all, and why a usage
 // span cannot become an event; the returned event always carries the span's id.
+//
+// Cache counts go by several names; where a span carries more than one, the first non-zero
+// in this order wins:
+//
+//	cached_input_tokens  gen_ai.usage.cache_read.input_tokens (semantic conventions),
+//	                     gen_ai.usage.cache_read_input_tokens, gen_ai.usage.input_tokens.cached
+//	cache_write_tokens   gen_ai.usage.cache_creation.input_tokens (semantic conventions),
+//	                     gen_ai.usage.cache_write.input_tokens (the Anthropic SDKs),
+//	                     gen_ai.usage.cache_creation_input_tokens, gen_ai.usage.input_tokens.cache_write;
+//	                     else the sum of the two lifetimes below
+//	cache_write_1h_tokens anthropic.usage.cache_creation.ephemeral_1h_input_tokens (the
+//	                     5-minute part is anthropic.usage.cache_creation.ephemeral_5m_input_tokens)
+//
+// All of them are parts of gen_ai.usage.input_tokens, as the conventions define it.
 func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (event.Usage, bool, error) {
 	var (
 		u                                              event.Usage
@@ -178,6 +192,8 @@ func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (even
 		isUsage                                        bool
 		firstErr                                       error
 		legacyIn, legacyOut                            *int64
+		cacheRead, cacheWrite                          [3]int64
+		write5m, write1h                               int64
 	)
 	a := res.clone()
 	tokens := func(dst *int64, kv *commonpb.KeyValue) {
@@ -208,9 +224,21 @@ func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (even
 			legacyOut = new(int64)
 			tokens(legacyOut, kv)
 		case "gen_ai.usage.cache_read.input_tokens":
-			tokens(&u.Usage.CachedInput, kv)
+			tokens(&cacheRead[0], kv)
+		case "gen_ai.usage.cache_read_input_tokens":
+			tokens(&cacheRead[1], kv)
+		case "gen_ai.usage.input_tokens.cached":
+			tokens(&cacheRead[2], kv)
 		case "gen_ai.usage.cache_creation.input_tokens":
-			tokens(&u.Usage.CacheWrite, kv)
+			tokens(&cacheWrite[0], kv)
+		case "gen_ai.usage.cache_write.input_tokens":
+			tokens(&cacheWrite[1], kv)
+		case "gen_ai.usage.cache_creation_input_tokens", "gen_ai.usage.input_tokens.cache_write":
+			tokens(&cacheWrite[2], kv)
+		case "anthropic.usage.cache_creation.ephemeral_5m_input_tokens":
+			tokens(&write5m, kv)
+		case "anthropic.usage.cache_creation.ephemeral_1h_input_tokens":
+			tokens(&write1h, kv)
 		case "gen_ai.usage.reasoning.output_tokens":
 			tokens(&u.Usage.Reasoning, kv)
 		case "gen_ai.provider.name":
@@ -245,6 +273,13 @@ func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (even
 	if legacyOut != nil && u.Usage.Output == 0 {
 		u.Usage.Output = *legacyOut
 	}
+	u.Usage.CachedInput = firstNonZero(cacheRead[:])
+	u.Usage.CacheWrite = firstNonZero(cacheWrite[:])
+	// The Anthropic SDK splits its cache writes by lifetime; without a total, the split is it.
+	if u.Usage.CacheWrite == 0 {
+		u.Usage.CacheWrite = write5m + write1h
+	}
+	u.Usage.CacheWrite1h = write1h
 	if firstErr != nil {
 		return u, true, firstErr
 	}
@@ -290,6 +325,17 @@ func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (even
 	}
 	u.WorkflowID, u.PromptVersion = a.workflowID, a.promptVersion
 	return u, true, nil
+}
+
+// firstNonZero returns the first count a span reported, the names being in order of
+// preference: a span carrying both a current and an older name counts the current one.
+func firstNonZero(counts []int64) int64 {
+	for _, n := range counts {
+		if n != 0 {
+			return n
+		}
+	}
+	return 0
 }
 
 // spanID is the event id of a span: its trace and span ids, which a re-sent export repeats.

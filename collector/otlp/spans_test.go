@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"math"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -85,6 +86,77 @@ func TestMapping(t *testing.T) {
 		event.Usage{ID: wantID, Time: t0.Add(2500 * time.Millisecond), LatencyMS: 2500, Provider: "azure", Model: "gpt-4o",
 			ServiceTier: "priority", PromptVersion: "p@2", Usage: event.Tokens{Input: 100, Output: 12},
 			Tags: map[string]string{"service": "svc", "team": "b", "x": "1"}}, 4)
+}
+
+// Spans as the Anthropic Go SDK's own instrumentation exports them (cache writes named
+// gen_ai.usage.cache_write.input_tokens, split by lifetime in anthropic.* attributes), and
+// as older instrumentations did (gen_ai.usage.cache_*_input_tokens).
+func TestCacheAttributes(t *testing.T) {
+	fixture, err := os.ReadFile("testdata/anthropic_sdk_traces.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req coltracepb.ExportTraceServiceRequest
+	if err := protojson.Unmarshal(fixture, &req); err != nil {
+		t.Fatal(err)
+	}
+	b := spans(&req, true)
+	if len(b.rejected) != 0 || b.ignored != 0 || b.droppedTags != 0 {
+		t.Fatalf("rejected %q, %d ignored, %d tags dropped", b.rejected, b.ignored, b.droppedTags)
+	}
+	at := func(s, ns int64) time.Time { return time.Unix(s, ns).UTC() }
+	tags := map[string]string{"service": "claims-triage"}
+	want := []event.Usage{
+		{ID: "otel-7a1c0e5d2b3f4a6b8c9d0e1f2a3b4c5d-1a2b3c4d5e6f7a81", Time: at(1796248803, 250e6), LatencyMS: 3250,
+			Provider: "anthropic", Model: "claude-sonnet-4-5-20250929", Operation: "chat", ResponseID: "msg_01HvP3kTqWc8YbNn2sLdRe7J",
+			Usage: event.Tokens{Input: 21437, Output: 512, CachedInput: 12000, CacheWrite: 9000, CacheWrite1h: 3000}, Tags: tags},
+		{ID: "otel-7a1c0e5d2b3f4a6b8c9d0e1f2a3b4c5d-1a2b3c4d5e6f7a82", Time: at(1796248804, 900e6), LatencyMS: 900,
+			Provider: "anthropic", Model: "claude-haiku-4-5-20251001", Operation: "chat",
+			Usage: event.Tokens{Input: 4200, Output: 96, CacheWrite: 4096, CacheWrite1h: 4096}, Tags: tags},
+		{ID: "otel-7a1c0e5d2b3f4a6b8c9d0e1f2a3b4c5d-1a2b3c4d5e6f7a83", Time: at(1796248805, 400e6), LatencyMS: 400,
+			Provider: "anthropic", Model: "claude-3-5-haiku-20241022",
+			Usage: event.Tokens{Input: 3000, Output: 40, CachedInput: 1000, CacheWrite: 1500}, Tags: tags},
+	}
+	if !reflect.DeepEqual(b.events, want) {
+		t.Fatalf("events\n %+v\nwant\n %+v", b.events, want)
+	}
+	for _, u := range b.events {
+		u.Normalize(u.Time)
+		if err := u.Validate(u.Time, event.DefaultLimits); err != nil {
+			t.Errorf("%s: %v", u.ID, err)
+		}
+	}
+}
+
+// A span carrying a current and an older name for the same count is read by the current one.
+func TestCacheAttributePreference(t *testing.T) {
+	f := func(name string, attrs []*commonpb.KeyValue, want event.Tokens) {
+		t.Helper()
+		attrs = append([]*commonpb.KeyValue{str("gen_ai.request.model", "claude-sonnet-4-5"), num("gen_ai.usage.input_tokens", 1000)}, attrs...)
+		b := spans(oneSpan(nil, &tracepb.Span{Attributes: attrs}), false)
+		if len(b.events) != 1 {
+			t.Fatalf("%s: %d events, rejected %q", name, len(b.events), b.rejected)
+		}
+		if got := b.events[0].Usage; got != want {
+			t.Errorf("%s: usage %+v, want %+v", name, got, want)
+		}
+	}
+	f("semantic conventions over the Anthropic SDK's and the older names",
+		[]*commonpb.KeyValue{num("gen_ai.usage.cache_creation_input_tokens", 30), num("gen_ai.usage.cache_write.input_tokens", 20),
+			num("gen_ai.usage.cache_creation.input_tokens", 10), num("gen_ai.usage.input_tokens.cached", 7),
+			num("gen_ai.usage.cache_read_input_tokens", 6), num("gen_ai.usage.cache_read.input_tokens", 5)},
+		event.Tokens{Input: 1000, CachedInput: 5, CacheWrite: 10})
+	f("the Anthropic SDK's over the older names",
+		[]*commonpb.KeyValue{num("gen_ai.usage.input_tokens.cache_write", 30), num("gen_ai.usage.cache_write.input_tokens", 20),
+			num("gen_ai.usage.input_tokens.cached", 7)},
+		event.Tokens{Input: 1000, CachedInput: 7, CacheWrite: 20})
+	f("a total of zero is not a total: the lifetimes sum",
+		[]*commonpb.KeyValue{num("gen_ai.usage.cache_write.input_tokens", 0),
+			num("anthropic.usage.cache_creation.ephemeral_5m_input_tokens", 40), num("anthropic.usage.cache_creation.ephemeral_1h_input_tokens", 2)},
+		event.Tokens{Input: 1000, CacheWrite: 42, CacheWrite1h: 2})
+	f("the 5-minute part alone",
+		[]*commonpb.KeyValue{num("anthropic.usage.cache_creation.ephemeral_5m_input_tokens", 40)},
+		event.Tokens{Input: 1000, CacheWrite: 40})
 }
 
 func TestNotUsage(t *testing.T) {
