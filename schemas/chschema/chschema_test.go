@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -166,10 +167,14 @@ func createdNames(t *testing.T) string {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`(?m)^CREATE (?:TABLE|MATERIALIZED VIEW|VIEW) \{db\}\.(\w+)`)
+	drop := regexp.MustCompile(`(?m)^DROP TABLE IF EXISTS \{db\}\.(\w+)`)
 	var names []string
 	for _, m := range ms {
 		for _, g := range re.FindAllStringSubmatch(m.SQL, -1) {
 			names = append(names, g[1])
+		}
+		for _, g := range drop.FindAllStringSubmatch(m.SQL, -1) {
+			names = slices.DeleteFunc(names, func(n string) bool { return n == g[1] })
 		}
 	}
 	sort.Strings(names)
