@@ -34,6 +34,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -82,7 +83,7 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 	}
 	opts, err := clickhouse.ParseDSN(cfg.ClickHouseDSN)
 	if err != nil {
-		return nil, fmt.Errorf("aggregator config: ClickHouseDSN %q: %w", cfg.ClickHouseDSN, err)
+		return nil, fmt.Errorf("aggregator config: ClickHouseDSN %q: %w", redact.DSN(cfg.ClickHouseDSN), redact.DSNError(err, cfg.ClickHouseDSN))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -228,7 +229,7 @@ func (a *Aggregator) retry(ctx context.Context, breaker *gobreaker.CircuitBreake
 }
 
 // consumerName is the durable consumer of partition p.
-func consumerName(p int) string { return "aggregator-" + strconv.Itoa(p) }
+func consumerName(p int) string { return stream.AggregatorConsumer(p) }
 
 func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -127,14 +128,14 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", c.ClickHouseDSN, err))
+		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
 	}
 	if c.ClickHouseHTTP == "" {
 		if _, err := chwrite.HTTPURL(c.ClickHouseDSN); err != nil {
-			errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", err))
+			errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", redact.DSNError(err, c.ClickHouseDSN)))
 		}
 	} else if _, err := chwrite.NewInserter(c.ClickHouseHTTP, "db"); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", err))
+		errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", redact.DSNError(err, c.ClickHouseHTTP)))
 	}
 	if err := migrate.ValidDatabase(c.Database); err != nil {
 		errs = append(errs, fmt.Errorf("Database: %w", err))

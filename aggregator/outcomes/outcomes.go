@@ -34,11 +34,12 @@ import (
 	"github.com/sony/gobreaker"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Durable is the name of the writer's durable consumer of OUTCOMES.
-const Durable = "outcomes-writer"
+const Durable = stream.OutcomesConsumer
 
 // Defaults of the zero-valued Config fields.
 const (
@@ -112,7 +113,7 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", c.ClickHouseDSN, err))
+		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
 	}
 	if err := migrate.ValidDatabase(c.Database); err != nil {
 		errs = append(errs, fmt.Errorf("Database: %w", err))

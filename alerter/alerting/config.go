@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -21,13 +22,14 @@ const (
 	DefaultDatabase       = "tokenmeter"
 	DefaultEvalInterval   = time.Second
 	DefaultReloadInterval = 5 * time.Second
-	// DefaultReplay is how much of USAGE_ENRICHED the alerter reads again at start-up to
-	// rebuild its newest minutes exactly; older history comes from ClickHouse.
+	// DefaultReplay is how much of the enriched batches' copies in USAGE_HISTORY the alerter
+	// reads again at start-up to rebuild its newest minutes exactly; older history comes from
+	// ClickHouse. A history sized below this much traffic shortens the replay.
 	DefaultReplay = 15 * time.Minute
 )
 
-// ConsumerName is the alerter's durable consumer on USAGE_ENRICHED.
-const ConsumerName = "alerter"
+// ConsumerName is the alerter's durable consumer on USAGE_HISTORY.
+const ConsumerName = stream.AlerterConsumer
 
 // Config configures the alerter. Zero values take the defaults.
 type Config struct {
@@ -95,7 +97,7 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouse DSN %q: %v", c.ClickHouseDSN, err))
+		errs = append(errs, fmt.Errorf("ClickHouse DSN %q: %v", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
 	}
 	if c.EvalInterval < 10*time.Millisecond || c.EvalInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("eval interval (%s) must be within [10ms, 1m]", c.EvalInterval))

@@ -15,7 +15,11 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // Status of an alert or of a notification.
@@ -96,11 +100,11 @@ func common(alerts []Alert, get func(Alert) map[string]string) map[string]string
 func postJSON(ctx context.Context, client *http.Client, url string, body any, header http.Header) (retry bool, err error) {
 	data, err := json.Marshal(body)
 	if err != nil {
-		return false, fmt.Errorf("encode notification for %s: %w", redact(url), err)
+		return false, fmt.Errorf("encode notification for %s: %w", redact.URL(url), err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
 	if err != nil {
-		return false, fmt.Errorf("build request to %s: %w", redact(url), err)
+		return false, fmt.Errorf("build request to %s: %w", redact.URL(url), redact.URLError(err, url))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "tokenmeter-alerter")
@@ -112,7 +116,8 @@ func postJSON(ctx context.Context, client *http.Client, url string, body any, he
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return true, fmt.Errorf("post notification to %s: %w", redact(url), err)
+		// The client's *url.Error quotes the whole URL, whose path may be the token.
+		return true, fmt.Errorf("post notification to %s: %w", redact.URL(url), redact.URLError(err, url))
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -120,23 +125,10 @@ func postJSON(ctx context.Context, client *http.Client, url string, body any, he
 	case resp.StatusCode/100 == 2:
 		return false, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return true, fmt.Errorf("post notification to %s: %s: %s", redact(url), resp.Status, bytes.TrimSpace(msg))
+		return true, fmt.Errorf("post notification to %s: %s: %s", redact.URL(url), resp.Status, bytes.TrimSpace(msg))
 	default:
-		return false, fmt.Errorf("post notification to %s: %s (not retried): %s", redact(url), resp.Status, bytes.TrimSpace(msg))
+		return false, fmt.Errorf("post notification to %s: %s (not retried): %s", redact.URL(url), resp.Status, bytes.TrimSpace(msg))
 	}
-}
-
-// redact keeps secrets embedded in webhook URLs (Slack's path is a token) out of errors.
-func redact(url string) string {
-	for i, n := 0, 0; i < len(url); i++ {
-		if url[i] == '/' {
-			n++
-			if n == 3 {
-				return url[:i] + "/…"
-			}
-		}
-	}
-	return url
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -146,4 +138,43 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// plain makes text taken from events safe to show on one line: tabs and line breaks become
+// spaces, and other control characters, bidirectional overrides, zero-width characters and
+// invalid UTF-8 become U+FFFD, so that a team or model name can neither start a line that
+// reads like ours nor reorder or hide what is shown around it.
+func plain(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || hidden(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r' || r == '\u2028' || r == '\u2029':
+			return ' '
+		case r == utf8.RuneError || hidden(r):
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
+}
+
+// hidden reports control characters and the invisible characters that change how the text
+// around them reads.
+func hidden(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r < 0xa0: // C0, DEL, C1
+		return true
+	case r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2060 && r <= 0x2069,
+		r == 0x2028, r == 0x2029, r == 0x061c, r == 0xfeff:
+		return true
+	}
+	return false
 }

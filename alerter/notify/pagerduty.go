@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // PagerDuty sends one Events API v2 event per alert: trigger while firing, resolve once
@@ -43,29 +45,7 @@ func (p *PagerDuty) Notify(ctx context.Context, m *Message) (bool, error) {
 	var errs []error
 	retry := false
 	for _, a := range m.Alerts {
-		ev := pdEvent{RoutingKey: p.RoutingKey, EventAction: "trigger", DedupKey: a.Fingerprint}
-		if a.Status == StatusResolved {
-			ev.EventAction = "resolve"
-		} else {
-			details := map[string]string{"value": a.Value, "baseline": a.Baseline, "window": a.Window,
-				"since": a.StartsAt.UTC().Format(time.RFC3339)}
-			for k, v := range a.Labels {
-				details[k] = v
-			}
-			if len(a.Contributors) > 0 {
-				details["top_contributors"] = joinComma(a.Contributors)
-			}
-			summary := a.Annotations["summary"]
-			if len(summary) > 1024 {
-				summary = summary[:1024]
-			}
-			ev.Payload = &pdPayload{Summary: summary, Source: "tokenmeter", Severity: pdSeverity(a.Severity),
-				Timestamp: a.StartsAt.UTC().Format(time.RFC3339), Component: a.Labels["alertname"], CustomDetails: details}
-			if a.Link != "" {
-				ev.Links = []pdLink{{Href: a.Link, Text: "Breakdown"}}
-			}
-		}
-		r, err := postJSON(ctx, p.Client, p.URL, ev, nil)
+		r, err := postJSON(ctx, p.Client, p.URL, pdEventOf(p.RoutingKey, a), nil)
 		if err != nil {
 			errs = append(errs, err)
 			retry = retry || r
@@ -73,6 +53,50 @@ func (p *PagerDuty) Notify(ctx context.Context, m *Message) (bool, error) {
 		}
 	}
 	return retry, errors.Join(errs...)
+}
+
+// pdMaxSummary is the longest summary PagerDuty accepts, in bytes.
+const pdMaxSummary = 1024
+
+// pdEventOf is the event for one alert. Text from events (labels, summary, contributors)
+// goes through plain: PagerDuty shows the summary as the incident's title, where a line
+// break or a bidirectional override would disguise it.
+func pdEventOf(routingKey string, a Alert) pdEvent {
+	ev := pdEvent{RoutingKey: routingKey, EventAction: "trigger", DedupKey: a.Fingerprint}
+	if a.Status == StatusResolved {
+		ev.EventAction = "resolve"
+		return ev
+	}
+	details := map[string]string{"value": plain(a.Value), "baseline": plain(a.Baseline), "window": plain(a.Window),
+		"since": a.StartsAt.UTC().Format(time.RFC3339)}
+	for k, v := range a.Labels {
+		details[plain(k)] = plain(v)
+	}
+	if len(a.Contributors) > 0 {
+		c := make([]string, len(a.Contributors))
+		for i, s := range a.Contributors {
+			c[i] = plain(s)
+		}
+		details["top_contributors"] = strings.Join(c, ", ")
+	}
+	ev.Payload = &pdPayload{Summary: truncate(plain(a.Annotations["summary"]), pdMaxSummary), Source: "tokenmeter",
+		Severity: pdSeverity(a.Severity), Timestamp: a.StartsAt.UTC().Format(time.RFC3339),
+		Component: plain(a.Labels["alertname"]), CustomDetails: details}
+	if strings.HasPrefix(a.Link, "https://") || strings.HasPrefix(a.Link, "http://") {
+		ev.Links = []pdLink{{Href: plain(a.Link), Text: "Breakdown"}}
+	}
+	return ev
+}
+
+// truncate cuts s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // pdSeverity maps a rule severity to one of PagerDuty's four.
@@ -86,15 +110,4 @@ func pdSeverity(s string) string {
 		return "warning"
 	}
 	return "info"
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, v := range s {
-		if i > 0 {
-			out += ", "
-		}
-		out += v
-	}
-	return out
 }

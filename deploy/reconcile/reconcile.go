@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -41,7 +42,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("-nats is empty"))
 	}
 	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("-clickhouse %q: %w", c.ClickHouseDSN, err))
+		errs = append(errs, fmt.Errorf("-clickhouse %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
 	}
 	if c.Database == "" {
 		errs = append(errs, errors.New("-database is empty"))
@@ -68,7 +69,7 @@ func Run(ctx context.Context, c Config) ([]Partition, error) {
 	}
 	opts, err := clickhouse.ParseDSN(c.ClickHouseDSN)
 	if err != nil {
-		return nil, fmt.Errorf("parse ClickHouse DSN %q: %w", c.ClickHouseDSN, err)
+		return nil, fmt.Errorf("parse ClickHouse DSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN))
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // startDashboard serves the dashboard on addr until ctx is done, reading ClickHouse at dsn and
@@ -22,7 +23,7 @@ import (
 func startDashboard(ctx context.Context, addr, dsn, db string, nc *nats.Conn, log *slog.Logger) (net.Addr, <-chan error, error) {
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dashboard: ClickHouse DSN: %w", err)
+		return nil, nil, fmt.Errorf("dashboard: ClickHouse DSN: %w", redact.DSNError(err, dsn))
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

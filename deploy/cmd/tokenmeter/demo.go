@@ -15,6 +15,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // runDemo drives synthetic traffic (bench/loadgen: many teams and models, duplicates, a few
@@ -24,7 +25,7 @@ func runDemo(ctx context.Context, url string, rate int, dsn, db string, interval
 	gen := loadgen.New(loadgen.DefaultConfig(time.Now().UTC()))
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		fmt.Fprintf(os.Stderr, "demo: %v\n", redact.DSNError(err, dsn))
 		return
 	}
 	conn, err := clickhouse.Open(opts)

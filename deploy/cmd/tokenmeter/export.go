@@ -26,6 +26,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // exportColumns are the columns of a showback export, in order, in CSV and in Parquet.
@@ -81,7 +82,7 @@ func runExport(ctx context.Context, args []string, progress io.Writer) error {
 	}
 	opts, err := clickhouse.ParseDSN(*dsn)
 	if err != nil {
-		return fmt.Errorf("ClickHouse DSN: %w", err)
+		return fmt.Errorf("ClickHouse DSN: %w", redact.DSNError(err, *dsn))
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

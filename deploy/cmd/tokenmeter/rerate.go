@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/enricher/rerate"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 func runRerate(ctx context.Context, args []string) error {
@@ -74,7 +75,7 @@ func rerateTo(ctx context.Context, w, stderr io.Writer, clock func() time.Time, 
 	}
 	opts, err := clickhouse.ParseDSN(*dsn)
 	if err != nil {
-		return fmt.Errorf("parse ClickHouse DSN: %w", err)
+		return fmt.Errorf("parse ClickHouse DSN: %w", redact.DSNError(err, *dsn))
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

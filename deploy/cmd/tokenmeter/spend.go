@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // runSpend implements "tokenmeter spend": today's and the month's spend by team and model, the
@@ -36,7 +37,7 @@ func runSpend(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	opts, err := clickhouse.ParseDSN(*dsn)
 	if err != nil {
-		return fmt.Errorf("ClickHouse DSN: %w", err)
+		return fmt.Errorf("ClickHouse DSN: %w", redact.DSNError(err, *dsn))
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

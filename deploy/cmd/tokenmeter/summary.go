@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 func runSummary(ctx context.Context, args []string) error {
@@ -22,7 +23,7 @@ func runSummary(ctx context.Context, args []string) error {
 	}
 	opts, err := clickhouse.ParseDSN(*dsn)
 	if err != nil {
-		return err
+		return redact.DSNError(err, *dsn)
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
