@@ -31,7 +31,7 @@ import (
 )
 
 // ConsumerName is the durable consumer all enrichers share on USAGE_RAW.
-const ConsumerName = "enricher"
+const ConsumerName = stream.EnricherConsumer
 
 // publishTimeout bounds the wait for JetStream to acknowledge an enriched message.
 const publishTimeout = 30 * time.Second
@@ -118,17 +118,21 @@ type Enricher struct {
 	// rulesData and rulesFailed are the attribution file's content last loaded and last
 	// refused.
 	rulesData, rulesFailed []byte
+	// consumed holds the partitions of USAGE_ENRICHED known to have their aggregator's
+	// consumer (stream.EnsurePartition), as map[int]struct{}.
+	consumed sync.Map
 }
 
 type metrics struct {
-	events     prometheus.Counter
-	unpriced   *prometheus.CounterVec
-	batches    prometheus.Counter
-	dead       prometheus.Counter
-	reloads    *prometheus.CounterVec
-	reloadOK   prometheus.Gauge
-	attributed prometheus.Counter
-	folded     *prometheus.CounterVec
+	events       prometheus.Counter
+	unpriced     *prometheus.CounterVec
+	tierFallback *prometheus.CounterVec
+	batches      prometheus.Counter
+	dead         prometheus.Counter
+	reloads      *prometheus.CounterVec
+	reloadOK     prometheus.Gauge
+	attributed   prometheus.Counter
+	folded       *prometheus.CounterVec
 }
 
 // New loads the pricing catalogue and prepares the stage; it does not touch NATS yet.
@@ -181,6 +185,10 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			Name: "tokenmeter_enricher_unpriced_events_total",
 			Help: "Events whose provider or model has no price; stored with priced = 0, never as $0."},
 			[]string{"provider"}),
+		tierFallback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_tier_fallback_events_total",
+			Help: "Events of the batch, flex or priority tier priced at standard prices because their model's price row has none for the tier; stored with tier_fallback = 1."},
+			[]string{"provider", "tier"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_enricher_batches_total", Help: "Raw batches processed."}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{
@@ -201,7 +209,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			[]string{"tag"}),
 	}
 	e.m.reloadOK.Set(1)
-	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded} {
+	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.tierFallback, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register enricher metrics: %w", err)
 		}
@@ -398,6 +406,11 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 			e.deadLetter(ctx, m, meta.Sequence.Stream, err)
 			continue
 		}
+		if err := e.ensurePartition(ctx, p); err != nil {
+			e.cfg.Logger.Warn("the raw message will be redelivered", "err", err)
+			_ = m.NakWithDelay(time.Second)
+			continue
+		}
 		pm := &nats.Msg{Subject: stream.EnrichedSubject(p), Data: out, Header: nats.Header{}}
 		pm.Header.Set(stream.HeaderSchema, batch.SchemaName)
 		pm.Header.Set(jetstream.MsgIDHeader, "enr-"+strconv.FormatUint(meta.Sequence.Stream, 10))
@@ -428,6 +441,20 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 			return
 		}
 	}
+}
+
+// ensurePartition makes sure partition p of USAGE_ENRICHED has its aggregator's consumer
+// before the first publish to it: under interest retention a message no consumer wants is
+// dropped, and a collector or emitter may use more partitions than the stages were told of.
+func (e *Enricher) ensurePartition(ctx context.Context, p int) error {
+	if _, ok := e.consumed.Load(p); ok {
+		return nil
+	}
+	if err := stream.EnsurePartition(ctx, e.js, p); err != nil {
+		return err
+	}
+	e.consumed.Store(p, struct{}{})
+	return nil
 }
 
 // enrich decodes one raw batch and prices every row in place.
@@ -462,6 +489,8 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 		r.CostPico, r.SavingsPico = int64(q.Cost), int64(q.Savings)
 		if !q.Priced {
 			e.m.unpriced.WithLabelValues(r.Provider).Inc()
+		} else if r.TierFallback() {
+			e.m.tierFallback.WithLabelValues(r.Provider, r.ServiceTier).Inc()
 		}
 	}
 	out, err := batch.Encode(rows)

@@ -6,6 +6,7 @@ package batch
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
@@ -69,4 +70,48 @@ func FromUsage(u *event.Usage, received time.Time, partition int) Row {
 	}
 	sort.Slice(r.ExtraTags, func(i, j int) bool { return r.ExtraTags[i].Key < r.ExtraTags[j].Key })
 	return r
+}
+
+// TierFallback reports whether the row was priced at standard prices although it ran in
+// another service tier (batch, flex or priority) — because its model's price row has no
+// prices for that tier. The enricher's price version names the tier it used,
+// "<provider>/<model>@<effective date>/<tier>[/long][/org|/discount=…]", so the row says so
+// without a column of its own: the tier after the first "@YYYY-MM-DD/" differs from
+// ServiceTier. usage_events.tier_fallback (migration 0070) is the same test in SQL.
+func (r *Row) TierFallback() bool {
+	if !r.Priced || r.ServiceTier == "" || r.ServiceTier == event.TierStandard {
+		return false
+	}
+	return PriceTier(r.PriceVersion) != r.ServiceTier
+}
+
+// PriceTier is the service tier a price version names: the segment after the first
+// "@YYYY-MM-DD/", up to the next "/"; "" when the version has none.
+func PriceTier(version string) string {
+	const date = len("@2006-01-02/")
+	for i := 0; i+date <= len(version); i++ {
+		if version[i] != '@' || !isDate(version[i+1:i+date-1]) || version[i+date-1] != '/' {
+			continue
+		}
+		rest := version[i+date:]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			rest = rest[:j]
+		}
+		return rest
+	}
+	return ""
+}
+
+// isDate reports whether s has the shape YYYY-MM-DD (digits and dashes).
+func isDate(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if i == 4 || i == 7 {
+			if s[i] != '-' {
+				return false
+			}
+		} else if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return len(s) == 10
 }

@@ -246,3 +246,31 @@ func TestAppendDecoded(t *testing.T) {
 		t.Fatalf("AppendDecoded of a truncated payload returned %d rows, want the 5 given", len(got))
 	}
 }
+
+func TestTierFallback(t *testing.T) {
+	f := func(priced bool, tier, version string, wantTier string, want bool) {
+		t.Helper()
+		r := Row{Priced: priced, ServiceTier: tier, PriceVersion: version}
+		if got := PriceTier(version); got != wantTier {
+			t.Errorf("PriceTier(%q) = %q, want %q", version, got, wantTier)
+		}
+		if got := r.TierFallback(); got != want {
+			t.Errorf("Row{Priced: %t, ServiceTier: %q, PriceVersion: %q}.TierFallback() = %t, want %t", priced, tier, version, got, want)
+		}
+	}
+	f(true, "batch", "openai/gpt-4o@2024-10-01/batch", "batch", false)
+	f(true, "batch", "openai/gpt-4o@2024-10-01/standard", "standard", true)
+	f(true, "priority", "openai/gpt-4o@2024-10-01/standard/long", "standard", true)
+	f(true, "flex", "openai/o3@2025-06-10/flex/long/discount=12.5%@2026-01-01", "flex", false)
+	f(true, "flex", "openai/o3@2025-06-10/standard/org", "standard", true)
+	f(true, "standard", "openai/gpt-4o@2024-10-01/standard", "standard", false)
+	f(true, "", "openai/gpt-4o@2024-10-01/standard", "standard", false)
+	// Vertex AI's "@" snapshots in a model name are not effective dates.
+	f(true, "batch", "google/claude-sonnet-4-5@20250929@2025-09-29/standard", "standard", true)
+	f(true, "batch", "google/claude-sonnet-4-5@20250929@2025-09-29/batch", "batch", false)
+	// Unpriced rows are not fallbacks; a priced row whose version names no tier is.
+	f(false, "batch", "", "", false)
+	f(true, "batch", "some-version", "", true)
+	f(true, "batch", "x@2025-01-0x/batch", "", true)
+	f(true, "batch", "x@2025-01-01", "", true)
+}
