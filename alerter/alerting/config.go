@@ -22,14 +22,13 @@ const (
 	DefaultDatabase       = "tokenmeter"
 	DefaultEvalInterval   = time.Second
 	DefaultReloadInterval = 5 * time.Second
-	// DefaultReplay is how much of the enriched batches' copies in USAGE_HISTORY the alerter
-	// reads again at start-up to rebuild its newest minutes exactly; older history comes from
-	// ClickHouse. A history sized below this much traffic shortens the replay.
+	// DefaultReplay is how much of USAGE_ENRICHED the alerter reads again at start-up to
+	// rebuild its newest minutes exactly; older history comes from ClickHouse.
 	DefaultReplay = 15 * time.Minute
 )
 
-// ConsumerName is the alerter's durable consumer on USAGE_HISTORY.
-const ConsumerName = stream.AlerterConsumer
+// ConsumerName is the alerter's durable consumer on USAGE_ENRICHED.
+const ConsumerName = "alerter"
 
 // Config configures the alerter. Zero values take the defaults.
 type Config struct {
