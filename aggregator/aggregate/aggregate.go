@@ -229,7 +229,7 @@ func (a *Aggregator) retry(ctx context.Context, breaker *gobreaker.CircuitBreake
 }
 
 // consumerName is the durable consumer of partition p.
-func consumerName(p int) string { return stream.AggregatorConsumer(p) }
+func consumerName(p int) string { return "aggregator-" + strconv.Itoa(p) }
 
 func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer

@@ -39,7 +39,7 @@ import (
 )
 
 // Durable is the name of the writer's durable consumer of OUTCOMES.
-const Durable = stream.OutcomesConsumer
+const Durable = "outcomes-writer"
 
 // Defaults of the zero-valued Config fields.
 const (
@@ -161,7 +161,7 @@ func New(cfg Config, nc *nats.Conn) (*Writer, error) {
 	}
 	opts, err := clickhouse.ParseDSN(cfg.ClickHouseDSN)
 	if err != nil {
-		return nil, fmt.Errorf("outcome writer config: ClickHouseDSN %q: %w", cfg.ClickHouseDSN, err)
+		return nil, fmt.Errorf("outcome writer config: ClickHouseDSN %q: %w", redact.DSN(cfg.ClickHouseDSN), redact.DSNError(err, cfg.ClickHouseDSN))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
