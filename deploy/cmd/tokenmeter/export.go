@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -205,9 +206,22 @@ func newCSVSink(w io.Writer) *csvSink {
 
 func (s *csvSink) add(r summary.ShowbackRow) error {
 	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
-	return s.w.Write([]string{r.Month, r.Team, r.CostCenter, r.Feature, r.Env, r.Provider, r.Model,
+	t := cellText
+	return s.w.Write([]string{r.Month, t(r.Team), t(r.CostCenter), t(r.Feature), t(r.Env), t(r.Provider), t(r.Model),
 		u(r.Events), u(r.InputTokens), u(r.OutputTokens), u(r.CachedInputTokens), u(r.CacheWriteTokens), u(r.ReasoningTokens),
 		r.Cost.StringFixed(moneyScale), r.Savings.StringFixed(moneyScale), u(r.Unpriced)})
+}
+
+// cellText neutralises a text cell that a spreadsheet would run as a formula: the tags,
+// provider and model names come from clients, and a team named "=HYPERLINK(…)" must stay
+// text when finance opens the export. As OWASP's CSV-injection guidance says, a cell that
+// starts with = + - @, a tab or a carriage return gets a leading apostrophe (which
+// spreadsheets show as text and hide). Numbers are written by us and left alone.
+func cellText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 func (s *csvSink) close() error {
