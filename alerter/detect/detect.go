@@ -17,6 +17,7 @@
 package detect
 
 import (
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +31,12 @@ import (
 // DefaultLateness is how long after a minute ends it still waits for late events before it
 // counts as complete.
 const DefaultLateness = 10 * time.Second
+
+// DefaultMaxGroups bounds the groups one rule holds. Group values (team, model, …) are chosen
+// by whoever sends events, so without a cap a client inventing a team per request would grow
+// the alerter without end; a rule that holds this many refuses new groups (Engine.Refused)
+// until idle ones are evicted. A group of the built-in team_spike rule keeps about 6 KB.
+const DefaultMaxGroups = 10_000
 
 // Verdict is the outcome of one rule for one group.
 type Verdict int
@@ -77,6 +84,11 @@ type Engine struct {
 	Lateness time.Duration
 	// Late counts rows older than a rule's buckets, which cannot count any more.
 	Late int64
+	// MaxGroups bounds the groups of each rule (default DefaultMaxGroups). Refused counts
+	// the rows, live or history, that a rule did not count because they would have opened a
+	// group past the cap; Evicted the groups dropped because all their buckets had expired.
+	MaxGroups        int
+	Refused, Evicted int64
 }
 
 type ruleState struct {
@@ -93,14 +105,17 @@ type ruleState struct {
 type group struct {
 	labels map[string]string
 	s      *window.Series
+	// last is the newest minute the group has data for; once it is older than every bucket
+	// the rule keeps, the group holds nothing and is evicted.
+	last int64
 }
 
 // New builds an engine for rs. Rules of prev that are unchanged keep their windows, so a
 // reload loses no history for them.
 func New(rs []rules.Rule, prev *Engine) *Engine {
-	e := &Engine{Lateness: DefaultLateness}
+	e := &Engine{Lateness: DefaultLateness, MaxGroups: DefaultMaxGroups}
 	if prev != nil {
-		e.Lateness, e.Late = prev.Lateness, prev.Late
+		e.Lateness, e.Late, e.MaxGroups, e.Refused, e.Evicted = prev.Lateness, prev.Late, prev.MaxGroups, prev.Refused, prev.Evicted
 	}
 	for i := range rs {
 		r := &rs[i]
@@ -191,8 +206,11 @@ func (e *Engine) Add(row *batch.Row) {
 		}
 		g := rs.groups[key.String()]
 		if g == nil {
-			g = rs.newGroup(key.String(), func(d string) string { return window.Dimension(row, d) })
+			if g = e.newGroup(rs, key.String(), func(d string) string { return window.Dimension(row, d) }); g == nil {
+				continue
+			}
 		}
+		g.last = max(g.last, m)
 		if !g.s.AddMinute(m, v) {
 			e.Late++
 		}
@@ -216,14 +234,19 @@ func (rs *ruleState) total(m rules.Measure) *window.Series {
 	return t
 }
 
-func (rs *ruleState) newGroup(key string, dim func(string) string) *group {
+// newGroup adds a group to rs, or returns nil and counts the refusal when rs holds MaxGroups.
+func (e *Engine) newGroup(rs *ruleState, key string, dim func(string) string) *group {
+	if len(rs.groups) >= e.MaxGroups {
+		e.Refused++
+		return nil
+	}
 	labels := make(map[string]string, len(rs.r.GroupBy))
 	for _, d := range rs.r.GroupBy {
 		// A decoded row's strings share one buffer per column of its message; a copy keeps a
 		// long-lived group from holding that whole buffer.
 		labels[d] = strings.Clone(dim(d))
 	}
-	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, rs.minutes > 0 && rs.minutes <= 240)}
+	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, rs.minutes > 0 && rs.minutes <= 240), last: math.MinInt64}
 	rs.groups[key] = g
 	return g
 }
@@ -264,12 +287,16 @@ func (e *Engine) AddHistory(rule string, h History) {
 		}
 		g := rs.groups[key.String()]
 		if g == nil {
-			g = rs.newGroup(key.String(), func(d string) string { return h.Labels[d] })
+			if g = e.newGroup(rs, key.String(), func(d string) string { return h.Labels[d] }); g == nil {
+				continue
+			}
 		}
 		if h.Hourly {
 			g.s.AddHour(m/60, h.Value)
+			g.last = max(g.last, m/60*60+59)
 		} else {
 			g.s.AddMinute(m, h.Value)
+			g.last = max(g.last, m)
 		}
 	}
 }
@@ -290,10 +317,19 @@ func (e *Engine) Groups() int {
 }
 
 // Evaluate judges every group of every rule at now and returns the results that are not
-// Clear, ordered by rule and labels.
+// Clear, ordered by rule and labels. Groups whose newest data is older than every bucket of
+// their rule are evicted first: they hold nothing, and would only take room under MaxGroups.
 func (e *Engine) Evaluate(now time.Time) []Result {
 	var out []Result
+	nowMin := window.MinuteOf(now.Unix())
 	for _, rs := range e.rules {
+		keep := int64(max(rs.minutes, rs.hours*60))
+		for key, g := range rs.groups {
+			if nowMin-g.last > keep {
+				delete(rs.groups, key)
+				e.Evicted++
+			}
+		}
 		out = rs.evaluate(now, e.Lateness, out)
 	}
 	return out
