@@ -98,6 +98,8 @@ type metrics struct {
 	notifications                *prometheus.CounterVec
 	groups                       prometheus.Gauge
 	evalSeconds                  prometheus.Histogram
+	// refused and evicted read the engine's counts (detect.Engine.Refused, Evicted).
+	refused, evicted prometheus.CounterFunc
 }
 
 // New reads the rules file and prepares the stage; Run connects to ClickHouse and NATS.
@@ -150,7 +152,20 @@ func (a *Alerter) registerMetrics() error {
 		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenmeter_alerter_evaluation_seconds",
 			Help: "Time to evaluate every rule and budget once.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 	}
-	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds} {
+	engineCount := func(f func(*detect.Engine) int64) func() float64 {
+		return func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return float64(f(a.engine))
+		}
+	}
+	a.m.refused = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_groups_refused_total",
+		Help: "Rows a rule did not count because they would have opened a group past its cap (detect.DefaultMaxGroups per rule)."},
+		engineCount(func(e *detect.Engine) int64 { return e.Refused }))
+	a.m.evicted = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_groups_evicted_total",
+		Help: "Groups dropped because no data of theirs was left in their rule's buckets."},
+		engineCount(func(e *detect.Engine) int64 { return e.Evicted }))
+	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}
