@@ -488,9 +488,9 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 		r.Priced, r.ModelPriced, r.PriceVersion = q.Priced, q.Model, q.Version
 		r.CostPico, r.SavingsPico = int64(q.Cost), int64(q.Savings)
 		if !q.Priced {
-			e.m.unpriced.WithLabelValues(r.Provider).Inc()
+			e.m.unpriced.WithLabelValues(cat.ProviderLabel(r.Provider)).Inc()
 		} else if r.TierFallback() {
-			e.m.tierFallback.WithLabelValues(r.Provider, r.ServiceTier).Inc()
+			e.m.tierFallback.WithLabelValues(cat.ProviderLabel(r.Provider), r.ServiceTier).Inc()
 		}
 	}
 	out, err := batch.Encode(rows)

@@ -129,6 +129,21 @@ func load(fsys fs.FS) (*Catalog, error) {
 // reformatted or its comments or source line change. Store it with the costs it produced.
 func (c *Catalog) Version() string { return c.version }
 
+// OtherProvider is the metric label of every provider the catalogue does not price.
+const OtherProvider = "other"
+
+// ProviderLabel is the canonical name of the provider called name (or one of its aliases, in
+// any case), for a metric label; OtherProvider for a provider the catalogue does not price.
+// Provider names come from clients: a label per name they send would let any client add
+// series to the metrics without end.
+func (c *Catalog) ProviderLabel(name string) string {
+	var buf [maxName]byte
+	if p := c.providers[string(appendLower(buf[:0], name))]; p != nil {
+		return p.name
+	}
+	return OtherProvider
+}
+
 // Quote is the price of one call.
 type Quote struct {
 	// Priced is false when the provider or model is unknown, no price row is in force at the
