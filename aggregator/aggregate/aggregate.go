@@ -163,7 +163,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return nil // ctx is done
 	}
 	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
-		return stream.Ensure(ctx, a.js, stream.DefaultOptions)
+		return stream.Ensure(ctx, a.js, a.cfg.Streams)
 	}, nil)
 	if err != nil {
 		return nil
@@ -229,7 +229,7 @@ func (a *Aggregator) retry(ctx context.Context, breaker *gobreaker.CircuitBreake
 }
 
 // consumerName is the durable consumer of partition p.
-func consumerName(p int) string { return "aggregator-" + strconv.Itoa(p) }
+func consumerName(p int) string { return stream.AggregatorConsumer(p) }
 
 func (a *Aggregator) consumer(ctx context.Context, p int) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer

@@ -41,6 +41,8 @@ type Config struct {
 	Database       string
 	// Partitions must equal the collector's: events are routed by stream.PartitionOf.
 	Partitions int
+	// Streams sizes the streams this aggregator ensures at start-up (stream.Ensure).
+	Streams stream.Options
 	// Owned lists the partitions this aggregator writes; empty means all of them. Several
 	// aggregators share the work by owning disjoint sets that together cover every
 	// partition (e.g. 0,1 and 2,3 of 4). Each partition must have one writer at a time: its
@@ -91,6 +93,12 @@ func (c Config) withDefaults() Config {
 	if c.Partitions == 0 {
 		c.Partitions = stream.DefaultPartitions
 	}
+	if c.Streams == (stream.Options{}) {
+		c.Streams = stream.DefaultOptions
+	}
+	if c.Streams.Partitions == 0 {
+		c.Streams.Partitions = c.Partitions
+	}
 	if len(c.Owned) == 0 && c.Partitions > 0 && c.Partitions <= 1<<16 { // Validate reports a bad count
 		c.Owned = make([]int, c.Partitions)
 		for p := range c.Owned {
@@ -139,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if err := migrate.ValidDatabase(c.Database); err != nil {
 		errs = append(errs, fmt.Errorf("Database: %w", err))
+	}
+	if err := c.Streams.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Partitions < 1 || c.Partitions > 1<<16 {
 		errs = append(errs, fmt.Errorf("Partitions (%d) must be between 1 and 65536", c.Partitions))

@@ -39,7 +39,7 @@ import (
 )
 
 // Durable is the name of the writer's durable consumer of OUTCOMES.
-const Durable = "outcomes-writer"
+const Durable = stream.OutcomesConsumer
 
 // Defaults of the zero-valued Config fields.
 const (

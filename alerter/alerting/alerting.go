@@ -1,8 +1,9 @@
-// Package alerting is the alerter stage: it reads USAGE_ENRICHED through its durable
-// consumer "alerter", keeps per-group windows in memory (history from ClickHouse at start),
-// evaluates the rules and budgets every second, drives each alert's state machine, records
-// every transition in ClickHouse (alert_history) and in the KV bucket tokenmeter_alerts, and
-// hands firing and resolved alerts to the dispatcher, which notifies the receivers.
+// Package alerting is the alerter stage: it reads the copies of USAGE_ENRICHED's batches in
+// USAGE_HISTORY through its durable consumer "alerter", keeps per-group windows in memory
+// (history from ClickHouse at start), evaluates the rules and budgets every second, drives
+// each alert's state machine, records every transition in ClickHouse (alert_history) and in
+// the KV bucket tokenmeter_alerts, and hands firing and resolved alerts to the dispatcher,
+// which notifies the receivers.
 //
 // Start-up is exact: the newest Replay of the stream is read again (the consumer is
 // re-positioned there), and everything older comes from spend_1m, split at one cutoff
@@ -318,11 +319,13 @@ func (a *Alerter) Stop() {
 }
 
 // consume re-positions the durable consumer at the cutoff (minus the largest clock skew
-// an event may have) and starts reading.
+// an event may have) and starts reading. It reads the enriched batches' copies in
+// USAGE_HISTORY, not USAGE_ENRICHED itself: an alerter that stops must not hold back the
+// working stream, and the copies are what a restart reads again.
 func (a *Alerter) consume(ctx context.Context) error {
-	_ = a.js.DeleteConsumer(ctx, stream.Enriched, ConsumerName)
+	_ = a.js.DeleteConsumer(ctx, stream.History, ConsumerName)
 	start := a.cutoff.Add(-10 * time.Minute)
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, stream.Enriched, jetstream.ConsumerConfig{
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, stream.History, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "evaluates alert rules and budgets over enriched usage",
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
@@ -333,11 +336,11 @@ func (a *Alerter) consume(ctx context.Context) error {
 		FilterSubject: stream.EnrichedPrefix + "*",
 	})
 	if err != nil {
-		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.Enriched, err)
+		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.History, err)
 	}
 	cc, err := cons.Consume(a.handle, jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", stream.Enriched, err)
+		return fmt.Errorf("consume %s: %w", stream.History, err)
 	}
 	go func() {
 		<-ctx.Done()

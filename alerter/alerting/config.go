@@ -22,13 +22,14 @@ const (
 	DefaultDatabase       = "tokenmeter"
 	DefaultEvalInterval   = time.Second
 	DefaultReloadInterval = 5 * time.Second
-	// DefaultReplay is how much of USAGE_ENRICHED the alerter reads again at start-up to
-	// rebuild its newest minutes exactly; older history comes from ClickHouse.
+	// DefaultReplay is how much of the enriched batches' copies in USAGE_HISTORY the alerter
+	// reads again at start-up to rebuild its newest minutes exactly; older history comes from
+	// ClickHouse. A history sized below this much traffic shortens the replay.
 	DefaultReplay = 15 * time.Minute
 )
 
-// ConsumerName is the alerter's durable consumer on USAGE_ENRICHED.
-const ConsumerName = "alerter"
+// ConsumerName is the alerter's durable consumer on USAGE_HISTORY.
+const ConsumerName = stream.AlerterConsumer
 
 // Config configures the alerter. Zero values take the defaults.
 type Config struct {
@@ -112,6 +113,9 @@ func (c Config) Validate() error {
 	}
 	if c.Streams.Storage != jetstream.FileStorage && c.Streams.Storage != jetstream.MemoryStorage {
 		errs = append(errs, fmt.Errorf("stream storage %v is neither file nor memory", c.Streams.Storage))
+	}
+	if err := c.Streams.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

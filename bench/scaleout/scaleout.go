@@ -27,12 +27,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
 	"github.com/tokenmeter/tokenmeter/bench/e2e"
-	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // ClickHouse names the ClickHouse server in a Result's per-process figures.
@@ -55,10 +52,6 @@ type Config struct {
 	Rate float64
 	// Duration, when not 0, makes the run sustained: rounds of the workload until it is over.
 	Duration time.Duration
-	// StreamMaxAge sizes USAGE_RAW and USAGE_ENRICHED before the stages start (an operator's
-	// sizing, which the stages keep); 0 leaves the defaults. A sustained run needs it: the
-	// default 8 GiB fill in minutes at these rates, and the collector then answers 429.
-	StreamMaxAge time.Duration
 	// Env is extra environment of every stage process (e.g. GOGC=200).
 	Env []string
 	// Logf reports progress; nil is silent.
@@ -124,7 +117,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	defer func() { err = errors.Join(err, c.Close()) }()
-	if err := start(ctx, c, cfg.StreamMaxAge); err != nil {
+	if err := start(ctx, c); err != nil {
 		return res, err
 	}
 	pids := map[string]int{}
@@ -231,26 +224,10 @@ func stored(ctx context.Context, conn driver.Conn, db string) (rows, distinct ui
 	return rows, distinct, nil
 }
 
-// start starts NATS, sizes the streams when maxAge is set, and starts the stages.
-func start(ctx context.Context, c *chaos.Cluster, maxAge time.Duration) error {
+// start starts NATS and the stages.
+func start(ctx context.Context, c *chaos.Cluster) error {
 	if _, err := c.StartProc(ctx, chaos.NATS); err != nil {
 		return err
-	}
-	if maxAge > 0 {
-		nc, err := nats.Connect(c.NATSURL())
-		if err != nil {
-			return fmt.Errorf("connect to NATS: %w", err)
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return err
-		}
-		opts := stream.DefaultOptions
-		opts.MaxAge, opts.MaxBytes = maxAge, -1
-		if err := stream.Ensure(ctx, js, opts); err != nil {
-			return fmt.Errorf("size the streams: %w", err)
-		}
 	}
 	for _, name := range c.Names()[1:] {
 		if _, err := c.StartProc(ctx, name); err != nil {

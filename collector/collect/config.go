@@ -88,6 +88,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Streams == (stream.Options{}) {
 		cfg.Streams = stream.DefaultOptions
 	}
+	if cfg.Streams.Partitions == 0 {
+		cfg.Streams.Partitions = cfg.Partitions
+	}
 	if cfg.Registerer == nil {
 		reg := prometheus.NewRegistry()
 		cfg.Registerer, cfg.Gatherer = reg, reg
@@ -125,6 +128,9 @@ func (cfg Config) Validate() error {
 	errs = append(errs, validateLimits(cfg.Limits)...)
 	if cfg.Streams.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("stream replicas (%d) must be positive", cfg.Streams.Replicas))
+	}
+	if err := cfg.Streams.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.FilePoll < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("file poll interval (%s) must be at least 10ms", cfg.FilePoll))

@@ -1,6 +1,6 @@
-// Package reconcile is the operators' check of the pipeline's guarantee (issue 3): it
-// compares what USAGE_RAW accepted, partition by partition (sequence range, messages, distinct
-// event ids), with what ClickHouse's usage_events holds, and lists the ids missing, stored
+// Package reconcile is the operators' check of the pipeline's guarantee: it compares what
+// USAGE_RAW accepted — as its copies in USAGE_HISTORY hold it — partition by partition
+// (sequence range, messages, distinct event ids), with what ClickHouse's usage_events holds, and lists the ids missing, stored
 // twice, or stored without a raw message. "tokenmeter reconcile" runs it; the fault-injection
 // suite (bench/chaos) ends every scenario with it.
 package reconcile
@@ -27,7 +27,7 @@ import (
 
 // Config says where the stream and the table to compare are.
 type Config struct {
-	// NATSURL is the NATS server holding USAGE_RAW.
+	// NATSURL is the NATS server holding USAGE_HISTORY.
 	NATSURL string
 	// ClickHouseDSN and Database locate usage_events.
 	ClickHouseDSN, Database string
@@ -83,7 +83,8 @@ func Run(ctx context.Context, c Config) ([]Partition, error) {
 // ClickHouse holds.
 type Partition struct {
 	Partition int
-	// FirstSeq and LastSeq are the USAGE_RAW sequence range of the partition's messages read.
+	// FirstSeq and LastSeq are the USAGE_HISTORY sequence range of the partition's raw
+	// messages read.
 	FirstSeq, LastSeq uint64
 	Messages          int
 	// Undecodable counts raw messages that are not a batch (quarantined by the enricher).
@@ -95,7 +96,7 @@ type Partition struct {
 	// report of the same provider call (same provider and response_id, another id) is, as
 	// the aggregator keeps only the first; Doubled ids stored more than once, or a call
 	// stored under two ids; Unknown ids stored but not in the raw messages read (expected when
-	// USAGE_RAW no longer holds their messages, by MaxAge). Each list holds at most MaxListed
+	// USAGE_HISTORY no longer holds their copies). Each list holds at most MaxListed
 	// ids.
 	Missing, Merged, Doubled, Unknown []string
 	// Counts of the four, which the lists may cut short.
@@ -108,18 +109,17 @@ const MaxListed = 20
 // OK reports whether nothing is missing and nothing doubled.
 func (p Partition) OK() bool { return p.MissingN == 0 && p.DoubledN == 0 }
 
-// Check reads every message USAGE_RAW holds, collects the event ids of each partition and
-// compares them with usage_events of db: accepted ids missing in ClickHouse, ids stored twice,
-// and ids stored that the stream no longer holds. It reads whole partitions into memory, so it
-// suits a check after a test run or an operator's spot check, not a continuous audit.
+// Check reads every copy of a USAGE_RAW message that USAGE_HISTORY holds, collects the event
+// ids of each partition and compares them with usage_events of db: accepted ids missing in
+// ClickHouse, ids stored twice, and ids stored that the history no longer holds (older than
+// the operator's audit window, -history-max-bytes / -history-max-age). What it proves is
+// bounded by that window: within it, nothing accepted is missing; at any age, nothing is
+// stored twice. It reads whole partitions into memory, so it suits a check after a test run or
+// an operator's spot check, not a continuous audit.
 func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db string, partitions int) ([]Partition, error) {
-	st, err := js.Stream(ctx, stream.Raw)
+	st, err := js.Stream(ctx, stream.History)
 	if err != nil {
-		return nil, fmt.Errorf("reconcile: look up stream %s: %w", stream.Raw, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reconcile: stream %s info: %w", stream.Raw, err)
+		return nil, fmt.Errorf("reconcile: look up stream %s: %w", stream.History, err)
 	}
 	out := make([]Partition, partitions)
 	accepted := make([]map[string]string, partitions) // id → its call's key ("" without response_id)
@@ -127,57 +127,61 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 		out[p].Partition = p
 		accepted[p] = map[string]string{}
 	}
-	if info.State.Msgs > 0 {
-		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{stream.RawPrefix + "*"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: read %s: %w", stream.History, err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: read %s: %w", stream.History, err)
+	}
+	// Messages copied after this snapshot are left for the next check; asking for no more
+	// than is left returns without waiting.
+	for left := ci.NumPending; left > 0; {
+		mb, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("reconcile: read %s: %w", stream.Raw, err)
+			return nil, fmt.Errorf("reconcile: fetch from %s: %w", stream.History, err)
 		}
-		// Messages stored after the snapshot above are left for the next check.
-		left := info.State.Msgs // asking for no more than is left returns without waiting
-		for last := uint64(0); last < info.State.LastSeq && left > 0; {
-			mb, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(2*time.Second))
+		n := 0
+		for m := range mb.Messages() {
+			n++
+			left--
+			md, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("reconcile: fetch from %s: %w", stream.Raw, err)
+				return nil, fmt.Errorf("reconcile: message metadata: %w", err)
 			}
-			n := 0
-			for m := range mb.Messages() {
-				n++
-				md, err := m.Metadata()
-				if err != nil {
-					return nil, fmt.Errorf("reconcile: message metadata: %w", err)
-				}
-				seq := md.Sequence.Stream
-				last = max(last, seq)
-				left = max(left, 1) - 1
-				if seq > info.State.LastSeq {
-					continue
-				}
-				p, err := strconv.Atoi(strings.TrimPrefix(m.Subject(), stream.RawPrefix))
-				if err != nil || p < 0 || p >= partitions {
-					return nil, fmt.Errorf("reconcile: message %d on subject %q is not one of %d partitions", seq, m.Subject(), partitions)
-				}
-				part := &out[p]
-				if part.Messages == 0 {
-					part.FirstSeq = seq
-				}
-				part.LastSeq = seq
-				part.Messages++
-				rows, err := batch.Decode(m.Data())
-				if err != nil {
-					part.Undecodable++
-					continue
-				}
-				for i := range rows {
-					accepted[p][rows[i].ID] = callKey(rows[i].Provider, rows[i].ResponseID)
-				}
+			seq := md.Sequence.Stream
+			p, err := strconv.Atoi(strings.TrimPrefix(m.Subject(), stream.RawPrefix))
+			if err != nil || p < 0 || p >= partitions {
+				return nil, fmt.Errorf("reconcile: message %d on subject %q is not one of %d partitions", seq, m.Subject(), partitions)
 			}
-			if n == 0 {
-				err := mb.Error()
-				if err == nil {
-					err = errors.New("no message within 2s")
-				}
-				return nil, fmt.Errorf("reconcile: read %s up to sequence %d, stopped at %d: %w", stream.Raw, info.State.LastSeq, last, err)
+			part := &out[p]
+			if part.Messages == 0 {
+				part.FirstSeq = seq
 			}
+			part.LastSeq = seq
+			part.Messages++
+			rows, err := batch.Decode(m.Data())
+			if err != nil {
+				part.Undecodable++
+				continue
+			}
+			for i := range rows {
+				accepted[p][rows[i].ID] = callKey(rows[i].Provider, rows[i].ResponseID)
+			}
+			if left == 0 {
+				break
+			}
+		}
+		if n == 0 {
+			err := mb.Error()
+			if err == nil {
+				err = errors.New("no message within 2s")
+			}
+			return nil, fmt.Errorf("reconcile: read %s with %d raw copies left: %w", stream.History, left, err)
 		}
 	}
 	for p := range out {
@@ -290,7 +294,7 @@ func WriteReport(w io.Writer, parts []Partition) error {
 }
 
 // Err names every partition with an id missing or doubled, or is nil when there is none.
-// Ids stored without a raw message are not an error: USAGE_RAW drops old messages by age.
+// Ids stored without a raw message are not an error: USAGE_HISTORY drops its oldest copies.
 func Err(parts []Partition) error {
 	var errs []error
 	for _, p := range parts {

@@ -46,6 +46,8 @@ type Config struct {
 	ClickHouseDSN string
 	Database      string
 	Partitions    int
+	// Streams sizes the streams (stream.Options; its Partitions is set from Partitions).
+	Streams stream.Options
 	// BatchMaxRows and BatchMaxWait size the aggregator's INSERTs (aggregate.Config); zero
 	// takes its defaults.
 	BatchMaxRows int
@@ -74,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		errs = append(errs, fmt.Errorf("partitions (%d) must be within 1..1024", c.Partitions))
+	}
+	if err := c.Streams.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.NATSAddr != "" {
 		if _, _, err := net.SplitHostPort(c.NATSAddr); err != nil {
@@ -109,6 +114,10 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 		cfg.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	if cfg.Streams == (stream.Options{}) {
+		cfg.Streams = stream.DefaultOptions
+	}
+	cfg.Streams.Partitions = cfg.Partitions
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("standalone config: %w", err)
 	}
@@ -120,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	var err error
 	p.budgets = budget.NewEnforcer(nil, log.With("stage", "collector"))
 	p.collector, err = collect.New(collect.Config{
-		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions, Budgets: p.budgets,
+		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions, Streams: cfg.Streams, Budgets: p.budgets,
 		KeysFile: cfg.KeysFile, TagPolicyFile: cfg.TagPolicyFile,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "collector"),
 	}, p.nc)
@@ -129,14 +138,14 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.enricher, err = enrich.New(enrich.Config{
-		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
+		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, Streams: cfg.Streams, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
 	}, p.nc)
 	if err != nil {
 		p.stopNATS()
 		return nil, err
 	}
 	p.agg, err = aggregate.New(aggregate.Config{
-		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions,
+		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions, Streams: cfg.Streams,
 		BatchMaxRows: cfg.BatchMaxRows, BatchMaxWait: cfg.BatchMaxWait,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
 	}, p.nc)
@@ -153,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.alerter, err = alerting.New(alerting.Config{
-		RulesFile: cfg.RulesFile, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database,
+		RulesFile: cfg.RulesFile, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Streams: cfg.Streams,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "alerter"),
 	}, p.nc)
 	if err != nil {
@@ -233,7 +242,7 @@ func (p *Pipeline) run(ctx context.Context) {
 	// Streams exist before any stage publishes or consumes, whatever order they start in.
 	js, err := jetstream.New(p.nc)
 	if err == nil {
-		err = stream.Ensure(ctx, js, stream.DefaultOptions)
+		err = stream.Ensure(ctx, js, p.cfg.Streams)
 	}
 	if err == nil {
 		err = p.budgets.Watch(ctx, js) // budget hard caps the collector enforces

@@ -98,6 +98,9 @@ func (c Config) Validate() error {
 	if c.PricingPoll < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("pricing poll interval (%s) must be at least 10ms", c.PricingPoll))
 	}
+	if err := c.Streams.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

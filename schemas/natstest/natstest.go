@@ -57,20 +57,32 @@ func Connect(tb testing.TB, s *server.Server) *nats.Conn {
 	return nc
 }
 
-// Streams creates the streams from stream.Configs(stream.DefaultOptions), each changed by
-// edit when it is not nil, and returns a JetStream context.
+// Streams creates the streams and their consumers as stream.Ensure does with
+// stream.DefaultOptions, then changes each stream's configuration by edit when it is not nil,
+// and returns a JetStream context. Nothing consumes the working streams' consumers, so
+// what is published stays there for Messages to read.
 func Streams(tb testing.TB, nc *nats.Conn, edit func(*jetstream.StreamConfig)) jetstream.JetStream {
 	tb.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		tb.Fatalf("new JetStream context: %v", err)
 	}
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.DefaultOptions); err != nil {
+		tb.Fatalf("ensure streams: %v", err)
+	}
+	if edit == nil {
+		return js
+	}
 	for _, cfg := range stream.Configs(stream.DefaultOptions) {
-		if edit != nil {
-			edit(&cfg)
+		s, err := js.Stream(ctx, cfg.Name)
+		if err != nil {
+			tb.Fatalf("look up stream %s: %v", cfg.Name, err)
 		}
-		if _, err := js.CreateOrUpdateStream(context.Background(), cfg); err != nil {
-			tb.Fatalf("create stream %s: %v", cfg.Name, err)
+		c := s.CachedInfo().Config
+		edit(&c)
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			tb.Fatalf("update stream %s: %v", cfg.Name, err)
 		}
 	}
 	return js

@@ -48,6 +48,8 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.AckWait, "ack-wait", aggregate.DefaultAckWait, "how long JetStream waits for an ack before redelivering a batch")
 	fs.StringVar(&cfg.Instance, "instance", "", "this aggregator's name in the partition leases (default the host name): a restart under the same name takes its partitions back at once, another name waits for them")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "how long the in-memory de-duplication sets keep an event (from the later of its receipt and its own time); older copies are looked up in ClickHouse")
+	cfg.Streams = stream.DefaultOptions
+	cfg.Streams.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/alerting"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -37,6 +38,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Database, "database", alerting.DefaultDatabase, "ClickHouse database")
 	fs.DurationVar(&cfg.EvalInterval, "eval-interval", alerting.DefaultEvalInterval, "how often rules are evaluated")
 	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", alerting.DefaultReloadInterval, "how often the rules file is checked for changes")
+	cfg.Streams = stream.DefaultOptions
+	cfg.Streams.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

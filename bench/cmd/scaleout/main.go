@@ -42,7 +42,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		clients    = fs.Int("clients", 4, "concurrent HTTP requests")
 		rate       = fs.Float64("rate", 0, "events/s to send at (0: as fast as the collector takes them)")
 		duration   = fs.Duration("duration", 0, "run one sustained run this long, the workload sent round after round under new ids")
-		maxAge     = fs.Duration("stream-max-age", 0, "size USAGE_RAW and USAGE_ENRICHED by age instead of the default 8 GiB (a sustained run needs it)")
 		dsn        = fs.String("dsn", e2e.DSN(), "ClickHouse DSN")
 		envs       = fs.String("env", "", "extra environment of every stage process, comma-separated KEY=value (e.g. GOGC=200)")
 		seed       = fs.Uint64("seed", 1, "generator seed")
@@ -69,14 +68,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := measure(ctx, stdout, stderr, counts, *events, *clients, *rate, *duration, *maxAge, *dsn, env, *seed); err != nil {
+	if err := measure(ctx, stdout, stderr, counts, *events, *clients, *rate, *duration, *dsn, env, *seed); err != nil {
 		fmt.Fprintln(stderr, "scaleout:", err)
 		return 1
 	}
 	return 0
 }
 
-func measure(ctx context.Context, stdout, stderr io.Writer, counts []int, events, clients int, rate float64, duration, maxAge time.Duration,
+func measure(ctx context.Context, stdout, stderr io.Writer, counts []int, events, clients int, rate float64, duration time.Duration,
 	dsn string, env []string, seed uint64) (err error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
 	opts, err := clickhouse.ParseDSN(dsn)
@@ -111,7 +110,7 @@ func measure(ctx context.Context, stdout, stderr io.Writer, counts []int, events
 		logf("%d partitions: %d enrichers, %d aggregators", n, n, n)
 		r, err := scaleout.Run(ctx, scaleout.Config{
 			BinDir: bin, WorkDir: work, ClickHouseDSN: dsn, Conn: conn, Partitions: n, Workload: w, Clients: clients,
-			Rate: rate, Duration: duration, StreamMaxAge: maxAge, Env: env, Logf: logf,
+			Rate: rate, Duration: duration, Env: env, Logf: logf,
 		})
 		if err != nil {
 			return errors.Join(fmt.Errorf("%d partitions: %w (logs in %s)", n, err, work))

@@ -22,6 +22,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 func main() { os.Exit(run()) }
@@ -38,6 +39,8 @@ func run() int {
 		"API-key registry (collector/keys JSON): requests must carry one of its keys, whose tags are applied to their events (default: no authentication, for trusted networks only)")
 	flag.StringVar(&cfg.TagPolicyFile, "tag-policy", "", "required-tags policy file (YAML; see collect.TagPolicy)")
 	flag.DurationVar(&cfg.FilePoll, "file-poll", collect.DefaultFilePoll, "how often the keys and tag-policy files are checked for changes")
+	cfg.Streams = stream.DefaultOptions
+	cfg.Streams.RegisterFlags(flag.CommandLine)
 	flag.Parse()
 	if err := ops.ApplyEnv(flag.CommandLine, ops.StageEnv); err != nil {
 		fmt.Fprintf(os.Stderr, "collector: invalid environment:\n%v\n", err)

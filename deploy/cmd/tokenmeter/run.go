@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -30,8 +32,15 @@ func runPipeline(ctx context.Context, args []string) error {
 	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
 	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
+	cfg.Streams = stream.DefaultOptions
+	streamFlags := flag.NewFlagSet("streams", flag.ContinueOnError)
+	cfg.Streams.RegisterFlags(streamFlags)
+	streamFlags.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := envForUnset(fs, streamFlags); err != nil {
+		return fmt.Errorf("invalid environment: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -66,6 +75,23 @@ Stop with Ctrl-C.
 		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", *demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
 	}
 	return p.Wait()
+}
+
+// envForUnset sets each flag of only that the command line left unset from its environment
+// variable (ops.EnvName: -stream-max-bytes from TOKENMETER_STREAM_MAX_BYTES).
+func envForUnset(fs, only *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	only.VisitAll(func(f *flag.Flag) {
+		key := ops.EnvName(f.Name)
+		if v := os.Getenv(key); v != "" && !given[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (flag -%s): %v", key, v, f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
 
 func orNone(s string) string {

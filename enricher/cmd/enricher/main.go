@@ -19,6 +19,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 func main() { os.Exit(run()) }
@@ -32,6 +33,8 @@ func run() int {
 	flag.StringVar(&cfg.AttributionFile, "attribution", "", "attribution rules file (default: none; events keep their tags)")
 	flag.DurationVar(&cfg.PricingPoll, "pricing-poll", 5*time.Second, "how often the pricing directory and attribution file are checked for changes")
 	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "how long JetStream waits for an ack before redelivering a raw message (0: the default)")
+	cfg.Streams = stream.DefaultOptions
+	cfg.Streams.RegisterFlags(flag.CommandLine)
 	flag.Parse()
 	if err := ops.ApplyEnv(flag.CommandLine, ops.StageEnv); err != nil {
 		fmt.Fprintf(os.Stderr, "enricher: invalid environment:\n%v\n", err)
