@@ -91,8 +91,31 @@ func TestShippedCatalogueResolvesEveryName(t *testing.T) {
 			t.Errorf("provider %s is missing from the shipped catalogue", p)
 		}
 	}
-	if models < 100 {
-		t.Errorf("the shipped catalogue has %d models, expected more than 100", models)
+	if models < 400 {
+		t.Errorf("the shipped catalogue has %d models, expected at least 400", models)
+	}
+}
+
+// TestShippedRowsChecked requires every row of the shipped catalogue to say when it was
+// compared with public references and with which: at least two, or a note saying why one.
+func TestShippedRowsChecked(t *testing.T) {
+	rows := 0
+	for _, f := range shippedFiles(t) {
+		for _, m := range f.Models {
+			for _, p := range m.Prices {
+				rows++
+				at := fmt.Sprintf("%s: model %q price effective %s", f.Name, m.Name, p.Effective.Format(time.DateOnly))
+				if p.Checked.IsZero() {
+					t.Errorf("%s: no checked date", at)
+				}
+				if len(p.Refs) < 2 && p.RefNote == "" {
+					t.Errorf("%s: refs %v: fewer than two references and no ref_note saying why", at, p.Refs)
+				}
+			}
+		}
+	}
+	if rows < 400 {
+		t.Errorf("the shipped catalogue has %d price rows, expected at least 400", rows)
 	}
 }
 
@@ -126,11 +149,22 @@ func TestShippedPrices(t *testing.T) {
 			Quote{true, "claude-sonnet-4-5", "vertex_ai/claude-sonnet-4-5@2025-09-29/standard", 18_000_000_000, 0}},
 		{"vertex gemini path", "gcp.vertex_ai", "publishers/google/models/gemini-2.5-flash", "", at, event.Tokens{Input: 1000, Output: 1000},
 			Quote{true, "gemini-2.5-flash", "vertex_ai/gemini-2.5-flash@2025-06-17/standard", 2_800_000_000, 0}},
-		// Bedrock cross-region profile: 1,000·3 + 1,000·0.30 + 1,000·3.75 + 1,000·15 = 22,050 µUSD;
-		// savings 1,000·2.70.
+		// Bedrock geographic cross-region profile of a 4.5 model, 10% above global (this case
+		// expected the global price until 2026-12-06, which was wrong):
+		// 1,000·3.30 + 1,000·0.33 + 1,000·4.125 + 1,000·16.50 = 24,255 µUSD; savings 1,000·2.97.
 		{"bedrock us. profile", "aws.bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "", at,
 			event.Tokens{Input: 3000, CachedInput: 1000, CacheWrite: 1000, Output: 1000},
-			Quote{true, "anthropic.claude-sonnet-4-5", "bedrock/anthropic.claude-sonnet-4-5@2025-09-29/standard", 22_050_000_000, 2_700_000_000}},
+			Quote{true, "anthropic.claude-sonnet-4-5", "bedrock/anthropic.claude-sonnet-4-5@2025-09-29/standard", 24_255_000_000, 2_970_000_000}},
+		// The global profile: 1,000·3 + 1,000·0.30 + 1,000·3.75 + 1,000·15 = 22,050 µUSD;
+		// savings 1,000·2.70.
+		{"bedrock global. profile", "aws.bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", "", at,
+			event.Tokens{Input: 3000, CachedInput: 1000, CacheWrite: 1000, Output: 1000},
+			Quote{true, "global.anthropic.claude-sonnet-4-5", "bedrock/global.anthropic.claude-sonnet-4-5@2025-09-29/standard", 22_050_000_000, 2_700_000_000}},
+		// Titan Text Embeddings v1 and v2 differ: 1,000,000·0.10 and 1,000,000·0.02.
+		{"titan embeddings v1", "bedrock", "amazon.titan-embed-text-v1", "", at, event.Tokens{Input: 1_000_000},
+			Quote{true, "amazon.titan-embed-text-v1", "bedrock/amazon.titan-embed-text-v1@2023-09-28/standard", 100_000_000_000, 0}},
+		{"titan embeddings v2", "bedrock", "amazon.titan-embed-text-v2:0", "", at, event.Tokens{Input: 1_000_000},
+			Quote{true, "amazon.titan-embed-text", "bedrock/amazon.titan-embed-text@2024-04-30/standard", 20_000_000_000, 0}},
 		// Nova Micro: 1,000,000·0.035 + 1,000,000·0.14 = $0.175.
 		{"bedrock nova", "bedrock", "amazon.nova-micro-v1:0", "", at, event.Tokens{Input: 1_000_000, Output: 1_000_000},
 			Quote{true, "amazon.nova-micro", "bedrock/amazon.nova-micro@2024-12-03/standard", 175_000_000_000, 0}},
@@ -151,8 +185,10 @@ func TestShippedPrices(t *testing.T) {
 		// Grok 4 above 128K: 128,001·6 + 1,000·30 = 798,006 µUSD.
 		{"grok long", "xai", "grok-4-0709", "", at, event.Tokens{Input: 128_001, Output: 1000},
 			Quote{true, "grok-4", "xai/grok-4@2025-07-09/standard/long", 798_006_000_000, 0}},
+		// 1,000·0.15 + 1,000·0.60 = 750 µUSD (900 until 2026-12-06, from a wrong output price
+		// of 0.75).
 		{"groq publisher path", "groq", "groq/openai/gpt-oss-120b", "", at, event.Tokens{Input: 1000, Output: 1000},
-			Quote{true, "openai/gpt-oss-120b", "groq/openai/gpt-oss-120b@2025-08-05/standard", 900_000_000, 0}},
+			Quote{true, "openai/gpt-oss-120b", "groq/openai/gpt-oss-120b@2025-08-05/standard", 750_000_000, 0}},
 		// Sonnet 4.5 above 200K on Anthropic's API, 1-hour cache writes included:
 		// 150,001·6 + 50,000·12 + 2,000·22.50 = 1,545,006 µUSD.
 		{"anthropic long", "anthropic", "claude-sonnet-4-5-20250929", "", at, event.Tokens{Input: 200_001, CacheWrite: 50_000, CacheWrite1h: 50_000, Output: 2000},
