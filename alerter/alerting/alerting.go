@@ -398,7 +398,7 @@ func (a *Alerter) newDispatcher(f *rules.File) *dispatch.Dispatcher {
 		d := dispatch.Receiver{Name: r.Name, Match: r.Match}
 		switch {
 		case r.Webhook != nil:
-			d.Notifier = &notify.Webhook{URL: r.Webhook.URL, Client: a.cfg.HTTPClient}
+			d.Notifier = &notify.Webhook{URL: r.Webhook.URL, BearerToken: r.Webhook.BearerToken, Client: a.cfg.HTTPClient}
 		case r.Slack != nil:
 			d.Notifier = &notify.Slack{URL: r.Slack.URL, Channel: r.Slack.Channel, Client: a.cfg.HTTPClient}
 		case r.PagerDuty != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -176,5 +177,21 @@ func TestUnreachableReceiverErrorHidesTheToken(t *testing.T) {
 			!strings.HasPrefix(msg, "post notification to http://127.0.0.1:1/…: Post \"http://127.0.0.1:1/…\": dial tcp 127.0.0.1:1: connect: connection refused") {
 			t.Errorf("%s: error %q", name, msg)
 		}
+	}
+}
+
+func TestWebhookSendsItsBearerToken(t *testing.T) {
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = append(auth, r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(srv.Close)
+	for _, token := range []string{"s3cret", ""} {
+		if _, err := (&Webhook{URL: srv.URL, BearerToken: token}).Notify(context.Background(), message(firing())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := strings.Join(auth, ","), "Bearer s3cret,"; got != want {
+		t.Errorf("Authorization headers %q, want %q", got, want)
 	}
 }

@@ -7,10 +7,11 @@ import (
 )
 
 // Webhook posts the Alertmanager v4 webhook payload, so receivers written for Alertmanager
-// work unchanged.
+// work unchanged. When BearerToken is set, each request carries it as
+// "Authorization: Bearer <token>".
 type Webhook struct {
-	URL    string
-	Client *http.Client
+	URL, BearerToken string
+	Client           *http.Client
 }
 
 type webhookPayload struct {
@@ -49,7 +50,11 @@ func (w *Webhook) Notify(ctx context.Context, m *Message) (bool, error) {
 			StartsAt: a.StartsAt.UTC(), EndsAt: a.EndsAt.UTC(), GeneratorURL: a.Link, Fingerprint: a.Fingerprint,
 		})
 	}
-	return postJSON(ctx, w.Client, w.URL, p, nil)
+	var header http.Header
+	if w.BearerToken != "" {
+		header = http.Header{"Authorization": {"Bearer " + w.BearerToken}}
+	}
+	return postJSON(ctx, w.Client, w.URL, p, header)
 }
 
 func orEmpty(m map[string]string) map[string]string {

@@ -3,13 +3,18 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // MaxFileBytes bounds a rules file; anything larger is refused before it is parsed.
@@ -98,19 +103,31 @@ type rawRoute struct {
 	RepeatInterval string   `yaml:"repeat_interval"`
 }
 
+// rawReceiver: each secret (a webhook's URL and bearer token, a Slack webhook URL, a PagerDuty
+// routing key) may be given in the file, or read from a file (_file) or an environment
+// variable (_env), so that the rules file itself holds none and can be committed.
 type rawReceiver struct {
 	Name    string            `yaml:"name"`
 	Match   map[string]string `yaml:"match"`
 	Webhook *struct {
-		URL string `yaml:"url"`
+		URL             string `yaml:"url"`
+		URLFile         string `yaml:"url_file"`
+		URLEnv          string `yaml:"url_env"`
+		BearerToken     string `yaml:"bearer_token"`
+		BearerTokenFile string `yaml:"bearer_token_file"`
+		BearerTokenEnv  string `yaml:"bearer_token_env"`
 	} `yaml:"webhook"`
 	Slack *struct {
 		URL     string `yaml:"url"`
+		URLFile string `yaml:"url_file"`
+		URLEnv  string `yaml:"url_env"`
 		Channel string `yaml:"channel"`
 	} `yaml:"slack"`
 	PagerDuty *struct {
-		URL        string `yaml:"url"`
-		RoutingKey string `yaml:"routing_key"`
+		URL            string `yaml:"url"`
+		RoutingKey     string `yaml:"routing_key"`
+		RoutingKeyFile string `yaml:"routing_key_file"`
+		RoutingKeyEnv  string `yaml:"routing_key_env"`
 	} `yaml:"pagerduty"`
 	Alertmanager *struct {
 		URL string `yaml:"url"`
@@ -126,8 +143,10 @@ type rawSilence struct {
 // DefaultPagerDutyURL is the Events API v2 endpoint.
 const DefaultPagerDutyURL = "https://events.pagerduty.com/v2/enqueue"
 
-// Parse decodes and validates a rules file; name only labels errors. Every problem is
-// reported, joined, each as `name: rules[2] "team-hourly": window: "90x": not a duration`.
+// Parse decodes and validates a rules file; name labels errors, and a receiver's secret file
+// (url_file, routing_key_file, bearer_token_file) given as a relative path is read relative
+// to name's directory. Every problem is reported, joined, each as
+// `name: rules[2] "team-hourly": window: "90x": not a duration`; no error shows a secret.
 // An empty document is valid: the built-in rules with the default route and no receivers.
 func Parse(name string, data []byte) (*File, error) {
 	if len(data) > MaxFileBytes {
@@ -137,7 +156,7 @@ func Parse(name string, data []byte) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	p := &parser{name: name}
+	p := &parser{name: name, dir: filepath.Dir(name)}
 	f := p.file(raw)
 	if err := errors.Join(p.errs...); err != nil {
 		return nil, err
@@ -162,6 +181,7 @@ func decode(data []byte) (raw rawFile, err error) {
 
 type parser struct {
 	name  string
+	dir   string // relative secret files are read from here
 	where string
 	errs  []error
 }
@@ -300,6 +320,86 @@ func (p *parser) url(field, s string) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.errorf("%s: %q is not an http(s) URL", field, s)
 	}
+}
+
+// secretURL checks a URL that may be a secret (a Slack webhook's path is its token): an
+// error shows only its scheme and host.
+func (p *parser) secretURL(field, s string) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.errorf("%s: %q is not an http(s) URL", field, redact.URL(s))
+	}
+}
+
+// maxSecretBytes bounds a secret file.
+const maxSecretBytes = 64 << 10
+
+// secret returns the value of a receiver's secret field, given at most one way: in the file
+// (value), in a file (file) or in an environment variable (env). A secret read from a file
+// or a variable is trimmed of surrounding white space (a trailing newline). It also returns
+// the name of the field it came from, for errors. Errors name the field, the file or the
+// variable, never the value.
+func (p *parser) secret(field, value, file, env string, required bool) (string, string) {
+	n := 0
+	for _, s := range []string{value, file, env} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		p.errorf("%s, %s_file and %s_env: want one of them, got %d", field, field, field, n)
+		return "", field
+	case n == 0:
+		if required {
+			p.errorf("%s: missing (set %s, %s_file or %s_env)", field, field, field, field)
+		}
+		return "", field
+	case file != "":
+		path := file
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(p.dir, path)
+		}
+		data, err := readBounded(path, maxSecretBytes)
+		if err != nil {
+			p.errorf("%s_file: %v", field, err)
+			return "", field + "_file"
+		}
+		v := strings.TrimSpace(string(data))
+		if v == "" {
+			p.errorf("%s_file: %s is empty", field, path)
+		}
+		return v, field + "_file"
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			p.errorf("%s_env: $%s is not set", field, env)
+			return "", field + "_env"
+		}
+		v = strings.TrimSpace(v)
+		if v == "" {
+			p.errorf("%s_env: $%s is empty", field, env)
+		}
+		return v, field + "_env"
+	}
+	return value, field
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, limit)
+	}
+	return data, nil
 }
 
 func (p *parser) rule(rr rawRule) Rule {
@@ -548,25 +648,33 @@ func (p *parser) receiver(rr rawReceiver) Receiver {
 		p.errorf("name: %q must match %s", r.Name, namePattern)
 	}
 	n := 0
-	if rr.Webhook != nil {
+	if w := rr.Webhook; w != nil {
 		n++
-		p.url("webhook.url", rr.Webhook.URL)
-		r.Webhook = &Webhook{URL: rr.Webhook.URL}
+		u, from := p.secret("webhook.url", w.URL, w.URLFile, w.URLEnv, true)
+		if u != "" {
+			p.secretURL(from, u)
+		}
+		token, _ := p.secret("webhook.bearer_token", w.BearerToken, w.BearerTokenFile, w.BearerTokenEnv, false)
+		r.Webhook = &Webhook{URL: u, BearerToken: token}
 	}
-	if rr.Slack != nil {
+	if s := rr.Slack; s != nil {
 		n++
-		p.url("slack.url", rr.Slack.URL)
-		r.Slack = &Slack{URL: rr.Slack.URL, Channel: rr.Slack.Channel}
+		u, from := p.secret("slack.url", s.URL, s.URLFile, s.URLEnv, true)
+		if u != "" {
+			p.secretURL(from, u)
+		}
+		r.Slack = &Slack{URL: u, Channel: s.Channel}
 	}
-	if rr.PagerDuty != nil {
+	if pd := rr.PagerDuty; pd != nil {
 		n++
-		r.PagerDuty = &PagerDuty{URL: rr.PagerDuty.URL, RoutingKey: rr.PagerDuty.RoutingKey}
+		key, from := p.secret("pagerduty.routing_key", pd.RoutingKey, pd.RoutingKeyFile, pd.RoutingKeyEnv, true)
+		r.PagerDuty = &PagerDuty{URL: pd.URL, RoutingKey: key}
 		if r.PagerDuty.URL == "" {
 			r.PagerDuty.URL = DefaultPagerDutyURL
 		}
 		p.url("pagerduty.url", r.PagerDuty.URL)
-		if len(r.PagerDuty.RoutingKey) != 32 {
-			p.errorf("pagerduty.routing_key: want the 32-character integration key, got %d characters", len(r.PagerDuty.RoutingKey))
+		if key != "" && len(key) != 32 {
+			p.errorf("%s: want the 32-character integration key, got %d characters", from, len(key))
 		}
 	}
 	if rr.Alertmanager != nil {

@@ -188,8 +188,9 @@ type Receiver struct {
 	Alertmanager *Alertmanager
 }
 
-// Webhook posts the Alertmanager v4 webhook payload to URL.
-type Webhook struct{ URL string }
+// Webhook posts the Alertmanager v4 webhook payload to URL, with an Authorization: Bearer
+// header when BearerToken is set.
+type Webhook struct{ URL, BearerToken string }
 
 // Slack posts a message to an incoming-webhook URL.
 type Slack struct{ URL, Channel string }

@@ -113,7 +113,7 @@ func TestParseReportsEveryMistake(t *testing.T) {
 		`budgets[0] "nobody": alert_at_percent: [80 50] is not strictly increasing`,
 		`budgets[0] "nobody": policy: "shout" is not refuse or flag`,
 		`route: group_wait: "forever" is not a duration`,
-		`receivers[0] "two": webhook.url: "ftp://x" is not an http(s) URL`,
+		`receivers[0] "two": webhook.url: "ftp://x/…" is not an http(s) URL`,
 		`receivers[0] "two": want exactly one of webhook, slack, pagerduty or alertmanager, got 2`,
 		`receivers[1] "pd": pagerduty.routing_key: want the 32-character integration key, got 5 characters`,
 		`silences[0]: matchers: missing`,
