@@ -80,6 +80,22 @@ const OverridesSuffix = ".overrides.yaml"
 // Catalog parses the files and builds a catalogue from them, reporting every problem of
 // every file.
 func (d Dir) Catalog() (*Catalog, error) {
+	files, overrides, err := d.parse()
+	if err != nil {
+		return nil, err
+	}
+	return Build(files, overrides)
+}
+
+// Files parses the directory's files and returns its provider pricing files, for tools that
+// show or check the rows themselves; it reports every problem of every file, overrides
+// files included.
+func (d Dir) Files() ([]pricefile.File, error) {
+	files, _, err := d.parse()
+	return files, err
+}
+
+func (d Dir) parse() ([]pricefile.File, []pricefile.Overrides, error) {
 	var files []pricefile.File
 	var overrides []pricefile.Overrides
 	var errs []error
@@ -101,7 +117,7 @@ func (d Dir) Catalog() (*Catalog, error) {
 		files = append(files, f)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return Build(files, overrides)
+	return files, overrides, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // PicoUSD is an exact amount of money in picodollars (1 pico = 1e-12 USD). A price of
@@ -31,6 +32,16 @@ func (p PicoUSD) String() string {
 		sign, u = "-", -u // two's complement: correct for math.MinInt64 too
 	}
 	return fmt.Sprintf("%s%d.%012d", sign, u/1e12, u%1e12)
+}
+
+// USDPerMillion prints a per-token price as USD per 1M tokens the way pricing files write
+// it: at least two decimals, no trailing zeros beyond them ("2.50", "0.0375", "0.00").
+func (p PicoUSD) USDPerMillion() string {
+	s := p.perMillion()
+	for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // perMillion prints a per-token price as USD per 1M tokens with 6 decimals, the unit in

@@ -83,3 +83,21 @@ func TestPicoUSDString(t *testing.T) {
 		}
 	}
 }
+
+func TestPicoUSDPerMillion(t *testing.T) {
+	for _, tt := range []struct {
+		in   PicoUSD
+		want string
+	}{
+		{0, "0.00"},
+		{2_500_000, "2.50"},
+		{37_500, "0.0375"},
+		{10_000_000, "10.00"},
+		{1, "0.000001"},
+		{1_234_567_891, "1234.567891"},
+	} {
+		if got := tt.in.USDPerMillion(); got != tt.want {
+			t.Errorf("PicoUSD(%d).USDPerMillion() = %q, want %q", int64(tt.in), got, tt.want)
+		}
+	}
+}

@@ -19,7 +19,9 @@ import (
 
 const pricingUsage = `usage: tokenmeter pricing validate FILE...
        tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N -output N ...] PROVIDER MODEL
-       tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE`
+       tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE
+       tokenmeter pricing list [-pricing DIR] [-provider P] [-at DATE]
+       tokenmeter pricing diff litellm|genai-prices [-pricing DIR] [-at DATE] FILE|DIR`
 
 // runPricing implements the "tokenmeter pricing" subcommands.
 func runPricing(args []string) error {
@@ -35,6 +37,8 @@ func runPricingTo(w io.Writer, args []string) error {
 			}
 		case "lookup":
 			return pricingLookup(w, args[1:])
+		case "list":
+			return pricingList(w, args[1:])
 		case "import":
 			if len(args) > 1 && args[1] == "litellm" {
 				return pricingImportLiteLLM(w, args[2:])
