@@ -7,6 +7,7 @@ package dashboard
 
 import (
 	"context"
+	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,16 @@ type Config struct {
 	// QueryTimeout bounds each API request's reads. Default 30s.
 	QueryTimeout time.Duration
 	Logger       *slog.Logger
+	// Hosts are the names, besides localhost and IP addresses, that a request may carry in
+	// its Host header; a request for any other name is answered 421. This defeats DNS
+	// rebinding: a page of evil.example whose name the attacker makes resolve to 127.0.0.1
+	// reaches the dashboard with "Host: evil.example", and is refused before it reads
+	// anything. An IP address in Host is not a name anyone can rebind.
+	Hosts []string
+	// Token, when set, is required of every request, as "Authorization: Bearer <token>" or as
+	// the password of HTTP basic authentication with any user name (which a browser asks for
+	// once and then sends with every request of the page). Missing or wrong: 401.
+	Token string
 }
 
 // Validate reports every invalid field.
@@ -51,6 +62,11 @@ func (c Config) Validate() error {
 	}
 	if c.QueryTimeout < 0 {
 		errs = append(errs, fmt.Errorf("query timeout (%s) must not be negative", c.QueryTimeout))
+	}
+	for _, h := range c.Hosts {
+		if h == "" || strings.ContainsAny(h, "/:@ \t") {
+			errs = append(errs, fmt.Errorf("host %q: want a host name without port, e.g. dashboard.example.com", h))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -95,11 +111,57 @@ func New(cfg Config, conn driver.Conn, js jetstream.JetStream) (*Server, error) 
 	return s, nil
 }
 
-// ServeHTTP serves the page under / and the API under /api/v1/.
+// ServeHTTP serves the page under / and the API under /api/v1/, to requests for an allowed
+// host (Config.Hosts) that carry the token when one is set (Config.Token).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
+	if !s.hostAllowed(r.Host) {
+		refuse(w, http.StatusMisdirectedRequest, "this dashboard does not serve host "+strconv.Quote(r.Host))
+		return
+	}
+	if s.cfg.Token != "" && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="tokenmeter dashboard", charset="UTF-8"`)
+		refuse(w, http.StatusUnauthorized, "authentication required")
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// hostAllowed reports whether a request's Host header names this dashboard: an IP address,
+// localhost (or a name under .localhost, which resolvers keep on loopback), or one of
+// Config.Hosts.
+func (s *Server) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	switch {
+	case host == "":
+		return false
+	case net.ParseIP(host) != nil, host == "localhost", strings.HasSuffix(host, ".localhost"):
+		return true
+	}
+	return slices.ContainsFunc(s.cfg.Hosts, func(h string) bool { return strings.EqualFold(strings.TrimSuffix(h, "."), host) })
+}
+
+// authorized reports whether r carries the token, compared in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	got, ok := "", false
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+		got, ok = a[7:], true
+	} else {
+		_, got, ok = r.BasicAuth()
+	}
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+}
+
+func refuse(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
 // Serve serves the dashboard on ln until ctx is done.

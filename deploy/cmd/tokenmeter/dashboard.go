@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go"
@@ -17,10 +18,41 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
+// dashboardAccess says who may use the dashboard: the host names it answers besides
+// localhost and IP addresses (comma-separated), and the file holding the token that every
+// request must carry ("" = none).
+type dashboardAccess struct {
+	hosts, tokenFile string
+}
+
+// config fills cfg's Hosts and Token.
+func (a dashboardAccess) config(cfg *dashboard.Config) error {
+	for _, h := range strings.Split(a.hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.Hosts = append(cfg.Hosts, h)
+		}
+	}
+	if a.tokenFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(a.tokenFile)
+	if err != nil {
+		return fmt.Errorf("dashboard token: %w", err)
+	}
+	if cfg.Token = strings.TrimSpace(string(data)); cfg.Token == "" {
+		return fmt.Errorf("dashboard token: %s is empty", a.tokenFile)
+	}
+	return nil
+}
+
 // startDashboard serves the dashboard on addr until ctx is done, reading ClickHouse at dsn and
-// the alerter's buckets through nc (nil: no alerts or budgets). It returns the address it
-// listens on once it does.
-func startDashboard(ctx context.Context, addr, dsn, db string, nc *nats.Conn, log *slog.Logger) (net.Addr, <-chan error, error) {
+// the alerter's buckets through nc (nil: no alerts or budgets), to the requests access lets
+// in. It returns the address it listens on once it does.
+func startDashboard(ctx context.Context, addr, dsn, db string, nc *nats.Conn, access dashboardAccess, log *slog.Logger) (net.Addr, <-chan error, error) {
+	cfg := dashboard.Config{Database: db, Logger: log}
+	if err := access.config(&cfg); err != nil {
+		return nil, nil, err
+	}
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dashboard: ClickHouse DSN: %w", redact.DSNError(err, dsn))
@@ -36,7 +68,7 @@ func startDashboard(ctx context.Context, addr, dsn, db string, nc *nats.Conn, lo
 			return nil, nil, fmt.Errorf("dashboard: JetStream: %w", err)
 		}
 	}
-	d, err := dashboard.New(dashboard.Config{Database: db, Logger: log}, conn, js)
+	d, err := dashboard.New(cfg, conn, js)
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, err
@@ -45,6 +77,9 @@ func startDashboard(ctx context.Context, addr, dsn, db string, nc *nats.Conn, lo
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, fmt.Errorf("listen for the dashboard on %s: %w", addr, err)
+	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && cfg.Token == "" {
+		log.Warn("the dashboard listens beyond loopback without a token: anyone who reaches it reads every team's spend; set a token file", "addr", ln.Addr().String())
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -62,6 +97,9 @@ func runDashboard(ctx context.Context, args []string) error {
 	addr := fs.String("addr", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), "dashboard HTTP address")
 	dsn := fs.String("clickhouse", envOr("TOKENMETER_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000"), "ClickHouse DSN")
 	db := fs.String("database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
+	var access dashboardAccess
+	fs.StringVar(&access.hosts, "host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated (others get 421)")
+	fs.StringVar(&access.tokenFile, "token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), `file holding the token every request must carry (bearer, or the basic-auth password); "" = none`)
 	natsURL := fs.String("nats", os.Getenv("TOKENMETER_NATS_URL"), `NATS URL holding the alerter's buckets ("" = show no alerts or budgets)`)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -78,7 +116,7 @@ func runDashboard(ctx context.Context, args []string) error {
 		}
 		defer nc.Close()
 	}
-	at, done, err := startDashboard(ctx, *addr, *dsn, *db, nc, log)
+	at, done, err := startDashboard(ctx, *addr, *dsn, *db, nc, access, log)
 	if err != nil {
 		return err
 	}

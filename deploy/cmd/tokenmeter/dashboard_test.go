@@ -21,7 +21,7 @@ func TestStartDashboard(t *testing.T) {
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	at, done, err := startDashboard(ctx, "127.0.0.1:0", chtest.DSN(), db, nc, slog.New(slog.DiscardHandler))
+	at, done, err := startDashboard(ctx, "127.0.0.1:0", chtest.DSN(), db, nc, dashboardAccess{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestStartDashboard(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want 200 %s", path, resp.StatusCode, got, want)
 		}
 	}
-	if _, _, err := startDashboard(ctx, at.String(), chtest.DSN(), db, nil, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen for the dashboard on "+at.String()) {
+	if _, _, err := startDashboard(ctx, at.String(), chtest.DSN(), db, nil, dashboardAccess{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen for the dashboard on "+at.String()) {
 		t.Errorf("a second dashboard on the same address: err = %v", err)
 	}
 	cancel()

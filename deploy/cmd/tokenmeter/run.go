@@ -30,6 +30,9 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "collector required-tags policy (YAML)")
 	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")
 	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
+	var access dashboardAccess
+	fs.StringVar(&access.hosts, "dashboard-host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated")
+	fs.StringVar(&access.tokenFile, "dashboard-token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), "file holding the token every dashboard request must carry")
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
 	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
 	cfg.Streams = stream.DefaultOptions
@@ -50,7 +53,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	}
 	dashboardURL := "(off)"
 	if *dashboardAddr != "" {
-		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATS(), cfg.Logger.With("stage", "dashboard"))
+		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATS(), access, cfg.Logger.With("stage", "dashboard"))
 		if err != nil {
 			return err
 		}
