@@ -850,23 +850,23 @@ func TestPriceChangeBetweenDeliveries(t *testing.T) {
 	}
 	r.settle(uint64(len(r.sender.Tally().Events())))
 
-	// Redeliver everything: the enricher crashes, its consumer is gone (every raw message
-	// comes again from the start), the duplicate window has passed, the prices changed.
+	// Redeliver everything: the enricher restarts with changed prices, and every raw message
+	// is published again from its copy in USAGE_HISTORY (an operator's replay) once the
+	// duplicate windows have passed.
 	if err := r.c.Kill(Enricher); err != nil {
 		t.Fatal(err)
 	}
-	enrichedBefore := streamMsgs(t, r.js, stream.Enriched)
-	rawCount := streamMsgs(t, r.js, stream.Raw)
-	if err := r.js.DeleteConsumer(ctx, stream.Raw, "enricher"); err != nil {
-		t.Fatal(err)
-	}
+	r.shrinkDuplicateWindow(stream.Raw, time.Second)
 	r.shrinkDuplicateWindow(stream.Enriched, time.Second)
 	time.Sleep(2 * time.Second)
 	r.c.SetPricingDir(after)
 	if _, err := r.c.StartProc(ctx, Enricher); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every raw message enriched again", func() bool { return streamMsgs(t, r.js, stream.Enriched) >= enrichedBefore+rawCount })
+	enrichedBefore := lastSeq(t, r.js, stream.Enriched)
+	rawCount := replayRaw(t, r.js)
+	waitFor(t, "every raw message enriched again", func() bool { return lastSeq(t, r.js, stream.Enriched) >= enrichedBefore+rawCount })
+	r.settle(uint64(len(r.sender.Tally().Events())))
 
 	r.check("9. price files change, then every raw message is redelivered and re-priced",
 		fmt.Sprintf("%d raw messages re-enriched with changed prices after the duplicate window", rawCount))
@@ -880,6 +880,64 @@ func TestPriceChangeBetweenDeliveries(t *testing.T) {
 	if versions == 0 {
 		t.Error("no price_version recorded")
 	}
+}
+
+// lastSeq is the sequence of the last message stored in the named stream.
+func lastSeq(tb testing.TB, js jetstream.JetStream, name string) uint64 {
+	tb.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// replayRaw publishes every raw message copied into USAGE_HISTORY to USAGE_RAW again, with
+// its headers (its Nats-Msg-Id included), and returns how many it published.
+func replayRaw(tb testing.TB, js jetstream.JetStream) uint64 {
+	tb.Helper()
+	ctx := context.Background()
+	h, err := js.Stream(ctx, stream.History)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cons, err := h.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{stream.RawPrefix + "*"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := info.NumPending
+	for left := n; left > 0; {
+		mb, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		got := 0
+		for m := range mb.Messages() {
+			got++
+			pm := &nats.Msg{Subject: m.Subject(), Header: nats.Header{}, Data: m.Data()}
+			for k, v := range m.Headers() {
+				if !strings.HasPrefix(k, "Nats-Stream-Source") {
+					pm.Header[k] = v
+				}
+			}
+			if _, err := js.PublishMsg(ctx, pm); err != nil {
+				tb.Fatalf("replay a raw message: %v", err)
+			}
+		}
+		if got == 0 {
+			tb.Fatalf("replay: no message within 5s, %d left: %v", left, mb.Error())
+		}
+		left -= uint64(got)
+	}
+	return n
 }
 
 func streamMsgs(tb testing.TB, js jetstream.JetStream, name string) uint64 {

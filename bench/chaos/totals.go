@@ -124,6 +124,9 @@ func Busy(ctx context.Context, js jetstream.JetStream) (string, error) {
 		var floor uint64
 		lister := s.ListConsumers(ctx)
 		for info := range lister.Info() {
+			if info.Name == stream.HistoryConsumer {
+				continue // the copy into USAGE_HISTORY is not work in flight
+			}
 			if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
 				return fmt.Sprintf("%s/%s: %d pending, %d unacknowledged, %d awaiting redelivery",
 					name, info.Name, info.NumPending, info.NumAckPending, info.NumRedelivered), nil
