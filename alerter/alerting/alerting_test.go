@@ -146,7 +146,7 @@ func waitEvents(t *testing.T, a *Alerter, n float64) {
 }
 
 const burstRules = `
-builtins: {unpriced_model: false, untagged_share: false, team_spike: false}
+builtins: {unpriced_model: false, untagged_share: false, team_spike: false, tier_fallback: false}
 rules:
   - name: team-burst
     kind: threshold
@@ -276,7 +276,7 @@ func TestSpikeFiresOncePagesOnceAcrossRestartsAndResolves(t *testing.T) {
 }
 
 const budgetRules = `
-builtins: {unpriced_model: false, untagged_share: false, team_spike: false}
+builtins: {unpriced_model: false, untagged_share: false, team_spike: false, tier_fallback: false}
 budgets:
   - name: search-monthly
     scope: {team: search}

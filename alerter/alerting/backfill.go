@@ -14,20 +14,34 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 )
 
-// measureSQL is the spend_1m expression of a measure, as a string so that Decimal sums are
+// measureSQL is the expression of a measure over its source, as a string so that Decimal sums are
 // read exactly whatever the server version prints.
 func measureSQL(m rules.Measure) string {
 	switch m {
 	case rules.Cost:
 		return "toString(sum(cost_usd))"
 	case rules.UntaggedCost:
-		return "toString(sumIf(cost_usd, team = ''))"
+		// tag_coverage's test of a fully attributed row, negated (window.Value says the same).
+		return "toString(sumIf(cost_usd, NOT (team != '' AND team != 'unallocated' AND feature != '' AND env != '' AND cost_center != '')))"
+	case rules.TierFallbackEvents:
+		return "toString(count())"
 	case rules.Requests:
 		return "toString(sum(events))"
 	case rules.UnpricedEvents:
 		return "toString(sum(unpriced_events))"
 	}
 	return "toString(sum(" + string(m) + "))"
+}
+
+// source is what a measure's history is read from: spend_1m, but for tier fallbacks, which
+// spend_1m does not count, the flagged events of usage_events in the same shape (their
+// minute and spend_1m's dimensions).
+func source(db string, m rules.Measure, from, to time.Time) string {
+	if m == rules.TierFallbackEvents {
+		return fmt.Sprintf("(SELECT toStartOfMinute(time) AS minute, provider, model, model_priced, team, feature, env, cost_center, traffic "+
+			"FROM %s.usage_events WHERE time >= toDateTime(%d) AND time < toDateTime(%d) AND tier_fallback = 1)", db, from.Unix(), to.Unix())
+	}
+	return db + ".spend_1m"
 }
 
 // parseAmount turns a ClickHouse sum into the measure's integer unit.
@@ -60,15 +74,21 @@ func backfill(ctx context.Context, conn driver.Conn, db string, e *detect.Engine
 		if r.ShareOf != "" && r.ShareOf != r.Measure {
 			measures = append(measures, r.ShareOf)
 		}
+		// The rule's own history goes to its groups, which a nil dims would make totals: a rule
+		// without group_by has one group, of no dimensions.
+		groupBy := r.GroupBy
+		if groupBy == nil {
+			groupBy = []string{}
+		}
 		for _, m := range measures {
 			own := m == r.Measure
 			if own && hourSpan > 0 && hourFrom.Before(minuteFrom) {
-				if err := load(ctx, conn, db, e, r, m, r.GroupBy, true, hourFrom, minuteFrom); err != nil {
+				if err := load(ctx, conn, db, e, r, m, groupBy, true, hourFrom, minuteFrom); err != nil {
 					return err
 				}
 			}
 			if own {
-				if err := load(ctx, conn, db, e, r, m, r.GroupBy, false, minuteFrom, cutoff); err != nil {
+				if err := load(ctx, conn, db, e, r, m, groupBy, false, minuteFrom, cutoff); err != nil {
 					return err
 				}
 			}
@@ -94,8 +114,8 @@ func load(ctx context.Context, conn driver.Conn, db string, e *detect.Engine, r 
 	}
 	cols := append([]string{bucket + " AS t"}, dims...)
 	group := append([]string{"t"}, dims...)
-	q := fmt.Sprintf("SELECT %s, %s AS v FROM %s.spend_1m WHERE minute >= toDateTime(%d) AND minute < toDateTime(%d) GROUP BY %s",
-		strings.Join(cols, ", "), measureSQL(m), db, from.Unix(), to.Unix(), strings.Join(group, ", "))
+	q := fmt.Sprintf("SELECT %s, %s AS v FROM %s WHERE minute >= toDateTime(%d) AND minute < toDateTime(%d) GROUP BY %s",
+		strings.Join(cols, ", "), measureSQL(m), source(db, m, from, to), from.Unix(), to.Unix(), strings.Join(group, ", "))
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("load history of rule %s from ClickHouse: %w", r.Name, err)

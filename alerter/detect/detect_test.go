@@ -251,9 +251,14 @@ func TestForCountsCompleteMinutesAndLateEvents(t *testing.T) {
 
 func TestThresholdShareAndFloors(t *testing.T) {
 	h := newHarness(t, builtin(rules.BuiltinUntaggedShare))
-	// $0.50 untagged of $4.50 is 11.1 %, above 10 %, but under the $1 floor: nothing.
-	h.e.Add(row(monday, "", usd/2))
-	h.e.Add(row(monday, "search", 4*usd))
+	// Untagged as tag_coverage counts it: the unallocated team, and a team without a cost
+	// centre, are not attributed. $0.50 of $4.50 is 11.1 %, above 10 %, but under the $1
+	// floor: nothing.
+	attributed := row(monday, "search", 4*usd)
+	attributed.Env, attributed.CostCenter = "prod", "cc-1"
+	h.e.Add(row(monday, "unallocated", usd/4))
+	h.e.Add(row(monday, "search", usd/4))
+	h.e.Add(attributed)
 	h.eval(monday.Add(30 * time.Second))
 	if len(h.last) != 0 {
 		t.Fatalf("under the floor: %+v", h.last)

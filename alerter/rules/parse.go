@@ -35,6 +35,7 @@ const (
 	BuiltinUnpricedModel = "unpriced_model"
 	BuiltinUntaggedShare = "untagged_share"
 	BuiltinTeamSpike     = "team_spike"
+	BuiltinTierFallback  = "tier_fallback"
 )
 
 // Defaults of the route.
@@ -236,8 +237,8 @@ func (p *parser) file(raw rawFile) *File {
 		p.url("link_url", raw.LinkURL)
 	}
 	for k := range raw.Builtins {
-		if !slices.Contains([]string{BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike}, k) {
-			p.errorf("builtins: %q is not a built-in rule (want %s, %s or %s)", k, BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike)
+		if !slices.Contains([]string{BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback}, k) {
+			p.errorf("builtins: %q is not a built-in rule (want %s, %s, %s or %s)", k, BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback)
 		}
 	}
 	if len(raw.Rules) > maxRules {
@@ -699,13 +700,18 @@ func Builtins() []Rule {
 		{
 			Name: BuiltinUntaggedShare, Kind: Threshold, Measure: UntaggedCost, ShareOf: Cost, AboveShareMilli: 10_000,
 			Window: time.Hour, MinValue: 1 * PicoPerUSD, KeepFiringFor: 15 * time.Minute, ResolvePercent: 90, Severity: "warning",
-			Description: "more than 10% of the last hour's spend carries no team tag, so nobody owns it",
+			Description: "more than 10% of the last hour's spend is not fully attributed (team unset or unallocated, or feature, env or cost_center unset), as tag_coverage counts it",
 		},
 		{
 			Name: BuiltinTeamSpike, Kind: Change, Measure: Cost, GroupBy: []string{"team"},
 			Window: 15 * time.Minute, Period: 7 * 24 * time.Hour, Periods: 4, MinPeriods: 2, FactorMilli: 2000, ScoreMilli: 3000,
 			MinValue: 1 * PicoPerUSD, KeepFiringFor: 5 * time.Minute, ResolvePercent: 90, Severity: "page",
 			Description: "a team's spend over the last 15 minutes is at least twice its usual for this time of the week",
+		},
+		{
+			Name: BuiltinTierFallback, Kind: Threshold, Measure: TierFallbackEvents, GroupBy: []string{"provider", "model"},
+			Window: time.Hour, Above: 0, KeepFiringFor: 10 * time.Minute, ResolvePercent: 100, Severity: "warning",
+			Description: "events of the batch, flex or priority tier priced at standard prices because the model has no price for the tier; add the tier's prices to a pricing file and re-rate (see the tier_fallbacks view)",
 		},
 	}
 }

@@ -40,8 +40,10 @@ type Measure string
 
 // Measures. Money measures are in picodollars inside the alerter and in USD in the file.
 const (
-	Cost              Measure = "cost"
-	UntaggedCost      Measure = "untagged_cost" // cost of events without a team tag
+	Cost Measure = "cost"
+	// UntaggedCost is the cost of events not fully attributed, as the tag_coverage view
+	// defines it: team unset or "unallocated", or feature, env or cost_center unset.
+	UntaggedCost      Measure = "untagged_cost"
 	Requests          Measure = "requests"
 	UnpricedEvents    Measure = "unpriced_events"
 	InputTokens       Measure = "input_tokens"
@@ -49,11 +51,14 @@ const (
 	CachedInputTokens Measure = "cached_input_tokens"
 	CacheWriteTokens  Measure = "cache_write_tokens"
 	ReasoningTokens   Measure = "reasoning_tokens"
+	// TierFallbackEvents counts events of the batch, flex or priority tier priced at standard
+	// prices because their model has no price for the tier (usage_events.tier_fallback).
+	TierFallbackEvents Measure = "tier_fallback_events"
 )
 
 // Measures lists every measure, in a stable order.
 var Measures = []Measure{Cost, UntaggedCost, Requests, UnpricedEvents, InputTokens, OutputTokens,
-	CachedInputTokens, CacheWriteTokens, ReasoningTokens}
+	CachedInputTokens, CacheWriteTokens, ReasoningTokens, TierFallbackEvents}
 
 // Money reports whether the measure is an amount of money (picodollars).
 func (m Measure) Money() bool { return m == Cost || m == UntaggedCost }

@@ -25,7 +25,7 @@ func TestParseGoodFile(t *testing.T) {
 	for _, r := range f.Rules {
 		names = append(names, r.Name)
 	}
-	if got, want := strings.Join(names, ","), "search-hourly,daily-tokens,spike,creep,seasonal,unpriced_model,team_spike"; got != want {
+	if got, want := strings.Join(names, ","), "search-hourly,daily-tokens,spike,creep,seasonal,unpriced_model,team_spike,tier_fallback"; got != want {
 		t.Errorf("rules = %s, want %s (untagged_share turned off, the others built in)", got, want)
 	}
 	r := f.Rules[0]
@@ -76,8 +76,9 @@ func TestParseEmptyIsBuiltins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Rules) != 3 || f.Rules[0].Name != BuiltinUnpricedModel || f.Rules[1].Name != BuiltinUntaggedShare || f.Rules[2].Name != BuiltinTeamSpike {
-		t.Errorf("rules = %+v, want the three built-ins", f.Rules)
+	if len(f.Rules) != 4 || f.Rules[0].Name != BuiltinUnpricedModel || f.Rules[1].Name != BuiltinUntaggedShare || f.Rules[2].Name != BuiltinTeamSpike ||
+		f.Rules[3].Name != BuiltinTierFallback {
+		t.Errorf("rules = %+v, want the four built-ins", f.Rules)
 	}
 	if f.Route.GroupWait != DefaultGroupWait || f.Route.GroupInterval != DefaultGroupInterval || f.Route.RepeatInterval != DefaultRepeatInterval ||
 		len(f.Route.GroupBy) != 1 || f.Route.GroupBy[0] != "alertname" {

@@ -188,8 +188,13 @@ func Value(r *batch.Row, m rules.Measure) int64 {
 	case rules.Cost:
 		return r.CostPico
 	case rules.UntaggedCost:
-		if r.Team == "" {
+		if !attributed(r) {
 			return r.CostPico
+		}
+		return 0
+	case rules.TierFallbackEvents:
+		if r.TierFallback() {
+			return 1
 		}
 		return 0
 	case rules.Requests:
@@ -211,6 +216,16 @@ func Value(r *batch.Row, m rules.Measure) int64 {
 		return r.Tokens.Reasoning
 	}
 	return 0
+}
+
+// unallocated is the team the tag policy and the attribution rules' recommended defaults give
+// spend nobody claimed.
+const unallocated = "unallocated"
+
+// attributed is the tag_coverage view's test of a fully attributed event: team set and not
+// unallocated, feature, env and cost_center set. alerting.measureSQL says the same in SQL.
+func attributed(r *batch.Row) bool {
+	return r.Team != "" && r.Team != unallocated && r.Feature != "" && r.Env != "" && r.CostCenter != ""
 }
 
 // Dimension is the row's value of a grouping dimension (one of rules.Dimensions).
