@@ -21,6 +21,10 @@ type metrics struct {
 	dedupResponses *prometheus.GaugeVec
 	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response).
 	lookups *prometheus.CounterVec
+	// repairs counts the correction rows written into the roll-ups, by table, and the time
+	// units left unrepaired because they hold rows from before migration 0064 (table
+	// "skipped_minutes", "skipped_days").
+	repairs *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -70,12 +74,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_aggregator_lookups_total",
 			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried.",
 		}, []string{"kind"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_rollup_repairs_total",
+			Help: "Correction rows the partition writers added to spend_1m and spend_1d (label table) to make them agree with usage_events again after an INSERT of unknown outcome or a restart; skipped_minutes and skipped_days count the time units they could not compare because those hold roll-up rows from before migration 0064.",
+		}, []string{"table"}),
 	}
 	m.inserts.WithLabelValues("ok")
 	m.lookups.WithLabelValues("id")
 	m.lookups.WithLabelValues("response")
 	m.inserts.WithLabelValues("error")
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups} {
+	for _, t := range []string{"spend_1m", "spend_1d", "skipped_minutes", "skipped_days"} {
+		m.repairs.WithLabelValues(t)
+	}
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups, m.repairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -170,11 +170,13 @@ func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, from,
 	return rows.Err()
 }
 
-// runningInserts counts the INSERTs into usage_events that ClickHouse is executing now and
-// that may carry rows of a partition for which mine is true: those whose query id names such
-// a partition (chwrite.Partitions), and those whose partitions cannot be told.
+// runningInserts counts the INSERTs into usage_events, and the roll-up repairs' INSERTs into
+// spend_1m and spend_1d, that ClickHouse is executing now and that may carry rows of a
+// partition for which mine is true: those whose query id names such a partition
+// (chwrite.Partitions), and those whose partitions cannot be told.
 func (s store) runningInserts(ctx context.Context, mine func(partition int) bool) (int, error) {
-	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ?", "INSERT INTO "+s.db+".usage_events %")
+	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ? OR query LIKE ?",
+		"INSERT INTO "+s.db+".usage_events %", "INSERT INTO "+s.db+".spend_1_ %")
 	if err != nil {
 		return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 	}

@@ -158,14 +158,18 @@ func (wk *worker) takeLease(ctx context.Context, lapsed bool) error {
 }
 
 // warm loads the ids and provider responses ClickHouse holds for the partition within the
-// window.
+// window, then repairs the roll-ups of the minutes those events are timed in: the previous
+// writer may have died in the middle of an INSERT.
 func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
+	var recent affected
 	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
 		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
 		wk.resp = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
+		recent = affected{}
 		floor := wk.set.Floor()
 		err := wk.store.ids(ctx, wk.p, floor, func(e *stored) {
+			recent.add(e.time)
 			at := keptFrom(e.ingested, e.time)
 			wk.set.Add(dedup.KeyOf(e.id), e.fp, at, e.time)
 			if e.responseID != "" {
@@ -185,7 +189,34 @@ func (wk *worker) warm(ctx context.Context) error {
 	}
 	wk.setGauges()
 	wk.log.Info("loaded the de-duplication set", "ids", wk.set.Len(), "responses", wk.resp.Len(), "since", wk.set.Floor(), "took", time.Since(start))
-	return nil
+	return wk.repair(ctx, recent, "at start-up")
+}
+
+// repair makes the partition's roll-ups agree with usage_events over the minutes in a (see
+// store.repairRollups). The caller makes sure no INSERT of the partition runs; a repair that
+// failed is waited for before it is tried again. It returns ctx's error when ctx ends first.
+func (wk *worker) repair(ctx context.Context, a affected, why string) error {
+	if len(a) == 0 {
+		return nil
+	}
+	attempt := 0
+	return wk.a.retry(ctx, wk.a.chBreaker, "repair the roll-ups of partition "+strconv.Itoa(wk.p), func(ctx context.Context) error {
+		if attempt++; attempt > 1 {
+			if err := wk.a.awaitNoInsertsOf(ctx, wk.store, func(p int) bool { return p == wk.p },
+				"waiting for a failed roll-up repair to finish before comparing again"); err != nil {
+				return err
+			}
+		}
+		written, skipped, err := wk.store.repairRollups(ctx, wk.p, a)
+		for i, r := range rollups {
+			wk.a.m.repairs.WithLabelValues(r.table).Add(float64(written[i]))
+			wk.a.m.repairs.WithLabelValues(r.skipped).Add(float64(skipped[i]))
+			if written[i] > 0 || skipped[i] > 0 {
+				wk.log.Warn("repaired a roll-up "+why, "table", r.table, "correction_rows", written[i], "skipped_"+r.column+"s", skipped[i], "minutes_compared", len(a))
+			}
+		}
+		return err
+	}, &wk.p)
 }
 
 func (wk *worker) setGauges() {
@@ -420,6 +451,9 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		return errStopped
 	}
 
+	// uncertain collects the minutes of the rows that an INSERT of unknown outcome carried:
+	// their roll-ups may lack what usage_events got.
+	var uncertain affected
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
 		if !wk.lease.Held() {
@@ -446,6 +480,12 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		if err == nil {
 			break
 		}
+		if uncertain == nil {
+			uncertain = affected{}
+		}
+		for i := range rows {
+			uncertain.add(rows[i].Time)
+		}
 		err = fmt.Errorf("insert %d rows of partition %d: %w", len(rows), wk.p, err)
 		wk.a.setReady(wk.p, err)
 		if ctx.Err() != nil {
@@ -457,6 +497,14 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 			return errStopped
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+
+	if uncertain != nil {
+		// Every INSERT of the partition has finished: the last one succeeded, and the failed
+		// ones were waited for before it.
+		if err := wk.repair(ctx, uncertain, "after an INSERT of unknown outcome"); err != nil {
+			return errStopped
+		}
 	}
 
 	for i := range rows {

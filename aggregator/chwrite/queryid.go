@@ -70,3 +70,11 @@ func Partitions(queryID string) (partitions []int, ok bool) {
 	}
 	return partitions, true
 }
+
+// QueryID returns a query id for another statement that writes on behalf of partition's
+// writer (a roll-up repair): Partitions names partition for it, so that whoever waits for
+// the partition's INSERTs to finish waits for it too.
+func QueryID(partition int, what string) string {
+	ids := newQueryIDs()
+	return queryIDPrefix + strconv.Itoa(partition) + ":" + what + "-" + ids.nonce
+}

@@ -1,5 +1,5 @@
 -- Fills spend_1d from every block inserted into usage_events, in the same INSERT, per stream
--- partition (see 0060).
+-- partition (see 0064).
 CREATE MATERIALIZED VIEW {db}.spend_1d_events_mv TO {db}.spend_1d AS
 SELECT
     toDate(time) AS day,
