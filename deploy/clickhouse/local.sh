@@ -3,6 +3,15 @@
 # (installed when missing), listening on loopback only, with a data directory of its own.
 # A server already answering on the chosen HTTP port is reused.
 #
+# Users (users.xml): "default", without a password and reachable from loopback only, for the
+# README's clickhouse-client and the tests; and two least-privilege users for a deployment to
+# copy — tokenmeter_writer (what the aggregator and the alerter need: migrations, INSERT,
+# SELECT) and tokenmeter_reader (readonly=2: SELECT and per-query settings, no INSERT, no DDL;
+# for the dashboard and Grafana). Their passwords are generated once into
+# $dir/secrets/{writer,reader}.password (mode 0600, never committed); users.xml holds only
+# their SHA-256. Starting again rewrites users.xml when it changed, and a running server
+# started by this script reloads it by itself within seconds (no restart).
+#
 #   deploy/clickhouse/local.sh start   # idempotent; waits until the server answers
 #   deploy/clickhouse/local.sh stop
 #
@@ -16,6 +25,46 @@ http=${TOKENMETER_CH_HTTP_PORT:-8123}
 
 answers() { curl -fsS "http://127.0.0.1:${http}/ping" >/dev/null 2>&1; }
 
+# password NAME prints the password of tokenmeter_NAME, generating it on first use.
+password() {
+  local f="$dir/secrets/$1.password"
+  if [ ! -s "$f" ]; then
+    (umask 077; mkdir -p "$dir/secrets"; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$f.tmp" && mv "$f.tmp" "$f")
+  fi
+  cat "$f"
+}
+
+sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# write_users writes users.xml (atomically, and only when it changes, so that a running
+# server reloads it at most once).
+write_users() {
+  local writer reader
+  writer=$(sha256 "$(password writer)")
+  reader=$(sha256 "$(password reader)")
+  cat >"$dir/users.xml.tmp" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default><max_memory_usage>8000000000</max_memory_usage></default>
+    <tokenmeter_writer><max_memory_usage>8000000000</max_memory_usage></tokenmeter_writer>
+    <tokenmeter_reader><max_memory_usage>4000000000</max_memory_usage><readonly>2</readonly><allow_ddl>0</allow_ddl></tokenmeter_reader>
+  </profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <tokenmeter_writer><password_sha256_hex>${writer}</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>tokenmeter_writer</profile><quota>default</quota></tokenmeter_writer>
+    <tokenmeter_reader><password_sha256_hex>${reader}</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>tokenmeter_reader</profile><quota>default</quota></tokenmeter_reader>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+  if cmp -s "$dir/users.xml.tmp" "$dir/users.xml"; then
+    rm -f "$dir/users.xml.tmp"
+  else
+    mv "$dir/users.xml.tmp" "$dir/users.xml"
+  fi
+}
+
 install_server() {
   command -v clickhouse-server >/dev/null 2>&1 && return 0
   echo "clickhouse-server not found: installing Debian's package" >&2
@@ -26,6 +75,9 @@ install_server() {
 
 start() {
   if answers; then
+    if [ -f "$dir/config.xml" ]; then
+      write_users # ours: it reloads users.xml by itself
+    fi
     echo "clickhouse: reusing the server on 127.0.0.1:${http} (native ${tcp})"
     return 0
   fi
@@ -53,14 +105,7 @@ start() {
   <timezone>UTC</timezone>
 </yandex>
 XML
-  cat >"$dir/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+  write_users
   # clickhouse-server writes --pid-file only when it daemonizes; record the pid ourselves.
   nohup clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $! >"$dir/server.pid"
