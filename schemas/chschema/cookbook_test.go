@@ -166,7 +166,7 @@ func TestCookbook(t *testing.T) {
 		"Spend by day, team and model", "Week over week by feature", "Cost per request: percentiles",
 		"Cost per workflow", "Cost per successful outcome", "Cache savings",
 		"Cache savings by team, feature and prompt version", "Did one-hour cache writes pay back?",
-		"Prompt-version drift: tokens per request", "Untagged share",
+		"Re-rated costs beside the first price", "Prompt-version drift: tokens per request", "Untagged share",
 	}
 	if strings.Join(headings, "\n") != strings.Join(wantHeadings, "\n") {
 		t.Errorf("the cookbook's tested recipes are\n%s\nwant\n%s", strings.Join(headings, "\n"), strings.Join(wantHeadings, "\n"))
@@ -175,7 +175,7 @@ func TestCookbook(t *testing.T) {
 	ch := newClickHouse(t)
 	db := ch.freshDatabase()
 	ch.migrate(db)
-	for _, table := range []string{"usage_events", "outcomes"} {
+	for _, table := range []string{"usage_events", "outcomes", "cost_corrections"} {
 		seed(t, ch, db, table)
 	}
 
