@@ -73,7 +73,7 @@ func Run(ctx context.Context, c Config) ([]Partition, error) {
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("open ClickHouse %s: %w", c.ClickHouseDSN, err)
+		return nil, fmt.Errorf("open ClickHouse %s: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN))
 	}
 	defer conn.Close()
 	return Check(ctx, js, conn, c.Database, c.Partitions)

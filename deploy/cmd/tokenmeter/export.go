@@ -87,7 +87,7 @@ func runExport(ctx context.Context, args []string, progress io.Writer) error {
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return fmt.Errorf("open ClickHouse %s: %w", *dsn, err)
+		return fmt.Errorf("open ClickHouse %s: %w", redact.DSN(*dsn), redact.DSNError(err, *dsn))
 	}
 	defer conn.Close()
 	return export(ctx, conn, *db, cfg, progress)

@@ -41,7 +41,7 @@ func runSpend(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		return fmt.Errorf("open ClickHouse %s: %w", *dsn, err)
+		return fmt.Errorf("open ClickHouse %s: %w", redact.DSN(*dsn), redact.DSNError(err, *dsn))
 	}
 	defer conn.Close()
 	s, err := summary.QuerySpend(ctx, conn, *db, now, *limit)
