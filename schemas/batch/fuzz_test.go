@@ -46,3 +46,21 @@ func FuzzBatchDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPriceTier feeds PriceTier arbitrary price versions: it must never panic, and a tier it
+// finds is a segment of the version that follows "@YYYY-MM-DD/" and holds no "/".
+func FuzzPriceTier(f *testing.F) {
+	for _, v := range []string{"openai/gpt-4o@2024-10-01/batch", "google/claude@20250929@2025-09-29/standard/long",
+		"openai/o3@2025-06-10/flex/long/discount=12.5%@2026-01-01", "x@2025-01-01", "@0000-00-00/", "", "@"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		tier := PriceTier(v)
+		if strings.Contains(tier, "/") {
+			t.Fatalf("PriceTier(%q) = %q holds a /", v, tier)
+		}
+		if tier != "" && !strings.Contains(v, "/"+tier) {
+			t.Fatalf("PriceTier(%q) = %q is not a segment of it", v, tier)
+		}
+	})
+}
