@@ -9,7 +9,7 @@ CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 # machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,16 @@ test: clickhouse chromium ## vet and test every module against real NATS JetStre
 chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)
 	$(GO) vet -tags chaos ./bench/chaos/
 	$(GO) test -tags chaos -count=1 -timeout 30m -v ./bench/chaos/
+
+# The sustained runs send at SOAK_RATE events/s, about half of what one partition carries here.
+SOAK_RATE ?= 50000
+
+sustained: clickhouse ## fault scenario 13: 10 min at SOAK_RATE through streams 100x smaller than the defaults (not in CI)
+	$(GO) run ./bench/cmd/scaleout -partitions 1 -events 1000000 -duration 10m -rate $(SOAK_RATE) \
+	  -env TOKENMETER_STREAM_MAX_BYTES=85899345,TOKENMETER_HISTORY_MAX_BYTES=21474836
+
+soak: clickhouse ## 2 h at SOAK_RATE with the default configuration: RSS, stream and ClickHouse disk per process (not in CI)
+	$(GO) run ./bench/cmd/scaleout -partitions 1 -events 1000000 -duration 2h -rate $(SOAK_RATE)
 
 fuzz: ## run every fuzz target for FUZZTIME executions (default 20000x)
 	@set -e; for pkg in $$($(GO) list -f '{{if .TestGoFiles}}{{.Dir}}{{end}}' $(addsuffix /...,$(addprefix ./,$(MODULES)))); do \

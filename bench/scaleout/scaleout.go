@@ -27,9 +27,12 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
 	"github.com/tokenmeter/tokenmeter/bench/e2e"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // ClickHouse names the ClickHouse server in a Result's per-process figures.
@@ -58,11 +61,19 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
-// Sample is the resident memory of each process at one moment of a run.
+// Sample is the resident memory of each process at one moment of a run, and the disk the
+// streams and ClickHouse take.
 type Sample struct {
 	At  time.Duration // since the first request
 	RSS map[string]int64
+	// StreamBytes is the bytes each of USAGE_RAW, USAGE_ENRICHED and USAGE_HISTORY holds;
+	// ClickHouseBytes the bytes on disk of the run's database.
+	StreamBytes     map[string]uint64
+	ClickHouseBytes uint64
 }
+
+// SampledStreams are the streams a Sample measures.
+var SampledStreams = []string{stream.Raw, stream.Enriched, stream.History}
 
 // Result is one run's figures.
 type Result struct {
@@ -135,14 +146,37 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	nc, err := nats.Connect(c.NATSURL())
+	if err != nil {
+		return res, fmt.Errorf("connect to NATS to sample the streams: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return res, err
+	}
 	sample := func(at time.Duration) error {
-		s := Sample{At: at, RSS: map[string]int64{}}
+		s := Sample{At: at, RSS: map[string]int64{}, StreamBytes: map[string]uint64{}}
 		for name, pid := range pids {
 			rss, err := e2e.PidRSS(pid)
 			if err != nil {
 				return err
 			}
 			s.RSS[name] = rss
+		}
+		for _, name := range SampledStreams {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("sample stream %s: %w", name, err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("sample stream %s: %w", name, err)
+			}
+			s.StreamBytes[name] = info.State.Bytes
+		}
+		if err := cfg.Conn.QueryRow(ctx, "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = ?", db).Scan(&s.ClickHouseBytes); err != nil {
+			return fmt.Errorf("sample ClickHouse's disk: %w", err)
 		}
 		res.Samples = append(res.Samples, s)
 		return nil
@@ -207,7 +241,26 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if rows != uint64(res.Events) || distinct != uint64(res.Events) {
 		return res, fmt.Errorf("usage_events holds %d rows and %d distinct ids; %d events were accepted", rows, distinct, res.Events)
 	}
-	return res, nil
+	return res, rollupsAgree(ctx, cfg.Conn, db)
+}
+
+// rollupsAgree checks that spend_1m and spend_1d count the events and the cost of
+// usage_events exactly.
+func rollupsAgree(ctx context.Context, conn driver.Conn, db string) error {
+	var want string
+	if err := conn.QueryRow(ctx, "SELECT concat(toString(count()), ' events, $', toString(sum(cost_usd))) FROM "+db+".usage_events").Scan(&want); err != nil {
+		return fmt.Errorf("sum usage_events: %w", err)
+	}
+	for _, table := range []string{"spend_1m", "spend_1d"} {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT concat(toString(sum(events)), ' events, $', toString(sum(cost_usd))) FROM "+db+"."+table).Scan(&got); err != nil {
+			return fmt.Errorf("sum %s: %w", table, err)
+		}
+		if got != want {
+			return fmt.Errorf("%s holds %s; usage_events %s", table, got, want)
+		}
+	}
+	return nil
 }
 
 // stored counts the rows and distinct event ids of usage_events in sixteen slices of the

@@ -59,7 +59,19 @@ func WriteMemoryTable(w io.Writer, r Result) error {
 			return err
 		}
 	}
-	return nil
+	for _, name := range SampledStreams {
+		fmt.Fprintf(w, "| %s (disk) |", name)
+		for _, s := range samples {
+			fmt.Fprintf(w, " %.1f MiB |", float64(s.StreamBytes[name])/(1<<20))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprint(w, "| ClickHouse database (disk) |")
+	for _, s := range samples {
+		fmt.Fprintf(w, " %.0f MiB |", float64(s.ClickHouseBytes)/(1<<20))
+	}
+	_, err := fmt.Fprintln(w)
+	return err
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Microsecond)) }
