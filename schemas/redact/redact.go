@@ -18,9 +18,13 @@ const Mask = "xxxxx"
 var secretParams = []string{"password", "secret", "token", "key", "api_key", "access_token", "sig", "signature"}
 
 // DSN returns dsn with its password and secret query parameters replaced by Mask. A DSN that
-// does not parse is shown as its scheme and "…": the rest may hold a password.
+// does not parse is shown whole when it holds neither user information ('@') nor a secret
+// parameter's name, else as its scheme and "…".
 func DSN(dsn string) string {
 	u, err := url.Parse(dsn)
+	if err != nil && !strings.Contains(dsn, "@") && !mentionsSecretParam(dsn) {
+		return dsn
+	}
 	if err != nil || u.Opaque != "" {
 		return schemeOnly(dsn)
 	}
@@ -94,6 +98,16 @@ func schemeOnly(s string) string {
 		return s[:i+3] + "…"
 	}
 	return "…"
+}
+
+func mentionsSecretParam(s string) bool {
+	s = strings.ToLower(s)
+	for _, p := range secretParams {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isSecretParam(k string) bool {

@@ -23,6 +23,8 @@ func TestDSN(t *testing.T) {
 	f("clickhouse://writer:s3cret@ch:notaport", "clickhouse://…")
 	f("writer:s3cret@ch", "…")
 	f("mailto:writer:s3cret", "…")
+	f("http://[::1", "http://[::1")
+	f("clickhouse://ch:notaport?password=s3cret", "clickhouse://…")
 }
 
 func TestURL(t *testing.T) {
