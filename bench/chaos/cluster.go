@@ -127,7 +127,7 @@ func (c Config) Validate() error {
 type Cluster struct {
 	cfg Config
 	// Ports, fixed for the cluster's life so that a restarted process is found again: NATS's,
-	// the collector's HTTP port, and each other stage process's ops port.
+	// the collector's HTTP port, and each stage process's ops port.
 	natsPort, collectorPort int
 	opsPorts                map[string]int
 
@@ -179,6 +179,9 @@ func New(cfg Config) (*Cluster, error) {
 			c.natsPort = port
 		case Collector:
 			c.collectorPort = port
+			if c.opsPorts[name], err = freePort(); err != nil {
+				return nil, err
+			}
 		default:
 			c.opsPorts[name] = port
 		}
@@ -240,7 +243,7 @@ func (c *Cluster) args(name string) []string {
 	case NATS:
 		return []string{"-a", "127.0.0.1", "-p", strconv.Itoa(c.natsPort), "-js", "-sd", filepath.Join(c.cfg.WorkDir, "nats")}
 	case Collector:
-		args := []string{"-nats", c.NATSURL(), "-addr", "127.0.0.1:" + strconv.Itoa(c.collectorPort)}
+		args := []string{"-nats", c.NATSURL(), "-addr", "127.0.0.1:" + strconv.Itoa(c.collectorPort), "-ops", ops}
 		if c.cfg.Partitions > 0 {
 			args = append(args, "-partitions", strconv.Itoa(c.cfg.Partitions))
 		}

@@ -119,7 +119,7 @@ func TestAuthRefusals(t *testing.T) {
 	}
 	// Health and metrics stay open.
 	rec := httptest.NewRecorder()
-	c.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	c.OpsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("/healthz: %d", rec.Code)
 	}

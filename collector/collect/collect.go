@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker"
 
+	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/collector/otlp"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -47,6 +48,7 @@ type Collector struct {
 	metrics *metrics
 	attr    *attributor // API keys and tag policy (auth.go)
 	mux     *http.ServeMux
+	handler http.Handler // mux behind the bound on bodies
 	addr    atomic.Pointer[string]
 	// now is the receive clock; tests replace it to make payloads reproducible.
 	now func() time.Time
@@ -97,12 +99,24 @@ func New(cfg Config, nc *nats.Conn) (*Collector, error) {
 	if err := c.mountOutcomes(); err != nil {
 		return nil, err
 	}
-	ops.Register(c.mux, cfg.Gatherer, c.Ready)
+	c.handler = guard.Bodies(c.mux, cfg.MaxBodies, cfg.BodyTimeout, func(w http.ResponseWriter, _ *http.Request) {
+		c.fail(w, http.StatusServiceUnavailable, retryAfterFull,
+			fmt.Sprintf("the collector is reading %d request bodies, its limit: send this one again later", cfg.MaxBodies))
+	})
 	return c, nil
 }
 
-// Handler serves POST /v1/events, POST /v1/outcomes, /healthz, /readyz and /metrics.
-func (c *Collector) Handler() http.Handler { return c.mux }
+// Handler serves POST /v1/events, POST /v1/traces and POST /v1/outcomes. The ops endpoints
+// are not among them: they say how the collector is doing to anyone who asks, so they are
+// served apart (OpsHandler), on an address of their own.
+func (c *Collector) Handler() http.Handler { return c.handler }
+
+// OpsHandler serves /healthz, /readyz (Ready) and /metrics.
+func (c *Collector) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	ops.Register(mux, c.cfg.Gatherer, c.Ready)
+	return mux
+}
 
 // Addr is the address Run listens on, or "" before it listens.
 func (c *Collector) Addr() string {
@@ -131,7 +145,7 @@ func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
 	addr := ln.Addr().String()
 	c.addr.Store(&addr)
 	srv := &http.Server{
-		Handler:           c.mux,
+		Handler:           c.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}

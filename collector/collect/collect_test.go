@@ -289,7 +289,7 @@ func TestIngestNATSDown(t *testing.T) {
 	}
 
 	ready := httptest.NewRecorder()
-	c.Handler().ServeHTTP(ready, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	c.OpsHandler().ServeHTTP(ready, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	wantReady := "NATS is not connected (status RECONNECTING)\nthe NATS publish circuit breaker is open\n"
 	if ready.Code != http.StatusServiceUnavailable || ready.Body.String() != wantReady {
 		t.Errorf("/readyz: %d %q, want 503 %q", ready.Code, ready.Body, wantReady)
@@ -335,19 +335,29 @@ func TestRun(t *testing.T) {
 	if want := mustJSON(t, accepted{Accepted: 3, Rejected: mixedRejected}); resp.StatusCode != 202 || string(body) != want {
 		t.Errorf("POST /v1/events: %d %s, want 202 %s", resp.StatusCode, body, want)
 	}
+	opsSrv := httptest.NewServer(c.OpsHandler())
+	defer opsSrv.Close()
 	for path, want := range map[string]string{
 		"/healthz": "ok\n",
 		"/readyz":  "ready\n",
 		"/metrics": "tokenmeter_collector_events_accepted_total 3\n",
 	} {
-		resp, err := http.Get(base + path)
+		resp, err := http.Get(opsSrv.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-			t.Errorf("GET %s: %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
+			t.Errorf("GET %s on the ops address: %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
+		}
+		// The public address does not say how the collector is doing.
+		if resp, err = http.Get(base + path); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on the public address: %d, want 404", path, resp.StatusCode)
 		}
 	}
 

@@ -20,6 +20,11 @@ const (
 	DefaultMaxBodyBytes   = 16 << 20
 	DefaultMaxEvents      = 10_000
 	DefaultPublishTimeout = 5 * time.Second
+	// DefaultMaxBodies is how many request bodies are read at once; each may hold up to
+	// MaxBodyBytes once it has arrived.
+	DefaultMaxBodies = 256
+	// DefaultBodyTimeout is how long a body may take to arrive: 16 MiB at 2.3 Mbit/s.
+	DefaultBodyTimeout = time.Minute
 )
 
 // MaxPartitions bounds Config.Partitions; more partitions than this is a typo, not a plan.
@@ -37,6 +42,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxEvents bounds the events of one body (default 10,000); more are answered 413.
 	MaxEvents int
+	// MaxBodies bounds the request bodies read at once (default DefaultMaxBodies); a request
+	// beyond it is answered 503 with Retry-After, unread. BodyTimeout bounds the time a body
+	// may take to arrive (default DefaultBodyTimeout); a slower one is answered 408.
+	MaxBodies   int
+	BodyTimeout time.Duration
 	// Limits bound each event (default event.DefaultLimits when the zero value).
 	Limits event.Limits
 	// PublishTimeout bounds the wait for JetStream's acknowledgements of one request
@@ -85,6 +95,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
 	}
+	if cfg.MaxBodies == 0 {
+		cfg.MaxBodies = DefaultMaxBodies
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
 	if cfg.Streams == (stream.Options{}) {
 		cfg.Streams = stream.DefaultOptions
 	}
@@ -124,6 +140,12 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("publish timeout (%s) must be positive", cfg.PublishTimeout))
+	}
+	if cfg.MaxBodies < 1 {
+		errs = append(errs, fmt.Errorf("max bodies (%d) must be positive", cfg.MaxBodies))
+	}
+	if cfg.BodyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("body timeout (%s) must be positive", cfg.BodyTimeout))
 	}
 	errs = append(errs, validateLimits(cfg.Limits)...)
 	if cfg.Streams.Replicas < 1 {

@@ -14,6 +14,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/sony/gobreaker"
 
+	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
@@ -52,13 +53,8 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readBody(http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes), r.ContentLength)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			c.fail(w, http.StatusRequestEntityTooLarge, "",
-				fmt.Sprintf("the body is more than the limit of %d bytes", tooLarge.Limit))
-			return
-		}
-		c.fail(w, http.StatusBadRequest, "", "read the body: "+err.Error())
+		status, msg := bodyError(err)
+		c.fail(w, status, "", msg)
 		return
 	}
 
@@ -113,14 +109,31 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	c.reply(w, http.StatusAccepted, "", accepted{Accepted: len(b.Events), Rejected: b.Rejected})
 }
 
-// readBody reads all of r, sized by the request's Content-Length when it sent one.
+// readBody reads all of r. The buffer grows as the bytes arrive, never sized from the
+// request's Content-Length beyond readAhead: a client announcing 16 MB and sending one byte
+// must cost one byte, not 16 MB.
 func readBody(r io.Reader, contentLength int64) ([]byte, error) {
 	var buf bytes.Buffer
 	if contentLength > 0 {
-		buf.Grow(int(contentLength) + 1) // +1 so that reading EOF does not grow the buffer
+		buf.Grow(int(min(contentLength, readAhead)) + 1) // +1 so that reading EOF does not grow the buffer
 	}
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
+}
+
+// readAhead is the most readBody allocates before the bytes arrive: most bodies fit in it.
+const readAhead = 64 << 10
+
+// bodyError is the status and message answering a failure to read a request body.
+func bodyError(err error) (int, string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is more than the limit of %d bytes", tooLarge.Limit)
+	case errors.Is(err, guard.ErrBodyTimeout):
+		return http.StatusRequestTimeout, "read the body: " + err.Error()
+	}
+	return http.StatusBadRequest, "read the body: " + err.Error()
 }
 
 // messages groups events by partition, in body order, and encodes each partition's rows into

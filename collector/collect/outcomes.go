@@ -295,12 +295,8 @@ func (h *outcomeHandler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readBody(http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes), r.ContentLength)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.fail(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("the body is more than the limit of %d bytes", tooLarge.Limit))
-			return
-		}
-		h.fail(w, http.StatusBadRequest, "", "read the body: "+err.Error())
+		status, msg := bodyError(err)
+		h.fail(w, status, "", msg)
 		return
 	}
 	received := h.c.now()

@@ -58,6 +58,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
@@ -254,7 +255,10 @@ func (h *Handler) readBody(r *http.Request) ([]byte, int, error) {
 	if r.ContentLength > limit {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("the body is %d bytes, more than the limit of %d", r.ContentLength, limit)
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1)) // grows as the bytes arrive
+	if errors.Is(err, guard.ErrBodyTimeout) {
+		return nil, http.StatusRequestTimeout, fmt.Errorf("read the body: %w", err)
+	}
 	if err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("read the body: %w", err)
 	}
@@ -316,6 +320,8 @@ func grpcCode(httpStatus int) int32 {
 	switch httpStatus {
 	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return 3 // INVALID_ARGUMENT
+	case http.StatusRequestTimeout:
+		return 4 // DEADLINE_EXCEEDED
 	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
 		return 8 // RESOURCE_EXHAUSTED
 	case http.StatusServiceUnavailable:

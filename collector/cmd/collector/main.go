@@ -1,7 +1,8 @@
 // Command collector runs tokenmeter's HTTP intake: it takes usage events on POST /v1/events
 // and publishes them to NATS JetStream. Every flag may also be set through an environment
 // variable (ops.ApplyEnv: TOKENMETER_NATS_URL, TOKENMETER_ADDR, TOKENMETER_PARTITIONS,
-// TOKENMETER_KEYS_FILE, TOKENMETER_<FLAG> ...); a flag on the command line wins.
+// TOKENMETER_KEYS_FILE, TOKENMETER_OPS_ADDR, TOKENMETER_<FLAG> ...); a flag on the command line
+// wins. /healthz, /readyz and /metrics are served on -ops only.
 package main
 
 import (
@@ -31,9 +32,12 @@ func run() int {
 	var cfg collect.Config
 	natsURL := flag.String("nats", nats.DefaultURL, "NATS server URL")
 	flag.StringVar(&cfg.Addr, "addr", collect.DefaultAddr, "HTTP listen address")
+	opsAddr := flag.String("ops", "127.0.0.1:9101", "address of /healthz, /readyz and /metrics (never served on -addr)")
 	flag.IntVar(&cfg.Partitions, "partitions", 0, "USAGE_RAW partitions (0: the default, as every stage must agree)")
 	flag.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", collect.DefaultMaxBodyBytes, "largest request body")
 	flag.IntVar(&cfg.MaxEvents, "max-events", collect.DefaultMaxEvents, "most events in one request body")
+	flag.IntVar(&cfg.MaxBodies, "max-bodies", collect.DefaultMaxBodies, "most request bodies read at once (more are answered 503 with Retry-After)")
+	flag.DurationVar(&cfg.BodyTimeout, "body-timeout", collect.DefaultBodyTimeout, "longest a request body may take to arrive (slower is answered 408)")
 	flag.DurationVar(&cfg.PublishTimeout, "publish-timeout", collect.DefaultPublishTimeout, "wait for JetStream acknowledgements")
 	flag.StringVar(&cfg.KeysFile, "keys", "",
 		"API-key registry (collector/keys JSON): requests must carry one of its keys, whose tags are applied to their events (default: no authentication, for trusted networks only)")
@@ -83,6 +87,7 @@ func run() int {
 		log.Error("start collector", "err", err)
 		return 1
 	}
+	defer ops.Serve(*opsAddr, c.OpsHandler(), func(err error) { log.Error("ops endpoints", "err", err); stop() })()
 	if err := c.Run(ctx); err != nil {
 		log.Error("collector stopped", "err", err)
 		return 1

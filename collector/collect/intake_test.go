@@ -1,0 +1,108 @@
+package collect
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// serve runs c on a real listener until the test ends and returns its address.
+func serve(t *testing.T, c *Collector) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// slowBody opens a connection announcing a body of 16,000,000 bytes and sends one.
+func slowBody(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{", path)
+	return conn
+}
+
+// answer reads the answer to the request sent on conn.
+func answer(t *testing.T, conn net.Conn) (int, string, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+}
+
+// The attack of issue 13: 64 connections announcing Content-Length 16,000,000 and sending one
+// byte used to cost 16 MB each (the buffer was sized from the header) and to be held forever.
+// Now the buffer grows as bytes arrive, at most MaxBodies bodies are read at once — the
+// others are answered 503 with Retry-After at once, unread — and a body that does not
+// arrive within BodyTimeout is answered 408.
+func TestSlowBodiesAreBounded(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
+	js := natstest.Streams(t, nc, nil)
+	const maxBodies, attackers = 32, 64
+	c := newCollector(t, nc, Config{MaxBodies: maxBodies, BodyTimeout: 500 * time.Millisecond})
+	addr := serve(t, c)
+
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conns := make([]net.Conn, attackers)
+	for i := range conns {
+		conns[i] = slowBody(t, addr, []string{"/v1/events", "/v1/outcomes", "/v1/traces"}[i%3])
+	}
+	busy, late := 0, 0
+	for i, conn := range conns {
+		status, retry, body := answer(t, conn)
+		switch {
+		case status == http.StatusServiceUnavailable && retry == "1" &&
+			body == mustJSON(t, failure{Error: "the collector is reading 32 request bodies, its limit: send this one again later"}):
+			busy++
+		case status == http.StatusRequestTimeout && strings.Contains(body, "read the body: the body did not arrive in time: not all of it within 500ms"):
+			late++
+		default:
+			t.Errorf("connection %d: %d (Retry-After %q) %s", i, status, retry, body)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if busy != attackers-maxBodies || late != maxBodies {
+		t.Errorf("%d answered 503 and %d answered 408, want %d and %d", busy, late, attackers-maxBodies, maxBodies)
+	}
+	// Each body held what it sent (one byte) and a 64 KiB read-ahead at most; sized from
+	// Content-Length, the 64 bodies took 1 GB.
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 16<<20 {
+		t.Errorf("%d MiB allocated while answering the attack, want at most 16 MiB", grown>>20)
+	} else {
+		t.Logf("%d KiB allocated while answering %d slow bodies", grown>>10, attackers)
+	}
+	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+		t.Errorf("%d messages stored, want none", n)
+	}
+}
