@@ -386,13 +386,17 @@ func (p *parser) secret(field, value, file, env string, required bool) (string, 
 	return value, field
 }
 
-// readBounded reads a file of at most limit bytes.
+// readBounded reads a regular file of at most limit bytes (a FIFO or a device would block
+// or never end the reload).
 func readBounded(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)

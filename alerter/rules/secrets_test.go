@@ -62,6 +62,7 @@ func TestReceiverSecretMistakes(t *testing.T) {
 	f("conf.secret-file-empty.yaml", `receivers[0] "pd": pagerduty.routing_key_file: testdata/secrets/empty is empty`)
 	f("conf.secret-env-unset.yaml", `receivers[0] "pd": pagerduty.routing_key_env: $TOKENMETER_TEST_UNSET is not set`)
 	f("conf.secret-env-empty.yaml", `receivers[0] "hook": webhook.bearer_token_env: $TOKENMETER_TEST_EMPTY is empty`)
+	f("conf.secret-file-not-regular.yaml", `receivers[0] "slack": slack.url_file: testdata/secrets is not a regular file`)
 	f("conf.slack-no-url.yaml", `receivers[0] "slack": slack.url: missing (set slack.url, slack.url_file or slack.url_env)`)
 	// The attack: a mistyped webhook URL must not print its token in the error the alerter logs.
 	f("conf.slack-bad-url-in-file.yaml", `receivers[0] "slack": slack.url_file: "hxxps://hooks.slack.com/…" is not an http(s) URL`)
