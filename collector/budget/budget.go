@@ -137,18 +137,22 @@ func (e *Enforcer) apply(key string, op jetstream.KeyValueOp, value []byte) {
 }
 
 // Over returns the first (by name) hard-capped budget, within its period, whose scope the
-// tags belong to.
+// tags belong to. Values are compared as the enricher stores them (event.NormalizeTag):
+// "Search" and "search " are team search, whose spend the budget counts.
 func (e *Enforcer) Over(tags map[string]string) (Record, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	if len(e.capped) == 0 {
+	if len(e.capped) == 0 || len(tags) == 0 {
 		return Record{}, false
 	}
 	now := e.now()
 	var found []Record
 	for _, r := range e.capped {
 		k, v, ok := strings.Cut(r.Scope, "=")
-		if ok && tags[k] == v && (r.PeriodEnd.IsZero() || now.Before(r.PeriodEnd)) {
+		if !ok || !(r.PeriodEnd.IsZero() || now.Before(r.PeriodEnd)) {
+			continue
+		}
+		if t, ok := tags[k]; ok && (t == v || event.NormalizeTag(t, event.NormalizedTagLen) == event.NormalizeTag(v, event.NormalizedTagLen)) {
 			found = append(found, r)
 		}
 	}
@@ -164,6 +168,27 @@ func Refusal(r Record) string {
 	k, v, _ := strings.Cut(r.Scope, "=")
 	return fmt.Sprintf("%s %q is over the hard cap of budget %q: %s USD spent of %s USD since %s; its events are refused until %s or until the budget is raised",
 		k, v, r.Name, r.SpentUSD, r.LimitUSD, r.PeriodStart.UTC().Format(time.DateOnly), r.PeriodEnd.UTC().Format(time.DateOnly))
+}
+
+// Decide is what the caps do to one event with tags: refused, with the reason; flagged, with
+// a copy of tags carrying FlagTag; or neither, with tags as they are. tags is never modified.
+func (e *Enforcer) Decide(tags map[string]string) (out map[string]string, refusal string) {
+	if e == nil {
+		return tags, ""
+	}
+	r, over := e.Over(tags)
+	switch {
+	case !over:
+		return tags, ""
+	case r.Policy == PolicyFlag:
+		out = make(map[string]string, len(tags)+1)
+		for k, v := range tags {
+			out[k] = v
+		}
+		out[FlagTag] = r.Name
+		return out, ""
+	}
+	return tags, Refusal(r)
 }
 
 // Apply enforces the caps on a decoded body: refused events move to b.Rejected (with their

@@ -34,7 +34,8 @@ func (e *PublishError) HTTPStatus() int { return e.Status }
 func (e *PublishError) RetryAfterSeconds() string { return e.RetryAfter }
 
 // Accept takes events that another intake decoded (OTLP traces, …) down the same path as
-// POST /v1/events: each is normalized (received now) and validated on its own, the valid ones
+// POST /v1/events: each is normalized (received now) and validated on its own, the budget
+// hard caps refuse or flag it (Config.Budgets), the valid ones
 // are published to USAGE_RAW, and Accept returns once JetStream stored them. It returns the
 // rejections (Index is the position in events) and, when publishing failed, a *PublishError.
 // events is not modified.
@@ -60,6 +61,14 @@ func (c *Collector) Accept(ctx context.Context, events []event.Usage) ([]event.R
 			c.metrics.rejected.WithLabelValues(reasonClass(err.Error())).Inc()
 			continue
 		}
+		// Budget hard caps, as POST /v1/events applies them.
+		tags, refusal := c.cfg.Budgets.Decide(u.Tags)
+		if refusal != "" {
+			rejected = append(rejected, event.Rejection{Index: i, ID: u.ID, Error: "budget: " + refusal})
+			c.metrics.refused.WithLabelValues("budget").Inc()
+			continue
+		}
+		u.Tags = tags
 		valid = append(valid, u)
 	}
 	if len(valid) == 0 {

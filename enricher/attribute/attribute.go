@@ -42,6 +42,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
 // TagOwner is the extra tag that carries a service's owner.
@@ -224,36 +225,9 @@ func decode(data []byte, v any) (err error) {
 }
 
 // Normalize trims s, lower-cases it, turns every run of characters outside [a-z0-9_.-] into
-// one "-", drops leading and trailing "-", and cuts the result to max bytes.
-func Normalize(s string, max int) string {
-	var b []byte
-	dash := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' {
-			if dash && len(b) > 0 {
-				b = append(b, '-')
-			}
-			dash = false
-			b = append(b, c)
-			continue
-		}
-		dash = true
-	}
-	for len(b) > 0 && b[0] == '-' {
-		b = b[1:]
-	}
-	if len(b) > max {
-		b = b[:max]
-	}
-	for len(b) > 0 && b[len(b)-1] == '-' {
-		b = b[:len(b)-1]
-	}
-	return string(b)
-}
+// one "-", drops leading and trailing "-", and cuts the result to max bytes
+// (event.NormalizeTag, which the collector's budget caps compare with too).
+func Normalize(s string, max int) string { return event.NormalizeTag(s, max) }
 
 // Result says what Apply did to an event.
 type Result struct {
