@@ -35,6 +35,8 @@ commands:
   pricing validate FILE...   check pricing (and *.overrides.yaml) files and print what they hold
   pricing lookup PROV MODEL  what the catalogue prices a model as, and a call's cost (-at, -tier, -input …)
   pricing import litellm F   convert LiteLLM's model_prices_and_context_window.json to pricing files
+  pricing list               one line per model: aliases, prices per class and tier, when checked (-provider)
+  pricing diff litellm|genai-prices F  every field whose price differs from a reference's
   rerate -from T -to T       re-price stored events with the current catalogue; -apply writes corrections
   rules validate FILE...     check alerter rules files and print what they hold
   reconcile                  compare what USAGE_RAW accepted with usage_events: ids missing or stored twice

@@ -28,14 +28,7 @@ func pricingList(w io.Writer, args []string) error {
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		return errors.New(pricingListUsage)
 	}
-	at := time.Now().UTC()
-	if *atText != "" {
-		var err error
-		if at, err = time.Parse(time.DateOnly, *atText); err != nil {
-			return fmt.Errorf("-at %q: not a YYYY-MM-DD date", *atText)
-		}
-	}
-	files, err := pricingFiles(*dir)
+	at, files, err := pricingRows(*atText, *dir)
 	if err != nil {
 		return err
 	}
@@ -48,7 +41,7 @@ func pricingList(w io.Writer, args []string) error {
 		models := slices.Clone(f.Models)
 		slices.SortFunc(models, func(a, b pricefile.Model) int { return strings.Compare(a.Name, b.Name) })
 		for _, m := range models {
-			fmt.Fprintln(w, listLine(f.Provider, m, rowAt(m, at)))
+			fmt.Fprintln(w, listLine(f.Provider, m, m.RowAt(at)))
 			n++
 		}
 	}
@@ -56,6 +49,20 @@ func pricingList(w io.Writer, args []string) error {
 		return fmt.Errorf("pricing list: no models of provider %q", *provider)
 	}
 	return nil
+}
+
+// pricingRows parses -at (a date, default today) and reads the provider files of dir, for
+// list and diff.
+func pricingRows(atText, dir string) (time.Time, []pricefile.File, error) {
+	at := time.Now().UTC()
+	if atText != "" {
+		var err error
+		if at, err = time.Parse(time.DateOnly, atText); err != nil {
+			return at, nil, fmt.Errorf("-at %q: not a YYYY-MM-DD date", atText)
+		}
+	}
+	files, err := pricingFiles(dir)
+	return at, files, err
 }
 
 // pricingFiles reads the provider files of dir, or of the shipped catalogue when dir is "".
@@ -68,17 +75,6 @@ func pricingFiles(dir string) ([]pricefile.File, error) {
 		return nil, err
 	}
 	return d.Files()
-}
-
-// rowAt returns the row in force at t, or the first row when none is yet.
-func rowAt(m pricefile.Model, t time.Time) pricefile.Price {
-	row := m.Prices[0]
-	for _, p := range m.Prices {
-		if !p.Effective.After(t) {
-			row = p
-		}
-	}
-	return row
 }
 
 func listLine(provider string, m pricefile.Model, p pricefile.Price) string {

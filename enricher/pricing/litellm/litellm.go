@@ -77,23 +77,10 @@ func Convert(data []byte, opt Options) (Result, error) {
 	if opt.Effective.IsZero() {
 		return Result{}, errors.New("import litellm: no effective date")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var doc map[string]json.RawMessage
-	if err := dec.Decode(&doc); err != nil {
-		return Result{}, fmt.Errorf("import litellm: decode JSON object: %w", err)
+	doc, keys, err := decodeDoc(data)
+	if err != nil {
+		return Result{}, fmt.Errorf("import litellm: %w", err)
 	}
-	if dec.More() {
-		return Result{}, errors.New("import litellm: decode JSON object: data after the top-level object")
-	}
-	if len(doc) > maxEntries {
-		return Result{}, fmt.Errorf("import litellm: %d entries, more than %d", len(doc), maxEntries)
-	}
-	keys := make([]string, 0, len(doc))
-	for k := range doc {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 
 	res := Result{Files: map[string][]byte{}}
 	note := func(format string, args ...any) { res.Notes = append(res.Notes, fmt.Sprintf(format, args...)) }
@@ -103,10 +90,8 @@ func Convert(data []byte, opt Options) (Result, error) {
 		if key == "sample_spec" {
 			continue
 		}
-		var fields map[string]any
-		d := json.NewDecoder(bytes.NewReader(doc[key]))
-		d.UseNumber()
-		if err := d.Decode(&fields); err != nil {
+		fields, ok := decodeEntry(doc[key])
+		if !ok {
 			note("%s: skipped: not a JSON object", key)
 			continue
 		}
@@ -151,6 +136,40 @@ func Convert(data []byte, opt Options) (Result, error) {
 		return Result{}, fmt.Errorf("import litellm: generated files do not form a catalogue: %w", err)
 	}
 	return res, nil
+}
+
+// decodeDoc decodes the top-level object of the file, keeping each entry undecoded, and
+// returns its keys sorted.
+func decodeDoc(data []byte) (map[string]json.RawMessage, []string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var doc map[string]json.RawMessage
+	if err := dec.Decode(&doc); err != nil {
+		return nil, nil, fmt.Errorf("decode JSON object: %w", err)
+	}
+	if dec.More() {
+		return nil, nil, errors.New("decode JSON object: data after the top-level object")
+	}
+	if len(doc) > maxEntries {
+		return nil, nil, fmt.Errorf("%d entries, more than %d", len(doc), maxEntries)
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return doc, keys, nil
+}
+
+// decodeEntry decodes one model's object, numbers kept as json.Number.
+func decodeEntry(raw json.RawMessage) (map[string]any, bool) {
+	var fields map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&fields); err != nil {
+		return nil, false
+	}
+	return fields, true
 }
 
 // rates are prices in USD per 1M tokens as decimal text; "" is unset.
