@@ -981,11 +981,15 @@ func TestKillNATSServer(t *testing.T) {
 		fmt.Sprintf("%d × SIGKILL nats-server; %d bodies retried after 503 or no answer", kills, r.sender.Retries()))
 }
 
-// Scenario 10: USAGE_RAW is full (a small MaxBytes, DiscardNew): the collector refuses with
-// 429, the clients retry the same bodies, and once the operator gives the stream room again
-// everything flows, nothing lost or doubled.
+// Scenario 10: USAGE_RAW is full — its enricher is down and an operator sized the stream
+// down to 4 MiB (DiscardNew): the collector refuses with 429, the clients retry the same
+// bodies, the stream does not grow while full, and once the operator gives it room and the
+// enricher is back everything flows, nothing lost or doubled.
 func TestFullStream(t *testing.T) {
 	r := newRun(t, "", nil)
+	if err := r.c.Stop(Enricher); err != nil {
+		t.Fatal(err)
+	}
 	small := streamConfig(stream.Raw)
 	small.MaxBytes = 4 << 20
 	if _, err := r.js.UpdateStream(context.Background(), small); err != nil {
@@ -996,15 +1000,18 @@ func TestFullStream(t *testing.T) {
 	full := streamMsgs(t, r.js, stream.Raw)
 	time.Sleep(2 * time.Second)
 	if again := streamMsgs(t, r.js, stream.Raw); again != full {
-		t.Fatalf("USAGE_RAW grew from %d to %d messages while full", full, again)
+		t.Fatalf("USAGE_RAW went from %d to %d messages while full", full, again)
 	}
 	if _, err := r.js.UpdateStream(context.Background(), streamConfig(stream.Raw)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.c.StartProc(context.Background(), Enricher); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-sending; err != nil {
 		t.Fatal(err)
 	}
-	r.check("10. USAGE_RAW full (MaxBytes 4 MiB, DiscardNew), then given room",
+	r.check("10. USAGE_RAW full (enricher down, MaxBytes 4 MiB, DiscardNew), then given room and its enricher",
 		fmt.Sprintf("stream full at %d messages; %d bodies refused with 429 and retried", full, r.sender.Retries()))
 }
 
