@@ -3,6 +3,8 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -193,5 +195,25 @@ func TestWebhookSendsItsBearerToken(t *testing.T) {
 	}
 	if got, want := strings.Join(auth, ","), "Bearer s3cret,"; got != want {
 		t.Errorf("Authorization headers %q, want %q", got, want)
+	}
+}
+
+// TestEchoedSecretsAreMasked: a receiver that answers an error echoing what it was sent (the
+// Authorization header, the PagerDuty event) must not put the bearer token or the routing key
+// in the notifier's error.
+func TestEchoedSecretsAreMasked(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, "rejected %s %.80s", r.Header.Get("Authorization"), body)
+	}))
+	t.Cleanup(srv.Close)
+	_, err := (&Webhook{URL: srv.URL, BearerToken: "s3cret-bearer"}).Notify(context.Background(), message(firing()))
+	if err == nil || strings.Contains(err.Error(), "s3cret-bearer") || !strings.Contains(err.Error(), "rejected Bearer xxxxx") {
+		t.Errorf("webhook error %v", err)
+	}
+	_, err = (&PagerDuty{URL: srv.URL, RoutingKey: "0123456789abcdef0123456789abcdef"}).Notify(context.Background(), message(firing()))
+	if err == nil || strings.Contains(err.Error(), "0123456789abcdef") || !strings.Contains(err.Error(), `rejected  {"routing_key":"xxxxx"`) {
+		t.Errorf("pagerduty error %v", err)
 	}
 }

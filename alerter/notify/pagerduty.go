@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // PagerDuty sends one Events API v2 event per alert: trigger while firing, resolve once
@@ -47,7 +49,7 @@ func (p *PagerDuty) Notify(ctx context.Context, m *Message) (bool, error) {
 	for _, a := range m.Alerts {
 		r, err := postJSON(ctx, p.Client, p.URL, pdEventOf(p.RoutingKey, a), nil)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, redact.SecretError(err, p.RoutingKey))
 			retry = retry || r
 			break
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 // Webhook posts the Alertmanager v4 webhook payload, so receivers written for Alertmanager
@@ -54,7 +56,8 @@ func (w *Webhook) Notify(ctx context.Context, m *Message) (bool, error) {
 	if w.BearerToken != "" {
 		header = http.Header{"Authorization": {"Bearer " + w.BearerToken}}
 	}
-	return postJSON(ctx, w.Client, w.URL, p, header)
+	retry, err := postJSON(ctx, w.Client, w.URL, p, header)
+	return retry, redact.SecretError(err, w.BearerToken)
 }
 
 func orEmpty(m map[string]string) map[string]string {

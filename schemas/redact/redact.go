@@ -60,6 +60,11 @@ func DSNError(err error, dsn string) error { return replace(err, dsn, DSN(dsn)) 
 // URLError returns err with every occurrence of raw in its message replaced by URL(raw).
 func URLError(err error, raw string) error { return replace(err, raw, URL(raw)) }
 
+// SecretError returns err with every occurrence of secret (a token, a routing key) in its
+// message replaced by Mask: a server that echoes what it was sent must not put the secret in
+// our logs.
+func SecretError(err error, secret string) error { return replace(err, secret, Mask) }
+
 // replace hides secret in err's message. The URL of a *url.Error in err's chain is hidden
 // too: the HTTP client quotes the URL it was given with its password already replaced by
 // "***", which no longer contains secret.
