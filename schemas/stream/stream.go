@@ -138,6 +138,9 @@ const (
 // stage's own partition count, which the stage validates.
 func (o Options) Validate() error {
 	var errs []error
+	if o.Replicas < 0 || o.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("-stream-replicas (%d) must be within [1, 5] (0: one)", o.Replicas))
+	}
 	if o.MaxBytes != 0 && o.MaxBytes < MinMaxBytes {
 		errs = append(errs, fmt.Errorf("-stream-max-bytes (%d) must be at least %d (64 MiB), or 0 for the default", o.MaxBytes, MinMaxBytes))
 	}
@@ -153,6 +156,8 @@ func (o Options) Validate() error {
 // RegisterFlags registers the stream sizing flags every stage takes (TOKENMETER_STREAM_MAX_BYTES
 // and so on through ops.ApplyEnv), writing into o.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&o.Replicas, "stream-replicas", o.Replicas,
+		"replicas of every stream in a JetStream cluster (an existing stream keeps more if it has them)")
 	fs.Int64Var(&o.MaxBytes, "stream-max-bytes", o.MaxBytes,
 		"backlog each of USAGE_RAW, USAGE_ENRICHED and OUTCOMES may hold before publishers are refused (0: 8 GiB for a new stream, an existing one keeps its size)")
 	fs.Int64Var(&o.HistoryMaxBytes, "history-max-bytes", o.HistoryMaxBytes,
