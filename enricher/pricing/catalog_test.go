@@ -185,10 +185,12 @@ func TestShippedPrices(t *testing.T) {
 		// Grok 4 above 128K: 128,001·6 + 1,000·30 = 798,006 µUSD.
 		{"grok long", "xai", "grok-4-0709", "", at, event.Tokens{Input: 128_001, Output: 1000},
 			Quote{true, "grok-4", "xai/grok-4@2025-07-09/standard/long", 798_006_000_000, 0}},
-		// 1,000·0.15 + 1,000·0.60 = 750 µUSD (900 until 2026-12-06, from a wrong output price
-		// of 0.75).
+		// Groq's price from 2025-11-11: 1,000·0.15 + 1,000·0.60 = 750 µUSD (900 until
+		// 2026-12-06, when the catalogue had only the launch price, output 0.75).
 		{"groq publisher path", "groq", "groq/openai/gpt-oss-120b", "", at, event.Tokens{Input: 1000, Output: 1000},
-			Quote{true, "openai/gpt-oss-120b", "groq/openai/gpt-oss-120b@2025-08-05/standard", 750_000_000, 0}},
+			Quote{true, "openai/gpt-oss-120b", "groq/openai/gpt-oss-120b@2025-11-11/standard", 750_000_000, 0}},
+		{"groq launch price", "groq", "openai/gpt-oss-120b", "", time.Date(2025, 11, 10, 23, 59, 59, 0, time.UTC), event.Tokens{Input: 1000, Output: 1000},
+			Quote{true, "openai/gpt-oss-120b", "groq/openai/gpt-oss-120b@2025-08-05/standard", 900_000_000, 0}},
 		// Sonnet 4.5 above 200K on Anthropic's API, 1-hour cache writes included:
 		// 150,001·6 + 50,000·12 + 2,000·22.50 = 1,545,006 µUSD.
 		{"anthropic long", "anthropic", "claude-sonnet-4-5-20250929", "", at, event.Tokens{Input: 200_001, CacheWrite: 50_000, CacheWrite1h: 50_000, Output: 2000},
