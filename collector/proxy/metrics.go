@@ -22,11 +22,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "metered"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_proxy_usage_total",
-			Help: "Metered responses by outcome: emitted, no_usage (e.g. an OpenAI stream without include_usage), unreadable, too_large, incomplete (cut short before any usage), upstream_error, invalid, dropped (emitter full).",
+			Help: "Metered responses by outcome: emitted, no_usage (e.g. an OpenAI stream without include_usage), unreadable, too_large, incomplete (cut short before any usage), upstream_error, invalid, dropped (emitter full), budget_refused (refused under a budget hard cap, not forwarded).",
 		}, []string{"outcome"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_proxy_upstream_errors_total",
-			Help: "Requests that got no response from the upstream, by reason.",
+			Help: "Requests that got no response from the upstream, by reason: unreachable, timeout (no response headers within the timeout), body_timeout (the client's body was late), client_gone, busy (refused unread: too many bodies being read).",
 		}, []string{"reason"}),
 		droppedTags: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_proxy_dropped_tags_total",

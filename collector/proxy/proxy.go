@@ -37,6 +37,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenmeter/tokenmeter/collector/budget"
+	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/collector/normalize"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
@@ -85,6 +87,20 @@ const DefaultMaxCapture = 16 << 20
 // DefaultAddr is where the proxy listens by default.
 const DefaultAddr = "127.0.0.1:8081"
 
+// Defaults of the bounds on requests and upstreams.
+const (
+	// DefaultResponseHeaderTimeout is the OpenAI and Anthropic SDKs' own default request
+	// timeout (10 minutes): the proxy never gives up on a call its client still waits for. A
+	// non-streamed call to a reasoning model sends its headers only once the whole answer is
+	// written, which takes minutes; a streamed one sends them at once.
+	DefaultResponseHeaderTimeout = 10 * time.Minute
+	// DefaultMaxBodies is how many request bodies are read at once.
+	DefaultMaxBodies = 1024
+	// DefaultBodyTimeout is how long a request body may take to arrive (prompts with images
+	// run to tens of MB).
+	DefaultBodyTimeout = 2 * time.Minute
+)
+
 // Config configures a Proxy. Zero values take the documented defaults.
 type Config struct {
 	// Addr is the listen address of Run (default DefaultAddr).
@@ -95,8 +111,22 @@ type Config struct {
 	Emitter Emitter
 	// Bindings attribute calls by API key (default none).
 	Bindings *Bindings
-	// Transport sends requests upstream (default a clone of http.DefaultTransport).
+	// Transport sends requests upstream (default a clone of http.DefaultTransport, with
+	// ResponseHeaderTimeout).
 	Transport http.RoundTripper
+	// ResponseHeaderTimeout bounds the wait for an upstream's response headers (default
+	// DefaultResponseHeaderTimeout); past it the call is answered 502. It applies to the
+	// default Transport only.
+	ResponseHeaderTimeout time.Duration
+	// MaxBodies bounds the request bodies read at once (default DefaultMaxBodies); a request
+	// beyond it is answered 503 with Retry-After, unread. BodyTimeout bounds the time one
+	// may take to arrive (default DefaultBodyTimeout).
+	MaxBodies   int
+	BodyTimeout time.Duration
+	// Budgets, when set, refuses the metered calls of a scope over a budget hard cap under
+	// policy refuse — answered 429 before they are forwarded, so they are never paid for —
+	// and tags those of a scope under policy flag.
+	Budgets *budget.Enforcer
 	// InjectStreamUsage adds stream_options.include_usage to streamed Chat Completions
 	// requests that do not set it, so that their usage can be metered (see
 	// injectStreamUsage). It is off by default because it changes the request and adds a
@@ -124,8 +154,18 @@ func (cfg Config) withDefaults() Config {
 	if len(cfg.Routes) == 0 {
 		cfg.Routes = DefaultRoutes
 	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if cfg.MaxBodies == 0 {
+		cfg.MaxBodies = DefaultMaxBodies
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
 	if cfg.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
 		// Every call of a service goes to one upstream host: keep enough idle connections
 		// to it that a busy proxy does not open a TLS connection per call (the default is 2).
 		t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 256
@@ -162,6 +202,12 @@ func (cfg Config) Validate() error {
 	if cfg.MaxCapture < 1 {
 		errs = append(errs, fmt.Errorf("max capture (%d) must be positive", cfg.MaxCapture))
 	}
+	if cfg.ResponseHeaderTimeout < 0 || cfg.BodyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("response header timeout (%s) and body timeout (%s) must be positive", cfg.ResponseHeaderTimeout, cfg.BodyTimeout))
+	}
+	if cfg.MaxBodies < 1 {
+		errs = append(errs, fmt.Errorf("max bodies (%d) must be positive", cfg.MaxBodies))
+	}
 	if cfg.Gatherer == nil {
 		errs = append(errs, fmt.Errorf("gatherer is nil and the registerer (%T) is not a prometheus.Gatherer", cfg.Registerer))
 	}
@@ -194,6 +240,7 @@ type Proxy struct {
 	buffers bufferPool
 	routes  []*route
 	mux     *http.ServeMux
+	handler http.Handler // mux behind the bound on bodies
 	metrics *metrics
 	addr    atomic.Pointer[string]
 }
@@ -245,12 +292,32 @@ func New(cfg Config) (*Proxy, error) {
 		p.routes = append(p.routes, rt)
 		p.mux.Handle(r.Prefix+"/", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { p.serve(rt, w, req) }))
 	}
-	ops.Register(p.mux, cfg.Gatherer)
+	p.handler = guard.Bodies(p.mux, cfg.MaxBodies, cfg.BodyTimeout, func(w http.ResponseWriter, r *http.Request) {
+		p.metrics.upstreamErrors.WithLabelValues("busy").Inc()
+		answer(w, p.apiOf(r), refusal{status: http.StatusServiceUnavailable, kind: "tokenmeter_proxy_error", code: "proxy_busy", retryAfter: "1",
+			message: fmt.Sprintf("tokenmeter proxy: %d request bodies are being read, the limit: send this request again later", cfg.MaxBodies)})
+	})
 	return p, nil
 }
 
-// ServeHTTP proxies r by its route, or answers the proxy's own /healthz, /readyz, /metrics.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.ServeHTTP(w, r) }
+// ServeHTTP proxies r by its route. A path with dot segments, plain or encoded, is answered
+// 400 and not forwarded (dotSegments).
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if dotSegments(r.URL.Path) {
+		answer(w, p.apiOf(r), refusal{status: http.StatusBadRequest, kind: "invalid_request_error", code: "invalid_path",
+			message: "tokenmeter proxy: the path has a '.' or '..' segment, plain or percent-encoded; it is not forwarded"})
+		return
+	}
+	p.handler.ServeHTTP(w, r)
+}
+
+// OpsHandler serves /healthz, /readyz and /metrics, which the proxy's own address does not:
+// they are for its operators, not its clients.
+func (p *Proxy) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	ops.Register(mux, p.cfg.Gatherer)
+	return mux
+}
 
 func (p *Proxy) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	format, op, metered := meteredPath(rt.API, r.Method, strings.TrimPrefix(r.URL.Path, rt.Prefix))
@@ -260,8 +327,23 @@ func (p *Proxy) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 		if c.attr.dropped > 0 {
 			p.metrics.droppedTags.Add(float64(c.attr.dropped))
 		}
+		// Budget hard caps, before the call is forwarded and paid for.
+		tags, refused := p.cfg.Budgets.Decide(c.attr.tags)
+		if refused != "" {
+			p.metrics.outcomes.WithLabelValues("budget_refused").Inc()
+			answer(w, rt.API, refusal{status: http.StatusTooManyRequests, kind: budgetErrorType(rt.API), code: "budget_exceeded",
+				message: "tokenmeter proxy: " + refused})
+			return
+		}
+		c.attr.tags = tags
 		if p.cfg.InjectStreamUsage && format == normalize.OpenAIChat && op == normalize.OperationChat {
 			injected, err := injectStreamUsage(r, p.cfg.MaxCapture)
+			if errors.Is(err, guard.ErrBodyTimeout) {
+				p.metrics.upstreamErrors.WithLabelValues("body_timeout").Inc()
+				answer(w, rt.API, refusal{status: http.StatusRequestTimeout, kind: "invalid_request_error", code: "body_timeout",
+					message: fmt.Sprintf("tokenmeter proxy: the request body did not arrive within %s", p.cfg.BodyTimeout)})
+				return
+			}
 			if err != nil {
 				p.metrics.upstreamErrors.WithLabelValues("client_gone").Inc()
 				http.Error(w, "read the request body: "+err.Error(), http.StatusBadRequest)
@@ -360,19 +442,47 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-// upstreamError answers 502 when the upstream cannot be reached, as an OpenAI-shaped error
-// that every SDK can read.
+// upstreamError answers 502 when the upstream cannot be reached or does not answer in time,
+// in the route's error shape. The answer is generic: the error names the upstream's address
+// and the proxy's network, which are the operators' business (the log has it), not the
+// client's.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		p.metrics.upstreamErrors.WithLabelValues("client_gone").Inc()
 		return // the client hung up; nobody is listening for the answer
 	}
-	p.metrics.upstreamErrors.WithLabelValues("unreachable").Inc()
+	ref := refusal{status: http.StatusBadGateway, kind: "tokenmeter_proxy_error", code: "upstream_unreachable",
+		message: "tokenmeter proxy: the upstream could not be reached"}
+	var ne net.Error
+	switch {
+	case errors.Is(err, guard.ErrBodyTimeout):
+		// The client's body, not the upstream, was late.
+		ref = refusal{status: http.StatusRequestTimeout, kind: "invalid_request_error", code: "body_timeout",
+			message: fmt.Sprintf("tokenmeter proxy: the request body did not arrive within %s", p.cfg.BodyTimeout)}
+	case errors.As(err, &ne) && ne.Timeout():
+		ref.code, ref.message = "upstream_timeout", "tokenmeter proxy: the upstream did not answer in time"
+	}
+	p.metrics.upstreamErrors.WithLabelValues(strings.TrimPrefix(ref.code, "upstream_")).Inc() // unreachable, timeout, body_timeout
 	p.cfg.Logger.Warn("upstream request failed", "path", r.URL.Path, "err", err)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadGateway)
-	fmt.Fprintf(w, `{"error":{"message":%q,"type":"tokenmeter_proxy_error","code":"upstream_unreachable"}}`+"\n",
-		"tokenmeter proxy: the upstream could not be reached: "+err.Error())
+	api := APIOpenAI
+	if c, ok := r.Context().Value(callKey{}).(*call); ok {
+		api = c.route.API
+	} else {
+		api = p.apiOf(r)
+	}
+	if api == APIAnthropic {
+		ref.kind = "api_error"
+	}
+	answer(w, api, ref)
+}
+
+// budgetErrorType is the error type of a refusal under a budget cap: the one each API uses
+// for running out of what the caller may spend.
+func budgetErrorType(api API) string {
+	if api == APIAnthropic {
+		return "rate_limit_error"
+	}
+	return "insufficient_quota"
 }
 
 // emit completes the event read from a response and hands it to the emitter.
@@ -444,7 +554,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	addr := ln.Addr().String()
 	p.addr.Store(&addr)
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute} // bodies: guard.Bodies
 	p.cfg.Logger.Info("proxy listening", "addr", addr, "routes", len(p.routes))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -447,14 +447,20 @@ func TestPassThrough(t *testing.T) {
 	if n := h.outcome("upstream_error"); n != 1 {
 		t.Errorf("upstream_error = %v, want 1", n)
 	}
-	// The proxy's own endpoints.
-	resp, err = http.Get(h.srv.URL + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("/healthz: %d", resp.StatusCode)
+	// The proxy's own endpoints are on its ops handler, not on the address its clients use.
+	ops := httptest.NewServer(h.proxy.OpsHandler())
+	defer ops.Close()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		for base, want := range map[string]int{ops.URL: 200, h.srv.URL: 404} {
+			resp, err = http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("GET %s%s: %d, want %d", base, path, resp.StatusCode, want)
+			}
+		}
 	}
 }
 
@@ -593,8 +599,12 @@ func TestNoUsageAndUnreachable(t *testing.T) {
 	}
 	got, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(got), `"code":"upstream_unreachable"`) {
-		t.Fatalf("unreachable upstream: %d %s", resp.StatusCode, got)
+	// Generic: the error would name the upstream's address.
+	if want := `{"error":{"code":"upstream_unreachable","message":"tokenmeter proxy: the upstream could not be reached","type":"tokenmeter_proxy_error"}}` + "\n"; resp.StatusCode != http.StatusBadGateway || string(got) != want {
+		t.Fatalf("unreachable upstream: %d %s, want 502 %s", resp.StatusCode, got, want)
+	}
+	if strings.Contains(string(got), strings.TrimPrefix(h.upstream.URL, "http://")) {
+		t.Fatalf("the answer names the upstream: %s", got)
 	}
 	if st := h.em.Stats(); st.Emitted != 0 {
 		t.Fatalf("emitted %d events, want 0", st.Emitted)

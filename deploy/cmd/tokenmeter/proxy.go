@@ -11,17 +11,21 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/emit"
 	"github.com/tokenmeter/tokenmeter/collector/proxy"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // proxyFlags is what `tokenmeter proxy` is configured with.
 type proxyFlags struct {
 	cfg      proxy.Config
+	opsAddr  string
 	natsURL  string
 	keys     string
 	emitOpts emit.Options
@@ -52,6 +56,11 @@ func parseProxyFlags(args []string) (proxyFlags, error) {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	var f proxyFlags
 	fs.StringVar(&f.cfg.Addr, "addr", envOr("TOKENMETER_PROXY_ADDR", proxy.DefaultAddr), "proxy listen address")
+	fs.StringVar(&f.opsAddr, "ops", envOr("TOKENMETER_PROXY_OPS_ADDR", "127.0.0.1:9105"), "address of /healthz, /readyz and /metrics (never served on -addr)")
+	fs.DurationVar(&f.cfg.ResponseHeaderTimeout, "response-header-timeout", proxy.DefaultResponseHeaderTimeout,
+		"longest wait for an upstream's response headers (the OpenAI and Anthropic SDKs' own default timeout); then 502")
+	fs.IntVar(&f.cfg.MaxBodies, "max-bodies", proxy.DefaultMaxBodies, "most request bodies read at once (more are answered 503 with Retry-After)")
+	fs.DurationVar(&f.cfg.BodyTimeout, "body-timeout", proxy.DefaultBodyTimeout, "longest a request body may take to arrive (slower is answered 408)")
 	fs.StringVar(&f.natsURL, "nats", envOr("TOKENMETER_NATS_URL", "nats://127.0.0.1:4222"), "NATS URL of the pipeline (the emitter buffers while it is down)")
 	openai := fs.String("openai", envOr("TOKENMETER_OPENAI_UPSTREAM", "https://api.openai.com"), `upstream of the /openai route ("" = no route)`)
 	anthropic := fs.String("anthropic", envOr("TOKENMETER_ANTHROPIC_UPSTREAM", "https://api.anthropic.com"), `upstream of the /anthropic route ("" = no route)`)
@@ -119,6 +128,10 @@ func runProxy(ctx context.Context, args []string) (err error) {
 		}
 	}()
 	f.cfg.Emitter = em
+	// Budget hard caps: calls of a capped scope are refused before they are forwarded. The
+	// caps load once NATS answers; until then every call is forwarded.
+	f.cfg.Budgets = budget.NewEnforcer(nil, log.With("stage", "proxy"))
+	go watchBudgets(ctx, nc, f.cfg.Budgets, log)
 	p, err := proxy.New(f.cfg)
 	if err != nil {
 		return err
@@ -127,5 +140,24 @@ func runProxy(ctx context.Context, args []string) (err error) {
 		fmt.Printf("proxy route  http://%s%s  ->  %s (%s)\n", f.cfg.Addr, r.Prefix, r.Upstream, r.API)
 	}
 	fmt.Printf("emitting usage events to NATS at %s; %d API keys bound. Stop with Ctrl-C.\n", f.natsURL, f.cfg.Bindings.Len())
+	defer ops.Serve(f.opsAddr, p.OpsHandler(), func(err error) { log.Error("ops endpoints", "err", err) })()
 	return p.Run(ctx)
+}
+
+// watchBudgets sets up the budget watch, trying again every 5 s while NATS cannot be reached.
+func watchBudgets(ctx context.Context, nc *nats.Conn, enf *budget.Enforcer, log *slog.Logger) {
+	for {
+		js, err := jetstream.New(nc)
+		if err == nil {
+			if err = enf.Watch(ctx, js); err == nil {
+				return
+			}
+		}
+		log.Warn("budget hard caps not loaded yet", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
