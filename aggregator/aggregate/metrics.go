@@ -19,7 +19,8 @@ type metrics struct {
 	dedupIDs           *prometheus.GaugeVec
 	// dedupResponses is the size of the response sets.
 	dedupResponses *prometheus.GaugeVec
-	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response).
+	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response:
+	// the sets cannot vouch for their hours; id_found, response_found: the sets found them).
 	lookups *prometheus.CounterVec
 	// repairs counts the correction rows written into the roll-ups, by table, and the time
 	// units left unrepaired because they hold rows from before migration 0064 (table
@@ -72,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"partition"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_lookups_total",
-			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried.",
+			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried; and those the sets found (kind=id_found, response_found), confirmed in ClickHouse, which also tells a duplicate from a conflict.",
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_rollup_repairs_total",
@@ -82,6 +83,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.inserts.WithLabelValues("ok")
 	m.lookups.WithLabelValues("id")
 	m.lookups.WithLabelValues("response")
+	m.lookups.WithLabelValues("id_found")
+	m.lookups.WithLabelValues("response_found")
 	m.inserts.WithLabelValues("error")
 	for _, t := range []string{"spend_1m", "spend_1d", "skipped_minutes", "skipped_days"} {
 		m.repairs.WithLabelValues(t)

@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 )
 
 // store reads back what ClickHouse holds of a partition: event ids with the content
@@ -75,45 +76,40 @@ func (s store) oldHours(ctx context.Context, p int, since time.Time, fn func(hou
 	return nil
 }
 
-// ref names what a lookup looks for: an event id or a provider response id, with the event's
-// own time. The time bounds the lookup's scan: usage_events is ordered by the hour of the
-// event's time, so ClickHouse reads only the hours asked for instead of the whole table.
-type ref struct {
-	id   string
-	time time.Time
-}
-
 // lookupChunk bounds the ids of one lookup query, whose text ClickHouse caps at
 // max_query_size (256 KiB by default).
 const lookupChunk = 1000
 
-// chunks sorts refs by time and calls fn with consecutive runs of at most lookupChunk, as a
-// parenthesised list of their ids, and the first and last second of their times widened by
-// margin.
-func chunks(refs []ref, margin time.Duration, fn func(ids clickhouse.GroupSet, from, to int64) error) error {
-	slices.SortFunc(refs, func(a, b ref) int { return a.time.Compare(b.time) })
+// chunks sorts refs by the start of their spans and calls fn with consecutive runs of at most
+// lookupChunk, as a parenthesised list of their ids, and the first and last second their spans
+// cover. usage_events is ordered by the hour of the event's time, so ClickHouse reads only
+// those hours instead of the whole table.
+func chunks(refs []dedup.Ref, fn func(ids clickhouse.GroupSet, from, to int64) error) error {
+	slices.SortFunc(refs, func(a, b dedup.Ref) int { return a.From.Compare(b.From) })
 	for len(refs) > 0 {
 		chunk := refs[:min(len(refs), lookupChunk)]
 		refs = refs[len(chunk):]
 		// A GroupSet binds as a parenthesised list; a plain slice would bind as an array,
 		// which IN does not take on ClickHouse 18.
 		set := clickhouse.GroupSet{Value: make([]any, len(chunk))}
+		to := chunk[0].To
 		for i, r := range chunk {
-			set.Value[i] = r.id
+			set.Value[i] = r.ID
+			if r.To.After(to) {
+				to = r.To
+			}
 		}
-		from := chunk[0].time.Add(-margin).Truncate(time.Second).Unix()
-		to := chunk[len(chunk)-1].time.Add(margin).Unix()
-		if err := fn(set, from, to); err != nil {
+		if err := fn(set, chunk[0].From.Truncate(time.Second).Unix(), to.Unix()); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// existing calls fn with each event of partition p whose id and own time (to the second) are
-// one of refs', and its content fingerprint.
-func (s store) existing(ctx context.Context, p int, refs []ref, fn func(id string, fp uint64)) error {
-	return chunks(refs, 0, func(set clickhouse.GroupSet, from, to int64) error {
+// existing calls fn with each event of partition p whose id is one of refs' and whose own
+// time (to the second) lies within the spans of refs' chunk, and its content fingerprint.
+func (s store) existing(ctx context.Context, p int, refs []dedup.Ref, fn func(id string, fp uint64)) error {
+	return chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
 		if err := s.lookup(ctx, p, set, from, to, fn); err != nil {
 			return fmt.Errorf("look up %d event ids of partition %d in %s.usage_events: %w", len(set.Value), p, s.db, err)
 		}
@@ -122,10 +118,10 @@ func (s store) existing(ctx context.Context, p int, refs []ref, fn func(id strin
 }
 
 // existingResponses calls fn with the provider and response id of every event of partition p
-// whose response id is one of refs' and whose time lies within margin of that ref's. The
+// whose response id is one of refs' and whose time lies within the spans of refs' chunk. The
 // caller matches the provider (in lower case, as dedup.ResponseKeyOf does).
-func (s store) existingResponses(ctx context.Context, p int, refs []ref, margin time.Duration, fn func(provider, responseID string)) error {
-	return chunks(refs, margin, func(set clickhouse.GroupSet, from, to int64) error {
+func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, fn func(provider, responseID string)) error {
+	return chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
 		if err := s.lookupResponses(ctx, p, set, from, to, fn); err != nil {
 			return fmt.Errorf("look up %d response ids of partition %d in %s.usage_events: %w", len(set.Value), p, s.db, err)
 		}

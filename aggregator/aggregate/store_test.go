@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 )
@@ -35,11 +36,12 @@ func seedHour(tb testing.TB, hour time.Time, n int) store {
 func TestExistingLooksNearTheEventsTimes(t *testing.T) {
 	hour := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
 	s := seedHour(t, hour, 3600) // evt-i at hour + i seconds
-	refs := []ref{
-		{id: "evt-30", time: hour.Add(30 * time.Second)},                      // its time
-		{id: "evt-10", time: hour.Add(10*time.Second + 300*time.Millisecond)}, // its time, with milliseconds
-		{id: "evt-3000", time: hour.Add(20 * time.Second)},                    // stored 50 minutes later
-		{id: "evt-none", time: hour.Add(20 * time.Second)},                    // not stored
+	at := func(id string, t time.Time) dedup.Ref { return dedup.Ref{ID: id, From: t, To: t} }
+	refs := []dedup.Ref{
+		at("evt-30", hour.Add(30*time.Second)),                      // its time
+		at("evt-10", hour.Add(10*time.Second+300*time.Millisecond)), // its time, with milliseconds
+		at("evt-3000", hour.Add(20*time.Second)),                    // stored 50 minutes later
+		at("evt-none", hour.Add(20*time.Second)),                    // not stored
 	}
 	var got []string
 	if err := s.existing(context.Background(), 0, refs, func(id string, _ uint64) { got = append(got, id) }); err != nil {
@@ -59,12 +61,13 @@ func BenchmarkExistingOld(b *testing.B) {
 	hour := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
 	s := seedHour(b, hour, perHour)
 	rng := rand.New(rand.NewPCG(1, 2))
-	refs := make([]ref, lookupChunk)
+	refs := make([]dedup.Ref, lookupChunk)
 	found := 0
 	for b.Loop() {
 		for i := range refs {
 			n := rng.IntN(perHour)
-			refs[i] = ref{id: fmt.Sprintf("evt-%d", n), time: hour.Add(time.Duration(n) * (time.Hour / perHour))}
+			t := hour.Add(time.Duration(n) * (time.Hour / perHour))
+			refs[i] = dedup.Ref{ID: fmt.Sprintf("evt-%d", n), From: t, To: t}
 		}
 		if err := s.existing(context.Background(), 0, refs, func(string, uint64) { found++ }); err != nil {
 			b.Fatal(err)

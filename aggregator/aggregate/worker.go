@@ -43,14 +43,7 @@ var errLeaseLapsed = errors.New("the partition's lease lapsed before the batch w
 type pending struct {
 	msgs      []jetstream.Msg
 	rows      []batch.Row
-	conflicts []conflict
-}
-
-// conflict is a copy of an event whose id is already stored (or earlier in the batch) with
-// different content. The first copy is kept; this one is dropped and reported.
-type conflict struct {
-	row         batch.Row
-	stored, got uint64 // content fingerprints of the kept copy and of this one
+	conflicts []dedup.Conflict
 }
 
 // worker is the single writer of one partition.
@@ -59,22 +52,34 @@ type worker struct {
 	p     int
 	log   *slog.Logger
 	store store
-	set   *dedup.Set
-	// resp holds the provider responses (dedup.ResponseKeyOf) written within the window: a
-	// second report of one call, under another event id, is dropped.
-	resp     *dedup.Set
-	cons     jetstream.Consumer
-	lease    *lease.Lease
-	seen     map[dedup.Key]uint64   // ids of the batch being filtered → content fingerprint
-	seenResp map[dedup.Key]struct{} // responses of the batch being filtered
+	// dedup decides which rows are new: the ids and provider responses written within the
+	// window, confirmed in ClickHouse (lookups).
+	dedup *dedup.Filter
+	cons  jetstream.Consumer
+	lease *lease.Lease
+}
+
+// lookups is a worker's dedup.Store: its partition's lookups in ClickHouse, retried through
+// the breaker until they succeed or ctx ends.
+type lookups struct{ wk *worker }
+
+func (l lookups) Events(ctx context.Context, refs []dedup.Ref, fn func(id string, fp uint64)) error {
+	wk := l.wk
+	return wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
+		return wk.store.existing(ctx, wk.p, refs, fn)
+	}, &wk.p)
+}
+
+func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(provider, responseID string)) error {
+	wk := l.wk
+	return wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
+		return wk.store.existingResponses(ctx, wk.p, refs, fn)
+	}, &wk.p)
 }
 
 func (a *Aggregator) runPartition(ctx context.Context, st store, l *lease.Lease, p int) error {
-	wk := &worker{
-		a: a, p: p, store: st, log: a.log.With("partition", p), lease: l,
-		set: dedup.New(a.cfg.DedupWindow, a.now), seen: make(map[dedup.Key]uint64),
-		resp: dedup.New(a.cfg.DedupWindow, a.now), seenResp: make(map[dedup.Key]struct{}),
-	}
+	wk := &worker{a: a, p: p, store: st, log: a.log.With("partition", p), lease: l}
+	wk.dedup = dedup.NewFilter(a.cfg.DedupWindow, a.now, lookups{wk})
 	// The lease is renewed until the worker is done, including an INSERT finishing after
 	// ctx ended, and released then.
 	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
@@ -164,31 +169,24 @@ func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
 	var recent affected
 	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
-		wk.set = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
-		wk.resp = dedup.New(wk.a.cfg.DedupWindow, wk.a.now)
+		wk.dedup = dedup.NewFilter(wk.a.cfg.DedupWindow, wk.a.now, lookups{wk})
 		recent = affected{}
-		floor := wk.set.Floor()
+		floor := wk.dedup.Floor()
 		err := wk.store.ids(ctx, wk.p, floor, func(e *stored) {
 			recent.add(e.time)
-			at := keptFrom(e.ingested, e.time)
-			wk.set.Add(dedup.KeyOf(e.id), e.fp, at, e.time)
-			if e.responseID != "" {
-				wk.resp.Add(dedup.ResponseKeyOf(e.provider, e.responseID), 0, at, e.time)
-			}
+			wk.dedup.Load(e.id, e.provider, e.responseID, e.ingested, e.time)
 		})
 		if err != nil {
 			return err
 		}
-		return wk.store.oldHours(ctx, wk.p, floor, func(hour time.Time) {
-			wk.set.Uncover(hour)
-			wk.resp.Uncover(hour)
-		})
+		return wk.store.oldHours(ctx, wk.p, floor, wk.dedup.Uncover)
 	}, &wk.p)
 	if err != nil {
 		return err
 	}
 	wk.setGauges()
-	wk.log.Info("loaded the de-duplication set", "ids", wk.set.Len(), "responses", wk.resp.Len(), "since", wk.set.Floor(), "took", time.Since(start))
+	ids, responses := wk.dedup.Len()
+	wk.log.Info("loaded the de-duplication set", "ids", ids, "responses", responses, "since", wk.dedup.Floor(), "took", time.Since(start))
 	return wk.repair(ctx, recent, "at start-up")
 }
 
@@ -221,8 +219,20 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 
 func (wk *worker) setGauges() {
 	p := strconv.Itoa(wk.p)
-	wk.a.m.dedupIDs.WithLabelValues(p).Set(float64(wk.set.Len()))
-	wk.a.m.dedupResponses.WithLabelValues(p).Set(float64(wk.resp.Len()))
+	ids, responses := wk.dedup.Len()
+	wk.a.m.dedupIDs.WithLabelValues(p).Set(float64(ids))
+	wk.a.m.dedupResponses.WithLabelValues(p).Set(float64(responses))
+}
+
+// count adds what the filter dropped and looked up to the metrics.
+func (wk *worker) count(c dedup.Counts) {
+	m := wk.a.m
+	m.duplicates.Add(float64(c.Duplicates))
+	m.responseDuplicates.Add(float64(c.ResponseDuplicates))
+	m.lookups.WithLabelValues("id").Add(float64(c.IDLookups))
+	m.lookups.WithLabelValues("response").Add(float64(c.ResponseLookups))
+	m.lookups.WithLabelValues("id_found").Add(float64(c.IDConfirms))
+	m.lookups.WithLabelValues("response_found").Add(float64(c.ResponseConfirms))
 }
 
 // fetch collects batches until ctx is done, then closes out. A batch closes when it holds
@@ -432,24 +442,19 @@ func (wk *worker) deadLetter(msg jetstream.Msg, reason error) {
 	}
 }
 
-// flush writes the rows of b that ClickHouse does not hold yet, then acks b's messages. It
-// retries ClickHouse until it succeeds; it returns errStopped when ctx ends first.
+// flush writes the rows of b that ClickHouse does not hold yet, then acks b's messages:
+// filter, insert, remember, ack (see dedup.Filter). It retries ClickHouse until it succeeds;
+// it returns errStopped when ctx ends first.
 func (wk *worker) flush(ctx context.Context, b *pending) error {
-	if n, r := wk.set.Expire(), wk.resp.Expire(); n > 0 || r > 0 {
+	if n, r := wk.dedup.Expire(); n > 0 || r > 0 {
 		wk.log.Info("expired event ids from the de-duplication set", "ids", n, "responses", r)
 	}
-	rows, old := wk.filter(b)
-
-	// Events timed before the sets' floor may be in ClickHouse without being in the sets, and
-	// so may their responses.
-	if len(old) > 0 {
-		if err := wk.dropExisting(ctx, b, &rows, old); err != nil {
-			return errStopped
-		}
-	}
-	if err := wk.dropExistingResponses(ctx, &rows); err != nil {
+	rows, conflicts, counts, err := wk.dedup.Fresh(ctx, b.rows)
+	wk.count(counts)
+	if err != nil {
 		return errStopped
 	}
+	b.conflicts = append(b.conflicts, conflicts...)
 
 	// uncertain collects the minutes of the rows that an INSERT of unknown outcome carried:
 	// their roll-ups may lack what usage_events got.
@@ -468,13 +473,13 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 			if err := wk.a.awaitNoInserts(ctx, wk.store, "waiting for a failed INSERT to finish before checking which rows landed"); err != nil {
 				return errStopped
 			}
-			refs := make([]ref, len(rows))
-			for i := range rows {
-				refs[i] = ref{id: rows[i].ID, time: rows[i].Time}
-			}
-			if err := wk.dropExisting(ctx, b, &rows, refs); err != nil {
+			var err error
+			rows, conflicts, counts, err = wk.dedup.Landed(ctx, rows)
+			wk.count(counts)
+			if err != nil {
 				return errStopped
 			}
+			b.conflicts = append(b.conflicts, conflicts...)
 		}
 		err := wk.insert(ctx, rows)
 		if err == nil {
@@ -507,13 +512,7 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		}
 	}
 
-	for i := range rows {
-		at := keptFrom(rows[i].Received, rows[i].Time)
-		wk.set.Add(dedup.KeyOf(rows[i].ID), dedup.Fingerprint(&rows[i]), at, rows[i].Time)
-		if rows[i].ResponseID != "" {
-			wk.resp.Add(dedup.ResponseKeyOf(rows[i].Provider, rows[i].ResponseID), 0, at, rows[i].Time)
-		}
-	}
+	wk.dedup.Remember(rows)
 	wk.setGauges()
 	wk.a.setReady(wk.p, nil)
 	if err := wk.reportConflicts(ctx, b.conflicts); err != nil {
@@ -531,22 +530,22 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 // reportConflicts dead-letters each conflicting copy, with both fingerprints in the reason,
 // and counts it. The message id makes a second report of the same copy (after a crash before
 // the ack) harmless. It returns an error only when ctx ends before every report is stored.
-func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
+func (wk *worker) reportConflicts(ctx context.Context, cs []dedup.Conflict) error {
 	for i := range cs {
 		c := &cs[i]
-		data, err := batch.Encode([]batch.Row{c.row})
+		data, err := batch.Encode([]batch.Row{c.Row})
 		if err != nil {
-			return fmt.Errorf("encode conflicting copy of event %q: %w", c.row.ID, err)
+			return fmt.Errorf("encode conflicting copy of event %q: %w", c.Row.ID, err)
 		}
 		reason := fmt.Sprintf("conflict: event id %q is already stored with different content (fingerprint %016x, this copy %016x); the first copy is kept",
-			c.row.ID, c.stored, c.got)
+			c.Row.ID, c.Stored, c.Got)
 		dead := nats.NewMsg(stream.DeadSubject("aggregator"))
 		dead.Data = data
 		dead.Header.Set(stream.HeaderReason, reason)
 		dead.Header.Set(stream.HeaderSource, stream.Enriched+"/partition "+strconv.Itoa(wk.p))
 		dead.Header.Set(stream.HeaderSchema, batch.SchemaName)
-		msgID := fmt.Sprintf("aggregator-conflict:%s:%016x", c.row.ID, c.got)
-		err = wk.a.retry(ctx, wk.a.natsBreaker, "dead-letter a conflicting copy of event "+strconv.Quote(c.row.ID), func(ctx context.Context) error {
+		msgID := fmt.Sprintf("aggregator-conflict:%s:%016x", c.Row.ID, c.Got)
+		err = wk.a.retry(ctx, wk.a.natsBreaker, "dead-letter a conflicting copy of event "+strconv.Quote(c.Row.ID), func(ctx context.Context) error {
 			pctx, cancel := context.WithTimeout(ctx, ackTimeout)
 			defer cancel()
 			_, err := wk.a.js.PublishMsg(pctx, dead, jetstream.WithMsgID(msgID))
@@ -558,133 +557,6 @@ func (wk *worker) reportConflicts(ctx context.Context, cs []conflict) error {
 		wk.a.m.conflicts.Inc()
 		wk.log.Warn("dropped a conflicting copy of an event and dead-lettered it", "reason", reason)
 	}
-	return nil
-}
-
-// filter drops the rows of b whose id the set holds or that repeat an earlier row of the
-// batch; a dropped row whose content differs from the kept copy's is recorded in
-// b.conflicts. Then it drops the rows whose provider response is already written, or taken
-// earlier in the batch, under another id: the first report of a call is kept. It returns the
-// rows to insert (reusing b.rows' array) and those the set cannot vouch for: timed before its
-// floor, in an hour that events have left it from (see keptFrom and dedup.Set).
-func (wk *worker) filter(b *pending) (fresh []batch.Row, old []ref) {
-	clear(wk.seen)
-	clear(wk.seenResp)
-	floor := wk.set.Floor()
-	rows := b.rows
-	fresh = rows[:0]
-	dups, respDups := 0, 0
-	for i := range rows {
-		k := dedup.KeyOf(rows[i].ID)
-		fp := dedup.Fingerprint(&rows[i])
-		stored, ok := wk.seen[k]
-		if !ok {
-			stored, ok = wk.set.Lookup(k)
-		}
-		if ok {
-			if stored != fp {
-				b.conflicts = append(b.conflicts, conflict{row: rows[i], stored: stored, got: fp})
-			} else {
-				dups++
-			}
-			continue
-		}
-		if rid := rows[i].ResponseID; rid != "" {
-			rk := dedup.ResponseKeyOf(rows[i].Provider, rid)
-			_, taken := wk.seenResp[rk]
-			if taken || wk.resp.Has(rk) {
-				// Not recorded in seen: a later copy of this id is dropped the same way,
-				// rather than compared with a copy that was never written.
-				respDups++
-				continue
-			}
-			wk.seenResp[rk] = struct{}{}
-		}
-		wk.seen[k] = fp
-		if rows[i].Time.Before(floor) && !wk.set.Vouches(rows[i].Time) {
-			old = append(old, ref{id: rows[i].ID, time: rows[i].Time})
-		}
-		fresh = append(fresh, rows[i])
-	}
-	wk.a.m.duplicates.Add(float64(dups))
-	wk.a.m.responseDuplicates.Add(float64(respDups))
-	return fresh, old
-}
-
-// dropExistingResponses removes from *rows those whose provider response ClickHouse already
-// holds under another id (dropExisting ran first) and the response set cannot vouch for:
-// those timed before its floor, or within responseSkew after it, since the report written
-// first may carry another emitter's clock — in an hour that reports have left the set from.
-func (wk *worker) dropExistingResponses(ctx context.Context, rows *[]batch.Row) error {
-	horizon := wk.resp.Floor().Add(responseSkew)
-	unvouched := func(r *batch.Row) bool {
-		return r.ResponseID != "" && r.Time.Before(horizon) &&
-			!(wk.resp.Vouches(r.Time.Add(-responseSkew)) && wk.resp.Vouches(r.Time.Add(responseSkew)))
-	}
-	var refs []ref
-	for i := range *rows {
-		if r := &(*rows)[i]; unvouched(r) {
-			refs = append(refs, ref{id: r.ResponseID, time: r.Time})
-		}
-	}
-	if len(refs) == 0 {
-		return nil
-	}
-	wk.a.m.lookups.WithLabelValues("response").Add(float64(len(refs)))
-	found := make(map[dedup.Key]struct{})
-	err := wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
-		clear(found)
-		return wk.store.existingResponses(ctx, wk.p, refs, responseSkew, func(provider, rid string) {
-			found[dedup.ResponseKeyOf(provider, rid)] = struct{}{}
-		})
-	}, &wk.p)
-	if err != nil || len(found) == 0 {
-		return err
-	}
-	kept := (*rows)[:0]
-	dups := 0
-	for _, r := range *rows {
-		if unvouched(&r) {
-			if _, ok := found[dedup.ResponseKeyOf(r.Provider, r.ResponseID)]; ok {
-				dups++
-				continue
-			}
-		}
-		kept = append(kept, r)
-	}
-	wk.a.m.responseDuplicates.Add(float64(dups))
-	*rows = kept
-	return nil
-}
-
-// dropExisting removes from *rows those that ClickHouse already holds, looked up by refs (their
-// ids and times); one whose stored content differs is recorded in b.conflicts.
-func (wk *worker) dropExisting(ctx context.Context, b *pending, rows *[]batch.Row, refs []ref) error {
-	wk.a.m.lookups.WithLabelValues("id").Add(float64(len(refs)))
-	found := make(map[string]uint64)
-	err := wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
-		clear(found)
-		return wk.store.existing(ctx, wk.p, refs, func(id string, fp uint64) { found[id] = fp })
-	}, &wk.p)
-	if err != nil || len(found) == 0 {
-		return err
-	}
-	kept := (*rows)[:0]
-	dups := 0
-	for _, r := range *rows {
-		stored, ok := found[r.ID]
-		if !ok {
-			kept = append(kept, r)
-			continue
-		}
-		if fp := dedup.Fingerprint(&r); fp != stored {
-			b.conflicts = append(b.conflicts, conflict{row: r, stored: stored, got: fp})
-		} else {
-			dups++
-		}
-	}
-	wk.a.m.duplicates.Add(float64(dups))
-	*rows = kept
 	return nil
 }
 
@@ -741,19 +613,3 @@ func (wk *worker) nak(b *pending) {
 		_ = m.Nak()
 	}
 }
-
-// keptFrom is the time from which the sets keep an event: the later of when it was received
-// and its own time. A copy sent again carries the same time, however late it comes, so a copy
-// timed at or after the floor finds its first copy in the sets (kept from no earlier than that
-// time), and one timed before the floor is looked up in ClickHouse near that time. The sets'
-// window therefore bounds only memory, not how late a re-sent copy is still caught.
-func keptFrom(received, eventTime time.Time) time.Time {
-	if eventTime.After(received) {
-		return eventTime
-	}
-	return received
-}
-
-// responseSkew is how far apart two reports of one provider call may be timed by their
-// emitters' clocks (a proxy's and an SDK's) and still be found in ClickHouse as one call.
-const responseSkew = 5 * time.Minute

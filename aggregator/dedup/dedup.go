@@ -1,12 +1,17 @@
-// Package dedup is the per-partition set of event ids already written to ClickHouse, each
-// with the fingerprint of its content. The aggregator's single writer of a partition consults
-// it before every insert, so an event id never reaches usage_events twice while its first copy
-// is inside the window, and a second copy whose content differs is recognised as a conflict.
-// A second Set of the same kind holds the provider responses (ResponseKeyOf) written, so that
-// one call reported by two emitters under different event ids is written once.
+// Package dedup decides which rows of a batch are new to ClickHouse (Filter), for the
+// aggregator's single writer of a partition: an event id never reaches usage_events twice,
+// a second copy whose content differs is recognised as a conflict, and one call reported by
+// two emitters under different event ids (one provider response) is written once.
+//
+// A Filter keeps, per partition, compact sets (Set) of the ids and provider responses written
+// within a window, 40 bits of each: a key absent from a set is absent from ClickHouse (for the
+// hours the set vouches for), and a key present is confirmed in ClickHouse (Store), which also
+// gives the stored copy's content fingerprint. A false positive costs a lookup, never an event.
 package dedup
 
 import (
+	"math"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -14,9 +19,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
-// Key identifies an event id with 128 bits: two independent 64-bit hashes, so that a
-// collision — which would silently drop a real event — is out of reach even for billions of
-// ids (about 1e-20 for a billion ids, against 1e-2 with 64 bits).
+// Key identifies an event id with 128 bits: two independent 64-bit hashes. A Filter tells the
+// ids of one batch apart by the whole key (a collision, about 1e-20 for a billion ids, would
+// drop a real event); a Set keeps 40 bits of it and confirms what it finds in ClickHouse.
 type Key [2]uint64
 
 // keySuffix makes the second hash independent of the first.
@@ -56,11 +61,17 @@ func ResponseKeyOf(provider, responseID string) Key {
 	return Key{a.Sum64(), b.Sum64()}
 }
 
-// Set holds the keys of events kept from a time within a window of now (the caller chooses
-// that time: the aggregator keeps an event from the later of its receipt and its own time),
-// bucketed by that time, so that whole buckets expire at once. A bucket spans a 72nd of the
-// window (50 s of the aggregator's default hour), so the set holds at most a 72nd more than
-// the window.
+// Set holds 40-bit tags of the keys of events kept from a time within a window of now (the
+// caller chooses that time: the aggregator keeps an event from the later of its receipt and
+// its own time), each with the bucket of that time, so that whole buckets expire at once. A
+// bucket spans a 72nd of the window (50 s of the aggregator's default hour), so the set holds
+// at most a 72nd more than the window.
+//
+// The tags live in one open-addressing table (linear probing, the slot derived from the tag,
+// so that the table can be rebuilt without the keys): 6 bytes a key, at a load between
+// minLoad and maxLoad. Find of a key not in the set answers false, except for a tag collision
+// (about n/2^40 for n keys in the set); Find of a key in the set always answers true, with the
+// hours of event time the key's copy was timed in, where the caller confirms it.
 //
 // It also remembers which hours of event time it cannot vouch for: those of every event that
 // left it, or was written without entering it (Add of a time before Floor), or that its
@@ -70,30 +81,50 @@ func ResponseKeyOf(provider, responseID string) Key {
 //
 // It is not safe for concurrent use: it belongs to the one worker that writes its partition.
 type Set struct {
-	window  time.Duration
-	width   int64 // of a bucket, in seconds
-	now     func() time.Time
-	ids     map[Key]uint64 // key → content fingerprint
+	window time.Duration
+	width  int64 // of a bucket, in seconds
+	now    func() time.Time
+	// tags holds the upper 32 bits of each key's tag (0: an empty slot), meta the lower 8
+	// bits and the key's bucket slot (an index into slots).
+	tags    []uint32
+	meta    []uint16
+	n       int // keys in the table
 	buckets map[int64]*bucket
-	floor   int64              // oldest bucket kept
-	gone    map[int64]struct{} // hours (Unix seconds / 3600) of event time not vouched for
+	slots   [maxBuckets]*bucket // bucket slot → bucket; nil when free
+	floor   int64               // oldest bucket kept
+	gone    map[int64]struct{}  // hours (Unix seconds / 3600) of event time not vouched for
 }
 
-// bucket holds the keys kept from one bucket's span, and the hours of their events' times.
+// bucket holds the hours of the events kept from one bucket's span.
 type bucket struct {
-	keys     []Key
+	id       int64
+	slot     uint8
+	n        int
 	hours    map[int64]struct{}
+	lo, hi   int64 // first and last hour
 	lastHour int64 // the hour added last, which most events of a bucket share
 }
 
-// bucketsPerWindow is the number of buckets a window spans.
-const bucketsPerWindow = 72
+const (
+	// bucketsPerWindow is the number of buckets a window spans.
+	bucketsPerWindow = 72
+	// maxBuckets bounds the buckets held at once (the window's, the current one, and those
+	// of events timed ahead of their receipt); an event that would need another is not kept.
+	maxBuckets = 255
+	// The table is rebuilt at minLoad when an Add would take it past maxLoad, and by every
+	// Expire that removes keys (every bucket's span), which also keeps the load of a steady
+	// window near minLoad. Linear probing at 0.85 scans about 23 slots (92 bytes) to find a
+	// key absent.
+	minLoad, maxLoad = 0.75, 0.85
+	minSlots         = 64
+)
 
 // New returns an empty set keeping events kept from within window of now().
 func New(window time.Duration, now func() time.Time) *Set {
 	s := &Set{
 		window: window, width: max(int64(window/time.Second)/bucketsPerWindow, 1), now: now,
-		ids: make(map[Key]uint64), buckets: make(map[int64]*bucket), gone: make(map[int64]struct{}),
+		tags: make([]uint32, minSlots), meta: make([]uint16, minSlots),
+		buckets: make(map[int64]*bucket), gone: make(map[int64]struct{}),
 	}
 	s.floor = s.floorBucket()
 	return s
@@ -105,20 +136,52 @@ func (s *Set) floorBucket() int64 { return s.bucketOf(s.now().Add(-s.window)) }
 
 func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
 
+// tagOf returns the 40 bits of k the set keeps, as the slot word (never 0) and the low byte.
+func tagOf(k Key) (hi uint32, lo uint8) {
+	t := k[0] >> 24
+	hi, lo = uint32(t>>8), uint8(t)
+	if hi == 0 {
+		hi = 1
+	}
+	return hi, lo
+}
+
+// home is the slot where the probe for a tag starts in a table of size slots.
+func home(hi uint32, size int) int {
+	h, _ := bits.Mul64(uint64(hi)<<32, uint64(size))
+	return int(h)
+}
+
 // Floor is the start of the oldest bucket the set covers: an event kept from before it may be
 // in ClickHouse without being in the set, so the caller must look it up there.
 func (s *Set) Floor() time.Time { return time.Unix(s.floor*s.width, 0).UTC() }
 
-// Has reports whether key is in the set.
-func (s *Set) Has(k Key) bool {
-	_, ok := s.ids[k]
-	return ok
-}
-
-// Lookup returns the content fingerprint recorded with key, and whether key is in the set.
-func (s *Set) Lookup(k Key) (fingerprint uint64, ok bool) {
-	fingerprint, ok = s.ids[k]
-	return fingerprint, ok
+// Find reports whether k may be in the set and, when it may, the span of event times its copy
+// was timed in: from the start of the first hour to the end of the last of the buckets whose
+// tag matched.
+func (s *Set) Find(k Key) (from, to time.Time, ok bool) {
+	hi, lo := tagOf(k)
+	var first, last int64
+	size := len(s.tags)
+	for i := home(hi, size); s.tags[i] != 0; {
+		if s.tags[i] == hi && uint8(s.meta[i]>>8) == lo {
+			b := s.slots[uint8(s.meta[i])]
+			if !ok || b.lo < first {
+				first = b.lo
+			}
+			if !ok || b.hi > last {
+				last = b.hi
+			}
+			ok = true
+		}
+		if i++; i == size {
+			i = 0
+		}
+	}
+	if !ok {
+		return time.Time{}, time.Time{}, false
+	}
+	return time.Unix(first*3600, 0).UTC(), time.Unix(last*3600+3599, 0).UTC(), true
 }
 
 // Vouches reports whether the set holds every key written for an event timed in the hour of
@@ -133,31 +196,85 @@ func (s *Set) Vouches(eventTime time.Time) bool {
 // event timed in it that the set does not.
 func (s *Set) Uncover(eventTime time.Time) { s.gone[hourOf(eventTime)] = struct{}{} }
 
-// Add records key, with the fingerprint of its content, as kept from at, for an event timed
-// eventTime. It reports false, and records nothing, when the key is already present (the
-// first fingerprint stays) or at lies before Floor (its bucket would expire at once: the hour
-// of eventTime is uncovered instead).
-func (s *Set) Add(k Key, fingerprint uint64, at, eventTime time.Time) bool {
-	b := s.bucketOf(at)
-	if b < s.floor {
+// Add records k as kept from at, for an event timed eventTime. It reports false, and records
+// nothing but what follows, when k's tag is already recorded in at's bucket (only the hour is
+// added to the bucket), or when at lies before Floor or the set holds maxBuckets buckets
+// already (the hour of eventTime is uncovered instead).
+func (s *Set) Add(k Key, at, eventTime time.Time) bool {
+	id := s.bucketOf(at)
+	if id < s.floor {
 		s.Uncover(eventTime)
 		return false
 	}
-	if _, ok := s.ids[k]; ok {
-		return false
+	b := s.buckets[id]
+	if b == nil {
+		if b = s.newBucket(id); b == nil {
+			s.Uncover(eventTime)
+			return false
+		}
 	}
-	s.ids[k] = fingerprint
-	bk := s.buckets[b]
-	if bk == nil {
-		bk = &bucket{hours: make(map[int64]struct{}), lastHour: -1}
-		s.buckets[b] = bk
+	if h := hourOf(eventTime); h != b.lastHour {
+		b.hours[h] = struct{}{}
+		b.lastHour = h
+		b.lo, b.hi = min(b.lo, h), max(b.hi, h)
 	}
-	bk.keys = append(bk.keys, k)
-	if h := hourOf(eventTime); h != bk.lastHour {
-		bk.hours[h] = struct{}{}
-		bk.lastHour = h
+	hi, lo := tagOf(k)
+	m := uint16(lo)<<8 | uint16(b.slot)
+	size := len(s.tags)
+	i := home(hi, size)
+	for ; s.tags[i] != 0; i++ {
+		if s.tags[i] == hi && s.meta[i] == m {
+			return false
+		}
+		if i+1 == size {
+			i = -1
+		}
 	}
+	if float64(s.n+1) > maxLoad*float64(size) {
+		s.rebuild(s.n + 1)
+		s.insert(hi, m)
+	} else {
+		s.tags[i], s.meta[i] = hi, m
+	}
+	s.n++
+	b.n++
 	return true
+}
+
+func (s *Set) newBucket(id int64) *bucket {
+	for slot, b := range s.slots {
+		if b == nil {
+			b = &bucket{id: id, slot: uint8(slot), hours: make(map[int64]struct{}), lastHour: -1, lo: math.MaxInt64, hi: math.MinInt64}
+			s.slots[slot] = b
+			s.buckets[id] = b
+			return b
+		}
+	}
+	return nil
+}
+
+// insert puts a tag known to be absent into the table, which has room.
+func (s *Set) insert(hi uint32, m uint16) {
+	size := len(s.tags)
+	i := home(hi, size)
+	for s.tags[i] != 0 {
+		if i++; i == size {
+			i = 0
+		}
+	}
+	s.tags[i], s.meta[i] = hi, m
+}
+
+// rebuild moves the tags of live buckets into a table sized for n keys at minLoad.
+func (s *Set) rebuild(n int) {
+	tags, meta := s.tags, s.meta
+	size := max(int(float64(n)/minLoad)+1, minSlots)
+	s.tags, s.meta = make([]uint32, size), make([]uint16, size)
+	for i, t := range tags {
+		if t != 0 && s.slots[uint8(meta[i])] != nil {
+			s.insert(t, meta[i])
+		}
+	}
 }
 
 // Expire drops the buckets that have left the window, uncovering the hours of their events,
@@ -168,22 +285,24 @@ func (s *Set) Expire() int {
 		return 0
 	}
 	n := 0
-	for b, bk := range s.buckets {
-		if b >= floor {
+	for id, b := range s.buckets {
+		if id >= floor {
 			continue
 		}
-		for _, k := range bk.keys {
-			delete(s.ids, k)
-		}
-		for h := range bk.hours {
+		for h := range b.hours {
 			s.gone[h] = struct{}{}
 		}
-		n += len(bk.keys)
-		delete(s.buckets, b)
+		n += b.n
+		s.slots[b.slot] = nil
+		delete(s.buckets, id)
 	}
 	s.floor = floor
+	if n > 0 {
+		s.n -= n
+		s.rebuild(s.n)
+	}
 	return n
 }
 
 // Len is the number of keys in the set.
-func (s *Set) Len() int { return len(s.ids) }
+func (s *Set) Len() int { return s.n }

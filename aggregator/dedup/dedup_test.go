@@ -2,11 +2,18 @@ package dedup
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
+
+// has reports whether Find finds the key of id.
+func has(s *Set, id string) bool {
+	_, _, ok := s.Find(KeyOf(id))
+	return ok
+}
 
 func TestKeyOf(t *testing.T) {
 	a, b := KeyOf("evt_1"), KeyOf("evt_2")
@@ -30,23 +37,21 @@ func TestSetWindow(t *testing.T) {
 	}
 	add := func(id string, at time.Time, want bool) {
 		t.Helper()
-		if got := s.Add(KeyOf(id), uint64(len(id)), at, at); got != want {
+		if got := s.Add(KeyOf(id), at, at); got != want {
 			t.Fatalf("Add(%s, %v) = %v, want %v", id, at, got, want)
 		}
 	}
 	add("old", now.Add(-73*time.Hour), false) // before the floor
 	add("h10", time.Date(2026, 11, 23, 10, 5, 0, 0, time.UTC), true)
 	add("h12", time.Date(2026, 11, 23, 12, 59, 0, 0, time.UTC), true)
-	add("h12", time.Date(2026, 11, 23, 13, 0, 0, 0, time.UTC), false) // already present
+	add("h12", time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), false) // already present in the bucket
 	add("now", now, true)
-	if s.Len() != 3 || !s.Has(KeyOf("h10")) || s.Has(KeyOf("old")) {
-		t.Fatalf("after adds: Len() = %d, Has(h10) = %v, Has(old) = %v; want 3, true, false", s.Len(), s.Has(KeyOf("h10")), s.Has(KeyOf("old")))
+	if s.Len() != 3 || !has(s, "h10") || has(s, "old") {
+		t.Fatalf("after adds: Len() = %d, Find(h10) %v, Find(old) %v; want 3, true, false", s.Len(), has(s, "h10"), has(s, "old"))
 	}
-	if fp, ok := s.Lookup(KeyOf("h12")); !ok || fp != 3 {
-		t.Fatalf("Lookup(h12) = %d, %v; want the first fingerprint 3, true", fp, ok)
-	}
-	if fp, ok := s.Lookup(KeyOf("old")); ok || fp != 0 {
-		t.Fatalf("Lookup(old) = %d, %v; want 0, false", fp, ok)
+	// Find answers the hours the copy was timed in, where the caller confirms it.
+	if from, to, ok := s.Find(KeyOf("h12")); !ok || !from.Equal(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 11, 23, 12, 59, 59, 0, time.UTC)) {
+		t.Fatalf("Find(h12) = %v, %v, %v; want 12:00:00, 12:59:59, true", from, to, ok)
 	}
 	if n := s.Expire(); n != 0 {
 		t.Fatalf("Expire() within the same hour removed %d keys, want 0", n)
@@ -60,8 +65,8 @@ func TestSetWindow(t *testing.T) {
 		t.Errorf("Floor() at 12:30 = %v, want %v", got, want)
 	}
 	for id, want := range map[string]bool{"h10": false, "h12": true, "now": true} {
-		if got := s.Has(KeyOf(id)); got != want {
-			t.Errorf("Has(%s) at 12:30 = %v, want %v", id, got, want)
+		if got := has(s, id); got != want {
+			t.Errorf("Find(%s) at 12:30 = %v, want %v", id, got, want)
 		}
 	}
 }
@@ -74,11 +79,11 @@ func TestSetShortWindow(t *testing.T) {
 	if got, want := s.Floor(), time.Unix(1_800_000_000-600, 0).UTC(); !got.Equal(want) {
 		t.Fatalf("Floor() = %v, want %v", got, want)
 	}
-	s.Add(KeyOf("a"), 1, now.Add(-9*time.Minute), now.Add(-9*time.Minute))
-	s.Add(KeyOf("b"), 1, now, now)
+	s.Add(KeyOf("a"), now.Add(-9*time.Minute), now.Add(-9*time.Minute))
+	s.Add(KeyOf("b"), now, now)
 	now = now.Add(68 * time.Second) // the floor moves past "a"'s bucket only
-	if n := s.Expire(); n != 1 || s.Has(KeyOf("a")) || !s.Has(KeyOf("b")) {
-		t.Errorf("Expire() 68 s later removed %d, Has(a) %v, Has(b) %v; want 1, false, true", n, s.Has(KeyOf("a")), s.Has(KeyOf("b")))
+	if n := s.Expire(); n != 1 || has(s, "a") || !has(s, "b") {
+		t.Errorf("Expire() 68 s later removed %d, Find(a) %v, Find(b) %v; want 1, false, true", n, has(s, "a"), has(s, "b"))
 	}
 }
 
@@ -98,10 +103,10 @@ func TestSetVouches(t *testing.T) {
 	}
 	check("empty", map[int]bool{2: true, 5: true, 9: true, 10: true})
 
-	s.Add(KeyOf("backfill"), 1, now, hour(2))                      // history sent now: kept from now
-	s.Add(KeyOf("fresh"), 1, now, now)                             // timed now
-	s.Add(KeyOf("redelivered"), 1, now.Add(-2*time.Hour), hour(5)) // kept from before the floor: not kept
-	s.Uncover(hour(7))                                             // ClickHouse held an old event timed 07:xx
+	s.Add(KeyOf("backfill"), now, hour(2))                      // history sent now: kept from now
+	s.Add(KeyOf("fresh"), now, now)                             // timed now
+	s.Add(KeyOf("redelivered"), now.Add(-2*time.Hour), hour(5)) // kept from before the floor: not kept
+	s.Uncover(hour(7))                                          // ClickHouse held an old event timed 07:xx
 	check("after the adds", map[int]bool{2: true, 5: false, 7: false, 9: true, 10: true})
 
 	now = now.Add(2 * time.Hour) // every bucket leaves the window
@@ -122,8 +127,8 @@ func BenchmarkSet(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		k := KeyOf(ids[i&(len(ids)-1)])
-		if !s.Has(k) {
-			s.Add(k, 1, now, now)
+		if _, _, ok := s.Find(k); !ok {
+			s.Add(k, now, now)
 		}
 	}
 }
@@ -176,4 +181,89 @@ func BenchmarkKey(b *testing.B) {
 			ResponseKeyOf("openai", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5q")
 		}
 	})
+}
+
+// BenchmarkSetBytesPerID measures the resident memory of the de-duplication state per event
+// inside the window: an id and a provider response id each, in the two sets a partition's
+// writer keeps, 2^20 events over a window of an hour.
+func BenchmarkSetBytesPerID(b *testing.B) {
+	const n = 1 << 20
+	start := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	ids := make([]Key, n)
+	resps := make([]Key, n)
+	for i := range ids {
+		ids[i] = KeyOf(fmt.Sprintf("evt_%020d", i))
+		resps[i] = ResponseKeyOf("openai", fmt.Sprintf("chatcmpl-%024d", i))
+	}
+	var perID float64
+	for b.Loop() {
+		now := start
+		clock := func() time.Time { return now }
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		set, resp := New(time.Hour, clock), New(time.Hour, clock)
+		for i := range ids {
+			// Evenly over the window's hour.
+			now = start.Add(time.Duration(i) * time.Hour / n)
+			set.Add(ids[i], now, now)
+			resp.Add(resps[i], now, now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perID = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(set)
+		runtime.KeepAlive(resp)
+	}
+	b.ReportMetric(perID, "B/id")
+}
+
+// The table grows past its first size and is rebuilt as buckets expire; every key added is
+// found until its bucket leaves the window, and keys never added are not (40-bit tags: a
+// collision among these is about 2e-5 likely, and the keys are fixed).
+func TestSetGrowsAndExpires(t *testing.T) {
+	start := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	now := start
+	s := New(time.Hour, func() time.Time { return now })
+	const n = 100_000
+	for i := range n {
+		now = start.Add(time.Duration(i) * time.Hour / n)
+		if !s.Add(KeyOf(fmt.Sprintf("evt_%d", i)), now, now) {
+			t.Fatalf("Add(evt_%d) = false, want true", i)
+		}
+	}
+	count := func(prefix string, from, to int) int {
+		found := 0
+		for i := from; i < to; i++ {
+			if has(s, fmt.Sprintf("%s_%d", prefix, i)) {
+				found++
+			}
+		}
+		return found
+	}
+	if got := count("evt", 0, n); got != n || s.Len() != n {
+		t.Fatalf("found %d of %d keys, Len() = %d", got, n, s.Len())
+	}
+	if got := count("absent", 0, n); got != 0 {
+		t.Fatalf("found %d keys never added, want 0", got)
+	}
+	if load := float64(s.n) / float64(len(s.tags)); load < minLoad || load > maxLoad {
+		t.Fatalf("table of %d slots for %d keys: load %.2f outside %.2f..%.2f", len(s.tags), s.n, load, minLoad, maxLoad)
+	}
+	// Half an hour on, the first half of the keys has left the window (buckets of 50 s).
+	now = start.Add(90 * time.Minute)
+	removed := s.Expire()
+	left := count("evt", 0, n)
+	if removed+left != n || left != s.Len() || count("evt", n-left, n) != left {
+		t.Fatalf("Expire removed %d, %d found, Len() %d; want the %d keys of the last half hour found", removed, left, s.Len(), n-removed)
+	}
+	want := 0
+	for i := range n {
+		if !start.Add(time.Duration(i) * time.Hour / n).Before(s.Floor()) {
+			want++
+		}
+	}
+	if left != want {
+		t.Fatalf("%d keys left after half the window expired, want the %d kept from %v on", left, want, s.Floor())
+	}
 }

@@ -1,0 +1,278 @@
+package dedup
+
+import (
+	"context"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+)
+
+// ResponseSkew is how far apart two reports of one provider call may be timed by their
+// emitters' clocks (a proxy's and an SDK's) and still be found in ClickHouse as one call.
+const ResponseSkew = 5 * time.Minute
+
+// Ref names what a Store looks up: an event id or a provider response id, and the span of
+// event time (inclusive, to the second) in which its stored copy may be timed. The span bounds
+// the lookup's scan: usage_events is ordered by the hour of the event's time.
+type Ref struct {
+	ID       string
+	From, To time.Time
+}
+
+// Store is what a Filter needs of ClickHouse: the events its partition's writer stored. An
+// implementation retries as it sees fit and returns an error only when it gives up (the
+// writer's context ended); fn may then have been called with part of the answer, or twice.
+type Store interface {
+	// Events calls fn with the id and content fingerprint (usage_events.content_fp) of the
+	// stored events of the partition whose id is a ref's, timed within that ref's span.
+	Events(ctx context.Context, refs []Ref, fn func(id string, fp uint64)) error
+	// Responses calls fn with the provider and response id of the stored events of the
+	// partition whose response id is a ref's, timed within that ref's span. The filter
+	// matches the provider (case aside, as ResponseKeyOf).
+	Responses(ctx context.Context, refs []Ref, fn func(provider, responseID string)) error
+}
+
+// Conflict is a copy of an event whose id is already stored (or earlier in the batch) with
+// different content. The first copy is kept; this one is dropped, for the caller to report.
+type Conflict struct {
+	Row         batch.Row
+	Stored, Got uint64 // content fingerprints of the kept copy and of this one
+}
+
+// Counts says what a call of a Filter dropped and looked up.
+type Counts struct {
+	Duplicates         int // copies of an id stored, or earlier in the batch, with the same content
+	ResponseDuplicates int // second reports of a provider response under another id
+	// IDLookups and ResponseLookups count the refs looked up because the sets cannot vouch
+	// for the rows' hours; IDConfirms and ResponseConfirms those the sets found, confirmed.
+	IDLookups, IDConfirms, ResponseLookups, ResponseConfirms int
+}
+
+// Filter decides, for the single writer of a partition, which rows of a batch ClickHouse does
+// not hold yet. The writer's cycle is
+//
+//	fresh := Fresh(batch)      // what is new
+//	insert fresh               // on an error of unknown outcome: fresh = Landed(fresh), again
+//	Remember(fresh)            // only once ClickHouse holds it
+//	ack the batch
+//
+// and it writes every event id, and every provider response, at most once:
+//
+//   - An id or response in the sets is looked up in ClickHouse (a false positive of the
+//     40-bit tags costs that lookup), in the hours of event time the sets recorded for it;
+//     the lookup also gives the stored copy's content fingerprint, so a copy with other
+//     content is a Conflict, not a duplicate.
+//   - One absent from the sets is absent from ClickHouse when the sets vouch for its hour
+//     (Set.Vouches: nothing timed in it left the sets, or was written around them);
+//     otherwise it is looked up near its own time (ResponseSkew around it for a response).
+//   - Copies within the batch are compared with the first by their whole 128-bit Key.
+//   - Remember runs after the INSERT succeeded, so the sets never hold what ClickHouse does
+//     not; a writer that dies before Remember rebuilds the sets from ClickHouse (Load).
+//
+// It is not safe for concurrent use.
+type Filter struct {
+	ids, resp *Set
+	store     Store
+	// seen holds the ids of the batch being filtered, with their content fingerprints;
+	// seenResp its responses.
+	seen     map[Key]uint64
+	seenResp map[Key]struct{}
+}
+
+// NewFilter returns a filter with empty sets of the given window, looking up in store.
+func NewFilter(window time.Duration, now func() time.Time, store Store) *Filter {
+	return &Filter{
+		ids: New(window, now), resp: New(window, now), store: store,
+		seen: make(map[Key]uint64), seenResp: make(map[Key]struct{}),
+	}
+}
+
+// Floor is the start of the window the sets cover (Set.Floor).
+func (f *Filter) Floor() time.Time { return f.ids.Floor() }
+
+// Len returns the number of ids and of responses in the sets.
+func (f *Filter) Len() (ids, responses int) { return f.ids.Len(), f.resp.Len() }
+
+// Expire drops what left the window from the sets and returns how many ids and responses.
+func (f *Filter) Expire() (ids, responses int) { return f.ids.Expire(), f.resp.Expire() }
+
+// Load records an event that ClickHouse holds, received at ingested: what the writer reads
+// at start-up (events ingested, or timed, within the window).
+func (f *Filter) Load(id, provider, responseID string, ingested, eventTime time.Time) {
+	at := KeptFrom(ingested, eventTime)
+	f.ids.Add(KeyOf(id), at, eventTime)
+	if responseID != "" {
+		f.resp.Add(ResponseKeyOf(provider, responseID), at, eventTime)
+	}
+}
+
+// Uncover marks the hour of eventTime as one the sets cannot vouch for: ClickHouse holds an
+// event timed in it that they do not (read at start-up, from before the window).
+func (f *Filter) Uncover(eventTime time.Time) {
+	f.ids.Uncover(eventTime)
+	f.resp.Uncover(eventTime)
+}
+
+// Remember records rows as written: call it once ClickHouse holds them.
+func (f *Filter) Remember(rows []batch.Row) {
+	for i := range rows {
+		f.Load(rows[i].ID, rows[i].Provider, rows[i].ResponseID, rows[i].Received, rows[i].Time)
+	}
+}
+
+// Fresh returns the rows of batch that ClickHouse does not hold, reusing batch's array: it
+// drops copies of stored ids (a copy with other content is returned as a Conflict), repeats
+// of an earlier row of the batch, and rows whose provider response is stored, or taken
+// earlier in the batch, under another id (the first report of a call is kept). It returns an
+// error only when a lookup gave up.
+//
+// It looks up, in one call each, the ids and then the responses it must ask ClickHouse
+// about, and then decides row by row in the batch's order.
+func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Conflict, Counts, error) {
+	var c Counts
+	keys := make([]Key, len(rows))
+	clear(f.seen)
+	var refs []Ref
+	floor := f.ids.Floor()
+	for i := range rows {
+		r := &rows[i]
+		keys[i] = KeyOf(r.ID)
+		if _, ok := f.seen[keys[i]]; ok {
+			continue
+		}
+		f.seen[keys[i]] = 0
+		if from, to, ok := f.ids.Find(keys[i]); ok {
+			refs = append(refs, Ref{ID: r.ID, From: from, To: to})
+			c.IDConfirms++
+		} else if r.Time.Before(floor) && !f.ids.Vouches(r.Time) {
+			refs = append(refs, Ref{ID: r.ID, From: r.Time, To: r.Time})
+			c.IDLookups++
+		}
+	}
+	stored := make(map[string]uint64)
+	if len(refs) > 0 {
+		if err := f.store.Events(ctx, refs, func(id string, fp uint64) { stored[id] = fp }); err != nil {
+			return nil, nil, c, err
+		}
+	}
+
+	// The responses of the rows that the ids let through.
+	clear(f.seen)
+	clear(f.seenResp)
+	refs = refs[:0]
+	horizon := f.resp.Floor().Add(ResponseSkew)
+	for i := range rows {
+		r := &rows[i]
+		if _, ok := f.seen[keys[i]]; ok {
+			continue
+		}
+		f.seen[keys[i]] = 0
+		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
+			continue
+		}
+		rk := ResponseKeyOf(r.Provider, r.ResponseID)
+		if _, ok := f.seenResp[rk]; ok {
+			continue
+		}
+		f.seenResp[rk] = struct{}{}
+		if from, to, ok := f.resp.Find(rk); ok {
+			refs = append(refs, Ref{ID: r.ResponseID, From: from, To: to})
+			c.ResponseConfirms++
+		} else if r.Time.Before(horizon) && !(f.resp.Vouches(r.Time.Add(-ResponseSkew)) && f.resp.Vouches(r.Time.Add(ResponseSkew))) {
+			refs = append(refs, Ref{ID: r.ResponseID, From: r.Time.Add(-ResponseSkew), To: r.Time.Add(ResponseSkew)})
+			c.ResponseLookups++
+		}
+	}
+	storedResp := make(map[Key]struct{})
+	if len(refs) > 0 {
+		err := f.store.Responses(ctx, refs, func(provider, rid string) { storedResp[ResponseKeyOf(provider, rid)] = struct{}{} })
+		if err != nil {
+			return nil, nil, c, err
+		}
+	}
+
+	clear(f.seen)
+	clear(f.seenResp)
+	var conflicts []Conflict
+	fresh := rows[:0]
+	for i := range rows {
+		r := &rows[i]
+		fp := Fingerprint(r)
+		kept, ok := f.seen[keys[i]]
+		if !ok {
+			kept, ok = stored[r.ID]
+		}
+		if ok {
+			if kept != fp {
+				conflicts = append(conflicts, Conflict{Row: *r, Stored: kept, Got: fp})
+			} else {
+				c.Duplicates++
+			}
+			continue
+		}
+		if r.ResponseID != "" {
+			rk := ResponseKeyOf(r.Provider, r.ResponseID)
+			_, taken := f.seenResp[rk]
+			if _, ok := storedResp[rk]; ok || taken {
+				// Not recorded in seen: a later copy of this id is dropped the same way,
+				// rather than compared with a copy that was never written.
+				c.ResponseDuplicates++
+				continue
+			}
+			f.seenResp[rk] = struct{}{}
+		}
+		f.seen[keys[i]] = fp
+		fresh = append(fresh, *r)
+	}
+	return fresh, conflicts, c, nil
+}
+
+// Landed returns the rows ClickHouse does not hold, for after an INSERT of unknown outcome
+// (which may have landed in part), once it no longer runs: each row is looked up at its own
+// time. A stored copy with other content is returned as a Conflict. The rows found stored are
+// remembered at once: the caller's Remember covers only what it inserts next, and a later
+// copy of a landed row must find it in the sets. (TestFilterExactlyOnce found this missing.)
+func (f *Filter) Landed(ctx context.Context, rows []batch.Row) ([]batch.Row, []Conflict, Counts, error) {
+	c := Counts{IDLookups: len(rows)}
+	if len(rows) == 0 {
+		return rows, nil, c, nil
+	}
+	refs := make([]Ref, len(rows))
+	for i := range rows {
+		refs[i] = Ref{ID: rows[i].ID, From: rows[i].Time, To: rows[i].Time}
+	}
+	stored := make(map[string]uint64)
+	if err := f.store.Events(ctx, refs, func(id string, fp uint64) { stored[id] = fp }); err != nil {
+		return nil, nil, c, err
+	}
+	var conflicts []Conflict
+	kept := rows[:0]
+	for i := range rows {
+		r := &rows[i]
+		fp, ok := stored[r.ID]
+		if ok {
+			f.Load(r.ID, r.Provider, r.ResponseID, r.Received, r.Time)
+		}
+		switch {
+		case !ok:
+			kept = append(kept, *r)
+		case fp != Fingerprint(r):
+			conflicts = append(conflicts, Conflict{Row: *r, Stored: fp, Got: Fingerprint(r)})
+		default:
+			c.Duplicates++
+		}
+	}
+	return kept, conflicts, c, nil
+}
+
+// KeptFrom is the time from which the sets keep an event: the later of when it was received
+// and its own time. A copy sent again carries the same time, however late it comes, so a copy
+// timed at or after the floor finds its first copy in the sets (kept from no earlier than that
+// time), and one timed before the floor is looked up in ClickHouse near that time. The sets'
+// window therefore bounds only memory, not how late a re-sent copy is still caught.
+func KeptFrom(received, eventTime time.Time) time.Time {
+	if eventTime.After(received) {
+		return eventTime
+	}
+	return received
+}

@@ -1,0 +1,246 @@
+package dedup
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+)
+
+// table stands for the partition's rows in usage_events: the edge a Filter looks up. It
+// answers as ClickHouse does, by id (or response id) within each ref's span of event time.
+type table struct {
+	rows    []batch.Row
+	events  int // refs asked for
+	answers int
+}
+
+func (t *table) within(r *batch.Row, ref Ref) bool {
+	s := r.Time.Unix()
+	return s >= ref.From.Unix() && s <= ref.To.Unix()
+}
+
+func (t *table) Events(_ context.Context, refs []Ref, fn func(id string, fp uint64)) error {
+	t.events += len(refs)
+	for i := range t.rows {
+		for _, ref := range refs {
+			if t.rows[i].ID == ref.ID && t.within(&t.rows[i], ref) {
+				fn(t.rows[i].ID, Fingerprint(&t.rows[i]))
+				t.answers++
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (t *table) Responses(_ context.Context, refs []Ref, fn func(provider, responseID string)) error {
+	for i := range t.rows {
+		for _, ref := range refs {
+			if t.rows[i].ResponseID != "" && t.rows[i].ResponseID == ref.ID && t.within(&t.rows[i], ref) {
+				fn(t.rows[i].Provider, t.rows[i].ResponseID)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (t *table) ids() string {
+	var ids []string
+	for _, r := range t.rows {
+		ids = append(ids, r.ID)
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
+}
+
+var now0 = time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
+
+func usage(id string, at time.Time, input int64) batch.Row {
+	return batch.Row{ID: id, Time: at, Received: at, Provider: "openai", Model: "gpt-4o", Team: "search",
+		Tokens: event.Tokens{Input: input, Output: 1}}
+}
+
+// fresh filters rows and checks what is kept, what conflicts and what is counted.
+func fresh(t *testing.T, f *Filter, rows []batch.Row, kept, conflicts string, want Counts) []batch.Row {
+	t.Helper()
+	got, cs, c, err := f.Fresh(context.Background(), slices.Clone(rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids, cids []string
+	for _, r := range got {
+		ids = append(ids, r.ID)
+	}
+	for _, x := range cs {
+		cids = append(cids, fmt.Sprintf("%s:%016x/%016x", x.Row.ID, x.Stored, x.Got))
+	}
+	if strings.Join(ids, ",") != kept {
+		t.Errorf("kept %q, want %q", strings.Join(ids, ","), kept)
+	}
+	if strings.Join(cids, ",") != conflicts {
+		t.Errorf("conflicts %q, want %q", strings.Join(cids, ","), conflicts)
+	}
+	if c != want {
+		t.Errorf("counts %+v, want %+v", c, want)
+	}
+	return got
+}
+
+// The cycle filter → insert → remember: a copy of a written id is dropped after a lookup that
+// confirms it (and tells a duplicate from a conflict, whatever the copy's time), within one
+// batch as across batches, and an id the set holds but ClickHouse does not — a false positive,
+// or a set ahead of ClickHouse — is written.
+func TestFilterConfirmsWhatTheSetFinds(t *testing.T) {
+	db := &table{}
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+	a, b := usage("a", now0, 10), usage("b", now0, 20)
+	bOther := usage("b", now0.Add(-20*time.Minute), 21) // same id, other time and content
+
+	db.rows = append(db.rows, fresh(t, f, []batch.Row{a, b, a, bOther}, "a,b",
+		fmt.Sprintf("b:%016x/%016x", Fingerprint(&b), Fingerprint(&bOther)), Counts{Duplicates: 1})...)
+	f.Remember(db.rows)
+
+	fresh(t, f, []batch.Row{a, bOther, usage("c", now0, 30)}, "c",
+		fmt.Sprintf("b:%016x/%016x", Fingerprint(&b), Fingerprint(&bOther)), Counts{Duplicates: 1, IDConfirms: 2})
+
+	// The set says "ghost" was written; ClickHouse does not hold it.
+	ghost := usage("ghost", now0, 40)
+	f.Load(ghost.ID, "", "", now0, now0)
+	fresh(t, f, []batch.Row{ghost}, "ghost", "", Counts{IDConfirms: 1})
+	if db.events != 3 {
+		t.Errorf("looked up %d refs, want 3", db.events)
+	}
+}
+
+// Rows timed before the window are looked up near their own time where the set cannot vouch
+// for their hour, and not at all where it can.
+func TestFilterLooksUpOldEventsInHoursNotVouchedFor(t *testing.T) {
+	long := now0.Add(-100 * time.Hour)
+	db := &table{rows: []batch.Row{usage("old", long, 1)}}
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+	f.Uncover(long) // ClickHouse holds old events of that hour
+	fresh(t, f, []batch.Row{usage("old", long, 1), usage("new", long, 2), usage("backfill", long.Add(5*time.Hour), 3)},
+		"new,backfill", "", Counts{Duplicates: 1, IDLookups: 2})
+}
+
+// A second report of one provider response under another id is dropped, whether the first is
+// in the batch, in the set (confirmed), or only in ClickHouse outside the window (looked up
+// within ResponseSkew of its time); a response the set holds but ClickHouse does not is kept.
+func TestFilterResponses(t *testing.T) {
+	report := func(id, rid string, at time.Time) batch.Row {
+		r := usage(id, at, 5)
+		r.ResponseID = rid
+		return r
+	}
+	long := now0.Add(-100 * time.Hour)
+	db := &table{rows: []batch.Row{report("sdk-old", "resp-old", long)}}
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+	f.Uncover(long)
+	db.rows = append(db.rows, fresh(t, f, []batch.Row{
+		report("proxy-1", "resp-1", now0), report("sdk-1", "resp-1", now0.Add(time.Second)),
+		report("proxy-old", "RESP-OLD", long.Add(2*time.Minute)), // another response id (case counts)
+		report("sdk-old-2", "resp-old", long.Add(4*time.Minute)),
+	}, "proxy-1,proxy-old", "", Counts{ResponseDuplicates: 2, IDLookups: 2, ResponseLookups: 2})...)
+	f.Remember(db.rows)
+
+	ghost := report("x", "resp-ghost", now0)
+	f.Load("y", "openai", "resp-ghost", now0, now0) // in the set, not in ClickHouse
+	fresh(t, f, []batch.Row{report("sdk-1b", "resp-1", now0.Add(3*time.Second)), ghost}, "x", "",
+		Counts{ResponseDuplicates: 1, ResponseConfirms: 2})
+}
+
+// After an INSERT of unknown outcome, Landed keeps only the rows ClickHouse does not hold.
+func TestFilterLanded(t *testing.T) {
+	a, b := usage("a", now0, 1), usage("b", now0, 2)
+	db := &table{rows: []batch.Row{a}}
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+	got, cs, c, err := f.Landed(context.Background(), []batch.Row{a, b})
+	if err != nil || len(got) != 1 || got[0].ID != "b" || len(cs) != 0 || c != (Counts{Duplicates: 1, IDLookups: 2}) {
+		t.Fatalf("Landed = %v, %v, %+v, %v; want b alone, one duplicate, two lookups", got, cs, c, err)
+	}
+}
+
+// The exactly-once argument, run: batches of new events and of copies (redeliveries, client
+// re-sends, some timed long ago) go through the cycle, with INSERTs that land in part and
+// writers that die between the INSERT and Remember (a new filter is then loaded from
+// ClickHouse, as at start-up); ClickHouse ends up holding every id exactly once.
+func TestFilterExactlyOnce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	now := now0
+	clock := func() time.Time { return now }
+	db := &table{}
+	load := func() *Filter {
+		f := NewFilter(time.Hour, clock, db)
+		for _, r := range db.rows {
+			if !r.Received.Before(f.Floor()) || !r.Time.Before(f.Floor()) {
+				f.Load(r.ID, r.Provider, r.ResponseID, r.Received, r.Time)
+			} else {
+				f.Uncover(r.Time)
+			}
+		}
+		return f
+	}
+	f := load()
+	var sent []batch.Row
+	want := map[string]bool{}
+	for round := range 300 {
+		now = now.Add(37 * time.Second)
+		var b []batch.Row
+		for range 1 + rng.IntN(20) {
+			if len(sent) > 0 && rng.IntN(3) == 0 {
+				b = append(b, sent[rng.IntN(len(sent))]) // a copy, however old
+				continue
+			}
+			at := now
+			if rng.IntN(5) == 0 {
+				at = now.Add(-time.Duration(rng.IntN(200)) * time.Hour) // history
+			}
+			r := usage(fmt.Sprintf("evt-%d-%d", round, len(b)), at, int64(rng.IntN(1000)))
+			r.Received = now
+			sent = append(sent, r)
+			want[r.ID] = true
+			b = append(b, r)
+		}
+		rows, _, _, err := f.Fresh(context.Background(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch rng.IntN(6) {
+		case 0: // the INSERT lands in part, its outcome unknown; the retry completes it
+			n := rng.IntN(len(rows) + 1)
+			db.rows = append(db.rows, rows[:n]...)
+			if rows, _, _, err = f.Landed(context.Background(), rows); err != nil {
+				t.Fatal(err)
+			}
+			db.rows = append(db.rows, rows...)
+			f.Remember(rows)
+		case 1: // the writer dies after the INSERT, before Remember and the ack
+			db.rows = append(db.rows, rows...)
+			f = load()
+		default:
+			db.rows = append(db.rows, rows...)
+			f.Remember(rows)
+		}
+		f.Expire()
+	}
+	count := map[string]int{}
+	for _, r := range db.rows {
+		count[r.ID]++
+	}
+	for id, n := range count {
+		if n != 1 {
+			t.Errorf("%s stored %d times", id, n)
+		}
+	}
+	if len(count) != len(want) {
+		t.Errorf("%d ids stored, want %d", len(count), len(want))
+	}
+}
