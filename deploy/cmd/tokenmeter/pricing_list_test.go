@@ -53,8 +53,8 @@ func TestPricingListShipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != 11 {
-		t.Errorf("groq: %d lines, want 11:\n%s", len(lines), out.String())
+	if len(lines) != 29 {
+		t.Errorf("groq: %d lines, want 29:\n%s", len(lines), out.String())
 	}
 	for _, l := range lines {
 		if !strings.HasPrefix(l, "groq ") || strings.Contains(l, "checked=-") {
