@@ -166,7 +166,7 @@ func (d *outcomeDecoder) element(index int, data []byte) {
 }
 
 func (d *outcomeDecoder) reject(index int, workflowID, msg string) {
-	if len(workflowID) > d.lim.MaxString || !utf8.ValidString(workflowID) || strings.IndexFunc(workflowID, isControl) >= 0 {
+	if len(workflowID) > d.lim.MaxString || !utf8.ValidString(workflowID) || strings.IndexFunc(workflowID, isInvisible) >= 0 {
 		workflowID = "" // never echo a hostile value back
 	}
 	d.out.Rejected = append(d.out.Rejected, outcomeRejection{Index: index, WorkflowID: workflowID, Error: msg})
@@ -228,13 +228,21 @@ func checkText(field, v string, max int, required bool) error {
 		return fmt.Errorf("%s: is %d bytes long, more than the limit of %d", field, len(v), max)
 	case !utf8.ValidString(v):
 		return fmt.Errorf("%s: is not valid UTF-8", field)
-	case strings.IndexFunc(v, isControl) >= 0:
-		return fmt.Errorf("%s: contains a control character", field)
+	}
+	for _, r := range v {
+		switch class := event.Invisible(r); {
+		case class == "":
+		case r < 0x80:
+			return fmt.Errorf("%s: contains a control character", field)
+		default:
+			return fmt.Errorf("%s: contains %s (U+%04X)", field, class, r)
+		}
 	}
 	return nil
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// isInvisible reports the characters ids may not contain (event.Invisible).
+func isInvisible(r rune) bool { return event.Invisible(r) != "" }
 
 func notLabel(r rune) bool {
 	return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-')

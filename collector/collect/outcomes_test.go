@@ -93,6 +93,8 @@ func TestDecodeOutcomesRejections(t *testing.T) {
 	f(`{"workflow_id":"w","outcome":"\u00e9t\u00e9"}`, `outcome: "été" must be 1 to 64 characters of a-z, 0-9, '_', '.', '-'`)
 	f(`{"workflow_id":"`+strings.Repeat("w", 257)+`","outcome":"ok"}`, "workflow_id: is 257 bytes long, more than the limit of 256")
 	f(`{"workflow_id":"a\u0007b","outcome":"ok"}`, "workflow_id: contains a control character")
+	f(`{"workflow_id":"a\u202eb","outcome":"ok"}`, "workflow_id: contains a bidirectional control character (U+202E)")
+	f(`{"workflow_id":"w","id":"o\u200b1","outcome":"ok"}`, "id: contains a zero-width character (U+200B)")
 	f(`{"workflow_id":"w","outcome":"ok","id":"`+strings.Repeat("i", 129)+`"}`, "id: is 129 bytes long, more than the limit of 128")
 	f(`{"workflow_id":"w","outcome":"ok","time":"2026-10-01T00:00:00Z"}`,
 		"time: 2026-10-01T00:00:00Z is more than 840h0m0s before the collector's clock (2026-11-26T22:41:31.123Z)")

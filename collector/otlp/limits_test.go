@@ -3,9 +3,11 @@ package otlp_test
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -116,5 +118,25 @@ func (s *statusMsg) decode(tb testing.TB, contentType string, data []byte) {
 	}
 	if err != nil {
 		tb.Fatalf("decode the Status %q: %v", clip(data), err)
+	}
+}
+
+// A tokenmeter.* attribute holding an invisible or direction-changing character is dropped,
+// as any tag that breaks the v1 rules is; the span still becomes an event.
+func TestInvisibleAttributeDropped(t *testing.T) {
+	srv, js := collector(t)
+	end := time.Now().Add(-time.Second)
+	body := fmt.Sprintf(`{"resourceSpans":[{"resource":{"attributes":[{"key":"tokenmeter.team","value":{"stringValue":"sea\u200brch"}}]},
+"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[
+{"key":"gen_ai.system","value":{"stringValue":"openai"}},{"key":"gen_ai.response.model","value":{"stringValue":"gpt-4o"}},
+{"key":"tokenmeter.feature","value":{"stringValue":"\u202echat"}},{"key":"tokenmeter.workflow_id","value":{"stringValue":"w\ufeff1"}},
+{"key":"gen_ai.usage.input_tokens","value":{"intValue":"12"}},{"key":"gen_ai.usage.output_tokens","value":{"intValue":"3"}}]}]}]}]}`,
+		end.Add(-time.Second).UnixNano(), end.UnixNano())
+	resp, data := post(t, srv.URL+"/v1/traces", "application/json", []byte(body))
+	if resp.StatusCode != 200 || string(data) != "{}" {
+		t.Fatalf("%d %s, want 200 {}", resp.StatusCode, data)
+	}
+	if r := rows(t, js, 1)[0]; r.Team != "" || r.Feature != "" || r.WorkflowID != "" {
+		t.Errorf("team %q, feature %q, workflow_id %q; want all dropped", r.Team, r.Feature, r.WorkflowID)
 	}
 }

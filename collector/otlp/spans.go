@@ -52,7 +52,7 @@ type attribution struct {
 }
 
 func (a *attribution) set(key, value string) {
-	if normalize.CheckTag(key, value) != nil {
+	if normalize.CheckTag(key, value) != nil || !visible(value) {
 		a.dropped++
 		return
 	}
@@ -67,11 +67,17 @@ func (a *attribution) set(key, value string) {
 }
 
 func (a *attribution) setString(dst *string, value string) {
-	if len(value) > event.DefaultLimits.MaxString || !normalize.CleanString(value) {
+	if len(value) > event.DefaultLimits.MaxString || !normalize.CleanString(value) || !visible(value) {
 		a.dropped++
 		return
 	}
 	*dst = value
+}
+
+// visible says whether s holds none of the characters event.Validate refuses
+// (event.Invisible): an attribute that would make the event invalid is dropped, not the span.
+func visible(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return event.Invisible(r) != "" }) < 0
 }
 
 // tokenmeter reads one tokenmeter.* attribute (rule 3 of the package documentation); it

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/natstest"
@@ -236,5 +238,21 @@ func TestProxySlowBodies(t *testing.T) {
 	}
 	if n := len(natstest.Messages(t, h.js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
+	}
+}
+
+// A header tag holding an invisible or direction-changing character would make the event
+// invalid, and the call unmetered: the tag is dropped, the call is metered.
+func TestInvisibleHeaderTagDropped(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, counted(&calls))
+	if status, body := send(t, "POST", h.srv.URL+"/openai/v1/chat/completions", HeaderTeam, "pay\u200bments", HeaderFeature, "\u202echat"); status != 200 {
+		t.Fatalf("%d %s, want 200", status, body)
+	}
+	if rows := h.events(1); rows[0].Team != "" || rows[0].Feature != "" {
+		t.Errorf("event team %q, feature %q; want both dropped", rows[0].Team, rows[0].Feature)
+	}
+	if got := testutil.ToFloat64(h.proxy.metrics.droppedTags); got != 2 {
+		t.Errorf("dropped tags = %v, want 2", got)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -117,7 +118,18 @@ func stripHeaders(h http.Header) {
 }
 
 // checkTag applies the v1 tag rules to one tag.
-func checkTag(key, value string) error { return normalize.CheckTag(key, value) }
+// checkTag is normalize.CheckTag, refusing as well the characters event.Validate refuses
+// (event.Invisible): a header tag that would make the event invalid must be dropped, not lose
+// the event — and with it the metering of the call.
+func checkTag(key, value string) error {
+	if err := normalize.CheckTag(key, value); err != nil {
+		return err
+	}
+	if !cleanString(value) {
+		return fmt.Errorf("tag %s: the value holds an invisible or direction-changing character", key)
+	}
+	return nil
+}
 
 func checkedString(v string, dropped *int) string {
 	if len(v) > event.DefaultLimits.MaxString || !cleanString(v) {
@@ -127,4 +139,6 @@ func checkedString(v string, dropped *int) string {
 	return v
 }
 
-func cleanString(s string) bool { return normalize.CleanString(s) }
+func cleanString(s string) bool {
+	return normalize.CleanString(s) && strings.IndexFunc(s, func(r rune) bool { return event.Invisible(r) != "" }) < 0
+}

@@ -28,6 +28,10 @@ func FuzzDecode(f *testing.F) {
 		{"", ContentJSON},
 		{"[]", ContentJSON},
 		{"not json", "text/xml"},
+		// Invisible and direction-changing characters, which Validate refuses.
+		{`{"id":"a\u200b","provider":"p","model":"m","tags":{"team":"\u202esearch"}}` + "\n" + `{"id":"b","provider":"p","model":"m","tags":{"team":"se\u00adarch"}}`, ContentNDJSON},
+		{"[{\"id\":\"c\",\"provider\":\"p\",\"model\":\"m\",\"tags\":{\"team\":\"\xef\xbb\xbfsearch\",\"env\":\"\xc2\x85\"}}]", ContentJSON},
+		{`{"id":"d","provider":"p\u2066","model":"m\ufe0f","tags":{"team":"\udb40\udc41"}}`, ContentJSON},
 	} {
 		f.Add([]byte(s.body), s.contentType)
 	}
@@ -59,6 +63,13 @@ func FuzzDecode(f *testing.F) {
 			e := b.Events[i]
 			if err := e.Validate(now, DefaultLimits); err != nil {
 				t.Fatalf("accepted event %d is invalid: %v", i, err)
+			}
+			for _, v := range append([]string{e.ID, e.Provider, e.Model, e.ResponseID, e.WorkflowID}, tagValues(e.Tags)...) {
+				for _, r := range v {
+					if Invisible(r) != "" {
+						t.Fatalf("accepted event %d holds U+%04X in %q", i, r, v)
+					}
+				}
 			}
 			normalized := e
 			normalized.Normalize(now)
@@ -109,4 +120,12 @@ func elements(t testing.TB, body []byte, contentType string) int {
 		return array()
 	}
 	return lines()
+}
+
+func tagValues(tags map[string]string) []string {
+	var vs []string
+	for _, v := range tags {
+		vs = append(vs, v)
+	}
+	return vs
 }

@@ -2,7 +2,6 @@ package event
 
 import (
 	"fmt"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -79,6 +78,8 @@ func (u *Usage) Normalize(received time.Time) {
 //   - service_tier is standard, batch, flex or priority;
 //   - latency_ms is within [0, MaxLatency];
 //   - operation, status, response_id, workflow_id and prompt_version are at most MaxString bytes;
+//   - no string (id, names, tag values) contains a character that cannot be seen or that
+//     changes how the text around it is displayed (Invisible);
 //   - at most MaxTags tags; keys are 1..MaxTagKey bytes of [a-z0-9_.-]; values at most
 //     MaxTagValue bytes; the traffic tag, when present, is user or background.
 func (u *Usage) Validate(now time.Time, lim Limits) error {
@@ -189,11 +190,14 @@ func checkString(field, v string, max int, required bool) *FieldError {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if c >= utf8.RuneSelf {
-			switch rest := v[i:]; {
-			case !utf8.ValidString(rest):
+			rest := v[i:]
+			if !utf8.ValidString(rest) {
 				return fieldErr(field, "is not valid UTF-8")
-			case strings.IndexFunc(rest, isControl) >= 0:
-				return fieldErr(field, "contains a control character")
+			}
+			for _, r := range rest {
+				if class := Invisible(r); class != "" {
+					return fieldErr(field, "contains %s (U+%04X)", class, r)
+				}
 			}
 			return nil
 		}
@@ -204,7 +208,37 @@ func checkString(field, v string, max int, required bool) *FieldError {
 	return nil
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// Invisible says why r may not appear in an id, a name or a tag value — the class of
+// character it belongs to — or "" when it may. Refused are the characters that cannot be
+// seen or that change how the text around them is displayed, with which two values that
+// look the same are different values ("team" and "te\u200bam" are two teams in every
+// report) and a value can be made to look like another (a right-to-left override): control
+// characters (C0 and C1), bidirectional controls, zero-width characters, the byte-order
+// mark, line and paragraph separators, and the other default-ignorable code points of
+// Unicode (DerivedCoreProperties.txt: soft hyphen, variation selectors, Hangul fillers, tag
+// characters, …).
+func Invisible(r rune) string {
+	switch {
+	case r < 0x20 || r == 0x7f:
+		return "a control character"
+	case r >= 0x80 && r <= 0x9f:
+		return "a C1 control character"
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return "a bidirectional control character"
+	case r >= 0x200b && r <= 0x200d, r == 0x2060:
+		return "a zero-width character"
+	case r == 0xfeff:
+		return "a byte-order mark"
+	case r == 0x2028, r == 0x2029:
+		return "a line or paragraph separator"
+	case r == 0x00ad, r == 0x034f, r == 0x115f, r == 0x1160, r == 0x17b4, r == 0x17b5,
+		r >= 0x180b && r <= 0x180f, r >= 0x2061 && r <= 0x206f, r == 0x3164,
+		r >= 0xfe00 && r <= 0xfe0f, r == 0xffa0, r >= 0xfff0 && r <= 0xfff8,
+		r >= 0x1bca0 && r <= 0x1bca3, r >= 0x1d173 && r <= 0x1d17a, r >= 0xe0000 && r <= 0xe0fff:
+		return "an invisible (default-ignorable) character"
+	}
+	return ""
+}
 
 // clip keeps error messages short when the offending value is long or hostile.
 func clip(s string) string {
