@@ -60,11 +60,11 @@ type anthropicResult struct {
 
 // anthropicTokenTypes maps the cost report's token_type to a token class.
 var anthropicTokenTypes = map[string]string{
-	"uncached_input_tokens":                   InputUncached,
-	"cache_read_input_tokens":                 InputCached,
+	"uncached_input_tokens":                    InputUncached,
+	"cache_read_input_tokens":                  InputCached,
 	"cache_creation.ephemeral_5m_input_tokens": CacheWrite5m,
 	"cache_creation.ephemeral_1h_input_tokens": CacheWrite1h,
-	"output_tokens":                           Output,
+	"output_tokens":                            Output,
 }
 
 // decodeAnthropicPage decodes one page into rows of source. The buckets must be days.

@@ -150,7 +150,7 @@ func latestHashes(ctx context.Context, conn driver.Conn, db string, keys []perio
 	}
 	sort.Strings(list)
 	q := "SELECT source, toString(day), argMax(content_hash, import_version) FROM " + db + ".provider_usage_imports " +
-		"WHERE source IN (?) AND day >= toDate(?) AND day <= toDate(?) GROUP BY source, day"
+		"WHERE has(?, source) AND day >= toDate(?) AND day <= toDate(?) GROUP BY source, day"
 	rs, err := conn.Query(ctx, q, list, minDay, maxDay)
 	if err != nil {
 		return nil, fmt.Errorf("read the latest imports of %s .. %s from %s.provider_usage_imports: %w", minDay, maxDay, db, err)
