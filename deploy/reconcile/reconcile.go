@@ -17,18 +17,20 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Config says where the stream and the table to compare are.
 type Config struct {
-	// NATSURL is the NATS server holding USAGE_HISTORY.
+	// NATSURL is the NATS server holding USAGE_HISTORY; NATS names the credentials and TLS
+	// files to connect with (natsauth's reconcile identity reads that stream and nothing else).
 	NATSURL string
+	NATS    natsconn.Config
 	// ClickHouseDSN and Database locate usage_events.
 	ClickHouseDSN, Database string
 	// Partitions is the number of USAGE_RAW partitions; every stage uses the same number.
@@ -58,9 +60,9 @@ func Run(ctx context.Context, c Config) ([]Partition, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(c.NATSURL, nats.Name("tokenmeter-reconcile"))
+	nc, err := natsconn.Connect(c.NATSURL, "tokenmeter-reconcile", c.NATS)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", c.NATSURL, err)
+		return nil, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -10,9 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"runtime/pprof"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,6 +24,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/alerting"
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -42,7 +41,14 @@ type Config struct {
 	// HTTPAddr is the collector's address; OpsAddr serves /healthz, /readyz and /metrics.
 	HTTPAddr, OpsAddr string
 	// NATSAddr, when set, lets emitters outside the process reach the embedded NATS server.
-	NATSAddr      string
+	NATSAddr string
+	// NATSCredsDir holds the seed of every NATS identity (natsauth), created on first start
+	// (default DataDir/nats/creds). The server admits only these identities, each with its
+	// role's permissions, and each stage connects in-process as its own role; an emitter
+	// added there (natsauth.AddEmitter) is admitted within EmitterPoll.
+	NATSCredsDir string
+	// NATSTLS, when its certificate is set, makes the NATS listener TLS-only.
+	NATSTLS       TLS
 	ClickHouseDSN string
 	Database      string
 	Partitions    int
@@ -92,7 +98,10 @@ func (c Config) Validate() error {
 type Pipeline struct {
 	cfg       Config
 	ns        *server.Server
-	nc        *nats.Conn
+	natsOpts  *server.Options
+	nc        *nats.Conn // the process's own identity: every permission, its key never on disk
+	conns     map[natsauth.Role]*nats.Conn
+	credsDir  string
 	collector *collect.Collector
 	httpLn    net.Listener
 	enricher  *enrich.Enricher
@@ -132,14 +141,14 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		Addr: cfg.HTTPAddr, Partitions: cfg.Partitions, Streams: cfg.Streams, Budgets: p.budgets,
 		KeysFile: cfg.KeysFile, TagPolicyFile: cfg.TagPolicyFile,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "collector"),
-	}, p.nc)
+	}, p.conns[natsauth.Collector])
 	if err != nil {
 		p.stopNATS()
 		return nil, err
 	}
 	p.enricher, err = enrich.New(enrich.Config{
 		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, Streams: cfg.Streams, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
-	}, p.nc)
+	}, p.conns[natsauth.Enricher])
 	if err != nil {
 		p.stopNATS()
 		return nil, err
@@ -148,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions, Streams: cfg.Streams,
 		BatchMaxRows: cfg.BatchMaxRows, BatchMaxWait: cfg.BatchMaxWait,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
-	}, p.nc)
+	}, p.conns[natsauth.Aggregator])
 	if err != nil {
 		p.stopNATS()
 		return nil, err
@@ -156,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.outcomes, err = outcomes.New(outcomes.Config{
 		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "outcomes"),
-	}, p.nc)
+	}, p.conns[natsauth.Aggregator])
 	if err != nil {
 		p.stopNATS()
 		return nil, err
@@ -164,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.alerter, err = alerting.New(alerting.Config{
 		RulesFile: cfg.RulesFile, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Streams: cfg.Streams,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "alerter"),
-	}, p.nc)
+	}, p.conns[natsauth.Alerter])
 	if err != nil {
 		p.stopNATS()
 		return nil, err
@@ -185,54 +194,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		p.ops = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = p.ops.Serve(p.opsLn) }()
 	}
+	go p.watchEmitters(ctx)
 	go p.run(ctx)
 	return p, nil
-}
-
-func (p *Pipeline) startNATS() error {
-	opts := &server.Options{
-		ServerName: "tokenmeter",
-		JetStream:  true,
-		StoreDir:   filepath.Join(p.cfg.DataDir, "nats"),
-		NoSigs:     true,
-		DontListen: p.cfg.NATSAddr == "",
-	}
-	if p.cfg.NATSAddr != "" {
-		host, port, _ := net.SplitHostPort(p.cfg.NATSAddr)
-		opts.Host = host
-		opts.Port, _ = strconv.Atoi(port)
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return fmt.Errorf("configure embedded NATS: %w", err)
-	}
-	go pprof.Do(context.Background(), pprof.Labels(StageLabel, "nats"), func(context.Context) { ns.Start() })
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return fmt.Errorf("embedded NATS (store %s) not ready within 30s", opts.StoreDir)
-	}
-	// Under the nats label too: the server's side of this in-process connection, and the
-	// JetStream streams and consumers it creates, run in goroutines started from here.
-	var nc *nats.Conn
-	pprof.Do(context.Background(), pprof.Labels(StageLabel, "nats"), func(context.Context) {
-		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tokenmeter"), nats.MaxReconnects(-1))
-	})
-	if err != nil {
-		ns.Shutdown()
-		return fmt.Errorf("connect to embedded NATS: %w", err)
-	}
-	p.ns, p.nc = ns, nc
-	return nil
-}
-
-func (p *Pipeline) stopNATS() {
-	if p.nc != nil {
-		p.nc.Close()
-	}
-	if p.ns != nil {
-		p.ns.Shutdown()
-		p.ns.WaitForShutdown()
-	}
 }
 
 // run runs the stages until ctx is done or one of them fails; a failing stage stops the rest.
@@ -244,8 +208,12 @@ func (p *Pipeline) run(ctx context.Context) {
 	if err == nil {
 		err = stream.Ensure(ctx, js, p.cfg.Streams)
 	}
+	var cjs jetstream.JetStream
 	if err == nil {
-		err = p.budgets.Watch(ctx, js) // budget hard caps the collector enforces
+		cjs, err = jetstream.New(p.conns[natsauth.Collector])
+	}
+	if err == nil {
+		err = p.budgets.Watch(ctx, cjs) // budget hard caps the collector enforces
 	}
 	if err != nil {
 		p.finish(err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -21,6 +22,10 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.HTTPAddr, "addr", envOr("TOKENMETER_ADDR", "127.0.0.1:8080"), "collector HTTP address")
 	fs.StringVar(&cfg.OpsAddr, "ops", envOr("TOKENMETER_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz and /metrics")
 	fs.StringVar(&cfg.NATSAddr, "nats", envOr("TOKENMETER_NATS_ADDR", "127.0.0.1:4222"), `address where the embedded NATS accepts emitters ("" = in-process only)`)
+	fs.StringVar(&cfg.NATSCredsDir, "nats-creds", os.Getenv("TOKENMETER_NATS_CREDS"), "directory of the NATS identities' nkey seeds, created on first start (default DATA/nats/creds)")
+	fs.StringVar(&cfg.NATSTLS.CertFile, "nats-tls-cert", os.Getenv("TOKENMETER_NATS_TLS_CERT"), "certificate (PEM) of the NATS listener; setting it makes the listener TLS-only")
+	fs.StringVar(&cfg.NATSTLS.KeyFile, "nats-tls-key", os.Getenv("TOKENMETER_NATS_TLS_KEY"), "key (PEM) of -nats-tls-cert")
+	fs.StringVar(&cfg.NATSTLS.CAFile, "nats-tls-ca", os.Getenv("TOKENMETER_NATS_TLS_CA"), "CA (PEM) whose client certificates the NATS listener requires (default: none required)")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", envOr("TOKENMETER_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000"), "ClickHouse DSN")
 	fs.StringVar(&cfg.Database, "database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
@@ -53,7 +58,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	}
 	dashboardURL := "(off)"
 	if *dashboardAddr != "" {
-		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATS(), access, cfg.Logger.With("stage", "dashboard"))
+		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATSAs(natsauth.Dashboard), access, cfg.Logger.With("stage", "dashboard"))
 		if err != nil {
 			return err
 		}
@@ -66,14 +71,16 @@ func runPipeline(ctx context.Context, args []string) error {
 	}
 	fmt.Printf(`tokenmeter is running.
   send events:   curl -X POST http://%[1]s/v1/events -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson
-  emitters:      NATS at %[2]s (Go: collector/emit)
+  emitters:      NATS at %[2]s, with an identity of its own (Go: collector/emit):
+                 go run ./deploy/cmd/tokenmeter nats add-emitter NAME  -> %[6]s/emitters/NAME.nk
+  NATS access:   nkey seeds of every role in %[6]s (mode 0600); no anonymous client
   health:        http://%[3]s/healthz  /readyz  /metrics
   query:         clickhouse-client --query "SELECT team, sum(cost_usd) FROM %[4]s.spend_1m GROUP BY team"
                  curl 'http://127.0.0.1:8123/' --data-binary "SELECT model, sum(events), sum(cost_usd) FROM %[4]s.spend_1d GROUP BY model"
   summary:       go run ./deploy/cmd/tokenmeter summary
   dashboard:     %[5]s
 Stop with Ctrl-C.
-`, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database, dashboardURL)
+`, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database, dashboardURL, p.NATSCredsDir())
 	if *demo {
 		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", *demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
 	}
