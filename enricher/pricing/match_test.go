@@ -40,6 +40,8 @@ models:
     prices: [{effective: 2025-01-01, input: "0.80", output: "3.20"}]
   - model: us.special
     prices: [{effective: 2025-01-01, input: "1", output: "1"}]
+  - model: global.amazon.nova-pro
+    prices: [{effective: 2025-01-01, input: "0.72", output: "2.88"}]
 `
 
 func TestLookupRules(t *testing.T) {
@@ -62,6 +64,11 @@ func TestLookupRules(t *testing.T) {
 		{"bedrock", "anthropic.claude-v2:1", "anthropic.claude-v2"}, // exact alias first
 		{"bedrock", "anthropic.claude-v2", "anthropic.claude-v2"},
 		{"bedrock", "us.special", "us.special"}, // an exact name wins over stripping
+		// A prefixed model of its own keeps its versioned and dated ids; other prefixes of
+		// the same model still strip to the model.
+		{"bedrock", "global.amazon.nova-pro-v1:0", "global.amazon.nova-pro"},
+		{"bedrock", "global.amazon.nova-pro-20250101-v1:0", "global.amazon.nova-pro"},
+		{"bedrock", "us.amazon.nova-pro-v1:0", "amazon.nova-pro"},
 		{"bedrock", "special", ""},
 		{"bedrock", "apac.amazon.nova-pro-v1:0", ""},     // not a listed prefix
 		{"bedrock", "us.eu.amazon.nova-pro-v1:0", ""},    // one prefix only

@@ -246,6 +246,8 @@ func valid(t event.Tokens) bool {
 // "<provider>/"), then without one of the file's strip_prefixes, then without a Bedrock
 // version suffix when the file asks for that, and finally, for a dated snapshot, the
 // canonical name without the date. Each step runs only when the one before found nothing.
+// A name with a strip prefix is first tried without its version and date but with the
+// prefix, so that a prefixed model of its own keeps its versioned ids.
 func (p *provider) lookup(name string) *model {
 	var buf [maxName]byte
 	b := appendLower(buf[:0], name)
@@ -260,6 +262,11 @@ func (p *provider) lookup(name string) *model {
 	}
 	for _, pre := range p.match.StripPrefixes {
 		if len(b) > len(pre) && string(b[:len(pre)]) == pre {
+			// A prefixed model of its own ("global.anthropic.claude-sonnet-4-5", priced apart
+			// from the in-region model) is found under its versioned and dated ids first.
+			if m := p.versionOrSnapshot(b); m != nil {
+				return m
+			}
 			b = b[len(pre):]
 			if m := p.byName[string(b)]; m != nil {
 				return m
@@ -267,6 +274,12 @@ func (p *provider) lookup(name string) *model {
 			break
 		}
 	}
+	return p.versionOrSnapshot(b)
+}
+
+// versionOrSnapshot looks b up without a Bedrock version suffix, when the file asks for
+// that, then, for a dated snapshot, as the canonical name without the date.
+func (p *provider) versionOrSnapshot(b []byte) *model {
 	if p.match.StripVersionSuffix {
 		if base, ok := trimVersion(b); ok {
 			b = base
