@@ -1,15 +1,17 @@
 // Package aggregate is the aggregator stage: it consumes USAGE_ENRICHED and writes every event
 // to ClickHouse's usage_events exactly once; materialized views fill the roll-ups from the
-// same INSERT.
+// same INSERT, and the partition's writer repairs them by difference when an INSERT's outcome
+// is unknown (repair.go).
 //
 // Exactly-once effect rests on never inserting a duplicate. Every copy of an event lands on
 // the partition stream.PartitionOf(provider, response id, id, n), and each partition has
-// exactly one writer, which keeps the set of the partition's event ids that ClickHouse holds
-// (dedup.Set). Several aggregators may share a database by owning disjoint sets of partitions
-// (Config.Owned); each is still the one writer of its own. The set is rebuilt from ClickHouse
-// at start, so whatever happened before — a crash between an insert and its acks, an INSERT
-// that landed half — the redelivered events already written are found and skipped, and only
-// the missing ones are inserted. Messages are acked only after their rows are in ClickHouse.
+// exactly one writer, whose dedup.Filter decides which rows are new: filter, insert,
+// remember, ack (worker.flush). Several aggregators may share a database by owning disjoint
+// sets of partitions (Config.Owned); each is still the one writer of its own. The filter's
+// sets are rebuilt from ClickHouse at start, so whatever happened before — a crash between an
+// insert and its acks, an INSERT that landed half — the redelivered events already written
+// are found and skipped, and only the missing ones are inserted. Messages are acked only
+// after their rows are in ClickHouse.
 //
 // Events that name a provider response are routed by it, so two reports of one call under
 // different event ids (a proxy and an SDK) meet on one partition too; its writer also keeps
