@@ -267,3 +267,24 @@ func TestSetGrowsAndExpires(t *testing.T) {
 		t.Fatalf("%d keys left after half the window expired, want the %d kept from %v on", left, want, s.Floor())
 	}
 }
+
+// Events timed ahead of their receipt are kept from their own time, each bucket of it taking
+// one of the set's maxBuckets slots; an event that would need more is not kept, and its hour
+// is uncovered, so a later copy is looked up instead of trusted to the set.
+func TestSetBoundsItsBuckets(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	s := New(72*time.Minute, func() time.Time { return now }) // buckets of a minute
+	for i := range maxBuckets {
+		at := now.Add(time.Duration(i) * time.Minute)
+		if !s.Add(KeyOf(fmt.Sprintf("evt_%d", i)), at, at) {
+			t.Fatalf("Add of the event %d minutes ahead = false, want true", i)
+		}
+	}
+	far := now.Add(maxBuckets * time.Minute)
+	if s.Add(KeyOf("far"), far, far) || has(s, "far") || s.Vouches(far) {
+		t.Fatalf("the event %d minutes ahead: kept or vouched for, want neither", maxBuckets)
+	}
+	if s.Len() != maxBuckets || !has(s, "evt_254") {
+		t.Fatalf("Len() = %d, Find(evt_254) = %v; want %d, true", s.Len(), has(s, "evt_254"), maxBuckets)
+	}
+}
