@@ -143,7 +143,21 @@ func GrantOf(r Role, partitions int) Grant {
 	case Proxy, Emitter:
 		add(stream.RawPrefix + "*")
 	}
+	g.Publish = unique(g.Publish)
 	return g
+}
+
+// unique drops the later copies of repeated subjects.
+func unique(subjects []string) []string {
+	seen := map[string]bool{}
+	out := subjects[:0]
+	for _, s := range subjects {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // api is the JetStream API subject of op on the tokens that follow.

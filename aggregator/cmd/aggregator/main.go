@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
 	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -35,6 +36,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
 	var (
 		natsURL = fs.String("nats", nats.DefaultURL, "NATS server URL")
+		natsCfg natsconn.Config
 		opsAddr = fs.String("ops", ":9103", "address of /healthz, /readyz and /metrics")
 		own     = fs.String("own", "", "partitions this aggregator writes, e.g. 0-1 or 0,2 (default all); several aggregators own disjoint sets")
 		cfg     aggregate.Config
@@ -50,6 +52,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "how long the in-memory de-duplication sets keep an event (from the later of its receipt and its own time); older copies are looked up in ClickHouse")
 	cfg.Streams = stream.DefaultOptions
 	cfg.Streams.RegisterFlags(fs)
+	natsCfg.Register(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -91,7 +94,7 @@ func run(args []string) int {
 		}
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-aggregator"), nats.MaxReconnects(-1))
+	nc, err := natsconn.Connect(*natsURL, "tokenmeter-aggregator", natsCfg, nats.MaxReconnects(-1))
 	if err != nil {
 		log.Error("connect to NATS", "url", *natsURL, "err", err)
 		return 1

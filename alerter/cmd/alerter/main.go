@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenmeter/tokenmeter/alerter/alerting"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -30,6 +31,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("alerter", flag.ContinueOnError)
 	var (
 		natsURL = fs.String("nats", nats.DefaultURL, "NATS server URL")
+		natsCfg natsconn.Config
 		opsAddr = fs.String("ops", ":9104", "address of /healthz, /readyz and /metrics")
 		cfg     alerting.Config
 	)
@@ -40,6 +42,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", alerting.DefaultReloadInterval, "how often the rules file is checked for changes")
 	cfg.Streams = stream.DefaultOptions
 	cfg.Streams.RegisterFlags(fs)
+	natsCfg.Register(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -51,7 +54,7 @@ func run(args []string) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Logger = reg, log
 
-	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-alerter"), nats.MaxReconnects(-1))
+	nc, err := natsconn.Connect(*natsURL, "tokenmeter-alerter", natsCfg, nats.MaxReconnects(-1))
 	if err != nil {
 		log.Error("connect to NATS", "url", *natsURL, "err", err)
 		return 1

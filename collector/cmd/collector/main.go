@@ -22,6 +22,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -31,6 +32,8 @@ func main() { os.Exit(run()) }
 func run() int {
 	var cfg collect.Config
 	natsURL := flag.String("nats", nats.DefaultURL, "NATS server URL")
+	var natsCfg natsconn.Config
+	natsCfg.Register(flag.CommandLine, "")
 	flag.StringVar(&cfg.Addr, "addr", collect.DefaultAddr, "HTTP listen address")
 	opsAddr := flag.String("ops", "127.0.0.1:9101", "address of /healthz, /readyz and /metrics (never served on -addr)")
 	flag.IntVar(&cfg.Partitions, "partitions", 0, "USAGE_RAW partitions (0: the default, as every stage must agree)")
@@ -60,7 +63,7 @@ func run() int {
 		return 2
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-collector"),
+	nc, err := natsconn.Connect(*natsURL, "tokenmeter-collector", natsCfg,
 		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second), nats.RetryOnFailedConnect(true))
 	if err != nil {
 		log.Error("connect to NATS", "url", *natsURL, "err", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -26,6 +27,8 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	natsURL := flag.String("nats", nats.DefaultURL, "NATS server URL")
+	var natsCfg natsconn.Config
+	natsCfg.Register(flag.CommandLine, "")
 	opsAddr := flag.String("ops", "127.0.0.1:9092", "address of /healthz, /readyz and /metrics")
 	var cfg enrich.Config
 	flag.StringVar(&cfg.PricingDir, "pricing", "", "directory of pricing files (default: the shipped catalogue)")
@@ -47,9 +50,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	nc, err := nats.Connect(*natsURL, nats.Name("tokenmeter-enricher"), nats.MaxReconnects(-1))
+	nc, err := natsconn.Connect(*natsURL, "tokenmeter-enricher", natsCfg, nats.MaxReconnects(-1))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "enricher: connect to NATS at %s: %v\n", *natsURL, err)
+		fmt.Fprintf(os.Stderr, "enricher: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
