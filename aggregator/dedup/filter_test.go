@@ -169,7 +169,8 @@ func TestFilterLanded(t *testing.T) {
 }
 
 // The exactly-once argument, run: batches of new events and of copies (redeliveries, client
-// re-sends, some timed long ago) go through the cycle, with INSERTs that land in part and
+// re-sends, some timed long ago, copies with other content, second reports of a call under
+// another id) go through the cycle, with INSERTs that land in part and
 // writers that die between the INSERT and Remember (a new filter is then loaded from
 // ClickHouse, as at start-up); ClickHouse ends up holding every id exactly once.
 func TestFilterExactlyOnce(t *testing.T) {
@@ -195,9 +196,20 @@ func TestFilterExactlyOnce(t *testing.T) {
 		now = now.Add(37 * time.Second)
 		var b []batch.Row
 		for range 1 + rng.IntN(20) {
-			if len(sent) > 0 && rng.IntN(3) == 0 {
-				b = append(b, sent[rng.IntN(len(sent))]) // a copy, however old
-				continue
+			if len(sent) > 0 {
+				switch c := sent[rng.IntN(len(sent))]; rng.IntN(9) {
+				case 0, 1, 2: // a copy, however old
+					b = append(b, c)
+					continue
+				case 3: // a copy with other content: a conflict
+					c.Tokens.Output++
+					b = append(b, c)
+					continue
+				case 4: // the same call reported by another emitter, under another id
+					c.ID = fmt.Sprintf("other-%d-%d", round, len(b))
+					b = append(b, c)
+					continue
+				}
 			}
 			at := now
 			if rng.IntN(5) == 0 {
@@ -205,6 +217,7 @@ func TestFilterExactlyOnce(t *testing.T) {
 			}
 			r := usage(fmt.Sprintf("evt-%d-%d", round, len(b)), at, int64(rng.IntN(1000)))
 			r.Received = now
+			r.ResponseID = "resp-" + r.ID
 			sent = append(sent, r)
 			want[r.ID] = true
 			b = append(b, r)
@@ -231,13 +244,22 @@ func TestFilterExactlyOnce(t *testing.T) {
 		}
 		f.Expire()
 	}
-	count := map[string]int{}
+	count, calls := map[string]int{}, map[string]int{}
 	for _, r := range db.rows {
 		count[r.ID]++
+		calls[r.ResponseID]++
+		if !want[r.ID] {
+			t.Errorf("%s stored: a second report of %s", r.ID, r.ResponseID)
+		}
 	}
 	for id, n := range count {
 		if n != 1 {
 			t.Errorf("%s stored %d times", id, n)
+		}
+	}
+	for rid, n := range calls {
+		if n != 1 {
+			t.Errorf("response %s stored %d times", rid, n)
 		}
 	}
 	if len(count) != len(want) {
