@@ -209,8 +209,10 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 		for i, r := range rollups {
 			wk.a.m.repairs.WithLabelValues(r.table).Add(float64(written[i]))
 			wk.a.m.repairs.WithLabelValues(r.skipped).Add(float64(skipped[i]))
-			if written[i] > 0 || skipped[i] > 0 {
+			if written[i] > 0 {
 				wk.log.Warn("repaired a roll-up "+why, "table", r.table, "correction_rows", written[i], "skipped_"+r.column+"s", skipped[i], "minutes_compared", len(a))
+			} else if skipped[i] > 0 {
+				wk.log.Warn("left a roll-up's "+r.column+"s from before migration 0064 as they are "+why, "table", r.table, "skipped_"+r.column+"s", skipped[i], "minutes_compared", len(a))
 			}
 		}
 		return err
