@@ -92,7 +92,7 @@ func Connect(url, name string, c Config, extra ...nats.Option) (*nats.Conn, erro
 	}
 	nc, err := nats.Connect(url, append(append(opts, nats.Name(name)), extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
 	}
 	return nc, nil
 }

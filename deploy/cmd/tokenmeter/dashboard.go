@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
@@ -101,18 +103,23 @@ func runDashboard(ctx context.Context, args []string) error {
 	fs.StringVar(&access.hosts, "host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated (others get 421)")
 	fs.StringVar(&access.tokenFile, "token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), `file holding the token every request must carry (bearer, or the basic-auth password); "" = none`)
 	natsURL := fs.String("nats", os.Getenv("TOKENMETER_NATS_URL"), `NATS URL holding the alerter's buckets ("" = show no alerts or budgets)`)
+	var natsCfg natsconn.Config
+	natsEnv := natsFlags(fs, &natsCfg, natsauth.Dashboard)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if err := natsEnv(); err != nil {
+		return fmt.Errorf("invalid environment: %w", err)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	var nc *nats.Conn
 	if *natsURL != "" {
 		var err error
-		if nc, err = nats.Connect(*natsURL, nats.Name("tokenmeter-dashboard"), nats.MaxReconnects(-1)); err != nil {
-			return fmt.Errorf("connect to NATS %s: %w", *natsURL, err)
+		if nc, err = natsconn.Connect(*natsURL, "tokenmeter-dashboard", natsCfg, nats.MaxReconnects(-1)); err != nil {
+			return err
 		}
 		defer nc.Close()
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/collector/emit"
 	"github.com/tokenmeter/tokenmeter/collector/proxy"
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -27,6 +29,7 @@ type proxyFlags struct {
 	cfg      proxy.Config
 	opsAddr  string
 	natsURL  string
+	nats     natsconn.Config
 	keys     string
 	emitOpts emit.Options
 }
@@ -71,8 +74,12 @@ func parseProxyFlags(args []string) (proxyFlags, error) {
 		"add stream_options.include_usage to streamed OpenAI chat requests that do not set it, so they can be metered")
 	fs.IntVar(&f.emitOpts.Partitions, "partitions", stream.DefaultPartitions, "USAGE_RAW partitions (must match the pipeline)")
 	fs.IntVar(&f.emitOpts.MaxBuffered, "max-buffered", emit.DefaultMaxBuffered, "events held while the pipeline is unreachable")
+	natsEnv := natsFlags(fs, &f.nats, natsauth.Proxy)
 	if err := fs.Parse(args); err != nil {
 		return proxyFlags{}, err
+	}
+	if err := natsEnv(); err != nil {
+		return proxyFlags{}, fmt.Errorf("invalid environment: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return proxyFlags{}, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -108,10 +115,10 @@ func runProxy(ctx context.Context, args []string) (err error) {
 		}
 	}
 	// The proxy must serve even when the pipeline is down: connect in the background.
-	nc, err := nats.Connect(f.natsURL, nats.Name("tokenmeter-proxy"), nats.RetryOnFailedConnect(true),
+	nc, err := natsconn.Connect(f.natsURL, "tokenmeter-proxy", f.nats, nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	em, err := emit.New(nc, f.emitOpts)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -24,10 +25,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&c.Database, "database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
 	fs.IntVar(&c.Partitions, "partitions", stream.DefaultPartitions, "partitions of USAGE_RAW; every stage must agree")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after")
+	natsEnv := natsFlags(fs, &c.NATS, natsauth.Reconcile)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var errs []error
+	errs := []error{natsEnv()}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
