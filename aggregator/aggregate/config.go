@@ -61,10 +61,11 @@ type Config struct {
 	// keep an event, from the later of its receipt and its own time. It bounds memory, not
 	// correctness: a copy of an event timed before the window — a late re-send, a redelivery
 	// after a long outage — is looked up in ClickHouse near its own time instead, when its
-	// hour holds events the sets no longer do, which costs a query per 1,000 such events. The sets cost about 73 bytes per event id and as much per
-	// response id: at 1,000 events/s the default hour holds 3.6 million events, about 0.5 GB.
-	// Widen it when late events are common (a spooled backlog replayed after an outage longer
-	// than the window is all looked up).
+	// hour holds events the sets no longer do, which costs a query per 1,000 such events. The
+	// sets cost about 15 bytes per event with an id and a response id (BenchmarkSetBytesPerID):
+	// at 1,000 events/s the default hour holds 3.6 million events, about 54 MB. Widen it when
+	// late events are common (a spooled backlog replayed after an outage longer than the
+	// window is all looked up).
 	DedupWindow time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
 	// above the time of an insert.
