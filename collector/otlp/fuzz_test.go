@@ -42,13 +42,14 @@ func FuzzBody(f *testing.F) {
 	f.Add([]byte(`{"resourceSpans":[{"scopeSpans":[{"sp\u0061ns":[{},{},{},{},{},{},{},{},{},{}]}]}]}`), true, false)
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff}, false, false)
 	f.Add([]byte("not gzip"), false, true)
+	const maxSpans, maxEvents = 8, 4
+	acc := &counting{}
+	h, err := NewHandler(acc, Config{MaxBodyBytes: 1 << 20, MaxEvents: maxEvents, MaxSpans: maxSpans, MaxElements: 256})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, body []byte, isJSON, compress bool) {
-		const maxSpans, maxEvents = 8, 4
-		acc := &counting{}
-		h, err := NewHandler(acc, Config{MaxBodyBytes: 1 << 20, MaxEvents: maxEvents, MaxSpans: maxSpans, MaxElements: 256})
-		if err != nil {
-			t.Fatal(err)
-		}
+		acc.events = 0
 		if compress {
 			var buf bytes.Buffer
 			zw := gzip.NewWriter(&buf)
