@@ -12,6 +12,7 @@
 //	tokenmeter rerate -from T -to T [-apply]
 //	tokenmeter rules validate FILE...
 //	tokenmeter reconcile [-nats URL] [-clickhouse DSN] [-database NAME] [-partitions N]
+//	tokenmeter nats init | add-emitter NAME
 package main
 
 import (
@@ -40,6 +41,9 @@ commands:
   rerate -from T -to T       re-price stored events with the current catalogue; -apply writes corrections
   rules validate FILE...     check alerter rules files and print what they hold
   reconcile                  compare what USAGE_RAW accepted with usage_events: ids missing or stored twice
+  nats init                  create every role's NATS nkey seed and the nats-server users for them (-dir)
+  nats add-emitter NAME      a service's own NATS identity: it may only publish usage
+  bills sync|import|diff     import providers' usage and cost reports; metered beside billed (diff -month YYYY-MM)
 
 Run "tokenmeter <command> -h" for the flags of a command.
 `
@@ -77,6 +81,10 @@ func run(args []string) int {
 		err = runRules(args)
 	case "reconcile":
 		err = runReconcile(ctx, args, os.Stdout, os.Stderr)
+	case "nats":
+		err = runNATS(args, os.Stdout)
+	case "bills":
+		err = runBills(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
