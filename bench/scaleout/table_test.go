@@ -14,8 +14,10 @@ func TestTables(t *testing.T) {
 			"aggregator": 2 * time.Second, "aggregator#2": 2 * time.Second, ClickHouse: 6 * time.Second,
 		},
 		Samples: []Sample{
-			{At: 0, RSS: map[string]int64{"nats-server": 10 << 20, "collector": 20 << 20, "enricher": 30 << 20, "enricher#2": 31 << 20, "aggregator": 40 << 20, "aggregator#2": 41 << 20, ClickHouse: 500 << 20}},
-			{At: 61 * time.Second, RSS: map[string]int64{"nats-server": 11 << 20, "collector": 21 << 20, "enricher": 32 << 20, "enricher#2": 33 << 20, "aggregator": 90 << 20, "aggregator#2": 91 << 20, ClickHouse: 600 << 20}},
+			{At: 0, RSS: map[string]int64{"nats-server": 10 << 20, "collector": 20 << 20, "enricher": 30 << 20, "enricher#2": 31 << 20, "aggregator": 40 << 20, "aggregator#2": 41 << 20, ClickHouse: 500 << 20},
+				StreamBytes: map[string]uint64{"USAGE_RAW": 0, "USAGE_ENRICHED": 0, "USAGE_HISTORY": 0}},
+			{At: 61 * time.Second, RSS: map[string]int64{"nats-server": 11 << 20, "collector": 21 << 20, "enricher": 32 << 20, "enricher#2": 33 << 20, "aggregator": 90 << 20, "aggregator#2": 91 << 20, ClickHouse: 600 << 20},
+				StreamBytes: map[string]uint64{"USAGE_RAW": 3 << 19, "USAGE_ENRICHED": 5 << 20, "USAGE_HISTORY": 2 << 30}, ClickHouseBytes: 75 << 20},
 		},
 	}
 	var b strings.Builder
@@ -34,7 +36,9 @@ func TestTables(t *testing.T) {
 	}
 	want = "| process | RSS at 0s | RSS at 1m1s |\n| --- | ---: | ---: |\n" +
 		"| nats-server | 10 MiB | 11 MiB |\n| collector | 20 MiB | 21 MiB |\n| enricher | 30 MiB | 32 MiB |\n| enricher#2 | 31 MiB | 33 MiB |\n" +
-		"| aggregator | 40 MiB | 90 MiB |\n| aggregator#2 | 41 MiB | 91 MiB |\n| clickhouse-server | 500 MiB | 600 MiB |\n"
+		"| aggregator | 40 MiB | 90 MiB |\n| aggregator#2 | 41 MiB | 91 MiB |\n| clickhouse-server | 500 MiB | 600 MiB |\n" +
+		"| USAGE_RAW (disk) | 0.0 MiB | 1.5 MiB |\n| USAGE_ENRICHED (disk) | 0.0 MiB | 5.0 MiB |\n| USAGE_HISTORY (disk) | 0.0 MiB | 2048.0 MiB |\n" +
+		"| ClickHouse database (disk) | 0 MiB | 75 MiB |\n"
 	if b.String() != want {
 		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -52,7 +56,9 @@ func TestMemoryTableOfALongRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "| process | RSS at 0s | RSS at 5m0s | RSS at 10m0s | RSS at 11m3s |\n| --- | ---: | ---: | ---: | ---: |\n" +
-		"| collector | 0 MiB | 5 MiB | 10 MiB | 12 MiB |\n"
+		"| collector | 0 MiB | 5 MiB | 10 MiB | 12 MiB |\n" +
+		"| USAGE_RAW (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n| USAGE_ENRICHED (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n" +
+		"| USAGE_HISTORY (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n| ClickHouse database (disk) | 0 MiB | 0 MiB | 0 MiB | 0 MiB |\n"
 	if b.String() != want {
 		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
 	}
