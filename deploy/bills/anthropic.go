@@ -151,32 +151,12 @@ func (a *Anthropic) pages(ctx context.Context, path string, q url.Values, source
 	if base == "" {
 		base = anthropicBaseURL
 	}
-	u, err := url.Parse(strings.TrimSuffix(base, "/") + path)
-	if err != nil {
-		return nil, fmt.Errorf("base URL: %w", err)
-	}
-	h := http.Header{"X-Api-Key": {a.AdminKey}, "Anthropic-Version": {anthropicVersion}}
-	var rows []Row
-	for n := 0; ; n++ {
-		if n == maxPages {
-			return nil, fmt.Errorf("more than %d pages", maxPages)
-		}
-		u.RawQuery = q.Encode()
-		body, err := a.get(ctx, u, h)
+	return a.Client.pages(ctx, base, path, q, http.Header{"X-Api-Key": {a.AdminKey}, "Anthropic-Version": {anthropicVersion}}, func(body []byte) ([]Row, string, error) {
+		rows, p, err := decodeAnthropicPage(body, source)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		page, p, err := decodeAnthropicPage(body, source)
-		if err != nil {
-			return nil, fmt.Errorf("page %d: %w", n+1, err)
-		}
-		rows = append(rows, page...)
-		if !p.HasMore {
-			return rows, nil
-		}
-		if p.NextPage == nil || *p.NextPage == "" || *p.NextPage == q.Get("page") {
-			return nil, fmt.Errorf("page %d: has_more without a new next_page", n+1)
-		}
-		q.Set("page", *p.NextPage)
-	}
+		next, err := nextPage(p.HasMore, p.NextPage)
+		return rows, next, err
+	})
 }

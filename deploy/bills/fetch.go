@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -51,6 +52,56 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// maxPages bounds the pages of one report, against a server that never says has_more=false.
+const maxPages = 10000
+
+// decodePage decodes one page of a report: its rows, and the cursor of the next page ("" on
+// the last).
+type decodePage func(body []byte) (rows []Row, next string, err error)
+
+// pages GETs base+path with the query q and then every next page (q's "page" set to the
+// cursor the previous page gave), and returns the rows of all.
+func (c *Client) pages(ctx context.Context, base, path string, q url.Values, header http.Header, decode decodePage) ([]Row, error) {
+	u, err := url.Parse(strings.TrimSuffix(base, "/") + path)
+	if err != nil {
+		return nil, fmt.Errorf("base URL: %w", err)
+	}
+	var rows []Row
+	for n := 1; ; n++ {
+		if n > maxPages {
+			return nil, fmt.Errorf("more than %d pages", maxPages)
+		}
+		u.RawQuery = q.Encode()
+		body, err := c.get(ctx, u, header)
+		if err != nil {
+			return nil, err
+		}
+		page, next, err := decode(body)
+		if err != nil {
+			return nil, fmt.Errorf("page %d: %w", n, err)
+		}
+		rows = append(rows, page...)
+		if next == "" {
+			return rows, nil
+		}
+		if next == q.Get("page") {
+			return nil, fmt.Errorf("page %d: next_page repeats the cursor of the page", n)
+		}
+		q.Set("page", next)
+	}
+}
+
+// nextPage returns the cursor of the next page, or an error when has_more comes without one.
+func nextPage(hasMore bool, next *string) (string, error) {
+	if !hasMore {
+		return "", nil
+	}
+	if next == nil || *next == "" {
+		return "", errors.New("has_more without a next_page")
+	}
+	return *next, nil
 }
 
 // maxBody bounds one page of a report.

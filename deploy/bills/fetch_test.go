@@ -253,7 +253,7 @@ func TestFetchErrors(t *testing.T) {
 	f.header = nil
 	f.pages["/v1/organization/usage/completions"] = map[string]string{"": `{"object":"page","data":[],"has_more":true,"next_page":null}`}
 	_, err = o.Fetch(context.Background(), twoDays)
-	want = "openai openai_completions: page 1: has_more without a new next_page"
+	want = "openai openai_completions: page 1: has_more without a next_page"
 	if err == nil || err.Error() != want {
 		t.Errorf("has_more without cursor: error = %v, want %s", err, want)
 	}

@@ -1,6 +1,7 @@
 package bills
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,7 +58,7 @@ type openAIResult struct {
 // decodeOpenAIPage decodes one page into rows of source. The page's buckets must be days.
 func decodeOpenAIPage(data []byte, source string) ([]Row, openAIPage, error) {
 	var p openAIPage
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&p); err != nil {
 		return nil, p, fmt.Errorf("decode: %w", err)
@@ -165,40 +166,17 @@ func (o *OpenAI) Fetch(ctx context.Context, r Range) (Report, error) {
 	return rep, nil
 }
 
-// maxPages bounds the pages of one report, against a server that never says has_more=false.
-const maxPages = 10000
-
 func (o *OpenAI) pages(ctx context.Context, path string, q url.Values, source string) ([]Row, error) {
 	base := o.BaseURL
 	if base == "" {
 		base = openAIBaseURL
 	}
-	u, err := url.Parse(strings.TrimSuffix(base, "/") + path)
-	if err != nil {
-		return nil, fmt.Errorf("base URL: %w", err)
-	}
-	h := http.Header{"Authorization": {"Bearer " + o.AdminKey}}
-	var rows []Row
-	for n := 0; ; n++ {
-		if n == maxPages {
-			return nil, fmt.Errorf("more than %d pages", maxPages)
-		}
-		u.RawQuery = q.Encode()
-		body, err := o.get(ctx, u, h)
+	return o.Client.pages(ctx, base, path, q, http.Header{"Authorization": {"Bearer " + o.AdminKey}}, func(body []byte) ([]Row, string, error) {
+		rows, p, err := decodeOpenAIPage(body, source)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		page, p, err := decodeOpenAIPage(body, source)
-		if err != nil {
-			return nil, fmt.Errorf("page %d: %w", n+1, err)
-		}
-		rows = append(rows, page...)
-		if !p.HasMore {
-			return rows, nil
-		}
-		if p.NextPage == nil || *p.NextPage == "" || *p.NextPage == q.Get("page") {
-			return nil, fmt.Errorf("page %d: has_more without a new next_page", n+1)
-		}
-		q.Set("page", *p.NextPage)
-	}
+		next, err := nextPage(p.HasMore, p.NextPage)
+		return rows, next, err
+	})
 }
