@@ -200,41 +200,42 @@ func TestBudgetCapFlags(t *testing.T) {
 // arrive within BodyTimeout is answered 408; nothing reaches the upstream whole.
 func TestProxySlowBodies(t *testing.T) {
 	var calls atomic.Int32
-	h := newHarnessWith(t, counted(&calls), func(c *Config) { c.MaxBodies, c.BodyTimeout = 2, 300*time.Millisecond })
-	conns := make([]net.Conn, 4)
-	for i := range conns {
+	h := newHarnessWith(t, counted(&calls), func(c *Config) { c.MaxBodies, c.BodyTimeout = 2, 3*time.Second })
+	slow := func() net.Conn {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		t.Cleanup(func() { conn.Close() })
 		fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{")
-		conns[i] = conn
+		return conn
 	}
-	got := map[int]int{}
-	for _, conn := range conns {
+	answer := func(conn net.Conn) (int, string, string) {
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got[resp.StatusCode]++
-		switch resp.StatusCode {
-		case http.StatusServiceUnavailable:
-			const want = `{"error":{"code":"proxy_busy","message":"tokenmeter proxy: 2 request bodies are being read, the limit: send this request again later","type":"tokenmeter_proxy_error"}}` + "\n"
-			if string(body) != want || resp.Header.Get("Retry-After") != "1" {
-				t.Errorf("503: %s (Retry-After %q), want %s", body, resp.Header.Get("Retry-After"), want)
-			}
-		case http.StatusRequestTimeout:
-			const want = `{"error":{"code":"body_timeout","message":"tokenmeter proxy: the request body did not arrive within 300ms","type":"invalid_request_error"}}` + "\n"
-			if string(body) != want {
-				t.Errorf("408: %s, want %s", body, want)
-			}
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+	}
+	held := []net.Conn{slow(), slow()}
+	// Once both slots are held, a complete request is refused too.
+	natstest.Eventually(t, 10*time.Second, "every slot held", func() bool {
+		status, _ := send(t, "POST", h.srv.URL+"/openai/v1/files") // not metered
+		return status == http.StatusServiceUnavailable
+	})
+	const busy = `{"error":{"code":"proxy_busy","message":"tokenmeter proxy: 2 request bodies are being read, the limit: send this request again later","type":"tokenmeter_proxy_error"}}` + "\n"
+	for i := 0; i < 2; i++ {
+		if status, retry, body := answer(slow()); status != http.StatusServiceUnavailable || retry != "1" || body != busy {
+			t.Errorf("beyond the bound: %d (Retry-After %q) %s, want 503 (1) %s", status, retry, body, busy)
 		}
 	}
-	if got[http.StatusServiceUnavailable] != 2 || got[http.StatusRequestTimeout] != 2 {
-		t.Errorf("answers by status %v, want two 503 and two 408", got)
+	const late = `{"error":{"code":"body_timeout","message":"tokenmeter proxy: the request body did not arrive within 3s","type":"invalid_request_error"}}` + "\n"
+	for _, conn := range held {
+		if status, _, body := answer(conn); status != http.StatusRequestTimeout || body != late {
+			t.Errorf("held: %d %s, want 408 %s", status, body, late)
+		}
 	}
 	if n := len(natstest.Messages(t, h.js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
