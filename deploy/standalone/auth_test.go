@@ -1,0 +1,160 @@
+package standalone
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/collector/emit"
+	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
+	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+)
+
+// syncBuffer is a log sink safe for the pipeline's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestIdentities runs the pipeline with its NATS listener on and checks each identity over
+// TCP: an anonymous client is refused; an emitter added while it runs is admitted, its events
+// reach ClickHouse, and it can publish nothing else; reconcile and the dashboard read what
+// they need with their own keys. Every stage runs as its own role meanwhile, and the server
+// refuses none of them anything (the pipeline logs each refusal).
+func TestIdentities(t *testing.T) {
+	conn := openClickHouse(t)
+	db := freshDatabase(t, conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	p, err := Start(ctx, Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:-1", ClickHouseDSN: clickhouseDSN(), Database: db,
+		Partitions: 2, Streams: stream.DefaultOptions, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		if err := p.Wait(); err != nil {
+			t.Errorf("pipeline stopped with: %v", err)
+		}
+		if strings.Contains(logs.String(), "permissions violation") {
+			t.Errorf("the server refused a stage something:\n%s", logs.String())
+		}
+	}()
+	url := p.NATSURL()
+
+	if _, err := nats.Connect(url, nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("anonymous client: err %v, want %v", err, nats.ErrAuthorization)
+	}
+
+	seed, err := natsauth.AddEmitter(p.NATSCredsDir(), "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan error, 4)
+	nc, err := emit.Connect(url, seed, nats.ReconnectWait(50*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				refused <- err
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	em, err := emit.New(nc, emit.Options{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range 3 {
+		u := event.Usage{ID: fmt.Sprintf("billing-%d", i), Time: now, Provider: "openai", Model: "gpt-4o",
+			Usage: event.Tokens{Input: 1000, Output: 100}, Tags: map[string]string{"team": "billing"}}
+		if err := em.Emit(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The emitter is admitted once the server has reloaded its users (EmitterPoll).
+	closeCtx, closeCancel := context.WithTimeout(ctx, time.Minute)
+	defer closeCancel()
+	if err := em.Close(closeCtx); err != nil {
+		t.Fatalf("emitter close: %v\n%s", err, logs.String())
+	}
+	count := func() string {
+		var s string
+		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE team = 'billing'").Scan(&s)
+		return s
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for count() != "3" {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: %q events of the emitter stored, want 3", count())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A forged, already priced batch: refused.
+	if err := nc.Publish(stream.EnrichedSubject(0), []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		if want := `nats: permissions violation: Permissions Violation for Publish to "usage.enriched.0"`; err.Error() != want {
+			t.Errorf("refusal %q, want %q", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("publish to usage.enriched.0: not refused after 10s")
+	}
+
+	parts, err := reconcile.Run(ctx, reconcile.Config{
+		NATSURL: url, NATS: natsconn.Config{NKeyFile: natsauth.SeedFile(p.NATSCredsDir(), natsauth.Reconcile)},
+		ClickHouseDSN: clickhouseDSN(), Database: db, Partitions: 2,
+	})
+	if err != nil {
+		t.Fatalf("reconcile as its own identity: %v", err)
+	}
+	if err := reconcile.Err(parts); err != nil {
+		t.Errorf("reconcile: %v", err)
+	}
+
+	dnc, err := natsconn.Connect(url, "dashboard", natsconn.Config{NKeyFile: natsauth.SeedFile(p.NATSCredsDir(), natsauth.Dashboard)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dnc.Close()
+	djs, err := jetstream.New(dnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dashboard.Budgets(ctx, djs); err != nil {
+		t.Errorf("dashboard reads budgets as its own identity: %v", err)
+	}
+	if _, _, err := dashboard.Alerts(ctx, djs); err != nil {
+		t.Errorf("dashboard reads alerts as its own identity: %v", err)
+	}
+}
