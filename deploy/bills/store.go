@@ -23,7 +23,12 @@ type Run struct {
 // NewRun returns the run of an import starting at now; its version is now in nanoseconds.
 func NewRun(now time.Time) Run {
 	now = now.UTC()
-	return Run{ID: "bills-" + now.Format("20060102T150405.000000000Z"), Version: uint64(now.UnixNano()), At: now}
+	return Run{ID: runID(uint64(now.UnixNano())), Version: uint64(now.UnixNano()), At: now.Truncate(time.Second)}
+}
+
+// runID names the import of a version: the instant it stands for.
+func runID(version uint64) string {
+	return "bills-" + time.Unix(0, int64(version)).UTC().Format("20060102T150405.000000000Z")
 }
 
 // Result counts what Store did.
@@ -76,6 +81,16 @@ func Store(ctx context.Context, conn driver.Conn, db string, rep Report, run Run
 	latest, err := latestHashes(ctx, conn, db, keys)
 	if err != nil {
 		return res, err
+	}
+	// The latest import must win even when clocks step back or two runs share a nanosecond
+	// (a test's fixed clock): a version at or below one already stored moves past it.
+	var highest uint64
+	if err := conn.QueryRow(ctx, "SELECT max(import_version) FROM "+db+".provider_usage_imports").Scan(&highest); err != nil {
+		return res, fmt.Errorf("read the highest import version of %s.provider_usage_imports: %w", db, err)
+	}
+	if run.Version <= highest {
+		run.Version = highest + 1
+		run.ID = runID(run.Version)
 	}
 	var changed []periodKey
 	hashes := map[periodKey]string{}

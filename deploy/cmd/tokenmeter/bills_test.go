@@ -107,6 +107,19 @@ func TestBillsSyncImportDiff(t *testing.T) {
 	if requests != 6 {
 		t.Errorf("%d requests to the report server, want 6", requests)
 	}
+	// OpenAI corrects Nov 11's cost; the key now comes from the environment. Only that
+	// period is written again, and it replaces the old one.
+	reports["/v1/organization/costs"] = strings.Replace(reports["/v1/organization/costs"], `"value":0.0005,`, `"value":0.0006,`, 1)
+	t.Setenv("TOKENMETER_OPENAI_ADMIN_KEY", "sk-admin-from-file")
+	bills("openai 2026-11-10 .. 2026-11-11: 6 periods, 1 written (1 rows), 5 unchanged\n", "sync", "-from", "2026-11-10", "-to", "2026-11-12", "-openai-url", srv.URL)
+	reports["/v1/organization/costs"] = strings.Replace(reports["/v1/organization/costs"], `"value":0.0006,`, `"value":0.0005,`, 1)
+	bills("openai 2026-11-10 .. 2026-11-11: 6 periods, 1 written (1 rows), 5 unchanged\n", "sync", "-from", "2026-11-10", "-to", "2026-11-12", "-openai-url", srv.URL)
+	t.Setenv("TOKENMETER_OPENAI_ADMIN_KEY", "")
+	var errOut bytes.Buffer
+	err = billsTo(ctx, &errOut, &errOut, clock, append([]string{"sync"}, common...))
+	if want := "no admin key: set TOKENMETER_OPENAI_ADMIN_KEY or -openai-admin-key-file, TOKENMETER_ANTHROPIC_ADMIN_KEY or -anthropic-admin-key-file"; err == nil || err.Error() != want {
+		t.Errorf("sync without a key: error = %v, want %s", err, want)
+	}
 
 	csvFile := filepath.Join(t.TempDir(), "bedrock.csv")
 	if err := os.WriteFile(csvFile, []byte("day,provider,model,token_class,tokens,cost_usd,line_item\n"+
