@@ -28,7 +28,8 @@ import (
 type Role string
 
 // The roles. An emitter is a service publishing its own usage (collector/emit); every emitter
-// has its own identity with the Emitter role's permissions, as does the proxy.
+// has its own identity with the Emitter role's permissions. The proxy is an emitter that also
+// reads the budgets bucket.
 const (
 	Collector  Role = "collector"
 	Enricher   Role = "enricher"
@@ -108,7 +109,7 @@ func GrantOf(r Role, partitions int) Grant {
 		kvRead(bucket)
 		add(api("STREAM.CREATE", "KV_"+bucket), api("STREAM.UPDATE", "KV_"+bucket), "$KV."+bucket+".>")
 	}
-	if r != Proxy && r != Emitter {
+	if r != Emitter {
 		add("$JS.API.INFO") // account limits and usage, which the KV client asks for
 	}
 	switch r {
@@ -140,7 +141,10 @@ func GrantOf(r Role, partitions int) Grant {
 		kvRead(state.Bucket)
 	case Reconcile:
 		read(stream.History)
-	case Proxy, Emitter:
+	case Proxy:
+		add(stream.RawPrefix + "*")
+		kvRead(budget.Bucket) // it refuses calls over a hard cap before they are paid for
+	case Emitter:
 		add(stream.RawPrefix + "*")
 	}
 	g.Publish = unique(g.Publish)

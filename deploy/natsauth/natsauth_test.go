@@ -3,6 +3,7 @@ package natsauth_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	alertbudget "github.com/tokenmeter/tokenmeter/alerter/budget"
+	collectorbudget "github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -212,13 +214,21 @@ func TestEmitterPublishesUsageOnly(t *testing.T) {
 
 func TestReadersCannotWrite(t *testing.T) {
 	f := start(t)
-	for _, r := range []natsauth.Role{natsauth.Dashboard, natsauth.Reconcile, natsauth.Collector} {
+	for _, r := range []natsauth.Role{natsauth.Dashboard, natsauth.Reconcile, natsauth.Collector, natsauth.Proxy} {
 		c := f.as(t, natsauth.SeedFile(f.dir, r))
 		if err := c.nc.Publish("$KV."+alertbudget.Bucket+".search", []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 		c.refused(t, `Permissions Violation for Publish to "$KV.tokenmeter_budgets.search"`)
 	}
+	// The proxy watches the hard caps as the collector does.
+	px := f.as(t, natsauth.SeedFile(f.dir, natsauth.Proxy))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := collectorbudget.NewEnforcer(nil, slog.New(slog.DiscardHandler)).Watch(ctx, px.js); err != nil {
+		t.Fatalf("proxy watches %s: %v", alertbudget.Bucket, err)
+	}
+
 	// The dashboard reads the budgets bucket, and nothing of the usage streams.
 	d := f.as(t, natsauth.SeedFile(f.dir, natsauth.Dashboard))
 	kv, err := d.js.KeyValue(context.Background(), alertbudget.Bucket)
