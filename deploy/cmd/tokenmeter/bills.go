@@ -109,6 +109,12 @@ func dayRange(from, to string, days int, now time.Time) (bills.Range, error) {
 // "" when neither is set. The value is never printed.
 func secret(file, env string) (string, error) {
 	if file != "" {
+		// A FIFO or a device would hang the read: only a regular file holds a key.
+		if fi, err := os.Stat(file); err != nil {
+			return "", fmt.Errorf("read the key file: %w", err)
+		} else if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("key file %s is not a regular file", file)
+		}
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("read the key file: %w", err)

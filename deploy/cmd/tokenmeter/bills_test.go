@@ -116,6 +116,11 @@ func TestBillsSyncImportDiff(t *testing.T) {
 	bills("openai 2026-11-10 .. 2026-11-11: 6 periods, 1 written (1 rows), 5 unchanged\n", "sync", "-from", "2026-11-10", "-to", "2026-11-12", "-openai-url", srv.URL)
 	t.Setenv("TOKENMETER_OPENAI_ADMIN_KEY", "")
 	var errOut bytes.Buffer
+	dir := t.TempDir()
+	err = billsTo(ctx, &errOut, &errOut, clock, append([]string{"sync", "-anthropic-admin-key-file", dir}, common...))
+	if want := "anthropic admin key: key file " + dir + " is not a regular file"; err == nil || err.Error() != want {
+		t.Errorf("sync with a directory as key file: error = %v, want %s", err, want)
+	}
 	err = billsTo(ctx, &errOut, &errOut, clock, append([]string{"sync"}, common...))
 	if want := "no admin key: set TOKENMETER_OPENAI_ADMIN_KEY or -openai-admin-key-file, TOKENMETER_ANTHROPIC_ADMIN_KEY or -anthropic-admin-key-file"; err == nil || err.Error() != want {
 		t.Errorf("sync without a key: error = %v, want %s", err, want)
