@@ -37,7 +37,7 @@ func runBills(ctx context.Context, args []string) error {
 func billsTo(ctx context.Context, w, stderr io.Writer, clock func() time.Time, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, billsUsage)
-		return errors.New("bills: want a command")
+		return errors.New("want a command: sync, import or diff")
 	}
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("bills "+cmd, flag.ContinueOnError)
@@ -56,7 +56,7 @@ func billsTo(ctx context.Context, w, stderr io.Writer, clock func() time.Time, a
 		return nil
 	}
 	fmt.Fprint(stderr, billsUsage)
-	return fmt.Errorf("bills: unknown command %q", cmd)
+	return fmt.Errorf("unknown command %q", cmd)
 }
 
 func openClickHouse(ctx context.Context, dsn, db string, migrateIt bool) (driver.Conn, error) {
@@ -175,6 +175,10 @@ func billsSync(ctx context.Context, w io.Writer, fs *flag.FlagSet, dsn, db *stri
 	}
 	defer conn.Close()
 	res, err := bills.Sync(ctx, conn, *db, fetchers, r, now)
+	if err != nil && res.Periods == 0 {
+		return err
+	}
+	// After a failure, what the fetchers before it stored is kept: say so before the error.
 	fmt.Fprintf(w, "%s %s .. %s: %d periods, %d written (%d rows), %d unchanged\n", strings.Join(names, "+"),
 		r.From.Format(time.DateOnly), r.To.AddDate(0, 0, -1).Format(time.DateOnly), res.Periods, res.Written, res.Rows, res.Unchanged)
 	return err
