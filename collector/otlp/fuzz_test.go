@@ -89,7 +89,7 @@ func FuzzBody(f *testing.F) {
 			_, _ = buf.ReadFrom(zr)
 			plain = buf.Bytes()
 		}
-		req2, _, err := h.decode(plain, isJSON)
+		req2, _, err := h.decode(plain, isJSON, &reservation{m: &memory{max: 1 << 40, gauge: h.metrics.memory}})
 		if err != nil {
 			t.Fatalf("answered 200, but decoding again fails: %v", err)
 		}

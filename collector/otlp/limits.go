@@ -11,6 +11,10 @@ package otlp
 import (
 	"errors"
 	"fmt"
+	"io"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -174,4 +178,69 @@ func countSpans(req *coltracepb.ExportTraceServiceRequest) int {
 		}
 	}
 	return n
+}
+
+// bytesPerElement estimates what a decoded message costs: an empty attribute (KeyValue) is
+// about 130 bytes with its pointer; a span with its fields set, more, but spans are few.
+const bytesPerElement = 160
+
+// errBusy means the handler holds as much memory for other requests as it may (503).
+var errBusy = errors.New("busy")
+
+// memory bounds what the handler holds for all the requests it is answering at once — their
+// bodies as read and decompressed, and an estimate of their decoded form (the body's bytes,
+// which the decoders copy, and bytesPerElement per message) — so that many
+// small requests that each expand to the per-request limits (gzip bombs of 16 MiB, a million
+// empty attributes) cannot add up to more than MaxMemoryBytes. It is safe for concurrent use.
+type memory struct {
+	mu        sync.Mutex
+	max, used int64
+	peak      int64 // the most ever held, for tests
+	gauge     prometheus.Gauge
+}
+
+// reservation is what one request holds of a memory.
+type reservation struct {
+	m    *memory
+	held int64
+}
+
+// take reserves n more bytes, or reports that the memory cannot spare them.
+func (r *reservation) take(n int64) bool {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.used+n > m.max {
+		return false
+	}
+	m.used += n
+	m.peak = max(m.peak, m.used)
+	r.held += n
+	m.gauge.Set(float64(m.used))
+	return true
+}
+
+// release gives back everything r holds.
+func (r *reservation) release() {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.used -= r.held
+	r.held = 0
+	m.gauge.Set(float64(m.used))
+}
+
+// reserving reads from r, reserving two bytes for every byte it reads — io.ReadAll's buffer
+// doubles as it grows — and failing with errBusy past the memory's limit.
+type reserving struct {
+	r   io.Reader
+	res *reservation
+}
+
+func (rr reserving) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	if n > 0 && !rr.res.take(2*int64(n)) {
+		return 0, errBusy
+	}
+	return n, err
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	spans       *prometheus.CounterVec
 	droppedTags prometheus.Counter
+	memory      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,11 +27,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_otlp_dropped_tags_total",
 			Help: "Tags from span or resource attributes dropped because they break the v1 tag rules.",
 		}),
+		memory: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenmeter_otlp_memory_reserved_bytes",
+			Help: "Memory held for the OTLP requests being answered: bodies as read and decompressed, and an estimate of their decoded messages (bounded by MaxMemoryBytes).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.spans, m.droppedTags} {
+	for _, c := range []prometheus.Collector{m.requests, m.spans, m.droppedTags, m.memory} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register OTLP metrics: %w", err)
 		}

@@ -82,6 +82,10 @@ const (
 	// to 300 bytes, so a request costs at most a few hundred MB whatever its encoding. An
 	// export of 8,192 GenAI spans of 20 attributes each holds about 340,000.
 	DefaultMaxElements = 1_000_000
+	// DefaultMaxMemoryBytes bounds what all requests being answered hold at once: room for
+	// one request at every per-request limit (16 MiB read and 16 MiB decompressed, each in a
+	// buffer up to twice that, 16 MiB of decoded bytes, a million messages: 240 MiB).
+	DefaultMaxMemoryBytes = 256 << 20
 )
 
 // Acceptor publishes events; *collect.Collector is one. It returns the events it rejected
@@ -103,6 +107,11 @@ type Config struct {
 	// before the body is decoded, so that a small body of many empty messages cannot make
 	// the handler build them.
 	MaxSpans, MaxElements int
+	// MaxMemoryBytes bounds the memory held for all the requests being answered at once:
+	// bodies as read and decompressed, and an estimate of their decoded messages (default
+	// DefaultMaxMemoryBytes). A request that would pass it is answered 503 with Retry-After,
+	// which OTLP exporters retry.
+	MaxMemoryBytes int64
 	// Registerer receives the handler's metrics (default: not registered).
 	Registerer prometheus.Registerer
 	// Logger receives the handler's logs (default discards them).
@@ -114,6 +123,7 @@ type Handler struct {
 	cfg     Config
 	accept  Acceptor
 	metrics *metrics
+	mem     *memory
 }
 
 // NewHandler builds the handler publishing through a.
@@ -121,9 +131,9 @@ func NewHandler(a Acceptor, cfg Config) (*Handler, error) {
 	if a == nil {
 		return nil, errors.New("new OTLP handler: the acceptor is nil")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxEvents < 0 || cfg.MaxSpans < 0 || cfg.MaxElements < 0 {
-		return nil, fmt.Errorf("new OTLP handler: max body bytes (%d), max events (%d), max spans (%d) and max elements (%d) must not be negative",
-			cfg.MaxBodyBytes, cfg.MaxEvents, cfg.MaxSpans, cfg.MaxElements)
+	if cfg.MaxBodyBytes < 0 || cfg.MaxEvents < 0 || cfg.MaxSpans < 0 || cfg.MaxElements < 0 || cfg.MaxMemoryBytes < 0 {
+		return nil, fmt.Errorf("new OTLP handler: max body bytes (%d), max events (%d), max spans (%d), max elements (%d) and max memory bytes (%d) must not be negative",
+			cfg.MaxBodyBytes, cfg.MaxEvents, cfg.MaxSpans, cfg.MaxElements, cfg.MaxMemoryBytes)
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -137,6 +147,9 @@ func NewHandler(a Acceptor, cfg Config) (*Handler, error) {
 	if cfg.MaxElements == 0 {
 		cfg.MaxElements = DefaultMaxElements
 	}
+	if cfg.MaxMemoryBytes == 0 {
+		cfg.MaxMemoryBytes = DefaultMaxMemoryBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,7 +157,7 @@ func NewHandler(a Acceptor, cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, accept: a, metrics: m}, nil
+	return &Handler{cfg: cfg, accept: a, metrics: m, mem: &memory{max: cfg.MaxMemoryBytes, gauge: m.memory}}, nil
 }
 
 // ServeHTTP answers as the OTLP/HTTP specification asks: 200 with an
@@ -159,16 +172,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, isJSON, http.StatusUnsupportedMediaType, "", fmt.Sprintf("content type %q is not %s or %s", clip(mt), ContentProtobuf, ContentJSON))
 		return
 	}
-	body, status, err := h.readBody(r)
-	if err != nil {
-		h.fail(w, isJSON, status, "", err.Error())
+	res := &reservation{m: h.mem}
+	defer res.release()
+	body, status, err := h.readBody(r, res)
+	if err == nil {
+		var req *coltracepb.ExportTraceServiceRequest
+		if req, status, err = h.decode(body, isJSON, res); err == nil {
+			h.export(w, r, req, isJSON)
+			return
+		}
+	}
+	if errors.Is(err, errBusy) {
+		h.fail(w, isJSON, http.StatusServiceUnavailable, "1", fmt.Sprintf(
+			"the collector holds %d MiB for other OTLP requests, its limit: send this one again later", h.cfg.MaxMemoryBytes>>20))
 		return
 	}
-	req, status, err := h.decode(body, isJSON)
-	if err != nil {
-		h.fail(w, isJSON, status, "", err.Error())
-		return
-	}
+	h.fail(w, isJSON, status, "", err.Error())
+}
+
+// export turns the usage spans of req into events and answers with what became of them.
+func (h *Handler) export(w http.ResponseWriter, r *http.Request, req *coltracepb.ExportTraceServiceRequest, isJSON bool) {
 	b := spans(req, isJSON)
 	h.metrics.spans.WithLabelValues("ignored").Add(float64(b.ignored))
 	h.metrics.droppedTags.Add(float64(b.droppedTags))
@@ -218,7 +241,7 @@ func summarize(errs []string) string {
 // decode decodes an export request within the limits on its spans and messages, counted
 // before anything is decoded (limits.go). On failure it returns the status to answer: 413
 // over a limit, 400 for a body that is not a request.
-func (h *Handler) decode(body []byte, isJSON bool) (*coltracepb.ExportTraceServiceRequest, int, error) {
+func (h *Handler) decode(body []byte, isJSON bool, res *reservation) (*coltracepb.ExportTraceServiceRequest, int, error) {
 	c := counter{maxSpans: h.cfg.MaxSpans, maxElements: h.cfg.MaxElements}
 	scan := c.scanProtobuf
 	if isJSON {
@@ -229,6 +252,9 @@ func (h *Handler) decode(body []byte, isJSON bool) (*coltracepb.ExportTraceServi
 			return nil, http.StatusRequestEntityTooLarge, err
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("decode ExportTraceServiceRequest: %w", err)
+	}
+	if !res.take(int64(len(body)) + int64(c.elements)*bytesPerElement) {
+		return nil, http.StatusServiceUnavailable, errBusy
 	}
 	req := &coltracepb.ExportTraceServiceRequest{}
 	var err error
@@ -250,12 +276,15 @@ func (h *Handler) decode(body []byte, isJSON bool) (*coltracepb.ExportTraceServi
 
 // readBody reads the body within MaxBodyBytes, decompressing gzip (the one compression the
 // OTLP exporters use) within the same bound.
-func (h *Handler) readBody(r *http.Request) ([]byte, int, error) {
+func (h *Handler) readBody(r *http.Request, res *reservation) ([]byte, int, error) {
 	limit := h.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("the body is %d bytes, more than the limit of %d", r.ContentLength, limit)
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1)) // grows as the bytes arrive
+	raw, err := io.ReadAll(io.LimitReader(reserving{r.Body, res}, limit+1)) // grows as the bytes arrive
+	if errors.Is(err, errBusy) {
+		return nil, http.StatusServiceUnavailable, err
+	}
 	if errors.Is(err, guard.ErrBodyTimeout) {
 		return nil, http.StatusRequestTimeout, fmt.Errorf("read the body: %w", err)
 	}
@@ -273,7 +302,10 @@ func (h *Handler) readBody(r *http.Request) ([]byte, int, error) {
 		if err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("decompress the gzip body: %w", err)
 		}
-		plain, err := io.ReadAll(io.LimitReader(zr, limit+1))
+		plain, err := io.ReadAll(io.LimitReader(reserving{zr, res}, limit+1))
+		if errors.Is(err, errBusy) {
+			return nil, http.StatusServiceUnavailable, err
+		}
 		if err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("decompress the gzip body: %w", err)
 		}
