@@ -6,6 +6,7 @@ package compose
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 )
 
@@ -78,7 +80,7 @@ func TestComposeRenders(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	if got, want := strings.Join(names, " "), "aggregator alerter clickhouse collector enricher grafana nats"; got != want {
+	if got, want := strings.Join(names, " "), "aggregator alerter clickhouse collector enricher grafana nats nats-auth"; got != want {
 		t.Errorf("services = %s, want %s", got, want)
 	}
 
@@ -130,7 +132,7 @@ func TestComposeRenders(t *testing.T) {
 		}
 		src := mainSource(t, dir)
 		for _, arg := range s.Command[1:] {
-			if flag, ok := strings.CutPrefix(arg, "-"); ok && !strings.Contains(src, `"`+flag+`"`) {
+			if flag, ok := strings.CutPrefix(arg, "-"); ok && !defines(src, flag) {
 				t.Errorf("%s: flag -%s is not defined in %s", name, flag, dir)
 			}
 		}
@@ -216,8 +218,54 @@ func TestGrafanaProvisioning(t *testing.T) {
 // reads says whether the main package whose source is src reads the environment variable
 // key: as the variable of one of its flags (ops.ApplyEnv), or by name.
 func reads(src, key string) bool {
-	if flag := ops.FlagOf(key); flag != "" && strings.Contains(src, `"`+flag+`"`) {
+	if flag := ops.FlagOf(key); flag != "" && defines(src, flag) {
 		return true
 	}
 	return strings.Contains(src, `"`+key+`"`)
+}
+
+// defines says whether the main package whose source is src defines the flag name: literally, or
+// through natsconn, whose flags every command connecting to NATS registers.
+func defines(src, name string) bool {
+	if strings.Contains(src, "natsconn.Config") {
+		fs := flag.NewFlagSet("natsconn", flag.ContinueOnError)
+		new(natsconn.Config).Register(fs, "")
+		if fs.Lookup(name) != nil {
+			return true
+		}
+	}
+	return strings.Contains(src, `"`+name+`"`)
+}
+
+// TestNATSAuth checks that NATS is reachable from this machine's loopback only, loads the
+// users nats-auth writes, and that every service connecting to it has a key of its own.
+func TestNATSAuth(t *testing.T) {
+	p := loadProject(t)
+	n := p.Services["nats"]
+	for _, port := range n.Ports {
+		if port.HostIP != "127.0.0.1" {
+			t.Errorf("nats publishes port %d on %q, want 127.0.0.1 only", port.Target, port.HostIP)
+		}
+	}
+	if cmd := strings.Join(n.Command, " "); !strings.Contains(cmd, "--config /nats-auth/auth.conf") {
+		t.Errorf("nats runs %q, without the users of nats-auth", cmd)
+	}
+	if cmd := strings.Join(p.Services["nats-auth"].Command, " "); !strings.HasPrefix(cmd, "tokenmeter nats init -dir /nats-auth") {
+		t.Errorf("nats-auth runs %q", cmd)
+	}
+	keys := map[string]string{}
+	for name, s := range p.Services {
+		if s.Build == nil || name == "nats-auth" {
+			continue
+		}
+		cmd := strings.Join(s.Command, " ")
+		if _, key, ok := strings.Cut(cmd, "-nats-nkey "); ok {
+			keys[name], _, _ = strings.Cut(key, " ")
+		} else if v := s.Environment["TOKENMETER_NATS_NKEY"]; v != nil {
+			keys[name] = *v
+		}
+		if want := "/nats-auth/" + name + ".nk"; keys[name] != want {
+			t.Errorf("%s connects to NATS with key %q, want its own, %s", name, keys[name], want)
+		}
+	}
 }
