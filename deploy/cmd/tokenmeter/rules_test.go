@@ -43,10 +43,11 @@ receivers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "good.yaml: 3 rules, 1 budgets, 1 receivers, 0 silences\n" +
+	want := "good.yaml: 4 rules, 1 budgets, 1 receivers, 0 silences\n" +
 		"  rule burst: threshold of cost by team, for 0s, keep firing 5m0s, severity page\n" +
 		"  rule unpriced_model: threshold of unpriced_events by provider,model, for 0s, keep firing 10m0s, severity warning\n" +
 		"  rule team_spike: change of cost by team, for 0s, keep firing 5m0s, severity page\n" +
+		"  rule tier_fallback: threshold of tier_fallback_events by provider,model, for 0s, keep firing 10m0s, severity warning\n" +
 		"  budget search: team=search, monthly, limit 1000.50 USD, soft caps [80 100]%, hard cap 100% (refuse)\n" +
 		"  receiver oncall: slack\n" +
 		"ok\n"
