@@ -94,6 +94,10 @@ func decodeOutcomes(body []byte, contentType string, received time.Time, lim eve
 	d := outcomeDecoder{received: received, lim: lim}
 	switch {
 	case body[0] == '[':
+		// Counted before decoding: millions of tiny elements would cost a GB decoded.
+		if n := event.ArrayLen(body); n > max {
+			return outcomeBatch{}, fmt.Errorf("%w: %d outcomes, the limit is %d", errTooManyOutcomes, n, max)
+		}
 		var raw []json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
 			return outcomeBatch{}, fmt.Errorf("%w: not a JSON array: %v", errNoOutcomes, err)

@@ -106,6 +106,9 @@ type decoder struct {
 }
 
 func (d *decoder) array(body []byte, maxEvents int, element func(int, []byte) error) (Batch, error) {
+	if n := ArrayLen(body); n > maxEvents {
+		return Batch{}, fmt.Errorf("%w: %d events, the limit is %d", ErrTooManyEvents, n, maxEvents)
+	}
 	var raw []json.RawMessage
 	if err := unmarshal(body, &raw); err != nil {
 		return Batch{}, fmt.Errorf("%w: not a JSON array: %v", ErrUnreadable, err)
@@ -250,4 +253,52 @@ func unmarshal(data []byte, v any) (err error) {
 		}
 	}()
 	return json.Unmarshal(data, v)
+}
+
+// ArrayLen counts the elements of the JSON array that body holds, without decoding them, so
+// that a body of millions of tiny elements ("[0,0,0,…]": 16 MiB of it used to take a GB to
+// unmarshal) is refused before they are built. The count is exact for a well-formed array;
+// for a malformed one it means nothing, and decoding it fails anyway.
+func ArrayLen(body []byte) int {
+	depth, commas := 0, 0
+	inString, element := false, false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+			if depth == 1 {
+				continue // the array itself
+			}
+		case ']', '}':
+			depth--
+			if depth == 0 {
+				continue
+			}
+		case ',':
+			if depth == 1 {
+				commas++
+			}
+		}
+		if depth >= 1 {
+			element = true
+		}
+	}
+	if !element {
+		return 0
+	}
+	return commas + 1
 }
