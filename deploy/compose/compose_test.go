@@ -6,7 +6,6 @@ package compose
 
 import (
 	"context"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -227,14 +226,7 @@ func reads(src, key string) bool {
 // defines says whether the main package whose source is src defines the flag name: literally, or
 // through natsconn, whose flags every command connecting to NATS registers.
 func defines(src, name string) bool {
-	if strings.Contains(src, "natsconn.Config") {
-		fs := flag.NewFlagSet("natsconn", flag.ContinueOnError)
-		new(natsconn.Config).Register(fs, "")
-		if fs.Lookup(name) != nil {
-			return true
-		}
-	}
-	return strings.Contains(src, `"`+name+`"`)
+	return strings.Contains(src, `"`+name+`"`) || strings.Contains(src, "natsconn.Config") && natsconn.IsFlag(name)
 }
 
 // TestNATSAuth checks that NATS is reachable from this machine's loopback only, loads the

@@ -1,32 +1,32 @@
 // Package kubernetes holds deploy/kubernetes, tokenmeter's manifests. This test decodes every
 // manifest strictly into the Kubernetes API types (an unknown or misspelt field fails), and
 // checks what a schema cannot: probes and resource requests on every container, references
-// between objects, the single-writer rule, and that the stream definitions equal the ones
-// the code declares.
+// between objects, the single-writer rule, three stream replicas, and NATS's users, keys and
+// network policies.
 package kubernetes
 
 import (
 	"bytes"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tokenmeter/tokenmeter/schemas/stream"
-
+	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 const repoRoot = "../.."
@@ -40,6 +40,7 @@ type objects struct {
 	deployments  map[string]appsv1.Deployment
 	statefulSets map[string]appsv1.StatefulSet
 	jobs         []batchv1.Job
+	policies     []networkingv1.NetworkPolicy
 }
 
 // strict decodes doc into v, refusing unknown fields.
@@ -110,6 +111,10 @@ func load(t *testing.T) (objects, []string) {
 				var v appsv1.StatefulSet
 				err2 = strict([]byte(doc), &v)
 				o.statefulSets[v.Name] = v
+			case "networking.k8s.io/v1 NetworkPolicy":
+				var v networkingv1.NetworkPolicy
+				err2 = strict([]byte(doc), &v)
+				o.policies = append(o.policies, v)
 			case "batch/v1 Job":
 				var v batchv1.Job
 				err2 = strict([]byte(doc), &v)
@@ -339,7 +344,7 @@ func TestServiceCommands(t *testing.T) {
 		}
 		src := mainSource(t, dir)
 		for _, a := range c.Args {
-			if flag, ok := strings.CutPrefix(a, "-"); ok && !strings.Contains(src, `"`+flag+`"`) {
+			if flag, ok := strings.CutPrefix(a, "-"); ok && !defines(src, flag) {
 				t.Errorf("Deployment %s: flag -%s is not defined in %s", name, flag, dir)
 			}
 		}
@@ -404,41 +409,133 @@ func TestNATSCluster(t *testing.T) {
 	}
 }
 
-// TestStreamsMatchCode checks that the streams the Job creates are the code's
-// (stream.Configs), with three replicas.
-func TestStreamsMatchCode(t *testing.T) {
+// TestStreamReplicas checks that the stages, which create the streams and their consumers at
+// start-up (stream.Ensure), are told to give them three replicas, under the variable of the
+// flag that sets it.
+func TestStreamReplicas(t *testing.T) {
 	o, _ := load(t)
-	cm := o.configMaps["tokenmeter-streams"]
-	opts := stream.DefaultOptions
-	opts.Replicas = 3
-	want := stream.Configs(opts)
-	if len(cm.Data) != len(want) {
-		t.Errorf("ConfigMap tokenmeter-streams holds %d streams, the code declares %d", len(cm.Data), len(want))
+	const key = "TOKENMETER_STREAM_REPLICAS"
+	if got := o.configMaps["tokenmeter"].Data[key]; got != "3" {
+		t.Errorf("ConfigMap tokenmeter: %s = %q, want 3", key, got)
 	}
-	for _, w := range want {
-		data, ok := cm.Data[w.Name+".json"]
-		if !ok {
-			t.Errorf("ConfigMap tokenmeter-streams has no %s.json", w.Name)
+	fs := flag.NewFlagSet("streams", flag.ContinueOnError)
+	new(stream.Options).RegisterFlags(fs)
+	if fs.Lookup(ops.FlagOf(key)) == nil {
+		t.Errorf("%s sets -%s, which the stages do not define", key, ops.FlagOf(key))
+	}
+}
+
+// TestNATSAuth checks that NATS admits the users of the Secret tokenmeter-nats-auth, that each
+// service mounts its own key and nothing else, and that only the services reach NATS.
+func TestNATSAuth(t *testing.T) {
+	o, _ := load(t)
+	if conf := o.configMaps["nats-config"].Data["nats.conf"]; !strings.Contains(conf, `include "auth.conf"`) {
+		t.Errorf("nats.conf does not include auth.conf")
+	}
+	var authConf bool
+	for _, v := range o.statefulSets["nats"].Spec.Template.Spec.Volumes {
+		if v.Projected == nil {
 			continue
 		}
-		var got jetstream.StreamConfig
-		d := json.NewDecoder(strings.NewReader(data))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&got); err != nil {
-			t.Errorf("%s.json: %v", w.Name, err)
-			continue
-		}
-		if !reflect.DeepEqual(got, w) {
-			t.Errorf("%s.json =\n%+v\nthe code declares\n%+v", w.Name, got, w)
+		for _, src := range v.Projected.Sources {
+			if src.Secret != nil && src.Secret.Name == "tokenmeter-nats-auth" && len(src.Secret.Items) == 1 && src.Secret.Items[0].Key == "auth.conf" {
+				authConf = true
+			}
 		}
 	}
+	if !authConf {
+		t.Errorf("StatefulSet nats does not mount auth.conf of Secret tokenmeter-nats-auth beside nats.conf")
+	}
+
+	var clients []string
+	for name, d := range o.deployments {
+		spec := d.Spec.Template.Spec
+		c := spec.Containers[0]
+		key := ""
+		for _, e := range c.Env {
+			if e.Name == "TOKENMETER_NATS_NKEY" {
+				key = e.Value
+			}
+		}
+		if want := "/etc/tokenmeter/nats/" + name + ".nk"; key != want {
+			t.Errorf("Deployment %s: TOKENMETER_NATS_NKEY %q, want its own key %s", name, key, want)
+		}
+		var items []string
+		for _, v := range spec.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == "tokenmeter-nats-auth" {
+				for _, it := range v.Secret.Items {
+					items = append(items, it.Key)
+				}
+			}
+		}
+		if got := strings.Join(items, " "); got != name+".nk" {
+			t.Errorf("Deployment %s mounts %q of Secret tokenmeter-nats-auth, want %s.nk alone", name, got, name)
+		}
+		clients = append(clients, name)
+	}
+	sort.Strings(clients)
+
+	var denyAll bool
+	peers := map[string][]string{} // NATS port -> the pods allowed to reach it
+	for _, p := range o.policies {
+		if len(p.Spec.PodSelector.MatchLabels) == 0 && len(p.Spec.PodSelector.MatchExpressions) == 0 && len(p.Spec.Ingress) == 0 {
+			denyAll = true
+		}
+		if p.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "nats" {
+			continue
+		}
+		for _, in := range p.Spec.Ingress {
+			for _, port := range in.Ports {
+				for _, from := range in.From {
+					if from.PodSelector == nil || from.NamespaceSelector != nil || from.IPBlock != nil {
+						t.Errorf("NetworkPolicy %s: port %s open beyond the namespace's pods", p.Name, port.Port)
+						continue
+					}
+					peers[port.Port.String()] = append(peers[port.Port.String()], selected(from.PodSelector)...)
+				}
+			}
+		}
+	}
+	if !denyAll {
+		t.Error("no NetworkPolicy denies ingress to every pod by default")
+	}
+	sort.Strings(peers["4222"])
+	if got, want := strings.Join(peers["4222"], " "), strings.Join(clients, " "); got != want {
+		t.Errorf("NATS 4222 is open to %q, want the services that connect to it, %q", got, want)
+	}
+	if got := strings.Join(peers["6222"], " "); got != "nats" {
+		t.Errorf("NATS 6222 is open to %q, want nats alone", got)
+	}
+	if len(peers) != 2 {
+		t.Errorf("NATS ports open: %v, want 4222 and 6222", peers)
+	}
+}
+
+// selected is the app.kubernetes.io/name values a pod selector of the manifests names.
+func selected(s *metav1.LabelSelector) []string {
+	var names []string
+	if n, ok := s.MatchLabels["app.kubernetes.io/name"]; ok {
+		names = append(names, n)
+	}
+	for _, e := range s.MatchExpressions {
+		if e.Key == "app.kubernetes.io/name" && e.Operator == metav1.LabelSelectorOpIn {
+			names = append(names, e.Values...)
+		}
+	}
+	return names
 }
 
 // reads says whether the main package whose source is src reads the environment variable
 // key: as the variable of one of its flags (ops.ApplyEnv), or by name.
 func reads(src, key string) bool {
-	if flag := ops.FlagOf(key); flag != "" && strings.Contains(src, `"`+flag+`"`) {
+	if flag := ops.FlagOf(key); flag != "" && defines(src, flag) {
 		return true
 	}
 	return strings.Contains(src, `"`+key+`"`)
+}
+
+// defines says whether the main package whose source is src defines the flag name: literally,
+// or through natsconn, whose flags every command connecting to NATS registers.
+func defines(src, name string) bool {
+	return strings.Contains(src, `"`+name+`"`) || strings.Contains(src, "natsconn.Config") && natsconn.IsFlag(name)
 }

@@ -38,6 +38,13 @@ func (c *Config) Register(fs *flag.FlagSet, nkeyDefault string) {
 	fs.StringVar(&c.KeyFile, "nats-key", "", "key (PEM) of -nats-cert")
 }
 
+// IsFlag says whether name is one of the flags Register adds.
+func IsFlag(name string) bool {
+	fs := flag.NewFlagSet("natsconn", flag.ContinueOnError)
+	new(Config).Register(fs, "")
+	return fs.Lookup(name) != nil
+}
+
 // Validate reports every file that is set but cannot be used.
 func (c Config) Validate() error {
 	var errs []error
