@@ -72,7 +72,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	fmt.Printf(`tokenmeter is running.
   send events:   curl -X POST http://%[1]s/v1/events -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson
   emitters:      NATS at %[2]s, with an identity of its own (Go: collector/emit):
-                 go run ./deploy/cmd/tokenmeter nats add-emitter NAME  -> %[6]s/emitters/NAME.nk
+                 go run ./deploy/cmd/tokenmeter nats add-emitter -dir %[6]s NAME
   NATS access:   nkey seeds of every role in %[6]s (mode 0600); no anonymous client
   health:        http://%[3]s/healthz  /readyz  /metrics
   query:         clickhouse-client --query "SELECT team, sum(cost_usd) FROM %[4]s.spend_1m GROUP BY team"
