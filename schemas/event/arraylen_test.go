@@ -2,6 +2,7 @@ package event
 
 import (
 	stdjson "encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -37,4 +38,23 @@ func FuzzArrayLen(f *testing.F) {
 			t.Fatalf("ArrayLen(%q) = %d, want %d", body, n, len(raw))
 		}
 	})
+}
+
+func TestCheckShape(t *testing.T) {
+	f := func(body, want string) {
+		t.Helper()
+		got := ""
+		if err := checkShape([]byte(body)); err != nil {
+			got = err.Error()
+		}
+		if got != want {
+			t.Errorf("checkShape(%.40s…) = %q, want %q", body, got, want)
+		}
+	}
+	f(`{"id":"a","tags":{"team":"x","a,b":"[[[["},"usage":{"input_tokens":1}}`, "")
+	f(strings.Repeat("[", 32)+strings.Repeat("]", 32), "")
+	f(strings.Repeat("[", 33), "nested more than 32 deep")
+	f(`{"tags":{"k":"`+strings.Repeat(",", 5000)+`"}}`, "")
+	f(`{"tags":{`+strings.Repeat(`"k":"",`, 1023)+`"z":""}}`, "")
+	f(`{"tags":{`+strings.Repeat(`"k":"",`, 1024)+`"z":""}}`, "holds an object or array of more than 1024 members")
 }
