@@ -20,6 +20,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -156,5 +157,62 @@ func TestIdentities(t *testing.T) {
 	}
 	if _, _, err := dashboard.Alerts(ctx, djs); err != nil {
 		t.Errorf("dashboard reads alerts as its own identity: %v", err)
+	}
+}
+
+// TestNATSTLS runs the pipeline with a TLS-only NATS listener that requires client
+// certificates: a client with the CA, a certificate and its key reads as the dashboard; one
+// without TLS is refused; the stages, in-process, still carry an event to ClickHouse.
+func TestNATSTLS(t *testing.T) {
+	conn := openClickHouse(t)
+	db := freshDatabase(t, conn)
+	pki := natstest.NewPKI(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Start(ctx, Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:-1",
+		NATSTLS:       TLS{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, CAFile: pki.CA},
+		ClickHouseDSN: clickhouseDSN(), Database: db, Partitions: 2, Streams: stream.DefaultOptions,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		if err := p.Wait(); err != nil {
+			t.Errorf("pipeline stopped with: %v", err)
+		}
+	}()
+	_, addr, _ := strings.Cut(p.NATSURL(), "://")
+	key := natsauth.SeedFile(p.NATSCredsDir(), natsauth.Dashboard)
+	nc, err := natsconn.Connect("tls://"+addr, "dashboard", natsconn.Config{NKeyFile: key, CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey})
+	if err != nil {
+		t.Fatalf("connect with TLS: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dashboard.Alerts(ctx, js); err != nil {
+		t.Errorf("dashboard reads alerts over TLS: %v", err)
+	}
+	if nc, err := natsconn.Connect("nats://"+addr, "plain", natsconn.Config{NKeyFile: key}, nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Error("a client without TLS connected")
+	}
+	send(t, "http://"+p.CollectorAddr()+"/v1/events",
+		`{"id":"tls-1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":10,"output_tokens":5},"tags":{"team":"search"}}`, `{"accepted":1,"rejected":[]}`)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var n uint64
+		_ = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".usage_events WHERE event_id = 'tls-1'").Scan(&n)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: %d events tls-1 stored, want 1", n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,14 +1,6 @@
 package natsconn_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -19,59 +11,15 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 )
-
-// pki writes a CA, a server certificate for 127.0.0.1 and a client certificate, each PEM
-// with its key, into dir.
-func pki(t *testing.T, dir string) (ca, serverCert, serverKey, clientCert, clientKey string) {
-	t.Helper()
-	write := func(name, typ string, der []byte) string {
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := newKey()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		k := newKey()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kDER, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kDER)
-	}
-	ca = write("ca.pem", "CERTIFICATE", caDER)
-	serverCert, serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return ca, serverCert, serverKey, clientCert, clientKey
-}
 
 // TestTLSAndNKey connects to a server that requires both a client certificate its CA signed
 // and a known nkey.
 func TestTLSAndNKey(t *testing.T) {
 	dir := t.TempDir()
-	ca, sCert, sKey, cCert, cKey := pki(t, dir)
+	p := natstest.NewPKI(t, dir)
+	ca, sCert, sKey, cCert, cKey := p.CA, p.ServerCert, p.ServerKey, p.ClientCert, p.ClientKey
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)
