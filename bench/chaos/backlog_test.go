@@ -29,7 +29,7 @@ func TestBacklogFillsAndDrains(t *testing.T) {
 	const events = 600_000
 	sending := r.sendInBackground(generator(116, nil), events)
 	waitFor(t, "the collector to refuse bodies", func() bool { return r.sender.Retries() >= 10 })
-	raw, enriched := streamBytes(t, r, stream.Raw), streamBytes(t, r, stream.Enriched)
+	raw, enriched := streamState(t, r.js, stream.Raw).Bytes, streamState(t, r.js, stream.Enriched).Bytes
 	if raw > size || enriched > size || enriched < size*9/10 {
 		t.Fatalf("while refusing: USAGE_RAW holds %d bytes, USAGE_ENRICHED %d; want both within %d, USAGE_ENRICHED nearly full", raw, enriched, size)
 	}
@@ -42,18 +42,4 @@ func TestBacklogFillsAndDrains(t *testing.T) {
 	r.check("16. aggregator down with 64 MiB streams: backlog fills USAGE_ENRICHED, then USAGE_RAW; 429 until it is back",
 		fmt.Sprintf("streams full (USAGE_RAW %d MiB, USAGE_ENRICHED %d MiB); %d bodies refused with 429 and retried",
 			raw>>20, enriched>>20, r.sender.Retries()))
-}
-
-// streamBytes is the bytes the named stream holds.
-func streamBytes(t *testing.T, r *run, name string) uint64 {
-	t.Helper()
-	s, err := r.js.Stream(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Bytes
 }

@@ -863,9 +863,9 @@ func TestPriceChangeBetweenDeliveries(t *testing.T) {
 	if _, err := r.c.StartProc(ctx, Enricher); err != nil {
 		t.Fatal(err)
 	}
-	enrichedBefore := lastSeq(t, r.js, stream.Enriched)
+	enrichedBefore := streamState(t, r.js, stream.Enriched).LastSeq
 	rawCount := replayRaw(t, r.js)
-	waitFor(t, "every raw message enriched again", func() bool { return lastSeq(t, r.js, stream.Enriched) >= enrichedBefore+rawCount })
+	waitFor(t, "every raw message enriched again", func() bool { return streamState(t, r.js, stream.Enriched).LastSeq >= enrichedBefore+rawCount })
 	r.settle(uint64(len(r.sender.Tally().Events())))
 
 	r.check("9. price files change, then every raw message is redelivered and re-priced",
@@ -880,20 +880,6 @@ func TestPriceChangeBetweenDeliveries(t *testing.T) {
 	if versions == 0 {
 		t.Error("no price_version recorded")
 	}
-}
-
-// lastSeq is the sequence of the last message stored in the named stream.
-func lastSeq(tb testing.TB, js jetstream.JetStream, name string) uint64 {
-	tb.Helper()
-	s, err := js.Stream(context.Background(), name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return info.State.LastSeq
 }
 
 // replayRaw publishes every raw message copied into USAGE_HISTORY to USAGE_RAW again, with
@@ -940,7 +926,8 @@ func replayRaw(tb testing.TB, js jetstream.JetStream) uint64 {
 	return n
 }
 
-func streamMsgs(tb testing.TB, js jetstream.JetStream, name string) uint64 {
+// streamState is the state of the named stream.
+func streamState(tb testing.TB, js jetstream.JetStream, name string) jetstream.StreamState {
 	tb.Helper()
 	s, err := js.Stream(context.Background(), name)
 	if err != nil {
@@ -950,7 +937,7 @@ func streamMsgs(tb testing.TB, js jetstream.JetStream, name string) uint64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return info.State.Msgs
+	return info.State
 }
 
 // Scenario 4: the nats-server process is killed with SIGKILL mid-run, several times, and
@@ -997,9 +984,9 @@ func TestFullStream(t *testing.T) {
 	}
 	sending := r.sendInBackground(generator(110, nil), unique)
 	waitFor(t, "the collector to refuse bodies", func() bool { return r.sender.Retries() >= 10 })
-	full := streamMsgs(t, r.js, stream.Raw)
+	full := streamState(t, r.js, stream.Raw).Msgs
 	time.Sleep(2 * time.Second)
-	if again := streamMsgs(t, r.js, stream.Raw); again != full {
+	if again := streamState(t, r.js, stream.Raw).Msgs; again != full {
 		t.Fatalf("USAGE_RAW went from %d to %d messages while full", full, again)
 	}
 	if _, err := r.js.UpdateStream(context.Background(), streamConfig(stream.Raw)); err != nil {
