@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"context"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -20,14 +19,7 @@ func TestEnrichAttributes(t *testing.T) {
 	nc, js := startJetStream(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "attribution.yaml", "defaults: {team: unallocated}\nmax_values: {team: 3}\nservices: [{service: checkout-api, team: payments, owner: alice}]\n")
-	e, err := New(Config{AttributionFile: filepath.Join(dir, "attribution.yaml"), PricingPoll: time.Hour, Logger: slog.New(slog.DiscardHandler)}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEnricher(t, nc, Config{AttributionFile: filepath.Join(dir, "attribution.yaml"), PricingPoll: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 
 	at := time.Date(2025, 11, 2, 10, 0, 0, 0, time.UTC)
 	publish := func(p int, rows []batch.Row) []batch.Row {

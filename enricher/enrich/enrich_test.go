@@ -41,6 +41,21 @@ func startJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// runEnricher starts an enricher with cfg on nc; it stops when the test ends, before the
+// NATS server does.
+func runEnricher(t testing.TB, nc *nats.Conn, cfg Config) *Enricher {
+	t.Helper()
+	e, err := New(cfg, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
 func publishRaw(t testing.TB, js jetstream.JetStream, p int, data []byte, schema string) {
 	t.Helper()
 	m := &nats.Msg{Subject: stream.RawSubject(p), Data: data, Header: nats.Header{}}
@@ -66,14 +81,7 @@ func next(t testing.TB, js jetstream.JetStream, streamName, subject string) jets
 
 func TestEnrichPricesEveryRowAndKeepsThePartition(t *testing.T) {
 	nc, js := startJetStream(t)
-	e, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runEnricher(t, nc, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
 	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 	rows := []batch.Row{
@@ -132,14 +140,7 @@ func TestEnrichPricesEveryRowAndKeepsThePartition(t *testing.T) {
 
 func TestEnrichQuarantinesPoisonAndKeepsGoing(t *testing.T) {
 	nc, js := startJetStream(t)
-	e, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runEnricher(t, nc, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
 	publishRaw(t, js, 0, []byte("not arrow"), batch.SchemaName)
 	good, err := batch.Encode([]batch.Row{{ID: "x", Time: time.Now().UTC().Truncate(time.Millisecond), Provider: "openai", Model: "gpt-4o", ServiceTier: "standard"}})

@@ -2,7 +2,6 @@ package enrich
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -61,14 +60,7 @@ func TestReloadPricingSwapsAndRefusesBrokenFiles(t *testing.T) {
 	var logs bytes.Buffer
 	reg := prometheus.NewRegistry()
 	// The poll interval is long so that only the test's own ReloadPricing calls reload.
-	e, err := New(Config{PricingDir: dir, PricingPoll: time.Hour, Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEnricher(t, nc, Config{PricingDir: dir, PricingPoll: time.Hour, Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	check := func(r batch.Row, cost int64, version string) {
 		t.Helper()
@@ -96,7 +88,7 @@ func TestReloadPricingSwapsAndRefusesBrokenFiles(t *testing.T) {
 
 	// A broken edit is refused, precisely, and the catalogue in force stays.
 	writeFile(t, dir, "acme.yaml", strings.Replace(acmeV2, `input: "3"`, `input: "3x"`, 1))
-	_, err = e.ReloadPricing()
+	_, err := e.ReloadPricing()
 	want := "reload pricing catalogue (keeping version " + v2 + "): " + dir + `: acme.yaml: model "m1" price effective 2025-06-01: input "3x": not a decimal`
 	if err == nil || err.Error() != want {
 		t.Fatalf("ReloadPricing of a broken file:\n got %v\nwant %s", err, want)
@@ -143,14 +135,7 @@ func TestPricingDirectoryIsWatched(t *testing.T) {
 	nc, _ := startJetStream(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "acme.yaml", acmeV1)
-	e, err := New(Config{PricingDir: dir, PricingPoll: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEnricher(t, nc, Config{PricingDir: dir, PricingPoll: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 
 	v1 := e.Catalog().Version()
 	writeFile(t, dir, "acme.yaml", acmeV2)

@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -29,14 +28,7 @@ models:
         tiers:
           batch: {input: "1.50", output: "7.50"}
 `)
-	e, err := New(Config{PricingDir: dir, PricingPoll: time.Hour, Logger: slog.New(slog.DiscardHandler)}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEnricher(t, nc, Config{PricingDir: dir, PricingPoll: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 
 	at := time.Date(2025, 11, 2, 10, 0, 0, 0, time.UTC)
 	row := func(id, tier string) batch.Row {
