@@ -276,7 +276,9 @@ func (p *Pipeline) OpsAddr() string {
 	return p.opsLn.Addr().String()
 }
 
-// NATS returns the pipeline's connection to the embedded server, for emitters in-process.
+// NATS returns the pipeline's own connection to the embedded server, for emitters in-process.
+// It has every permission (its key exists only in this process's memory); a stage's
+// connection, with its role's permissions only, is NATSAs.
 func (p *Pipeline) NATS() *nats.Conn { return p.nc }
 
 // NATSURL is the embedded server's client URL ("" when it only accepts in-process clients).
