@@ -451,6 +451,9 @@ func TestNATSAuth(t *testing.T) {
 	for name, d := range o.deployments {
 		spec := d.Spec.Template.Spec
 		c := spec.Containers[0]
+		if !strings.HasPrefix(c.Image, "tokenmeter:") {
+			continue // not a tokenmeter service
+		}
 		key := ""
 		for _, e := range c.Env {
 			if e.Name == "TOKENMETER_NATS_NKEY" {
