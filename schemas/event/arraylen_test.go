@@ -2,6 +2,7 @@ package event
 
 import (
 	stdjson "encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -57,4 +58,56 @@ func TestCheckShape(t *testing.T) {
 	f(`{"tags":{"k":"`+strings.Repeat(",", 5000)+`"}}`, "")
 	f(`{"tags":{`+strings.Repeat(`"k":"",`, 1023)+`"z":""}}`, "")
 	f(`{"tags":{`+strings.Repeat(`"k":"",`, 1024)+`"z":""}}`, "holds an object or array of more than 1024 members")
+}
+
+// checkShapeByteByByte is checkShape as first written, one byte at a time: the reference the
+// faster scan must agree with.
+func checkShapeByteByByte(data []byte) error {
+	var commas [maxNesting + 1]int
+	depth, inString := 0, false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			if depth == maxNesting {
+				return fmt.Errorf("nested more than %d deep", maxNesting)
+			}
+			depth++
+			commas[depth] = 0
+		case ']', '}':
+			if depth > 0 {
+				depth--
+			}
+		case ',':
+			if depth > 0 {
+				if commas[depth]++; commas[depth] >= maxWidth {
+					return fmt.Errorf("holds an object or array of more than %d members", maxWidth)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func FuzzCheckShape(f *testing.F) {
+	for _, s := range []string{`{"a":"b\"c\\","d":[1,2]}`, `"\\\\\"`, `[[[["x\\\\"]]]]`, `{"k":"` + strings.Repeat(`\\`, 7) + `"}`, strings.Repeat("[", 40)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, want := checkShape(data), checkShapeByteByByte(data)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("checkShape(%q) = %v, the byte-by-byte scan says %v", data, got, want)
+		}
+	})
 }

@@ -327,21 +327,25 @@ const (
 func checkShape(data []byte) error {
 	var commas [maxNesting + 1]int
 	depth := 0
-	inString := false
 	for i := 0; i < len(data); i++ {
-		c := data[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+		switch data[i] {
 		case '"':
-			inString = true
+			// Most of a body is string contents: jump to the closing quote, one not escaped
+			// by an odd run of backslashes before it. An unterminated string ends the scan.
+			for {
+				j := bytes.IndexByte(data[i+1:], '"')
+				if j < 0 {
+					return nil
+				}
+				i += 1 + j
+				k := i - 1
+				for k >= 0 && data[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
 		case '[', '{':
 			if depth == maxNesting {
 				return fmt.Errorf("nested more than %d deep", maxNesting)

@@ -300,3 +300,21 @@ func BenchmarkDecodeNDJSON(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckShape measures the scan that bounds nesting and widths before decoding, over
+// the body of BenchmarkDecodeNDJSON.
+func BenchmarkCheckShape(b *testing.B) {
+	var sb strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&sb, `{"id":"evt_%06d","time":"2026-11-26T22:40:00.123Z","provider":"openai","model":"gpt-4o-2024-08-06","operation":"chat",`+
+			`"usage":{"input_tokens":1200,"output_tokens":300,"cached_input_tokens":1000},"response_id":"chatcmpl-%06d","latency_ms":850,`+
+			`"tags":{"team":"search","feature":"summarize","env":"prod","traffic":"user"}}`+"\n", i, i)
+	}
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if err := checkShape(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
