@@ -51,7 +51,15 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("the body is %d bytes, more than the limit of %d bytes", r.ContentLength, c.cfg.MaxBodyBytes))
 		return
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes), r.ContentLength)
+	buf, _ := c.bodies.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	// Nothing decoded keeps a reference into the body (the JSON decoder copies its input), so
+	// the buffer goes back once the answer is written.
+	defer c.bodies.Put(buf)
+	body, err := readBodyInto(buf, http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes), r.ContentLength)
 	if err != nil {
 		status, msg := bodyError(err)
 		c.fail(w, status, "", msg)
@@ -113,7 +121,11 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 // request's Content-Length beyond readAhead: a client announcing 16 MB and sending one byte
 // must cost one byte, not 16 MB.
 func readBody(r io.Reader, contentLength int64) ([]byte, error) {
-	var buf bytes.Buffer
+	return readBodyInto(new(bytes.Buffer), r, contentLength)
+}
+
+// readBodyInto is readBody into buf, which may hold room from an earlier body.
+func readBodyInto(buf *bytes.Buffer, r io.Reader, contentLength int64) ([]byte, error) {
 	if contentLength > 0 {
 		buf.Grow(int(min(contentLength, readAhead)) + 1) // +1 so that reading EOF does not grow the buffer
 	}
