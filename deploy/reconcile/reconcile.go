@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -131,7 +130,7 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 		accepted[p] = map[string]string{}
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{stream.RawPrefix + "*"},
+		FilterSubjects: []string{stream.RawSubjects},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -157,8 +156,8 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 				return nil, fmt.Errorf("reconcile: message metadata: %w", err)
 			}
 			seq := md.Sequence.Stream
-			p, err := strconv.Atoi(strings.TrimPrefix(m.Subject(), stream.RawPrefix))
-			if err != nil || p < 0 || p >= partitions {
+			p, _, err := stream.ParseRawSubject(m.Subject())
+			if err != nil || p >= partitions {
 				return nil, fmt.Errorf("reconcile: message %d on subject %q is not one of %d partitions", seq, m.Subject(), partitions)
 			}
 			part := &out[p]

@@ -32,9 +32,9 @@ func TestCheck(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	js := natstest.Streams(t, natstest.Connect(t, s), nil)
 	ctx := context.Background()
-	publish := func(p int, data []byte) {
+	publish := func(subject string, data []byte) {
 		t.Helper()
-		m := nats.NewMsg(stream.RawSubject(p))
+		m := nats.NewMsg(subject)
 		m.Data = data
 		m.Header.Set(stream.HeaderSchema, batch.SchemaName)
 		if _, err := js.PublishMsg(ctx, m); err != nil {
@@ -48,11 +48,11 @@ func TestCheck(t *testing.T) {
 		}
 		return data
 	}
-	publish(0, encode("a", "b"))      // seq 1
-	publish(1, encode("d"))           // seq 2
-	publish(1, []byte("not a batch")) // seq 3
-	publish(0, encode("c", "a"))      // seq 4: a again, as a retry would
-	publish(1, encode("e"))           // seq 5
+	publish(stream.RawSubject(0), encode("a", "b"))                   // seq 1
+	publish(stream.RawSubject(1), encode("d"))                        // seq 2
+	publish(stream.RawSubject(1), []byte("not a batch"))              // seq 3
+	publish(stream.EmitterRawSubject(0, "billing"), encode("c", "a")) // seq 4: a again, as a retry would; from an emitter
+	publish(stream.EmitterRawSubject(1, "billing"), encode("e"))      // seq 5
 
 	conn := chtest.Conn(t)
 	db := chtest.Database(t, conn)

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -337,7 +336,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       e.cfg.AckWait,
 		MaxAckPending: e.cfg.Workers * e.cfg.FetchBatch * 4,
-		FilterSubject: stream.RawPrefix + "*",
+		FilterSubject: stream.RawSubjects,
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.Raw, err)
@@ -462,7 +461,7 @@ func (e *Enricher) ensurePartition(ctx context.Context, p int) error {
 
 // enrich decodes one raw batch and prices every row in place.
 func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, error) {
-	p, err := partitionOf(m.Subject())
+	p, _, err := stream.ParseRawSubject(m.Subject())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -519,15 +518,6 @@ func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, 
 		return
 	}
 	_ = m.Term()
-}
-
-func partitionOf(subject string) (int, error) {
-	s, ok := strings.CutPrefix(subject, stream.RawPrefix)
-	p, err := strconv.Atoi(s)
-	if !ok || err != nil || p < 0 || p > 0xffff {
-		return 0, fmt.Errorf("subject %q is not %s<partition>", subject, stream.RawPrefix)
-	}
-	return p, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -225,7 +225,7 @@ func Configs(o Options) []jetstream.StreamConfig {
 		})
 	}
 	return []jetstream.StreamConfig{
-		work(Raw, RawPrefix+"*", "validated usage events as received, batched per partition, until enriched"),
+		work(Raw, RawSubjects, "validated usage events as received, batched per partition, until enriched"),
 		work(Enriched, EnrichedPrefix+"*", "priced and attributed usage events as Arrow record batches, until written"),
 		work(Outcomes, OutcomesSubject, "workflow outcomes from POST /v1/outcomes, NDJSON, until written"),
 		{
@@ -279,7 +279,7 @@ func consumerConfigs(o Options) map[string][]jetstream.ConsumerConfig {
 			MaxAckPending: 1024,
 		}
 	}
-	raw := []jetstream.ConsumerConfig{pull(EnricherConsumer, RawPrefix+"*"), history(Raw)}
+	raw := []jetstream.ConsumerConfig{pull(EnricherConsumer, RawSubjects), history(Raw)}
 	enriched := []jetstream.ConsumerConfig{history(Enriched)}
 	for p := range cmp.Or(o.Partitions, DefaultPartitions) {
 		enriched = append(enriched, pull(AggregatorConsumer(p), EnrichedSubject(p)))

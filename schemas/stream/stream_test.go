@@ -157,7 +157,7 @@ func TestEnsure(t *testing.T) {
 			consumers string
 		}
 		wants := map[string]want{
-			Raw:      {"[usage.raw.*]", jetstream.InterestPolicy, jetstream.DiscardNew, 64 << 20, 0, "[enricher history]"},
+			Raw:      {"[usage.raw.>]", jetstream.InterestPolicy, jetstream.DiscardNew, 64 << 20, 0, "[enricher history]"},
 			Enriched: {"[usage.enriched.*]", jetstream.InterestPolicy, jetstream.DiscardNew, 64 << 20, 0, "[aggregator-0 aggregator-1 aggregator-2 aggregator-3 history]"},
 			Outcomes: {"[outcomes.raw]", jetstream.InterestPolicy, jetstream.DiscardNew, 64 << 20, 0, "[outcomes-writer]"},
 			Dead:     {"[usage.dead.>]", jetstream.LimitsPolicy, jetstream.DiscardNew, 1 << 30, 7 * 24 * time.Hour, "[]"},
