@@ -38,6 +38,8 @@ commands:
   pricing import litellm F   convert LiteLLM's model_prices_and_context_window.json to pricing files
   pricing list               one line per model: aliases, prices per class and tier, when checked (-provider)
   pricing diff litellm|genai-prices F  every field whose price differs from a reference's
+  pricing publish            write the catalogue's price rows and check dates to ClickHouse (price_staleness)
+  pricing stale              price rows past their check window, by spend; exit 1 above -max-share
   rerate -from T -to T       re-price stored events with the current catalogue; -apply writes corrections
   rules validate FILE...     check alerter rules files and print what they hold
   reconcile                  compare what USAGE_RAW accepted with usage_events: ids missing or stored twice

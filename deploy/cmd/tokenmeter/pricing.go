@@ -21,7 +21,9 @@ const pricingUsage = `usage: tokenmeter pricing validate FILE...
        tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N -output N ...] PROVIDER MODEL
        tokenmeter pricing import litellm [-effective DATE] [-source TEXT] [-out DIR] FILE
        tokenmeter pricing list [-pricing DIR] [-provider P] [-at DATE]
-       tokenmeter pricing diff litellm|genai-prices [-pricing DIR] [-at DATE] [-notes] FILE|DIR`
+       tokenmeter pricing diff litellm|genai-prices [-pricing DIR] [-at DATE] [-notes] FILE|DIR
+       tokenmeter pricing publish [-pricing DIR] [-clickhouse DSN] [-database DB] [-check-window DAYS]
+       tokenmeter pricing stale [-clickhouse DSN] [-database DB] [-max-share P] [-all]`
 
 // runPricing implements the "tokenmeter pricing" subcommands.
 func runPricing(args []string) error {
@@ -41,6 +43,10 @@ func runPricingTo(w io.Writer, args []string) error {
 			return pricingList(w, args[1:])
 		case "diff":
 			return pricingDiff(w, args[1:])
+		case "publish":
+			return pricingPublish(w, time.Now, args[1:])
+		case "stale":
+			return pricingStale(w, args[1:])
 		case "import":
 			if len(args) > 1 && args[1] == "litellm" {
 				return pricingImportLiteLLM(w, args[2:])
