@@ -42,6 +42,7 @@ func run(args []string) int {
 		cfg     aggregate.Config
 	)
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", aggregate.DefaultClickHouseDSN, "ClickHouse DSN")
+	chPasswordFile := fs.String("clickhouse-password-file", "", "file holding the password of the ClickHouse DSN's user, kept out of the DSN (a Kubernetes Secret, a compose volume)")
 	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", "", "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
 	fs.StringVar(&cfg.Database, "database", aggregate.DefaultDatabase, "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "partitions of USAGE_ENRICHED (as the enricher's)")
@@ -58,6 +59,11 @@ func run(args []string) int {
 	}
 	if err := ops.ApplyEnv(fs, ops.StageEnv); err != nil {
 		log.Error("invalid environment", "err", err)
+		return 2
+	}
+	var err error
+	if cfg.ClickHouseDSN, err = ops.ClickHouseDSN(cfg.ClickHouseDSN, *chPasswordFile); err != nil {
+		log.Error("invalid -clickhouse-password-file", "err", err)
 		return 2
 	}
 	// Test-only: TOKENMETER_TEST_EXIT_AFTER_INSERT=N makes the process exit (status 3) right

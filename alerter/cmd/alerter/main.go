@@ -37,6 +37,7 @@ func run(args []string) int {
 	)
 	fs.StringVar(&cfg.RulesFile, "rules", "", "rules file (YAML); empty runs the built-in rules without receivers")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", alerting.DefaultClickHouseDSN, "ClickHouse DSN")
+	chPasswordFile := fs.String("clickhouse-password-file", "", "file holding the password of the ClickHouse DSN's user, kept out of the DSN (a Kubernetes Secret, a compose volume)")
 	fs.StringVar(&cfg.Database, "database", alerting.DefaultDatabase, "ClickHouse database")
 	fs.DurationVar(&cfg.EvalInterval, "eval-interval", alerting.DefaultEvalInterval, "how often rules are evaluated")
 	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", alerting.DefaultReloadInterval, "how often the rules file is checked for changes")
@@ -48,6 +49,11 @@ func run(args []string) int {
 	}
 	if err := ops.ApplyEnv(fs, ops.StageEnv); err != nil {
 		log.Error("invalid environment", "err", err)
+		return 2
+	}
+	var err error
+	if cfg.ClickHouseDSN, err = ops.ClickHouseDSN(cfg.ClickHouseDSN, *chPasswordFile); err != nil {
+		log.Error("invalid -clickhouse-password-file", "err", err)
 		return 2
 	}
 	reg := prometheus.NewRegistry()
