@@ -56,6 +56,8 @@ func runPipeline(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The catalogue's price rows and check dates, for the view price_staleness.
+	go publishPricesAtStart(ctx, cfg.Logger.With("stage", "pricing"), cfg.ClickHouseDSN, cfg.Database, cfg.PricingDir, 5*time.Second, 60)
 	dashboardURL := "(off)"
 	if *dashboardAddr != "" {
 		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATSAs(natsauth.Dashboard), access, cfg.Logger.With("stage", "dashboard"))
