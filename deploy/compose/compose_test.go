@@ -79,7 +79,7 @@ func TestComposeRenders(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	if got, want := strings.Join(names, " "), "aggregator alerter clickhouse collector enricher grafana nats nats-auth"; got != want {
+	if got, want := strings.Join(names, " "), "aggregator alerter clickhouse clickhouse-users collector enricher grafana nats nats-auth"; got != want {
 		t.Errorf("services = %s, want %s", got, want)
 	}
 
@@ -113,6 +113,9 @@ func TestComposeRenders(t *testing.T) {
 			}
 		}
 		if s.Build == nil {
+			if s.Restart == "no" {
+				continue // a one-shot: services wait for it to complete, not to be healthy
+			}
 			if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
 				t.Errorf("%s: infrastructure services need a health check, for depends_on to wait on", name)
 			}
@@ -259,5 +262,125 @@ func TestNATSAuth(t *testing.T) {
 		if want := "/nats-auth/" + name + ".nk"; keys[name] != want {
 			t.Errorf("%s connects to NATS with key %q, want its own, %s", name, keys[name], want)
 		}
+	}
+}
+
+// TestClickHouseUsers checks that no ClickHouse password is in the repository's compose files,
+// that the aggregator and the alerter write as tokenmeter_writer and Grafana reads as
+// tokenmeter_reader, each with the password file clickhouse-users generates into a volume
+// mounted only where it is used, and that ClickHouse takes its users from clickhouse-users.
+func TestClickHouseUsers(t *testing.T) {
+	p := loadProject(t)
+	for _, f := range []string{"docker-compose.yml", "grafana/provisioning/datasources/clickhouse.yaml"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []string{`CLICKHOUSE_PASSWORD\b`, `clickhouse://[^@\s"]*:[^@\s"]*@`, `(?m)^\s*password:\s*[^$\s]`} {
+			if m := regexp.MustCompile(re).FindString(string(data)); m != "" {
+				t.Errorf("%s holds a ClickHouse password: %q", f, m)
+			}
+		}
+	}
+
+	// volumeAt is the named volume a service mounts at the directory holding file, or "".
+	volumeAt := func(service, file string) string {
+		for _, v := range p.Services[service].Volumes {
+			if v.Type == types.VolumeTypeVolume && filepath.Dir(file) == v.Target {
+				return v.Source
+			}
+		}
+		return ""
+	}
+	volumes := func(service string) []string {
+		var names []string
+		for _, v := range p.Services[service].Volumes {
+			if v.Type == types.VolumeTypeVolume && strings.HasPrefix(v.Source, "clickhouse-") {
+				names = append(names, v.Source)
+			}
+		}
+		sort.Strings(names)
+		return names
+	}
+
+	gen := p.Services["clickhouse-users"]
+	if len(gen.Entrypoint) != 6 || gen.Entrypoint[0] != "bash" || gen.Entrypoint[2] != "-generate" {
+		t.Fatalf("clickhouse-users runs %q, want bash clickhouse-users.sh -generate WRITER READER USERS", gen.Entrypoint)
+	}
+	script := ""
+	for _, v := range gen.Volumes {
+		if v.Target == gen.Entrypoint[1] {
+			script = v.Source
+		}
+	}
+	if want, _ := filepath.Abs(filepath.Join(repoRoot, "deploy", "kubernetes", "clickhouse-users.sh")); script != want {
+		t.Errorf("clickhouse-users runs %s from %q, want deploy/kubernetes/clickhouse-users.sh, the script Kubernetes runs", gen.Entrypoint[1], script)
+	}
+	writerFile, readerFile, usersFile := gen.Entrypoint[3], gen.Entrypoint[4], gen.Entrypoint[5]
+	writerVol, readerVol := volumeAt("clickhouse-users", writerFile), volumeAt("clickhouse-users", readerFile)
+	if writerVol != "clickhouse-writer" || readerVol != "clickhouse-reader" {
+		t.Errorf("clickhouse-users writes the passwords into volumes %q and %q, want clickhouse-writer and clickhouse-reader", writerVol, readerVol)
+	}
+
+	ch := p.Services["clickhouse"]
+	usersVol := volumeAt("clickhouse-users", usersFile)
+	var usersD string
+	for _, v := range ch.Volumes {
+		if v.Source == usersVol {
+			usersD = v.Target
+		}
+	}
+	if usersVol == "" || usersD != "/etc/clickhouse-server/users.d" {
+		t.Errorf("ClickHouse mounts the users clickhouse-users writes (volume %q) at %q, want /etc/clickhouse-server/users.d", usersVol, usersD)
+	}
+	if v := ch.Environment["CLICKHOUSE_SKIP_USER_SETUP"]; v == nil || *v != "1" {
+		t.Errorf("ClickHouse: CLICKHOUSE_SKIP_USER_SETUP %v, want 1: the image's entrypoint would write its users into users.d", v)
+	}
+	if dep, ok := ch.DependsOn["clickhouse-users"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Errorf("ClickHouse does not wait for clickhouse-users to complete")
+	}
+	for _, port := range ch.Ports {
+		if port.HostIP != "127.0.0.1" {
+			t.Errorf("ClickHouse publishes port %d on %q, want 127.0.0.1 only", port.Target, port.HostIP)
+		}
+	}
+
+	for _, name := range []string{"aggregator", "alerter"} {
+		env := p.Services[name].Environment
+		dsn, file := env["TOKENMETER_CLICKHOUSE_DSN"], env["TOKENMETER_CLICKHOUSE_PASSWORD_FILE"]
+		if dsn == nil || *dsn != "clickhouse://tokenmeter_writer@clickhouse:9000" {
+			t.Errorf("%s: TOKENMETER_CLICKHOUSE_DSN %v, want clickhouse://tokenmeter_writer@clickhouse:9000", name, dsn)
+		}
+		if file == nil || *file != writerFile || volumeAt(name, *file) != writerVol {
+			t.Errorf("%s: TOKENMETER_CLICKHOUSE_PASSWORD_FILE %v, want %s in volume %s", name, file, writerFile, writerVol)
+		}
+		if got := strings.Join(volumes(name), " "); got != "clickhouse-writer" {
+			t.Errorf("%s mounts ClickHouse volumes %q, want clickhouse-writer alone", name, got)
+		}
+	}
+
+	var ds struct {
+		Datasources []struct {
+			JSONData struct {
+				Username string `json:"username"`
+			} `json:"jsonData"`
+			SecureJSONData struct {
+				Password string `json:"password"`
+			} `json:"secureJsonData"`
+		} `json:"datasources"`
+	}
+	data, err := os.ReadFile("grafana/provisioning/datasources/clickhouse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &ds); err != nil || len(ds.Datasources) != 1 {
+		t.Fatalf("parse the data source: %v", err)
+	}
+	d := ds.Datasources[0]
+	if d.JSONData.Username != "tokenmeter_reader" || d.SecureJSONData.Password != "$__file{"+readerFile+"}" {
+		t.Errorf("Grafana's data source: user %q, password %q; want tokenmeter_reader, $__file{%s}", d.JSONData.Username, d.SecureJSONData.Password, readerFile)
+	}
+	if got := strings.Join(volumes("grafana"), " "); got != "clickhouse-reader" || volumeAt("grafana", readerFile) != readerVol {
+		t.Errorf("grafana mounts ClickHouse volumes %q, want clickhouse-reader alone, at %s", got, filepath.Dir(readerFile))
 	}
 }
