@@ -334,7 +334,7 @@ func TestClickHouseUsers(t *testing.T) {
 		t.Errorf("ClickHouse mounts the users clickhouse-users writes (volume %q) at %q, want /etc/clickhouse-server/users.d", usersVol, usersD)
 	}
 	if v := ch.Environment["CLICKHOUSE_SKIP_USER_SETUP"]; v == nil || *v != "1" {
-		t.Errorf("ClickHouse: CLICKHOUSE_SKIP_USER_SETUP %v, want 1: the image's entrypoint would write its users into users.d", v)
+		t.Errorf("ClickHouse: CLICKHOUSE_SKIP_USER_SETUP %q, want 1: the image's entrypoint would write its users into users.d", value(v))
 	}
 	if dep, ok := ch.DependsOn["clickhouse-users"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
 		t.Errorf("ClickHouse does not wait for clickhouse-users to complete")
@@ -349,10 +349,10 @@ func TestClickHouseUsers(t *testing.T) {
 		env := p.Services[name].Environment
 		dsn, file := env["TOKENMETER_CLICKHOUSE_DSN"], env["TOKENMETER_CLICKHOUSE_PASSWORD_FILE"]
 		if dsn == nil || *dsn != "clickhouse://tokenmeter_writer@clickhouse:9000" {
-			t.Errorf("%s: TOKENMETER_CLICKHOUSE_DSN %v, want clickhouse://tokenmeter_writer@clickhouse:9000", name, dsn)
+			t.Errorf("%s: TOKENMETER_CLICKHOUSE_DSN %q, want clickhouse://tokenmeter_writer@clickhouse:9000", name, value(dsn))
 		}
 		if file == nil || *file != writerFile || volumeAt(name, *file) != writerVol {
-			t.Errorf("%s: TOKENMETER_CLICKHOUSE_PASSWORD_FILE %v, want %s in volume %s", name, file, writerFile, writerVol)
+			t.Errorf("%s: TOKENMETER_CLICKHOUSE_PASSWORD_FILE %q, want %s in volume %s", name, value(file), writerFile, writerVol)
 		}
 		if got := strings.Join(volumes(name), " "); got != "clickhouse-writer" {
 			t.Errorf("%s mounts ClickHouse volumes %q, want clickhouse-writer alone", name, got)
@@ -383,4 +383,12 @@ func TestClickHouseUsers(t *testing.T) {
 	if got := strings.Join(volumes("grafana"), " "); got != "clickhouse-reader" || volumeAt("grafana", readerFile) != readerVol {
 		t.Errorf("grafana mounts ClickHouse volumes %q, want clickhouse-reader alone, at %s", got, filepath.Dir(readerFile))
 	}
+}
+
+// value is an environment variable's value, "" when unset.
+func value(v *string) string {
+	if v == nil {
+		return ""
+	}
+	return *v
 }

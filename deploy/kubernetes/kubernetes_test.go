@@ -127,7 +127,45 @@ func load(t *testing.T) (objects, []string) {
 			}
 		}
 	}
+	o.generated(t)
 	return o, files
+}
+
+// kustomization is what kustomization.yaml may hold.
+type kustomization struct {
+	APIVersion         string   `json:"apiVersion"`
+	Kind               string   `json:"kind"`
+	Namespace          string   `json:"namespace"`
+	Resources          []string `json:"resources"`
+	ConfigMapGenerator []struct {
+		Name  string   `json:"name"`
+		Files []string `json:"files"`
+	} `json:"configMapGenerator"`
+}
+
+// generated adds to o the ConfigMaps kustomization.yaml generates from files, each file a key.
+func (o objects) generated(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomization
+	if err := strict(data, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	for _, g := range k.ConfigMapGenerator {
+		cm := corev1.ConfigMap{Data: map[string]string{}}
+		cm.Name, cm.Namespace = g.Name, "tokenmeter"
+		for _, f := range g.Files {
+			content, err := os.ReadFile(f)
+			if err != nil {
+				t.Errorf("ConfigMap %s: %v", g.Name, err)
+			}
+			cm.Data[filepath.Base(f)] = string(content)
+		}
+		o.configMaps[g.Name] = cm
+	}
 }
 
 func TestKustomizationListsEveryManifest(t *testing.T) {
@@ -136,12 +174,7 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var k struct {
-		APIVersion string   `json:"apiVersion"`
-		Kind       string   `json:"kind"`
-		Namespace  string   `json:"namespace"`
-		Resources  []string `json:"resources"`
-	}
+	var k kustomization
 	if err := strict(data, &k); err != nil {
 		t.Fatalf("kustomization.yaml: %v", err)
 	}
