@@ -4,9 +4,13 @@
 //
 // A minute is complete once Lateness has passed after its end, so events arriving a little
 // late still count in the step they belong to; every evaluation recomputes the windows from
-// the buckets, so a late event changes the verdict of the steps it falls into. Only a `for`
-// of 0 lets the bucket still filling fire an alert: that is the path that pages within
-// seconds of a burst. Resolving only ever looks at complete steps, since a filling bucket
+// the buckets, so a late event changes the verdict of the steps it falls into. The steps
+// after the last complete one — the one still filling and, for the first Lateness of a step,
+// the one that just ended — are provisional: each is judged on its own window, so a window
+// holds the same minutes at every second of a step and a spike in the minute that just ended
+// is never out of sight. A provisional step that fires makes an alert pending, or firing
+// when `for` is 0: that is the path that pages within seconds of a burst. `for` counts only
+// complete steps, and resolving only ever looks at complete steps, since a filling bucket
 // always looks low.
 //
 // Warm-up: a Change rule judges a group only once MinPeriods of its baseline periods lie
@@ -359,14 +363,26 @@ func (rs *ruleState) evaluate(now time.Time, lateness time.Duration, out []Resul
 	completeMin := window.MinuteOf(now.Add(-lateness).Unix()) - 1 // last complete minute
 	lastStep := floorDivInt(completeMin+1, stepMin) - 1           // last complete step
 	curStep := floorDivInt(nowMin, stepMin)
+	if r.Kind == rules.Creep {
+		curStep = lastStep // creep judges whole days only
+	}
 	k := r.ForSteps()
 	first := len(out)
 	for key, g := range rs.groups {
 		last := rs.point(g, lastStep)
+		// The provisional steps are those after the last complete one: the step still
+		// filling and, for the first `lateness` of a step, the one that just ended and
+		// still takes late events. Each is judged on its own window, the newest firing one
+		// counting, so that a window means the same minutes at every second of the step:
+		// a spike in the minute that just ended is not forgotten for those seconds.
 		var cur point
-		partial := r.Kind != rules.Creep && curStep > lastStep
-		if partial {
-			cur = rs.point(g, curStep)
+		curAt := curStep
+		useCur := false
+		for s := curStep; s > lastStep; s-- {
+			if p := rs.point(g, s); p.fires() {
+				cur, curAt, useCur = p, s, true
+				break
+			}
 		}
 		held := k > 0
 		for i := int64(0); i < k && held; i++ {
@@ -377,7 +393,6 @@ func (rs *ruleState) evaluate(now time.Time, lateness time.Duration, out []Resul
 			held = p.fires()
 		}
 		res := Result{Rule: r, Labels: g.labels}
-		useCur := partial && cur.fires()
 		switch {
 		case held || (k == 0 && (last.fires() || useCur)):
 			res.Verdict = Hold
@@ -391,7 +406,11 @@ func (rs *ruleState) evaluate(now time.Time, lateness time.Duration, out []Resul
 		show, step := last, lastStep
 		res.At = time.Unix(((step+1)*stepMin)*60, 0).UTC()
 		if useCur {
-			show, step, res.At = cur, curStep, now.UTC()
+			show, step = cur, curAt
+			res.At = time.Unix(((step+1)*stepMin)*60, 0).UTC()
+			if res.At.After(now) {
+				res.At = now.UTC()
+			}
 		}
 		res.Value, res.Level, res.Baseline = show.value, show.level, show.baseline
 		if g.s.Contributors != nil {
