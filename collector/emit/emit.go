@@ -150,11 +150,14 @@ type replay struct {
 // New starts an emitter publishing on nc. The streams must exist (stream.Ensure). With
 // Options.SpoolDir it opens (and locks) the spool there and starts replaying what it holds.
 func New(nc *nats.Conn, opts Options) (*Emitter, error) {
-	if err := opts.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid emitter options: %w", err)
-	}
 	if nc == nil {
 		return nil, errors.New("new emitter: the NATS connection is nil")
+	}
+	if opts.Name == "" {
+		opts.Name = nameOf(nc)
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid emitter options: %w", err)
 	}
 	opts = opts.withDefaults()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(opts.PublishTimeout))
@@ -456,9 +459,24 @@ func (e *Emitter) take(all bool) []rawbatch.Message {
 			e.settle(0, len(rows))
 			continue
 		}
+		for j := range m {
+			m[j].Subject = stream.EmitterRawSubject(parts[i], e.opts.Name)
+		}
 		msgs = append(msgs, m...)
 	}
 	return msgs
+}
+
+// resubject puts the spooled msgs on this emitter's subjects: a spool written before the
+// emitter had a name, or under another, replays where its identity may publish now. The
+// message ids stay, and JetStream de-duplicates by id within a stream whatever the subject.
+// A message whose subject is not a USAGE_RAW one keeps it (and is refused).
+func (e *Emitter) resubject(msgs []rawbatch.Message) {
+	for i := range msgs {
+		if p, _, err := stream.ParseRawSubject(msgs[i].Subject); err == nil {
+			msgs[i].Subject = stream.EmitterRawSubject(p, e.opts.Name)
+		}
+	}
 }
 
 // publish publishes msgs through the circuit breaker and returns those JetStream did not
@@ -571,6 +589,7 @@ func (e *Emitter) replayStep() error {
 			e.opts.Logger.Error("skipped torn or corrupt records in a spool segment",
 				"segment", seg.Seq, "regions", d.Regions, "bytes", d.Bytes, "messages", len(seg.Messages))
 		}
+		e.resubject(seg.Messages)
 		e.replaying = &replay{seq: seg.Seq, rest: seg.Messages}
 	}
 	r := e.replaying

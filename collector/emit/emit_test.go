@@ -29,10 +29,17 @@ func usage(i int) event.Usage {
 // each row sits on its partition's subject.
 func storedIDs(tb testing.TB, js jetstream.JetStream) []string {
 	tb.Helper()
+	return storedIDsOn(tb, js, "")
+}
+
+// storedIDsOn is storedIDs of an emitter named name: its partitions' subjects are
+// usage.raw.<p>.<name>.
+func storedIDsOn(tb testing.TB, js jetstream.JetStream, name string) []string {
+	tb.Helper()
 	var ids []string
 	for _, m := range natstest.Messages(tb, js, stream.Raw) {
 		for _, r := range m.Rows {
-			if want := stream.RawSubject(stream.Partition(r.ID, stream.DefaultPartitions)); m.Subject != want || r.Partition != stream.Partition(r.ID, stream.DefaultPartitions) {
+			if want := stream.EmitterRawSubject(stream.Partition(r.ID, stream.DefaultPartitions), name); m.Subject != want || r.Partition != stream.Partition(r.ID, stream.DefaultPartitions) {
 				tb.Errorf("event %s is on %s (partition %d), want %s", r.ID, m.Subject, r.Partition, want)
 			}
 			ids = append(ids, r.ID)

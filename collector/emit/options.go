@@ -24,6 +24,13 @@ const (
 
 // Options configure an Emitter. Zero values take the documented defaults.
 type Options struct {
+	// Name is the emitter's name, the one `tokenmeter nats add-emitter NAME` gave its NATS
+	// identity: batches are published on usage.raw.<partition>.<Name>, the only subjects that
+	// identity may publish, and the enricher binds them to the tags the operator gave the
+	// name (-emitter-bindings). Default: the name Connect read from the seed file's name, else
+	// "" — usage.raw.<partition>, for a connection that may publish there (a NATS without
+	// identities, or the collector's and the proxy's).
+	Name string
 	// Partitions is the number of USAGE_RAW partitions (default stream.DefaultPartitions);
 	// it must match the other stages'.
 	Partitions int
@@ -96,6 +103,9 @@ func (o Options) withDefaults() Options {
 func (o Options) Validate() error {
 	o = o.withDefaults()
 	var errs []error
+	if o.Name != "" && !stream.ValidEmitterName(o.Name) {
+		errs = append(errs, fmt.Errorf("name %q must be 1 to %d of a-z, 0-9, _ and -, starting with a letter or digit", o.Name, stream.MaxEmitterName))
+	}
 	if o.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions (%d) must be positive", o.Partitions))
 	}

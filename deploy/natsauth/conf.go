@@ -22,7 +22,7 @@ func Conf(ids []Identity, partitions int) []byte {
 	b.WriteString("# Public keys only; each client's seed is in its own file.\n")
 	b.WriteString("authorization {\n  users: [\n")
 	for _, id := range ids {
-		p := Permissions(id.Role, partitions, id.Key)
+		p := Permissions(id, partitions)
 		fmt.Fprintf(&b, "    # %s (%s)\n    {nkey: %s, permissions: {\n", id.Name, id.Role, id.Key)
 		fmt.Fprintf(&b, "      publish: {allow: %s", list(p.Publish.Allow))
 		if len(p.Publish.Deny) > 0 {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -28,8 +27,10 @@ import (
 type Role string
 
 // The roles. An emitter is a service publishing its own usage (collector/emit); every emitter
-// has its own identity with the Emitter role's permissions. The proxy is an emitter that also
-// reads the budgets bucket.
+// has its own identity, which may publish on its own name's subjects only
+// (usage.raw.<p>.<name>, stream.EmitterRawSubject), so that the enricher can bind its events
+// to the tags the operator gave that name. The proxy publishes usage.raw.<p> as the collector
+// does, and also reads the budgets bucket.
 const (
 	Collector  Role = "collector"
 	Enricher   Role = "enricher"
@@ -50,14 +51,15 @@ type Grant struct {
 }
 
 // GrantOf is what role r may publish with partitions partitions of USAGE_ENRICHED (the
-// aggregator's consumers are one per partition).
+// aggregator's consumers are one per partition). name is the emitter's name for the Emitter
+// role (stream.ValidEmitterName), and unused for the others.
 //
 // Every stage ensures the streams and their durable consumers at start-up (stream.Ensure), so
 // every stage may look them up and create and update them — not delete or purge a stream,
 // nor read from or acknowledge for another stage's consumer. Reading a stream or a KV bucket
 // takes a consumer: a reader may create, read and delete consumers of what it reads, but not
 // the pipeline's durable consumers there.
-func GrantOf(r Role, partitions int) Grant {
+func GrantOf(r Role, name string, partitions int) Grant {
 	var g Grant
 	add := func(s ...string) { g.Publish = append(g.Publish, s...) }
 	durables := map[string][]string{
@@ -145,7 +147,12 @@ func GrantOf(r Role, partitions int) Grant {
 		add(stream.RawPrefix + "*")
 		kvRead(budget.Bucket) // it refuses calls over a hard cap before they are paid for
 	case Emitter:
-		add(stream.RawPrefix + "*")
+		// Its own name's subject on every partition, and nothing else: not the collector's
+		// usage.raw.<p>, whose events no binding covers, nor another emitter's name. A name
+		// that is not one subject token (a wildcard, a dot) would widen the grant.
+		if stream.ValidEmitterName(name) {
+			add(stream.RawPrefix + "*." + name)
+		}
 	}
 	g.Publish = unique(g.Publish)
 	return g
@@ -169,12 +176,12 @@ func api(op string, tokens ...string) string {
 	return strings.Join(append([]string{"$JS.API." + op}, tokens...), ".")
 }
 
-// Permissions are the server permissions of role r for the client whose nkey is pub.
-func Permissions(r Role, partitions int, pub string) *server.Permissions {
-	g := GrantOf(r, partitions)
+// Permissions are the server permissions of identity id.
+func Permissions(id Identity, partitions int) *server.Permissions {
+	g := GrantOf(id.Role, id.Name, partitions)
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: g.Publish, Deny: g.DenyPublish},
-		Subscribe: &server.SubjectPermission{Allow: []string{natsconn.InboxPrefix(pub) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{natsconn.InboxPrefix(id.Key) + ".>"}},
 	}
 }
 
@@ -183,9 +190,6 @@ func SeedFile(dir string, r Role) string { return filepath.Join(dir, string(r)+"
 
 // EmitterFile is the seed file of the emitter named name in dir.
 func EmitterFile(dir, name string) string { return filepath.Join(dir, "emitters", name+".nk") }
-
-// validName is what an emitter may be called: it names a file.
-var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // Ensure creates dir (mode 0700) and the seed file (mode 0600) of every role in Roles that
 // has none; existing seeds are kept, so identities survive restarts.
@@ -204,7 +208,7 @@ func Ensure(dir string) error {
 // AddEmitter creates the seed file of a new emitter named name in dir and returns its path.
 // An emitter of that name that exists is an error: its seed is already in use.
 func AddEmitter(dir, name string) (string, error) {
-	if !validName.MatchString(name) {
+	if !stream.ValidEmitterName(name) {
 		return "", fmt.Errorf("emitter name %q: want 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit", name)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "emitters"), 0o700); err != nil {
@@ -266,11 +270,16 @@ func Identities(dir string) ([]Identity, error) {
 	}
 	slices.Sort(files)
 	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".nk")
+		if !stream.ValidEmitterName(name) {
+			// Not written by AddEmitter: its name would not be one subject token.
+			return nil, fmt.Errorf("identity of emitter %s: the name %q is not 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit", f, name)
+		}
 		pub, err := natsconn.PublicKey(f)
 		if err != nil {
 			return nil, fmt.Errorf("identity of emitter: %w", err)
 		}
-		ids = append(ids, Identity{Role: Emitter, Name: strings.TrimSuffix(filepath.Base(f), ".nk"), Key: pub})
+		ids = append(ids, Identity{Role: Emitter, Name: name, Key: pub})
 	}
 	return ids, nil
 }
@@ -279,7 +288,7 @@ func Identities(dir string) ([]Identity, error) {
 func Users(ids []Identity, partitions int) []*server.NkeyUser {
 	users := make([]*server.NkeyUser, len(ids))
 	for i, id := range ids {
-		users[i] = &server.NkeyUser{Nkey: id.Key, Permissions: Permissions(id.Role, partitions, id.Key)}
+		users[i] = &server.NkeyUser{Nkey: id.Key, Permissions: Permissions(id, partitions)}
 	}
 	return users
 }

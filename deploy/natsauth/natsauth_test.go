@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -157,11 +158,37 @@ func TestEmitterPublishesUsageOnly(t *testing.T) {
 	f := start(t)
 	em := f.as(t, natsauth.EmitterFile(f.dir, "billing"))
 	ctx := context.Background()
-	if _, err := em.js.Publish(ctx, stream.RawSubject(0), []byte("x")); err != nil {
-		t.Fatalf("publish to %s: %v", stream.RawSubject(0), err)
+	for p := range 4 {
+		if _, err := em.js.Publish(ctx, stream.EmitterRawSubject(p, "billing"), []byte("x")); err != nil {
+			t.Fatalf("publish to %s: %v", stream.EmitterRawSubject(p, "billing"), err)
+		}
 	}
-	if got := f.msgs(t, stream.Raw); got != 1 {
-		t.Fatalf("%s holds %d messages, want 1", stream.Raw, got)
+	if got := f.msgs(t, stream.Raw); got != 4 {
+		t.Fatalf("%s holds %d messages, want 4", stream.Raw, got)
+	}
+
+	// Another emitter's subject, or the collector's, whose events no binding covers: refused,
+	// nothing stored. The collector and the proxy still publish usage.raw.<p>.
+	for _, subj := range []string{stream.EmitterRawSubject(0, "search"), stream.RawSubject(0), "usage.raw.0.billing.x", "usage.raw.0.*"} {
+		sctx, cancel := short()
+		_, err := em.js.Publish(sctx, subj, []byte("forged"))
+		cancel()
+		if err == nil {
+			t.Fatalf("publish to %s with billing's key: acknowledged", subj)
+		}
+		em.refused(t, `Permissions Violation for Publish to "`+subj+`"`)
+	}
+	if got := f.msgs(t, stream.Raw); got != 4 {
+		t.Fatalf("%s holds %d messages, want 4", stream.Raw, got)
+	}
+	for _, r := range []natsauth.Role{natsauth.Collector, natsauth.Proxy} {
+		c := f.as(t, natsauth.SeedFile(f.dir, r))
+		if _, err := c.js.Publish(ctx, stream.RawSubject(1), []byte("x")); err != nil {
+			t.Fatalf("%s publishes to %s: %v", r, stream.RawSubject(1), err)
+		}
+	}
+	if got := f.msgs(t, stream.Raw); got != 6 {
+		t.Fatalf("%s holds %d messages, want 6", stream.Raw, got)
 	}
 
 	// Forged enriched (priced) events: refused, nothing stored.
@@ -319,5 +346,14 @@ func TestSeedFilesArePrivate(t *testing.T) {
 	}
 	if _, err := natsauth.AddEmitter(dir, "../x"); err == nil || !strings.Contains(err.Error(), `emitter name "../x"`) {
 		t.Errorf("add emitter ../x: err %v", err)
+	}
+	// A seed file put there by hand under a name that is not one subject token would widen
+	// its emitter's grant (usage.raw.*.>): its identity is refused.
+	bad := filepath.Join(dir, "emitters", "a.>.nk")
+	if err := os.WriteFile(bad, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsauth.Identities(dir); err == nil || !strings.Contains(err.Error(), `the name "a.>" is not 1 to 64 of a-z`) {
+		t.Errorf("identities with %s: err %v", bad, err)
 	}
 }
