@@ -39,20 +39,24 @@ password() {
     chmod 0400 "$f.tmp"
     mv "$f.tmp" "$f"
   fi
-  if [ ! -s "$f" ]; then
+  # Trailing line breaks are not part of the password (kubectl create secret --from-file keeps
+  # a file's), as the stages read it (-clickhouse-password-file).
+  local p=""
+  if [ -f "$f" ]; then p=$(cat "$f"; echo x); p=${p%x}; fi
+  while [[ $p == *[$'\r\n'] ]]; do p=${p%?}; done
+  if [ -z "$p" ]; then
     echo "$0: no password in $f" >&2
     exit 1
   fi
-  # One final newline is not part of the password (kubectl create secret --from-file keeps it),
-  # as the stages read it (-clickhouse-password-file).
-  local p; p=$(cat "$f"; echo x); p=${p%x}; p=${p%$'\n'}; p=${p%$'\r'}
   printf '%s' "$p"
 }
 
 sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
-writer=$(sha256 "$(password "$writer_file" 65532)")
-reader=$(sha256 "$(password "$reader_file" 472)")
+# Each password on its own line: set -e sees a failure of password() only in an assignment.
+writer=$(password "$writer_file" 65532)
+reader=$(password "$reader_file" 472)
+writer=$(sha256 "$writer") reader=$(sha256 "$reader")
 mkdir -p "$(dirname "$users")"
 cat >"$users.tmp" <<XML
 <?xml version="1.0"?>

@@ -575,3 +575,110 @@ func reads(src, key string) bool {
 func defines(src, name string) bool {
 	return strings.Contains(src, `"`+name+`"`) || strings.Contains(src, "natsconn.Config") && natsconn.IsFlag(name)
 }
+
+// TestClickHouseUsers checks that no ClickHouse password is in the manifests, that ClickHouse
+// takes its users from the Secret clickhouse-users through clickhouse-users.sh, and that the
+// aggregator and the alerter connect as tokenmeter_writer with the writer's password alone.
+func TestClickHouseUsers(t *testing.T) {
+	o, files := load(t)
+	for _, f := range append(files, "kustomization.yaml") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []string{`CLICKHOUSE_PASSWORD\b`, `clickhouse://[^@\s"]*:[^@\s"]*@`, `(?m)^\s*password:`, `(?m)^\s*(writer|reader)\.password:`} {
+			if m := regexp.MustCompile(re).FindString(string(data)); m != "" {
+				t.Errorf("%s holds a ClickHouse password: %q", f, m)
+			}
+		}
+	}
+	if _, ok := o.secrets["clickhouse-users"]; ok {
+		t.Error("the Secret clickhouse-users is in the manifests; the operator creates it")
+	}
+
+	// secretItems is what a pod mounts of the Secret clickhouse-users, by mount path.
+	secretItems := func(spec corev1.PodSpec, c corev1.Container) map[string]string {
+		items := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "clickhouse-users" {
+					var keys []string
+					for _, it := range v.Secret.Items {
+						keys = append(keys, it.Key+"="+filepath.Join(m.MountPath, it.Path))
+					}
+					items[m.MountPath] = strings.Join(keys, " ")
+				}
+			}
+		}
+		return items
+	}
+
+	ch := o.statefulSets["clickhouse"].Spec.Template.Spec
+	if len(ch.InitContainers) != 1 {
+		t.Fatalf("StatefulSet clickhouse: %d init containers, want 1 (users)", len(ch.InitContainers))
+	}
+	init := ch.InitContainers[0]
+	if len(init.Command) != 5 || init.Command[0] != "bash" {
+		t.Fatalf("init container %s runs %q, want bash clickhouse-users.sh WRITER READER USERS", init.Name, init.Command)
+	}
+	script, writer, reader, users := init.Command[1], init.Command[2], init.Command[3], init.Command[4]
+	var scriptFrom, usersVolume string
+	for _, m := range init.VolumeMounts {
+		for _, v := range ch.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			if v.ConfigMap != nil && filepath.Dir(script) == m.MountPath {
+				scriptFrom = o.configMaps[v.ConfigMap.Name].Data[filepath.Base(script)]
+			}
+			if v.EmptyDir != nil && filepath.Dir(users) == m.MountPath {
+				usersVolume = v.Name
+			}
+		}
+	}
+	if want, _ := os.ReadFile("clickhouse-users.sh"); scriptFrom == "" || scriptFrom != string(want) {
+		t.Errorf("init container %s does not run clickhouse-users.sh from its ConfigMap (%s)", init.Name, script)
+	}
+	wantItems := "writer.password=" + writer + " reader.password=" + reader
+	if got := secretItems(ch, init)[filepath.Dir(writer)]; got != wantItems {
+		t.Errorf("init container %s mounts %q of Secret clickhouse-users, want %q", init.Name, got, wantItems)
+	}
+	server := ch.Containers[0]
+	mountsUsers := false
+	for _, m := range server.VolumeMounts {
+		mountsUsers = mountsUsers || m.Name == usersVolume && m.MountPath == "/etc/clickhouse-server/users.d"
+	}
+	if usersVolume == "" || !mountsUsers {
+		t.Errorf("ClickHouse does not mount the users %s writes (volume %q) at /etc/clickhouse-server/users.d", init.Name, usersVolume)
+	}
+	env := map[string]string{}
+	for _, e := range server.Env {
+		env[e.Name] = e.Value
+	}
+	if env["CLICKHOUSE_SKIP_USER_SETUP"] != "1" {
+		t.Errorf("ClickHouse: CLICKHOUSE_SKIP_USER_SETUP %q, want 1: the image's entrypoint would write its users into users.d", env["CLICKHOUSE_SKIP_USER_SETUP"])
+	}
+
+	for name, d := range o.deployments {
+		spec := d.Spec.Template.Spec
+		c := spec.Containers[0]
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		items := secretItems(spec, c)
+		if name != "aggregator" && name != "alerter" {
+			if len(items) != 0 || env["TOKENMETER_CLICKHOUSE_DSN"] != "" {
+				t.Errorf("Deployment %s connects to ClickHouse (%v, %q), which only the aggregator and the alerter do here", name, items, env["TOKENMETER_CLICKHOUSE_DSN"])
+			}
+			continue
+		}
+		if got := env["TOKENMETER_CLICKHOUSE_DSN"]; got != "clickhouse://tokenmeter_writer@clickhouse:9000" {
+			t.Errorf("Deployment %s: TOKENMETER_CLICKHOUSE_DSN %q, want clickhouse://tokenmeter_writer@clickhouse:9000", name, got)
+		}
+		file := env["TOKENMETER_CLICKHOUSE_PASSWORD_FILE"]
+		if got, want := fmt.Sprint(items), fmt.Sprintf("map[%s:writer.password=%s]", filepath.Dir(file), file); file == "" || got != want {
+			t.Errorf("Deployment %s mounts %s of Secret clickhouse-users and reads the password from %q; want the writer's password alone, %s", name, got, file, want)
+		}
+	}
+}

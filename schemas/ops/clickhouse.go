@@ -13,7 +13,7 @@ import (
 // -clickhouse-password-file, TOKENMETER_CLICKHOUSE_PASSWORD_FILE), so that a deployment keeps
 // the password in a secret file (a compose volume, a Kubernetes Secret) rather than in the DSN,
 // which sits in environment variables and manifests. An empty passwordFile returns dsn as it is.
-// The password is the file's content without one final newline ("\n" or "\r\n"); an empty
+// The password is the file's content without its trailing line breaks ("\n", "\r"); an empty
 // password, or a DSN that already holds one, is refused, since one of the two would be ignored
 // without a word. Errors show the DSN redacted.
 func ClickHouseDSN(dsn, passwordFile string) (string, error) {
@@ -24,7 +24,7 @@ func ClickHouseDSN(dsn, passwordFile string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the ClickHouse password: %w", err)
 	}
-	password := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	password := strings.TrimRight(string(data), "\r\n")
 	if password == "" {
 		return "", fmt.Errorf("ClickHouse password file %s is empty", passwordFile)
 	}

@@ -45,9 +45,9 @@ func TestClickHouseDSN(t *testing.T) {
 		"clickhouse://tokenmeter_writer:s3cret@clickhouse:9000", "s3cret")
 	f("clickhouse://tokenmeter_writer@ch:9440/tokenmeter?secure=true", "s3cret\r\n",
 		"clickhouse://tokenmeter_writer:s3cret@ch:9440/tokenmeter?secure=true", "s3cret")
-	// Characters that mean something in a URL arrive intact; only one final newline goes.
-	f("clickhouse://tokenmeter_writer@clickhouse:9000", "a@b:c/d?e#f %g\n\n",
-		"clickhouse://tokenmeter_writer:a%40b%3Ac%2Fd%3Fe%23f%20%25g%0A@clickhouse:9000", "a@b:c/d?e#f %g\n")
+	// Characters that mean something in a URL arrive intact; only the trailing line breaks go.
+	f("clickhouse://tokenmeter_writer@clickhouse:9000", "a@b:c/d?e#f %g\r\n\n",
+		"clickhouse://tokenmeter_writer:a%40b%3Ac%2Fd%3Fe%23f%20%25g@clickhouse:9000", "a@b:c/d?e#f %g")
 
 	if got, err := ClickHouseDSN("clickhouse://u:p@h:9000", ""); err != nil || got != "clickhouse://u:p@h:9000" {
 		t.Errorf("without a file: %q, %v; want the DSN as it is", got, err)
