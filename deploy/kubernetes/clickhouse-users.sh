@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Writes tokenmeter's ClickHouse users (ClickHouse 22.x and later: users.d with <grants>) for
-# compose (deploy/compose) and Kubernetes (deploy/kubernetes), where ClickHouse runs 24.8:
+# Writes tokenmeter's ClickHouse users into users.d, with <grants> (recent releases; not 18.16,
+# for which deploy/clickhouse/local.sh writes users.xml profiles) for compose (deploy/compose)
+# and Kubernetes (deploy/kubernetes), where ClickHouse runs 24.8:
 #
 #   tokenmeter_writer  what the aggregator and the alerter need: their migrations (CREATE
 #                      DATABASE/TABLE/VIEW, ALTER, DROP of replaced views), INSERT and SELECT on

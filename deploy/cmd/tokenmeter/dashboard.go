@@ -17,6 +17,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
@@ -98,6 +99,7 @@ func runDashboard(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
 	addr := fs.String("addr", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), "dashboard HTTP address")
 	dsn := fs.String("clickhouse", envOr("TOKENMETER_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000"), "ClickHouse DSN")
+	passwordFile := fs.String("clickhouse-password-file", os.Getenv("TOKENMETER_CLICKHOUSE_PASSWORD_FILE"), "file holding the password of the ClickHouse DSN's user (tokenmeter_reader), kept out of the DSN")
 	db := fs.String("database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
 	var access dashboardAccess
 	fs.StringVar(&access.hosts, "host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated (others get 421)")
@@ -114,6 +116,10 @@ func runDashboard(ctx context.Context, args []string) error {
 	if err := natsEnv(); err != nil {
 		return fmt.Errorf("invalid environment: %w", err)
 	}
+	chDSN, err := ops.ClickHouseDSN(*dsn, *passwordFile)
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	var nc *nats.Conn
 	if *natsURL != "" {
@@ -123,7 +129,7 @@ func runDashboard(ctx context.Context, args []string) error {
 		}
 		defer nc.Close()
 	}
-	at, done, err := startDashboard(ctx, *addr, *dsn, *db, nc, access, log)
+	at, done, err := startDashboard(ctx, *addr, chDSN, *db, nc, access, log)
 	if err != nil {
 		return err
 	}
