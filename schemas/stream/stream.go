@@ -305,7 +305,15 @@ func consumerConfigs(o Options) map[string][]jetstream.ConsumerConfig {
 // An existing stream keeps its operator's sizing unless o sets it: its replicas (when more
 // than o asks for), MaxBytes, history limits and duplicate window. What the guarantees rest
 // on — subjects, retention, DiscardNew, storage, no age limit on backlog — is put back.
+//
+// Stages that start at once on a JetStream cluster ask for the same streams at once, and the
+// servers may then answer none of those requests; Ensure starts over when one times out
+// (ensureAttempts).
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
+	return ensureAttempts(ctx, func() error { return ensure(ctx, js, o) })
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	consumers := consumerConfigs(o)
 	for _, cfg := range Configs(o) {
 		s, err := js.Stream(ctx, cfg.Name)
