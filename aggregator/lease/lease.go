@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Bucket is the KV bucket of the partition leases.
@@ -33,12 +35,18 @@ func Key(p int) string { return "partition-" + strconv.Itoa(p) }
 
 // Open returns the lease bucket, creating it with ttl when missing, and the TTL it has: that
 // of a bucket created earlier (by an operator, or another version) is the one that counts.
+// A new bucket has as many replicas as the streams (stream.BucketReplicas), so that on a
+// JetStream cluster the leases outlive the loss of a server as the partitions do.
 func Open(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
 	kv, err := js.KeyValue(ctx, Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		var replicas int
+		if replicas, err = stream.BucketReplicas(ctx, js, Bucket); err != nil {
+			return nil, 0, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		}
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: Bucket, Description: "tokenmeter: which aggregator writes each partition", History: 1, TTL: ttl,
-			Storage: jetstream.FileStorage,
+			Storage: jetstream.FileStorage, Replicas: replicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, Bucket)

@@ -22,6 +22,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/window"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Bucket is the KV bucket of budget states; the key is the budget name.
@@ -218,11 +219,15 @@ type Publisher struct {
 	last map[string]string
 }
 
-// OpenPublisher creates the bucket when missing.
+// OpenPublisher creates the bucket when missing, with as many replicas as the streams.
 func OpenPublisher(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType) (*Publisher, error) {
+	replicas, err := stream.BucketReplicas(ctx, js, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it",
-		History: 1, Storage: storage,
+		History: 1, Storage: storage, Replicas: replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/alerter/dispatch"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Bucket is the KV bucket of alert state.
@@ -41,10 +42,15 @@ type Record struct {
 // Store reads and writes alert records.
 type Store struct{ kv jetstream.KeyValue }
 
-// Open creates the bucket when missing and returns its store.
+// Open creates the bucket when missing, with as many replicas as the streams, and returns
+// its store.
 func Open(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType) (*Store, error) {
+	replicas, err := stream.BucketReplicas(ctx, js, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: Bucket, Description: "tokenmeter alert state by fingerprint", History: 1, Storage: storage,
+		Bucket: Bucket, Description: "tokenmeter alert state by fingerprint", History: 1, Storage: storage, Replicas: replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)

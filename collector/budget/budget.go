@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Bucket is the KV bucket the alerter publishes budget states to.
@@ -77,8 +78,13 @@ func NewEnforcer(now func() time.Time, log *slog.Logger) *Enforcer {
 func (e *Enforcer) Watch(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := js.KeyValue(ctx, Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		var replicas int
+		if replicas, err = stream.BucketReplicas(ctx, js, Bucket); err != nil {
+			return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		}
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: Bucket, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it", History: 1,
+			Replicas: replicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, Bucket)
