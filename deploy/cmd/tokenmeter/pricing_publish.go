@@ -21,6 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
 )
 
@@ -40,6 +41,39 @@ type priceRow struct {
 	// checked is zero when the row was never checked.
 	checked time.Time
 	refs    []string
+	// rates are the row's prices of the token classes prompt caching involves, in each tier
+	// it prices and, above its long-context threshold, in each again.
+	rates []tierRates
+}
+
+// tierRates are a price row's rates in one tier, in picodollars per token. tier is the
+// price version's segment after the row: "standard", "batch", "standard/long", ….
+type tierRates struct {
+	tier                                         string
+	input, cachedInput, cacheWrite, cacheWrite1h pricefile.PicoUSD
+}
+
+// rowRates lays out the tiers of p: standard, then the others in pricefile.Tiers order, then
+// the same above the long-context threshold.
+func rowRates(p pricefile.Price) []tierRates {
+	add := func(out []tierRates, tier string, r pricefile.Rates) []tierRates {
+		return append(out, tierRates{tier, r.Input, r.CachedInput, r.CacheWrite, r.CacheWrite1h})
+	}
+	out := add(nil, event.TierStandard, p.Standard)
+	for _, t := range pricefile.Tiers {
+		if r, ok := p.Tiers[t]; ok {
+			out = add(out, t, r)
+		}
+	}
+	if lc := p.LongContext; lc != nil {
+		out = add(out, event.TierStandard+"/long", lc.Standard)
+		for _, t := range pricefile.Tiers {
+			if r, ok := lc.Tiers[t]; ok {
+				out = add(out, t+"/long", r)
+			}
+		}
+	}
+	return out
 }
 
 // catalogueRows returns every price row of the provider files, sorted by provider, model and
@@ -52,6 +86,7 @@ func catalogueRows(files []pricefile.File) []priceRow {
 				rows = append(rows, priceRow{
 					key:      f.Provider + "/" + m.Name + "@" + p.Effective.Format(time.DateOnly),
 					provider: f.Provider, model: m.Name, effective: p.Effective, checked: p.Checked, refs: p.Refs,
+					rates: rowRates(p),
 				})
 			}
 		}
@@ -118,6 +153,9 @@ func (p publication) hash() string {
 		for _, ref := range r.refs {
 			str(ref)
 		}
+		for _, t := range r.rates {
+			str(fmt.Sprintf("%s %d %d %d %d", t.tier, t.input, t.cachedInput, t.cacheWrite, t.cacheWrite1h))
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -153,7 +191,8 @@ func publishPrices(ctx context.Context, conn driver.Conn, db string, p publicati
 	if version <= highest {
 		version = highest + 1
 	}
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".price_rows (publish_version, published_at, publish_rows, content_hash, catalog_version, price_row, provider, model, effective, checked, refs, check_window_days)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".price_rows (publish_version, published_at, publish_rows, content_hash, catalog_version, price_row, provider, model, effective, checked, refs, check_window_days, "+
+		"rate_tiers, input_pusd, cached_input_pusd, cache_write_pusd, cache_write_1h_pusd)")
 	if err != nil {
 		return publishResult{}, fmt.Errorf("insert into %s.price_rows: %w", db, err)
 	}
@@ -167,8 +206,15 @@ func publishPrices(ctx context.Context, conn driver.Conn, db string, p publicati
 		if refs == nil {
 			refs = []string{}
 		}
+		tiers := make([]string, len(r.rates))
+		var input, cached, write, write1h []uint64
+		for i, t := range r.rates {
+			tiers[i] = t.tier
+			input, cached = append(input, uint64(t.input)), append(cached, uint64(t.cachedInput))
+			write, write1h = append(write, uint64(t.cacheWrite)), append(write1h, uint64(t.cacheWrite1h))
+		}
 		if err := b.Append(version, now.UTC().Truncate(time.Second), uint32(len(p.rows)), hash, p.catalog,
-			r.key, r.provider, r.model, r.effective, checked, refs, p.windowDays); err != nil {
+			r.key, r.provider, r.model, r.effective, checked, refs, p.windowDays, tiers, input, cached, write, write1h); err != nil {
 			return publishResult{}, fmt.Errorf("insert %d rows into %s.price_rows: %w", len(p.rows), db, err)
 		}
 	}

@@ -272,26 +272,8 @@ func TestPricingStale(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".cost_corrections (rerate_id, applied_at, seq, kind, event_id, time, provider, model, model_priced, events, cost_usd, priced, price_version)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []struct {
-		seq           uint64
-		kind, version string
-		events        int8
-		cost          string
-	}{
-		{1, "reverse", "openai/gpt-4o@2024-05-13/standard", -1, "-2"},
-		{2, "apply", "openai/gpt-4o@2024-10-01/standard", 1, "1"},
-	} {
-		if err := c.Append("r1", now, k.seq, k.kind, "rerated", now.Add(-3*time.Hour), "openai", "gpt-4o", "gpt-4o", k.events, decimal.RequireFromString(k.cost), uint8(1), k.version); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Send(); err != nil {
-		t.Fatal(err)
-	}
+	insertRerate(t, conn, db, "cost_usd", "rerated", "openai", "gpt-4o", now.Add(-3*time.Hour),
+		"openai/gpt-4o@2024-05-13/standard", "2", "openai/gpt-4o@2024-10-01/standard", "1")
 
 	// In the window: 3 + 1 + 1 (re-rated) on gpt-4o@2024-10-01, 2 on Sonnet, 1.5 on Vertex,
 	// 0.5 at the organisation's own price: 9 USD.
@@ -360,5 +342,100 @@ func TestPricingStale(t *testing.T) {
 	if err := runPricingTo(&bytes.Buffer{}, []string{"stale", "-clickhouse", chtest.DSN(), "-database", empty}); err == nil ||
 		err.Error() != empty+".price_staleness is empty: no catalogue was published (run tokenmeter pricing publish)" {
 		t.Errorf("stale of an empty database: error %v", err)
+	}
+}
+
+// cache_write_payback computes each group at the published catalogue's rates of the row and
+// tier its writes were priced with, and falls back to Anthropic's multipliers for prices the
+// catalogue does not publish (an organisation's own).
+func TestCacheWritePaybackCatalogue(t *testing.T) {
+	ctx := context.Background()
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	if _, err := migrate.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadPublication("testdata/pricing", 90)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publishPrices(ctx, conn, db, p, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The rates as published, in picodollars per token.
+	if got, want := queryRows(t, conn, "SELECT price_row, arrayStringConcat(rate_tiers, ','), arrayStringConcat(arrayMap(x -> toString(x), input_pusd), ','), "+
+		"arrayStringConcat(arrayMap(x -> toString(x), cached_input_pusd), ','), arrayStringConcat(arrayMap(x -> toString(x), cache_write_pusd), ','), "+
+		"arrayStringConcat(arrayMap(x -> toString(x), cache_write_1h_pusd), ',') FROM "+db+".price_rows WHERE model IN ('gpt-4o', 'claude-sonnet-4-5') ORDER BY price_row"), ""+
+		"anthropic/claude-sonnet-4-5@2025-09-29\tstandard,batch,standard/long,batch/long\t3000000,1500000,6000000,3000000\t300000,150000,600000,300000\t3750000,1875000,7500000,3750000\t6000000,3000000,12000000,6000000\n"+
+		"openai/gpt-4o@2024-05-13\tstandard\t5000000\t5000000\t5000000\t5000000\n"+
+		"openai/gpt-4o@2024-10-01\tstandard,batch\t2500000,1250000\t1250000,1250000\t2500000,1250000\t2500000,1250000\n"; got != want {
+		t.Errorf("price_rows rates:\n got %s\nwant %s", got, want)
+	}
+
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".usage_events (event_id, time, provider, model, model_priced, priced, service_tier, prompt_version, price_version, "+
+		"input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, savings_usd)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 10, 9, 0, 0, 0, time.UTC)
+	for _, e := range []struct {
+		id, provider, model, tier, prompt, version string
+		in, cached, write, write1h                 uint64
+		savings                                    string
+	}{
+		// gpt-4o: a cache write costs plain input, a read saves half: any read pays back.
+		{"oa", "openai", "gpt-4o", "standard", "p1", "openai/gpt-4o@2024-10-01/standard", 3000, 2000, 1000, 0, "0.0025"},
+		// Sonnet above 200k tokens: one-hour writes at 12 against input at 6, nothing read.
+		{"long", "anthropic", "claude-sonnet-4-5", "standard", "p2", "anthropic/claude-sonnet-4-5@2025-09-29/standard/long", 201000, 0, 1000, 1000, "0"},
+		// Sonnet in batch with a 10% discount: savings 8000 × 1.35 µ$ less 10%.
+		{"batch", "anthropic", "claude-sonnet-4-5", "batch", "p3", "anthropic/claude-sonnet-4-5@2025-09-29/batch/discount=10%@2026-01-01", 12000, 8000, 4000, 4000, "0.00972"},
+		// The organisation's own price: not published, Anthropic's multipliers.
+		{"org", "anthropic", "claude-sonnet-4-5", "standard", "p4", "anthropic/claude-sonnet-4-5@2025-09-29/standard/org", 3000, 2000, 1000, 1000, "0.0054"},
+	} {
+		if err := b.Append(e.id, at, e.provider, e.model, e.model, uint8(1), e.tier, e.prompt, e.version, e.in, e.cached, e.write, e.write1h,
+			decimal.RequireFromString(e.savings)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	// The batch call re-rated without the discount: its savings become 0.0108.
+	insertRerate(t, conn, db, "savings_usd", "batch", "anthropic", "claude-sonnet-4-5", at,
+		"anthropic/claude-sonnet-4-5@2025-09-29/batch/discount=10%@2026-01-01", "0.00972", "anthropic/claude-sonnet-4-5@2025-09-29/batch", "0.0108")
+	got := queryRows(t, conn, "SELECT prompt_version, toString(cache_write_1h_tokens), toString(cache_write_5m_tokens), toString(cache_read_tokens), "+
+		"toString(read_savings_usd), toString(write_1h_extra_usd), toString(write_5m_extra_usd), toString(net_savings_usd), toString(break_even_read_tokens), toString(paid_back), "+
+		"toString(current_read_savings_usd), toString(current_write_1h_extra_usd), toString(current_net_savings_usd), priced_with, toString(catalogue_rates) FROM "+
+		db+".cache_write_payback ORDER BY prompt_version")
+	want := "" +
+		// e5 = 0: the writes cost nothing extra (the multipliers would have said 0.000347 and 278 reads).
+		"p1\t0\t1000\t2000\t0.002500000000\t0.000000000000\t0.000000000000\t0.002500000000\t0\t1\t0.002500000000\t0.000000000000\t0.002500000000\topenai/gpt-4o@2024-10-01/standard\t1\n" +
+		// No reads: the extra at list price, 1000 × (12 − 6) µ$; break-even ⌈6000 / 5.4⌉.
+		"p2\t1000\t0\t0\t0.000000000000\t0.006000000000\t0.000000000000\t-0.006000000000\t1112\t0\t0.000000000000\t0.006000000000\t-0.006000000000\tanthropic/claude-sonnet-4-5@2025-09-29/standard/long\t1\n" +
+		// 0.00972 × (4000 × 1.5) / (8000 × 1.35); break-even ⌈4000 × 1.5 / 1.35⌉; re-rated 0.0108 × the same.
+		"p3\t4000\t0\t8000\t0.009720000000\t0.005400000000\t0.000000000000\t0.004320000000\t4445\t1\t0.010800000000\t0.006000000000\t0.004800000000\tanthropic/claude-sonnet-4-5@2025-09-29/batch\t1\n" +
+		// The multipliers: 0.0054 × 10 × 1000 / (9 × 2000); break-even ⌈40000 / 36⌉.
+		"p4\t1000\t0\t2000\t0.005400000000\t0.003000000000\t0.000000000000\t0.002400000000\t1112\t1\t0.005400000000\t0.003000000000\t0.002400000000\t\t0\n"
+	if got != want {
+		t.Errorf("cache_write_payback:\n got %s\nwant %s", got, want)
+	}
+}
+
+// insertRerate stores the two cost_corrections rows of one re-rating of event id: column (cost_usd
+// or savings_usd) goes from `from` under version fromVersion to `to` under toVersion.
+func insertRerate(t *testing.T, conn driver.Conn, db, column, id, provider, model string, at time.Time, fromVersion, from, toVersion, to string) {
+	t.Helper()
+	c, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+db+".cost_corrections (rerate_id, applied_at, seq, kind, event_id, time, provider, model, model_priced, events, priced, price_version, "+column+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Append("r1", at, uint64(1), "reverse", id, at, provider, model, model, int8(-1), uint8(1), fromVersion, decimal.RequireFromString(from).Neg()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Append("r1", at, uint64(2), "apply", id, at, provider, model, model, int8(1), uint8(1), toVersion, decimal.RequireFromString(to)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(); err != nil {
+		t.Fatal(err)
 	}
 }
