@@ -45,6 +45,11 @@ type Config struct {
 	// AttributionFile holds the attribution rules (package attribute); empty means events
 	// keep the attribution they arrive with.
 	AttributionFile string
+	// EmitterBindingsFile holds the emitters' bindings (ParseBindings): the tags and teams
+	// the events of each emitter identity (usage.raw.<p>.<name>) are charged to. Empty binds
+	// nobody: emitters' events keep their tags, with the emitter tag naming the emitter.
+	// Polled every PricingPoll like the attribution file.
+	EmitterBindingsFile string
 	// Workers is the number of concurrent fetch-price-publish loops.
 	Workers int
 	// FetchBatch is how many raw messages a worker fetches at once.
@@ -110,7 +115,9 @@ type Enricher struct {
 	js      jetstream.JetStream
 	catalog atomic.Pointer[pricing.Catalog]
 	rules   atomic.Pointer[attribute.Rules] // nil without an attribution file
-	m       metrics
+	// bindings are the emitters' bindings; nil without a bindings file.
+	bindings atomic.Pointer[Bindings]
+	m        metrics
 
 	// reloadMu serialises ReloadPricing; loadedSum and failedSum are the pricing directory
 	// content last loaded and last refused, so that an unchanged directory is not parsed
@@ -118,8 +125,9 @@ type Enricher struct {
 	reloadMu             sync.Mutex
 	loadedSum, failedSum string
 	// rulesData and rulesFailed are the attribution file's content last loaded and last
-	// refused.
-	rulesData, rulesFailed []byte
+	// refused; bindingsData and bindingsFailed the bindings file's.
+	rulesData, rulesFailed       []byte
+	bindingsData, bindingsFailed []byte
 	// consumed holds the partitions of USAGE_ENRICHED known to have their aggregator's
 	// consumer (stream.EnsurePartition), as map[int]struct{}.
 	consumed sync.Map
@@ -135,6 +143,8 @@ type metrics struct {
 	reloadOK     prometheus.Gauge
 	attributed   prometheus.Counter
 	folded       *prometheus.CounterVec
+	emitted      *prometheus.CounterVec
+	overridden   *prometheus.CounterVec
 }
 
 // New loads the pricing catalogue and prepares the stage; it does not touch NATS yet.
@@ -180,6 +190,18 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 		e.rules.Store(rules)
 		e.rulesData = data
 	}
+	if cfg.EmitterBindingsFile != "" {
+		data, err := readBindingsFile(cfg.EmitterBindingsFile)
+		if err != nil {
+			return nil, fmt.Errorf("load emitter bindings: %w", err)
+		}
+		b, err := ParseBindings(data)
+		if err != nil {
+			return nil, fmt.Errorf("load emitter bindings %s: %w", cfg.EmitterBindingsFile, err)
+		}
+		e.bindings.Store(b)
+		e.bindingsData = data
+	}
 	e.m = metrics{
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_enricher_events_total", Help: "Events priced and published to USAGE_ENRICHED."}),
@@ -197,7 +219,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			Name: "tokenmeter_enricher_dead_letters_total", Help: "Raw messages quarantined in USAGE_DEAD."}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_enricher_pricing_reloads_total",
-			Help: "Changed pricing directories and attribution files loaded (result=ok) or refused, keeping what is in force (result=error)."},
+			Help: "Changed pricing directories, attribution files and emitter bindings files loaded (result=ok) or refused, keeping what is in force (result=error)."},
 			[]string{"result"}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenmeter_enricher_pricing_reload_ok",
@@ -209,9 +231,17 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			Name: "tokenmeter_enricher_tag_values_folded_total",
 			Help: `Tag values turned into "other" because the tag reached its max_values cap (attribution rules).`},
 			[]string{"tag"}),
+		emitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_emitter_events_total",
+			Help: "Events published by an emitter identity (usage.raw.<p>.<name>), by whether -emitter-bindings binds the emitter (bound=true) or not."},
+			[]string{"bound"}),
+		overridden: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_emitter_team_overridden_total",
+			Help: "Events of a bound emitter that named a team its binding may not charge, charged to the binding's team (or unallocated) instead."},
+			[]string{"emitter"}),
 	}
 	e.m.reloadOK.Set(1)
-	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.tierFallback, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded} {
+	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.tierFallback, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded, e.m.emitted, e.m.overridden} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register enricher metrics: %w", err)
 		}
@@ -272,37 +302,76 @@ func (e *Enricher) ReloadPricing() (changed bool, err error) {
 // changed; a file that does not parse is refused like a broken pricing directory, and the
 // rules in force stay. Without an attribution file it does nothing.
 func (e *Enricher) ReloadAttribution() (changed bool, err error) {
-	if e.cfg.AttributionFile == "" {
+	return e.reloadFile("attribution rules", e.cfg.AttributionFile, os.ReadFile, &e.rulesData, &e.rulesFailed, func(data []byte) error {
+		rules, err := attribute.Parse(e.cfg.AttributionFile, data)
+		if err == nil {
+			e.rules.Store(rules)
+		}
+		return err
+	})
+}
+
+// ReloadBindings reads the emitter bindings file and swaps in its bindings when its content
+// changed; a file that does not parse is refused, and the bindings in force stay. Without a
+// bindings file it does nothing.
+func (e *Enricher) ReloadBindings() (changed bool, err error) {
+	return e.reloadFile("emitter bindings", e.cfg.EmitterBindingsFile, readBindingsFile, &e.bindingsData, &e.bindingsFailed, func(data []byte) error {
+		b, err := ParseBindings(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.cfg.EmitterBindingsFile, err)
+		}
+		e.bindings.Store(b)
+		return nil
+	})
+}
+
+// reloadFile reads file with read and, when its content differs from *loaded, has swap parse
+// it and put it in force. A file that cannot be read or parsed is refused: the error is
+// returned, logged and counted once per distinct content (*failed), and what is in force
+// stays. Without a file it does nothing.
+func (e *Enricher) reloadFile(what, file string, read func(string) ([]byte, error), loaded, failed *[]byte, swap func([]byte) error) (bool, error) {
+	if file == "" {
 		return false, nil
 	}
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	data, err := os.ReadFile(e.cfg.AttributionFile)
-	var rules *attribute.Rules
+	data, err := read(file)
 	if err == nil {
-		if bytes.Equal(data, e.rulesData) {
-			e.rulesFailed = nil
+		if bytes.Equal(data, *loaded) {
+			*failed = nil
 			return false, nil
 		}
-		rules, err = attribute.Parse(e.cfg.AttributionFile, data)
+		err = swap(data)
 	}
 	if err != nil {
-		err = fmt.Errorf("reload attribution rules (keeping the rules in force): %w", err)
-		if data == nil || !bytes.Equal(data, e.rulesFailed) {
+		err = fmt.Errorf("reload %s (keeping those in force): %w", what, err)
+		if data == nil || !bytes.Equal(data, *failed) {
 			e.m.reloads.WithLabelValues("error").Inc()
-			e.cfg.Logger.Error("attribution change refused; the rules in force stay", "file", e.cfg.AttributionFile, "err", err)
+			e.cfg.Logger.Error(what+" change refused; those in force stay", "file", file, "err", err)
 		}
-		e.rulesFailed = data
+		*failed = data
 		return false, err
 	}
-	e.rules.Store(rules)
-	e.rulesData, e.rulesFailed = data, nil
+	*loaded, *failed = data, nil
 	e.m.reloads.WithLabelValues("ok").Inc()
-	e.cfg.Logger.Info("attribution rules reloaded", "file", e.cfg.AttributionFile)
+	e.cfg.Logger.Info(what+" reloaded", "file", file)
 	return true, nil
 }
 
-// watchPricing polls the pricing directory and the attribution file until ctx is done.
+// readBindingsFile reads an emitter bindings file of at most MaxBindingsFileBytes.
+func readBindingsFile(file string) ([]byte, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > MaxBindingsFileBytes {
+		return nil, fmt.Errorf("%s: %d bytes, more than %d", file, st.Size(), MaxBindingsFileBytes)
+	}
+	return os.ReadFile(file)
+}
+
+// watchPricing polls the pricing directory, the attribution file and the emitter bindings
+// file until ctx is done.
 func (e *Enricher) watchPricing(ctx context.Context) {
 	t := time.NewTicker(e.cfg.PricingPoll)
 	defer t.Stop()
@@ -313,6 +382,7 @@ func (e *Enricher) watchPricing(ctx context.Context) {
 		case <-t.C:
 			_, _ = e.ReloadPricing() // logged and counted inside
 			_, _ = e.ReloadAttribution()
+			_, _ = e.ReloadBindings()
 		}
 	}
 }
@@ -342,7 +412,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.Raw, err)
 	}
 	e.cfg.Logger.Info("enricher running", "workers", e.cfg.Workers, "catalogue", e.Catalog().Version())
-	if e.cfg.PricingDir != "" || e.cfg.AttributionFile != "" {
+	if e.cfg.PricingDir != "" || e.cfg.AttributionFile != "" || e.cfg.EmitterBindingsFile != "" {
 		go e.watchPricing(ctx)
 	}
 	errc := make(chan error, e.cfg.Workers)
@@ -459,9 +529,10 @@ func (e *Enricher) ensurePartition(ctx context.Context, p int) error {
 	return nil
 }
 
-// enrich decodes one raw batch and prices every row in place.
+// enrich decodes one raw batch, binds the rows of an emitter's message to its binding (bind),
+// attributes them and prices every row in place.
 func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, error) {
-	p, _, err := stream.ParseRawSubject(m.Subject())
+	p, emitter, err := stream.ParseRawSubject(m.Subject())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -475,8 +546,17 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 	}
 	cat := e.catalog.Load() // once per batch: a reload never splits a batch between catalogues
 	rules := e.rules.Load()
+	bd, bound := e.bindings.Load().Lookup(emitter)
+	if emitter != "" {
+		e.m.emitted.WithLabelValues(strconv.FormatBool(bound)).Add(float64(len(rows)))
+	}
 	for i := range rows {
 		r := &rows[i]
+		// The binding first, as a collector API key's tags come before the rules: the rules
+		// then normalise and default what the binding left.
+		if bind(r, emitter, bd, bound) {
+			e.m.overridden.WithLabelValues(emitter).Inc()
+		}
 		if rules != nil {
 			res := rules.Apply(r)
 			if res.Changed {
