@@ -9,7 +9,7 @@ CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 # machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak cluster cluster-stop
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ test: clickhouse chromium ## vet and test every module against real NATS JetStre
 	$(GO) vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	$(GO) test -count=1 -timeout 20m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@$(MAKE) --no-print-directory fuzz
+
+cluster: build clickhouse ## 3 nats-servers as one JetStream cluster on loopback, the stages as separate processes with R3 streams (deploy/cluster)
+	cd bench && $(GO) build -o ../bin/nats-server github.com/nats-io/nats-server/v2
+	deploy/cluster/cluster.sh start
+
+cluster-stop: ## stop what `make cluster` started
+	deploy/cluster/cluster.sh stop
 
 chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)
 	$(GO) vet -tags chaos ./bench/chaos/
