@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -44,17 +46,23 @@ func (s *syncBuffer) String() string {
 
 // TestIdentities runs the pipeline with its NATS listener on and checks each identity over
 // TCP: an anonymous client is refused; an emitter added while it runs is admitted, its events
-// reach ClickHouse, and it can publish nothing else; reconcile and the dashboard read what
-// they need with their own keys. Every stage runs as its own role meanwhile, and the server
+// reach ClickHouse charged to the team its binding gives it whatever team they name, and it
+// can publish nothing else — not another emitter's subject, nor the collector's; reconcile
+// and the dashboard read what they need with their own keys. Every stage runs as its own role meanwhile, and the server
 // refuses none of them anything (the pipeline logs each refusal).
 func TestIdentities(t *testing.T) {
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
+	bindings := filepath.Join(t.TempDir(), "emitters.json")
+	if err := os.WriteFile(bindings, []byte(`{"emitters": [{"name": "billing", "tags": {"team": "billing", "cost_center": "cc-7"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p, err := Start(ctx, Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:-1", ClickHouseDSN: clickhouseDSN(), Database: db,
-		Partitions: 2, Streams: stream.DefaultOptions, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Partitions: 2, Streams: stream.DefaultOptions, EmitterBindingsFile: bindings,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,8 +103,9 @@ func TestIdentities(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	for i := range 3 {
+		// A team billing's binding may not charge: charged to billing.
 		u := event.Usage{ID: fmt.Sprintf("billing-%d", i), Time: now, Provider: "openai", Model: "gpt-4o",
-			Usage: event.Tokens{Input: 1000, Output: 100}, Tags: map[string]string{"team": "billing"}}
+			Usage: event.Tokens{Input: 1000, Output: 100}, Tags: map[string]string{"team": "search", "emitter": "search-api"}}
 		if err := em.Emit(u); err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +118,8 @@ func TestIdentities(t *testing.T) {
 	}
 	count := func() string {
 		var s string
-		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE team = 'billing'").Scan(&s)
+		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events "+
+			"WHERE team = 'billing' AND cost_center = 'cc-7' AND tag_values[indexOf(tag_keys, 'emitter')] = 'billing'").Scan(&s)
 		return s
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -130,6 +140,24 @@ func TestIdentities(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("publish to usage.enriched.0: not refused after 10s")
+	}
+	// Usage as another emitter, or as the collector, whose events no binding covers: refused.
+	for _, subj := range []string{stream.EmitterRawSubject(0, "search"), stream.RawSubject(0)} {
+		if err := nc.Publish(subj, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-refused:
+			if want := `nats: permissions violation: Permissions Violation for Publish to "` + subj + `"`; err.Error() != want {
+				t.Errorf("refusal %q, want %q", err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("publish to %s: not refused after 10s", subj)
+		}
+	}
+	var other string
+	if err := conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE team != 'billing'").Scan(&other); err != nil || other != "0" {
+		t.Errorf("events of other teams: %q, %v; want 0", other, err)
 	}
 
 	parts, err := reconcile.Run(ctx, reconcile.Config{

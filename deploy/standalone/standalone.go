@@ -61,6 +61,9 @@ type Config struct {
 	PricingDir   string
 	// AttributionFile holds the enricher's attribution rules (enricher/attribute); "" = none.
 	AttributionFile string
+	// EmitterBindingsFile binds each NATS emitter identity's events to tags and teams
+	// (enrich.ParseBindings); "" = none.
+	EmitterBindingsFile string
 	// KeysFile is the collector's API-key registry (collector/keys); "" = no authentication.
 	KeysFile string
 	// TagPolicyFile is the collector's required-tags policy (collect.TagPolicy); "" = none.
@@ -147,7 +150,8 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.enricher, err = enrich.New(enrich.Config{
-		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, Streams: cfg.Streams, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
+		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, EmitterBindingsFile: cfg.EmitterBindingsFile,
+		Streams: cfg.Streams, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),
 	}, p.conns[natsauth.Enricher])
 	if err != nil {
 		p.stopNATS()

@@ -27,6 +27,8 @@ var StageEnv = map[string]string{
 	"attribution": "TOKENMETER_ATTRIBUTION_FILE",
 	"keys":        "TOKENMETER_KEYS_FILE",
 	"tag-policy":  "TOKENMETER_TAG_POLICY_FILE",
+	// Named like the other files' variables.
+	"emitter-bindings": "TOKENMETER_EMITTER_BINDINGS_FILE",
 }
 
 // ApplyEnv sets every flag of fs that the command line did not set from its environment

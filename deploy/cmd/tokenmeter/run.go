@@ -31,6 +31,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
 	fs.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
 	fs.StringVar(&cfg.AttributionFile, "attribution", os.Getenv("TOKENMETER_ATTRIBUTION_FILE"), "attribution rules file (enricher/attribute)")
+	fs.StringVar(&cfg.EmitterBindingsFile, "emitter-bindings", os.Getenv("TOKENMETER_EMITTER_BINDINGS_FILE"), "emitter bindings file (JSON): the tags and teams each NATS emitter identity's events are charged to")
 	fs.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"), "collector API-key registry (JSON); without it the collector trusts its network")
 	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "collector required-tags policy (YAML)")
 	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")

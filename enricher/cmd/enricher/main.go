@@ -34,7 +34,9 @@ func run() int {
 	flag.StringVar(&cfg.PricingDir, "pricing", "", "directory of pricing files (default: the shipped catalogue)")
 	flag.IntVar(&cfg.Workers, "workers", 2, "concurrent fetch-price-publish loops")
 	flag.StringVar(&cfg.AttributionFile, "attribution", "", "attribution rules file (default: none; events keep their tags)")
-	flag.DurationVar(&cfg.PricingPoll, "pricing-poll", 5*time.Second, "how often the pricing directory and attribution file are checked for changes")
+	flag.StringVar(&cfg.EmitterBindingsFile, "emitter-bindings", "",
+		"emitter bindings file (JSON): the tags and teams each NATS emitter identity's events are charged to (default: none; emitters' events keep their tags)")
+	flag.DurationVar(&cfg.PricingPoll, "pricing-poll", 5*time.Second, "how often the pricing directory, attribution file and emitter bindings file are checked for changes")
 	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "how long JetStream waits for an ack before redelivering a raw message (0: the default)")
 	cfg.Streams = stream.DefaultOptions
 	cfg.Streams.RegisterFlags(flag.CommandLine)
