@@ -161,7 +161,7 @@ func (a *Alerter) observe(res detect.Result, now time.Time, seen map[string]bool
 		t.a.Summary = summarize(r, res)
 		t.contrib = nil
 		for _, c := range res.Contributors {
-			t.contrib = append(t.contrib, fmt.Sprintf("%s %s %s", c.Dimension, orNone(c.Value), amount(c.Amount, r.Measure.Money(), r.Measure)))
+			t.contrib = append(t.contrib, contributor(c, r.Measure))
 		}
 	}
 	a.step(t, sig, now)
@@ -241,9 +241,11 @@ func (a *Alerter) notification(t *tracked) notify.Alert {
 	n := notify.Alert{
 		Status: notify.StatusFiring, Labels: t.a.Labels, Fingerprint: t.a.Fingerprint,
 		StartsAt: t.a.FiredAt, Severity: t.subj.severity, Window: t.window, Contributors: t.contrib,
-		Value:       amount(t.a.Value, t.subj.money, rules.Measure(t.subj.measure)),
-		Baseline:    amount(t.a.Baseline, t.subj.money, rules.Measure(t.subj.measure)),
-		Annotations: map[string]string{"summary": t.a.Summary},
+		Value:          amount(t.a.Value, t.subj.money, rules.Measure(t.subj.measure)),
+		Level:          amount(t.a.Level, t.subj.money, rules.Measure(t.subj.measure)),
+		Baseline:       amount(t.a.Baseline, t.subj.money, rules.Measure(t.subj.measure)),
+		BaselineMethod: a.baselineMethod(t.a.Rule),
+		Annotations:    map[string]string{"summary": t.a.Summary},
 	}
 	if t.subj.description != "" {
 		n.Annotations["description"] = t.subj.description
@@ -262,6 +264,64 @@ func (a *Alerter) notification(t *tracked) notify.Alert {
 		n.Link = a.file.LinkURL + "?" + q.Encode()
 	}
 	return n
+}
+
+// contributor prints a top contributor for people: "model gpt-4o 5.40 USD (+5.33 USD, 98.7%
+// of the increase)", or "(…, 40.0% of the window)" when the group has no increase.
+func contributor(c detect.Contributor, m rules.Measure) string {
+	inc := amount(c.Increase, m.Money(), m)
+	if c.Increase >= 0 {
+		inc = "+" + inc
+	}
+	of := "window"
+	if c.OfIncrease {
+		of = "increase"
+	}
+	share := c.ShareMilli
+	sign := ""
+	if share < 0 {
+		sign, share = "-", -share
+	}
+	return fmt.Sprintf("%s %s %s (%s, %s%d.%d%% of the %s)", c.Dimension, orNone(c.Value), amount(c.Amount, m.Money(), m),
+		inc, sign, share/1000, share%1000/100, of)
+}
+
+// baselineMethod says how the named rule's or budget alert's baseline and level are
+// computed, for the baseline_method annotation.
+func (a *Alerter) baselineMethod(name string) string {
+	switch name {
+	case BudgetSoftCap:
+		return "budget: spend so far in the period against the limit; the level is the soft cap's share of the limit"
+	case BudgetForecast:
+		return "budget: forecast for the period's end (spent + the last 7 complete days' run-rate over the time left) against the limit"
+	}
+	for _, r := range a.engine.Rules() {
+		if r.Name == name {
+			return baselineMethod(r)
+		}
+	}
+	return ""
+}
+
+func baselineMethod(r *rules.Rule) string {
+	robust := fmt.Sprintf("level max(median × %s, median + %s × 1.4826 × MAD)", rules.FormatMilli(r.FactorMilli), rules.FormatMilli(r.ScoreMilli))
+	switch r.Kind {
+	case rules.Threshold:
+		if r.ShareOf != "" {
+			return fmt.Sprintf("threshold: %s%% of all %s over the same %s; contributors against the %s before",
+				rules.FormatMilli(r.AboveShareMilli), r.ShareOf, windowName(r), windowName(r))
+		}
+		return fmt.Sprintf("threshold: a fixed level; contributors against the %s before", windowName(r))
+	case rules.Change:
+		return fmt.Sprintf("median of the same %s 1 to %d × %s earlier (at least %d known); %s; contributors by the mix of the %s before",
+			windowName(r), r.Periods, shortDuration(r.Period), r.MinPeriods, robust, windowName(r))
+	case rules.Anomaly:
+		return fmt.Sprintf("median of the same hour over the last %d days of the same type (weekday or weekend, at least %d known); %s",
+			r.Days, r.MinHistory, robust)
+	case rules.Creep:
+		return fmt.Sprintf("the 7 days before; level the baseline plus %s%%", rules.FormatMilli(r.GrowthMilli))
+	}
+	return ""
 }
 
 func (a *Alerter) record(t *tracked) state.Record {

@@ -62,10 +62,18 @@ func (v Verdict) String() string {
 	return [...]string{"clear", "elevated", "pending", "hold"}[v]
 }
 
-// Contributor is a model or feature and its share of a group's window.
+// Contributor is one value of a dimension (model, feature, workflow, prompt_version) and its
+// part in a group's window and in the window's increase (see top).
 type Contributor struct {
 	Dimension, Value string
-	Amount           int64
+	// Amount is the value's sum over the window; Increase how much of it is above what the
+	// value would have had at the baseline.
+	Amount, Increase int64
+	// ShareMilli is Increase as a share of the group's increase, in thousandths of a percent
+	// (rounded toward zero; negative for a value that fell). When the group has no increase
+	// (OfIncrease false) it is the share of the window's amount instead.
+	ShareMilli int64
+	OfIncrease bool
 }
 
 // Result is a rule's verdict for one group that is not Clear.
@@ -219,11 +227,12 @@ func (e *Engine) Add(row *batch.Row) {
 			e.Late++
 		}
 		if g.s.Contributors != nil {
-			if !slices.Contains(rs.r.GroupBy, "model") {
-				g.s.AddContributor("model", row.Model, m, v)
-			}
-			if !slices.Contains(rs.r.GroupBy, "feature") {
-				g.s.AddContributor("feature", row.Feature, m, v)
+			for _, d := range [...]struct{ name, value string }{
+				{"model", row.Model}, {"feature", row.Feature}, {"workflow", row.WorkflowID}, {"prompt_version", row.PromptVersion},
+			} {
+				if !slices.Contains(rs.r.GroupBy, d.name) {
+					g.s.AddContributor(d.name, d.value, m, v)
+				}
 			}
 		}
 	}
@@ -232,7 +241,7 @@ func (e *Engine) Add(row *batch.Row) {
 func (rs *ruleState) total(m rules.Measure) *window.Series {
 	t := rs.totals[m]
 	if t == nil {
-		t = window.NewSeries(rs.minutes, 0, false)
+		t = window.NewSeries(rs.minutes, 0, 0)
 		rs.totals[m] = t
 	}
 	return t
@@ -250,7 +259,13 @@ func (e *Engine) newGroup(rs *ruleState, key string, dim func(string) string) *g
 		// long-lived group from holding that whole buffer.
 		labels[d] = strings.Clone(dim(d))
 	}
-	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, rs.minutes > 0 && rs.minutes <= 240), last: math.MinInt64}
+	// Contributors keep one window more than the rule, to compare each with the window
+	// before (see top).
+	contrib := 0
+	if rs.minutes > 0 && rs.minutes <= 240 {
+		contrib = rs.minutes + int(rs.r.Window/time.Minute)
+	}
+	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, contrib), last: math.MinInt64}
 	rs.groups[key] = g
 	return g
 }
@@ -414,7 +429,7 @@ func (rs *ruleState) evaluate(now time.Time, lateness time.Duration, out []Resul
 		}
 		res.Value, res.Level, res.Baseline = show.value, show.level, show.baseline
 		if g.s.Contributors != nil {
-			res.Contributors = top(g.s, step*stepMin-int64(r.Window/time.Minute)+1, step*stepMin)
+			res.Contributors = top(g.s, r, show.baseline, step*stepMin-int64(r.Window/time.Minute)+1, step*stepMin)
 		}
 		res.key = key
 		out = append(out, res)
@@ -568,26 +583,76 @@ func floorDivInt(a, b int64) int64 {
 	return q
 }
 
-// top returns the three largest contributors of each tracked dimension over minutes
-// [from, to].
-func top(s *window.Series, from, to int64) []Contributor {
-	var all []Contributor
-	for key, r := range s.Contributors {
-		v := r.Sum(from, to)
-		if v == 0 {
+// top returns, for each tracked dimension, the three values that contributed most to the
+// window [from, to] over the baseline.
+//
+// The increase is the window's sum minus the baseline. It is split among a dimension's values
+// by the mix of the window just before (the same length, ending at from-1): a value's expected
+// amount is the baseline × its share of that window, and its increase is its amount minus
+// that. The increases of a dimension's values thus sum to the group's increase (up to the
+// rounding of each expected amount toward zero). A change rule's baseline is its median; a
+// threshold has none, so the window before itself is the baseline. When the window before is
+// empty there is no mix to go by, and each value's increase is its share of the window's
+// amount times the increase. Values rank by increase, or by amount when there is no increase.
+func top(s *window.Series, r *rules.Rule, baseline, from, to int64) []Contributor {
+	w := to - from + 1
+	type sums struct{ now, before int64 }
+	byDim := map[string]map[string]sums{}
+	for key, ring := range s.Contributors {
+		now, before := ring.Sum(from, to), ring.Sum(from-w, from-1)
+		if now == 0 && before == 0 {
 			continue
 		}
 		d, val, _ := strings.Cut(key, "=")
-		all = append(all, Contributor{Dimension: d, Value: val, Amount: v})
+		if byDim[d] == nil {
+			byDim[d] = map[string]sums{}
+		}
+		byDim[d][val] = sums{now, before}
+	}
+	var all []Contributor
+	for d, vals := range byDim {
+		var total, totalBefore int64
+		for _, v := range vals {
+			total += v.now
+			totalBefore += v.before
+		}
+		base := baseline
+		if r.Kind == rules.Threshold {
+			base = totalBefore
+		}
+		increase := total - base
+		for val, v := range vals {
+			if v.now == 0 {
+				continue
+			}
+			c := Contributor{Dimension: d, Value: val, Amount: v.now}
+			if totalBefore > 0 {
+				expected, _ := rules.MulDiv(base, v.before, totalBefore)
+				c.Increase = v.now - expected
+			} else {
+				c.Increase, _ = rules.MulDiv(increase, v.now, total)
+			}
+			if increase > 0 {
+				c.ShareMilli = mulDivSigned(c.Increase, 100_000, increase)
+				c.OfIncrease = true
+			} else {
+				c.ShareMilli, _ = rules.MulDiv(v.now, 100_000, total)
+			}
+			all = append(all, c)
+		}
 	}
 	sort.Slice(all, func(i, j int) bool {
-		if all[i].Dimension != all[j].Dimension {
-			return all[i].Dimension < all[j].Dimension
+		a, b := all[i], all[j]
+		if a.Dimension != b.Dimension {
+			return a.Dimension < b.Dimension
 		}
-		if all[i].Amount != all[j].Amount {
-			return all[i].Amount > all[j].Amount
+		if a.OfIncrease && a.Increase != b.Increase {
+			return a.Increase > b.Increase
 		}
-		return all[i].Value < all[j].Value
+		if a.Amount != b.Amount {
+			return a.Amount > b.Amount
+		}
+		return a.Value < b.Value
 	})
 	var out []Contributor
 	n := map[string]int{}
@@ -598,4 +663,14 @@ func top(s *window.Series, from, to int64) []Contributor {
 		}
 	}
 	return out
+}
+
+// mulDivSigned is rules.MulDiv for a negative a too (b ≥ 0, c > 0), rounding toward zero.
+func mulDivSigned(a, b, c int64) int64 {
+	if a >= 0 {
+		q, _ := rules.MulDiv(a, b, c)
+		return q
+	}
+	q, _ := rules.MulDiv(-a, b, c)
+	return -q
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/alert"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
 )
 
 // TestOneSpikeOnePageAtEverySecond is a property over the whole minute: a single burst, above
@@ -79,4 +80,41 @@ func oneSpike(r rules.Rule, event, arrive, start time.Time, until time.Duration)
 func fmtOffset(d time.Duration) string {
 	s := int64(d / time.Second)
 	return fmt.Sprintf("+%d:%02d", s/60, s%60)
+}
+
+// TestContributorsSplitTheIncreaseByTheMixBefore: a change rule's increase (value − median)
+// is split among a dimension's values by their mix in the window before: each value's
+// expected amount is the baseline × its share of that window.
+func TestContributorsSplitTheIncreaseByTheMixBefore(t *testing.T) {
+	r := rules.Rule{Name: "minute", Kind: rules.Change, Measure: rules.Cost, GroupBy: []string{"team"}, Window: time.Minute,
+		Period: time.Hour, Periods: 2, MinPeriods: 2, FactorMilli: 2000, ScoreMilli: 3000, ResolvePercent: 90}
+	e := New([]rules.Rule{r}, nil)
+	add := func(at time.Time, model string, cents int64) {
+		e.Add(&batch.Row{Time: at, Team: "search", Model: model, Feature: "chat", Priced: true, CostPico: cents * usd / 100})
+	}
+	// Hours 1 and 2: $0.10 a minute from model a, $6 an hour: the baseline for a minute is $0.10.
+	for m := 60; m < 180; m++ {
+		add(monday.Add(time.Duration(m)*time.Minute), "a", 10)
+	}
+	before, now := monday.Add(3*time.Hour+29*time.Minute), monday.Add(3*time.Hour+30*time.Minute)
+	add(before, "a", 10)
+	add(before, "b", 10)
+	add(now, "a", 10)
+	add(now, "b", 50)
+	res := e.Evaluate(now.Add(40 * time.Second))
+	if len(res) != 1 || res[0].Verdict != Hold || res[0].Value != 60*usd/100 || res[0].Baseline != 10*usd/100 {
+		t.Fatalf("results = %+v, want hold at $0.60 against $0.10", res)
+	}
+	// Increase $0.50. The minute before was half a, half b: each expected $0.05. Model a
+	// spent $0.10 (+$0.05, 10 %), model b $0.50 (+$0.45, 90 %); feature chat all of it.
+	want := []Contributor{
+		{Dimension: "feature", Value: "chat", Amount: 60 * usd / 100, Increase: 50 * usd / 100, ShareMilli: 100_000, OfIncrease: true},
+		{Dimension: "model", Value: "b", Amount: 50 * usd / 100, Increase: 45 * usd / 100, ShareMilli: 90_000, OfIncrease: true},
+		{Dimension: "model", Value: "a", Amount: 10 * usd / 100, Increase: 5 * usd / 100, ShareMilli: 10_000, OfIncrease: true},
+		{Dimension: "prompt_version", Value: "", Amount: 60 * usd / 100, Increase: 50 * usd / 100, ShareMilli: 100_000, OfIncrease: true},
+		{Dimension: "workflow", Value: "", Amount: 60 * usd / 100, Increase: 50 * usd / 100, ShareMilli: 100_000, OfIncrease: true},
+	}
+	if got := res[0].Contributors; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("contributors =\n%+v\nwant\n%+v", got, want)
+	}
 }

@@ -9,7 +9,7 @@ import (
 // Alertmanager pushes alerts to an Alertmanager's POST /api/v2/alerts, leaving grouping,
 // silencing and routing to it. A firing alert carries endsAt = ValidUntil, so the
 // Alertmanager keeps it firing until the alerter's next repeat; a resolved one carries the
-// time it resolved.
+// time it resolved. Each alert's facts are annotations (Alert.AllAnnotations).
 type Alertmanager struct {
 	URL    string // base URL, e.g. http://alertmanager:9093
 	Client *http.Client
@@ -31,7 +31,7 @@ func (a *Alertmanager) Notify(ctx context.Context, m *Message) (bool, error) {
 		if al.Status == StatusResolved {
 			end = al.EndsAt
 		}
-		alerts = append(alerts, amAlert{Labels: orEmpty(al.Labels), Annotations: orEmpty(al.Annotations),
+		alerts = append(alerts, amAlert{Labels: orEmpty(al.Labels), Annotations: al.AllAnnotations(),
 			StartsAt: al.StartsAt.UTC(), EndsAt: end.UTC(), GeneratorURL: al.Link})
 	}
 	return postJSON(ctx, a.Client, a.URL+"/api/v2/alerts", alerts, nil)

@@ -32,7 +32,8 @@ func TestSlackTextEscapesEventText(t *testing.T) {
 	}
 	text := ":rotating_light: *[FIRING] team_spike* model=&lt;https://evil.example|click me&gt; team=&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;\n" +
 		"cost of &lt;!here&gt; Now: *0.00 USD* over 15m\uFFFDgnp.exe\n" +
-		"Now: *4.52 USD* over 15m vs baseline 1.50 USD\n" +
+		"Now: *4.52 USD* over 15m vs baseline 1.50 USD, level 3.00 USD\n" +
+		"Baseline: median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)\n" +
 		"Since 2026-02-02T11:08:15Z\n" +
 		"Top contributors: feature &lt;!everyone&gt; 1.00 USD\n" +
 		"<https://grafana.example/d/spend?team=%3C!channel%3E&amp;model=a%7Cb%3Ec|Breakdown>"
@@ -104,8 +105,8 @@ func FuzzSlackText(f *testing.F) {
 				}
 			}
 		}
-		if n := len(lines); n > 6 {
-			t.Fatalf("%d lines, want at most 6:\n%s", n, text)
+		if n := len(lines); n > 7 {
+			t.Fatalf("%d lines, want at most 7:\n%s", n, text)
 		}
 	})
 }

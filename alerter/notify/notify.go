@@ -39,13 +39,50 @@ type Alert struct {
 	EndsAt time.Time
 	// ValidUntil tells an Alertmanager how long a firing alert stays firing without news.
 	ValidUntil time.Time
-	// The numbers, already formatted with their unit ("152.30 USD", "1200 requests").
-	Value, Baseline string
+	// The numbers, already formatted with their unit ("152.30 USD", "1200 requests"): the
+	// value over the window, the level it had to exceed and the baseline it is judged
+	// against.
+	Value, Level, Baseline string
+	// BaselineMethod says how the baseline and the level were computed.
+	BaselineMethod string
 	// Window is what Value sums ("15m", "calendar day").
-	Window       string
+	Window string
+	// Contributors are the top contributors with their share of the increase
+	// ("model gpt-4o 5.40 USD (+5.33 USD, 98.7% of the increase)").
 	Contributors []string
 	Link         string
 	Severity     string
+}
+
+// Annotation names under which every receiver gets an alert's facts: the webhook and the
+// Alertmanager as annotations, PagerDuty as custom details, Slack as lines of text.
+const (
+	AnnotationValue           = "value"
+	AnnotationLevel           = "level"
+	AnnotationBaseline        = "baseline"
+	AnnotationBaselineMethod  = "baseline_method"
+	AnnotationWindow          = "window"
+	AnnotationTopContributors = "top_contributors"
+)
+
+// AllAnnotations is the alert's annotations with its facts added: value, level, baseline,
+// baseline_method, window and top_contributors (joined with "; "), each only when set and
+// not already an annotation.
+func (a *Alert) AllAnnotations() map[string]string {
+	out := make(map[string]string, len(a.Annotations)+6)
+	for k, v := range a.Annotations {
+		out[k] = v
+	}
+	for _, f := range [...]struct{ k, v string }{
+		{AnnotationValue, a.Value}, {AnnotationLevel, a.Level}, {AnnotationBaseline, a.Baseline},
+		{AnnotationBaselineMethod, a.BaselineMethod}, {AnnotationWindow, a.Window},
+		{AnnotationTopContributors, strings.Join(a.Contributors, "; ")},
+	} {
+		if _, ok := out[f.k]; !ok && f.v != "" {
+			out[f.k] = f.v
+		}
+	}
+	return out
 }
 
 // Message is one notification: the alerts of one group for one receiver.
@@ -72,9 +109,10 @@ func (m *Message) CommonLabels() map[string]string {
 	return common(m.Alerts, func(a Alert) map[string]string { return a.Labels })
 }
 
-// CommonAnnotations are the annotations every alert of the message shares.
+// CommonAnnotations are the annotations, facts included (Alert.AllAnnotations), that every
+// alert of the message shares.
 func (m *Message) CommonAnnotations() map[string]string {
-	return common(m.Alerts, func(a Alert) map[string]string { return a.Annotations })
+	return common(m.Alerts, func(a Alert) map[string]string { return a.AllAnnotations() })
 }
 
 func common(alerts []Alert, get func(Alert) map[string]string) map[string]string {

@@ -41,9 +41,10 @@ func firing() Alert {
 		Labels:      map[string]string{"alertname": "team_spike", "severity": "page", "team": "search"},
 		Annotations: map[string]string{"summary": "team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD"},
 		Fingerprint: "a1b2c3d4e5f60718", StartsAt: t0, ValidUntil: t0.Add(time.Hour),
-		Value: "4.52 USD", Baseline: "1.50 USD", Window: "15m",
-		Contributors: []string{"model gpt-4o 4.00 USD", "feature chat 4.52 USD"},
-		Link:         "https://grafana.example/d/spend?team=search", Severity: "page",
+		Value: "4.52 USD", Level: "3.00 USD", Baseline: "1.50 USD", Window: "15m",
+		BaselineMethod: "median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
+		Contributors:   []string{"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase)", "model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)"},
+		Link:           "https://grafana.example/d/spend?team=search", Severity: "page",
 	}
 }
 
@@ -67,6 +68,14 @@ func compact(t *testing.T, s string) string {
 	return b.String()
 }
 
+// facts are firing()'s annotations as the webhook and the Alertmanager receive them: the
+// summary and every fact of the alert.
+const facts = `{"baseline":"1.50 USD",
+	"baseline_method":"median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
+	"level":"3.00 USD","summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD",
+	"top_contributors":"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)",
+	"value":"4.52 USD","window":"15m"}`
+
 func TestWebhookSendsAlertmanagerV4Payload(t *testing.T) {
 	srv, got := receiver(t, http.StatusOK)
 	w := &Webhook{URL: srv.URL + "/hook"}
@@ -76,10 +85,10 @@ func TestWebhookSendsAlertmanagerV4Payload(t *testing.T) {
 	want := compact(t, `{"version":"4","groupKey":"oncall\u0000alertname=team_spike","truncatedAlerts":0,"status":"firing","receiver":"oncall",
 	"groupLabels":{"alertname":"team_spike"},
 	"commonLabels":{"alertname":"team_spike","severity":"page","team":"search"},
-	"commonAnnotations":{"summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD"},
+	"commonAnnotations":`+facts+`,
 	"externalURL":"https://grafana.example/d/spend",
 	"alerts":[{"status":"firing","labels":{"alertname":"team_spike","severity":"page","team":"search"},
-	"annotations":{"summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD"},
+	"annotations":`+facts+`,
 	"startsAt":"2026-02-02T11:08:15Z","endsAt":"0001-01-01T00:00:00Z",
 	"generatorURL":"https://grafana.example/d/spend?team=search","fingerprint":"a1b2c3d4e5f60718"}]}`)
 	if len(*got) != 1 || (*got)[0].body != want || (*got)[0].path != "/hook" || (*got)[0].contentType != "application/json" {
@@ -95,9 +104,10 @@ func TestSlackMessageCarriesTheNumbers(t *testing.T) {
 	}
 	text := ":rotating_light: *[FIRING] team_spike* team=search\n" +
 		"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD\n" +
-		"Now: *4.52 USD* over 15m vs baseline 1.50 USD\n" +
+		"Now: *4.52 USD* over 15m vs baseline 1.50 USD, level 3.00 USD\n" +
+		"Baseline: median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)\n" +
 		"Since 2026-02-02T11:08:15Z\n" +
-		"Top contributors: model gpt-4o 4.00 USD, feature chat 4.52 USD\n" +
+		"Top contributors: feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)\n" +
 		"<https://grafana.example/d/spend?team=search|Breakdown>"
 	want, _ := json.Marshal(map[string]string{"channel": "#spend", "text": text})
 	if len(*got) != 1 || (*got)[0].body != string(want) {
@@ -121,8 +131,11 @@ func TestPagerDutyTriggersAndResolvesWithStableDedupKey(t *testing.T) {
 	trigger := compact(t, `{"routing_key":"0123456789abcdef0123456789abcdef","event_action":"trigger","dedup_key":"a1b2c3d4e5f60718",
 	"payload":{"summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD","source":"tokenmeter","severity":"critical",
 	"timestamp":"2026-02-02T11:08:15Z","component":"team_spike",
-	"custom_details":{"alertname":"team_spike","baseline":"1.50 USD","severity":"page","since":"2026-02-02T11:08:15Z","team":"search",
-	"top_contributors":"model gpt-4o 4.00 USD, feature chat 4.52 USD","value":"4.52 USD","window":"15m"}},
+	"custom_details":{"alertname":"team_spike","baseline":"1.50 USD",
+	"baseline_method":"median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
+	"level":"3.00 USD","severity":"page","since":"2026-02-02T11:08:15Z","team":"search",
+	"top_contributors":"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)",
+	"value":"4.52 USD","window":"15m"}},
 	"links":[{"href":"https://grafana.example/d/spend?team=search","text":"Breakdown"}]}`)
 	resolve := `{"routing_key":"0123456789abcdef0123456789abcdef","event_action":"resolve","dedup_key":"a1b2c3d4e5f60718"}`
 	if len(*got) != 2 || (*got)[0].body != trigger || (*got)[1].body != resolve || (*got)[0].path != "/v2/enqueue" {
@@ -136,7 +149,7 @@ func TestAlertmanagerPush(t *testing.T) {
 	if _, err := a.Notify(context.Background(), message(firing(), resolved())); err != nil {
 		t.Fatal(err)
 	}
-	ann := `{"summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD"}`
+	ann := compact(t, facts)
 	lab := `{"alertname":"team_spike","severity":"page","team":"search"}`
 	want := `[{"labels":` + lab + `,"annotations":` + ann + `,"startsAt":"2026-02-02T11:08:15Z","endsAt":"2026-02-02T12:08:15Z","generatorURL":"https://grafana.example/d/spend?team=search"},` +
 		`{"labels":` + lab + `,"annotations":` + ann + `,"startsAt":"2026-02-02T11:08:15Z","endsAt":"2026-02-02T11:29:15Z","generatorURL":"https://grafana.example/d/spend?team=search"}]`

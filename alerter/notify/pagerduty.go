@@ -69,17 +69,14 @@ func pdEventOf(routingKey string, a Alert) pdEvent {
 		ev.EventAction = "resolve"
 		return ev
 	}
-	details := map[string]string{"value": plain(a.Value), "baseline": plain(a.Baseline), "window": plain(a.Window),
-		"since": a.StartsAt.UTC().Format(time.RFC3339)}
+	details := map[string]string{"since": a.StartsAt.UTC().Format(time.RFC3339)}
 	for k, v := range a.Labels {
 		details[plain(k)] = plain(v)
 	}
-	if len(a.Contributors) > 0 {
-		c := make([]string, len(a.Contributors))
-		for i, s := range a.Contributors {
-			c[i] = plain(s)
+	for k, v := range a.AllAnnotations() {
+		if k != "summary" {
+			details[plain(k)] = plain(v)
 		}
-		details["top_contributors"] = strings.Join(c, ", ")
 	}
 	ev.Payload = &pdPayload{Summary: truncate(plain(a.Annotations["summary"]), pdMaxSummary), Source: "tokenmeter",
 		Severity: pdSeverity(a.Severity), Timestamp: a.StartsAt.UTC().Format(time.RFC3339),

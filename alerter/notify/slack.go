@@ -51,6 +51,12 @@ func SlackText(m *Message) string {
 			fmt.Fprintf(&b, "\n%s", slackEscape(s))
 		}
 		fmt.Fprintf(&b, "\nNow: *%s* over %s vs baseline %s", slackEscape(a.Value), slackEscape(a.Window), slackEscape(a.Baseline))
+		if a.Level != "" {
+			fmt.Fprintf(&b, ", level %s", slackEscape(a.Level))
+		}
+		if a.BaselineMethod != "" {
+			fmt.Fprintf(&b, "\nBaseline: %s", slackEscape(a.BaselineMethod))
+		}
 		if a.Status == StatusResolved {
 			fmt.Fprintf(&b, "\nFiring from %s to %s", a.StartsAt.UTC().Format(time.RFC3339), a.EndsAt.UTC().Format(time.RFC3339))
 		} else {
@@ -61,7 +67,7 @@ func SlackText(m *Message) string {
 			for i, s := range a.Contributors {
 				c[i] = slackEscape(s)
 			}
-			fmt.Fprintf(&b, "\nTop contributors: %s", strings.Join(c, ", "))
+			fmt.Fprintf(&b, "\nTop contributors: %s", strings.Join(c, "; "))
 		}
 		if link := slackLink(a.Link); link != "" {
 			fmt.Fprintf(&b, "\n<%s|Breakdown>", link)

@@ -9,7 +9,8 @@ import (
 )
 
 // Webhook posts the Alertmanager v4 webhook payload, so receivers written for Alertmanager
-// work unchanged. When BearerToken is set, each request carries it as
+// work unchanged; each alert's facts (value, level, baseline and how it was computed,
+// window, top contributors) are annotations (Alert.AllAnnotations). When BearerToken is set, each request carries it as
 // "Authorization: Bearer <token>".
 type Webhook struct {
 	URL, BearerToken string
@@ -48,7 +49,7 @@ func (w *Webhook) Notify(ctx context.Context, m *Message) (bool, error) {
 	}
 	for _, a := range m.Alerts {
 		p.Alerts = append(p.Alerts, webhookAlert{
-			Status: a.Status, Labels: orEmpty(a.Labels), Annotations: orEmpty(a.Annotations),
+			Status: a.Status, Labels: orEmpty(a.Labels), Annotations: a.AllAnnotations(),
 			StartsAt: a.StartsAt.UTC(), EndsAt: a.EndsAt.UTC(), GeneratorURL: a.Link, Fingerprint: a.Fingerprint,
 		})
 	}

@@ -51,6 +51,9 @@ func (r *Ring) Add(i, v int64) bool {
 	return true
 }
 
+// Newest is the newest bucket written; ok is false before the first Add.
+func (r *Ring) Newest() (i int64, ok bool) { return r.head, r.started }
+
 // Get is the value of bucket i, 0 when the ring does not hold it.
 func (r *Ring) Get(i int64) int64 {
 	if !r.started || i > r.head || i <= r.head-int64(len(r.v)) {
@@ -82,7 +85,7 @@ func mod(i, n int64) int64 {
 }
 
 // maxContributors bounds the contributors tracked per dimension of a series; the rest are
-// summed under "other".
+// summed under "(other)". A contributor none of whose buckets is left makes room for a new one.
 const maxContributors = 16
 
 // Series is one group's buckets.
@@ -93,14 +96,16 @@ type Series struct {
 	// baselines only use periods after it.
 	First   int64
 	hasData bool
-	// Contributors by model and by feature, per minute, for "top contributors" in
-	// notifications; nil when not tracked.
-	Contributors map[string]*Ring
+	// Contributors per dimension value ("model=gpt-4o"), per minute, for "top contributors"
+	// in notifications; nil when not tracked. Each keeps contributorMinutes buckets.
+	Contributors       map[string]*Ring
+	contributorMinutes int
 }
 
 // NewSeries returns a series keeping the given numbers of minute and hour buckets; 0 means
-// none. When contributors is true it also tracks the top models and features per minute.
-func NewSeries(minutes, hours int, contributors bool) *Series {
+// none. When contributorMinutes is above 0 it also tracks contributors (AddContributor) over
+// that many minute buckets.
+func NewSeries(minutes, hours, contributorMinutes int) *Series {
 	s := &Series{}
 	if minutes > 0 {
 		s.Minutes = NewRing(minutes)
@@ -108,8 +113,8 @@ func NewSeries(minutes, hours int, contributors bool) *Series {
 	if hours > 0 {
 		s.Hours = NewRing(hours)
 	}
-	if contributors && minutes > 0 {
-		s.Contributors = map[string]*Ring{}
+	if contributorMinutes > 0 {
+		s.Contributors, s.contributorMinutes = map[string]*Ring{}, contributorMinutes
 	}
 	return s
 }
@@ -144,8 +149,10 @@ func (s *Series) seen(m int64) {
 	}
 }
 
-// AddContributor adds v at minute m to the contributor named key ("model=gpt-4o").
-// dimension counts how many keys of that dimension exist, to cap them.
+// AddContributor adds v at minute m to the contributor value of dimension ("model",
+// "gpt-4o"). A dimension tracks at most maxContributors values; past that, a value whose
+// buckets have all expired is dropped to make room, and failing that v counts under
+// "(other)".
 func (s *Series) AddContributor(dimension, value string, m, v int64) {
 	if s.Contributors == nil {
 		return
@@ -153,18 +160,26 @@ func (s *Series) AddContributor(dimension, value string, m, v int64) {
 	key := dimension + "=" + value
 	r, ok := s.Contributors[key]
 	if !ok {
-		n := 0
-		for k := range s.Contributors {
+		var n int
+		stale := ""
+		for k, kr := range s.Contributors {
 			if len(k) > len(dimension) && k[:len(dimension)+1] == dimension+"=" {
 				n++
+				if newest, _ := kr.Newest(); newest <= m-int64(kr.Len()) && stale == "" {
+					stale = k
+				}
 			}
 		}
 		if n >= maxContributors {
-			key = dimension + "=(other)"
-			r = s.Contributors[key]
+			if stale != "" {
+				delete(s.Contributors, stale)
+			} else {
+				key = dimension + "=(other)"
+				r = s.Contributors[key]
+			}
 		}
 		if r == nil {
-			r = NewRing(s.Minutes.Len())
+			r = NewRing(s.contributorMinutes)
 			s.Contributors[key] = r
 		}
 	}

@@ -32,7 +32,7 @@ func TestRing(t *testing.T) {
 }
 
 func TestSeriesHoursAndContributors(t *testing.T) {
-	s := NewSeries(5, 3, true)
+	s := NewSeries(5, 3, 5)
 	s.AddMinute(119, 1) // hour 1
 	s.AddMinute(120, 2) // hour 2
 	s.AddHour(0, 7)     // history
@@ -44,5 +44,25 @@ func TestSeriesHoursAndContributors(t *testing.T) {
 	}
 	if len(s.Contributors) != maxContributors+1 || s.Contributors["model=(other)"].Get(120) != 4 {
 		t.Errorf("contributors = %d, other = %d; want %d and 4", len(s.Contributors), s.Contributors["model=(other)"].Get(120), maxContributors+1)
+	}
+}
+
+func TestExpiredContributorsMakeRoom(t *testing.T) {
+	s := NewSeries(5, 0, 5)
+	for i := 0; i < maxContributors; i++ {
+		s.AddContributor("workflow", string(rune('a'+i)), 100, 1)
+	}
+	s.AddContributor("workflow", "late", 104, 1) // every slot still holds minute 100
+	if got := s.Contributors["workflow=(other)"].Get(104); got != 1 {
+		t.Fatalf("(other) at minute 104 = %d, want 1", got)
+	}
+	// At minute 106 the buckets of minute 100 have expired (5 kept: 102..106); the new
+	// workflow takes the place of an expired one instead of going to (other).
+	s.AddContributor("workflow", "runaway", 106, 7)
+	if r := s.Contributors["workflow=runaway"]; r == nil || r.Get(106) != 7 {
+		t.Fatalf("workflow=runaway not tracked: %v", s.Contributors)
+	}
+	if got := len(s.Contributors); got != maxContributors+1 {
+		t.Errorf("contributors = %d, want %d", got, maxContributors+1)
 	}
 }
