@@ -195,6 +195,14 @@ func TestEnrichBindsEmitters(t *testing.T) {
 	}
 	check(enriched(stream.EmitterRawSubject(5, "billing"), 5, row("h", "search")),
 		want{"finance", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "billing"}}})
+
+	// A subject that is neither form (only a client allowed usage.raw.> could publish it)
+	// names no emitter the enricher could trust: quarantined, with the reason.
+	publishOn(t, js, "usage.raw.0.a.b", []batch.Row{row("i", "search")})
+	dead := next(t, js, stream.Dead, stream.DeadSubject("enricher"))
+	if got, want := dead.Headers().Get(stream.HeaderReason), `subject "usage.raw.0.a.b" is not usage.raw.<partition> nor usage.raw.<partition>.<emitter>`; got != want {
+		t.Errorf("dead-letter reason %q, want %q", got, want)
+	}
 }
 
 // FuzzParseBindings checks that whatever a bindings file holds, ParseBindings either refuses
