@@ -9,7 +9,7 @@ CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 # machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak cluster cluster-stop
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak cluster cluster-stop chaos-cluster
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ cluster: build clickhouse ## 3 nats-servers as one JetStream cluster on loopback
 
 cluster-stop: ## stop what `make cluster` started
 	deploy/cluster/cluster.sh stop
+
+chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluster, R3: leader shut down, rolling restart; exact totals (~2 min)
+	$(GO) vet -tags chaos ./bench/cluster/
+	$(GO) test -tags chaos -count=1 -timeout 10m -v ./bench/cluster/
 
 chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)
 	$(GO) vet -tags chaos ./bench/chaos/
