@@ -294,15 +294,31 @@ func (r *run) check(cat *pricing.Catalog) {
 	r.t.Logf("%d events (%d bodies retried): lost %d, doubled %d; totals %s", want.Events, r.sender.Retries(), lost, doubled, want)
 }
 
-// TestR3Pipeline: the collector, enricher, aggregator and alerter run unchanged against a
-// 3-node JetStream cluster; every stream, consumer and KV bucket has three replicas, and
-// ClickHouse holds exactly what was accepted.
-func TestR3Pipeline(t *testing.T) {
-	r := start(t)
+// catalog is the catalogue the enricher prices with.
+func catalog(t *testing.T) *pricing.Catalog {
+	t.Helper()
 	cat, err := pricing.Default()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cat
+}
+
+// sendSlowly sends n distinct events at 2,000 a second in the background — slowly enough
+// that a test's faults fall within the sending — and returns a channel that receives Send's
+// result.
+func (r *run) sendSlowly(n int) <-chan error {
+	r.sender.Rate = 2_000
+	sending := make(chan error, 1)
+	go func() { sending <- r.sender.Send(context.Background(), generator(r.t), n) }()
+	return sending
+}
+
+// TestR3Pipeline: the collector, enricher, aggregator and alerter run unchanged against a
+// 3-node JetStream cluster; every stream, consumer and KV bucket has three replicas, and
+// ClickHouse holds exactly what was accepted.
+func TestR3Pipeline(t *testing.T) {
+	r, cat := start(t), catalog(t)
 	if err := r.sender.Send(context.Background(), generator(t), 10_000); err != nil {
 		t.Fatalf("send: %v", err)
 	}
@@ -315,15 +331,8 @@ func TestR3Pipeline(t *testing.T) {
 // are being sent, keeps sending on the two that remain, restarts it, and checks that nothing
 // was lost or doubled.
 func TestR3PipelineStreamLeaderRestart(t *testing.T) {
-	r := start(t)
-	cat, err := pricing.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Slow enough that the shutdown and the restart both fall within the sending.
-	r.sender.Rate = 2_000
-	sending := make(chan error, 1)
-	go func() { sending <- r.sender.Send(context.Background(), generator(t), 20_000) }()
+	r, cat := start(t), catalog(t)
+	sending := r.sendSlowly(20_000)
 	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
 	down := r.leader(stream.Raw)
 	led := []string{}

@@ -3,11 +3,9 @@
 package cluster_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 )
 
@@ -16,14 +14,8 @@ import (
 // without it and it has caught up again; nothing may be lost or doubled. It runs with
 // `make chaos-cluster` (about a minute), not in `make test`.
 func TestR3PipelineRollingRestart(t *testing.T) {
-	r := start(t)
-	cat, err := pricing.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.sender.Rate = 2_000
-	sending := make(chan error, 1)
-	go func() { sending <- r.sender.Send(context.Background(), generator(t), 60_000) }()
+	r, cat := start(t), catalog(t)
+	sending := r.sendSlowly(60_000)
 	for i := range r.c.Size() {
 		at := r.stored()
 		natstest.Eventually(t, time.Minute, "progress before the next restart", func() bool { return r.stored() >= at+3_000 })
