@@ -16,7 +16,8 @@ const Attempts = 6
 // together on a 3-node cluster each create the same R3 streams at once; nats-server v2.15
 // then leaves every one of those requests, and the stream look-ups made meanwhile, without an
 // answer until their 5 s timeout, while a second round finds the streams made
-// (bench/cluster TestConcurrentEnsure).
+// (bench/cluster TestConcurrentEnsure; a known server behaviour, nats-io/nats.go#949 and
+// nats-io/nats-server#3677, for which retrying is the usual answer).
 func ensureAttempts(ctx context.Context, fn func() error) error {
 	var err error
 	for range Attempts {
