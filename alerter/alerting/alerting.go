@@ -409,7 +409,7 @@ func (a *Alerter) newDispatcher(f *rules.File) *dispatch.Dispatcher {
 		rs = append(rs, d)
 	}
 	return dispatch.New(dispatch.Config{
-		Route: f.Route, Receivers: rs, Silences: f.Silences, ExternalURL: f.LinkURL,
+		Route: f.Route, Receivers: rs, Silences: f.Silences, InhibitRules: f.InhibitRules, ExternalURL: f.LinkURL,
 		OnSent: a.onSent, Now: a.cfg.Now, Logger: a.cfg.Logger,
 	})
 }
@@ -543,6 +543,7 @@ func (a *Alerter) Reload(ctx context.Context) error {
 		}
 	} else {
 		a.disp.SetSilences(f.Silences)
+		a.disp.SetInhibitRules(f.InhibitRules)
 	}
 	e.Lateness = a.cfg.Lateness
 	a.engine, a.tracker, a.file, a.fileData = e, tr, f, data

@@ -2,7 +2,9 @@
 // alerts are grouped per receiver by the route's group_by labels; a new group waits
 // group_wait to gather its alerts, then is looked at every group_interval and notified when
 // an alert fired, resolved, or has been firing unnotified for repeat_interval. Silenced
-// alerts are held back until their silence ends. Each receiver sends on its own goroutine
+// alerts are held back until their silence ends; firing alerts that an inhibit rule mutes
+// (a firing source alert with the same `equal` labels) are held back while it fires — a
+// resolve owed to a receiver is never held back by inhibition. Each receiver sends on its own goroutine
 // through its own circuit breaker, with retries and exponential back-off, so a receiver that
 // is down delays nobody else.
 package dispatch
@@ -46,6 +48,9 @@ type Config struct {
 	Route     rules.Route
 	Receivers []Receiver
 	Silences  []rules.Silence
+	// InhibitRules mute firing alerts while a matching source alert fires. Every firing
+	// alert the dispatcher is given can be a source, whether or not a receiver takes it.
+	InhibitRules []rules.InhibitRule
 	// Attempts per notification (default 3), the first back-off (default 1s, doubling) and
 	// the timeout of one attempt (default 10s).
 	Attempts       int
@@ -106,7 +111,10 @@ type Dispatcher struct {
 	groups   map[string]*group
 	breakers map[string]*gobreaker.CircuitBreaker
 	busy     map[string]bool
-	wg       sync.WaitGroup
+	// firing holds the labels of every firing alert, by fingerprint: the sources of the
+	// inhibit rules.
+	firing map[string]map[string]string
+	wg     sync.WaitGroup
 }
 
 type group struct {
@@ -121,7 +129,8 @@ type group struct {
 // New returns a dispatcher.
 func New(cfg Config) *Dispatcher {
 	cfg.defaults()
-	d := &Dispatcher{cfg: cfg, groups: map[string]*group{}, breakers: map[string]*gobreaker.CircuitBreaker{}, busy: map[string]bool{}}
+	d := &Dispatcher{cfg: cfg, groups: map[string]*group{}, breakers: map[string]*gobreaker.CircuitBreaker{}, busy: map[string]bool{},
+		firing: map[string]map[string]string{}}
 	for _, r := range cfg.Receivers {
 		d.breakers[r.Name] = gobreaker.NewCircuitBreaker(gobreaker.Settings{
 			Name:        "notify-" + r.Name,
@@ -136,6 +145,13 @@ func New(cfg Config) *Dispatcher {
 func (d *Dispatcher) SetSilences(s []rules.Silence) {
 	d.mu.Lock()
 	d.cfg.Silences = s
+	d.mu.Unlock()
+}
+
+// SetInhibitRules replaces the inhibit rules (after a rules reload).
+func (d *Dispatcher) SetInhibitRules(r []rules.InhibitRule) {
+	d.mu.Lock()
+	d.cfg.InhibitRules = r
 	d.mu.Unlock()
 }
 
@@ -155,6 +171,11 @@ func (d *Dispatcher) restore(a notify.Alert, sent map[string]Sent) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.cfg.Now()
+	if a.Status == notify.StatusFiring {
+		d.firing[a.Fingerprint] = a.Labels
+	} else {
+		delete(d.firing, a.Fingerprint)
+	}
 	for i := range d.cfg.Receivers {
 		r := &d.cfg.Receivers[i]
 		if !matches(r.Match, a.Labels) {
@@ -256,7 +277,7 @@ func (d *Dispatcher) message(g *group, now time.Time) *notify.Message {
 			delete(g.sent, fp)
 			continue
 		}
-		if d.silenced(a.Labels, now) {
+		if d.silenced(a.Labels, now) || (a.Status == notify.StatusFiring && d.inhibited(fp, a.Labels)) {
 			continue
 		}
 		if !told || s.Status != a.Status || now.Sub(s.At) >= d.cfg.Route.RepeatInterval {
@@ -278,6 +299,23 @@ func (d *Dispatcher) silenced(labels map[string]string, now time.Time) bool {
 		s := &d.cfg.Silences[i]
 		if now.Before(s.EndsAt) && s.Matches(labels) {
 			return true
+		}
+	}
+	return false
+}
+
+// inhibited reports whether a firing alert other than fp mutes the alert with labels
+// through an inhibit rule.
+func (d *Dispatcher) inhibited(fp string, labels map[string]string) bool {
+	for i := range d.cfg.InhibitRules {
+		r := &d.cfg.InhibitRules[i]
+		if !r.TargetMatchers.Matches(labels) {
+			continue
+		}
+		for sfp, source := range d.firing {
+			if sfp != fp && r.Inhibits(source, labels) {
+				return true
+			}
 		}
 	}
 	return false

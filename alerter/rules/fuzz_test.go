@@ -8,7 +8,7 @@ import (
 // FuzzParse: any input either parses into a file whose rules all validate, or is refused
 // with an error; it never panics.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"good.yaml", "conf.every-mistake.yaml", "conf.unknown-field.yaml"} {
+	for _, name := range []string{"good.yaml", "conf.every-mistake.yaml", "conf.unknown-field.yaml", "inhibit.yaml"} {
 		data, err := os.ReadFile("testdata/" + name)
 		if err != nil {
 			f.Fatal(err)
@@ -37,6 +37,27 @@ func FuzzParse(f *testing.F) {
 			if b.LimitPico <= 0 || (b.Policy != PolicyRefuse && b.Policy != PolicyFlag) {
 				t.Fatalf("accepted budget is invalid: %+v", b)
 			}
+		}
+	})
+}
+
+// FuzzParseMatcher: a matcher either is refused or prints (String) as a matcher that parses
+// back to the same one; it never panics.
+func FuzzParseMatcher(f *testing.F) {
+	for _, s := range []string{`alertname="team_spike"`, `team=~"search|support"`, `severity != critical`, `a!~".*"`, `x="\"q\""`, `=x`, `a="`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := parseMatcher(s)
+		if err != nil {
+			return
+		}
+		back, err := parseMatcher(m.String())
+		if err != nil {
+			t.Fatalf("%q parsed as %s, which does not parse: %v", s, m, err)
+		}
+		if back.Name != m.Name || back.Op != m.Op || back.Value != m.Value {
+			t.Fatalf("%q parsed as %s, which parses back as %s", s, m, back)
 		}
 	})
 }

@@ -48,13 +48,14 @@ const (
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 
 type rawFile struct {
-	Builtins  map[string]bool `yaml:"builtins"`
-	Rules     []rawRule       `yaml:"rules"`
-	Budgets   []rawBudget     `yaml:"budgets"`
-	Route     rawRoute        `yaml:"route"`
-	Receivers []rawReceiver   `yaml:"receivers"`
-	Silences  []rawSilence    `yaml:"silences"`
-	LinkURL   string          `yaml:"link_url"`
+	Builtins  map[string]bool  `yaml:"builtins"`
+	Rules     []rawRule        `yaml:"rules"`
+	Budgets   []rawBudget      `yaml:"budgets"`
+	Route     rawRoute         `yaml:"route"`
+	Receivers []rawReceiver    `yaml:"receivers"`
+	Silences  []rawSilence     `yaml:"silences"`
+	Inhibit   []rawInhibitRule `yaml:"inhibit_rules"`
+	LinkURL   string           `yaml:"link_url"`
 }
 
 type rawRule struct {
@@ -311,6 +312,10 @@ func (p *parser) file(raw rawFile) *File {
 		}
 		s.EndsAt = t.UTC()
 		f.Silences = append(f.Silences, s)
+	}
+	for i, ri := range raw.Inhibit {
+		p.where = fmt.Sprintf("inhibit_rules[%d]", i)
+		f.InhibitRules = append(f.InhibitRules, p.inhibitRule(ri))
 	}
 	p.where = ""
 	return f

@@ -235,6 +235,8 @@ type File struct {
 	Route     Route
 	Receivers []Receiver
 	Silences  []Silence
+	// InhibitRules mute alerts while others fire (inhibit_rules).
+	InhibitRules []InhibitRule
 	// LinkURL is the base of the "breakdown" link in notifications; the alert's labels are
 	// appended as query parameters.
 	LinkURL string
