@@ -383,15 +383,34 @@ func EnsurePartition(ctx context.Context, js jetstream.JetStream, p int) error {
 // ensureConsumer creates cc on stream unless a consumer of that name exists: the stage that
 // owns a consumer sets its tuning (ack wait, pending limits), which Ensure must not reset.
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) error {
-	var err error
 	if cc.DeliverSubject != "" {
-		_, err = js.PushConsumer(ctx, stream, cc.Durable)
-	} else {
-		_, err = js.Consumer(ctx, stream, cc.Durable)
+		_, err := js.PushConsumer(ctx, stream, cc.Durable)
+		if err == nil {
+			return nil
+		}
+		return createConsumer(ctx, js, stream, cc, err)
 	}
-	if err == nil {
+	c, err := js.Consumer(ctx, stream, cc.Durable)
+	if err != nil {
+		return createConsumer(ctx, js, stream, cc, err)
+	}
+	// A consumer of an earlier layout may filter fewer subjects than its stream now takes
+	// (the enricher's once took usage.raw.*, not the emitters' usage.raw.<p>.<name>); under
+	// interest retention a message only the history consumer wants is copied and then
+	// dropped, never enriched, so widen it.
+	have := c.CachedInfo().Config
+	if have.FilterSubject == cc.FilterSubject && len(have.FilterSubjects) == 0 {
 		return nil
 	}
+	have.FilterSubject, have.FilterSubjects = cc.FilterSubject, nil
+	if _, err := js.UpdateConsumer(ctx, stream, have); err != nil {
+		return fmt.Errorf("widen consumer %s on %s to %s: %w", cc.Durable, stream, cc.FilterSubject, err)
+	}
+	return nil
+}
+
+// createConsumer creates cc on stream after looking it up failed with err.
+func createConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, err error) error {
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("look up consumer %s on %s: %w", cc.Durable, stream, err)
 	}

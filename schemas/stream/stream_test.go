@@ -399,6 +399,16 @@ func TestEnsureMigratesLimitsStreams(t *testing.T) {
 		t.Fatalf("USAGE_RAW after Ensure: retention %v, %d messages from %d, max bytes %d; want interest, 4 from 7, 64 MiB",
 			raw.Config.Retention, raw.State.Msgs, raw.State.FirstSeq, raw.Config.MaxBytes)
 	}
+	if got := enricher.CachedInfo().Config.FilterSubject; got != RawPrefix+"*" {
+		t.Fatalf("the old consumer's filter = %q before Ensure", got)
+	}
+	info, err := enricher.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.FilterSubject != RawSubjects {
+		t.Fatalf("the enricher's consumer filters %q after Ensure, want it widened to %q", info.Config.FilterSubject, RawSubjects)
+	}
 	if got := fmt.Sprint(consumerNames(t, js, Enriched)); got != "[aggregator-0 aggregator-1 aggregator-2 aggregator-3 history]" {
 		t.Fatalf("consumers of USAGE_ENRICHED = %s: the old alerter consumer must be gone", got)
 	}
