@@ -54,7 +54,7 @@ cluster: build clickhouse ## 3 nats-servers as one JetStream cluster on loopback
 cluster-stop: ## stop what `make cluster` started
 	deploy/cluster/cluster.sh stop
 
-chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluster, R3: leader shut down, rolling restart; exact totals (~2 min)
+chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluster, R3: leader shut down, rolling restart, deploy/cluster with a SIGKILLed leader; exact totals (~4 min)
 	$(GO) vet -tags chaos ./bench/cluster/
 	$(GO) test -tags chaos -count=1 -timeout 10m -v ./bench/cluster/
 
