@@ -407,10 +407,12 @@ func (r *run) counter(name, metric string) float64 {
 // acks (TOKENMETER_TEST_EXIT_AFTER_INSERT), again and again; every restart finds the
 // inserted rows in the set it rebuilds from ClickHouse and skips their redelivery.
 func TestAggregatorDiesBetweenInsertAndAck(t *testing.T) {
-	const crashes = 12
+	// Each crash needs traffic left to insert: 200,000 events at 4,000/s last 50 s, room for
+	// twelve restarts of up to 4 s each (the start-up roll-up check included).
+	const crashes, events = 12, 2 * unique
 	r := newRun(t, "", map[string][]string{Aggregator: {"TOKENMETER_TEST_EXIT_AFTER_INSERT=1"}})
-	r.sender.Rate = 5000
-	sending := r.sendInBackground(generator(103, nil), unique)
+	r.sender.Rate = 4000
+	sending := r.sendInBackground(generator(103, nil), events)
 	n := 0
 	var before uint64
 	for n < crashes {
@@ -1005,30 +1007,48 @@ func TestFullStream(t *testing.T) {
 // privateClickHouse starts a ClickHouse server of its own (deploy/clickhouse/local.sh with a
 // private data directory and ports) that the test may stop and start; the shared server on
 // :9000 is never touched. It returns the DSN and the script's environment.
+//
+// A port found free can be taken by another process's outgoing connection before ClickHouse
+// binds it (the stages open many), so a start that fails is tried again on other ports.
 func privateClickHouse(t *testing.T) (dsn, httpURL string, env []string) {
 	t.Helper()
-	tcp, err := freePort()
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var tcp, http int
+		if tcp, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		if http, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		env = append(os.Environ(), "TOKENMETER_CH_DIR="+t.TempDir(),
+			"TOKENMETER_CH_TCP_PORT="+strconv.Itoa(tcp), "TOKENMETER_CH_HTTP_PORT="+strconv.Itoa(http))
+		if err = runLocalSH(env, "start"); err != nil {
+			t.Logf("private ClickHouse, attempt %d: %v", attempt, err)
+			_ = runLocalSH(env, "stop")
+			continue
+		}
+		t.Cleanup(func() { localSH(t, env, "stop") })
+		return "clickhouse://127.0.0.1:" + strconv.Itoa(tcp), "http://127.0.0.1:" + strconv.Itoa(http), env
 	}
-	http, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env = append(os.Environ(), "TOKENMETER_CH_DIR="+t.TempDir(),
-		"TOKENMETER_CH_TCP_PORT="+strconv.Itoa(tcp), "TOKENMETER_CH_HTTP_PORT="+strconv.Itoa(http))
-	localSH(t, env, "start")
-	t.Cleanup(func() { localSH(t, env, "stop") })
-	return "clickhouse://127.0.0.1:" + strconv.Itoa(tcp), "http://127.0.0.1:" + strconv.Itoa(http), env
+	t.Fatalf("start a private ClickHouse: %v", err)
+	return "", "", nil
 }
 
 func localSH(t *testing.T, env []string, verb string) {
 	t.Helper()
+	if err := runLocalSH(env, verb); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runLocalSH(env []string, verb string) error {
 	cmd := exec.Command("../../deploy/clickhouse/local.sh", verb)
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("deploy/clickhouse/local.sh %s: %v\n%s", verb, err, out)
+		return fmt.Errorf("deploy/clickhouse/local.sh %s: %v\n%s", verb, err, out)
 	}
+	return nil
 }
 
 // ready reports whether a stage's /readyz answers 200.
