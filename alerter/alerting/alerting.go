@@ -5,7 +5,7 @@
 // the KV bucket tokenmeter_alerts, and hands firing and resolved alerts to the dispatcher,
 // which notifies the receivers.
 //
-// Start-up is exact: the newest Replay of the stream is read again (the consumer is
+// Start-up is exact: the newest Replay of the history is read again (the consumer is
 // re-positioned there), and everything older comes from spend_1m, split at one cutoff
 // minute by event time, so no event is counted twice or missed — except events that the
 // aggregator had not yet written when the alerter started and whose time is before the
