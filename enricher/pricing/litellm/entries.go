@@ -73,6 +73,9 @@ func entry(key string, f map[string]any) (e refdiff.Entry, problem string) {
 			break
 		}
 	}
+	if name == "" {
+		return e, "no model name"
+	}
 	if provider == "bedrock" && strings.Contains(name, "/") {
 		return e, "a region- or commitment-specific Bedrock price"
 	}
