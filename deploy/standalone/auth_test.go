@@ -122,13 +122,7 @@ func TestIdentities(t *testing.T) {
 			"WHERE team = 'billing' AND cost_center = 'cc-7' AND tag_values[indexOf(tag_keys, 'emitter')] = 'billing'").Scan(&s)
 		return s
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for count() != "3" {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: %q events of the emitter stored, want 3", count())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	natstest.Eventually(t, 60*time.Second, "the emitter's 3 events stored as billing's", func() bool { return count() == "3" })
 	// A forged, already priced batch: refused.
 	if err := nc.Publish(stream.EnrichedSubject(0), []byte("forged")); err != nil {
 		t.Fatal(err)
@@ -231,16 +225,9 @@ func TestNATSTLS(t *testing.T) {
 	}
 	send(t, "http://"+p.CollectorAddr()+"/v1/events",
 		`{"id":"tls-1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":10,"output_tokens":5},"tags":{"team":"search"}}`, `{"accepted":1,"rejected":[]}`)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	natstest.Eventually(t, 60*time.Second, "event tls-1 stored once", func() bool {
 		var n uint64
 		_ = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".usage_events WHERE event_id = 'tls-1'").Scan(&n)
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: %d events tls-1 stored, want 1", n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return n == 1
+	})
 }

@@ -125,13 +125,19 @@ func consumerNames(t *testing.T, js jetstream.JetStream, name string) []string {
 	return out
 }
 
-// waitFor polls cond every 10 ms for up to 10 s.
+// waitFor waits until cond holds, checking every 10 ms, for up to 30 s: long enough for a
+// busy machine (it once took more than 10 s there). schemas/natstest.Eventually does the
+// same, but natstest imports this package.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 10s", what)
+			t.Fatalf("%s: not after 30s", what)
 		}
+		<-tick.C
 	}
 }
 
