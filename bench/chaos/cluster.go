@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -189,13 +190,21 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
+// freePort returns a loopback TCP port that was free a moment ago. It picks below Linux's
+// ephemeral range (32768–60999): a port the kernel handed out there
+// could be taken, before the process binds it, by one of the many outgoing connections the
+// stages open (seen in CI: "bind: address already in use").
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	for range 1000 {
+		p := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("find a free port: none of 1,000 tried in 20000-31999 is free")
 }
 
 // NATSURL is where the nats-server process listens.
