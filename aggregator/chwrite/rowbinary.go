@@ -184,6 +184,7 @@ func appendRows(b []byte, partition int, rows []batch.Row) []byte {
 		b = appendString(b, r.Status)
 		b = le.AppendUint32(b, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)))
 		b = append(b, flag(r.CacheHit))
+		b = appendString(b, r.Source)
 	}
 	return b
 }

@@ -24,6 +24,7 @@ var rowBinaryTypes = map[string]string{
 	"cache_write_1h_tokens": "UInt64", "reasoning_tokens": "UInt64",
 	"cost_usd": "Decimal128", "savings_usd": "Decimal128", "priced": "UInt8", "price_version": "String",
 	"service_tier": "String", "status": "String", "latency_ms": "UInt32", "cache_hit": "UInt8", "tier_fallback": "UInt8",
+	"source": "String",
 }
 
 // decodeRowBinary reads n rows of the columns as ClickHouse does, into one map per row
@@ -126,6 +127,7 @@ func expectRow(r *batch.Row, partition int) map[string]any {
 		"cost_usd": dec(r.CostPico), "savings_usd": dec(r.SavingsPico), "priced": uint64(flag(r.Priced)),
 		"price_version": r.PriceVersion, "service_tier": r.ServiceTier, "status": r.Status,
 		"latency_ms": uint64(min(max(r.LatencyMS, 0), math.MaxUint32)), "cache_hit": uint64(flag(r.CacheHit)),
+		"source": r.Source,
 	}
 }
 
@@ -140,7 +142,7 @@ func FuzzAppendRows(f *testing.F) {
 		at := time.UnixMilli(ms).UTC()
 		hostile := batch.Row{ID: id, Time: at, Received: at, Provider: model, Model: model, Team: team, Feature: feature,
 			ExtraTags: []batch.Tag{{Key: tagKey, Value: tagValue}}, ResponseID: feature, Status: team,
-			Tokens: batchTokens(input), CostPico: cost, SavingsPico: savings, Priced: cost%2 == 0, LatencyMS: latency, CacheHit: savings%2 == 0}
+			Tokens: batchTokens(input), CostPico: cost, SavingsPico: savings, Priced: cost%2 == 0, LatencyMS: latency, CacheHit: savings%2 == 0, Source: tagKey}
 		next := batch.Row{ID: "sentinel", Time: time.Unix(1_764_000_000, 0).UTC(), Received: time.Unix(1_764_000_001, 0).UTC(),
 			Provider: "openai", Model: "gpt-4o", Team: "audit", CostPico: 42, Priced: true, LatencyMS: 5}
 		rows := []batch.Row{hostile, next}

@@ -44,6 +44,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 	rs[5].Tokens.Input, rs[5].LatencyMS = 1<<62, 1<<40                  // latency beyond UInt32 is capped
 	rs[6].CacheHit, rs[6].Priced = true, false
 	rs[7].Tokens.Reasoning = -3 // validated away upstream; stored as 0 rather than wrapped
+	rs[8].Source, rs[9].Source = batch.SourceProxy, batch.SourceKey+"search-prod"
 	if err := inserter(t, db).Insert(ctx, 7, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		"provider, model, model_priced, operation, team, feature, env, cost_center, traffic, tag_keys, tag_values, "+
 		"workflow_id, prompt_version, response_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "+
 		"cache_write_1h_tokens, reasoning_tokens, toString(cost_usd), toString(savings_usd), priced, price_version, "+
-		"service_tier, status, latency_ms, cache_hit FROM "+db+".usage_events")
+		"service_tier, status, latency_ms, cache_hit, source FROM "+db+".usage_events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 	for q.Next() {
 		var (
 			id, provider, model, priced, op, team, feature, env, cc, traffic string
-			wf, pv, resp, cost, savings, version, tier, status               string
+			wf, pv, resp, cost, savings, version, tier, status, source       string
 			sec, ingested, latency                                           uint32
 			ms, part                                                         uint16
 			keys, vals                                                       []string
@@ -74,7 +75,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		)
 		if err := q.Scan(&id, &sec, &ms, &ingested, &part, &provider, &model, &priced, &op, &team, &feature, &env, &cc, &traffic,
 			&keys, &vals, &wf, &pv, &resp, &tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &cost, &savings, &isPriced,
-			&version, &tier, &status, &latency, &hit); err != nil {
+			&version, &tier, &status, &latency, &hit, &source); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -87,12 +88,12 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 			wantKeys, wantVals = append(wantKeys, tg.Key), append(wantVals, tg.Value)
 		}
 		got := fmt.Sprint(int64(sec)*1000+int64(ms), ingested, part, provider, model, priced, op, team, feature, env, cc, traffic,
-			len(keys), keys, vals, wf, pv, resp, tok, isPriced == 1, version, tier, status, latency, hit == 1)
+			len(keys), keys, vals, wf, pv, resp, tok, isPriced == 1, version, tier, status, latency, hit == 1, source)
 		want := fmt.Sprint(r.Time.UnixMilli(), r.Received.Unix(), 7, r.Provider, r.Model, r.ModelPriced, r.Operation, r.Team, r.Feature, r.Env,
 			r.CostCenter, r.Traffic, len(wantKeys), wantKeys, wantVals, r.WorkflowID, r.PromptVersion, r.ResponseID,
 			[6]uint64{unsigned(r.Tokens.Input), unsigned(r.Tokens.Output), unsigned(r.Tokens.CachedInput), unsigned(r.Tokens.CacheWrite),
 				unsigned(r.Tokens.CacheWrite1h), unsigned(r.Tokens.Reasoning)},
-			r.Priced, r.PriceVersion, r.ServiceTier, r.Status, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)), r.CacheHit)
+			r.Priced, r.PriceVersion, r.ServiceTier, r.Status, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)), r.CacheHit, r.Source)
 		if got != want {
 			t.Errorf("row %s:\n got %s\nwant %s", id, got, want)
 		}

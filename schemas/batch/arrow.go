@@ -53,8 +53,14 @@ const (
 	colPriceVersion
 	colCost
 	colSavings
+	colSource
 	numCols
 )
+
+// released is the number of columns of each schema version ever written, oldest first. A
+// message an older stage wrote before an upgrade still decodes: the columns it lacks read as
+// their zero value. Append here when adding columns.
+var released = []int{colSavings + 1, colSource + 1}
 
 var ts = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
 
@@ -92,6 +98,7 @@ var Schema = arrow.NewSchema([]arrow.Field{
 	{Name: "price_version", Type: arrow.BinaryTypes.String},
 	{Name: "cost_pico_usd", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "savings_pico_usd", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "source", Type: arrow.BinaryTypes.String},
 }, nil)
 
 // Record builds an Arrow record from rows. The caller releases it.
@@ -158,6 +165,7 @@ func Record(rows []Row) arrow.Record {
 	str(colPriceVersion, func(r *Row) string { return r.PriceVersion })
 	i64(colCost, func(r *Row) int64 { return r.CostPico })
 	i64(colSavings, func(r *Row) int64 { return r.SavingsPico })
+	str(colSource, func(r *Row) string { return r.Source })
 	rec := array.NewRecord(Schema, cols, int64(n))
 	for _, c := range cols {
 		c.Release() // the record holds its own reference
@@ -283,12 +291,12 @@ func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 		}
 	}()
 	rows = dst
-	msgs, err := checkFraming(data)
+	msgs, schema, err := checkFraming(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
 	rd, err := ipc.NewReaderFromMessageReader(&payloadMessages{msgs: msgs, refs: 1},
-		ipc.WithSchema(Schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
+		ipc.WithSchema(schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
 	if err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
@@ -306,11 +314,12 @@ func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 }
 
 func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
-	if !rec.Schema().Equal(Schema) {
+	k := int(rec.NumCols())
+	if k > numCols || !rec.Schema().Equal(arrow.NewSchema(Schema.Fields()[:k], nil)) {
 		return nil, fmt.Errorf("decode arrow batch: schema %s is not %s", rec.Schema(), SchemaName)
 	}
 	n := int(rec.NumRows())
-	for i := 0; i < numCols; i++ {
+	for i := 0; i < k; i++ {
 		if rec.Column(i).Len() != n || rec.Column(i).NullN() != 0 {
 			return nil, fmt.Errorf("decode arrow batch: column %s has %d values (%d null), want %d non-null",
 				Schema.Field(i).Name, rec.Column(i).Len(), rec.Column(i).NullN(), n)
@@ -319,8 +328,8 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 	i64 := func(c int) *array.Int64 { return rec.Column(c).(*array.Int64) }
 	tsa := func(c int) *array.Timestamp { return rec.Column(c).(*array.Timestamp) }
 	boo := func(c int) *array.Boolean { return rec.Column(c).(*array.Boolean) }
-	var cols [numCols]stringColumn
-	for c := range numCols {
+	var cols [numCols]stringColumn // a column the record lacks reads as ""
+	for c := range k {
 		if a, ok := rec.Column(c).(*array.String); ok {
 			cols[c] = newStringColumn(a)
 		}
@@ -344,6 +353,7 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 			CacheHit: boo(colCacheHit).Value(i), Priced: boo(colPriced).Value(i),
 			ModelPriced: s(colModelPriced, i), PriceVersion: s(colPriceVersion, i),
 			CostPico: i64(colCost).Value(i), SavingsPico: i64(colSavings).Value(i),
+			Source: s(colSource, i),
 		}
 		r.Tokens.Input = i64(colInput).Value(i)
 		r.Tokens.Output = i64(colOutput).Value(i)
@@ -368,19 +378,29 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 // it finds out they are wrong: a corrupt field count in the schema or a corrupt length can
 // make it allocate hundreds of gigabytes, which is a fatal error, not a panic that Decode can
 // recover from. So Decode checks what the reader would trust first: the schema message must be
-// byte for byte the one Encode writes (Decode accepts only Schema anyway), every message
+// byte for byte one Encode writes or wrote (Decode accepts only released schemas anyway), every message
 // length must lie within the payload (checkFraming), and no single allocation may be larger
 // than the payload (boundedAllocator). Found by FuzzBatchDecode.
 
-// schemaMessage is the IPC stream's first message as Encode writes it.
-var schemaMessage = sync.OnceValues(func() ([]byte, error) {
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("write arrow schema message: %w", err)
+// schemaVersion is a released schema and the IPC stream's first message as Encode wrote it.
+type schemaVersion struct {
+	schema  *arrow.Schema
+	message []byte
+}
+
+var schemaVersions = sync.OnceValues(func() ([]schemaVersion, error) {
+	var vs []schemaVersion
+	for _, k := range released {
+		s := arrow.NewSchema(Schema.Fields()[:k], nil)
+		var buf bytes.Buffer
+		w := ipc.NewWriter(&buf, ipc.WithSchema(s))
+		if err := w.Close(); err != nil {
+			return nil, fmt.Errorf("write arrow schema message: %w", err)
+		}
+		// Close wrote the schema message and the 8-byte end-of-stream marker.
+		vs = append(vs, schemaVersion{s, buf.Bytes()[:buf.Len()-8]})
 	}
-	// Close wrote the schema message and the 8-byte end-of-stream marker.
-	return buf.Bytes()[:buf.Len()-8], nil
+	return vs, nil
 })
 
 const continuation = 0xFFFFFFFF
@@ -389,26 +409,32 @@ const continuation = 0xFFFFFFFF
 // flatbuffer metadata, body. It reads the body length from the metadata as the IPC reader
 // would (and may panic on corrupt metadata, like the reader), and returns the messages as
 // slices of data.
-func checkFraming(data []byte) ([]message, error) {
-	schema, err := schemaMessage()
+func checkFraming(data []byte) ([]message, *arrow.Schema, error) {
+	vs, err := schemaVersions()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !bytes.HasPrefix(data, schema) {
-		return nil, errors.New("the payload does not start with the schema message of " + SchemaName)
+	var schema *arrow.Schema
+	for _, v := range vs {
+		if bytes.HasPrefix(data, v.message) {
+			schema = v.schema
+		}
+	}
+	if schema == nil {
+		return nil, nil, errors.New("the payload does not start with the schema message of " + SchemaName)
 	}
 	var msgs []message
 	for rest := data; len(rest) > 0; {
 		if len(rest) < 8 || binary.LittleEndian.Uint32(rest) != continuation {
-			return nil, fmt.Errorf("no message header at byte %d", len(data)-len(rest))
+			return nil, nil, fmt.Errorf("no message header at byte %d", len(data)-len(rest))
 		}
 		n := int32(binary.LittleEndian.Uint32(rest[4:]))
 		rest = rest[8:]
 		if n == 0 {
-			return msgs, nil // end of stream
+			return msgs, schema, nil // end of stream
 		}
 		if n < 4 || int(n) > len(rest) {
-			return nil, fmt.Errorf("message metadata of %d bytes at byte %d exceeds the payload", n, len(data)-len(rest))
+			return nil, nil, fmt.Errorf("message metadata of %d bytes at byte %d exceeds the payload", n, len(data)-len(rest))
 		}
 		meta := rest[:n]
 		rest = rest[n:]
@@ -419,12 +445,12 @@ func checkFraming(data []byte) ([]message, error) {
 			body = t.GetInt64(o + t.Pos)
 		}
 		if body < 0 || body > int64(len(rest)) {
-			return nil, fmt.Errorf("message body of %d bytes at byte %d exceeds the payload", body, len(data)-len(rest))
+			return nil, nil, fmt.Errorf("message body of %d bytes at byte %d exceeds the payload", body, len(data)-len(rest))
 		}
 		msgs = append(msgs, message{meta: meta, body: rest[:body]})
 		rest = rest[body:]
 	}
-	return msgs, nil
+	return msgs, schema, nil
 }
 
 // message is one IPC message of a payload, in place.
@@ -499,6 +525,9 @@ func newStringColumn(a *array.String) stringColumn {
 }
 
 func (c *stringColumn) value(i int) string {
+	if c.offsets == nil {
+		return "" // a column the record's schema version lacks
+	}
 	base := c.offsets[0]
 	return c.data[c.offsets[i]-base : c.offsets[i+1]-base]
 }

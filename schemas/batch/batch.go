@@ -42,6 +42,11 @@ type Row struct {
 	PriceVersion string
 	CostPico     int64 // cost in picodollars (1e-12 USD)
 	SavingsPico  int64 // cost avoided by provider and application caches
+
+	// Source is who reported the event, set by the stage that authenticated it (never by the
+	// reporter): SourceProxy, SourceKey+key name, SourceEmitter+emitter name, or "" for an
+	// anonymous report. Of two reports of one call the higher Rank is kept.
+	Source string
 }
 
 // FromUsage turns a validated, normalized event into a row.
@@ -114,4 +119,50 @@ func isDate(s string) bool {
 		}
 	}
 	return len(s) == 10
+}
+
+// The sources of a report (Row.Source).
+const (
+	// SourceProxy is the collector's proxy, which read the provider's response itself.
+	SourceProxy = "proxy"
+	// SourceKey prefixes the name of the API key an HTTP or OTLP report was sent with.
+	SourceKey = "key:"
+	// SourceEmitter prefixes the name of the emitter whose NATS identity published the report.
+	SourceEmitter = "emitter:"
+)
+
+// Rank orders sources by how much a report of theirs can be trusted: the proxy saw the
+// provider's answer (3); an API key or an emitter's NATS identity authenticates the reporter
+// (2); anyone who reaches an open intake can send an anonymous report (0).
+func (r *Row) Rank() int {
+	switch {
+	case r.Source == SourceProxy:
+		return 3
+	case strings.HasPrefix(r.Source, SourceKey), strings.HasPrefix(r.Source, SourceEmitter):
+		return 2
+	}
+	return 0
+}
+
+// Detail is how much a report says about its call: the number of token classes it counts.
+// Of two reports of one call from sources of equal rank the more detailed is kept (an SDK
+// span that splits cache writes over one that does not).
+func (r *Row) Detail() int {
+	n := 0
+	t := &r.Tokens
+	for _, v := range [...]int64{t.Input, t.Output, t.CachedInput, t.CacheWrite, t.CacheWrite1h, t.Reasoning} {
+		if v != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Outranks reports whether r is the better of two reports of one call: a higher source rank,
+// or the same rank and more detail. Of two equal reports the first stays.
+func (r *Row) Outranks(o *Row) bool {
+	if a, b := r.Rank(), o.Rank(); a != b {
+		return a > b
+	}
+	return r.Detail() > o.Detail()
 }

@@ -30,6 +30,7 @@ func fullRow() Row {
 		ExtraTags:  []Tag{{"customer", "acme"}, {"region", "eu-west-1"}},
 		WorkflowID: "ticket-4711", PromptVersion: "summarize@v7", CacheHit: true,
 		Priced: true, ModelPriced: "gpt-4o-2024-08-06", PriceVersion: "2026-11-01", CostPico: 4_500_000_000, SavingsPico: 1_250_000_000,
+		Source: "key:search-prod",
 	}
 }
 
@@ -72,6 +73,83 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("Decode(Encode(rows)) =\n%+v\nwant\n%+v", got, rows)
 			}
 		})
+	}
+}
+
+// TestDecodeReleasedSchemas decodes a batch as each released schema version wrote it: the
+// columns a version lacks read as their zero value, so messages written before an upgrade are
+// still read after it.
+func TestDecodeReleasedSchemas(t *testing.T) {
+	for _, k := range released {
+		t.Run(fmt.Sprintf("%d columns", k), func(t *testing.T) {
+			rows := testRows()
+			rec := Record(rows)
+			defer rec.Release()
+			old := array.NewRecord(arrow.NewSchema(Schema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
+			defer old.Release()
+			var buf bytes.Buffer
+			w := ipc.NewWriter(&buf, ipc.WithSchema(old.Schema()))
+			if err := w.Write(old); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(buf.Bytes())
+			if err != nil {
+				t.Fatalf("Decode() error = %v", err)
+			}
+			if k <= colSource {
+				for i := range rows {
+					rows[i].Source = ""
+				}
+			}
+			if !reflect.DeepEqual(got, rows) {
+				t.Fatalf("Decode() =\n%+v\nwant\n%+v", got, rows)
+			}
+		})
+	}
+	// A schema that is not a released one — here the first column only — is refused.
+	rec := Record(testRows())
+	defer rec.Release()
+	one := array.NewRecord(arrow.NewSchema(Schema.Fields()[:1], nil), rec.Columns()[:1], rec.NumRows())
+	defer one.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(one.Schema()))
+	if err := w.Write(one); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(buf.Bytes()); err == nil || !strings.Contains(err.Error(), "does not start with the schema message") {
+		t.Fatalf("Decode(one column) error = %v, want the schema refused", err)
+	}
+}
+
+func TestOutranks(t *testing.T) {
+	row := func(source string, tokens event.Tokens) *Row { return &Row{Source: source, Tokens: tokens} }
+	plain := event.Tokens{Input: 1000, Output: 200}
+	split := event.Tokens{Input: 1000, Output: 200, CacheWrite: 600, CacheWrite1h: 100}
+	for _, c := range []struct {
+		name string
+		r, o *Row
+		want bool
+	}{
+		{"proxy over anonymous", row(SourceProxy, plain), row("", split), true},
+		{"anonymous under proxy, however detailed", row("", split), row(SourceProxy, plain), false},
+		{"key over anonymous", row(SourceKey+"k", plain), row("", split), true},
+		{"emitter over anonymous", row(SourceEmitter+"svc", plain), row("", plain), true},
+		{"proxy over key", row(SourceProxy, plain), row(SourceKey+"k", split), true},
+		{"key and emitter rank alike: more detail wins", row(SourceEmitter+"svc", split), row(SourceKey+"k", plain), true},
+		{"equal rank, less detail", row(SourceKey+"a", plain), row(SourceKey+"b", split), false},
+		{"equal reports: the first stays", row("", plain), row("", plain), false},
+		{"a reporter cannot name itself proxy-like", row("proxy ", split), row("", plain), true},
+		{"... nor rank above anonymous by it", row("proxy ", plain), row("", plain), false},
+	} {
+		if got := c.r.Outranks(c.o); got != c.want {
+			t.Errorf("%s: Outranks = %v, want %v (ranks %d, %d; detail %d, %d)", c.name, got, c.want, c.r.Rank(), c.o.Rank(), c.r.Detail(), c.o.Detail())
+		}
 	}
 }
 
