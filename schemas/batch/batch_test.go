@@ -85,17 +85,7 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 			rows := testRows()
 			rec := Record(rows)
 			defer rec.Release()
-			old := array.NewRecord(arrow.NewSchema(Schema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
-			defer old.Release()
-			var buf bytes.Buffer
-			w := ipc.NewWriter(&buf, ipc.WithSchema(old.Schema()))
-			if err := w.Write(old); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			got, err := Decode(buf.Bytes())
+			got, err := Decode(firstColumns(t, rec, k))
 			if err != nil {
 				t.Fatalf("Decode() error = %v", err)
 			}
@@ -112,19 +102,24 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 	// A schema that is not a released one — here the first column only — is refused.
 	rec := Record(testRows())
 	defer rec.Release()
-	one := array.NewRecord(arrow.NewSchema(Schema.Fields()[:1], nil), rec.Columns()[:1], rec.NumRows())
-	defer one.Release()
+	if _, err := Decode(firstColumns(t, rec, 1)); err == nil || !strings.Contains(err.Error(), "does not start with the schema message") {
+		t.Fatalf("Decode(one column) error = %v, want the schema refused", err)
+	}
+}
+
+// firstColumns is rec's first k columns as an IPC stream, as a writer of that schema wrote it.
+func firstColumns(t *testing.T, rec arrow.Record, k int) []byte {
+	old := array.NewRecord(arrow.NewSchema(Schema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
+	defer old.Release()
 	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(one.Schema()))
-	if err := w.Write(one); err != nil {
+	w := ipc.NewWriter(&buf, ipc.WithSchema(old.Schema()))
+	if err := w.Write(old); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Decode(buf.Bytes()); err == nil || !strings.Contains(err.Error(), "does not start with the schema message") {
-		t.Fatalf("Decode(one column) error = %v, want the schema refused", err)
-	}
+	return buf.Bytes()
 }
 
 func TestOutranks(t *testing.T) {
