@@ -14,6 +14,9 @@ type Usage struct {
 	Model     string `json:"model"`
 	Operation string `json:"operation,omitempty"`
 	Usage     Tokens `json:"usage"`
+	// Units are the call's charges that are not text tokens (web searches, images, audio
+	// tokens, request fees); nil when it has none.
+	Units Units `json:"units,omitempty"`
 	// ServiceTier decides the price: standard (default), batch, flex or priority.
 	ServiceTier string `json:"service_tier,omitempty"`
 	// ResponseID is the provider's own id for the response (chatcmpl-…, msg_…).

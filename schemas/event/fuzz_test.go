@@ -32,6 +32,9 @@ func FuzzDecode(f *testing.F) {
 		{`{"id":"a\u200b","provider":"p","model":"m","tags":{"team":"\u202esearch"}}` + "\n" + `{"id":"b","provider":"p","model":"m","tags":{"team":"se\u00adarch"}}`, ContentNDJSON},
 		{"[{\"id\":\"c\",\"provider\":\"p\",\"model\":\"m\",\"tags\":{\"team\":\"\xef\xbb\xbfsearch\",\"env\":\"\xc2\x85\"}}]", ContentJSON},
 		{`{"id":"d","provider":"p\u2066","model":"m\ufe0f","tags":{"team":"\udb40\udc41"}}`, ContentJSON},
+		// Units: valid, zero (dropped), unknown, negative, audio beyond its token class.
+		{`{"id":"u","provider":"p","model":"m","usage":{"input_tokens":9,"output_tokens":9},"units":{"audio_input_tokens":9,"image_outputs:1024x1024:high":2,"requests":0}}`, ContentJSON},
+		{`[{"id":"v","provider":"p","model":"m","units":{"web_searches":1}},{"id":"w","provider":"p","model":"m","units":{"requests":-1,"audio_output_tokens":1}},{"id":"x","provider":"p","model":"m","units":{"image_outputs::":1e3}}]`, ContentJSON},
 	} {
 		f.Add([]byte(s.body), s.contentType)
 	}
@@ -69,6 +72,11 @@ func FuzzDecode(f *testing.F) {
 					if Invisible(r) != "" {
 						t.Fatalf("accepted event %d holds U+%04X in %q", i, r, v)
 					}
+				}
+			}
+			for k, v := range e.Units {
+				if _, _, ok := UnitClass(k); !ok || v <= 0 {
+					t.Fatalf("accepted event %d holds unit %q = %d", i, k, v)
 				}
 			}
 			normalized := e

@@ -51,7 +51,8 @@ func fieldErr(field, format string, args ...any) *FieldError {
 }
 
 // Normalize fills the defaults of the contract: a missing time becomes the receive time,
-// a missing service tier "standard", a missing status "ok". Time is truncated to the
+// a missing service tier "standard", a missing status "ok", and a unit counted zero times
+// is dropped (Units is nil when none is left). Time is truncated to the
 // millisecond (the precision carried between stages) and set to UTC.
 func (u *Usage) Normalize(received time.Time) {
 	if u.Time.IsZero() {
@@ -64,6 +65,16 @@ func (u *Usage) Normalize(received time.Time) {
 	if u.Status == "" {
 		u.Status = StatusOK
 	}
+	// A unit counted zero times is no charge: dropped, so that no stage stores it and no
+	// price is looked up for it.
+	for k, v := range u.Units {
+		if v == 0 {
+			delete(u.Units, k)
+		}
+	}
+	if len(u.Units) == 0 {
+		u.Units = nil
+	}
 }
 
 // Validate checks a normalized event against the v1 rules and returns the first violation as
@@ -75,6 +86,10 @@ func (u *Usage) Normalize(received time.Time) {
 //   - every token count is within [0, MaxTokens];
 //   - cached_input_tokens + cache_write_tokens ≤ input_tokens, cache_write_1h_tokens ≤
 //     cache_write_tokens, reasoning_tokens ≤ output_tokens (the parts are inside the wholes);
+//   - units has at most MaxUnitKeys keys, each a unit key (see Units) of at most MaxUnitKey
+//     bytes with a count within [0, MaxUnitCount], or [0, MaxTokens] for the audio classes;
+//     audio_input_tokens ≤ input_tokens − cached_input_tokens − cache_write_tokens and
+//     audio_output_tokens ≤ output_tokens − reasoning_tokens;
 //   - service_tier is standard, batch, flex or priority;
 //   - latency_ms is within [0, MaxLatency];
 //   - operation, status, response_id, workflow_id and prompt_version are at most MaxString bytes;
@@ -100,6 +115,9 @@ func (u *Usage) Validate(now time.Time, lim Limits) error {
 		return fieldErr("time", "%s is more than %s in the past", u.Time.Format(time.RFC3339Nano), lim.MaxAge)
 	}
 	if err := u.Usage.validate(lim.MaxTokens); err != nil {
+		return err
+	}
+	if err := u.Units.validate(&u.Usage, lim.MaxTokens); err != nil {
 		return err
 	}
 	switch u.ServiceTier {

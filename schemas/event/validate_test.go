@@ -166,21 +166,27 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			u := validUsage()
 			tc.mutate(&u)
-			err := u.Validate(now, lim)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("Validate() = %q, want nil", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("Validate() = nil, want %q", tc.want)
-			case tc.want != "" && err.Error() != tc.want:
-				t.Fatalf("Validate() = %q\nwant          %q", err, tc.want)
-			}
-			if err != nil {
-				if _, ok := err.(*FieldError); !ok {
-					t.Fatalf("Validate() returned %T, want *FieldError", err)
-				}
-			}
+			checkValidate(t, u.Validate(now, lim), tc.want)
 		})
+	}
+}
+
+// checkValidate fails t unless err is what Validate should return: nil when want is "",
+// else a *FieldError whose message is want.
+func checkValidate(t testing.TB, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("Validate() = %q, want nil", err)
+	case want != "" && err == nil:
+		t.Fatalf("Validate() = nil, want %q", want)
+	case want != "" && err.Error() != want:
+		t.Fatalf("Validate() = %q\nwant          %q", err, want)
+	}
+	if err != nil {
+		if _, ok := err.(*FieldError); !ok {
+			t.Fatalf("Validate() returned %T, want *FieldError", err)
+		}
 	}
 }
 
