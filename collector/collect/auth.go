@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/collector/keys"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
@@ -149,6 +150,15 @@ func (a *attributor) request(ctx context.Context) requestAttribution {
 }
 
 func (ra requestAttribution) none() bool { return ra.key == nil && ra.policy == nil }
+
+// source is the batch.Row.Source of the request's events: the API key's name, or "" for an
+// anonymous request.
+func (ra requestAttribution) source() string {
+	if ra.key == nil {
+		return ""
+	}
+	return batch.SourceKey + ra.key.Name
+}
 
 // applyBatch attributes a decoded body's events: those refused move to b.Rejected, with their
 // index in the body, which stays ordered by index.

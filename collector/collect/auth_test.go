@@ -79,6 +79,18 @@ func storedTags(tb testing.TB, js jetstream.JetStream) map[string]map[string]str
 	return out
 }
 
+// storedSources is the batch.Row.Source of every event in USAGE_RAW, by id.
+func storedSources(tb testing.TB, js jetstream.JetStream) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	for _, m := range natstest.Messages(tb, js, stream.Raw) {
+		for _, r := range m.Rows {
+			out[r.ID] = r.Source
+		}
+	}
+	return out
+}
+
 // started is a collector with the given config on embedded JetStream.
 func started(t *testing.T, cfg Config) (*Collector, jetstream.JetStream) {
 	t.Helper()
@@ -162,6 +174,11 @@ func TestAuthBindsTags(t *testing.T) {
 	if got := storedTags(t, js); !reflect.DeepEqual(got, wantTags) {
 		t.Errorf("stored tags =\n%v\nwant\n%v", got, wantTags)
 	}
+	// The key that authenticated a report is its source, which ranks it above an anonymous one.
+	wantSources := map[string]string{"k-1": "key:search-prod", "k-4": "key:search-prod", "k-5": "key:platform-batch", "k-6": "key:platform-batch"}
+	if got := storedSources(t, js); !reflect.DeepEqual(got, wantSources) {
+		t.Errorf("stored sources = %v, want %v", got, wantSources)
+	}
 	if got := testutil.ToFloat64(c.attr.rejected.WithLabelValues("api_key")); got != 2 {
 		t.Errorf("attribution_rejected{api_key} = %v, want 2", got)
 	}
@@ -198,6 +215,10 @@ func TestTagPolicyEvents(t *testing.T) {
 	}
 	if got := storedTags(t, js); !reflect.DeepEqual(got, wantTags) {
 		t.Errorf("stored tags =\n%v\nwant\n%v", got, wantTags)
+	}
+	// Without a keys file every report is anonymous, whatever key it carries.
+	if got, want := storedSources(t, js), map[string]string{"p-2": "", "p-3": "", "p-4": "", "p-5": ""}; !reflect.DeepEqual(got, want) {
+		t.Errorf("stored sources = %v, want %v", got, want)
 	}
 	if got := testutil.ToFloat64(c.attr.unallocated.WithLabelValues("default", "team")); got != 2 {
 		t.Errorf("tags_unallocated{default, team} = %v, want 2", got)

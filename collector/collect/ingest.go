@@ -77,7 +77,8 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// API key and tag policy (auth.go): refused events join the rejections.
-	c.attr.applyBatch(c.attr.request(r.Context()), &b)
+	ra := c.attr.request(r.Context())
+	c.attr.applyBatch(ra, &b)
 	// Budget hard caps (collector/budget): refused events join the rejections; a body left
 	// with nothing to accept is answered 429 with the reason.
 	if first, n := c.cfg.Budgets.Apply(&b); n > 0 {
@@ -92,7 +93,7 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if len(b.Events) > 0 {
-		msgs, err := c.messages(b.Events, received, rawbatch.MaxPayload(c.nc))
+		msgs, err := c.messages(b.Events, ra.source(), received, rawbatch.MaxPayload(c.nc))
 		if err != nil {
 			c.fail(w, http.StatusInternalServerError, "", err.Error())
 			return
@@ -148,13 +149,15 @@ func bodyError(err error) (int, string) {
 	return http.StatusBadRequest, "read the body: " + err.Error()
 }
 
-// messages groups events by partition, in body order, and encodes each partition's rows into
-// messages of at most maxPayload bytes.
-func (c *Collector) messages(events []event.Usage, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
+// messages groups events by partition, in body order, and encodes each partition's rows, of
+// the given source (batch.Row.Source), into messages of at most maxPayload bytes.
+func (c *Collector) messages(events []event.Usage, source string, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
 	rows := make([][]batch.Row, c.cfg.Partitions)
 	for i := range events {
 		p := stream.PartitionOf(events[i].Provider, events[i].ResponseID, events[i].ID, c.cfg.Partitions)
-		rows[p] = append(rows[p], batch.FromUsage(&events[i], received, p))
+		r := batch.FromUsage(&events[i], received, p)
+		r.Source = source
+		rows[p] = append(rows[p], r)
 	}
 	var msgs []rawbatch.Message
 	for p, rs := range rows {

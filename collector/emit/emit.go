@@ -217,6 +217,7 @@ func (e *Emitter) Emit(u event.Usage) error {
 	}
 	p := stream.PartitionOf(u.Provider, u.ResponseID, u.ID, e.opts.Partitions)
 	row := batch.FromUsage(&u, now, p)
+	row.Source = e.opts.Source
 
 	e.mu.Lock()
 	switch {

@@ -31,6 +31,11 @@ type Options struct {
 	// "" — usage.raw.<partition>, for a connection that may publish there (a NATS without
 	// identities, or the collector's and the proxy's).
 	Name string
+	// Source is who reports the events (batch.Row.Source): the pipeline's proxy sets
+	// batch.SourceProxy. An emitter with a Name need not set it: the enricher records its
+	// events as batch.SourceEmitter+Name whatever they say, so no service can claim the
+	// proxy's rank.
+	Source string
 	// Partitions is the number of USAGE_RAW partitions (default stream.DefaultPartitions);
 	// it must match the other stages'.
 	Partitions int

@@ -183,10 +183,13 @@ func (bd Binding) Team(asked string) (team string, overridden bool) {
 // a row may leave with the event's 32 tags, the binding's and the emitter tag.
 func bind(row *batch.Row, emitter string, bd Binding, ok bool) (overridden bool) {
 	if emitter == "" {
+		// The collector's or the proxy's subject, which only they may publish: the source
+		// they recorded stands.
 		deleteTag(row, TagEmitter)
 		return false
 	}
 	setTag(row, TagEmitter, emitter)
+	row.Source = batch.SourceEmitter + emitter // whatever the emitter claimed
 	if !ok {
 		return false
 	}

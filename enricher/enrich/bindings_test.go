@@ -121,6 +121,7 @@ func TestEnrichBindsEmitters(t *testing.T) {
 		return batch.Row{ID: id, Time: at, Received: at, Provider: "openai", Model: "gpt-4o", ServiceTier: event.TierStandard,
 			Team: team, Feature: "chat", CostCenter: "cc-1", Tokens: event.Tokens{Input: 1, Output: 1}, ExtraTags: tags}
 	}
+	withSource := func(r batch.Row, source string) batch.Row { r.Source = source; return r }
 	enriched := func(subject string, p int, rows ...batch.Row) []batch.Row {
 		t.Helper()
 		publishOn(t, js, subject, rows)
@@ -133,6 +134,7 @@ func TestEnrichBindsEmitters(t *testing.T) {
 	type want struct {
 		team, feature, costCenter string
 		tags                      []batch.Tag
+		source                    string
 	}
 	check := func(got []batch.Row, wants ...want) {
 		t.Helper()
@@ -140,7 +142,7 @@ func TestEnrichBindsEmitters(t *testing.T) {
 			t.Fatalf("%d rows, want %d", len(got), len(wants))
 		}
 		for i, w := range wants {
-			g := want{got[i].Team, got[i].Feature, got[i].CostCenter, got[i].ExtraTags}
+			g := want{got[i].Team, got[i].Feature, got[i].CostCenter, got[i].ExtraTags, got[i].Source}
 			if !reflect.DeepEqual(g, w) || !got[i].Priced {
 				t.Errorf("row %s: %+v priced %v; want %+v priced", got[i].ID, g, got[i].Priced, w)
 			}
@@ -150,20 +152,20 @@ func TestEnrichBindsEmitters(t *testing.T) {
 	// billing, bound to team billing: a team it may not charge becomes billing, its bound
 	// tags win, a forged emitter tag is replaced.
 	check(enriched(stream.EmitterRawSubject(0, "billing"), 0,
-		row("a", "search", batch.Tag{Key: "emitter", Value: "search"}, batch.Tag{Key: "owner", Value: "mallory"}),
+		withSource(row("a", "search", batch.Tag{Key: "emitter", Value: "search"}, batch.Tag{Key: "owner", Value: "mallory"}), batch.SourceProxy),
 		row("b", "")),
-		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}},
-		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}})
+		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}, "emitter:billing"},
+		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}, "emitter:billing"})
 	// batch-jobs may charge platform and search; anything else is charged to platform.
 	check(enriched(stream.EmitterRawSubject(1, "batch-jobs"), 1, row("c", "search"), row("d", "payments")),
-		want{"Search", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "batch-jobs"}}},
-		want{"platform", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "batch-jobs"}}})
+		want{"Search", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "batch-jobs"}}, "emitter:batch-jobs"},
+		want{"platform", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "batch-jobs"}}, "emitter:batch-jobs"})
 	// An emitter without a binding keeps its tags, and is named.
 	check(enriched(stream.EmitterRawSubject(2, "search-api"), 2, row("e", "search")),
-		want{"search", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "search-api"}}})
+		want{"search", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "search-api"}}, "emitter:search-api"})
 	// The collector's subject: no emitter, and an emitter tag from a client is dropped.
-	check(enriched(stream.RawSubject(3), 3, row("f", "search", batch.Tag{Key: "emitter", Value: "billing"}, batch.Tag{Key: "z", Value: "1"})),
-		want{"search", "chat", "cc-1", []batch.Tag{{Key: "z", Value: "1"}}})
+	check(enriched(stream.RawSubject(3), 3, withSource(row("f", "search", batch.Tag{Key: "emitter", Value: "billing"}, batch.Tag{Key: "z", Value: "1"}), batch.SourceProxy)),
+		want{"search", "chat", "cc-1", []batch.Tag{{Key: "z", Value: "1"}}, "proxy"})
 
 	for emitter, n := range map[string]float64{"billing": 1, "batch-jobs": 1} {
 		if got := testutil.ToFloat64(e.m.overridden.WithLabelValues(emitter)); got != n {
@@ -188,13 +190,13 @@ func TestEnrichBindsEmitters(t *testing.T) {
 		t.Errorf("the broken file was logged %d times, want once:\n%s", n, logs.String())
 	}
 	check(enriched(stream.EmitterRawSubject(4, "billing"), 4, row("g", "search")),
-		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}})
+		want{"billing", "chat", "cc-7", []batch.Tag{{Key: "emitter", Value: "billing"}, {Key: "owner", Value: "bob"}}, "emitter:billing"})
 	writeFile(t, dir, "emitters.json", `{"emitters": [{"name": "billing", "tags": {"team": "finance"}}]}`)
 	if changed, err := e.ReloadBindings(); !changed || err != nil {
 		t.Fatalf("ReloadBindings = %v, %v", changed, err)
 	}
 	check(enriched(stream.EmitterRawSubject(5, "billing"), 5, row("h", "search")),
-		want{"finance", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "billing"}}})
+		want{"finance", "chat", "cc-1", []batch.Tag{{Key: "emitter", Value: "billing"}}, "emitter:billing"})
 
 	// A subject that is neither form (only a client allowed usage.raw.> could publish it)
 	// names no emitter the enricher could trust: quarantined, with the reason.

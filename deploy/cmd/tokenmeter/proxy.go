@@ -19,6 +19,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/emit"
 	"github.com/tokenmeter/tokenmeter/collector/proxy"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -109,6 +110,7 @@ func runProxy(ctx context.Context, args []string) (err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f.cfg.Registerer, f.cfg.Logger = reg, log.With("stage", "proxy")
 	f.emitOpts.Registerer, f.emitOpts.Logger = reg, log.With("stage", "emitter")
+	f.emitOpts.Source = batch.SourceProxy // its reports outrank any other of the same call
 	if f.keys != "" {
 		if f.cfg.Bindings, err = proxy.LoadBindings(f.keys); err != nil {
 			return err
