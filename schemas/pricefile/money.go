@@ -21,9 +21,6 @@ type PicoUSD int64
 // list price comes close; anything above is a typo (a price per 1K or per token).
 const MaxUSDPerMillion = 5000
 
-// maxPrice is MaxUSDPerMillion in PicoUSD per token.
-const maxPrice PicoUSD = MaxUSDPerMillion * 1_000_000
-
 // String prints the exact amount in USD with 12 decimals, e.g. "0.000002500000".
 func (p PicoUSD) String() string {
 	u := uint64(p)
@@ -62,14 +59,46 @@ var (
 	ErrTooHigh = errors.New("above " + strconv.Itoa(MaxUSDPerMillion) + " USD per 1M tokens")
 )
 
+// maxPrice is MaxUSDPerMillion in PicoUSD per token.
+const maxPrice PicoUSD = MaxUSDPerMillion * 1_000_000
+
 // ParseUSDPerMillion converts a price in USD per 1M tokens, written as a plain decimal
 // ("2.50", "10", "0.000001"), exactly into PicoUSD per token. It accepts digits with an
 // optional "." and 1 to 6 decimals, from 0 up to MaxUSDPerMillion; signs, exponents,
 // underscores and spaces are rejected. The error reads `"2.5x": not a decimal` and wraps one
 // of ErrNotDecimal, ErrNegative, ErrTooPrecise or ErrTooHigh.
 func ParseUSDPerMillion(s string) (PicoUSD, error) {
+	return parseFixed(s, 6, MaxUSDPerMillion, ErrTooPrecise, ErrTooHigh)
+}
+
+// MaxUSDPerUnit is the highest price per unit (a web search, an image, a request) a pricing
+// file may state. The dearest list price is a fraction of a dollar; with it, the units of one
+// call (event.MaxUnitKeys × event.MaxUnitCount × 10 USD = 1.6·10^18 PicoUSD) and its tokens
+// (10^18, above) fit an int64 together.
+const MaxUSDPerUnit = 10
+
+// Errors of ParseUSDPerUnit besides ErrNotDecimal and ErrNegative.
+var (
+	// ErrUnitTooPrecise: more than 12 decimals, i.e. a fraction of a picodollar per unit.
+	ErrUnitTooPrecise = errors.New("more than 12 decimals")
+	// ErrUnitTooHigh: above MaxUSDPerUnit.
+	ErrUnitTooHigh = errors.New("above " + strconv.Itoa(MaxUSDPerUnit) + " USD per unit")
+)
+
+// ParseUSDPerUnit converts a price in USD per unit, written as a plain decimal ("0.01",
+// "0.167"), exactly into PicoUSD per unit: digits with an optional "." and 1 to 12 decimals,
+// from 0 up to MaxUSDPerUnit. The error wraps one of ErrNotDecimal, ErrNegative,
+// ErrUnitTooPrecise or ErrUnitTooHigh.
+func ParseUSDPerUnit(s string) (PicoUSD, error) {
+	return parseFixed(s, 12, MaxUSDPerUnit, ErrUnitTooPrecise, ErrUnitTooHigh)
+}
+
+// parseFixed converts a plain decimal of at most decimals decimals and at most maxWhole into
+// an integer count of its smallest unit, 10^-decimals. The errors wrap ErrNotDecimal,
+// ErrNegative, tooPrecise or tooHigh.
+func parseFixed(s string, decimals int, maxWhole int64, tooPrecise, tooHigh error) (PicoUSD, error) {
 	if len(s) > 1 && s[0] == '-' {
-		if _, err := ParseUSDPerMillion(s[1:]); err == nil || errors.Is(err, ErrTooHigh) || errors.Is(err, ErrTooPrecise) {
+		if _, err := parseFixed(s[1:], decimals, maxWhole, tooPrecise, tooHigh); err == nil || errors.Is(err, tooHigh) || errors.Is(err, tooPrecise) {
 			return 0, fmt.Errorf("%q: %w", s, ErrNegative)
 		}
 		return 0, fmt.Errorf("%q: %w", s, ErrNotDecimal)
@@ -87,28 +116,29 @@ func ParseUSDPerMillion(s string) (PicoUSD, error) {
 	if intPart == "" || !allDigits(intPart) || !allDigits(frac) {
 		return 0, fmt.Errorf("%q: %w", s, ErrNotDecimal)
 	}
-	if len(frac) > 6 {
-		return 0, fmt.Errorf("%q: %w", s, ErrTooPrecise)
+	if len(frac) > decimals {
+		return 0, fmt.Errorf("%q: %w", s, tooPrecise)
 	}
-	var units int64 // whole USD per 1M tokens; stops growing past the cap, so never overflows
+	var whole int64 // stops growing past the cap, so never overflows
 	for i := 0; i < len(intPart); i++ {
-		units = units*10 + int64(intPart[i]-'0')
-		if units > MaxUSDPerMillion {
-			return 0, fmt.Errorf("%q: %w", s, ErrTooHigh)
+		whole = whole*10 + int64(intPart[i]-'0')
+		if whole > maxWhole {
+			return 0, fmt.Errorf("%q: %w", s, tooHigh)
 		}
 	}
-	var micros int64
-	for i := 0; i < 6; i++ {
-		micros *= 10
+	var fraction, scale int64 = 0, 1
+	for i := 0; i < decimals; i++ {
+		fraction *= 10
+		scale *= 10
 		if i < len(frac) {
-			micros += int64(frac[i] - '0')
+			fraction += int64(frac[i] - '0')
 		}
 	}
-	p := PicoUSD(units*1_000_000 + micros)
-	if p > maxPrice {
-		return 0, fmt.Errorf("%q: %w", s, ErrTooHigh)
+	p := whole*scale + fraction
+	if p > maxWhole*scale {
+		return 0, fmt.Errorf("%q: %w", s, tooHigh)
 	}
-	return p, nil
+	return PicoUSD(p), nil
 }
 
 func allDigits(s string) bool {

@@ -26,6 +26,11 @@
 //	        cache_write_1h: "6.00"        # optional; default cache_write
 //	        output: "15.00"               # required
 //	        reasoning: "15.00"            # optional; default output
+//	        audio_input: "40.00"          # optional: audio prompt tokens; no default
+//	        audio_output: "80.00"         # optional: audio output tokens; no default
+//	        units:                        # optional: USD per unit (event.Units keys); no default
+//	          web_search_calls: "0.01"
+//	          "image_outputs:1024x1024:high": "0.167"
 //	        tiers:                        # optional: batch, flex and/or priority
 //	          batch: {input: "1.50", output: "7.50"}
 //	        long_context:                 # optional: calls with more than `above` input tokens
@@ -36,6 +41,11 @@
 //
 // ParseOverrides reads an organisation's overrides file (overrides.go): discounts, explicit
 // rates, private models and deployment names.
+//
+// A unit price is USD per unit (a search, an image, a request) with at most 12 decimals, from 0
+// to MaxUSDPerUnit. Tiers and long_context inherit units and audio prices key by key, like
+// the token classes. A key an event reports that its row does not price makes the event
+// unpriced: audio and units have no default.
 //
 // Every price is USD per 1M tokens written as a plain decimal with at most 6 decimals, from 0
 // to MaxUSDPerMillion (quoted, so that YAML never sees a float; an unquoted number is read
@@ -57,6 +67,7 @@ package pricefile
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,6 +173,11 @@ type Rates struct {
 	CacheWrite1h PicoUSD
 	Output       PicoUSD
 	Reasoning    PicoUSD
+	// Units are the prices of the unit keys (event.Units) the row prices: PicoUSD per unit,
+	// and per token for the audio classes (written audio_input and audio_output, per 1M
+	// tokens). nil when it prices none. A key it does not hold has no price: there is no
+	// default, since an audio token or an image priced as something else would be wrong.
+	Units map[string]PicoUSD
 }
 
 // Parse decodes and validates the pricing file called name (the name is only used in
@@ -309,7 +325,17 @@ func (p *parser) price(model string, j int, rp rawPrice) (pr Price, ok bool) {
 		pr.Tiers[name] = p.rates(where+": tier "+name, rp.Tiers[name], rp.Rates)
 	}
 	if rp.LongContext != nil {
-		pr.LongContext = p.longContext(where+": long_context", *rp.LongContext, names)
+		// A long call's units and audio tokens cost what the row says unless the block says
+		// otherwise.
+		rl := *rp.LongContext
+		rl.Rates.AudioInput = or(rl.Rates.AudioInput, rp.Rates.AudioInput)
+		rl.Rates.AudioOutput = or(rl.Rates.AudioOutput, rp.Rates.AudioOutput)
+		if len(rp.Rates.Units) > 0 {
+			merged := maps.Clone(rp.Rates.Units)
+			maps.Copy(merged, rl.Rates.Units)
+			rl.Rates.Units = merged
+		}
+		pr.LongContext = p.longContext(where+": long_context", rl, names)
 	}
 	return pr, len(p.errs) == before
 }
@@ -433,6 +459,81 @@ func (p *parser) rates(where string, r, base rawRates) Rates {
 	if out.CachedInput > out.Input {
 		p.errorf("%s: cached_input %s above input %s", where, out.CachedInput.perMillion(), out.Input.perMillion())
 	}
+	out.Units = p.units(where, r, base)
+	return out
+}
+
+// units converts the per-unit prices and the audio token prices of one tier, each key the
+// tier leaves out taken from base. A unit key is one event.UnitClass accepts, other than the
+// audio classes, which are written as audio_input and audio_output.
+func (p *parser) units(where string, r, base rawRates) map[string]PicoUSD {
+	var out map[string]PicoUSD
+	put := func(key string, pico PicoUSD) {
+		if out == nil {
+			out = map[string]PicoUSD{}
+		}
+		out[key] = pico
+	}
+	for _, a := range [...]struct {
+		field, key string
+		v, b       literal
+	}{
+		{"audio_input", event.UnitAudioInputTokens, r.AudioInput, base.AudioInput},
+		{"audio_output", event.UnitAudioOutputTokens, r.AudioOutput, base.AudioOutput},
+	} {
+		v, own := a.v, a.v.set
+		if !own {
+			v = a.b
+		}
+		if !v.set {
+			continue
+		}
+		pico, err := ParseUSDPerMillion(v.text)
+		if err != nil {
+			if own { // an inherited field was reported where it is written
+				p.errorf("%s: %s %w", where, a.field, err)
+			}
+			continue
+		}
+		put(a.key, pico)
+	}
+	keys := make([]string, 0, len(base.Units)+len(r.Units))
+	for k := range base.Units {
+		if _, ok := r.Units[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for k := range r.Units {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, own := r.Units[k]
+		if !own {
+			v = base.Units[k]
+		}
+		if _, _, ok := event.UnitClass(k); !ok || event.IsAudio(k) {
+			if own {
+				p.errorf("%s: units: key %q is not a unit (want %s, %s or %s, optionally with \":<variant>\"; audio is priced by audio_input and audio_output)",
+					where, k, event.UnitWebSearchCalls, event.UnitImageOutputs, event.UnitRequests)
+			}
+			continue
+		}
+		if !v.set {
+			if own {
+				p.errorf("%s: units: %s: no price", where, k)
+			}
+			continue
+		}
+		pico, err := ParseUSDPerUnit(v.text)
+		if err != nil {
+			if own {
+				p.errorf("%s: units: %s %w", where, k, err)
+			}
+			continue
+		}
+		put(k, pico)
+	}
 	return out
 }
 
@@ -474,12 +575,23 @@ type rawPrice struct {
 }
 
 type rawRates struct {
-	Input        literal `yaml:"input"`
-	CachedInput  literal `yaml:"cached_input"`
-	CacheWrite   literal `yaml:"cache_write"`
-	CacheWrite1h literal `yaml:"cache_write_1h"`
-	Output       literal `yaml:"output"`
-	Reasoning    literal `yaml:"reasoning"`
+	Input        literal            `yaml:"input"`
+	CachedInput  literal            `yaml:"cached_input"`
+	CacheWrite   literal            `yaml:"cache_write"`
+	CacheWrite1h literal            `yaml:"cache_write_1h"`
+	Output       literal            `yaml:"output"`
+	Reasoning    literal            `yaml:"reasoning"`
+	AudioInput   literal            `yaml:"audio_input"`
+	AudioOutput  literal            `yaml:"audio_output"`
+	Units        map[string]literal `yaml:"units"`
+}
+
+// or returns v when it is set, else def.
+func or(v, def literal) literal {
+	if v.set {
+		return v
+	}
+	return def
 }
 
 // literal keeps a scalar exactly as written, so that an unquoted 2.50 or 2024-10-01 is never
