@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -288,11 +289,18 @@ func newRow(providerName, modelName string, at time.Time, p pricefile.Price, bp 
 		if bp == 0 {
 			return r
 		}
-		return pricefile.Rates{
+		d := pricefile.Rates{
 			Input: pricefile.Apply(r.Input, bp), CachedInput: pricefile.Apply(r.CachedInput, bp),
 			CacheWrite: pricefile.Apply(r.CacheWrite, bp), CacheWrite1h: pricefile.Apply(r.CacheWrite1h, bp),
 			Output: pricefile.Apply(r.Output, bp), Reasoning: pricefile.Apply(r.Reasoning, bp),
 		}
+		if r.Units != nil {
+			d.Units = make(map[string]pricefile.PicoUSD, len(r.Units))
+			for k, p := range r.Units {
+				d.Units[k] = pricefile.Apply(p, bp)
+			}
+		}
+		return d
 	}
 	r := row{effective: at}
 	r.rates[tierStandard], r.has[tierStandard] = disc(p.Standard), true
@@ -341,6 +349,15 @@ func version(files []pricefile.File, overrides []pricefile.Overrides) string {
 	rates := func(r pricefile.Rates) {
 		for _, p := range []pricefile.PicoUSD{r.Input, r.CachedInput, r.CacheWrite, r.CacheWrite1h, r.Output, r.Reasoning} {
 			num(int64(p))
+		}
+		// Units are hashed only when a row has them, so that the version of a catalogue
+		// without any stays what it was.
+		if len(r.Units) > 0 {
+			str("units")
+			for _, k := range slices.Sorted(maps.Keys(r.Units)) {
+				str(k)
+				num(int64(r.Units[k]))
+			}
 		}
 	}
 	tiers := func(ts map[string]pricefile.Rates) {

@@ -160,6 +160,14 @@ type Quote struct {
 	Savings pricefile.PicoUSD
 }
 
+// UnitCost is what one unit key of an event cost: Count units (tokens, for the audio
+// classes) at the row's price for the key.
+type UnitCost struct {
+	Key   string
+	Count int64
+	Cost  pricefile.PicoUSD
+}
+
 // maxTokens bounds each token count Price accepts. It is far above event.DefaultLimits, and
 // low enough that one call's cost, at most 2·maxTokens·5·10^9 PicoUSD, fits an int64.
 const maxTokens = 500_000_000
@@ -184,24 +192,39 @@ const maxName = 128
 //
 // Price does not allocate.
 func (c *Catalog) Price(providerName, modelName, tier string, at time.Time, t event.Tokens, cacheHit bool) Quote {
-	if !valid(t) {
-		return Quote{}
+	q, _ := c.PriceUnits(providerName, modelName, tier, at, t, nil, cacheHit)
+	return q
+}
+
+// PriceUnits is Price for a call that also reports units (event.Units). Each unit key is
+// priced by the row's price for the key as written, else for its class without the variant
+// ("image_outputs" for "image_outputs:1024x1024:high"); a key with neither leaves the whole
+// call unpriced — never free. The audio classes are parts of the token counts: they are
+// priced at the row's audio rates, and the rest of the input and output tokens at the text
+// rates. Cost is that token cost plus the sum of every other key's count times its price.
+// The second result holds each key's count and part of Cost (0 on a cache hit), sorted by
+// key; it is nil when units is empty or the call is unpriced.
+//
+// PriceUnits allocates only when units is not empty.
+func (c *Catalog) PriceUnits(providerName, modelName, tier string, at time.Time, t event.Tokens, units event.Units, cacheHit bool) (Quote, []UnitCost) {
+	if !valid(t) || !validUnits(t, units) {
+		return Quote{}, nil
 	}
 	var buf [maxName]byte
 	p := c.providers[string(appendLower(buf[:0], providerName))]
 	if p == nil {
-		return Quote{}
+		return Quote{}, nil
 	}
 	m := p.lookup(modelName)
 	if m == nil {
-		return Quote{}
+		return Quote{}, nil
 	}
 	i := len(m.rows) - 1
 	for i >= 0 && m.rows[i].effective.After(at) {
 		i--
 	}
 	if i < 0 {
-		return Quote{}
+		return Quote{}, nil
 	}
 	r := &m.rows[i]
 	ti := tierIndex(tier)
@@ -212,13 +235,27 @@ func (c *Catalog) Price(providerName, modelName, tier string, at time.Time, t ev
 	if r.longAbove > 0 && t.Input > r.longAbove {
 		rates, version = &r.longRates[ti], r.longVersion[ti]
 	}
-	q := Quote{Priced: true, Model: m.name, Version: version, Cost: cost(rates, t)}
+	q := Quote{Priced: true, Model: m.name, Version: version}
+	var uc []UnitCost
+	if len(units) == 0 {
+		q.Cost = cost(rates, t)
+	} else {
+		var ok bool
+		if q.Cost, uc, ok = unitCost(rates, t, units); !ok {
+			return Quote{}, nil
+		}
+		if cacheHit {
+			for i := range uc {
+				uc[i].Cost = 0
+			}
+		}
+	}
 	if cacheHit {
 		q.Cost, q.Savings = 0, q.Cost
 	} else {
 		q.Savings = pricefile.PicoUSD(t.CachedInput) * (rates.Input - rates.CachedInput)
 	}
-	return q
+	return q, uc
 }
 
 func cost(r *pricefile.Rates, t event.Tokens) pricefile.PicoUSD {
@@ -229,6 +266,48 @@ func cost(r *pricefile.Rates, t event.Tokens) pricefile.PicoUSD {
 		n(t.CacheWrite1h)*r.CacheWrite1h +
 		n(t.Output-t.Reasoning)*r.Output +
 		n(t.Reasoning)*r.Reasoning
+}
+
+// unitCost is cost for a call with units: its audio tokens at the audio rates, the rest of its
+// tokens at the text rates, and every other unit at its price. ok is false when a key has no
+// price. The sum cannot overflow: see pricefile.MaxUSDPerUnit.
+func unitCost(r *pricefile.Rates, t event.Tokens, units event.Units) (total pricefile.PicoUSD, out []UnitCost, ok bool) {
+	out = make([]UnitCost, 0, len(units))
+	for _, k := range units.SortedKeys() {
+		price, found := r.Units[k]
+		if !found {
+			class, variant, _ := event.UnitClass(k)
+			if variant == "" {
+				return 0, nil, false
+			}
+			if price, found = r.Units[class]; !found {
+				return 0, nil, false
+			}
+		}
+		n := units[k]
+		c := pricefile.PicoUSD(n) * price
+		out = append(out, UnitCost{Key: k, Count: n, Cost: c})
+		total += c
+	}
+	text := t
+	text.Input -= units[event.UnitAudioInputTokens]
+	text.Output -= units[event.UnitAudioOutputTokens]
+	return total + cost(r, text), out, true
+}
+
+// validUnits checks event.Units' rules again, like valid, so that a count beyond them can
+// neither overflow a cost nor make the text part of the tokens negative.
+func validUnits(t event.Tokens, units event.Units) bool {
+	if len(units) > event.MaxUnitKeys {
+		return false
+	}
+	for k, v := range units {
+		if _, _, ok := event.UnitClass(k); !ok || v < 0 || !event.IsAudio(k) && v > event.MaxUnitCount {
+			return false
+		}
+	}
+	return units[event.UnitAudioInputTokens] <= t.Input-t.CachedInput-t.CacheWrite &&
+		units[event.UnitAudioOutputTokens] <= t.Output-t.Reasoning
 }
 
 // valid checks event.Tokens' invariants again, so that an event that skipped validation
