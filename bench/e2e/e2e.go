@@ -1,14 +1,15 @@
 // Package e2e measures the whole tokenmeter pipeline on this machine: the single-process
-// pipeline (deploy/standalone, with NATS JetStream embedded) in this process, the local
-// ClickHouse behind it, and load from this process too. A run starts a fresh pipeline on a
-// fresh database, sends pre-generated events through the HTTP collector or the Go emitter,
-// stops the clock when ClickHouse holds every one of them, and drops the database.
+// pipeline (deploy/standalone, with NATS JetStream embedded, what `tokenmeter run` runs) in a
+// process of its own, the local ClickHouse behind it, and load from this process. A run starts
+// a fresh pipeline process on a fresh database, sends pre-generated events through the HTTP
+// collector or the Go emitter, stops the clock when ClickHouse holds every one of them, stops
+// the process and drops the database.
 //
 // What a run reports: events/s from the first request until the last event is queryable;
 // intake events/s until the last 202 arrived; for every MarkerEvery-th body the latency from
-// its 202 until its first event is queryable; the latency of the HTTP requests; the CPU time of
-// this process (pipeline, embedded NATS and load generator together) and of the ClickHouse
-// server per event; and this process's peak RSS.
+// its 202 until its first event is queryable; the latency of the HTTP requests; the CPU time
+// per event of the pipeline process, of this one (the load generator) and of the ClickHouse
+// server; and the peak RSS (VmHWM) of each of the three.
 package e2e
 
 import (
@@ -67,7 +68,12 @@ type Config struct {
 	// in it the server is the first process with "clickhouse-server" in its command line. Its
 	// CPU time is reported when it is found.
 	ClickHousePIDFile string
-	// Logger receives the pipeline's logs; nil discards them.
+	// Verbose makes the pipeline process log its warnings and errors to stderr.
+	Verbose bool
+	// HeapProfile, when set, makes every run write the pipeline process's in-use heap profile
+	// at its largest Go heap to HeapProfile.<run name>.
+	HeapProfile string
+	// Logger receives the benchmark's own warnings; nil discards them.
 	Logger *slog.Logger
 }
 

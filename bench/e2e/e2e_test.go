@@ -2,9 +2,16 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 )
+
+// TestMain lets this test binary be the pipeline process of the runs it starts.
+func TestMain(m *testing.M) {
+	RunPipelineIfAsked()
+	os.Exit(m.Run())
+}
 
 func newBench(t testing.TB, cfg Config) *Bench {
 	t.Helper()
@@ -50,8 +57,14 @@ func TestRuns(t *testing.T) {
 			t.Errorf("%s: %d events, %d requests, %d markers; want %d, %d, %d",
 				r.Name, r.Events, r.HTTP.N, r.Queryable.N, events, requests, markers)
 		}
-		if r.Elapsed <= 0 || r.Intake <= 0 || r.CPU <= 0 || r.PeakRSS <= 0 {
-			t.Errorf("%s: elapsed %s, intake %s, CPU %s, peak RSS %d; want all positive", r.Name, r.Elapsed, r.Intake, r.CPU, r.PeakRSS)
+		if r.Elapsed <= 0 || r.Intake <= 0 || r.CPU <= 0 || r.PeakRSS <= 0 || r.LoadPeakRSS <= 0 {
+			t.Errorf("%s: elapsed %s, intake %s, CPU %s, peak RSS %d (load generator %d); want all positive",
+				r.Name, r.Elapsed, r.Intake, r.CPU, r.PeakRSS, r.LoadPeakRSS)
+		}
+		// The stages come from the pipeline process's CPU profile and from this process's.
+		if r.Profile == nil || r.LoadProfile == nil {
+			t.Errorf("%s: pipeline profile %d bytes, load generator profile %d bytes; want both",
+				r.Name, len(r.Profile), len(r.LoadProfile))
 		}
 		if b.ClickHousePID() != 0 && !r.ClickHouseKnown {
 			t.Errorf("%s: ClickHouse CPU unknown although its process is %d", r.Name, b.ClickHousePID())

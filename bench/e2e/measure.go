@@ -149,18 +149,20 @@ func parseStatusKB(status, key string) (int64, error) {
 	return 0, fmt.Errorf("parse /proc status: no %s line", key)
 }
 
-// resetPeakRSS makes the kernel's peak RSS of this process start again from the current RSS
-// (clear_refs "5", Linux 4.0+), so each run reports its own peak rather than the process's.
-// It reports whether that worked; if not, peakRSS is the peak since the process started.
-func resetPeakRSS() bool {
-	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+// resetPeakRSS makes the kernel's peak RSS of process pid ("self" for this one) start again
+// from its current RSS (clear_refs "5", Linux 4.0+), so that a run reports its own peak rather
+// than the process's. It reports whether that worked; if not, PidPeakRSS is the peak since
+// the process started.
+func resetPeakRSS(pid string) bool {
+	return os.WriteFile("/proc/"+pid+"/clear_refs", []byte("5"), 0) == nil
 }
 
-// peakRSS returns this process's peak resident set size in bytes.
-func peakRSS() (int64, error) {
-	data, err := os.ReadFile("/proc/self/status")
+// PidPeakRSS returns the peak resident set size (VmHWM) of process pid ("self" for this one),
+// in bytes.
+func PidPeakRSS(pid string) (int64, error) {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
-		return 0, fmt.Errorf("read peak RSS: %w", err)
+		return 0, fmt.Errorf("read the peak RSS of process %s: %w", pid, err)
 	}
 	return parseVmHWM(string(data))
 }

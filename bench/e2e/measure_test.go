@@ -146,19 +146,19 @@ func TestWriteTable(t *testing.T) {
 		{Name: "HTTP", Events: 300_000, Elapsed: 7500 * time.Millisecond, Intake: 5 * time.Second,
 			Queryable: Latencies{N: 30, P50: 2543400 * time.Microsecond, P99: 4523 * time.Millisecond},
 			HTTP:      Latencies{N: 300, P50: 45600 * time.Microsecond, P99: 315800 * time.Microsecond},
-			CPU:       4410 * time.Millisecond, ClickHouseCPU: 4080 * time.Millisecond, ClickHouseKnown: true,
-			PeakRSS: 996 << 20, PeakRSSOfRun: true},
+			CPU:       4410 * time.Millisecond, LoadCPU: 300 * time.Millisecond, ClickHouseCPU: 4080 * time.Millisecond, ClickHouseKnown: true,
+			PeakRSS: 996 << 20, LoadPeakRSS: 1500 << 20, LoadPeakRSSOfRun: true, ClickHousePeakRSS: 2100 << 20, ClickHousePeakRSSOfRun: true},
 		{Name: "emitter", Events: 1000, Rate: 1234.5, Elapsed: time.Second, Intake: 500 * time.Millisecond,
-			CPU: 15 * time.Millisecond, PeakRSS: 10<<20 + 5},
+			CPU: 15 * time.Millisecond, PeakRSS: 10<<20 + 5, LoadPeakRSS: 7 << 20},
 	}
 	var b strings.Builder
 	if err := WriteTable(&b, results); err != nil {
 		t.Fatal(err)
 	}
-	want := `| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter | CPU µs/event ClickHouse | peak RSS |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
-| HTTP | 300,000 | 40,000 | 60,000 | 2543.4 / 4523.0 ms (n=30) | 45.6 / 315.8 ms | 14.7 | 13.6 | 996 MiB |
-| emitter @ 1,234/s | 1,000 | 1,000 | 2,000 | – | – | 15.0 | – | 10 MiB (process) |
+	want := `| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| HTTP | 300,000 | 40,000 | 60,000 | 2543.4 / 4523.0 ms (n=30) | 45.6 / 315.8 ms | 14.7 / 1.0 / 13.6 | 996 / 1,500 / 2,100 |
+| emitter @ 1,234/s | 1,000 | 1,000 | 2,000 | – | – | 15.0 / 0.0 / – | 10 / 7* / – |
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteTable:\n got:\n%s\nwant:\n%s", got, want)

@@ -11,17 +11,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tokenmeter/tokenmeter/collector/emit"
-	"github.com/tokenmeter/tokenmeter/deploy/standalone"
+	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Result is what one run measured.
@@ -44,20 +42,24 @@ type Result struct {
 	// answers, each followed by the same body again after Retry-After.
 	HTTP    Latencies
 	Retries int
-	// CPU is this process's CPU time during Elapsed (pipeline, embedded NATS, load generator
-	// and the benchmark's own ClickHouse polling); ClickHouseCPU the server's, when
-	// ClickHouseKnown.
-	CPU, ClickHouseCPU time.Duration
-	ClickHouseKnown    bool
-	// PeakRSS is this process's peak resident set size during the run, in bytes; it holds the
-	// pre-generated workload too. When PeakRSSOfRun is false the peak could not be reset and
-	// is the whole process's.
-	PeakRSS      int64
-	PeakRSSOfRun bool
-	// Stages splits CPU by the stage a goroutine worked for (a CPU profile's labels), largest
-	// first; Profile is that profile. Both are nil when another CPU profile was running.
-	Stages  []StageCPU
-	Profile []byte
+	// CPU is the pipeline process's CPU time during Elapsed (every stage and the embedded
+	// NATS); LoadCPU this process's (the load generator and the benchmark's ClickHouse
+	// polling); ClickHouseCPU the server's, when ClickHouseKnown.
+	CPU, LoadCPU, ClickHouseCPU time.Duration
+	ClickHouseKnown             bool
+	// PeakRSS is the pipeline process's peak resident set size (VmHWM) in bytes, from its
+	// start until the run's last event was stored: a fresh process serves every run.
+	// LoadPeakRSS is this process's during the run (it holds the pre-generated workload),
+	// ClickHousePeakRSS the server's (0 when unknown). Their ...OfRun flag is false when
+	// the peak could not be reset at the run's start, and is then the process's own.
+	PeakRSS, LoadPeakRSS, ClickHousePeakRSS  int64
+	LoadPeakRSSOfRun, ClickHousePeakRSSOfRun bool
+	// Stages splits CPU by the stage a goroutine worked for (the CPU profiles' labels),
+	// largest first: the pipeline process's stages, then this process's. Profile is the
+	// pipeline process's CPU profile, LoadProfile this process's. All are nil when another
+	// CPU profile was running.
+	Stages               []StageCPU
+	Profile, LoadProfile []byte
 }
 
 // EventsPerSecond is the end-to-end throughput: events over Elapsed.
@@ -73,7 +75,7 @@ func perSecond(n int, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// CPUPerEvent is this process's CPU time per event.
+// CPUPerEvent is the pipeline process's CPU time per event.
 func (r Result) CPUPerEvent() time.Duration { return perEvent(r.CPU, r.Events) }
 
 // ClickHouseCPUPerEvent is the ClickHouse server's CPU time per event.
@@ -108,7 +110,12 @@ func (b *Bench) HTTP(ctx context.Context, w *Workload, rate float64) (Result, er
 func (b *Bench) Emit(ctx context.Context, events []event.Usage) (Result, error) {
 	res := Result{Name: "emitter", Events: len(events)}
 	err := b.run(ctx, &res, func(ctx context.Context, pl *pipeline, start time.Time) error {
-		em, err := emit.New(pl.p.NATS(), emit.Options{Partitions: b.cfg.Partitions})
+		nc, err := emit.Connect(pl.c.ready.NATS, pl.seed)
+		if err != nil {
+			return fmt.Errorf("connect the emitter to %s: %w", pl.c.ready.NATS, err)
+		}
+		defer nc.Close()
+		em, err := emit.New(nc, emit.Options{Partitions: b.cfg.Partitions})
 		if err != nil {
 			return err
 		}
@@ -139,14 +146,14 @@ func (b *Bench) Emit(ctx context.Context, events []event.Usage) (Result, error) 
 	return res, err
 }
 
-// run starts a fresh pipeline on a fresh database, starts the clock, runs load, and stops the
-// clock when the database holds res.Events rows; then it stops the pipeline and drops the
-// database. load returning an error ends the run.
+// run starts a fresh pipeline process on a fresh database, starts the clock, runs load, and
+// stops the clock when the database holds res.Events rows; then it stops the pipeline and
+// drops the database. load returning an error ends the run.
 func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context, *pipeline, time.Time) error) (err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, b.cfg.Timeout,
 		fmt.Errorf("%s run of %d events did not finish within %s", res.Name, res.Events, b.cfg.Timeout))
 	defer cancel()
-	pl, err := b.startPipeline(ctx)
+	pl, err := b.startPipeline(ctx, res.Name)
 	if err != nil {
 		return err
 	}
@@ -155,9 +162,13 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
-	res.PeakRSSOfRun = resetPeakRSS()
+	res.LoadPeakRSSOfRun = resetPeakRSS("self")
+	if b.chPID != 0 {
+		res.ClickHousePeakRSSOfRun = resetPeakRSS(strconv.Itoa(b.chPID))
+	}
 	prof := startCPUProfile()
-	before := b.usage()
+	childProf := pl.startCPUProfile()
+	before := b.usage(pl)
 	start := time.Now()
 	var loadErr error
 	loaded := make(chan struct{})
@@ -169,11 +180,15 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	})
 	var end time.Time
 	withStage(ctx, StageBench, func(ctx context.Context) { end, err = b.waitCount(ctx, pl.db, res.Events) })
-	after := b.usage()
+	after := b.usage(pl)
 	if err != nil {
-		err = errors.Join(err, consumerStates(pl))
+		if _, cerr := pl.c.do("consumers"); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
 	}
-	res.Profile = prof.stop()
+	res.LoadProfile = prof.stop()
+	var perr error
+	res.Profile, perr = pl.stopCPUProfile(childProf)
 	if err != nil {
 		abort(err)
 	}
@@ -184,16 +199,32 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	if err != nil {
 		return err
 	}
-	if res.Profile != nil {
-		if res.Stages, err = stageCPU(res.Profile); err != nil {
+	if perr != nil {
+		return perr
+	}
+	if res.Profile != nil && res.LoadProfile != nil {
+		if res.Stages, err = stageCPU(res.Profile, StageOther); err != nil {
 			return err
 		}
+		load, err := stageCPU(res.LoadProfile, StageLoadRuntime)
+		if err != nil {
+			return err
+		}
+		res.Stages = append(res.Stages, load...)
+		sortStages(res.Stages)
 	}
 	res.Elapsed = end.Sub(start)
 	res.CPU = after.cpu - before.cpu
+	res.LoadCPU = after.load - before.load
 	res.ClickHouseCPU, res.ClickHouseKnown = after.ch-before.ch, before.chOK && after.chOK
-	if rss, err := peakRSS(); err == nil {
-		res.PeakRSS = rss
+	if res.PeakRSS, err = PidPeakRSS(strconv.Itoa(pl.c.Pid())); err != nil {
+		return err
+	}
+	if res.LoadPeakRSS, err = PidPeakRSS("self"); err != nil {
+		return err
+	}
+	if b.chPID != 0 {
+		res.ClickHousePeakRSS, _ = PidPeakRSS(strconv.Itoa(b.chPID))
 	}
 	return nil
 }
@@ -229,13 +260,16 @@ func (b *Bench) waitCount(ctx context.Context, db string, n int) (time.Time, err
 }
 
 type usage struct {
-	cpu, ch time.Duration
-	chOK    bool
+	cpu, load, ch time.Duration
+	chOK          bool
 }
 
-func (b *Bench) usage() usage {
+// usage reads the CPU time of the pipeline process, of this one (the load generator) and of
+// the ClickHouse server.
+func (b *Bench) usage(pl *pipeline) usage {
 	var u usage
-	u.cpu, _ = processCPU()
+	u.cpu, _ = PidCPU(pl.c.Pid())
+	u.load, _ = processCPU()
 	if b.chPID != 0 {
 		var err error
 		u.ch, err = PidCPU(b.chPID)
@@ -244,17 +278,17 @@ func (b *Bench) usage() usage {
 	return u
 }
 
-// pipeline is a started single-process pipeline on its own database and data directory.
+// pipeline is a started pipeline process on its own database and data directory.
 type pipeline struct {
-	p      *standalone.Pipeline
-	db     string
-	dir    string
-	cancel context.CancelFunc
+	c    *child
+	db   string
+	dir  string
+	seed string // the NATS seed of the emitter "bench"
 }
 
-// startPipeline starts a pipeline on a fresh database and waits until its stages are
+// startPipeline starts a pipeline process on a fresh database and waits until its stages are
 // consuming, so that start-up (migrations, streams, consumers) is not measured.
-func (b *Bench) startPipeline(ctx context.Context) (*pipeline, error) {
+func (b *Bench) startPipeline(ctx context.Context, run string) (*pipeline, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	pl := &pipeline{db: "tm_bench_" + hex.EncodeToString(rnd[:])}
@@ -262,54 +296,57 @@ func (b *Bench) startPipeline(ctx context.Context) (*pipeline, error) {
 	if pl.dir, err = os.MkdirTemp("", "tm-bench-"); err != nil {
 		return nil, fmt.Errorf("create the pipeline's data directory: %w", err)
 	}
-	pctx, cancel := context.WithCancel(context.Background())
-	pl.cancel = cancel
-	pl.p, err = standalone.Start(pctx, standalone.Config{
-		DataDir: pl.dir, HTTPAddr: "127.0.0.1:0", ClickHouseDSN: b.cfg.ClickHouseDSN, Database: pl.db,
-		Partitions: b.cfg.Partitions, BatchMaxRows: b.cfg.InsertRows, BatchMaxWait: b.cfg.InsertWait, Logger: b.cfg.Logger,
+	creds := filepath.Join(pl.dir, "creds")
+	if pl.seed, err = natsauth.AddEmitter(creds, "bench"); err != nil {
+		_ = os.RemoveAll(pl.dir)
+		return nil, err
+	}
+	pl.c, err = startChild(ctx, childConfig{
+		DataDir: pl.dir, CredsDir: creds, ClickHouseDSN: b.cfg.ClickHouseDSN, Database: pl.db,
+		Partitions: b.cfg.Partitions, InsertRows: b.cfg.InsertRows, InsertWait: b.cfg.InsertWait,
+		Verbose: b.cfg.Verbose, HeapProfile: b.heapProfile(run),
 	})
 	if err != nil {
-		cancel()
 		_ = os.RemoveAll(pl.dir)
-		return nil, fmt.Errorf("start the pipeline: %w", err)
-	}
-	if err := b.waitStarted(ctx, pl); err != nil {
-		return nil, errors.Join(err, pl.stop(b))
+		return nil, err
 	}
 	return pl, nil
 }
 
-// waitStarted waits until the enricher consumes USAGE_RAW and every aggregator partition
-// consumes USAGE_ENRICHED; the aggregator creates its consumers after the migrations.
-func (b *Bench) waitStarted(ctx context.Context, pl *pipeline) error {
-	js, err := jetstream.New(pl.p.NATS())
-	if err != nil {
-		return fmt.Errorf("new JetStream context: %w", err)
+// heapProfile is the file of run's peak heap profile, "" for none.
+func (b *Bench) heapProfile(run string) string {
+	if b.cfg.HeapProfile == "" {
+		return ""
 	}
-	consumers := func(name string) int {
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			return 0
-		}
-		return s.CachedInfo().State.Consumers
-	}
-	for consumers(stream.Raw) < 1 || consumers(stream.Enriched) < b.cfg.Partitions {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the pipeline to start: %w", context.Cause(ctx))
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return nil
+	return b.cfg.HeapProfile + "." + strings.ReplaceAll(run, " ", "-")
 }
 
-// stop stops the pipeline and removes its database and data directory.
-func (pl *pipeline) stop(b *Bench) error {
-	pl.cancel()
-	err := pl.p.Wait()
-	if err != nil {
-		err = fmt.Errorf("pipeline stopped with: %w", err)
+// startCPUProfile starts the pipeline process's CPU profile; it reports whether it runs.
+func (pl *pipeline) startCPUProfile() bool {
+	_, err := pl.c.do("cpu start")
+	return err == nil
+}
+
+// stopCPUProfile stops the pipeline process's CPU profile and returns it, or nil when it did
+// not run.
+func (pl *pipeline) stopCPUProfile(running bool) ([]byte, error) {
+	if !running {
+		return nil, nil
 	}
+	file := filepath.Join(pl.dir, "cpu.pprof")
+	if _, err := pl.c.do("cpu stop " + file); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read the pipeline's CPU profile: %w", err)
+	}
+	return data, nil
+}
+
+// stop stops the pipeline process and removes its database and data directory.
+func (pl *pipeline) stop(b *Bench) error {
+	err := pl.c.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if derr := b.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pl.db); derr != nil {
@@ -321,7 +358,7 @@ func (pl *pipeline) stop(b *Bench) error {
 // send posts the bodies with the configured number of clients and tracks the markers; it
 // returns once every body was accepted and every marker seen.
 func (b *Bench) send(ctx context.Context, pl *pipeline, w *Workload, rate float64, start time.Time, res *Result) error {
-	url := "http://" + pl.p.CollectorAddr() + "/v1/events"
+	url := "http://" + pl.c.ready.Collector + "/v1/events"
 	transport := &http.Transport{MaxIdleConnsPerHost: b.cfg.Clients, DisableCompression: true}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport, Timeout: time.Minute}
@@ -551,27 +588,4 @@ func lookup(ctx context.Context, b *Bench, q string) ([]string, error) {
 // quote makes a ClickHouse string literal.
 func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-// consumerStates describes where every durable consumer stands, to tell where events that
-// never arrived are waiting.
-func consumerStates(pl *pipeline) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	js, err := jetstream.New(pl.p.NATS())
-	if err != nil {
-		return err
-	}
-	var lines []string
-	for name := range js.StreamNames(ctx).Name() {
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			return err
-		}
-		for c := range st.ListConsumers(ctx).Info() {
-			lines = append(lines, fmt.Sprintf("%s/%s: delivered %d, ack floor %d, ack pending %d, redelivered %d, pending %d, waiting %d",
-				name, c.Name, c.Delivered.Stream, c.AckFloor.Stream, c.NumAckPending, c.NumRedelivered, c.NumPending, c.NumWaiting))
-		}
-	}
-	return fmt.Errorf("consumers:\n%s", strings.Join(lines, "\n"))
 }

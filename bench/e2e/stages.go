@@ -17,7 +17,9 @@ import (
 const (
 	StageLoad  = "load generator" // HTTP clients or the emitter
 	StageBench = "benchmark"      // polling ClickHouse
-	StageOther = "GC & runtime"   // goroutines without a stage: the garbage collector's, mostly
+	StageOther = "GC & runtime"   // the pipeline's goroutines without a stage: the garbage collector's, mostly
+	// StageLoadRuntime is the load generator process's goroutines without a stage.
+	StageLoadRuntime = "load GC & runtime"
 )
 
 // withStage runs fn with the goroutine labelled as working for stage.
@@ -52,8 +54,9 @@ type StageCPU struct {
 	CPU   time.Duration
 }
 
-// stageCPU sums a CPU profile's samples by stage label, largest first.
-func stageCPU(data []byte) ([]StageCPU, error) {
+// stageCPU sums a CPU profile's samples by stage label, largest first; samples without one
+// count as unlabelled.
+func stageCPU(data []byte, unlabelled string) ([]StageCPU, error) {
 	p, err := profile.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("parse the CPU profile: %w", err)
@@ -69,7 +72,7 @@ func stageCPU(data []byte) ([]StageCPU, error) {
 	}
 	by := map[string]time.Duration{}
 	for _, s := range p.Sample {
-		stage := StageOther
+		stage := unlabelled
 		if v := s.Label[standalone.StageLabel]; len(v) > 0 {
 			stage = v[0]
 		}
@@ -79,27 +82,35 @@ func stageCPU(data []byte) ([]StageCPU, error) {
 	for st, d := range by {
 		out = append(out, StageCPU{st, d})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CPU != out[j].CPU {
-			return out[i].CPU > out[j].CPU
-		}
-		return out[i].Stage < out[j].Stage
-	})
+	sortStages(out)
 	return out, nil
 }
 
-// MergeProfiles merges the runs' CPU profiles into one, e.g. to write to a file for pprof.
+// sortStages sorts by CPU, largest first, then by name.
+func sortStages(s []StageCPU) {
+	sort.Slice(s, func(i, j int) bool {
+		if s[i].CPU != s[j].CPU {
+			return s[i].CPU > s[j].CPU
+		}
+		return s[i].Stage < s[j].Stage
+	})
+}
+
+// MergeProfiles merges the runs' CPU profiles, the pipeline processes' and the load
+// generator's, into one, e.g. to write to a file for pprof.
 func MergeProfiles(results []Result) ([]byte, error) {
 	var ps []*profile.Profile
 	for _, r := range results {
-		if r.Profile == nil {
-			continue
+		for _, data := range [][]byte{r.Profile, r.LoadProfile} {
+			if data == nil {
+				continue
+			}
+			p, err := profile.Parse(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("parse the CPU profile of run %s: %w", r.Name, err)
+			}
+			ps = append(ps, p)
 		}
-		p, err := profile.Parse(bytes.NewReader(r.Profile))
-		if err != nil {
-			return nil, fmt.Errorf("parse the CPU profile of run %s: %w", r.Name, err)
-		}
-		ps = append(ps, p)
 	}
 	if len(ps) == 0 {
 		return nil, fmt.Errorf("no run has a CPU profile")

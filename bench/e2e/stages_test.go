@@ -33,7 +33,7 @@ func TestStageCPU(t *testing.T) {
 	if err := p.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	got, err := stageCPU(buf.Bytes())
+	got, err := stageCPU(buf.Bytes(), StageOther)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,14 +46,14 @@ func TestStageCPU(t *testing.T) {
 			t.Fatalf("stageCPU = %v, want %v", got, want)
 		}
 	}
-	if _, err := stageCPU([]byte("not a profile")); err == nil {
+	if _, err := stageCPU([]byte("not a profile"), StageOther); err == nil {
 		t.Fatal("stageCPU of garbage succeeded")
 	}
 }
 
 func TestWriteStageTable(t *testing.T) {
 	results := []Result{
-		{Name: "HTTP", Events: 1000, Stages: []StageCPU{{"collector", 3 * time.Millisecond}, {StageOther, 2 * time.Millisecond}, {"nats", time.Millisecond}}},
+		{Name: "HTTP", Events: 1000, Stages: []StageCPU{{"collector", 3 * time.Millisecond}, {StageOther, 2 * time.Millisecond}, {StageLoadRuntime, 1500 * time.Microsecond}, {"nats", time.Millisecond}}},
 		{Name: "HTTP", Rate: 5000, Events: 500},
 		{Name: "emitter", Events: 2000, Stages: []StageCPU{{StageLoad, 4 * time.Millisecond}, {"aggregator", 2 * time.Millisecond}}},
 	}
@@ -61,10 +61,10 @@ func TestWriteStageTable(t *testing.T) {
 	if err := WriteStageTable(&b, results); err != nil {
 		t.Fatal(err)
 	}
-	want := `| CPU µs/event | collector | aggregator | nats | load generator | GC & runtime | all |
-|---|---:|---:|---:|---:|---:|---:|
-| HTTP | 3.0 | 0.0 | 1.0 | 0.0 | 2.0 | 6.0 |
-| emitter | 0.0 | 1.0 | 0.0 | 2.0 | 0.0 | 3.0 |
+	want := `| CPU µs/event | collector | aggregator | nats | GC & runtime | **tokenmeter** | load generator | load GC & runtime |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| HTTP | 3.0 | 0.0 | 1.0 | 2.0 | 6.0 | 0.0 | 1.5 |
+| emitter | 0.0 | 1.0 | 0.0 | 0.0 | 1.0 | 2.0 | 0.0 |
 `
 	if b.String() != want {
 		t.Fatalf("WriteStageTable:\n%s\nwant\n%s", b.String(), want)

@@ -12,8 +12,8 @@ import (
 // README. A dash marks what a run does not measure.
 func WriteTable(w io.Writer, results []Result) error {
 	var b strings.Builder
-	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter | CPU µs/event ClickHouse | peak RSS |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
 		name := r.Name
 		if r.Rate > 0 {
@@ -30,16 +30,26 @@ func WriteTable(w io.Writer, results []Result) error {
 		if r.ClickHouseKnown {
 			ch = us(r.ClickHouseCPUPerEvent())
 		}
-		rss := strconv.FormatInt(r.PeakRSS>>20, 10) + " MiB"
-		if !r.PeakRSSOfRun {
-			rss += " (process)"
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s |\n",
 			name, thousands(int64(r.Events)), thousands(int64(r.EventsPerSecond())), thousands(int64(r.IntakePerSecond())),
-			queryable, httpLat, us(r.CPUPerEvent()), ch, rss)
+			queryable, httpLat, us(r.CPUPerEvent()), us(perEvent(r.LoadCPU, r.Events)), ch,
+			mib(r.PeakRSS, true), mib(r.LoadPeakRSS, r.LoadPeakRSSOfRun), mib(r.ClickHousePeakRSS, r.ClickHousePeakRSSOfRun))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// mib formats a peak RSS in MiB; a dash when unknown, and a star when the peak is the
+// process's rather than the run's.
+func mib(n int64, ofRun bool) string {
+	if n <= 0 {
+		return "–"
+	}
+	s := thousands(n >> 20)
+	if !ofRun {
+		s += "*"
+	}
+	return s
 }
 
 // ms formats a duration in milliseconds with one decimal.
@@ -70,12 +80,16 @@ func thousands(n int64) string {
 	return b.String()
 }
 
-// stageOrder is the column order of WriteStageTable: the pipeline's stages as events flow,
-// then what the benchmark and the runtime add.
-var stageOrder = []string{"collector", "enricher", "aggregator", "alerter", "outcomes", "nats", StageLoad, StageBench, StageOther}
+// stageOrder and loadStages are the column order of WriteStageTable: the pipeline process's
+// stages as events flow and its runtime, then what the load generator's process spends.
+var (
+	stageOrder = []string{"collector", "enricher", "aggregator", "alerter", "outcomes", "nats", StageOther}
+	loadStages = []string{StageLoad, StageBench, StageLoadRuntime}
+)
 
 // WriteStageTable writes the CPU per event of every stage, one row per run that has a
-// profile; a stage column appears when some run spent CPU in it.
+// profile; a stage column appears when some run spent CPU in it. The column "tokenmeter" sums
+// the pipeline process's stages; the load generator's process follows.
 func WriteStageTable(w io.Writer, results []Result) error {
 	used := map[string]bool{}
 	for _, r := range results {
@@ -83,40 +97,53 @@ func WriteStageTable(w io.Writer, results []Result) error {
 			used[s.Stage] = true
 		}
 	}
-	var cols []string
-	for _, s := range stageOrder {
-		if used[s] {
-			cols = append(cols, s)
-			delete(used, s)
-		}
-	}
-	for s := range used { // a stage this table does not know yet, at the end
-		cols = append(cols, s)
-	}
-	if len(cols) == 0 {
+	if len(used) == 0 {
 		return nil
 	}
+	pick := func(order []string) []string {
+		var cols []string
+		for _, s := range order {
+			if used[s] {
+				cols = append(cols, s)
+				delete(used, s)
+			}
+		}
+		return cols
+	}
+	cols := pick(stageOrder)
+	load := pick(loadStages)
+	for s := range used { // a pipeline stage this table does not know yet, last of them
+		cols = append(cols, s)
+	}
 	var b strings.Builder
-	b.WriteString("| CPU µs/event | " + strings.Join(cols, " | ") + " | all |\n|---|" + strings.Repeat("---:|", len(cols)+1) + "\n")
+	b.WriteString("| CPU µs/event | " + strings.Join(cols, " | ") + " | **tokenmeter** |")
+	for _, c := range load {
+		b.WriteString(" " + c + " |")
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---:|", len(cols)+1+len(load)) + "\n")
 	for _, r := range results {
 		if r.Stages == nil {
 			continue
 		}
 		by := map[string]time.Duration{}
-		var all time.Duration
 		for _, s := range r.Stages {
 			by[s.Stage] = s.CPU
-			all += s.CPU
 		}
 		name := r.Name
 		if r.Rate > 0 {
 			name += " @ " + thousands(int64(r.Rate)) + "/s"
 		}
 		b.WriteString("| " + name)
+		var sum time.Duration
 		for _, c := range cols {
+			sum += by[c]
 			b.WriteString(" | " + us(perEvent(by[c], r.Events)))
 		}
-		b.WriteString(" | " + us(perEvent(all, r.Events)) + " |\n")
+		b.WriteString(" | " + us(perEvent(sum, r.Events)))
+		for _, c := range load {
+			b.WriteString(" | " + us(perEvent(by[c], r.Events)))
+		}
+		b.WriteString(" |\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -5,8 +5,10 @@
 //
 // It runs the HTTP collector as fast as Clients concurrent requests go, then again paced at a
 // share of the rate it measured (the latency at 80% of the maximum is the one that matters),
-// then the Go emitter library. Each run uses a fresh pipeline and a fresh database, dropped
-// afterwards. The events are generated before any clock starts.
+// then the Go emitter library. Each run uses a fresh pipeline process (this executable run
+// again, see e2e.RunPipelineIfAsked) and a fresh database, dropped afterwards. The events are
+// generated before any clock starts, in this process, so that the pipeline's peak RSS is its
+// own.
 package main
 
 import (
@@ -27,6 +29,7 @@ import (
 )
 
 func main() {
+	e2e.RunPipelineIfAsked()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -39,7 +42,6 @@ type config struct {
 	emit       bool
 	cpuprofile string
 	memprofile string
-	verbose    bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -61,8 +63,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.bench.InsertWait, "insert-wait", 0, "the aggregator's longest wait to fill an INSERT (default: its own)")
 	fs.DurationVar(&c.bench.Timeout, "timeout", e2e.DefaultTimeout, "give up on a run after this long")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the runs' CPU profiles, merged, to this file (stage = pprof label)")
-	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (allocations since start: -sample_index=alloc_space) after the runs to this file")
-	fs.BoolVar(&c.verbose, "v", false, "log the pipeline's warnings and errors")
+	fs.StringVar(&c.memprofile, "memprofile", "", "write this process's heap profile (the load generator's allocations since start: -sample_index=alloc_space) after the runs to this file")
+	fs.StringVar(&c.bench.HeapProfile, "heapprofile", "", "write the pipeline process's in-use heap profile at its largest Go heap to this file + \".\" + the run's name")
+	fs.BoolVar(&c.bench.Verbose, "v", false, "log the pipeline's warnings and errors")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -96,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if cfg.verbose {
+	if cfg.bench.Verbose {
 		cfg.bench.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	results, err := measure(ctx, cfg, stderr)
