@@ -3,6 +3,8 @@ package pricing
 import (
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +76,7 @@ func TestShippedCatalogueResolvesEveryName(t *testing.T) {
 								}
 								input, suffix = last.LongContext.Above+1, suffix+"/long"
 							}
-							q := c.Price(pname, name, tier, last.Effective, event.Tokens{Input: input, Output: 10}, false)
+							q, _ := c.PriceUnits(pname, name, tier, last.Effective, event.Tokens{Input: input, Output: 10}, perUnitOnly(last), false)
 							want := fmt.Sprintf("%s/%s@%s%s", f.Provider, m.Name, last.Effective.Format(time.DateOnly), suffix)
 							if !q.Priced || q.Model != m.Name || q.Version != want || q.Cost <= 0 {
 								t.Errorf("%s: Price(%q, %q, %q, input %d) = %+v, want model %q version %q and a cost",
@@ -94,6 +96,15 @@ func TestShippedCatalogueResolvesEveryName(t *testing.T) {
 	if models < 400 {
 		t.Errorf("the shipped catalogue has %d models, expected at least 400", models)
 	}
+}
+
+// perUnitOnly returns one unit of the first unit a row prices when the row prices no token
+// (DALL-E bills per image only), so that a call of its model costs something; nil otherwise.
+func perUnitOnly(p pricefile.Price) event.Units {
+	if p.Standard.Input > 0 || p.Standard.Output > 0 || len(p.Standard.Units) == 0 {
+		return nil
+	}
+	return event.Units{slices.Sorted(maps.Keys(p.Standard.Units))[0]: 1}
 }
 
 // TestShippedRowsChecked requires every row of the shipped catalogue to say when it was

@@ -200,7 +200,8 @@ func (c *Catalog) Price(providerName, modelName, tier string, at time.Time, t ev
 // priced by the row's price for the key as written, else for its class without the variant
 // ("image_outputs" for "image_outputs:1024x1024:high"); a key with neither leaves the whole
 // call unpriced — never free. The audio classes are parts of the token counts: they are
-// priced at the row's audio rates, and the rest of the input and output tokens at the text
+// priced at the row's audio rates, which default to its input and output rates (as audio
+// tokens were priced before they were told apart), and the rest of the tokens at the text
 // rates. Cost is that token cost plus the sum of every other key's count times its price.
 // The second result holds each key's count and part of Cost (0 on a cache hit), sorted by
 // key; it is nil when units is empty or the call is unpriced.
@@ -269,13 +270,19 @@ func cost(r *pricefile.Rates, t event.Tokens) pricefile.PicoUSD {
 }
 
 // unitCost is cost for a call with units: its audio tokens at the audio rates, the rest of its
-// tokens at the text rates, and every other unit at its price. ok is false when a key has no
-// price. The sum cannot overflow: see pricefile.MaxUSDPerUnit.
+// tokens at the text rates, and every other unit at its price. ok is false when a key other
+// than the audio classes has no price. The sum cannot overflow: see pricefile.MaxUSDPerUnit.
 func unitCost(r *pricefile.Rates, t event.Tokens, units event.Units) (total pricefile.PicoUSD, out []UnitCost, ok bool) {
 	out = make([]UnitCost, 0, len(units))
 	for _, k := range units.SortedKeys() {
 		price, found := r.Units[k]
-		if !found {
+		switch {
+		case found:
+		case k == event.UnitAudioInputTokens:
+			price = r.Input
+		case k == event.UnitAudioOutputTokens:
+			price = r.Output
+		default:
 			class, variant, _ := event.UnitClass(k)
 			if variant == "" {
 				return 0, nil, false

@@ -86,7 +86,10 @@ func TestPriceUnits(t *testing.T) {
 			[]UnitCost{{"web_search_calls", 1, 0}}},
 		// A key the row does not price leaves the call unpriced, never free.
 		{"unpriced unit", "quiet", "", event.Units{"web_search_calls": 1}, false, Quote{}, nil},
-		{"unpriced audio", "quiet", "", event.Units{"audio_input_tokens": 1}, false, Quote{}, nil},
+		// Audio without audio prices costs what text costs: 1200·1e6 + 300·2e6 = 1.8e9.
+		{"audio at text rates", "quiet", "", event.Units{"audio_input_tokens": 1000, "audio_output_tokens": 250}, false,
+			Quote{true, "quiet", "acme/quiet@2025-06-01/standard", 1_800_000_000, 0},
+			[]UnitCost{{"audio_input_tokens", 1000, 1_000_000_000}, {"audio_output_tokens", 250, 500_000_000}}},
 		// A class price covers its variants, a variant price never its class.
 		{"variant only", "voice", "", event.Units{"requests:low": 1}, false,
 			Quote{true, "voice", "acme/voice@2025-06-01/standard", 10_750_000_000, 250_000_000},
@@ -162,5 +165,48 @@ func TestPriceWithoutUnitsDoesNotAllocate(t *testing.T) {
 	tokens := event.Tokens{Input: 1200, Output: 300}
 	if n := testing.AllocsPerRun(100, func() { c.PriceUnits("acme", "voice", "", at, tokens, nil, false) }); n != 0 {
 		t.Errorf("PriceUnits without units allocates %v times, want 0", n)
+	}
+}
+
+// TestShippedUnitPrices pins the shipped catalogue's unit prices, worked out by hand.
+func TestShippedUnitPrices(t *testing.T) {
+	c, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		provider, model string
+		tokens          event.Tokens
+		units           event.Units
+		want            pricefile.PicoUSD
+	}{
+		// 1000·3e6 + 500·15e6 + 3 searches·1e10 = 3e9 + 7.5e9 + 30e9.
+		{"anthropic", "claude-sonnet-4-5", event.Tokens{Input: 1000, Output: 500}, event.Units{"web_search_calls": 3}, 40_500_000_000},
+		// (1000−800)·2.5e6 + 800·40e6 + (500−400)·10e6 + 400·80e6 = 0.5e9 + 32e9 + 1e9 + 32e9.
+		{"openai", "gpt-4o-audio-preview", event.Tokens{Input: 1000, Output: 500},
+			event.Units{"audio_input_tokens": 800, "audio_output_tokens": 400}, 65_500_000_000},
+		// 100·5e6 + one high 1024x1024 image at 0.167 USD.
+		{"openai", "gpt-image-1", event.Tokens{Input: 100}, event.Units{"image_outputs:1024x1024:high": 1}, 167_500_000_000},
+		// Two HD 1792x1024 images at 0.12 USD.
+		{"openai", "dall-e-3", event.Tokens{}, event.Units{"image_outputs:1792x1024:hd": 2}, 240_000_000_000},
+		// 1000·1.25e6 + 100·10e6 + 2 searches·1e10.
+		{"openai", "gpt-5", event.Tokens{Input: 1000, Output: 100}, event.Units{"web_search_calls": 2}, 22_250_000_000},
+		// The preview tool of a non-reasoning model: 1000·2.5e6 + 1·2.5e10.
+		{"openai", "gpt-4o", event.Tokens{Input: 1000}, event.Units{"web_search_calls:preview": 1}, 27_500_000_000},
+		// A high-context search: 1000·2.5e6 + 1·5e10.
+		{"openai", "gpt-4o-search-preview", event.Tokens{Input: 1000}, event.Units{"web_search_calls:high": 1}, 52_500_000_000},
+		// (1000−600)·0.3e6 + 600·1e6 + 100·2.5e6 + one grounded prompt at 0.035 USD.
+		{"google", "gemini-2.5-flash", event.Tokens{Input: 1000, Output: 100},
+			event.Units{"audio_input_tokens": 600, "web_search_calls": 1}, 35_970_000_000},
+	} {
+		q, _ := c.PriceUnits(tc.provider, tc.model, "", at, tc.tokens, tc.units, false)
+		if !q.Priced || q.Cost != tc.want {
+			t.Errorf("%s/%s %v: %+v, want cost %d", tc.provider, tc.model, tc.units, q, tc.want)
+		}
+	}
+	// A unit the model's row does not price: unpriced, never free.
+	if q, _ := c.PriceUnits("openai", "dall-e-3", "", at, event.Tokens{}, event.Units{"image_outputs:4096x4096:hd": 1}, false); q.Priced {
+		t.Errorf("an image size DALL-E 3 does not sell was priced: %+v", q)
 	}
 }

@@ -26,8 +26,8 @@
 //	        cache_write_1h: "6.00"        # optional; default cache_write
 //	        output: "15.00"               # required
 //	        reasoning: "15.00"            # optional; default output
-//	        audio_input: "40.00"          # optional: audio prompt tokens; no default
-//	        audio_output: "80.00"         # optional: audio output tokens; no default
+//	        audio_input: "40.00"          # optional: audio prompt tokens; default input
+//	        audio_output: "80.00"         # optional: audio output tokens; default output
 //	        units:                        # optional: USD per unit (event.Units keys); no default
 //	          web_search_calls: "0.01"
 //	          "image_outputs:1024x1024:high": "0.167"
@@ -44,8 +44,10 @@
 //
 // A unit price is USD per unit (a search, an image, a request) with at most 12 decimals, from 0
 // to MaxUSDPerUnit. Tiers and long_context inherit units and audio prices key by key, like
-// the token classes. A key an event reports that its row does not price makes the event
-// unpriced: audio and units have no default.
+// the token classes. A unit key an event reports that its row does not price makes the event
+// unpriced: units have no default. Audio tokens the row has no audio price for cost what its
+// text tokens cost (the catalogue applies that default, so that Units holds only what the file
+// says).
 //
 // Every price is USD per 1M tokens written as a plain decimal with at most 6 decimals, from 0
 // to MaxUSDPerMillion (quoted, so that YAML never sees a float; an unquoted number is read
@@ -173,10 +175,11 @@ type Rates struct {
 	CacheWrite1h PicoUSD
 	Output       PicoUSD
 	Reasoning    PicoUSD
-	// Units are the prices of the unit keys (event.Units) the row prices: PicoUSD per unit,
+	// Units are the prices of the unit keys (event.Units) the row states: PicoUSD per unit,
 	// and per token for the audio classes (written audio_input and audio_output, per 1M
-	// tokens). nil when it prices none. A key it does not hold has no price: there is no
-	// default, since an audio token or an image priced as something else would be wrong.
+	// tokens). nil when it states none. A unit key it does not hold has no price (an image
+	// priced as anything else would be wrong); an audio class it does not hold costs Input
+	// or Output, which the catalogue applies.
 	Units map[string]PicoUSD
 }
 
