@@ -51,25 +51,43 @@ func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 			return nil, fmt.Errorf("prepare migrations of database %s: %s: %w", db, q, err)
 		}
 	}
-	applied, err := appliedVersions(ctx, conn, db)
-	if err != nil {
-		return nil, err
-	}
+	// A process that lags behind another re-applies what the other applied meanwhile; where
+	// a migration drops and re-creates a view, the one ahead can find a view it depends on
+	// dropped for a moment (TestApplyConcurrently found it). So a failed migration is tried
+	// again a few times, from a fresh reading of what is applied.
 	var done []uint32
-	for _, m := range ms {
-		if applied[m.Version] {
-			continue
-		}
-		if err := conn.Exec(ctx, m.Statement(db)); err != nil && !alreadyExists(err) {
-			return done, fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
-		}
-		if err := record(ctx, conn, db, m); err != nil {
+	for attempt := 1; ; attempt++ {
+		applied, err := appliedVersions(ctx, conn, db)
+		if err != nil {
 			return done, err
 		}
-		done = append(done, m.Version)
+		var failed error
+		for _, m := range ms {
+			if applied[m.Version] {
+				continue
+			}
+			if err := conn.Exec(ctx, m.Statement(db)); err != nil && !alreadyExists(err) {
+				failed = fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
+				break
+			}
+			if err := record(ctx, conn, db, m); err != nil {
+				return done, err
+			}
+			done = append(done, m.Version)
+		}
+		if failed == nil || attempt == applyAttempts {
+			return done, failed
+		}
+		select {
+		case <-ctx.Done():
+			return done, failed
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
-	return done, nil
 }
+
+// applyAttempts bounds the tries of Apply when migrations fail.
+const applyAttempts = 5
 
 func appliedVersions(ctx context.Context, conn driver.Conn, db string) (map[uint32]bool, error) {
 	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
