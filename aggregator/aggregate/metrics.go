@@ -11,12 +11,14 @@ type metrics struct {
 	duplicates prometheus.Counter
 	// responseDuplicates counts second reports of one provider response under another id.
 	responseDuplicates prometheus.Counter
-	conflicts          prometheus.Counter
-	inserts            *prometheus.CounterVec
-	insertSecs         prometheus.Histogram
-	poison             prometheus.Counter
-	breaker            prometheus.Gauge
-	dedupIDs           *prometheus.GaugeVec
+	// displaced counts stored reports taken out of the roll-ups for one of higher rank.
+	displaced  prometheus.Counter
+	conflicts  prometheus.Counter
+	inserts    *prometheus.CounterVec
+	insertSecs prometheus.Histogram
+	poison     prometheus.Counter
+	breaker    prometheus.Gauge
+	dedupIDs   *prometheus.GaugeVec
 	// dedupResponses is the size of the response sets.
 	dedupResponses *prometheus.GaugeVec
 	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response:
@@ -40,7 +42,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		responseDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_response_duplicates_total",
-			Help: "Events dropped because another event id with the same provider and response_id is already in ClickHouse or earlier in the same batch (one call reported twice, e.g. by a proxy and an SDK); the first is kept.",
+			Help: "Events dropped because another report of the same call (provider and response_id) under another event id counts: of higher source rank, or more detailed, or the first. A choice between reports that differ is recorded in usage_conflicts.",
+		}),
+		displaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_reports_displaced_total",
+			Help: "Stored reports of a call taken out of spend_1m and spend_1d ('displaced' rows in cost_corrections) because a report of higher source rank, or of the same rank and more detail, came later.",
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_conflicts_total",
@@ -89,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, t := range []string{"spend_1m", "spend_1d", "skipped_minutes", "skipped_days"} {
 		m.repairs.WithLabelValues(t)
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups, m.repairs} {
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.displaced, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups, m.repairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -248,3 +248,52 @@ func TestDroppedReportIsNotAConflictSource(t *testing.T) {
 		t.Errorf("%d dead letters, want none", len(dead))
 	}
 }
+
+// Reports of one call from sources of different rank, in ClickHouse: an anonymous report that
+// came first is displaced by the proxy's — spend_1m, spend_1d and usage_costs count the
+// proxy's tokens and cost only, usage_events keeps both as reported, usage_conflicts says
+// which counts and why — and a later anonymous report that differs is recorded, not counted.
+// A redelivery of the batch (a crash before its ack) displaces nothing twice.
+func TestHigherRankDisplacesStoredReport(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, nil)
+	rid := "chatcmpl-forged"
+	forged := report("forged-1", "openai", rid, 1_000)
+	forged.Team, forged.Tokens.Input, forged.Tokens.CachedInput = "payments", 10, 0
+	e.publish(t, forged)
+	waitFor(t, "the anonymous report written", func() bool { return e.count(t) == "1" })
+
+	proxy := report("proxy-openai-"+rid, "openai", rid, 4_750_000_000)
+	proxy.Source = batch.SourceProxy
+	e.publish(t, proxy)
+	waitFor(t, "the proxy's report written", func() bool { return e.count(t) == "2" })
+	e.publish(t, proxy) // a redelivery: no second displacement
+	late := report("sdk-late", "openai", rid, 9_000_000_000)
+	late.Tokens.Input = 5000
+	e.publish(t, late)
+	e.waitDrained(t)
+
+	if got, want := e.rolledUp(t), "1 0.004750000000 1200"; got != want {
+		t.Errorf("spend_1d events, cost, input tokens = %s, want %s (the proxy's report alone)", got, want)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(events)), ' ', toString(sum(cost_usd)), ' ', arrayStringConcat(arraySort(groupUniqArray(team)), ',')) FROM {db}.spend_1m WHERE events != 0 OR cost_usd != 0"), "1 0.004750000000 payments,search"; got != want {
+		t.Errorf("spend_1m events, cost, teams = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT concat(toString(sum(cost_usd)), ' ', toString(sum(events))) FROM {db}.usage_costs WHERE team = 'payments'"), "0.000000000000 0"; got != want {
+		t.Errorf("usage_costs of the forged team = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT arrayStringConcat(arraySort(groupArray(concat(event_id, '/', source))), ',') FROM {db}.usage_events"), "forged-1/,proxy-openai-chatcmpl-forged/proxy"; got != want {
+		t.Errorf("usage_events = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT arrayStringConcat(arraySort(groupArray(concat(kind, ':', event_id, ':', toString(input_tokens), ':', toString(cost_usd)))), ',') FROM {db}.cost_corrections"),
+		"displaced:forged-1:-10:-0.000000001000"; got != want {
+		t.Errorf("cost_corrections = %s, want %s", got, want)
+	}
+	if got, want := e.query(t, "SELECT arrayStringConcat(arraySort(groupArray(concat(kept_event_id, '>', dropped_event_id, ' ', reason, ' ', toString(displaced), ' ', toString(kept_input_tokens), '/', toString(dropped_input_tokens), ' ', dropped_team))), ',') FROM {db}.usage_conflicts"),
+		"proxy-openai-chatcmpl-forged>forged-1 higher_rank 1 1200/10 payments,proxy-openai-chatcmpl-forged>sdk-late higher_rank 0 1200/5000 search"; got != want {
+		t.Errorf("usage_conflicts = %s, want %s", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.displaced); got != 1 {
+		t.Errorf("displaced metric = %v, want 1", got)
+	}
+}

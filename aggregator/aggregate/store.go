@@ -8,8 +8,10 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
 )
 
 // store reads back what ClickHouse holds of a partition: event ids with the content
@@ -117,10 +119,11 @@ func (s store) existing(ctx context.Context, p int, refs []dedup.Ref, fn func(id
 	})
 }
 
-// existingResponses calls fn with the provider and response id of every event of partition p
-// whose response id is one of refs' and whose time lies within the spans of refs' chunk. The
-// caller matches the provider (in lower case, as dedup.ResponseKeyOf does).
-func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, fn func(provider, responseID string)) error {
+// existingResponses calls fn with every report of partition p whose response id is one of
+// refs' and whose time lies within the spans of refs' chunk, and whether another displaced it
+// (dedup.Store.Responses). The caller matches the provider (in lower case, as
+// dedup.ResponseKeyOf does).
+func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, fn func(stored batch.Row, displaced bool)) error {
 	return chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
 		if err := s.lookupResponses(ctx, p, set, from, to, fn); err != nil {
 			return fmt.Errorf("look up %d response ids of partition %d in %s.usage_events: %w", len(set.Value), p, s.db, err)
@@ -129,21 +132,189 @@ func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, f
 	})
 }
 
-func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(provider, responseID string)) error {
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT provider, response_id FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
-		uint16(p), from, to, set)
+func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(stored batch.Row, displaced bool)) error {
+	rows, err := s.conn.Query(ctx, "SELECT provider, response_id, event_id, source, time, model, team, "+
+		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
+		"event_id IN (SELECT event_id FROM "+s.db+".cost_corrections WHERE kind = 'displaced' AND time >= toDateTime(?) AND time <= toDateTime(?)) "+
+		"FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
+		from, to, uint16(p), from, to, set)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	var provider, rid string
 	for rows.Next() {
-		if err := rows.Scan(&provider, &rid); err != nil {
+		var (
+			r         batch.Row
+			tok       [6]uint64
+			displaced uint8
+		)
+		if err := rows.Scan(&r.Provider, &r.ResponseID, &r.ID, &r.Source, &r.Time, &r.Model, &r.Team,
+			&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &displaced); err != nil {
 			return err
 		}
-		fn(provider, rid)
+		r.Time = r.Time.UTC()
+		t := &r.Tokens
+		t.Input, t.Output, t.CachedInput, t.CacheWrite, t.CacheWrite1h, t.Reasoning =
+			int64(tok[0]), int64(tok[1]), int64(tok[2]), int64(tok[3]), int64(tok[4]), int64(tok[5])
+		fn(r, displaced == 1)
 	}
 	return rows.Err()
+}
+
+// displace takes each displaced report of ds out of spend_1m and spend_1d: a 'displaced' row
+// in cost_corrections with the negation of the report's current state — its latest re-rating
+// ('apply' row of the highest seq), else its usage_events row — under which the roll-ups hold
+// it. A report displaced already (a crash before the batch was acked) is not displaced again.
+func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time.Time) error {
+	type cur struct {
+		modelPriced, version string
+		priced               uint8
+		cost, savings        decimal.Decimal
+		seq                  uint64
+		applied              bool
+	}
+	var refs []dedup.Ref
+	for _, d := range ds {
+		if d.Displaced {
+			refs = append(refs, dedup.Ref{ID: d.Dropped.ID, From: d.Dropped.Time, To: d.Dropped.Time})
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	done := map[string]bool{}
+	latest := map[string]cur{}
+	err := chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
+		rows, err := s.conn.Query(ctx, "SELECT event_id, kind, seq, model_priced, priced, cost_usd, savings_usd, price_version FROM "+s.db+
+			".cost_corrections WHERE kind IN ('displaced', 'apply') AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?", from, to, set)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id, kind string
+				c        cur
+			)
+			if err := rows.Scan(&id, &kind, &c.seq, &c.modelPriced, &c.priced, &c.cost, &c.savings, &c.version); err != nil {
+				return err
+			}
+			if kind == "displaced" {
+				done[id] = true
+			} else if l, ok := latest[id]; !ok || c.seq > l.seq {
+				c.applied = true
+				latest[id] = c
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("read the corrections of %d displaced reports of partition %d in %s.cost_corrections: %w", len(refs), p, s.db, err)
+	}
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".cost_corrections (rerate_id, applied_at, seq, kind, event_id, time, "+
+		"provider, model, model_priced, team, feature, env, cost_center, traffic, events, "+
+		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
+		"cost_usd, savings_usd, priced, unpriced_events, price_version)")
+	if err != nil {
+		return fmt.Errorf("prepare the displacement of reports of partition %d: %w", p, err)
+	}
+	n := 0
+	err = chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
+		rows, err := s.conn.Query(ctx, "SELECT event_id, time, provider, model, model_priced, team, feature, env, cost_center, traffic, "+
+			"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
+			"cost_usd, savings_usd, priced, price_version FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?",
+			uint16(p), from, to, set)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id                                            string
+				t                                             time.Time
+				provider, model, team, feature, env, cc, traf string
+				c                                             cur
+				tok                                           [6]uint64
+			)
+			if err := rows.Scan(&id, &t, &provider, &model, &c.modelPriced, &team, &feature, &env, &cc, &traf,
+				&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &c.cost, &c.savings, &c.priced, &c.version); err != nil {
+				return err
+			}
+			if done[id] {
+				continue
+			}
+			done[id] = true // one row per event, whatever the chunks
+			if l, ok := latest[id]; ok {
+				c = l
+			}
+			var unpriced int8
+			if c.priced == 0 {
+				unpriced = -1
+			}
+			if err := b.Append("displaced", at, uint64(0), "displaced", id, t,
+				provider, model, c.modelPriced, team, feature, env, cc, traf, int8(-1),
+				-int64(tok[0]), -int64(tok[1]), -int64(tok[2]), -int64(tok[3]), -int64(tok[4]), -int64(tok[5]),
+				c.cost.Neg(), c.savings.Neg(), c.priced, unpriced, c.version); err != nil {
+				return err
+			}
+			n++
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("read %d displaced reports of partition %d in %s.usage_events: %w", len(refs), p, s.db, err)
+	}
+	if n == 0 {
+		return b.Abort()
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %d displacements of partition %d into %s.cost_corrections: %w", n, p, s.db, err)
+	}
+	return nil
+}
+
+// recordDecisions writes ds to usage_conflicts.
+func (s store) recordDecisions(ctx context.Context, p int, ds []dedup.Decision, at time.Time) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".usage_conflicts (decided_at, time, partition, provider, response_id, reason, displaced, "+
+		"kept_event_id, kept_source, kept_model, kept_team, kept_input_tokens, kept_output_tokens, kept_cached_input_tokens, kept_cache_write_tokens, kept_reasoning_tokens, "+
+		"dropped_event_id, dropped_source, dropped_model, dropped_team, dropped_input_tokens, dropped_output_tokens, dropped_cached_input_tokens, dropped_cache_write_tokens, dropped_reasoning_tokens)")
+	if err != nil {
+		return fmt.Errorf("prepare the record of %d decisions of partition %d: %w", len(ds), p, err)
+	}
+	u := func(n int64) uint64 { return uint64(max(n, 0)) }
+	for _, d := range ds {
+		k, x := &d.Kept, &d.Dropped
+		if err := b.Append(at, k.Time.Truncate(time.Second), uint16(p), k.Provider, k.ResponseID, decisionReason(&d), boolByte(d.Displaced),
+			k.ID, k.Source, k.Model, k.Team, u(k.Tokens.Input), u(k.Tokens.Output), u(k.Tokens.CachedInput), u(k.Tokens.CacheWrite), u(k.Tokens.Reasoning),
+			x.ID, x.Source, x.Model, x.Team, u(x.Tokens.Input), u(x.Tokens.Output), u(x.Tokens.CachedInput), u(x.Tokens.CacheWrite), u(x.Tokens.Reasoning)); err != nil {
+			return fmt.Errorf("record the decision on %s and %s: %w", k.ID, x.ID, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %d decisions of partition %d into %s.usage_conflicts: %w", len(ds), p, s.db, err)
+	}
+	return nil
+}
+
+// decisionReason says why d.Kept counts rather than d.Dropped (usage_conflicts.reason).
+func decisionReason(d *dedup.Decision) string {
+	switch k, x := &d.Kept, &d.Dropped; {
+	case k.Rank() > x.Rank():
+		return "higher_rank"
+	case k.Rank() == x.Rank() && k.Detail() > x.Detail():
+		return "more_detail"
+	}
+	return "first"
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(id string, fp uint64)) error {

@@ -70,7 +70,7 @@ func (l lookups) Events(ctx context.Context, refs []dedup.Ref, fn func(id string
 	}, &wk.p)
 }
 
-func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(provider, responseID string)) error {
+func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(stored batch.Row, displaced bool)) error {
 	wk := l.wk
 	return wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
 		return wk.store.existingResponses(ctx, wk.p, refs, fn)
@@ -231,6 +231,7 @@ func (wk *worker) count(c dedup.Counts) {
 	m := wk.a.m
 	m.duplicates.Add(float64(c.Duplicates))
 	m.responseDuplicates.Add(float64(c.ResponseDuplicates))
+	m.displaced.Add(float64(c.Displaced))
 	m.lookups.WithLabelValues("id").Add(float64(c.IDLookups))
 	m.lookups.WithLabelValues("response").Add(float64(c.ResponseLookups))
 	m.lookups.WithLabelValues("id_found").Add(float64(c.IDConfirms))
@@ -451,12 +452,18 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 	if n, r := wk.dedup.Expire(); n > 0 || r > 0 {
 		wk.log.Info("expired event ids from the de-duplication set", "ids", n, "responses", r)
 	}
-	rows, conflicts, counts, err := wk.dedup.Fresh(ctx, b.rows)
+	rows, conflicts, decisions, counts, err := wk.dedup.Fresh(ctx, b.rows)
 	wk.count(counts)
 	if err != nil {
 		return errStopped
 	}
 	b.conflicts = append(b.conflicts, conflicts...)
+	// Before the INSERT: once the better report is written, a redelivered batch would find
+	// it stored and never take the displaced one out of the roll-ups. Displacing is
+	// idempotent, and a report whose every stored copy is displaced is written again.
+	if err := wk.decide(ctx, decisions); err != nil {
+		return errStopped
+	}
 
 	// uncertain collects the minutes of the rows that an INSERT of unknown outcome carried:
 	// their roll-ups may lack what usage_events got.
@@ -526,6 +533,34 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		}
 	}
 	wk.ack(b)
+	return nil
+}
+
+// decide takes the reports that ds displaced out of the roll-ups and records every decision
+// in usage_conflicts, retrying until ClickHouse took both or ctx ends.
+func (wk *worker) decide(ctx context.Context, ds []dedup.Decision) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	at := wk.a.now().UTC().Truncate(time.Second)
+	err := wk.a.retry(ctx, wk.a.chBreaker, "take displaced reports out of the roll-ups", func(ctx context.Context) error {
+		return wk.store.displace(ctx, wk.p, ds, at)
+	}, &wk.p)
+	if err != nil {
+		return err
+	}
+	err = wk.a.retry(ctx, wk.a.chBreaker, "record the choice between reports of one call", func(ctx context.Context) error {
+		return wk.store.recordDecisions(ctx, wk.p, ds, at)
+	}, &wk.p)
+	if err != nil {
+		return err
+	}
+	for i := range ds {
+		if ds[i].Displaced {
+			wk.log.Info("a report of higher rank displaced a stored report of the same call", "kept", ds[i].Kept.ID,
+				"kept_source", ds[i].Kept.Source, "displaced", ds[i].Dropped.ID, "displaced_source", ds[i].Dropped.Source)
+		}
+	}
 	return nil
 }
 

@@ -26,10 +26,27 @@ type Store interface {
 	// Events calls fn with the id and content fingerprint (usage_events.content_fp) of the
 	// stored events of the partition whose id is a ref's, timed within that ref's span.
 	Events(ctx context.Context, refs []Ref, fn func(id string, fp uint64)) error
-	// Responses calls fn with the provider and response id of the stored events of the
-	// partition whose response id is a ref's, timed within that ref's span. The filter
-	// matches the provider (case aside, as ResponseKeyOf).
-	Responses(ctx context.Context, refs []Ref, fn func(provider, responseID string)) error
+	// Responses calls fn with each stored report of the partition whose response id is a
+	// ref's, timed within that ref's span: its Provider, ResponseID, ID, Source, Time, Tokens,
+	// Model and Team, and whether a later report of higher rank displaced it (Decision). The
+	// filter matches the provider (case aside, as ResponseKeyOf).
+	Responses(ctx context.Context, refs []Ref, fn func(stored batch.Row, displaced bool)) error
+}
+
+// Decision is the choice between two reports of one provider call (one provider and
+// response id under two event ids) that say different things, or of which the later
+// outranks the earlier (batch.Row.Outranks): Kept is the one that counts, Dropped the other.
+// When Displaced, Dropped was stored already: the caller takes it out of the roll-ups before
+// it writes Kept. The caller records every decision.
+type Decision struct {
+	Kept, Dropped batch.Row
+	Displaced     bool
+}
+
+// differ reports whether two reports of one call say different things about money or
+// attribution (and so their choice is recorded, not only counted).
+func differ(a, b *batch.Row) bool {
+	return a.Tokens != b.Tokens || a.Model != b.Model || a.Team != b.Team
 }
 
 // Conflict is a copy of an event whose id is already stored (or earlier in the batch) with
@@ -42,7 +59,8 @@ type Conflict struct {
 // Counts says what a call of a Filter dropped and looked up.
 type Counts struct {
 	Duplicates         int // copies of an id stored, or earlier in the batch, with the same content
-	ResponseDuplicates int // second reports of a provider response under another id
+	ResponseDuplicates int // reports of a provider response dropped for another under another id
+	Displaced          int // stored reports displaced by one of higher rank
 	// IDLookups and ResponseLookups count the refs looked up because the sets cannot vouch
 	// for the rows' hours; IDConfirms and ResponseConfirms those the sets found, confirmed.
 	IDLookups, IDConfirms, ResponseLookups, ResponseConfirms int
@@ -76,14 +94,14 @@ type Filter struct {
 	// seen holds the ids of the batch being filtered, with their content fingerprints;
 	// seenResp its responses.
 	seen     map[Key]uint64
-	seenResp map[Key]struct{}
+	seenResp map[Key]int // the index in the fresh rows of the report kept, or -1
 }
 
 // NewFilter returns a filter with empty sets of the given window, looking up in store.
 func NewFilter(window time.Duration, now func() time.Time, store Store) *Filter {
 	return &Filter{
 		ids: New(window, now), resp: New(window, now), store: store,
-		seen: make(map[Key]uint64), seenResp: make(map[Key]struct{}),
+		seen: make(map[Key]uint64), seenResp: make(map[Key]int),
 	}
 }
 
@@ -121,14 +139,16 @@ func (f *Filter) Remember(rows []batch.Row) {
 }
 
 // Fresh returns the rows of batch that ClickHouse does not hold, reusing batch's array: it
-// drops copies of stored ids (a copy with other content is returned as a Conflict), repeats
-// of an earlier row of the batch, and rows whose provider response is stored, or taken
-// earlier in the batch, under another id (the first report of a call is kept). It returns an
-// error only when a lookup gave up.
+// drops copies of stored ids (a copy with other content is returned as a Conflict) and
+// repeats of an earlier row of the batch. Of two reports of one provider call under different
+// ids — stored or earlier in the batch — it keeps the better (batch.Row.Outranks: a higher
+// source rank, then more detail; else the first), and returns the Decision when they differ
+// or the later won. A stored report that a report of the batch outranks is Displaced. It
+// returns an error only when a lookup gave up.
 //
 // It looks up, in one call each, the ids and then the responses it must ask ClickHouse
 // about, and then decides row by row in the batch's order.
-func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Conflict, Counts, error) {
+func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Conflict, []Decision, Counts, error) {
 	var c Counts
 	keys := make([]Key, len(rows))
 	clear(f.seen)
@@ -152,7 +172,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	stored := make(map[string]uint64)
 	if len(refs) > 0 {
 		if err := f.store.Events(ctx, refs, func(id string, fp uint64) { stored[id] = fp }); err != nil {
-			return nil, nil, c, err
+			return nil, nil, nil, c, err
 		}
 	}
 
@@ -174,7 +194,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		if _, ok := f.seenResp[rk]; ok {
 			continue
 		}
-		f.seenResp[rk] = struct{}{}
+		f.seenResp[rk] = -1
 		if from, to, ok := f.resp.Find(rk); ok {
 			refs = append(refs, Ref{ID: r.ResponseID, From: from, To: to})
 			c.ResponseConfirms++
@@ -183,17 +203,25 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			c.ResponseLookups++
 		}
 	}
-	storedResp := make(map[Key]struct{})
+	// The stored report that counts for each response: the one no other displaced. A response
+	// whose every report was displaced (a crash between a displacement and the INSERT of the
+	// report that displaced it) has none, and its report in the batch is fresh.
+	storedResp := make(map[Key]batch.Row)
 	if len(refs) > 0 {
-		err := f.store.Responses(ctx, refs, func(provider, rid string) { storedResp[ResponseKeyOf(provider, rid)] = struct{}{} })
+		err := f.store.Responses(ctx, refs, func(r batch.Row, displaced bool) {
+			if !displaced {
+				storedResp[ResponseKeyOf(r.Provider, r.ResponseID)] = r
+			}
+		})
 		if err != nil {
-			return nil, nil, c, err
+			return nil, nil, nil, c, err
 		}
 	}
 
 	clear(f.seen)
 	clear(f.seenResp)
 	var conflicts []Conflict
+	var decisions []Decision
 	fresh := rows[:0]
 	for i := range rows {
 		r := &rows[i]
@@ -212,19 +240,38 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 		if r.ResponseID != "" {
 			rk := ResponseKeyOf(r.Provider, r.ResponseID)
-			_, taken := f.seenResp[rk]
-			if _, ok := storedResp[rk]; ok || taken {
-				// Not recorded in seen: a later copy of this id is dropped the same way,
-				// rather than compared with a copy that was never written.
+			if j, taken := f.seenResp[rk]; taken && j >= 0 {
+				// Another report of the call is earlier in the batch: the better one stays
+				// in its place. Neither is in seen's way: a later copy of the dropped id is
+				// dropped the same way, rather than compared with a copy never written.
+				if k := &fresh[j]; r.Outranks(k) {
+					decisions = append(decisions, Decision{Kept: *r, Dropped: *k})
+					delete(f.seen, KeyOf(k.ID))
+					f.seen[keys[i]] = fp
+					*k = *r
+				} else if differ(r, k) {
+					decisions = append(decisions, Decision{Kept: *k, Dropped: *r})
+				}
 				c.ResponseDuplicates++
 				continue
 			}
-			f.seenResp[rk] = struct{}{}
+			if s, ok := storedResp[rk]; ok {
+				if !r.Outranks(&s) {
+					if differ(r, &s) {
+						decisions = append(decisions, Decision{Kept: s, Dropped: *r})
+					}
+					c.ResponseDuplicates++
+					continue
+				}
+				decisions = append(decisions, Decision{Kept: *r, Dropped: s, Displaced: true})
+				c.Displaced++
+			}
+			f.seenResp[rk] = len(fresh)
 		}
 		f.seen[keys[i]] = fp
 		fresh = append(fresh, *r)
 	}
-	return fresh, conflicts, c, nil
+	return fresh, conflicts, decisions, c, nil
 }
 
 // Landed returns the rows ClickHouse does not hold, for after an INSERT of unknown outcome

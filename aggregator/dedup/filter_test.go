@@ -16,9 +16,10 @@ import (
 // table stands for the partition's rows in usage_events: the edge a Filter looks up. It
 // answers as ClickHouse does, by id (or response id) within each ref's span of event time.
 type table struct {
-	rows    []batch.Row
-	events  int // refs asked for
-	answers int
+	rows      []batch.Row
+	displaced map[string]bool // ids of reports another displaced (the worker's correction rows)
+	events    int             // refs asked for
+	answers   int
 }
 
 func (t *table) within(r *batch.Row, ref Ref) bool {
@@ -40,11 +41,11 @@ func (t *table) Events(_ context.Context, refs []Ref, fn func(id string, fp uint
 	return nil
 }
 
-func (t *table) Responses(_ context.Context, refs []Ref, fn func(provider, responseID string)) error {
+func (t *table) Responses(_ context.Context, refs []Ref, fn func(stored batch.Row, displaced bool)) error {
 	for i := range t.rows {
 		for _, ref := range refs {
 			if t.rows[i].ResponseID != "" && t.rows[i].ResponseID == ref.ID && t.within(&t.rows[i], ref) {
-				fn(t.rows[i].Provider, t.rows[i].ResponseID)
+				fn(t.rows[i], t.displaced[t.rows[i].ID])
 				break
 			}
 		}
@@ -71,7 +72,7 @@ func usage(id string, at time.Time, input int64) batch.Row {
 // fresh filters rows and checks what is kept, what conflicts and what is counted.
 func fresh(t *testing.T, f *Filter, rows []batch.Row, kept, conflicts string, want Counts) []batch.Row {
 	t.Helper()
-	got, cs, c, err := f.Fresh(context.Background(), slices.Clone(rows))
+	got, cs, _, c, err := f.Fresh(context.Background(), slices.Clone(rows))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +158,70 @@ func TestFilterResponses(t *testing.T) {
 		Counts{ResponseDuplicates: 1, ResponseConfirms: 2})
 }
 
+// Of two reports of one call the better stands, whichever came first: a stored anonymous one
+// is displaced by the proxy's, a later anonymous one never displaces the proxy's, and within
+// a batch the better takes the earlier one's place. Every choice between reports that differ
+// is returned to be recorded.
+func TestFilterRanks(t *testing.T) {
+	report := func(id, rid, source string, input, cached int64) batch.Row {
+		r := usage(id, now0, input)
+		r.ResponseID, r.Source, r.Tokens.CachedInput = rid, source, cached
+		return r
+	}
+	anon := report("forged", "resp-1", "", 1, 0)
+	anon.Team = "payments"
+	db := &table{rows: []batch.Row{anon}, displaced: map[string]bool{}}
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+	f.Remember(db.rows)
+	decide := func(rows []batch.Row, kept string, want Counts, decisions ...string) []Decision {
+		t.Helper()
+		got, _, ds, c, err := f.Fresh(context.Background(), slices.Clone(rows))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids, dids []string
+		for _, r := range got {
+			ids = append(ids, r.ID)
+		}
+		for _, d := range ds {
+			dids = append(dids, fmt.Sprintf("%s>%s/%v", d.Kept.ID, d.Dropped.ID, d.Displaced))
+		}
+		if strings.Join(ids, ",") != kept || c != want || strings.Join(dids, ",") != strings.Join(decisions, ",") {
+			t.Errorf("kept %v, counts %+v, decisions %v; want %s, %+v, %v", ids, c, dids, kept, want, decisions)
+		}
+		db.rows = append(db.rows, got...)
+		f.Remember(got)
+		return ds
+	}
+
+	// The proxy's report of a call an anonymous client reported first displaces it.
+	proxy := report("proxy-openai-resp-1", "resp-1", batch.SourceProxy, 1000, 800)
+	ds := decide([]batch.Row{proxy}, "proxy-openai-resp-1", Counts{Displaced: 1, ResponseConfirms: 1}, "proxy-openai-resp-1>forged/true")
+	if d := ds[0].Dropped; d.Team != "payments" || d.Tokens.Input != 1 {
+		t.Errorf("the displaced report = %+v, want the stored one as stored", d)
+	}
+	db.displaced["forged"] = true
+	// A later anonymous report does not displace the proxy's, however detailed; it differs,
+	// so the choice is returned. An identical report of the call is only counted.
+	late := report("sdk-1", "resp-1", "", 1000, 800)
+	late.Tokens.Reasoning = 1
+	same := proxy
+	same.ID, same.Source = "sdk-2", batch.SourceKey+"search"
+	decide([]batch.Row{late, same}, "", Counts{ResponseDuplicates: 2, ResponseConfirms: 1}, "proxy-openai-resp-1>sdk-1/false")
+
+	// Within a batch: the key's report takes the anonymous one's place, and then a more
+	// detailed report of the same rank takes the key's.
+	a, k, k2 := report("a", "resp-2", "", 10, 0), report("k", "resp-2", batch.SourceKey+"x", 10, 0), report("k2", "resp-2", batch.SourceEmitter+"svc", 10, 5)
+	decide([]batch.Row{a, k, k2}, "k2", Counts{ResponseDuplicates: 2}, "k>a/false", "k2>k/false")
+
+	// A crash after the displacement, before the INSERT of the report that displaced: with
+	// every stored report displaced, the report is written when it comes again.
+	db.rows = append(db.rows, report("anon-3", "resp-3", "", 5, 0))
+	f.Remember(db.rows[len(db.rows)-1:])
+	db.displaced["anon-3"] = true
+	decide([]batch.Row{report("proxy-3", "resp-3", batch.SourceProxy, 5, 0)}, "proxy-3", Counts{ResponseConfirms: 1})
+}
+
 // After an INSERT of unknown outcome, Landed keeps only the rows ClickHouse does not hold.
 func TestFilterLanded(t *testing.T) {
 	a, b := usage("a", now0, 1), usage("b", now0, 2)
@@ -177,7 +242,7 @@ func TestFilterExactlyOnce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	now := now0
 	clock := func() time.Time { return now }
-	db := &table{}
+	db := &table{displaced: map[string]bool{}}
 	load := func() *Filter {
 		f := NewFilter(time.Hour, clock, db)
 		for _, r := range db.rows {
@@ -190,7 +255,7 @@ func TestFilterExactlyOnce(t *testing.T) {
 		return f
 	}
 	f := load()
-	var sent []batch.Row
+	var sent, everything []batch.Row
 	want := map[string]bool{}
 	for round := range 300 {
 		now = now.Add(37 * time.Second)
@@ -209,6 +274,14 @@ func TestFilterExactlyOnce(t *testing.T) {
 					c.ID = fmt.Sprintf("other-%d-%d", round, len(b))
 					b = append(b, c)
 					continue
+				case 5: // ... by a source of another rank, which may say more
+					c.ID = fmt.Sprintf("ranked-%d-%d", round, len(b))
+					c.Source = []string{"", batch.SourceKey + "k", batch.SourceProxy}[rng.IntN(3)]
+					if rng.IntN(2) == 0 {
+						c.Tokens.CachedInput = c.Tokens.Input / 2
+					}
+					b = append(b, c)
+					continue
 				}
 			}
 			at := now
@@ -222,9 +295,15 @@ func TestFilterExactlyOnce(t *testing.T) {
 			want[r.ID] = true
 			b = append(b, r)
 		}
-		rows, _, _, err := f.Fresh(context.Background(), b)
+		everything = append(everything, b...)
+		rows, _, ds, _, err := f.Fresh(context.Background(), b)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for _, d := range ds { // the worker takes a displaced report out before the INSERT
+			if d.Displaced {
+				db.displaced[d.Dropped.ID] = true
+			}
 		}
 		switch rng.IntN(6) {
 		case 0: // the INSERT lands in part, its outcome unknown; the retry completes it
@@ -244,12 +323,22 @@ func TestFilterExactlyOnce(t *testing.T) {
 		}
 		f.Expire()
 	}
+	// Every call counts once: its best report stands, each other one stored was displaced.
 	count, calls := map[string]int{}, map[string]int{}
+	best := map[string]batch.Row{}
+	for _, r := range everything {
+		if b, ok := best[r.ResponseID]; !ok || r.Outranks(&b) {
+			best[r.ResponseID] = r
+		}
+	}
 	for _, r := range db.rows {
 		count[r.ID]++
+		if db.displaced[r.ID] {
+			continue
+		}
 		calls[r.ResponseID]++
-		if !want[r.ID] {
-			t.Errorf("%s stored: a second report of %s", r.ID, r.ResponseID)
+		if b := best[r.ResponseID]; r.Rank() != b.Rank() || r.Detail() != b.Detail() {
+			t.Errorf("%s counts for %s with rank %d detail %d; the best report has %d, %d", r.ID, r.ResponseID, r.Rank(), r.Detail(), b.Rank(), b.Detail())
 		}
 	}
 	for id, n := range count {
@@ -262,7 +351,7 @@ func TestFilterExactlyOnce(t *testing.T) {
 			t.Errorf("response %s stored %d times", rid, n)
 		}
 	}
-	if len(count) != len(want) {
-		t.Errorf("%d ids stored, want %d", len(count), len(want))
+	if len(calls) != len(want) {
+		t.Errorf("%d calls counted, want %d", len(calls), len(want))
 	}
 }

@@ -133,7 +133,8 @@ func abs(p pricefile.PicoUSD) pricefile.PicoUSD {
 	return p
 }
 
-// Compute reads the events of r from database db and prices each again with cat.
+// Compute reads the events of r from database db and prices each again with cat. Events the
+// aggregator displaced for a better report of the same call no longer count and are skipped.
 func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Catalog, r Range) (Plan, error) {
 	if err := r.Validate(); err != nil {
 		return Plan{}, err
@@ -149,7 +150,9 @@ func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Cata
 		       input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
 		       cost_usd, savings_usd, priced, price_version
 		FROM `+db+`.usage_events
-		WHERE time >= ? AND time < ?`, r.From.UTC(), r.To.UTC())
+		WHERE time >= ? AND time < ?
+		  AND event_id NOT IN (SELECT event_id FROM `+db+`.cost_corrections WHERE kind = 'displaced' AND time >= ? AND time < ?)`,
+		r.From.UTC(), r.To.UTC(), r.From.UTC(), r.To.UTC())
 	if err != nil {
 		return Plan{}, fmt.Errorf("read usage_events of %s: %w", db, err)
 	}

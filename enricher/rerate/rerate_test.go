@@ -291,6 +291,29 @@ models:
 	}
 }
 
+// A report the aggregator displaced for a better report of the same call (a 'displaced' row
+// in cost_corrections) no longer counts: re-rating it would put it back into the roll-ups.
+func TestRerateSkipsDisplacedReports(t *testing.T) {
+	conn, db := migrated(t)
+	ctx := context.Background()
+	insertEvents(t, conn, db, catalogue(t, v1))
+	if err := conn.Exec(ctx, "INSERT INTO "+db+".cost_corrections (rerate_id, kind, event_id, time, events, cost_usd) "+
+		"SELECT 'displaced', 'displaced', event_id, time, -1, -cost_usd FROM "+db+".usage_events WHERE event_id = 'e2'"); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Compute(ctx, conn, db, catalogue(t, v2), june)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range plan.Changes {
+		ids = append(ids, c.EventID)
+	}
+	if plan.Scanned != 2 || strings.Join(ids, ",") != "e1,e3" {
+		t.Fatalf("plan: scanned %d, changes %v; want 2, [e1 e3] (e2 displaced)", plan.Scanned, ids)
+	}
+}
+
 func TestRangeValidate(t *testing.T) {
 	a := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	for _, tt := range []struct {
