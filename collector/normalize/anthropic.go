@@ -27,6 +27,10 @@ type anthropicUsage struct {
 		Ephemeral1h *int64 `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation"`
 	ServiceTier string `json:"service_tier"`
+	// ServerToolUse counts the tools Anthropic ran on its side, each billed per use.
+	ServerToolUse *struct {
+		WebSearchRequests *int64 `json:"web_search_requests"`
+	} `json:"server_tool_use"`
 }
 
 // update overwrites the counts of a with those b carries: a message_delta's counts are
@@ -43,6 +47,9 @@ func (a *anthropicUsage) update(b *anthropicUsage) {
 	}
 	if b.CacheCreation != nil {
 		a.CacheCreation = b.CacheCreation
+	}
+	if b.ServerToolUse != nil {
+		a.ServerToolUse = b.ServerToolUse
 	}
 	if b.ServiceTier != "" {
 		a.ServiceTier = b.ServiceTier
@@ -137,5 +144,12 @@ func anthropicFinish(u *event.Usage, a *anthropicUsage) error {
 	}
 	u.Usage = t
 	setTier(u, a.ServiceTier, anthropicTiers)
+	if st := a.ServerToolUse; st != nil {
+		n := val(st.WebSearchRequests)
+		if err := nonNegative(count{"server_tool_use.web_search_requests", n}); err != nil {
+			return fmt.Errorf("usage: %w", err)
+		}
+		setUnit(u, event.UnitWebSearchCalls, n)
+	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
@@ -30,6 +31,25 @@ type geminiUsage struct {
 	ThoughtsTokenCount      int64  `json:"thoughtsTokenCount"`
 	ToolUsePromptTokenCount int64  `json:"toolUsePromptTokenCount"`
 	TrafficType             string `json:"trafficType"`
+	// The token counts by modality; the AUDIO ones are the audio parts.
+	PromptTokensDetails     []geminiModalityCount `json:"promptTokensDetails"`
+	CandidatesTokensDetails []geminiModalityCount `json:"candidatesTokensDetails"`
+}
+
+type geminiModalityCount struct {
+	Modality   string `json:"modality"`
+	TokenCount int64  `json:"tokenCount"`
+}
+
+// audio sums the AUDIO counts of details.
+func audio(details []geminiModalityCount) int64 {
+	var n int64
+	for _, d := range details {
+		if d.Modality == "AUDIO" && d.TokenCount > 0 && d.TokenCount <= event.DefaultLimits.MaxTokens {
+			n += d.TokenCount
+		}
+	}
+	return n
 }
 
 // geminiResponseBody is a GenerateContentResponse, whole or one chunk of a stream.
@@ -37,12 +57,37 @@ type geminiResponseBody struct {
 	ModelVersion  string       `json:"modelVersion"`
 	ResponseID    string       `json:"responseId"`
 	UsageMetadata *geminiUsage `json:"usageMetadata"`
+	Candidates    []struct {
+		GroundingMetadata *struct {
+			WebSearchQueries []string `json:"webSearchQueries"`
+		} `json:"groundingMetadata"`
+	} `json:"candidates"`
+}
+
+// grounding records the searches of Grounding with Google Search, which the usage does not
+// count: Google bills the 1.x and 2.x models per grounded prompt (one that ran at least one
+// search query) and later models per search query.
+func (r *geminiResponseBody) grounding(u *event.Usage) {
+	var queries int64
+	for _, c := range r.Candidates {
+		if g := c.GroundingMetadata; g != nil {
+			queries += int64(len(g.WebSearchQueries))
+		}
+	}
+	if queries == 0 {
+		return
+	}
+	if m := strings.TrimPrefix(u.Model, "models/"); strings.HasPrefix(m, "gemini-1") || strings.HasPrefix(m, "gemini-2") {
+		queries = 1
+	}
+	setUnit(u, event.UnitWebSearchCalls, min(queries, event.MaxUnitCount))
 }
 
 func (r *geminiResponseBody) merge(u *event.Usage, last **geminiUsage) {
 	if r.ModelVersion != "" {
 		u.Model = r.ModelVersion
 	}
+	r.grounding(u)
 	if r.ResponseID != "" {
 		u.ResponseID = r.ResponseID
 	}
@@ -68,6 +113,7 @@ func geminiFinish(u *event.Usage, g *geminiUsage) error {
 		return fmt.Errorf("usageMetadata: %w", err)
 	}
 	u.Usage = event.Tokens{Input: input, Output: output, CachedInput: g.CachedContentTokenCount, Reasoning: g.ThoughtsTokenCount}
+	setAudio(u, audio(g.PromptTokensDetails), audio(g.CandidatesTokensDetails))
 	setTier(u, g.TrafficType, geminiTraffic)
 	return nil
 }

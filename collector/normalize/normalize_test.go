@@ -129,6 +129,60 @@ var fixtures = []struct {
 			Usage: event.Tokens{Input: 2360, Output: 42, CacheWrite: 2048},
 		},
 	},
+	// Charges that are not tokens (event.Units).
+	{
+		// prompt_tokens_details.audio_tokens and completion_tokens_details.audio_tokens.
+		file: "openai_chat_audio.json", format: OpenAIChat,
+		want: event.Usage{
+			Provider: "openai", Model: "gpt-4o-audio-preview-2025-06-03", Operation: "chat",
+			Usage:       event.Tokens{Input: 1048, Output: 312},
+			Units:       event.Units{"audio_input_tokens": 1024, "audio_output_tokens": 256},
+			ServiceTier: "standard", ResponseID: "chatcmpl-DRa1uDi0AuDi0AuDi0AuDi0AuDi0",
+		},
+	},
+	{
+		// Two web_search_call items through the preview tool; image_generation_call items by
+		// size and quality, as reported, lower-cased ("auto" is kept: the catalogue prices no
+		// such image, so the call is stored unpriced rather than free).
+		file: "openai_responses_tools.json", format: OpenAIResponses,
+		want: event.Usage{
+			Provider: "openai", Model: "gpt-4.1-2025-04-14", Operation: "responses",
+			Usage: event.Tokens{Input: 2300, Output: 120},
+			Units: event.Units{"web_search_calls:preview": 2, "image_outputs:1024x1536:high": 1,
+				"image_outputs:auto:medium": 1},
+			ServiceTier: "standard", Status: "ok", ResponseID: "resp_6933b2d0e5f081a0b7c3d9e1f2a4b6c8",
+		},
+	},
+	{
+		// usage.server_tool_use.web_search_requests.
+		file: "anthropic_web_search.json", format: Anthropic,
+		want: event.Usage{
+			Provider: "anthropic", Model: "claude-sonnet-4-5-20250929", Operation: "chat",
+			Usage:       event.Tokens{Input: 6039, Output: 931},
+			Units:       event.Units{"web_search_calls": 3},
+			ServiceTier: "standard", ResponseID: "msg_01WebSearchA1b2C3d4E5f6G7",
+		},
+	},
+	{
+		file: "anthropic_web_search_stream.sse", format: Anthropic, stream: true,
+		want: event.Usage{
+			Provider: "anthropic", Model: "claude-haiku-4-5-20251001", Operation: "chat",
+			Usage:       event.Tokens{Input: 5120, Output: 220},
+			Units:       event.Units{"web_search_calls": 2},
+			ServiceTier: "standard", ResponseID: "msg_01WebSearchStreamZ9y8X7",
+		},
+	},
+	{
+		// promptTokensDetails of modality AUDIO; a grounded prompt of a 2.x model is one
+		// search however many queries it ran.
+		file: "gemini_audio_grounding.json", format: Gemini,
+		want: event.Usage{
+			Provider: "google", Model: "gemini-2.5-flash", Operation: "chat",
+			Usage:      event.Tokens{Input: 812, Output: 10},
+			Units:      event.Units{"audio_input_tokens": 800, "web_search_calls": 1},
+			ResponseID: "GrNdAudi0ExAmPlE1a2b3c",
+		},
+	},
 }
 
 func readFixture(tb testing.TB, name string) []byte {

@@ -3,6 +3,7 @@ package normalize
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
@@ -25,17 +26,23 @@ var openAITiers = map[string]string{
 type openAIInputDetails struct {
 	CachedTokens     int64 `json:"cached_tokens"`
 	CacheWriteTokens int64 `json:"cache_write_tokens"`
+	// AudioTokens are the audio part of the prompt (the audio models).
+	AudioTokens int64 `json:"audio_tokens"`
+}
+
+// openAIOutputDetails is the breakdown of the output in both APIs.
+type openAIOutputDetails struct {
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+	AudioTokens     int64 `json:"audio_tokens"`
 }
 
 // openAIChatUsage is the usage object of Chat Completions. prompt_tokens includes the
 // cached ones and completion_tokens the reasoning ones: OpenAI's convention is the v1 one.
 type openAIChatUsage struct {
-	PromptTokens            int64               `json:"prompt_tokens"`
-	CompletionTokens        int64               `json:"completion_tokens"`
-	PromptTokensDetails     *openAIInputDetails `json:"prompt_tokens_details"`
-	CompletionTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
-	} `json:"completion_tokens_details"`
+	PromptTokens            int64                `json:"prompt_tokens"`
+	CompletionTokens        int64                `json:"completion_tokens"`
+	PromptTokensDetails     *openAIInputDetails  `json:"prompt_tokens_details"`
+	CompletionTokensDetails *openAIOutputDetails `json:"completion_tokens_details"`
 }
 
 // openAIChat is a chat.completion object or one chat.completion.chunk of a stream.
@@ -72,6 +79,24 @@ func (c *openAIChatUsage) tokens() (event.Tokens, error) {
 		count{"completion_tokens_details.reasoning_tokens", t.Reasoning})
 }
 
+// finish sets u's tokens and their audio parts.
+func (c *openAIChatUsage) finish(u *event.Usage) error {
+	t, err := c.tokens()
+	if err != nil {
+		return err
+	}
+	u.Usage = t
+	var in, out int64
+	if d := c.PromptTokensDetails; d != nil {
+		in = d.AudioTokens
+	}
+	if d := c.CompletionTokensDetails; d != nil {
+		out = d.AudioTokens
+	}
+	setAudio(u, in, out)
+	return nil
+}
+
 func newOpenAIChat() event.Usage {
 	return event.Usage{Provider: ProviderOpenAI, Operation: OperationChat}
 }
@@ -86,31 +111,69 @@ func openAIChatResponse(body []byte) (event.Usage, error) {
 	}
 	u := newOpenAIChat()
 	r.merge(&u)
-	t, err := r.Usage.tokens()
-	if err != nil {
+	if err := r.Usage.finish(&u); err != nil {
 		return event.Usage{}, fmt.Errorf("usage: %w", err)
 	}
-	u.Usage = t
 	return u, nil
 }
 
 // openAIResponsesUsage is the usage object of the Responses API, in the same convention.
 type openAIResponsesUsage struct {
-	InputTokens         int64               `json:"input_tokens"`
-	OutputTokens        int64               `json:"output_tokens"`
-	InputTokensDetails  *openAIInputDetails `json:"input_tokens_details"`
-	OutputTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
-	} `json:"output_tokens_details"`
+	InputTokens         int64                `json:"input_tokens"`
+	OutputTokens        int64                `json:"output_tokens"`
+	InputTokensDetails  *openAIInputDetails  `json:"input_tokens_details"`
+	OutputTokensDetails *openAIOutputDetails `json:"output_tokens_details"`
 }
 
-// openAIResponse is a response object of the Responses API.
+// openAIResponse is a response object of the Responses API. Its output items and tools say
+// which provider-side tools the call ran, which the usage does not count: each
+// web_search_call item is a search, each image_generation_call an image.
 type openAIResponse struct {
 	ID          string                `json:"id"`
 	Model       string                `json:"model"`
 	Status      string                `json:"status"`
 	ServiceTier string                `json:"service_tier"`
 	Usage       *openAIResponsesUsage `json:"usage"`
+	Output      []struct {
+		Type    string `json:"type"`
+		Size    string `json:"size"`
+		Quality string `json:"quality"`
+	} `json:"output"`
+	Tools []struct {
+		Type string `json:"type"`
+	} `json:"tools"`
+}
+
+// tools records the searches and images of the response's output items. A search through
+// the web_search_preview tool, which OpenAI prices apart for non-reasoning models, is
+// web_search_calls:preview.
+func (r *openAIResponse) tools(u *event.Usage) {
+	if len(r.Output) == 0 {
+		return
+	}
+	search := event.UnitWebSearchCalls
+	preview, current := false, false
+	for _, t := range r.Tools {
+		preview = preview || strings.HasPrefix(t.Type, "web_search_preview")
+		current = current || t.Type == "web_search" || strings.HasPrefix(t.Type, "web_search_20")
+	}
+	if preview && !current {
+		search += ":preview"
+	}
+	var searches int64
+	images := map[string]int64{}
+	for _, o := range r.Output {
+		switch o.Type {
+		case "web_search_call":
+			searches++
+		case "image_generation_call":
+			images[imageKey(o.Size, o.Quality)]++
+		}
+	}
+	setUnit(u, search, searches)
+	for k, n := range images {
+		setUnit(u, k, n)
+	}
 }
 
 func (r *openAIResponse) merge(u *event.Usage) error {
@@ -146,6 +209,15 @@ func (r *openAIResponse) merge(u *event.Usage) error {
 		return fmt.Errorf("usage: %w", err)
 	}
 	u.Usage = t
+	var in, out int64
+	if d := r.Usage.InputTokensDetails; d != nil {
+		in = d.AudioTokens
+	}
+	if d := r.Usage.OutputTokensDetails; d != nil {
+		out = d.AudioTokens
+	}
+	setAudio(u, in, out)
+	r.tools(u)
 	return nil
 }
 

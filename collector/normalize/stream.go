@@ -96,7 +96,7 @@ func (s *Stream) Usage() (event.Usage, error) {
 	var err error
 	switch {
 	case s.openAIChat != nil:
-		u.Usage, err = s.openAIChat.tokens()
+		err = s.openAIChat.finish(&u)
 	case s.anthropic != nil:
 		err = anthropicFinish(&u, s.anthropic)
 	case s.gemini != nil:

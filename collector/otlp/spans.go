@@ -190,6 +190,9 @@ func spans(req *coltracepb.ExportTraceServiceRequest, fromJSON bool) batch {
 //	                     5-minute part is anthropic.usage.cache_creation.ephemeral_5m_input_tokens)
 //
 // All of them are parts of gen_ai.usage.input_tokens, as the conventions define it.
+//
+// A span attribute tokenmeter.units.<key> (an integer) is the count of the unit <key> of
+// event.Units: tokenmeter.units.web_search_calls, tokenmeter.units.audio_input_tokens, ….
 func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (event.Usage, bool, error) {
 	var (
 		u                                              event.Usage
@@ -264,6 +267,17 @@ func usage(sp *tracepb.Span, res attribution, fromJSON bool, dropped *int) (even
 		case "error.type":
 			errType, _ = stringValue(kv.GetValue())
 		default:
+			if unit, ok := strings.CutPrefix(key, "tokenmeter.units."); ok {
+				// Charges that are not tokens (event.Units), which the conventions do not
+				// name yet; the event's validation judges key and count.
+				var n int64
+				tokens(&n, kv)
+				if u.Units == nil {
+					u.Units = event.Units{}
+				}
+				u.Units[unit] = n
+				continue
+			}
 			a.tokenmeter(key, kv.GetValue())
 		}
 	}

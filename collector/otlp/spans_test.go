@@ -254,3 +254,38 @@ func FuzzExport(f *testing.F) {
 		}
 	})
 }
+
+// TestUnitAttributes: tokenmeter.units.<key> span attributes are the event's units, which its
+// validation then judges like any other event's.
+func TestUnitAttributes(t *testing.T) {
+	b := spans(oneSpan(nil, &tracepb.Span{
+		StartTimeUnixNano: uint64(t0.UnixNano()),
+		Attributes: []*commonpb.KeyValue{
+			str("gen_ai.provider.name", "anthropic"), str("gen_ai.response.model", "claude-sonnet-4-5"),
+			num("gen_ai.usage.input_tokens", 900), num("gen_ai.usage.output_tokens", 80),
+			num("tokenmeter.units.web_search_calls", 2), str("tokenmeter.units.requests", "1"),
+			num("tokenmeter.units.web_searches", 1),
+		},
+	}), false)
+	if len(b.events) != 1 || len(b.rejected) != 0 {
+		t.Fatalf("%d events, rejected %q", len(b.events), b.rejected)
+	}
+	u := b.events[0]
+	want := event.Units{"web_search_calls": 2, "requests": 1, "web_searches": 1}
+	if !reflect.DeepEqual(u.Units, want) {
+		t.Fatalf("Units = %v, want %v", u.Units, want)
+	}
+	u.Normalize(t0)
+	wantErr := `units: key "web_searches" is not a unit (want web_search_calls, image_outputs, requests, audio_input_tokens, audio_output_tokens, the first three optionally with ":<variant>" of [a-z0-9._-])`
+	if err := u.Validate(t0, event.DefaultLimits); err == nil || err.Error() != wantErr {
+		t.Fatalf("Validate() = %v, want %s", err, wantErr)
+	}
+	// A unit count that is not an integer rejects the span, as a token count does.
+	b = spans(oneSpan(nil, &tracepb.Span{Attributes: []*commonpb.KeyValue{
+		str("gen_ai.provider.name", "openai"), num("gen_ai.usage.input_tokens", 1),
+		dbl("tokenmeter.units.web_search_calls", 1.5),
+	}}), false)
+	if len(b.events) != 0 || len(b.rejected) != 1 || !strings.Contains(b.rejected[0], "tokenmeter.units.web_search_calls") {
+		t.Fatalf("%d events, rejected %q, want the span rejected naming tokenmeter.units.web_search_calls", len(b.events), b.rejected)
+	}
+}
