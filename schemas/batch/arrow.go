@@ -54,13 +54,16 @@ const (
 	colCost
 	colSavings
 	colSource
+	colUnitKeys
+	colUnitCounts
+	colUnitCosts
 	numCols
 )
 
 // released is the number of columns of each schema version ever written, oldest first. A
 // message an older stage wrote before an upgrade still decodes: the columns it lacks read as
 // their zero value. Append here when adding columns.
-var released = []int{colSavings + 1, colSource + 1}
+var released = []int{colSavings + 1, colSource + 1, colUnitCosts + 1}
 
 var ts = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
 
@@ -99,6 +102,9 @@ var Schema = arrow.NewSchema([]arrow.Field{
 	{Name: "cost_pico_usd", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "savings_pico_usd", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "source", Type: arrow.BinaryTypes.String},
+	{Name: "unit_keys", Type: arrow.ListOf(arrow.BinaryTypes.String)},
+	{Name: "unit_counts", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
+	{Name: "unit_costs_pico_usd", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
 }, nil)
 
 // Record builds an Arrow record from rows. The caller releases it.
@@ -166,6 +172,9 @@ func Record(rows []Row) arrow.Record {
 	i64(colCost, func(r *Row) int64 { return r.CostPico })
 	i64(colSavings, func(r *Row) int64 { return r.SavingsPico })
 	str(colSource, func(r *Row) string { return r.Source })
+	cols[colUnitKeys] = unitKeys(rows)
+	cols[colUnitCounts] = unitInts(rows, func(u *Unit) int64 { return u.Count })
+	cols[colUnitCosts] = unitInts(rows, func(u *Unit) int64 { return u.CostPico })
 	rec := array.NewRecord(Schema, cols, int64(n))
 	for _, c := range cols {
 		c.Release() // the record holds its own reference
@@ -223,6 +232,55 @@ func tagList(rows []Row, get func(Tag) string) arrow.Array {
 		[]arrow.ArrayData{values.Data()}, 0, 0)
 	defer d.Release()
 	return array.MakeFromData(d)
+}
+
+// unitListOffsets are the list offsets of the unit columns: row i's units are values
+// [offsets[i], offsets[i+1]).
+func unitListOffsets(rows []Row) []int32 {
+	offsets := make([]int32, len(rows)+1)
+	for i := range rows {
+		offsets[i+1] = offsets[i] + int32(len(rows[i].Units))
+	}
+	return offsets
+}
+
+// listArray is a list column of len(offsets)-1 rows over values.
+func listArray(t arrow.DataType, offsets []int32, values arrow.Array) arrow.Array {
+	defer values.Release()
+	d := array.NewData(t, len(offsets)-1,
+		[]*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offsets))},
+		[]arrow.ArrayData{values.Data()}, 0, 0)
+	defer d.Release()
+	return array.MakeFromData(d)
+}
+
+// unitKeys is the list column of the unit keys of every row.
+func unitKeys(rows []Row) arrow.Array {
+	listOffsets := unitListOffsets(rows)
+	offsets := make([]int32, listOffsets[len(rows)]+1)
+	var data []byte
+	k := 0
+	for i := range rows {
+		for _, u := range rows[i].Units {
+			data = append(data, u.Key...)
+			k++
+			offsets[k] = int32(len(data))
+		}
+	}
+	return listArray(Schema.Field(colUnitKeys).Type, listOffsets, stringsFrom(offsets, data))
+}
+
+// unitInts is the list column of get(unit) for the units of every row.
+func unitInts(rows []Row, get func(*Unit) int64) arrow.Array {
+	listOffsets := unitListOffsets(rows)
+	v := make([]int64, 0, listOffsets[len(rows)])
+	for i := range rows {
+		for j := range rows[i].Units {
+			v = append(v, get(&rows[i].Units[j]))
+		}
+	}
+	return listArray(arrow.ListOf(arrow.PrimitiveTypes.Int64), listOffsets,
+		fixedArray(arrow.PrimitiveTypes.Int64, len(v), arrow.Int64Traits.CastToBytes(v)))
 }
 
 func stringsFrom(offsets []int32, data []byte) arrow.Array {
@@ -337,7 +395,12 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 	s := func(c, i int) string { return cols[c].value(i) }
 	keys, vals := rec.Column(colTagKeys).(*array.List), rec.Column(colTagValues).(*array.List)
 	keyv, valv := newStringColumn(keys.ListValues().(*array.String)), newStringColumn(vals.ListValues().(*array.String))
+	var units *unitColumns // nil when the record's schema version has no units
+	if k > colUnitCosts {
+		units = newUnitColumns(rec)
+	}
 	rows = slices.Grow(rows, n)
+	var err error
 	for i := 0; i < n; i++ {
 		r := Row{
 			ID:        s(colID, i),
@@ -369,9 +432,48 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 		for j := ks; j < ke; j++ {
 			r.ExtraTags = append(r.ExtraTags, Tag{keyv.value(int(j)), valv.value(int(vs + j - ks))})
 		}
+		if units != nil {
+			if r.Units, err = units.row(i); err != nil {
+				return nil, err
+			}
+		}
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// unitColumns reads the three unit list columns of a record.
+type unitColumns struct {
+	keys, counts, costs *array.List
+	keyv                stringColumn
+	countv, costv       []int64
+}
+
+func newUnitColumns(rec arrow.Record) *unitColumns {
+	c := &unitColumns{keys: rec.Column(colUnitKeys).(*array.List), counts: rec.Column(colUnitCounts).(*array.List),
+		costs: rec.Column(colUnitCosts).(*array.List)}
+	c.keyv = newStringColumn(c.keys.ListValues().(*array.String))
+	c.countv = c.counts.ListValues().(*array.Int64).Int64Values()
+	c.costv = c.costs.ListValues().(*array.Int64).Int64Values()
+	return c
+}
+
+// row returns the units of row i, nil when it has none.
+func (c *unitColumns) row(i int) ([]Unit, error) {
+	ks, ke := c.keys.ValueOffsets(i)
+	ns, ne := c.counts.ValueOffsets(i)
+	cs, ce := c.costs.ValueOffsets(i)
+	if ke-ks != ne-ns || ke-ks != ce-cs {
+		return nil, fmt.Errorf("decode arrow batch: row %d has %d unit keys, %d counts and %d costs", i, ke-ks, ne-ns, ce-cs)
+	}
+	if ke == ks {
+		return nil, nil
+	}
+	units := make([]Unit, 0, ke-ks)
+	for j := int64(0); j < ke-ks; j++ {
+		units = append(units, Unit{Key: c.keyv.value(int(ks + j)), Count: c.countv[ns+j], CostPico: c.costv[cs+j]})
+	}
+	return units, nil
 }
 
 // The IPC reader trusts the lengths and counts it reads, and allocates what they claim before

@@ -47,6 +47,18 @@ type Row struct {
 	// reporter): SourceProxy, SourceKey+key name, SourceEmitter+emitter name, or "" for an
 	// anonymous report. Of two reports of one call the higher Rank is kept.
 	Source string
+
+	// Units are the event's charges that are not text tokens (event.Units), sorted by key;
+	// the enricher fills in what each cost. nil when the event has none.
+	Units []Unit
+}
+
+// Unit is one key of an event's units: Count units (tokens, for the audio classes) and, once
+// priced, their part of CostPico.
+type Unit struct {
+	Key      string
+	Count    int64
+	CostPico int64
 }
 
 // FromUsage turns a validated, normalized event into a row.
@@ -74,7 +86,25 @@ func FromUsage(u *event.Usage, received time.Time, partition int) Row {
 		}
 	}
 	sort.Slice(r.ExtraTags, func(i, j int) bool { return r.ExtraTags[i].Key < r.ExtraTags[j].Key })
+	if len(u.Units) > 0 {
+		r.Units = make([]Unit, 0, len(u.Units))
+		for _, k := range u.Units.SortedKeys() {
+			r.Units = append(r.Units, Unit{Key: k, Count: u.Units[k]})
+		}
+	}
 	return r
+}
+
+// EventUnits is r's units as event.Units; nil when it has none.
+func (r *Row) EventUnits() event.Units {
+	if len(r.Units) == 0 {
+		return nil
+	}
+	u := make(event.Units, len(r.Units))
+	for _, x := range r.Units {
+		u[x.Key] = x.Count
+	}
+	return u
 }
 
 // TierFallback reports whether the row was priced at standard prices although it ran in

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ func fullRow() Row {
 		WorkflowID: "ticket-4711", PromptVersion: "summarize@v7", CacheHit: true,
 		Priced: true, ModelPriced: "gpt-4o-2024-08-06", PriceVersion: "2026-11-01", CostPico: 4_500_000_000, SavingsPico: 1_250_000_000,
 		Source: "key:search-prod",
+		Units: []Unit{{"audio_input_tokens", 150, 6_000_000_000}, {"image_outputs:1024x1024:high", 2, 334_000_000_000},
+			{"web_search_calls", 3, 30_000_000_000}},
 	}
 }
 
@@ -48,6 +51,7 @@ func testRows() []Row {
 	max.LatencyMS, max.CostPico, max.SavingsPico = math.MaxInt64, math.MaxInt64, math.MinInt64
 	max.Time = time.Date(2262, 4, 11, 23, 47, 16, 854_000_000, time.UTC)
 	max.Received = time.Date(1969, 12, 31, 23, 59, 59, 1_000_000, time.UTC)
+	max.Units = []Unit{{"requests", math.MaxInt64, math.MinInt64}}
 
 	return []Row{
 		fullRow(),
@@ -89,9 +93,12 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode() error = %v", err)
 			}
-			if k <= colSource {
-				for i := range rows {
+			for i := range rows {
+				if k <= colSource {
 					rows[i].Source = ""
+				}
+				if k <= colUnitCosts {
+					rows[i].Units = nil
 				}
 			}
 			if !reflect.DeepEqual(got, rows) {
@@ -176,6 +183,7 @@ func TestFromUsage(t *testing.T) {
 			"zeta": "z", "alpha": "a", "mid.key": "m", "customer-id": "c",
 		},
 		WorkflowID: "wf", PromptVersion: "pv", CacheHit: true,
+		Units: event.Units{"web_search_calls": 2, "audio_input_tokens": 4},
 	}
 	received := time.Date(2026, 11, 26, 22, 41, 32, 987_654_321, time.FixedZone("CET", 3600))
 	got := FromUsage(&u, received, 2)
@@ -186,9 +194,13 @@ func TestFromUsage(t *testing.T) {
 		Team: "search", Feature: "summarize", Env: "prod", CostCenter: "cc-42", Traffic: "background",
 		ExtraTags:  []Tag{{"alpha", "a"}, {"customer-id", "c"}, {"mid.key", "m"}, {"zeta", "z"}},
 		WorkflowID: "wf", PromptVersion: "pv", CacheHit: true,
+		Units: []Unit{{Key: "audio_input_tokens", Count: 4}, {Key: "web_search_calls", Count: 2}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("FromUsage() =\n%+v\nwant\n%+v", got, want)
+	}
+	if eu := got.EventUnits(); !reflect.DeepEqual(eu, u.Units) {
+		t.Fatalf("EventUnits() = %v, want %v", eu, u.Units)
 	}
 
 	// Only well-known tags: no extra tags at all (nil, which is what Decode returns).
@@ -346,4 +358,28 @@ func TestTierFallback(t *testing.T) {
 	f(true, "batch", "some-version", "", true)
 	f(true, "batch", "x@2025-01-0x/batch", "", true)
 	f(true, "batch", "x@2025-01-01", "", true)
+}
+
+// TestDecodeUnitMismatch: a row whose unit lists differ in length is refused, naming it.
+func TestDecodeUnitMismatch(t *testing.T) {
+	rec := Record([]Row{fullRow()})
+	defer rec.Release()
+	other := Record([]Row{{Units: []Unit{{Key: "requests", Count: 1}}}})
+	defer other.Release()
+	cols := slices.Clone(rec.Columns())
+	cols[colUnitCounts] = other.Column(colUnitCounts)
+	bad := array.NewRecord(Schema, cols, 1)
+	defer bad.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
+	if err := w.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := "decode arrow batch: row 0 has 3 unit keys, 1 counts and 3 costs"
+	if _, err := Decode(buf.Bytes()); err == nil || err.Error() != want {
+		t.Fatalf("Decode() error = %v, want %s", err, want)
+	}
 }
