@@ -54,6 +54,10 @@ type Config struct {
 	Workers int
 	// FetchBatch is how many raw messages a worker fetches at once.
 	FetchBatch int
+	// MaxAhead is how many bytes USAGE_ENRICHED may hold, while the aggregators take from
+	// it, before the workers wait for them rather than fetch more (see ahead): the backlog
+	// then waits in USAGE_RAW. 0 is DefaultMaxAhead; negative never waits.
+	MaxAhead int64
 	// AckWait is how long JetStream waits for an ack before redelivering a raw message.
 	AckWait    time.Duration
 	Streams    stream.Options
@@ -68,6 +72,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FetchBatch == 0 {
 		c.FetchBatch = 64
+	}
+	if c.MaxAhead == 0 {
+		c.MaxAhead = DefaultMaxAhead
 	}
 	if c.AckWait == 0 {
 		c.AckWait = time.Minute
@@ -128,6 +135,8 @@ type Enricher struct {
 	// refused; bindingsData and bindingsFailed the bindings file's.
 	rulesData, rulesFailed       []byte
 	bindingsData, bindingsFailed []byte
+	// ahead holds the workers back while the aggregators are far behind; nil never does.
+	ahead *ahead
 	// consumed holds the partitions of USAGE_ENRICHED known to have their aggregator's
 	// consumer (stream.EnsurePartition), as map[int]struct{}.
 	consumed sync.Map
@@ -145,6 +154,7 @@ type metrics struct {
 	folded       *prometheus.CounterVec
 	emitted      *prometheus.CounterVec
 	overridden   *prometheus.CounterVec
+	held         prometheus.Counter
 }
 
 // New loads the pricing catalogue and prepares the stage; it does not touch NATS yet.
@@ -176,7 +186,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	e := &Enricher{cfg: cfg, nc: nc, js: js, loadedSum: sum}
+	e := &Enricher{cfg: cfg, nc: nc, js: js, loadedSum: sum, ahead: newAhead(cfg.MaxAhead, time.Now)}
 	e.catalog.Store(cat)
 	if cfg.AttributionFile != "" {
 		data, err := os.ReadFile(cfg.AttributionFile)
@@ -239,9 +249,12 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			Name: "tokenmeter_enricher_emitter_team_overridden_total",
 			Help: "Events of a bound emitter that named a team its binding may not charge, charged to the binding's team (or unallocated) instead."},
 			[]string{"emitter"}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_enricher_held_seconds_total",
+			Help: "Time the enricher's workers waited because USAGE_ENRICHED held more than -max-ahead bytes while the aggregators were taking from it."}),
 	}
 	e.m.reloadOK.Set(1)
-	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.tierFallback, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded, e.m.emitted, e.m.overridden} {
+	for _, c := range []prometheus.Collector{e.m.events, e.m.unpriced, e.m.tierFallback, e.m.batches, e.m.dead, e.m.reloads, e.m.reloadOK, e.m.attributed, e.m.folded, e.m.emitted, e.m.overridden, e.m.held} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register enricher metrics: %w", err)
 		}
@@ -431,6 +444,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 	var scratch []batch.Row
 	for ctx.Err() == nil {
+		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
 		msgs, err := cons.Fetch(e.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -566,9 +580,10 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 				e.m.folded.WithLabelValues(tag).Inc()
 			}
 		}
-		q := cat.Price(r.Provider, r.Model, r.ServiceTier, r.Time, r.Tokens, r.CacheHit)
+		q, units := cat.PriceUnits(r.Provider, r.Model, r.ServiceTier, r.Time, r.Tokens, r.EventUnits(), r.CacheHit)
 		r.Priced, r.ModelPriced, r.PriceVersion = q.Priced, q.Model, q.Version
 		r.CostPico, r.SavingsPico = int64(q.Cost), int64(q.Savings)
+		setUnitCosts(r, units)
 		if !q.Priced {
 			e.m.unpriced.WithLabelValues(cat.ProviderLabel(r.Provider)).Inc()
 		} else if r.TierFallback() {
@@ -582,6 +597,17 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 	e.m.events.Add(float64(len(rows)))
 	e.m.batches.Inc()
 	return out, p, nil
+}
+
+// setUnitCosts records what each of r's units cost: units is PriceUnits' answer, sorted by
+// key like r.Units, or nil when the event is unpriced (every unit then costs 0, as the event).
+func setUnitCosts(r *batch.Row, units []pricing.UnitCost) {
+	for i := range r.Units {
+		r.Units[i].CostPico = 0
+		if i < len(units) && units[i].Key == r.Units[i].Key {
+			r.Units[i].CostPico = int64(units[i].Cost)
+		}
+	}
 }
 
 func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, reason error) {

@@ -38,6 +38,7 @@ func run() int {
 		"emitter bindings file (JSON): the tags and teams each NATS emitter identity's events are charged to (default: none; emitters' events keep their tags)")
 	flag.DurationVar(&cfg.PricingPoll, "pricing-poll", 5*time.Second, "how often the pricing directory, attribution file and emitter bindings file are checked for changes")
 	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "how long JetStream waits for an ack before redelivering a raw message (0: the default)")
+	flag.Int64Var(&cfg.MaxAhead, "max-ahead", 0, "bytes USAGE_ENRICHED may hold, while the aggregators take from it, before the enricher waits for them (0: 64 MiB; negative: never wait)")
 	cfg.Streams = stream.DefaultOptions
 	cfg.Streams.RegisterFlags(flag.CommandLine)
 	flag.Parse()
