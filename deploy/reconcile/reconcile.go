@@ -91,11 +91,12 @@ type Partition struct {
 	// Undecodable counts raw messages that are not a batch (quarantined by the enricher).
 	Undecodable int
 	// Accepted is the distinct event ids in the raw messages; Stored the distinct ids of the
-	// partition in usage_events; Rows its rows.
-	Accepted, Stored, Rows int
+	// partition in usage_events; Rows its rows; Displaced the stored reports a better report
+	// of the same call displaced (usage_conflicts), which no longer count.
+	Accepted, Stored, Rows, Displaced int
 	// Missing are accepted ids not stored; Merged accepted ids not stored because another
 	// report of the same provider call (same provider and response_id, another id) is, as
-	// the aggregator keeps only the first; Doubled ids stored more than once, or a call
+	// the aggregator keeps only one; Doubled ids stored more than once, or a call
 	// stored under two ids; Unknown ids stored but not in the raw messages read (expected when
 	// USAGE_HISTORY no longer holds their copies). Each list holds at most MaxListed
 	// ids.
@@ -231,7 +232,11 @@ func callKey(provider, responseID string) string {
 }
 
 func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, accepted map[string]string) error {
-	rows, err := conn.Query(ctx, "SELECT event_id, count(), any(provider), any(response_id) FROM "+db+".usage_events WHERE partition = ? GROUP BY event_id", uint16(part.Partition))
+	// A report displaced by a better report of the same call stays in usage_events as
+	// reported, but no longer counts: it is not a second copy of its call.
+	rows, err := conn.Query(ctx, "SELECT event_id, count(), any(provider), any(response_id), "+
+		"event_id IN (SELECT event_id FROM "+db+".cost_corrections WHERE kind = 'displaced') "+
+		"FROM "+db+".usage_events WHERE partition = ? GROUP BY event_id", uint16(part.Partition))
 	if err != nil {
 		return fmt.Errorf("reconcile: read event ids of partition %d from %s.usage_events: %w", part.Partition, db, err)
 	}
@@ -242,12 +247,15 @@ func compare(ctx context.Context, conn driver.Conn, db string, part *Partition, 
 		var (
 			id, provider, response string
 			n                      uint64
+			displaced              uint8
 		)
-		if err := rows.Scan(&id, &n, &provider, &response); err != nil {
+		if err := rows.Scan(&id, &n, &provider, &response, &displaced); err != nil {
 			return fmt.Errorf("reconcile: read event ids of partition %d: %w", part.Partition, err)
 		}
 		stored[id] = struct{}{}
-		if k := callKey(provider, response); k != "" {
+		if displaced == 1 {
+			part.Displaced++
+		} else if k := callKey(provider, response); k != "" {
 			calls[k] = append(calls[k], id)
 		}
 		part.Rows += int(n)
@@ -300,13 +308,13 @@ func appendListed(list []string, id string) []string {
 // WriteReport prints one line per partition and the ids found missing, doubled or unknown.
 func WriteReport(w io.Writer, parts []Partition) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s %-21s %8s %11s %9s %9s %8s %8s %8s %8s\n", "partition", "raw sequences", "messages", "undecodable", "accepted", "stored", "missing", "merged", "doubled", "unknown")
+	fmt.Fprintf(&b, "%-9s %-21s %8s %11s %9s %9s %9s %8s %8s %8s %8s\n", "partition", "raw sequences", "messages", "undecodable", "accepted", "stored", "displaced", "missing", "merged", "doubled", "unknown")
 	for _, p := range parts {
 		seqs := "-"
 		if p.Messages > 0 {
 			seqs = fmt.Sprintf("%d-%d", p.FirstSeq, p.LastSeq)
 		}
-		fmt.Fprintf(&b, "%-9d %-21s %8d %11d %9d %9d %8d %8d %8d %8d\n", p.Partition, seqs, p.Messages, p.Undecodable, p.Accepted, p.Stored, p.MissingN, p.MergedN, p.DoubledN, p.UnknownN)
+		fmt.Fprintf(&b, "%-9d %-21s %8d %11d %9d %9d %9d %8d %8d %8d %8d\n", p.Partition, seqs, p.Messages, p.Undecodable, p.Accepted, p.Stored, p.Displaced, p.MissingN, p.MergedN, p.DoubledN, p.UnknownN)
 	}
 	for _, p := range parts {
 		for _, l := range []struct {

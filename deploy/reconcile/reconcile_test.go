@@ -74,9 +74,9 @@ func TestCheck(t *testing.T) {
 	if err := WriteReport(&b, parts); err != nil {
 		t.Fatal(err)
 	}
-	want := `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
-0         1-4                          2           0         3         2        1        0        1        0
-1         2-5                          3           1         2         3        0        0        0        1
+	want := `partition raw sequences         messages undecodable  accepted    stored displaced  missing   merged  doubled  unknown
+0         1-4                          2           0         3         2         0        1        0        1        0
+1         2-5                          3           1         2         3         0        0        0        0        1
 partition 0 missing: c
 partition 0 doubled: b
 partition 1 unknown: x
@@ -92,8 +92,9 @@ partition 1 unknown: x
 	}
 }
 
-// Two reports of one provider call under different ids: the aggregator keeps the first, so
-// the second is merged, not missing; the same call stored under two ids is doubled.
+// Two reports of one provider call under different ids: the aggregator keeps one, so the
+// other is merged, not missing; the same call stored under two ids is doubled, unless one of
+// them was displaced by the other (it stays stored, but no longer counts).
 func TestCheckCalls(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	js := natstest.Streams(t, natstest.Connect(t, s), nil)
@@ -105,8 +106,9 @@ func TestCheckCalls(t *testing.T) {
 		}
 		return rows
 	}
-	// x1 and x2 report one call (response id "resp-x"), y1 and y2 another; z a third.
-	calls := withResponse("x1", "x2", "y1", "y2", "z")
+	// x1 and x2 report one call (response id "resp-x"), y1 and y2 another, w1 and w2 another;
+	// z a fourth.
+	calls := withResponse("x1", "x2", "y1", "y2", "z", "w1", "w2")
 	data, err := batch.Encode(calls)
 	if err != nil {
 		t.Fatal(err)
@@ -122,8 +124,12 @@ func TestCheckCalls(t *testing.T) {
 	if _, err := migrate.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
-	// x1 kept, x2 merged into it; y1 and y2 both stored: the call y is doubled; z alone.
-	if err := seedInserter(t, db).Insert(ctx, 0, withResponse("x1", "y1", "y2", "z")); err != nil {
+	// x1 kept, x2 merged into it; y1 and y2 both stored: the call y is doubled; z alone; w1
+	// stored, then displaced by w2.
+	if err := seedInserter(t, db).Insert(ctx, 0, withResponse("x1", "y1", "y2", "z", "w1", "w2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "INSERT INTO "+db+".cost_corrections (kind, event_id, time) SELECT 'displaced', event_id, time FROM "+db+".usage_events WHERE event_id = 'w1'"); err != nil {
 		t.Fatal(err)
 	}
 	parts, err := Check(ctx, js, conn, db, 1)
@@ -134,8 +140,8 @@ func TestCheckCalls(t *testing.T) {
 	if err := WriteReport(&b, parts); err != nil {
 		t.Fatal(err)
 	}
-	want := `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
-0         1-1                          1           0         5         4        0        1        1        0
+	want := `partition raw sequences         messages undecodable  accepted    stored displaced  missing   merged  doubled  unknown
+0         1-1                          1           0         7         6         1        0        1        1        0
 partition 0 merged: x2
 partition 0 doubled: y2
 `

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,9 @@ func (s *syncBuffer) String() string {
 // reach ClickHouse charged to the team its binding gives it whatever team they name, and it
 // can publish nothing else — not another emitter's subject, nor the collector's; reconcile
 // and the dashboard read what they need with their own keys. Every stage runs as its own role meanwhile, and the server
-// refuses none of them anything (the pipeline logs each refusal).
+// refuses none of them anything (the pipeline logs each refusal). An anonymous HTTP report of
+// one of the emitter's calls, sent first with another team, is displaced by the emitter's:
+// the spend is billing's alone, and usage_conflicts records the forged report.
 func TestIdentities(t *testing.T) {
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
@@ -102,10 +105,27 @@ func TestIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
+	forged := fmt.Sprintf(`{"id":"forged-0","time":%q,"provider":"openai","model":"gpt-4o","response_id":"chatcmpl-billing-0","usage":{"input_tokens":1,"output_tokens":1},"tags":{"team":"search"}}`,
+		now.Format(time.RFC3339Nano))
+	resp, err := http.Post("http://"+p.CollectorAddr()+"/v1/events", event.ContentNDJSON, strings.NewReader(forged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("anonymous report: %s", resp.Status)
+	}
+	storedAs := func(id string) string {
+		var s string
+		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE event_id = ?", id).Scan(&s)
+		return s
+	}
+	natstest.Eventually(t, 60*time.Second, "the anonymous report stored", func() bool { return storedAs("forged-0") == "1" })
 	for i := range 3 {
 		// A team billing's binding may not charge: charged to billing.
 		u := event.Usage{ID: fmt.Sprintf("billing-%d", i), Time: now, Provider: "openai", Model: "gpt-4o",
-			Usage: event.Tokens{Input: 1000, Output: 100}, Tags: map[string]string{"team": "search", "emitter": "search-api"}}
+			ResponseID: fmt.Sprintf("chatcmpl-billing-%d", i),
+			Usage:      event.Tokens{Input: 1000, Output: 100}, Tags: map[string]string{"team": "search", "emitter": "search-api"}}
 		if err := em.Emit(u); err != nil {
 			t.Fatal(err)
 		}
@@ -150,8 +170,13 @@ func TestIdentities(t *testing.T) {
 		}
 	}
 	var other string
-	if err := conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE team != 'billing'").Scan(&other); err != nil || other != "0" {
-		t.Errorf("events of other teams: %q, %v; want 0", other, err)
+	if err := conn.QueryRow(context.Background(), "SELECT toString(sum(events)) FROM "+db+".spend_1d WHERE team != 'billing'").Scan(&other); err != nil || other != "0" {
+		t.Errorf("spend of other teams: %q events, %v; want 0", other, err)
+	}
+	var decision string
+	if err := conn.QueryRow(context.Background(), "SELECT concat(kept_event_id, '/', kept_source, ' ', dropped_event_id, '/', dropped_source, ' ', reason, ' ', toString(displaced)) FROM "+db+".usage_conflicts").Scan(&decision); err != nil ||
+		decision != "billing-0/emitter:billing forged-0/ higher_rank 1" {
+		t.Errorf("usage_conflicts = %q, %v; want the emitter's report kept, the anonymous one displaced", decision, err)
 	}
 
 	parts, err := reconcile.Run(ctx, reconcile.Config{

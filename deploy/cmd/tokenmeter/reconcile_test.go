@@ -71,9 +71,9 @@ func TestReconcileCommand(t *testing.T) {
 	if err := runReconcile(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("clean state: %v", err)
 	}
-	want := `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
-0         1-1                          1           0         2         2        0        0        0        0
-1         2-2                          1           0         1         1        0        0        0        0
+	want := `partition raw sequences         messages undecodable  accepted    stored displaced  missing   merged  doubled  unknown
+0         1-1                          1           0         2         2         0        0        0        0        0
+1         2-2                          1           0         1         1         0        0        0        0        0
 `
 	if stdout.String() != want {
 		t.Errorf("clean report:\n%s\nwant:\n%s", stdout.String(), want)
@@ -87,9 +87,9 @@ func TestReconcileCommand(t *testing.T) {
 		"partition 1: 1 accepted ids missing from usage_events, 0 stored more than once" {
 		t.Errorf("missing and doubled: err = %v", err)
 	}
-	want = `partition raw sequences         messages undecodable  accepted    stored  missing   merged  doubled  unknown
-0         1-1                          1           0         2         2        0        0        1        0
-1         2-3                          2           0         2         1        1        0        0        0
+	want = `partition raw sequences         messages undecodable  accepted    stored displaced  missing   merged  doubled  unknown
+0         1-1                          1           0         2         2         0        0        0        1        0
+1         2-3                          2           0         2         1         0        1        0        0        0
 partition 0 doubled: b
 partition 1 missing: d
 `
