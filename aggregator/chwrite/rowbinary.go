@@ -185,6 +185,18 @@ func appendRows(b []byte, partition int, rows []batch.Row) []byte {
 		b = le.AppendUint32(b, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)))
 		b = append(b, flag(r.CacheHit))
 		b = appendString(b, r.Source)
+		b = binary.AppendUvarint(b, uint64(len(r.Units)))
+		for _, u := range r.Units {
+			b = appendString(b, u.Key)
+		}
+		b = binary.AppendUvarint(b, uint64(len(r.Units)))
+		for _, u := range r.Units {
+			b = le.AppendUint64(b, unsigned(u.Count))
+		}
+		b = binary.AppendUvarint(b, uint64(len(r.Units)))
+		for _, u := range r.Units {
+			b = appendDecimal128(b, u.CostPico)
+		}
 	}
 	return b
 }

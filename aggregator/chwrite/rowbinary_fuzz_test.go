@@ -24,7 +24,8 @@ var rowBinaryTypes = map[string]string{
 	"cache_write_1h_tokens": "UInt64", "reasoning_tokens": "UInt64",
 	"cost_usd": "Decimal128", "savings_usd": "Decimal128", "priced": "UInt8", "price_version": "String",
 	"service_tier": "String", "status": "String", "latency_ms": "UInt32", "cache_hit": "UInt8", "tier_fallback": "UInt8",
-	"source": "String",
+	"source":    "String",
+	"unit_keys": "Array(String)", "unit_counts": "Array(UInt64)", "unit_costs_usd": "Array(Decimal128)",
 }
 
 // decodeRowBinary reads n rows of the columns as ClickHouse does, into one map per row
@@ -52,6 +53,14 @@ func decodeRowBinary(b []byte, n int) ([]map[string]any, error) {
 		b = b[size:]
 		return v, nil
 	}
+	arrayLen := func(c string) (uint64, error) {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)) {
+			return 0, fmt.Errorf("column %s: bad array length", c)
+		}
+		b = b[k:]
+		return l, nil
+	}
 	for range n {
 		row := map[string]any{}
 		for _, c := range strings.Split(columns, ", ") {
@@ -61,11 +70,10 @@ func decodeRowBinary(b []byte, n int) ([]map[string]any, error) {
 			case "String":
 				v, err = str()
 			case "Array(String)":
-				l, k := binary.Uvarint(b)
-				if k <= 0 || l > uint64(len(b)) {
-					return nil, fmt.Errorf("column %s: bad array length", c)
+				l, err := arrayLen(c)
+				if err != nil {
+					return nil, err
 				}
-				b = b[k:]
 				a := make([]string, 0, l)
 				for range l {
 					s, err := str()
@@ -73,6 +81,26 @@ func decodeRowBinary(b []byte, n int) ([]map[string]any, error) {
 						return nil, fmt.Errorf("column %s: %w", c, err)
 					}
 					a = append(a, s)
+				}
+				v = a
+			case "Array(UInt64)", "Array(Decimal128)":
+				l, err := arrayLen(c)
+				if err != nil {
+					return nil, err
+				}
+				a := make([]string, 0, l)
+				for range l {
+					lo, err := fixed(8)
+					if err == nil && t == "Array(Decimal128)" {
+						var hi uint64
+						hi, err = fixed(8)
+						a = append(a, fmt.Sprint([2]uint64{lo, hi}))
+					} else {
+						a = append(a, fmt.Sprint(lo))
+					}
+					if err != nil {
+						return nil, fmt.Errorf("column %s: %w", c, err)
+					}
 				}
 				v = a
 			case "UInt8":
@@ -114,6 +142,11 @@ func expectRow(r *batch.Row, partition int) map[string]any {
 	for _, t := range r.ExtraTags {
 		keys, values = append(keys, t.Key), append(values, t.Value)
 	}
+	unitKeys, unitCounts, unitCosts := []string{}, []string{}, []string{}
+	for _, u := range r.Units {
+		unitKeys, unitCounts = append(unitKeys, u.Key), append(unitCounts, fmt.Sprint(unsigned(u.Count)))
+		unitCosts = append(unitCosts, fmt.Sprint(dec(u.CostPico)))
+	}
 	return map[string]any{
 		"event_id": r.ID, "time": uint64(uint32(sec)), "time_ms": uint64(uint16(ms - sec*1000)),
 		"ingested_at": uint64(uint32(r.Received.Unix())), "partition": uint64(uint16(partition)),
@@ -127,7 +160,7 @@ func expectRow(r *batch.Row, partition int) map[string]any {
 		"cost_usd": dec(r.CostPico), "savings_usd": dec(r.SavingsPico), "priced": uint64(flag(r.Priced)),
 		"price_version": r.PriceVersion, "service_tier": r.ServiceTier, "status": r.Status,
 		"latency_ms": uint64(min(max(r.LatencyMS, 0), math.MaxUint32)), "cache_hit": uint64(flag(r.CacheHit)),
-		"source": r.Source,
+		"source": r.Source, "unit_keys": unitKeys, "unit_counts": unitCounts, "unit_costs_usd": unitCosts,
 	}
 }
 
@@ -142,7 +175,8 @@ func FuzzAppendRows(f *testing.F) {
 		at := time.UnixMilli(ms).UTC()
 		hostile := batch.Row{ID: id, Time: at, Received: at, Provider: model, Model: model, Team: team, Feature: feature,
 			ExtraTags: []batch.Tag{{Key: tagKey, Value: tagValue}}, ResponseID: feature, Status: team,
-			Tokens: batchTokens(input), CostPico: cost, SavingsPico: savings, Priced: cost%2 == 0, LatencyMS: latency, CacheHit: savings%2 == 0, Source: tagKey}
+			Tokens: batchTokens(input), CostPico: cost, SavingsPico: savings, Priced: cost%2 == 0, LatencyMS: latency, CacheHit: savings%2 == 0, Source: tagKey,
+			Units: []batch.Unit{{Key: tagValue, Count: input, CostPico: savings}, {Key: team, Count: latency, CostPico: cost}}}
 		next := batch.Row{ID: "sentinel", Time: time.Unix(1_764_000_000, 0).UTC(), Received: time.Unix(1_764_000_001, 0).UTC(),
 			Provider: "openai", Model: "gpt-4o", Team: "audit", CostPico: 42, Priced: true, LatencyMS: 5}
 		rows := []batch.Row{hostile, next}

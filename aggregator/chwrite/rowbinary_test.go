@@ -45,6 +45,8 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 	rs[6].CacheHit, rs[6].Priced = true, false
 	rs[7].Tokens.Reasoning = -3 // validated away upstream; stored as 0 rather than wrapped
 	rs[8].Source, rs[9].Source = batch.SourceProxy, batch.SourceKey+"search-prod"
+	rs[10].Units = []batch.Unit{{Key: "audio_input_tokens", Count: 800, CostPico: 32_000_000_000},
+		{Key: "image_outputs:1024x1024:high", Count: 2, CostPico: 334_000_000_000}, {Key: "web_search_calls", Count: 3, CostPico: -1}}
 	if err := inserter(t, db).Insert(ctx, 7, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		"provider, model, model_priced, operation, team, feature, env, cost_center, traffic, tag_keys, tag_values, "+
 		"workflow_id, prompt_version, response_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "+
 		"cache_write_1h_tokens, reasoning_tokens, toString(cost_usd), toString(savings_usd), priced, price_version, "+
-		"service_tier, status, latency_ms, cache_hit, source FROM "+db+".usage_events")
+		"service_tier, status, latency_ms, cache_hit, source, unit_keys, unit_counts, arrayMap(c -> toString(c), unit_costs_usd) FROM "+db+".usage_events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,10 +74,12 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 			keys, vals                                                       []string
 			tok                                                              [6]uint64
 			isPriced, hit                                                    uint8
+			unitKeys, unitCosts                                              []string
+			unitCounts                                                       []uint64
 		)
 		if err := q.Scan(&id, &sec, &ms, &ingested, &part, &provider, &model, &priced, &op, &team, &feature, &env, &cc, &traffic,
 			&keys, &vals, &wf, &pv, &resp, &tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &cost, &savings, &isPriced,
-			&version, &tier, &status, &latency, &hit, &source); err != nil {
+			&version, &tier, &status, &latency, &hit, &source, &unitKeys, &unitCounts, &unitCosts); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -97,10 +101,23 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		if got != want {
 			t.Errorf("row %s:\n got %s\nwant %s", id, got, want)
 		}
-		for _, m := range []struct {
+		if len(unitKeys) != len(r.Units) || len(unitCounts) != len(r.Units) || len(unitCosts) != len(r.Units) {
+			t.Fatalf("row %s: units %v %v %v, want %+v", id, unitKeys, unitCounts, unitCosts, r.Units)
+		}
+		money := []struct {
 			name, got string
 			pico      int64
-		}{{"cost_usd", cost, r.CostPico}, {"savings_usd", savings, r.SavingsPico}} {
+		}{{"cost_usd", cost, r.CostPico}, {"savings_usd", savings, r.SavingsPico}}
+		for j, u := range r.Units {
+			if unitKeys[j] != u.Key || unitCounts[j] != uint64(u.Count) {
+				t.Errorf("row %s: unit %d = %s × %d, want %s × %d", id, j, unitKeys[j], unitCounts[j], u.Key, u.Count)
+			}
+			money = append(money, struct {
+				name, got string
+				pico      int64
+			}{"unit_costs_usd[" + u.Key + "]", unitCosts[j], u.CostPico})
+		}
+		for _, m := range money {
 			if d, err := decimal.NewFromString(m.got); err != nil || !d.Equal(decimal.New(m.pico, -12)) {
 				t.Errorf("row %s: %s = %s, want %s", id, m.name, m.got, decimal.New(m.pico, -12))
 			}
