@@ -64,6 +64,17 @@ type Change struct {
 	Team, Feature, Env, CostCenter, Traffic string
 	Tokens                                  event.Tokens
 	Old, New                                State
+	// Units are the event's units, sorted by key as stored; OldUnitCosts and NewUnitCosts
+	// what each cost before and after, in the same order (each a part of Old.Cost and
+	// New.Cost).
+	Units                      []UnitCount
+	OldUnitCosts, NewUnitCosts []pricefile.PicoUSD
+}
+
+// UnitCount is one unit key of an event and its count.
+type UnitCount struct {
+	Key   string
+	Count int64
 }
 
 // Plan is what a re-rating would change.
@@ -148,7 +159,7 @@ func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Cata
 		SELECT event_id, time, time_ms, provider, model, model_priced, service_tier, cache_hit,
 		       team, feature, env, cost_center, traffic,
 		       input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
-		       cost_usd, savings_usd, priced, price_version
+		       cost_usd, savings_usd, priced, price_version, unit_keys, unit_counts, unit_costs_usd
 		FROM `+db+`.usage_events
 		WHERE time >= ? AND time < ?
 		  AND event_id NOT IN (SELECT event_id FROM `+db+`.cost_corrections WHERE kind = 'displaced' AND time >= ? AND time < ?)`,
@@ -166,10 +177,14 @@ func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Cata
 			cacheHit, priced                  uint8
 			in, out, cached, cw, cw1h, reason uint64
 			cost, savings                     decimal.Decimal
+			unitKeys                          []string
+			unitCounts                        []uint64
+			unitCosts                         []decimal.Decimal
 		)
 		if err := rows.Scan(&c.EventID, &at, &ms, &c.Provider, &c.Model, &c.Old.ModelPriced, &tier, &cacheHit,
 			&c.Team, &c.Feature, &c.Env, &c.CostCenter, &c.Traffic,
-			&in, &out, &cached, &cw, &cw1h, &reason, &cost, &savings, &priced, &c.Old.Version); err != nil {
+			&in, &out, &cached, &cw, &cw1h, &reason, &cost, &savings, &priced, &c.Old.Version,
+			&unitKeys, &unitCounts, &unitCosts); err != nil {
 			return Plan{}, fmt.Errorf("read usage_events of %s: %w", db, err)
 		}
 		plan.Scanned++
@@ -183,16 +198,42 @@ func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Cata
 		if c.Old.Savings, err = pico(savings); err != nil {
 			return Plan{}, fmt.Errorf("event %s savings_usd: %w", c.EventID, err)
 		}
-		if s, ok := current[c.EventID]; ok {
-			c.Old = s
+		if len(unitKeys) != len(unitCounts) || len(unitKeys) != len(unitCosts) {
+			return Plan{}, fmt.Errorf("event %s: %d unit keys, %d counts and %d costs", c.EventID, len(unitKeys), len(unitCounts), len(unitCosts))
 		}
-		q := cat.Price(c.Provider, c.Model, tier, c.Time, c.Tokens, cacheHit == 1)
+		var units event.Units
+		for i, k := range unitKeys {
+			c.Units = append(c.Units, UnitCount{Key: k, Count: int64(unitCounts[i])})
+			p, err := pico(unitCosts[i])
+			if err != nil {
+				return Plan{}, fmt.Errorf("event %s unit_costs_usd[%s]: %w", c.EventID, k, err)
+			}
+			c.OldUnitCosts = append(c.OldUnitCosts, p)
+			if units == nil {
+				units = event.Units{}
+			}
+			units[k] = int64(unitCounts[i])
+		}
+		if s, ok := current[c.EventID]; ok {
+			c.Old = s.State
+			if len(s.units) == len(c.Units) {
+				c.OldUnitCosts = s.units
+			}
+		}
+		q, uc := cat.PriceUnits(c.Provider, c.Model, tier, c.Time, c.Tokens, units, cacheHit == 1)
 		c.New = State{ModelPriced: q.Model, Priced: q.Priced, Cost: q.Cost, Savings: q.Savings, Version: q.Version}
+		c.NewUnitCosts = make([]pricefile.PicoUSD, len(c.Units))
+		for i := range c.Units {
+			if i < len(uc) && uc[i].Key == c.Units[i].Key {
+				c.NewUnitCosts[i] = uc[i].Cost
+			}
+		}
+		sameUnits := slices.Equal(c.OldUnitCosts, c.NewUnitCosts)
 		switch {
 		case !q.Priced && c.Old.Priced:
 			plan.Unpriceable++
-		case c.New == c.Old:
-		case c.New.Cost == c.Old.Cost && c.New.Savings == c.Old.Savings && c.New.ModelPriced == c.Old.ModelPriced && c.New.Priced == c.Old.Priced:
+		case c.New == c.Old && sameUnits:
+		case c.New.Cost == c.Old.Cost && c.New.Savings == c.Old.Savings && c.New.ModelPriced == c.Old.ModelPriced && c.New.Priced == c.Old.Priced && sameUnits:
 			plan.VersionOnly++
 		default:
 			plan.Changes = append(plan.Changes, c)
@@ -210,11 +251,17 @@ func Compute(ctx context.Context, conn driver.Conn, db string, cat *pricing.Cata
 	return plan, nil
 }
 
+// corrected is an event's state after its latest re-rating: the State and its unit costs.
+type corrected struct {
+	State
+	units []pricefile.PicoUSD
+}
+
 // currentCorrections returns the state of every event of r that an earlier pass re-rated:
 // its 'apply' row with the highest seq.
-func currentCorrections(ctx context.Context, conn driver.Conn, db string, r Range) (map[string]State, error) {
+func currentCorrections(ctx context.Context, conn driver.Conn, db string, r Range) (map[string]corrected, error) {
 	rows, err := conn.Query(ctx, `
-		SELECT event_id, seq, model_priced, priced, cost_usd, savings_usd, price_version
+		SELECT event_id, seq, model_priced, priced, cost_usd, savings_usd, price_version, unit_costs_usd
 		FROM `+db+`.cost_corrections
 		WHERE kind = 'apply' AND time >= ? AND time < ?`, r.From.UTC(), r.To.UTC())
 	if err != nil {
@@ -223,7 +270,7 @@ func currentCorrections(ctx context.Context, conn driver.Conn, db string, r Rang
 	defer rows.Close()
 	type versioned struct {
 		seq uint64
-		s   State
+		s   corrected
 	}
 	latest := map[string]versioned{}
 	for rows.Next() {
@@ -232,9 +279,17 @@ func currentCorrections(ctx context.Context, conn driver.Conn, db string, r Rang
 			v             versioned
 			priced        uint8
 			cost, savings decimal.Decimal
+			unitCosts     []decimal.Decimal
 		)
-		if err := rows.Scan(&id, &v.seq, &v.s.ModelPriced, &priced, &cost, &savings, &v.s.Version); err != nil {
+		if err := rows.Scan(&id, &v.seq, &v.s.ModelPriced, &priced, &cost, &savings, &v.s.Version, &unitCosts); err != nil {
 			return nil, fmt.Errorf("read cost_corrections of %s: %w", db, err)
+		}
+		for _, u := range unitCosts {
+			p, err := pico(u)
+			if err != nil {
+				return nil, fmt.Errorf("correction of event %s: unit cost: %w", id, err)
+			}
+			v.s.units = append(v.s.units, p)
 		}
 		v.s.Priced = priced == 1
 		if v.s.Cost, err = pico(cost); err != nil {
@@ -250,7 +305,7 @@ func currentCorrections(ctx context.Context, conn driver.Conn, db string, r Rang
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read cost_corrections of %s: %w", db, err)
 	}
-	out := make(map[string]State, len(latest))
+	out := make(map[string]corrected, len(latest))
 	for id, v := range latest {
 		out[id] = v.s
 	}
@@ -319,26 +374,38 @@ func insertCorrections(ctx context.Context, conn driver.Conn, db string, changes
 	b, err := conn.PrepareBatch(ctx, `INSERT INTO `+db+`.cost_corrections (rerate_id, applied_at, seq, kind, event_id, time,
 		provider, model, model_priced, team, feature, env, cost_center, traffic, events,
 		input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
-		cost_usd, savings_usd, priced, unpriced_events, price_version)`)
+		cost_usd, savings_usd, priced, unpriced_events, price_version, unit_keys, unit_counts, unit_costs_usd)`)
 	if err != nil {
 		return err
 	}
 	for _, c := range changes {
 		for _, side := range []struct {
-			kind string
-			sign int64
-			s    State
-		}{{"reverse", -1, c.Old}, {"apply", 1, c.New}} {
+			kind  string
+			sign  int64
+			s     State
+			units []pricefile.PicoUSD
+		}{{"reverse", -1, c.Old, c.OldUnitCosts}, {"apply", 1, c.New, c.NewUnitCosts}} {
 			t := c.Tokens
 			var unpriced int8
 			if !side.s.Priced {
 				unpriced = int8(side.sign)
 			}
+			keys := make([]string, len(c.Units))
+			counts := make([]int64, len(c.Units))
+			costs := make([]decimal.Decimal, len(c.Units))
+			for i, u := range c.Units {
+				keys[i], counts[i] = u.Key, side.sign*u.Count
+				if i < len(side.units) {
+					costs[i] = usd(pricefile.PicoUSD(side.sign) * side.units[i])
+				} else {
+					costs[i] = usd(0)
+				}
+			}
 			if err := b.Append(run.ID, run.AppliedAt, run.Seq, side.kind, c.EventID, c.Time.Truncate(time.Second),
 				c.Provider, c.Model, side.s.ModelPriced, c.Team, c.Feature, c.Env, c.CostCenter, c.Traffic, int8(side.sign),
 				side.sign*t.Input, side.sign*t.Output, side.sign*t.CachedInput, side.sign*t.CacheWrite, side.sign*t.CacheWrite1h, side.sign*t.Reasoning,
 				usd(pricefile.PicoUSD(side.sign)*side.s.Cost), usd(pricefile.PicoUSD(side.sign)*side.s.Savings),
-				boolToUInt8(side.s.Priced), unpriced, side.s.Version); err != nil {
+				boolToUInt8(side.s.Priced), unpriced, side.s.Version, keys, counts, costs); err != nil {
 				return err
 			}
 		}
