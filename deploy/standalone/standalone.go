@@ -55,7 +55,7 @@ type Config struct {
 	// Streams sizes the streams (stream.Options; its Partitions is set from Partitions).
 	Streams stream.Options
 	// BatchMaxRows and BatchMaxWait size the aggregator's INSERTs (aggregate.Config); zero
-	// takes its defaults.
+	// takes BatchRows / Partitions rows (see BatchRows) and the aggregator's default wait.
 	BatchMaxRows int
 	BatchMaxWait time.Duration
 	PricingDir   string
@@ -72,6 +72,33 @@ type Config struct {
 	RulesFile  string
 	Registerer *prometheus.Registry
 	Logger     *slog.Logger
+}
+
+// BatchRows is what the aggregator's partitions of one process share of rows per INSERT
+// unless Config.BatchMaxRows says otherwise: each partition gets BatchRows / Partitions
+// rows (at least MinBatchRows). A partition holds up to three batches — one inserting, one
+// waiting, one filling — and a row costs ~1 KB decoded with its message, so with the default
+// 4 partitions the aggregator holds at most ~200 MB at full speed, where the aggregator's own
+// default of 50,000 rows per partition held ~600 MB and took the single process past 1 GiB.
+// Below full speed a batch closes after BatchMaxWait and holds fewer rows anyway.
+const (
+	BatchRows    = 64_000
+	MinBatchRows = 1_000
+)
+
+// withDefaults fills the fields whose zero value means a default.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Streams == (stream.Options{}) {
+		c.Streams = stream.DefaultOptions
+	}
+	c.Streams.Partitions = c.Partitions
+	if c.BatchMaxRows == 0 && c.Partitions > 0 {
+		c.BatchMaxRows = max(BatchRows/c.Partitions, MinBatchRows)
+	}
+	return c
 }
 
 // Validate reports every invalid field.
@@ -119,17 +146,11 @@ type Pipeline struct {
 
 // Start starts NATS and the three stages; they run until ctx is done, then Wait returns.
 func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 		cfg.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	if cfg.Streams == (stream.Options{}) {
-		cfg.Streams = stream.DefaultOptions
-	}
-	cfg.Streams.Partitions = cfg.Partitions
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("standalone config: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"time"
 
@@ -41,6 +42,10 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.StringVar(&access.tokenFile, "dashboard-token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), "file holding the token every dashboard request must carry")
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
 	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
+	memFlags := flag.NewFlagSet("memory", flag.ContinueOnError)
+	memLimit := memFlags.Int64("memory-limit", standalone.DefaultMemoryLimit,
+		"soft limit of the process's Go memory in bytes, like GOMEMLIMIT, which wins when set (0: none)")
+	memFlags.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	cfg.Streams = stream.DefaultOptions
 	streamFlags := flag.NewFlagSet("streams", flag.ContinueOnError)
 	cfg.Streams.RegisterFlags(streamFlags)
@@ -48,10 +53,13 @@ func runPipeline(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := envForUnset(fs, streamFlags); err != nil {
+	if err := errors.Join(envForUnset(fs, streamFlags), envForUnset(fs, memFlags)); err != nil {
 		return fmt.Errorf("invalid environment: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if limit := standalone.ApplyMemoryLimit(*memLimit); limit != math.MaxInt64 {
+		cfg.Logger.Info("Go memory limit", "bytes", limit)
+	}
 
 	p, err := standalone.Start(ctx, cfg)
 	if err != nil {
