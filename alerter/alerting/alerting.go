@@ -83,6 +83,7 @@ type tracked struct {
 	notified map[string]dispatch.Sent
 	window   string
 	contrib  []string
+	causes   []string
 }
 
 // subject is what an alert is about: a rule or a budget cap.

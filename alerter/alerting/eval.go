@@ -159,9 +159,12 @@ func (a *Alerter) observe(res detect.Result, now time.Time, seen map[string]bool
 		// Keep the numbers that fired the alert while it is clearing.
 		t.a.Value, t.a.Level, t.a.Baseline = res.Value, res.Level, res.Baseline
 		t.a.Summary = summarize(r, res)
-		t.contrib = nil
+		t.contrib, t.causes = nil, nil
 		for _, c := range res.Contributors {
 			t.contrib = append(t.contrib, contributor(c, r.Measure))
+		}
+		for _, c := range res.Causes {
+			t.causes = append(t.causes, cause(c))
 		}
 	}
 	a.step(t, sig, now)
@@ -240,7 +243,7 @@ func (a *Alerter) step(t *tracked, sig alert.Signal, now time.Time) {
 func (a *Alerter) notification(t *tracked) notify.Alert {
 	n := notify.Alert{
 		Status: notify.StatusFiring, Labels: t.a.Labels, Fingerprint: t.a.Fingerprint,
-		StartsAt: t.a.FiredAt, Severity: t.subj.severity, Window: t.window, Contributors: t.contrib,
+		StartsAt: t.a.FiredAt, Severity: t.subj.severity, Window: t.window, Contributors: t.contrib, Causes: t.causes,
 		Value:          amount(t.a.Value, t.subj.money, rules.Measure(t.subj.measure)),
 		Level:          amount(t.a.Level, t.subj.money, rules.Measure(t.subj.measure)),
 		Baseline:       amount(t.a.Baseline, t.subj.money, rules.Measure(t.subj.measure)),
@@ -282,8 +285,37 @@ func contributor(c detect.Contributor, m rules.Measure) string {
 	if share < 0 {
 		sign, share = "-", -share
 	}
-	return fmt.Sprintf("%s %s %s (%s, %s%d.%d%% of the %s)", c.Dimension, orNone(c.Value), amount(c.Amount, m.Money(), m),
+	s := fmt.Sprintf("%s %s %s (%s, %s%d.%d%% of the %s)", c.Dimension, orNone(c.Value), amount(c.Amount, m.Money(), m),
 		inc, sign, share/1000, share%1000/100, of)
+	if c.New {
+		s += ", new since " + c.FirstSeen.Format("15:04") + " UTC"
+	}
+	return s
+}
+
+// cause renders one factor of a cost spike: "volume +0.45 USD (75.6% of the increase): 50 →
+// 100 calls".
+func cause(c detect.Cause) string {
+	inc := amount(c.Increase, true, rules.Cost)
+	if c.Increase >= 0 {
+		inc = "+" + inc
+	}
+	share, sign := c.ShareMilli, ""
+	if share < 0 {
+		sign, share = "-", -share
+	}
+	var what string
+	switch c.Factor {
+	case detect.FactorVolume:
+		what = fmt.Sprintf("%.0f → %.0f calls", c.Before, c.Now)
+	case detect.FactorSize:
+		what = fmt.Sprintf("%.0f → %.0f tokens per call", c.Before, c.Now)
+	case detect.FactorMix:
+		what = fmt.Sprintf("%.4g → %.4g USD per million tokens at list price", c.Before, c.Now)
+	case detect.FactorCache:
+		what = fmt.Sprintf("%.1f%% → %.1f%% of the list price paid", c.Before, c.Now)
+	}
+	return fmt.Sprintf("%s %s (%s%d.%d%% of the increase): %s", c.Factor, inc, sign, share/1000, share%1000/100, what)
 }
 
 // baselineMethod says how the named rule's or budget alert's baseline and level are

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
 // rawHook records the bodies it receives, byte for byte.
@@ -68,14 +69,16 @@ func TestWebhookPayloadExplainsTheSpike(t *testing.T) {
 	a, _ := e.start()
 	usd := func(cents int64) int64 { return cents * rules.PicoPerUSD / 100 }
 	usual := func(at time.Time, id string) batch.Row {
-		return batch.Row{ID: id, Time: at, Team: "search", Model: "gpt-4o-mini", Feature: "chat", PromptVersion: "v1", Priced: true, CostPico: usd(7)}
+		return batch.Row{ID: id, Time: at, Team: "search", Model: "gpt-4o-mini", Feature: "chat", PromptVersion: "v1", Priced: true, CostPico: usd(7),
+			Tokens: event.Tokens{Input: 900, Output: 100}}
 	}
 	publish(t, e.js, []batch.Row{
 		usual(spike.Add(-50*time.Second), "u1"),
 		usual(spike.Add(10*time.Second), "u2"),
 		{ID: "b1", Time: spike.Add(55 * time.Second), Team: "search", Model: "gpt-4o", Feature: "bulk-summarize", WorkflowID: "wf-7",
-			PromptVersion: "v12", Priced: true, CostPico: usd(500)},
-		{ID: "b2", Time: spike.Add(55 * time.Second), Team: "search", Model: "gpt-4o", Feature: "chat", PromptVersion: "v1", Priced: true, CostPico: usd(40)},
+			PromptVersion: "v12", Priced: true, CostPico: usd(500), Tokens: event.Tokens{Input: 45_000, Output: 5_000}},
+		{ID: "b2", Time: spike.Add(55 * time.Second), Team: "search", Model: "gpt-4o", Feature: "chat", PromptVersion: "v1", Priced: true, CostPico: usd(40),
+			Tokens: event.Tokens{Input: 3_600, Output: 400}},
 	})
 	waitEvents(t, a, 4)
 	firedAt := spike.Add(time.Minute + 3*time.Second)
@@ -89,13 +92,21 @@ func TestWebhookPayloadExplainsTheSpike(t *testing.T) {
 		e.tickAt(a, spike.Add(2*time.Minute+time.Duration(s)*time.Second))
 	}
 	const fp = "ca57d3af9bc407a9"
+	// The causes against the minute before ($0.07: one call of 1,000 tokens): L = $5.40 /
+	// ln(5.47 / 0.07); volume L·ln 3, size L·ln(18,333.3 / 1,000), mix L·ln(99.45 / 70), no
+	// cache either way. gpt-4o and v12 had spent nothing before the burst's minute.
+	since := ", new since " + spike.Format("15:04") + " UTC"
 	ann := `{"baseline":"1.00 USD","baseline_method":"threshold: a fixed level; contributors against the 1m before",` +
+		`"causes":"volume +1.361122805284 USD (25.2% of the increase): 1 → 3 calls; ` +
+		`size +3.603752103773 USD (66.7% of the increase): 1000 → 18333 tokens per call; ` +
+		`mix +0.435125090943 USD (8.0% of the increase): 70 → 99.45 USD per million tokens at list price; ` +
+		`cache +0.00 USD (0.0% of the increase): 100.0% → 100.0% of the list price paid",` +
 		`"level":"1.00 USD","summary":"team=search cost is 5.47 USD over the last 1m, above 1.00 USD",` +
 		`"top_contributors":"feature bulk-summarize 5.00 USD (+5.00 USD, 92.5% of the increase); ` +
 		`feature chat 0.47 USD (+0.40 USD, 7.4% of the increase); ` +
-		`model gpt-4o 5.40 USD (+5.40 USD, 100.0% of the increase); ` +
+		`model gpt-4o 5.40 USD (+5.40 USD, 100.0% of the increase)` + since + `; ` +
 		`model gpt-4o-mini 0.07 USD (+0.00 USD, 0.0% of the increase); ` +
-		`prompt_version v12 5.00 USD (+5.00 USD, 92.5% of the increase); ` +
+		`prompt_version v12 5.00 USD (+5.00 USD, 92.5% of the increase)` + since + `; ` +
 		`prompt_version v1 0.47 USD (+0.40 USD, 7.4% of the increase); ` +
 		`workflow wf-7 5.00 USD (+5.00 USD, 92.5% of the increase); ` +
 		`workflow (none) 0.47 USD (+0.40 USD, 7.4% of the increase)",` +

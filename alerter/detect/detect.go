@@ -74,6 +74,11 @@ type Contributor struct {
 	// (OfIncrease false) it is the share of the window's amount instead.
 	ShareMilli int64
 	OfIncrease bool
+	// New is set for a model or prompt version that had spent nothing before the window, as
+	// far back as the group's buckets reach (the rule's minutes and one window more): a likely
+	// cause of the spike. FirstSeen is the start of its first minute with spend.
+	New       bool
+	FirstSeen time.Time
 }
 
 // Result is a rule's verdict for one group that is not Clear.
@@ -87,7 +92,10 @@ type Result struct {
 	// At is the end of the step the values belong to.
 	At           time.Time
 	Contributors []Contributor
-	key          string
+	// Causes split a cost group's increase into volume, size, mix and cache (Explain); nil
+	// when it cannot be split.
+	Causes []Cause
+	key    string
 }
 
 // Engine holds the windows of every rule. It is not safe for concurrent use.
@@ -120,6 +128,9 @@ type group struct {
 	// last is the newest minute the group has data for; once it is older than every bucket
 	// the rule keeps, the group holds nothing and is evicted.
 	last int64
+	// profile splits a cost group's spend into calls, tokens and prices (Explain); nil for
+	// other measures, and where contributors are not tracked.
+	profile *window.Profile
 }
 
 // New builds an engine for rs. Rules of prev that are unchanged keep their windows, so a
@@ -208,7 +219,7 @@ func (e *Engine) Add(row *batch.Row) {
 			}
 		}
 		v := window.Value(row, rs.r.Measure)
-		if v == 0 {
+		if v == 0 && !(rs.r.Measure == rules.Cost && row.SavingsPico > 0) {
 			continue
 		}
 		key.Reset()
@@ -217,6 +228,14 @@ func (e *Engine) Add(row *batch.Row) {
 			key.WriteByte(0)
 		}
 		g := rs.groups[key.String()]
+		if v == 0 {
+			// A call the application's cache answered costs nothing, but belongs in its
+			// group's profile: a falling hit rate is a cause of a spike (Explain).
+			if g != nil && g.profile != nil {
+				g.profile.Add(m, row)
+			}
+			continue
+		}
 		if g == nil {
 			if g = e.newGroup(rs, key.String(), func(d string) string { return window.Dimension(row, d) }); g == nil {
 				continue
@@ -225,6 +244,9 @@ func (e *Engine) Add(row *batch.Row) {
 		g.last = max(g.last, m)
 		if !g.s.AddMinute(m, v) {
 			e.Late++
+		}
+		if g.profile != nil {
+			g.profile.Add(m, row)
 		}
 		if g.s.Contributors != nil {
 			for _, d := range [...]struct{ name, value string }{
@@ -266,6 +288,9 @@ func (e *Engine) newGroup(rs *ruleState, key string, dim func(string) string) *g
 		contrib = rs.minutes + int(rs.r.Window/time.Minute)
 	}
 	g := &group{labels: labels, s: window.NewSeries(rs.minutes, rs.hours, contrib), last: math.MinInt64}
+	if contrib > 0 && rs.r.Measure == rules.Cost {
+		g.profile = window.NewProfile(contrib)
+	}
 	rs.groups[key] = g
 	return g
 }
@@ -429,7 +454,15 @@ func (rs *ruleState) evaluate(now time.Time, lateness time.Duration, out []Resul
 		}
 		res.Value, res.Level, res.Baseline = show.value, show.level, show.baseline
 		if g.s.Contributors != nil {
-			res.Contributors = top(g.s, r, show.baseline, step*stepMin-int64(r.Window/time.Minute)+1, step*stepMin)
+			from, to := step*stepMin-int64(r.Window/time.Minute)+1, step*stepMin
+			res.Contributors = top(g.s, r, show.baseline, from, to)
+			if g.profile != nil {
+				base := show.baseline
+				if r.Kind == rules.Threshold {
+					base = -1 // the window before
+				}
+				res.Causes = Explain(g.profile, base, from, to)
+			}
 		}
 		res.key = key
 		out = append(out, res)
@@ -596,7 +629,10 @@ func floorDivInt(a, b int64) int64 {
 // amount times the increase. Values rank by increase, or by amount when there is no increase.
 func top(s *window.Series, r *rules.Rule, baseline, from, to int64) []Contributor {
 	w := to - from + 1
-	type sums struct{ now, before int64 }
+	type sums struct {
+		now, before int64
+		ring        *window.Ring
+	}
 	byDim := map[string]map[string]sums{}
 	for key, ring := range s.Contributors {
 		now, before := ring.Sum(from, to), ring.Sum(from-w, from-1)
@@ -607,7 +643,7 @@ func top(s *window.Series, r *rules.Rule, baseline, from, to int64) []Contributo
 		if byDim[d] == nil {
 			byDim[d] = map[string]sums{}
 		}
-		byDim[d][val] = sums{now, before}
+		byDim[d][val] = sums{now, before, ring}
 	}
 	var all []Contributor
 	for d, vals := range byDim {
@@ -626,6 +662,15 @@ func top(s *window.Series, r *rules.Rule, baseline, from, to int64) []Contributo
 				continue
 			}
 			c := Contributor{Dimension: d, Value: val, Amount: v.now}
+			if (d == "model" || d == "prompt_version") && val != "" && v.ring.Sum(from-int64(v.ring.Len()), from-1) == 0 {
+				c.New = true
+				for m := from; m <= to; m++ {
+					if v.ring.Get(m) != 0 {
+						c.FirstSeen = time.Unix(m*60, 0).UTC()
+						break
+					}
+				}
+			}
 			if totalBefore > 0 {
 				expected, _ := rules.MulDiv(base, v.before, totalBefore)
 				c.Increase = v.now - expected

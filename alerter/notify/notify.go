@@ -50,8 +50,11 @@ type Alert struct {
 	// Contributors are the top contributors with their share of the increase
 	// ("model gpt-4o 5.40 USD (+5.33 USD, 98.7% of the increase)").
 	Contributors []string
-	Link         string
-	Severity     string
+	// Causes split a cost spike's increase into volume, size, mix and cache, each with its
+	// exact share ("volume +4.10 USD (75.9% of the increase): 50 → 190 calls").
+	Causes   []string
+	Link     string
+	Severity string
 }
 
 // Annotation names under which every receiver gets an alert's facts: the webhook and the
@@ -63,13 +66,14 @@ const (
 	AnnotationBaselineMethod  = "baseline_method"
 	AnnotationWindow          = "window"
 	AnnotationTopContributors = "top_contributors"
+	AnnotationCauses          = "causes"
 )
 
 // AllAnnotations is the alert's annotations with its facts added: value, level, baseline,
-// baseline_method, window and top_contributors (joined with "; "), each only when set and
-// not already an annotation.
+// baseline_method, window, top_contributors and causes (lists joined with "; "), each only
+// when set and not already an annotation.
 func (a *Alert) AllAnnotations() map[string]string {
-	out := make(map[string]string, len(a.Annotations)+6)
+	out := make(map[string]string, len(a.Annotations)+7)
 	for k, v := range a.Annotations {
 		out[k] = v
 	}
@@ -77,6 +81,7 @@ func (a *Alert) AllAnnotations() map[string]string {
 		{AnnotationValue, a.Value}, {AnnotationLevel, a.Level}, {AnnotationBaseline, a.Baseline},
 		{AnnotationBaselineMethod, a.BaselineMethod}, {AnnotationWindow, a.Window},
 		{AnnotationTopContributors, strings.Join(a.Contributors, "; ")},
+		{AnnotationCauses, strings.Join(a.Causes, "; ")},
 	} {
 		if _, ok := out[f.k]; !ok && f.v != "" {
 			out[f.k] = f.v

@@ -44,6 +44,7 @@ func firing() Alert {
 		Value: "4.52 USD", Level: "3.00 USD", Baseline: "1.50 USD", Window: "15m",
 		BaselineMethod: "median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
 		Contributors:   []string{"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase)", "model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)"},
+		Causes:         []string{"volume +2.40 USD (79.7% of the increase): 30 → 75 calls", "cache +0.62 USD (20.3% of the increase): 80.0% → 100.0% of the list price paid"},
 		Link:           "https://grafana.example/d/spend?team=search", Severity: "page",
 	}
 }
@@ -72,6 +73,7 @@ func compact(t *testing.T, s string) string {
 // summary and every fact of the alert.
 const facts = `{"baseline":"1.50 USD",
 	"baseline_method":"median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
+	"causes":"volume +2.40 USD (79.7% of the increase): 30 → 75 calls; cache +0.62 USD (20.3% of the increase): 80.0% → 100.0% of the list price paid",
 	"level":"3.00 USD","summary":"team=search cost is 4.52 USD over the last 15m, 3.01× the usual 1.50 USD",
 	"top_contributors":"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)",
 	"value":"4.52 USD","window":"15m"}`
@@ -108,6 +110,7 @@ func TestSlackMessageCarriesTheNumbers(t *testing.T) {
 		"Baseline: median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)\n" +
 		"Since 2026-02-02T11:08:15Z\n" +
 		"Top contributors: feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)\n" +
+		"Causes: volume +2.40 USD (79.7% of the increase): 30 → 75 calls; cache +0.62 USD (20.3% of the increase): 80.0% → 100.0% of the list price paid\n" +
 		"<https://grafana.example/d/spend?team=search|Breakdown>"
 	want, _ := json.Marshal(map[string]string{"channel": "#spend", "text": text})
 	if len(*got) != 1 || (*got)[0].body != string(want) {
@@ -133,6 +136,7 @@ func TestPagerDutyTriggersAndResolvesWithStableDedupKey(t *testing.T) {
 	"timestamp":"2026-02-02T11:08:15Z","component":"team_spike",
 	"custom_details":{"alertname":"team_spike","baseline":"1.50 USD",
 	"baseline_method":"median of the same 15m 1 to 4 × 168h earlier; level max(median × 2, median + 3 × 1.4826 × MAD)",
+	"causes":"volume +2.40 USD (79.7% of the increase): 30 → 75 calls; cache +0.62 USD (20.3% of the increase): 80.0% → 100.0% of the list price paid",
 	"level":"3.00 USD","severity":"page","since":"2026-02-02T11:08:15Z","team":"search",
 	"top_contributors":"feature chat 4.52 USD (+3.02 USD, 100.0% of the increase); model gpt-4o 4.00 USD (+2.90 USD, 96.0% of the increase)",
 	"value":"4.52 USD","window":"15m"}},

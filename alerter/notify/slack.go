@@ -69,6 +69,13 @@ func SlackText(m *Message) string {
 			}
 			fmt.Fprintf(&b, "\nTop contributors: %s", strings.Join(c, "; "))
 		}
+		if len(a.Causes) > 0 {
+			c := make([]string, len(a.Causes))
+			for i, s := range a.Causes {
+				c[i] = slackEscape(s)
+			}
+			fmt.Fprintf(&b, "\nCauses: %s", strings.Join(c, "; "))
+		}
 		if link := slackLink(a.Link); link != "" {
 			fmt.Fprintf(&b, "\n<%s|Breakdown>", link)
 		}
