@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,20 +18,7 @@ import (
 func TestOutcomesEndToEnd(t *testing.T) {
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := Start(ctx, Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", ClickHouseDSN: clickhouseDSN(), Database: db,
-		Partitions: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := p.Wait(); err != nil {
-			t.Errorf("pipeline stopped with: %v", err)
-		}
-	}()
+	p := startPipeline(t, db, 2)
 	base := "http://" + p.CollectorAddr()
 	now := time.Now().UTC().Truncate(time.Second)
 	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
@@ -53,13 +39,7 @@ func TestOutcomesEndToEnd(t *testing.T) {
 	send(t, base+"/v1/outcomes", outcomes, wantAnswer)
 	send(t, base+"/v1/outcomes", outcomes, wantAnswer) // a client retry: stored once
 
-	query := func(q string) string {
-		var s string
-		if err := conn.QueryRow(context.Background(), q).Scan(&s); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return s
-	}
+	query := queryString(t, conn)
 	// count answers "" until the aggregator has created the tables.
 	count := func(table string) string {
 		var s string

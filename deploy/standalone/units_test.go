@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // TestUnitsEndToEnd posts events with units (docs/units.md) through the collector's HTTP
@@ -17,20 +19,7 @@ import (
 func TestUnitsEndToEnd(t *testing.T) {
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := Start(ctx, Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", ClickHouseDSN: clickhouseDSN(), Database: db,
-		Partitions: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := p.Wait(); err != nil {
-			t.Errorf("pipeline stopped with: %v", err)
-		}
-	}()
+	p := startPipeline(t, db, 2)
 	at := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
 	body := strings.Join([]string{
 		// 1000·3e6 + 500·15e6 + 3 searches·1e10 = 40.5e9 pico.
@@ -45,13 +34,7 @@ func TestUnitsEndToEnd(t *testing.T) {
 	send(t, "http://"+p.CollectorAddr()+"/v1/events", body,
 		`{"accepted":3,"rejected":[{"index":3,"id":"un-4","error":"units: key \"web_searches\" is not a unit (want web_search_calls, image_outputs, requests, audio_input_tokens, audio_output_tokens, the first three optionally with \":<variant>\" of [a-z0-9._-])"}]}`)
 
-	query := func(q string) string {
-		var s string
-		if err := conn.QueryRow(context.Background(), q).Scan(&s); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return s
-	}
+	query := queryString(t, conn)
 	// The roll-ups are written in the same INSERT as usage_events, but after it: wait for all.
 	count := func() string {
 		var s string
@@ -88,5 +71,39 @@ func TestUnitsEndToEnd(t *testing.T) {
 		if got := query(q); got != want {
 			t.Errorf("%s\n got %s\nwant %s", q, got, want)
 		}
+	}
+}
+
+// startPipeline starts every stage in one process with a collector on a free port, writing to
+// database db, and stops it when the test ends.
+func startPipeline(t *testing.T, db string, partitions int) *Pipeline {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Start(ctx, Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", ClickHouseDSN: clickhouseDSN(), Database: db,
+		Partitions: partitions, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := p.Wait(); err != nil {
+			t.Errorf("pipeline stopped with: %v", err)
+		}
+	})
+	return p
+}
+
+// queryString returns a function that reads the one String a query answers.
+func queryString(t *testing.T, conn driver.Conn) func(q string) string {
+	return func(q string) string {
+		t.Helper()
+		var s string
+		if err := conn.QueryRow(context.Background(), q).Scan(&s); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return s
 	}
 }
