@@ -167,6 +167,7 @@ func TestCookbook(t *testing.T) {
 		"Cost per workflow", "Cost per successful outcome", "Cache savings",
 		"Cache savings by team, feature and prompt version", "Did one-hour cache writes pay back?",
 		"Re-rated costs beside the first price", "Prompt-version drift: tokens per request", "Untagged share",
+		"What did web search cost?", // issue 14
 	}
 	if strings.Join(headings, "\n") != strings.Join(wantHeadings, "\n") {
 		t.Errorf("the cookbook's tested recipes are\n%s\nwant\n%s", strings.Join(headings, "\n"), strings.Join(wantHeadings, "\n"))
