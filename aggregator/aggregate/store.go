@@ -170,6 +170,7 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 		modelPriced, version string
 		priced               uint8
 		cost, savings        decimal.Decimal
+		unitCosts            []decimal.Decimal // in the order of the report's unit_keys
 		seq                  uint64
 		applied              bool
 	}
@@ -185,7 +186,7 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 	done := map[string]bool{}
 	latest := map[string]cur{}
 	err := chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
-		rows, err := s.conn.Query(ctx, "SELECT event_id, kind, seq, model_priced, priced, cost_usd, savings_usd, price_version FROM "+s.db+
+		rows, err := s.conn.Query(ctx, "SELECT event_id, kind, seq, model_priced, priced, cost_usd, savings_usd, price_version, unit_costs_usd FROM "+s.db+
 			".cost_corrections WHERE kind IN ('displaced', 'apply') AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?", from, to, set)
 		if err != nil {
 			return err
@@ -196,7 +197,7 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 				id, kind string
 				c        cur
 			)
-			if err := rows.Scan(&id, &kind, &c.seq, &c.modelPriced, &c.priced, &c.cost, &c.savings, &c.version); err != nil {
+			if err := rows.Scan(&id, &kind, &c.seq, &c.modelPriced, &c.priced, &c.cost, &c.savings, &c.version, &c.unitCosts); err != nil {
 				return err
 			}
 			if kind == "displaced" {
@@ -214,7 +215,7 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".cost_corrections (rerate_id, applied_at, seq, kind, event_id, time, "+
 		"provider, model, model_priced, team, feature, env, cost_center, traffic, events, "+
 		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
-		"cost_usd, savings_usd, priced, unpriced_events, price_version)")
+		"cost_usd, savings_usd, priced, unpriced_events, price_version, unit_keys, unit_counts, unit_costs_usd)")
 	if err != nil {
 		return fmt.Errorf("prepare the displacement of reports of partition %d: %w", p, err)
 	}
@@ -222,7 +223,7 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 	err = chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
 		rows, err := s.conn.Query(ctx, "SELECT event_id, time, provider, model, model_priced, team, feature, env, cost_center, traffic, "+
 			"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
-			"cost_usd, savings_usd, priced, price_version FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?",
+			"cost_usd, savings_usd, priced, price_version, unit_keys, unit_counts, unit_costs_usd FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN ?",
 			uint16(p), from, to, set)
 		if err != nil {
 			return err
@@ -235,9 +236,12 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 				provider, model, team, feature, env, cc, traf string
 				c                                             cur
 				tok                                           [6]uint64
+				unitKeys                                      []string
+				unitCounts                                    []uint64
 			)
 			if err := rows.Scan(&id, &t, &provider, &model, &c.modelPriced, &team, &feature, &env, &cc, &traf,
-				&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &c.cost, &c.savings, &c.priced, &c.version); err != nil {
+				&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &c.cost, &c.savings, &c.priced, &c.version,
+				&unitKeys, &unitCounts, &c.unitCosts); err != nil {
 				return err
 			}
 			if done[id] {
@@ -251,10 +255,21 @@ func (s store) displace(ctx context.Context, p int, ds []dedup.Decision, at time
 			if c.priced == 0 {
 				unpriced = -1
 			}
+			// The report's units leave unit_spend_1m/1d with it (migration 0091).
+			counts := make([]int64, len(unitKeys))
+			costs := make([]decimal.Decimal, len(unitKeys))
+			for i := range unitKeys {
+				if i < len(unitCounts) {
+					counts[i] = -int64(unitCounts[i])
+				}
+				if i < len(c.unitCosts) {
+					costs[i] = c.unitCosts[i].Neg()
+				}
+			}
 			if err := b.Append("displaced", at, uint64(0), "displaced", id, t,
 				provider, model, c.modelPriced, team, feature, env, cc, traf, int8(-1),
 				-int64(tok[0]), -int64(tok[1]), -int64(tok[2]), -int64(tok[3]), -int64(tok[4]), -int64(tok[5]),
-				c.cost.Neg(), c.savings.Neg(), c.priced, unpriced, c.version); err != nil {
+				c.cost.Neg(), c.savings.Neg(), c.priced, unpriced, c.version, unitKeys, counts, costs); err != nil {
 				return err
 			}
 			n++
