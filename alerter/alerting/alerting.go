@@ -17,8 +17,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/history"
 	"github.com/tokenmeter/tokenmeter/alerter/notify"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -59,15 +62,19 @@ type Alerter struct {
 	scratch  []batch.Row
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
-	mu        sync.Mutex
-	file      *rules.File
-	fileData  []byte
-	engine    *detect.Engine
-	tracker   *budget.Tracker
-	alerts    map[string]*tracked
-	disp      *dispatch.Dispatcher
-	store     *state.Store
-	budgets   *budget.Publisher
+	mu       sync.Mutex
+	file     *rules.File
+	fileData []byte
+	engine   *detect.Engine
+	tracker  *budget.Tracker
+	alerts   map[string]*tracked
+	disp     *dispatch.Dispatcher
+	store    *state.Store
+	budgets  *budget.Publisher
+	// silences holds the silences made at run time (tokenmeter silence, the API); runtime
+	// is their last value seen, which the dispatcher gets beside the rules file's.
+	silences  atomic.Pointer[silence.Store]
+	runtime   []rules.Silence
 	hist      *history.Writer
 	ch        driver.Conn
 	started   time.Time
@@ -273,6 +280,14 @@ func (a *Alerter) Start(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	ss, err := silence.Open(ctx, a.js, a.cfg.Streams.Storage, a.cfg.Now)
+	if err != nil {
+		return err
+	}
+	if err := ss.Watch(ctx, a.setRuntimeSilences); err != nil {
+		return err
+	}
+	a.silences.Store(ss)
 	now := a.cfg.Now()
 	a.started = now
 	a.cutoff = now.Truncate(time.Minute).Add(-a.cfg.Replay)
@@ -543,13 +558,39 @@ func (a *Alerter) Reload(ctx context.Context) error {
 			}
 		}
 	} else {
-		a.disp.SetSilences(f.Silences)
 		a.disp.SetInhibitRules(f.InhibitRules)
 	}
+	a.disp.SetSilences(slices.Concat(f.Silences, a.runtime))
 	e.Lateness = a.cfg.Lateness
 	a.engine, a.tracker, a.file, a.fileData = e, tr, f, data
 	a.cfg.Logger.Info("rules reloaded", "file", a.cfg.RulesFile, "rules", len(f.Rules), "new rules", len(fresh), "budgets", len(f.Budgets))
 	return nil
+}
+
+// setRuntimeSilences hands the silences made at run time to the dispatcher, beside the rules
+// file's.
+func (a *Alerter) setRuntimeSilences(all []silence.Silence) {
+	rs := make([]rules.Silence, len(all))
+	for i, s := range all {
+		rs[i] = rules.Silence{Matchers: s.Matchers, StartsAt: s.StartsAt, EndsAt: s.EndsAt, Comment: s.Comment}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.runtime = rs
+	a.disp.SetSilences(slices.Concat(a.file.Silences, rs))
+}
+
+// SilenceHandler serves the Alertmanager API v2 for silences (silence.Handler) once the
+// alerter has started; before that it answers 503.
+func (a *Alerter) SilenceHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ss := a.silences.Load()
+		if ss == nil {
+			http.Error(w, `"the alerter is starting"`, http.StatusServiceUnavailable)
+			return
+		}
+		silence.Handler(ss).ServeHTTP(w, r)
+	})
 }
 
 // Rules returns the rules file in force.

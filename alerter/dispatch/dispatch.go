@@ -141,7 +141,8 @@ func New(cfg Config) *Dispatcher {
 	return d
 }
 
-// SetSilences replaces the silences (after a rules reload).
+// SetSilences replaces the silences (after a rules reload, or a change of those made at run
+// time).
 func (d *Dispatcher) SetSilences(s []rules.Silence) {
 	d.mu.Lock()
 	d.cfg.Silences = s
@@ -297,7 +298,7 @@ func (d *Dispatcher) message(g *group, now time.Time) *notify.Message {
 func (d *Dispatcher) silenced(labels map[string]string, now time.Time) bool {
 	for i := range d.cfg.Silences {
 		s := &d.cfg.Silences[i]
-		if now.Before(s.EndsAt) && s.Matches(labels) {
+		if !now.Before(s.StartsAt) && now.Before(s.EndsAt) && s.Matches(labels) {
 			return true
 		}
 	}

@@ -206,11 +206,12 @@ type PagerDuty struct{ URL, RoutingKey string }
 // Alertmanager pushes alerts to an Alertmanager's /api/v2/alerts.
 type Alertmanager struct{ URL string }
 
-// Silence mutes the alerts whose labels equal every matcher until EndsAt.
+// Silence mutes the alerts whose labels equal every matcher from StartsAt (zero: always
+// started) until EndsAt.
 type Silence struct {
-	Matchers map[string]string
-	EndsAt   time.Time
-	Comment  string
+	Matchers         map[string]string
+	StartsAt, EndsAt time.Time
+	Comment          string
 }
 
 // Matches reports whether labels satisfy every matcher.

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
+	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
@@ -138,6 +139,7 @@ func GrantOf(r Role, name string, partitions int) Grant {
 		add(api("CONSUMER.DELETE", stream.History, stream.AlerterConsumer)) // re-positioned at each start
 		kvWrite(budget.Bucket)
 		kvWrite(state.Bucket)
+		kvWrite(silence.Bucket) // silences made at run time, through its API
 	case Dashboard:
 		kvRead(budget.Bucket)
 		kvRead(state.Bucket)

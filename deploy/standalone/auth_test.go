@@ -64,7 +64,7 @@ func TestIdentities(t *testing.T) {
 	}
 	p, err := Start(ctx, Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:-1", ClickHouseDSN: clickhouseDSN(), Database: db,
-		Partitions: 2, Streams: stream.DefaultOptions, EmitterBindingsFile: bindings,
+		Partitions: 2, Streams: stream.DefaultOptions, EmitterBindingsFile: bindings, OpsAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -188,6 +188,19 @@ func TestIdentities(t *testing.T) {
 	}
 	if err := reconcile.Err(parts); err != nil {
 		t.Errorf("reconcile: %v", err)
+	}
+
+	// The alerter keeps silences in its own KV bucket, which its identity may write: the
+	// API on the ops address makes one.
+	resp, err = http.Post("http://"+p.OpsAddr()+"/api/v2/silences", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"matchers":[{"name":"team","value":"search"}],"startsAt":%q,"endsAt":%q,"createdBy":"test"}`,
+		now.Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("silence through the ops address: %s", resp.Status)
 	}
 
 	dnc, err := natsconn.Connect(url, "dashboard", natsconn.Config{NKeyFile: natsauth.SeedFile(p.NATSCredsDir(), natsauth.Dashboard)})

@@ -211,6 +211,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if cfg.OpsAddr != "" {
 		mux := http.NewServeMux()
 		ops.Register(mux, cfg.Registerer, p.Ready)
+		mux.Handle("/api/v2/", p.alerter.SilenceHandler()) // silences (Alertmanager API v2)
 		p.opsLn, err = net.Listen("tcp", cfg.OpsAddr)
 		if err != nil {
 			p.stopNATS()

@@ -76,6 +76,7 @@ func run(args []string) int {
 	defer stop()
 	mux := http.NewServeMux()
 	ops.Register(mux, reg, a.Ready)
+	mux.Handle("/api/v2/", a.SilenceHandler()) // silences (Alertmanager API v2)
 	defer ops.Serve(*opsAddr, mux, func(err error) { log.Error("ops endpoints", "err", err); stop() })()
 
 	log.Info("alerter starting", "nats", *natsURL, "ops", *opsAddr, "rules", cfg.RulesFile)

@@ -46,6 +46,7 @@ commands:
   nats init                  create every role's NATS nkey seed and the nats-server users for them (-dir)
   nats add-emitter NAME      a service's own NATS identity: it may only publish usage
   bills sync|import|diff     import providers' usage and cost reports; metered beside billed (diff -month YYYY-MM)
+  silence add|list|expire    mute alerts matching labels for a while (the alerter's API, kept across restarts)
 
 Run "tokenmeter <command> -h" for the flags of a command.
 `
@@ -87,6 +88,8 @@ func run(args []string) int {
 		err = runNATS(args, os.Stdout)
 	case "bills":
 		err = runBills(ctx, args)
+	case "silence":
+		err = runSilence(ctx, args, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0

@@ -21,7 +21,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	cfg := standalone.Config{}
 	fs.StringVar(&cfg.DataDir, "data", envOr("TOKENMETER_DATA_DIR", ".data"), "data directory (embedded NATS file store)")
 	fs.StringVar(&cfg.HTTPAddr, "addr", envOr("TOKENMETER_ADDR", "127.0.0.1:8080"), "collector HTTP address")
-	fs.StringVar(&cfg.OpsAddr, "ops", envOr("TOKENMETER_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz and /metrics")
+	fs.StringVar(&cfg.OpsAddr, "ops", envOr("TOKENMETER_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz, /metrics and the silences API (/api/v2/silences)")
 	fs.StringVar(&cfg.NATSAddr, "nats", envOr("TOKENMETER_NATS_ADDR", "127.0.0.1:4222"), `address where the embedded NATS accepts emitters ("" = in-process only)`)
 	fs.StringVar(&cfg.NATSCredsDir, "nats-creds", os.Getenv("TOKENMETER_NATS_CREDS"), "directory of the NATS identities' nkey seeds, created on first start (default DATA/nats/creds)")
 	fs.StringVar(&cfg.NATSTLS.CertFile, "nats-tls-cert", os.Getenv("TOKENMETER_NATS_TLS_CERT"), "certificate (PEM) of the NATS listener; setting it makes the listener TLS-only")
@@ -89,6 +89,7 @@ func runPipeline(ctx context.Context, args []string) error {
   query:         clickhouse-client --query "SELECT team, sum(cost_usd) FROM %[4]s.spend_1m GROUP BY team"
                  curl 'http://127.0.0.1:8123/' --data-binary "SELECT model, sum(events), sum(cost_usd) FROM %[4]s.spend_1d GROUP BY model"
   summary:       go run ./deploy/cmd/tokenmeter summary
+  silence:       go run ./deploy/cmd/tokenmeter silence add -alerter http://%[3]s -match team=search -for 2h -comment "load test"
   dashboard:     %[5]s
 Stop with Ctrl-C.
 `, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database, dashboardURL, p.NATSCredsDir())
