@@ -88,9 +88,10 @@ func (a affected) add(t time.Time) { a[t.Unix()-t.Unix()%60] = struct{}{} }
 const repairChunk = 1000
 
 // repairRollups makes spend_1m and spend_1d of partition p agree with usage_events over the
-// minutes in a (and the days they fall in). The caller is p's writer and no INSERT of p runs.
-// It returns the correction rows written per table.
-func (s store) repairRollups(ctx context.Context, p int, a affected) (written [len(rollups)]int, skipped [len(rollups)]int, err error) {
+// minutes in a (and the days they fall in), and unit_spend_1m and unit_spend_1d with its
+// units. The caller is p's writer and no INSERT of p runs. It returns the correction rows
+// written per table of rollups, and those of unitRollups.
+func (s store) repairRollups(ctx context.Context, p int, a affected) (written [len(rollups)]int, skipped [len(rollups)]int, unitsWritten [len(unitRollups)]int, err error) {
 	minutes := make([]int64, 0, len(a))
 	for m := range a {
 		minutes = append(minutes, m)
@@ -104,11 +105,18 @@ func (s store) repairRollups(ctx context.Context, p int, a affected) (written [l
 			written[i] += w
 			skipped[i] += sk
 			if err != nil {
-				return written, skipped, err
+				return written, skipped, unitsWritten, err
+			}
+		}
+		for i, r := range unitRollups {
+			w, err := s.repairUnitRollup(ctx, p, r, chunk)
+			unitsWritten[i] += w
+			if err != nil {
+				return written, skipped, unitsWritten, err
 			}
 		}
 	}
-	return written, skipped, nil
+	return written, skipped, unitsWritten, nil
 }
 
 func (s store) repairRollup(ctx context.Context, p int, r rollup, minutes []int64) (written, skipped int, err error) {

@@ -205,7 +205,13 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 				return err
 			}
 		}
-		written, skipped, err := wk.store.repairRollups(ctx, wk.p, a)
+		written, skipped, unitsWritten, err := wk.store.repairRollups(ctx, wk.p, a)
+		for i, r := range unitRollups {
+			wk.a.m.repairs.WithLabelValues(r.table).Add(float64(unitsWritten[i]))
+			if unitsWritten[i] > 0 {
+				wk.log.Warn("repaired a roll-up "+why, "table", r.table, "correction_rows", unitsWritten[i], "minutes_compared", len(a))
+			}
+		}
 		for i, r := range rollups {
 			wk.a.m.repairs.WithLabelValues(r.table).Add(float64(written[i]))
 			wk.a.m.repairs.WithLabelValues(r.skipped).Add(float64(skipped[i]))
