@@ -60,6 +60,8 @@ func TestUnitsEndToEnd(t *testing.T) {
 		"SELECT toString(sum(cost_usd)) FROM " + db + ".spend_1m":                         "0.106000000000",
 		"SELECT toString(sum(unpriced_events)) FROM " + db + ".spend_1m":                  "1",
 		"SELECT toString(sum(cost_usd)) FROM " + db + ".spend_1m WHERE team = 'research'": "0.040500000000",
+		// Which unit left an event unpriced.
+		"SELECT concat(provider, ' ', model, ' ', unit, ' ', toString(events), ' ', toString(units)) FROM " + db + ".unpriced_units": "openai dall-e-3 image_outputs:4096x4096:hd 1 1",
 		// The units' part of it, per key, from unit_spend_1m.
 		"SELECT arrayStringConcat(groupArray(line), ';') FROM (SELECT concat(team, ' ', unit, ' ', toString(sum(events)), ' ', toString(sum(units)), ' ', toString(sum(cost_usd))) AS line FROM " +
 			db + ".unit_spend_1m GROUP BY team, unit ORDER BY team, unit)": "" +
