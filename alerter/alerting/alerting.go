@@ -580,8 +580,8 @@ func (a *Alerter) setRuntimeSilences(all []silence.Silence) {
 	a.disp.SetSilences(slices.Concat(a.file.Silences, rs))
 }
 
-// SilenceHandler serves the Alertmanager API v2 for silences (silence.Handler) once the
-// alerter has started; before that it answers 503.
+// SilenceHandler serves the Alertmanager API v2 for silences (silence.Handler, with
+// Config.SilenceToken) once the alerter has started; before that it answers 503.
 func (a *Alerter) SilenceHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ss := a.silences.Load()
@@ -589,7 +589,7 @@ func (a *Alerter) SilenceHandler() http.Handler {
 			http.Error(w, `"the alerter is starting"`, http.StatusServiceUnavailable)
 			return
 		}
-		silence.Handler(ss).ServeHTTP(w, r)
+		silence.Handler(ss, a.cfg.SilenceToken).ServeHTTP(w, r)
 	})
 }
 

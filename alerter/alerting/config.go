@@ -38,6 +38,9 @@ type Config struct {
 	RulesFile     string
 	ClickHouseDSN string
 	Database      string
+	// SilenceToken, when set, is the bearer token that creating or expiring a silence
+	// through the API needs (SilenceHandler).
+	SilenceToken string
 	// EvalInterval is how often rules are evaluated and notifications flushed.
 	EvalInterval time.Duration
 	// ReloadInterval is how often the rules file is checked for changes.

@@ -1,6 +1,7 @@
 package silence
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,8 +67,10 @@ func FromAPI(a APISilence) (Silence, error) {
 
 // Handler serves the Alertmanager API v2 for silences under /api/v2/: GET and POST
 // /api/v2/silences, GET and DELETE /api/v2/silence/{id}. It answers JSON; errors are a
-// JSON string, as Alertmanager's are.
-func Handler(st *Store) http.Handler {
+// JSON string, as Alertmanager's are. When token is not empty, POST and DELETE need it as a
+// bearer token (a silence mutes pages: whoever reaches the ops address must not be able to
+// make one unless the operator says so).
+func Handler(st *Store, token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v2/silences", func(w http.ResponseWriter, r *http.Request) {
 		all, err := st.List(r.Context())
@@ -131,7 +134,19 @@ func Handler(st *Store) http.Handler {
 	}
 	mux.HandleFunc("GET /api/v2/silence/{id}", one(false))
 	mux.HandleFunc("DELETE /api/v2/silence/{id}", one(true))
-	return mux
+	if token == "" {
+		return mux
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			fail(w, http.StatusUnauthorized, errors.New("a silence needs the alerter's silence token (Authorization: Bearer …)"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func reply(w http.ResponseWriter, status int, v any) {

@@ -127,7 +127,7 @@ func TestStoreLifecycle(t *testing.T) {
 // reason.
 func TestAPI(t *testing.T) {
 	st, _, _ := openStore(t)
-	srv := httptest.NewServer(Handler(st))
+	srv := httptest.NewServer(Handler(st, ""))
 	defer srv.Close()
 	do := func(method, path, body string) (int, string) {
 		t.Helper()
@@ -181,6 +181,39 @@ func TestAPI(t *testing.T) {
 	}
 }
 
+// With a token, making and expiring silences needs it; reading does not.
+func TestAPIToken(t *testing.T) {
+	st, _, _ := openStore(t)
+	h := Handler(st, "s3cret")
+	post := func(auth string) (int, string) {
+		r := httptest.NewRequest(http.MethodPost, "/api/v2/silences", strings.NewReader(`{"matchers":[{"name":"team","value":"search"}],"startsAt":"2026-12-06T10:00:00Z","endsAt":"2026-12-06T12:00:00Z","createdBy":"a"}`))
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	for _, auth := range []string{"", "Bearer wrong", "s3cret", "Basic s3cret"} {
+		if code, body := post(auth); code != 401 || body != `"a silence needs the alerter's silence token (Authorization: Bearer …)"` {
+			t.Errorf("POST with %q = %d %s, want 401", auth, code, body)
+		}
+	}
+	if code, body := post("Bearer s3cret"); code != 200 || !strings.HasPrefix(body, `{"silenceID":"`) {
+		t.Errorf("POST with the token = %d %s", code, body)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v2/silences", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"createdBy":"a"`) {
+		t.Errorf("GET without the token = %d %s", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/api/v2/silence/0123456789abcdef0123456789abcdef", nil))
+	if rec.Code != 401 {
+		t.Errorf("DELETE without the token = %d", rec.Code)
+	}
+}
+
 // FuzzPostSilence: whatever body is posted, the API answers 200 with an id, or 400/404 with a
 // reason; never 500, never a panic; and what it stores validates.
 func FuzzPostSilence(f *testing.F) {
@@ -189,7 +222,7 @@ func FuzzPostSilence(f *testing.F) {
 	f.Add(`{"matchers":[{"name":"a","value":"\u202e"},{"name":"a","value":"b"}]}`)
 	f.Add(`[]`)
 	st, _, _ := openStore(f)
-	h := Handler(st)
+	h := Handler(st, "")
 	f.Fuzz(func(t *testing.T, body string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v2/silences", strings.NewReader(body)))

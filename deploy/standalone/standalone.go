@@ -69,9 +69,12 @@ type Config struct {
 	// TagPolicyFile is the collector's required-tags policy (collect.TagPolicy); "" = none.
 	TagPolicyFile string
 	// RulesFile is the alerter's rules file; "" runs its built-in rules without receivers.
-	RulesFile  string
-	Registerer *prometheus.Registry
-	Logger     *slog.Logger
+	RulesFile string
+	// SilenceToken, when set, is the bearer token creating or expiring a silence through
+	// the ops address needs (alerting.Config.SilenceToken).
+	SilenceToken string
+	Registerer   *prometheus.Registry
+	Logger       *slog.Logger
 }
 
 // BatchRows is what the aggregator's partitions of one process share of rows per INSERT
@@ -196,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.alerter, err = alerting.New(alerting.Config{
-		RulesFile: cfg.RulesFile, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Streams: cfg.Streams,
+		RulesFile: cfg.RulesFile, SilenceToken: cfg.SilenceToken, ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Streams: cfg.Streams,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "alerter"),
 	}, p.conns[natsauth.Alerter])
 	if err != nil {

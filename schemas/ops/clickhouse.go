@@ -9,6 +9,23 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
+// SecretFile reads a secret (what names it) from file, without its trailing line break; ""
+// for no file. An empty file is an error: a secret that is set must not silently be "".
+func SecretFile(what, file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read the %s: %w", what, err)
+	}
+	secret := strings.TrimRight(string(data), "\r\n")
+	if secret == "" {
+		return "", fmt.Errorf("%s file %s is empty", what, file)
+	}
+	return secret, nil
+}
+
 // ClickHouseDSN returns dsn with its password read from passwordFile (the stage commands'
 // -clickhouse-password-file, TOKENMETER_CLICKHOUSE_PASSWORD_FILE), so that a deployment keeps
 // the password in a secret file (a compose volume, a Kubernetes Secret) rather than in the DSN,
@@ -20,13 +37,9 @@ func ClickHouseDSN(dsn, passwordFile string) (string, error) {
 	if passwordFile == "" {
 		return dsn, nil
 	}
-	data, err := os.ReadFile(passwordFile)
+	password, err := SecretFile("ClickHouse password", passwordFile)
 	if err != nil {
-		return "", fmt.Errorf("read the ClickHouse password: %w", err)
-	}
-	password := strings.TrimRight(string(data), "\r\n")
-	if password == "" {
-		return "", fmt.Errorf("ClickHouse password file %s is empty", passwordFile)
+		return "", err
 	}
 	u, err := url.Parse(dsn)
 	if err != nil || u.Host == "" {

@@ -32,11 +32,12 @@ func run(args []string) int {
 	var (
 		natsURL = fs.String("nats", nats.DefaultURL, "NATS server URL")
 		natsCfg natsconn.Config
-		opsAddr = fs.String("ops", ":9104", "address of /healthz, /readyz and /metrics")
+		opsAddr = fs.String("ops", ":9104", "address of /healthz, /readyz, /metrics and the silences API (/api/v2/silences)")
 		cfg     alerting.Config
 	)
 	fs.StringVar(&cfg.RulesFile, "rules", "", "rules file (YAML); empty runs the built-in rules without receivers")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", alerting.DefaultClickHouseDSN, "ClickHouse DSN")
+	silenceTokenFile := fs.String("silence-token-file", "", "file holding the bearer token that creating or expiring a silence on the ops address needs (default: none needed)")
 	chPasswordFile := fs.String("clickhouse-password-file", "", "file holding the password of the ClickHouse DSN's user, kept out of the DSN (a Kubernetes Secret, a compose volume)")
 	fs.StringVar(&cfg.Database, "database", alerting.DefaultDatabase, "ClickHouse database")
 	fs.DurationVar(&cfg.EvalInterval, "eval-interval", alerting.DefaultEvalInterval, "how often rules are evaluated")
@@ -54,6 +55,10 @@ func run(args []string) int {
 	var err error
 	if cfg.ClickHouseDSN, err = ops.ClickHouseDSN(cfg.ClickHouseDSN, *chPasswordFile); err != nil {
 		log.Error("invalid -clickhouse-password-file", "err", err)
+		return 2
+	}
+	if cfg.SilenceToken, err = ops.SecretFile("silence token", *silenceTokenFile); err != nil {
+		log.Error("invalid -silence-token-file", "err", err)
 		return 2
 	}
 	reg := prometheus.NewRegistry()

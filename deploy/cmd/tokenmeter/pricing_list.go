@@ -109,9 +109,21 @@ func listLine(provider string, m pricefile.Model, p pricefile.Price) string {
 	return b.String()
 }
 
-// listRates writes every token class of a tier, in USD per 1M tokens.
+// listRates writes every token class of a tier, in USD per 1M tokens, then the audio rates and
+// the units the row prices (in USD per unit), when it has any.
 func listRates(r pricefile.Rates) string {
-	return fmt.Sprintf("input=%s cached_input=%s cache_write=%s cache_write_1h=%s output=%s reasoning=%s",
+	s := fmt.Sprintf("input=%s cached_input=%s cache_write=%s cache_write_1h=%s output=%s reasoning=%s",
 		r.Input.USDPerMillion(), r.CachedInput.USDPerMillion(), r.CacheWrite.USDPerMillion(),
 		r.CacheWrite1h.USDPerMillion(), r.Output.USDPerMillion(), r.Reasoning.USDPerMillion())
+	for _, k := range slices.Sorted(maps.Keys(r.Units)) {
+		switch k {
+		case event.UnitAudioInputTokens:
+			s += " audio_input=" + r.Units[k].USDPerMillion()
+		case event.UnitAudioOutputTokens:
+			s += " audio_output=" + r.Units[k].USDPerMillion()
+		default:
+			s += " " + k + "=" + r.Units[k].USDPerUnit() + "/unit"
+		}
+	}
+	return s
 }

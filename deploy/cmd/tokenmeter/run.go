@@ -36,6 +36,7 @@ func runPipeline(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"), "collector API-key registry (JSON); without it the collector trusts its network")
 	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "collector required-tags policy (YAML)")
 	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")
+	silenceTokenFile := fs.String("silence-token-file", os.Getenv("TOKENMETER_SILENCE_TOKEN_FILE"), "file holding the bearer token that creating or expiring a silence on the ops address needs (default: none needed)")
 	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
 	var access dashboardAccess
 	fs.StringVar(&access.hosts, "dashboard-host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated")
@@ -55,6 +56,10 @@ func runPipeline(ctx context.Context, args []string) error {
 	}
 	if err := errors.Join(envForUnset(fs, streamFlags), envForUnset(fs, memFlags)); err != nil {
 		return fmt.Errorf("invalid environment: %w", err)
+	}
+	var err error
+	if cfg.SilenceToken, err = ops.SecretFile("silence token", *silenceTokenFile); err != nil {
+		return err
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if limit := standalone.ApplyMemoryLimit(*memLimit); limit != math.MaxInt64 {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
+	"github.com/tokenmeter/tokenmeter/schemas/ops"
 )
 
 // runSilence implements "tokenmeter silence add|list|expire": a client of the alerter's
@@ -27,6 +28,7 @@ func runSilence(ctx context.Context, args []string, stdout io.Writer) error {
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("silence "+sub, flag.ContinueOnError)
 	alerter := fs.String("alerter", envOr("TOKENMETER_ALERTER_URL", "http://127.0.0.1:9090"), "the alerter's ops address: `tokenmeter run -ops`, or the alerter's -ops")
+	tokenFile := fs.String("token-file", os.Getenv("TOKENMETER_SILENCE_TOKEN_FILE"), "file holding the alerter's silence token, when it has one (-silence-token-file)")
 	var matchers matcherFlags
 	var (
 		dur     = new(time.Duration)
@@ -52,7 +54,11 @@ func runSilence(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	base := strings.TrimRight(*alerter, "/")
-	c := &http.Client{Timeout: 10 * time.Second}
+	token, err := ops.SecretFile("silence token", *tokenFile)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: bearer{token}}
 	switch sub {
 	case "add":
 		if len(matchers) == 0 {
@@ -147,6 +153,17 @@ func call(ctx context.Context, c *http.Client, method, url string, in, out any) 
 		return nil
 	}
 	return json.Unmarshal(data, out)
+}
+
+// bearer adds the silence token, when there is one, to every request.
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // matcherFlags collects -match label=value flags.

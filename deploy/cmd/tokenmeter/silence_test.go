@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,10 +27,19 @@ func TestSilenceCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(silence.Handler(st))
+	srv := httptest.NewServer(silence.Handler(st, "s3cret"))
 	defer srv.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TOKENMETER_SILENCE_TOKEN_FILE", tokenFile)
 	ctx := context.Background()
 	var out bytes.Buffer
+	if err := runSilence(ctx, []string{"add", "-alerter", srv.URL, "-token-file", "", "-match", "team=search"}, &out); err == nil ||
+		err.Error() != `the alerter answered 401 Unauthorized: a silence needs the alerter's silence token (Authorization: Bearer …)` {
+		t.Fatalf("without the token: %v", err)
+	}
 	if err := runSilence(ctx, []string{"add", "-alerter", srv.URL, "-match", "team=search", "-match", "alertname=team_spike",
 		"-for", "90m", "-by", "alice", "-comment", "load test"}, &out); err != nil {
 		t.Fatal(err)
