@@ -41,6 +41,16 @@ func (p PicoUSD) USDPerMillion() string {
 	return s
 }
 
+// USDPerUnit prints a per-unit price (Rates.Units) as USD per unit the way pricing files
+// write it: at least two decimals, no trailing zeros beyond them ("0.01", "0.167", "10.00").
+func (p PicoUSD) USDPerUnit() string {
+	s := p.String()
+	for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 // perMillion prints a per-token price as USD per 1M tokens with 6 decimals, the unit in
 // which pricing files state it.
 func (p PicoUSD) perMillion() string {

@@ -118,3 +118,17 @@ func TestParseUSDPerUnit(t *testing.T) {
 	f("1e-2", 0, ErrNotDecimal)
 	f("", 0, ErrNotDecimal)
 }
+
+func TestPicoUSDPerUnit(t *testing.T) {
+	f := func(p PicoUSD, want string) {
+		t.Helper()
+		if got := p.USDPerUnit(); got != want {
+			t.Errorf("PicoUSD(%d).USDPerUnit() = %q, want %q", p, got, want)
+		}
+	}
+	f(10_000_000_000, "0.01")
+	f(167_000_000_000, "0.167")
+	f(10_000_000_000_000, "10.00")
+	f(1, "0.000000000001")
+	f(0, "0.00")
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -60,5 +62,34 @@ func TestPricingListShipped(t *testing.T) {
 		if !strings.HasPrefix(l, "groq ") || strings.Contains(l, "checked=-") {
 			t.Errorf("line %q: not a checked groq model", l)
 		}
+	}
+}
+
+// A row's audio rates and unit prices follow its token classes, units in USD per unit.
+func TestPricingListUnits(t *testing.T) {
+	dir := t.TempDir()
+	src := `provider: openai
+source: "https://openai.com/api/pricing, as known 2026-12"
+models:
+  - model: gpt-4o-audio-preview
+    prices:
+      - effective: 2024-12-17
+        input: "2.50"
+        output: "10.00"
+        audio_input: "40"
+        audio_output: "80"
+        units: {web_search_calls: "0.01", "image_outputs:1024x1024:high": "0.167"}
+`
+	if err := os.WriteFile(filepath.Join(dir, "openai.yaml"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runPricingTo(&out, []string{"list", "-pricing", dir, "-at", "2026-12-06"}); err != nil {
+		t.Fatal(err)
+	}
+	want := "openai gpt-4o-audio-preview aliases=- effective=2024-12-17 standard[input=2.50 cached_input=2.50 cache_write=2.50 cache_write_1h=2.50 output=10.00 reasoning=10.00 " +
+		"audio_input=40.00 audio_output=80.00 image_outputs:1024x1024:high=0.167/unit web_search_calls=0.01/unit] checked=- refs=-\n"
+	if got := out.String(); got != want {
+		t.Errorf("list:\n got %s\nwant %s", got, want)
 	}
 }
