@@ -221,14 +221,16 @@ func clauseAt(r rawClause, depth int) (Clause, error) {
 	return c, nil
 }
 
-// priceFields maps genai-prices' token prices to refdiff's field names; other units
-// (audio, images, web searches, requests) are not compared.
+// priceFields maps genai-prices' token prices to refdiff's field names, audio tokens
+// included; other units (images, web searches, requests) are not compared.
 var priceFields = []struct{ genai, field string }{
 	{"input_mtok", "input"},
 	{"cache_read_mtok", "cached_input"},
 	{"cache_write_mtok", "cache_write"},
 	{"cache_write_1h_mtok", "cache_write_1h"},
 	{"output_mtok", "output"},
+	{"input_audio_mtok", "audio_input"},
+	{"output_audio_mtok", "audio_output"},
 }
 
 func price(rp rawConditional) (Price, error) {

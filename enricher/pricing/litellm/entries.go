@@ -25,6 +25,8 @@ var statedFields = []struct{ litellm, field string }{
 	{"input_cost_per_token_priority", "priority.input"},
 	{"cache_read_input_token_cost_priority", "priority.cached_input"},
 	{"output_cost_per_token_priority", "priority.output"},
+	{"input_cost_per_audio_token", "audio_input"},
+	{"output_cost_per_audio_token", "audio_output"},
 }
 
 // Entries reads LiteLLM's model_prices_and_context_window.json as a reference to compare

@@ -11,13 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
 )
 
 // Prices are what a reference states for one model, by field, in USD per 1M tokens as
 // decimal text: "input", "cached_input", "cache_write", "cache_write_1h", "output",
-// "reasoning"; "<tier>.<field>" for batch, flex and priority; "long.above" (a token count)
-// and "long.<field>" for long-context prices. A field the reference does not state is
+// "reasoning", "audio_input", "audio_output"; "<tier>.<field>" for batch, flex and
+// priority; "long.above" (a token count) and "long.<field>" for long-context prices. A field the reference does not state is
 // absent, and is not compared.
 type Prices map[string]string
 
@@ -63,7 +64,7 @@ type Result struct {
 }
 
 // fields are the token classes compared, in the order differences are listed.
-var fields = []string{"input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning"}
+var fields = []string{"input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning", "audio_input", "audio_output"}
 
 // Diff compares, for every model of files, the row in force at at (the first row when none
 // is yet) with what ref states for it at that time, field by field, in file and model order.
@@ -143,6 +144,17 @@ func field(r *pricefile.Rates, name string) pricefile.PicoUSD {
 	case "cache_write_1h":
 		return r.CacheWrite1h
 	case "output":
+		return r.Output
+	case "audio_input":
+		// A row without an audio price charges audio tokens as text (pricing.PriceUnits).
+		if p, ok := r.Units[event.UnitAudioInputTokens]; ok {
+			return p
+		}
+		return r.Input
+	case "audio_output":
+		if p, ok := r.Units[event.UnitAudioOutputTokens]; ok {
+			return p
+		}
 		return r.Output
 	}
 	return r.Reasoning

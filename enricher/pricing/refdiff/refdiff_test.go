@@ -119,3 +119,35 @@ func slicesIndex(ms []pricefile.Model, name string) int {
 	}
 	return -1
 }
+
+// Audio rates are compared like the token classes: the row's audio price, or its text price
+// when it has none (what pricing charges for audio then).
+func TestDiffAudio(t *testing.T) {
+	f, err := pricefile.Parse("openai.yaml", []byte(`
+provider: openai
+models:
+  - model: audio
+    prices: [{effective: 2025-01-01, input: "2.50", output: "10", audio_input: "40", audio_output: "80"}]
+  - model: textonly
+    prices: [{effective: 2025-01-01, input: "0.30", output: "2.50"}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := table{
+		"audio":    {Name: "audio", Prices: Prices{"input": "2.5", "audio_input": "40", "audio_output": "64"}},
+		"textonly": {Name: "textonly", Prices: Prices{"input": "0.3", "audio_input": "1"}},
+	}
+	res := Diff([]pricefile.File{f}, ref, time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	var got []string
+	for _, d := range res.Differences {
+		got = append(got, d.String())
+	}
+	want := []string{
+		"openai audio@2025-01-01 audio_output: catalogue 80.00, reference 64.00 (audio)",
+		"openai textonly@2025-01-01 audio_input: catalogue 0.30, reference 1.00 (textonly)",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("differences =\n%q\nwant\n%q", got, want)
+	}
+}
