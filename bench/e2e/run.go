@@ -182,9 +182,12 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	withStage(ctx, StageBench, func(ctx context.Context) { end, err = b.waitCount(ctx, pl.db, res.Events) })
 	after := b.usage(pl)
 	if err != nil {
-		if _, cerr := pl.c.do("consumers"); cerr != nil {
-			err = errors.Join(err, cerr)
+		// Where the events that never arrived are waiting.
+		states, cerr := pl.c.do("consumers")
+		if cerr == nil {
+			cerr = errors.New(states)
 		}
+		err = errors.Join(err, cerr)
 	}
 	res.LoadProfile = prof.stop()
 	var perr error
