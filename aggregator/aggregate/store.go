@@ -134,7 +134,7 @@ func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, f
 
 func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(stored batch.Row, displaced bool)) error {
 	rows, err := s.conn.Query(ctx, "SELECT provider, response_id, event_id, source, time, model, team, "+
-		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, "+
+		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, unit_keys, "+
 		"event_id IN (SELECT event_id FROM "+s.db+".cost_corrections WHERE kind = 'displaced' AND time >= toDateTime(?) AND time <= toDateTime(?)) "+
 		"FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
 		from, to, uint16(p), from, to, set)
@@ -148,11 +148,15 @@ func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupS
 			tok       [6]uint64
 			displaced uint8
 		)
+		var unitKeys []string
 		if err := rows.Scan(&r.Provider, &r.ResponseID, &r.ID, &r.Source, &r.Time, &r.Model, &r.Team,
-			&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &displaced); err != nil {
+			&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &unitKeys, &displaced); err != nil {
 			return err
 		}
 		r.Time = r.Time.UTC()
+		for _, k := range unitKeys { // the keys make its Detail; their counts are not compared
+			r.Units = append(r.Units, batch.Unit{Key: k})
+		}
 		t := &r.Tokens
 		t.Input, t.Output, t.CachedInput, t.CacheWrite, t.CacheWrite1h, t.Reasoning =
 			int64(tok[0]), int64(tok[1]), int64(tok[2]), int64(tok[3]), int64(tok[4]), int64(tok[5])

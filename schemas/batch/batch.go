@@ -174,11 +174,12 @@ func (r *Row) Rank() int {
 	return 0
 }
 
-// Detail is how much a report says about its call: the number of token classes it counts.
-// Of two reports of one call from sources of equal rank the more detailed is kept (an SDK
-// span that splits cache writes over one that does not).
+// Detail is how much a report says about its call: the number of token classes and unit keys
+// it counts. Of two reports of one call from sources of equal rank the more detailed is kept
+// (an SDK span that splits cache writes over one that does not, a response that counts its web
+// searches over one that does not).
 func (r *Row) Detail() int {
-	n := 0
+	n := len(r.Units)
 	t := &r.Tokens
 	for _, v := range [...]int64{t.Input, t.Output, t.CachedInput, t.CacheWrite, t.CacheWrite1h, t.Reasoning} {
 		if v != 0 {

@@ -148,6 +148,7 @@ func TestOutranks(t *testing.T) {
 		{"equal reports: the first stays", row("", plain), row("", plain), false},
 		{"a reporter cannot name itself proxy-like", row("proxy ", split), row("", plain), true},
 		{"... nor rank above anonymous by it", row("proxy ", plain), row("", plain), false},
+		{"equal rank: counted units are detail", &Row{Source: SourceKey + "a", Tokens: plain, Units: []Unit{{Key: "web_search_calls", Count: 2}}}, row(SourceKey+"b", plain), true},
 	} {
 		if got := c.r.Outranks(c.o); got != c.want {
 			t.Errorf("%s: Outranks = %v, want %v (ranks %d, %d; detail %d, %d)", c.name, got, c.want, c.r.Rank(), c.o.Rank(), c.r.Detail(), c.o.Detail())
