@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,6 +126,19 @@ func pricingLookup(w io.Writer, args []string) error {
 	fs.Int64Var(&t.CacheWrite, "cache-write", 0, "cache-write tokens")
 	fs.Int64Var(&t.CacheWrite1h, "cache-write-1h", 0, "of which 1-hour cache-write tokens")
 	fs.Int64Var(&t.Reasoning, "reasoning", 0, "reasoning tokens")
+	var units event.Units
+	fs.Func("unit", "a unit of the call, KEY=COUNT (web_search_calls=2, audio_input_tokens=800); repeatable", func(v string) error {
+		k, n, ok := strings.Cut(v, "=")
+		count, err := strconv.ParseInt(n, 10, 64)
+		if !ok || err != nil {
+			return fmt.Errorf("%q: want KEY=COUNT", v)
+		}
+		if units == nil {
+			units = event.Units{}
+		}
+		units[k] = count
+		return nil
+	})
 	// Flags may come before or after the two names ("lookup openai gpt-4o --at 2025-01-01").
 	var names []string
 	for {
@@ -139,7 +153,7 @@ func pricingLookup(w io.Writer, args []string) error {
 		args = fs.Args()[1:]
 	}
 	if len(names) != 2 {
-		return errors.New("usage: tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N] [-output N] [-cached N] [-cache-write N] [-cache-write-1h N] [-reasoning N] PROVIDER MODEL")
+		return errors.New("usage: tokenmeter pricing lookup [-pricing DIR] [-at TIME] [-tier TIER] [-input N] [-output N] [-cached N] [-cache-write N] [-cache-write-1h N] [-reasoning N] [-unit KEY=COUNT]... PROVIDER MODEL")
 	}
 	at := time.Now().UTC()
 	if *atText != "" {
@@ -161,13 +175,16 @@ func pricingLookup(w io.Writer, args []string) error {
 		return err
 	}
 	provider, model := names[0], names[1]
-	q := cat.Price(provider, model, *tier, at, t, false)
+	q, unitCosts := cat.PriceUnits(provider, model, *tier, at, t, units, false)
 	if !q.Priced {
-		return fmt.Errorf("%s %s at %s: not priced (unknown provider or model, no price in force then, or invalid token counts) in catalogue %s",
+		return fmt.Errorf("%s %s at %s: not priced (unknown provider or model, no price in force then, a unit without a price, or invalid counts) in catalogue %s",
 			provider, model, at.Format(time.RFC3339), cat.Version())
 	}
-	fmt.Fprintf(w, "%s %s at %s\n  model:    %s\n  version:  %s\n  tokens:   %+v\n  cost:     %s USD\n  savings:  %s USD\n  catalogue %s\n",
-		provider, model, at.Format(time.RFC3339), q.Model, q.Version, t, q.Cost, q.Savings, cat.Version())
+	fmt.Fprintf(w, "%s %s at %s\n  model:    %s\n  version:  %s\n  tokens:   %+v\n", provider, model, at.Format(time.RFC3339), q.Model, q.Version, t)
+	for _, u := range unitCosts {
+		fmt.Fprintf(w, "  unit:     %s × %d = %s USD\n", u.Key, u.Count, u.Cost)
+	}
+	fmt.Fprintf(w, "  cost:     %s USD\n  savings:  %s USD\n  catalogue %s\n", q.Cost, q.Savings, cat.Version())
 	return nil
 }
 

@@ -33,6 +33,29 @@ func TestPricingLookup(t *testing.T) {
 	}
 }
 
+// -unit prices a call's units with the shipped catalogue: 1000·3e6 + 500·15e6 + 3 searches at
+// 0.01 USD; a unit the row does not price leaves the call unpriced.
+func TestPricingLookupUnits(t *testing.T) {
+	var out bytes.Buffer
+	err := runPricingTo(&out, []string{"lookup", "-at", "2026-12-01", "-input", "1000", "-output", "500", "-unit", "web_search_calls=3",
+		"anthropic", "claude-sonnet-4-5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"  unit:     web_search_calls × 3 = 0.030000000000 USD\n", "cost:     0.040500000000 USD\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("lookup output lacks %q:\n%s", want, out.String())
+		}
+	}
+	err = runPricingTo(&out, []string{"lookup", "-at", "2026-12-01", "-unit", "image_outputs:1024x1024:high=1", "anthropic", "claude-sonnet-4-5"})
+	if err == nil || !strings.Contains(err.Error(), "not priced (unknown provider or model, no price in force then, a unit without a price") {
+		t.Errorf("lookup with an unpriced unit: %v", err)
+	}
+	if err := runPricingTo(&out, []string{"lookup", "-unit", "web_search_calls", "anthropic", "claude-sonnet-4-5"}); err == nil {
+		t.Error("lookup with -unit without a count succeeded")
+	}
+}
+
 func TestPricingImportLiteLLMAndValidate(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
