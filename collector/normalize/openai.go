@@ -94,6 +94,12 @@ func (c *openAIChatUsage) finish(u *event.Usage) error {
 		out = d.AudioTokens
 	}
 	setAudio(u, in, out)
+	// The Chat Completions search models search the web before every answer, and the usage
+	// does not say so: one web_search_calls per call (at the price of the default, medium,
+	// search context; the request's size is not in the response).
+	if strings.HasPrefix(u.Model, "gpt-4o-search-preview") || strings.HasPrefix(u.Model, "gpt-4o-mini-search-preview") {
+		setUnit(u, event.UnitWebSearchCalls, 1)
+	}
 	return nil
 }
 

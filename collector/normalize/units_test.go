@@ -56,3 +56,25 @@ func TestImageKey(t *testing.T) {
 	f("1024 x 1024", "HD", "image_outputs:hd")
 	f("a:b", "low", "image_outputs:low")
 }
+
+// The Chat Completions search models search before every answer: one web search per call.
+func TestOpenAISearchModels(t *testing.T) {
+	f := func(model string, want event.Units) {
+		t.Helper()
+		body := `{"id":"c","model":"` + model + `","usage":{"prompt_tokens":10,"completion_tokens":5}}`
+		u, err := Response(OpenAIChat, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(u.Units, want) {
+			t.Errorf("%s: Units = %v, want %v", model, u.Units, want)
+		}
+		s, err := streamUsage(OpenAIChat, []byte("data: "+body+"\n\ndata: [DONE]\n\n"), 7)
+		if err != nil || !reflect.DeepEqual(s.Units, want) {
+			t.Errorf("%s streamed: Units = %v, %v, want %v", model, s.Units, err, want)
+		}
+	}
+	f("gpt-4o-search-preview-2025-03-11", event.Units{"web_search_calls": 1})
+	f("gpt-4o-mini-search-preview", event.Units{"web_search_calls": 1})
+	f("gpt-4o-2024-08-06", nil)
+}
