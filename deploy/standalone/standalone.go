@@ -173,6 +173,11 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		p.stopNATS()
 		return nil, err
 	}
+	// The streams' fill and the durable consumers' backlogs, for deploy/prometheus's rules,
+	// asked as the enricher's identity (which may read what Ensure creates).
+	if js, err := jetstream.New(p.conns[natsauth.Enricher]); err == nil {
+		cfg.Registerer.MustRegister(stream.NewCollector(js, cfg.Partitions))
+	}
 	p.enricher, err = enrich.New(enrich.Config{
 		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, EmitterBindingsFile: cfg.EmitterBindingsFile,
 		Streams: cfg.Streams, Registerer: cfg.Registerer, Logger: log.With("stage", "enricher"),

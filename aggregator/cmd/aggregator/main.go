@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
@@ -118,6 +119,11 @@ func run(args []string) int {
 	if err != nil {
 		log.Error("start outcome writer", "err", err)
 		return 2
+	}
+
+	// The streams' fill and the durable consumers' backlogs, for deploy/prometheus's rules.
+	if js, err := jetstream.New(nc); err == nil {
+		reg.MustRegister(stream.NewCollector(js, cfg.Partitions))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
