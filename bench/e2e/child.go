@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,6 +62,9 @@ func RunPipelineIfAsked() {
 	if !ok {
 		return
 	}
+	// Ctrl-C reaches the whole process group: the benchmark stops this process by closing
+	// its stdin, after the run, so that the pipeline stops cleanly and its database is dropped.
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	if err := runChild(spec, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e pipeline: %v\n", err)
 		os.Exit(1)
