@@ -73,8 +73,10 @@ type Alerter struct {
 	budgets  *budget.Publisher
 	// silences holds the silences made at run time (tokenmeter silence, the API); runtime
 	// is their last value seen, which the dispatcher gets beside the rules file's.
-	silences  atomic.Pointer[silence.Store]
-	runtime   []rules.Silence
+	silences atomic.Pointer[silence.Store]
+	runtime  []rules.Silence
+	// drifts are billing_drift's latest figures (RefreshDrift).
+	drifts    []drift
 	hist      *history.Writer
 	ch        driver.Conn
 	started   time.Time
@@ -234,6 +236,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 	defer a.Stop()
 	eval := time.NewTicker(a.cfg.EvalInterval)
 	defer eval.Stop()
+	go a.refreshDrifts(ctx)
 	reload := time.NewTicker(a.cfg.ReloadInterval)
 	defer reload.Stop()
 	for {
@@ -565,6 +568,22 @@ func (a *Alerter) Reload(ctx context.Context) error {
 	a.engine, a.tracker, a.file, a.fileData = e, tr, f, data
 	a.cfg.Logger.Info("rules reloaded", "file", a.cfg.RulesFile, "rules", len(f.Rules), "new rules", len(fresh), "budgets", len(f.Budgets))
 	return nil
+}
+
+// refreshDrifts reads billing_drift's figures at once and every DriftInterval until ctx ends.
+func (a *Alerter) refreshDrifts(ctx context.Context) {
+	t := time.NewTicker(DriftInterval)
+	defer t.Stop()
+	for {
+		if err := a.RefreshDrift(ctx); err != nil && ctx.Err() == nil {
+			a.cfg.Logger.Warn("billing_drift: read the reconciliation; the previous figures stay", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // setRuntimeSilences hands the silences made at run time to the dispatcher, beside the rules

@@ -41,6 +41,7 @@ func (a *Alerter) Tick(ctx context.Context) {
 	for _, s := range statuses {
 		a.observeBudget(s, now, seen)
 	}
+	a.observeDrifts(now, seen)
 	for fp, t := range a.alerts {
 		if !seen[fp] && (t.a.State == alert.Pending || t.a.State == alert.Firing) {
 			a.step(t, alert.Cleared, now)

@@ -36,6 +36,8 @@ const (
 	BuiltinUntaggedShare = "untagged_share"
 	BuiltinTeamSpike     = "team_spike"
 	BuiltinTierFallback  = "tier_fallback"
+	// BuiltinBillingDrift compares the meter with the providers' bills (File.BillingDrift).
+	BuiltinBillingDrift = "billing_drift"
 )
 
 // Defaults of the route.
@@ -56,6 +58,14 @@ type rawFile struct {
 	Silences  []rawSilence     `yaml:"silences"`
 	Inhibit   []rawInhibitRule `yaml:"inhibit_rules"`
 	LinkURL   string           `yaml:"link_url"`
+	Drift     rawBillingDrift  `yaml:"billing_drift"`
+}
+
+type rawBillingDrift struct {
+	AbovePercent string `yaml:"above_percent"`
+	MinUSD       string `yaml:"min_usd"`
+	Days         int    `yaml:"days"`
+	Severity     string `yaml:"severity"`
 }
 
 type rawRule struct {
@@ -238,9 +248,33 @@ func (p *parser) file(raw rawFile) *File {
 		p.url("link_url", raw.LinkURL)
 	}
 	for k := range raw.Builtins {
-		if !slices.Contains([]string{BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback}, k) {
-			p.errorf("builtins: %q is not a built-in rule (want %s, %s, %s or %s)", k, BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback)
+		if !slices.Contains([]string{BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback, BuiltinBillingDrift}, k) {
+			p.errorf("builtins: %q is not a built-in rule (want %s, %s, %s, %s or %s)", k, BuiltinUnpricedModel, BuiltinUntaggedShare, BuiltinTeamSpike, BuiltinTierFallback, BuiltinBillingDrift)
 		}
+	}
+	if on, set := raw.Builtins[BuiltinBillingDrift]; !set || on {
+		p.where = "billing_drift"
+		d := BillingDrift{
+			AboveMilli: p.decimal("above_percent", raw.Drift.AbovePercent, 3, DefaultDriftAboveMilli),
+			MinPico:    p.decimal("min_usd", raw.Drift.MinUSD, 12, DefaultDriftMinPico),
+			Days:       raw.Drift.Days, Severity: raw.Drift.Severity,
+		}
+		if d.Days == 0 {
+			d.Days = DefaultDriftDays
+		}
+		if d.Days < 1 || d.Days > 90 {
+			p.errorf("days: %d is outside [1, 90]", d.Days)
+		}
+		if d.AboveMilli <= 0 || d.AboveMilli > 100_000 {
+			p.errorf("above_percent: %s is outside (0, 100]", raw.Drift.AbovePercent)
+		}
+		if d.Severity == "" {
+			d.Severity = "warning"
+		}
+		f.BillingDrift = &d
+		p.where = ""
+	} else if raw.Drift != (rawBillingDrift{}) {
+		p.errorf("billing_drift: set, but builtins turns billing_drift off")
 	}
 	if len(raw.Rules) > maxRules {
 		p.errorf("rules: %d rules, more than %d", len(raw.Rules), maxRules)

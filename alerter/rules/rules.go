@@ -238,7 +238,29 @@ type File struct {
 	Silences  []Silence
 	// InhibitRules mute alerts while others fire (inhibit_rules).
 	InhibitRules []InhibitRule
+	// BillingDrift, unless the file turns the built-in off, compares the meter with the
+	// providers' bills (billing_drift).
+	BillingDrift *BillingDrift
 	// LinkURL is the base of the "breakdown" link in notifications; the alert's labels are
 	// appended as query parameters.
 	LinkURL string
 }
+
+// BillingDrift is the built-in billing_drift alert: per provider, over the last Days complete
+// UTC days whose bills are complete, the difference between what the providers billed and what
+// tokenmeter metered — on the days and models the meter priced every event of, so that a
+// model without a price is not counted as drift (unpriced_model says so) — fires when it is
+// more than AboveMilli thousandths of a percent of the bill and at least MinPico.
+type BillingDrift struct {
+	AboveMilli int64
+	MinPico    int64
+	Days       int
+	Severity   string
+}
+
+// Defaults of billing_drift.
+const (
+	DefaultDriftAboveMilli = 5_000           // 5 %
+	DefaultDriftMinPico    = 10 * PicoPerUSD // $10
+	DefaultDriftDays       = 7
+)

@@ -84,6 +84,16 @@ func TestParseEmptyIsBuiltins(t *testing.T) {
 		len(f.Route.GroupBy) != 1 || f.Route.GroupBy[0] != "alertname" {
 		t.Errorf("route = %+v", f.Route)
 	}
+	if d := f.BillingDrift; d == nil || *d != (BillingDrift{AboveMilli: 5_000, MinPico: 10 * PicoPerUSD, Days: 7, Severity: "warning"}) {
+		t.Errorf("billing_drift = %+v, want the defaults (on)", d)
+	}
+	if f, err := Parse("off", []byte("builtins: {billing_drift: false}")); err != nil || f.BillingDrift != nil {
+		t.Errorf("billing_drift turned off: %+v, %v", f.BillingDrift, err)
+	}
+	if _, err := Parse("off", []byte("builtins: {billing_drift: false}\nbilling_drift: {days: 3}")); err == nil ||
+		err.Error() != "off: billing_drift: set, but builtins turns billing_drift off" {
+		t.Errorf("billing_drift set and off: %v", err)
+	}
 }
 
 func TestParseReportsEveryMistake(t *testing.T) {
@@ -93,6 +103,9 @@ func TestParseReportsEveryMistake(t *testing.T) {
 	}
 	want := []string{
 		`conf.every-mistake.yaml: builtins: "team_spke" is not a built-in rule`,
+		`billing_drift: min_usd: "x" is not a plain decimal number`,
+		`billing_drift: days: 400 is outside [1, 90]`,
+		`billing_drift: above_percent: 0 is outside (0, 100]`,
 		`rules[0] "Bad Name": name: "Bad Name" must match`,
 		`rules[0] "Bad Name": measure: "dollars" is not one of cost, untagged_cost`,
 		`rules[0] "Bad Name": group_by: "tag.owner" is not one of team, feature`,
