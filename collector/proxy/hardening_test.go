@@ -195,45 +195,56 @@ func TestBudgetCapFlags(t *testing.T) {
 	}
 }
 
+// slowBody opens a connection to the proxy and sends a chat completion announcing a body of
+// 16,000,000 bytes, and one byte of it.
+func slowBody(t *testing.T, h *harness) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{")
+	return conn
+}
+
+// answerOn reads the answer to the request sent on conn.
+func answerOn(t *testing.T, conn net.Conn) (int, string, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+}
+
 // Bodies announced large and sent one byte at a time are bounded as at the collector: at
 // most MaxBodies are read at once (the others are answered 503 unread), and one that does not
 // arrive within BodyTimeout is answered 408; nothing reaches the upstream whole.
 func TestProxySlowBodies(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarnessWith(t, counted(&calls), func(c *Config) { c.MaxBodies, c.BodyTimeout = 2, 3*time.Second })
-	slow := func() net.Conn {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{")
-		return conn
-	}
-	answer := func(conn net.Conn) (int, string, string) {
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
-	}
-	held := []net.Conn{slow(), slow()}
-	// Once both slots are held, a complete request is refused too.
-	natstest.Eventually(t, 10*time.Second, "every slot held", func() bool {
-		status, _ := send(t, "POST", h.srv.URL+"/openai/v1/files") // not metered
-		return status == http.StatusServiceUnavailable
-	})
+	held := []net.Conn{slowBody(t, h), slowBody(t, h)}
+	// A request reaches its route once its body holds a slot. Until both do, another request
+	// could take a slot before them, however late it was sent: a busy machine runs the
+	// connections' goroutines in any order.
+	metered := h.proxy.metrics.requests.WithLabelValues("/openai", "true")
+	natstest.Eventually(t, 10*time.Second, "every slot held", func() bool { return testutil.ToFloat64(metered) == 2 })
 	const busy = `{"error":{"code":"proxy_busy","message":"tokenmeter proxy: 2 request bodies are being read, the limit: send this request again later","type":"tokenmeter_proxy_error"}}` + "\n"
+	// A complete request is refused too, metered or not.
+	if status, body := send(t, "POST", h.srv.URL+"/openai/v1/files"); status != http.StatusServiceUnavailable || body != busy {
+		t.Errorf("complete request: %d %s, want 503 %s", status, body, busy)
+	}
 	for i := 0; i < 2; i++ {
-		if status, retry, body := answer(slow()); status != http.StatusServiceUnavailable || retry != "1" || body != busy {
+		if status, retry, body := answerOn(t, slowBody(t, h)); status != http.StatusServiceUnavailable || retry != "1" || body != busy {
 			t.Errorf("beyond the bound: %d (Retry-After %q) %s, want 503 (1) %s", status, retry, body, busy)
 		}
 	}
 	const late = `{"error":{"code":"body_timeout","message":"tokenmeter proxy: the request body did not arrive within 3s","type":"invalid_request_error"}}` + "\n"
 	for _, conn := range held {
-		if status, _, body := answer(conn); status != http.StatusRequestTimeout || body != late {
+		if status, _, body := answerOn(t, conn); status != http.StatusRequestTimeout || body != late {
 			t.Errorf("held: %d %s, want 408 %s", status, body, late)
 		}
 	}
@@ -255,5 +266,68 @@ func TestInvisibleHeaderTagDropped(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(h.proxy.metrics.droppedTags); got != 2 {
 		t.Errorf("dropped tags = %v, want 2", got)
+	}
+}
+
+// cancelFirst is http.Transport as it answers when it sees the request's context canceled
+// before the forwarded body's read error. A late body cancels the context inside the read
+// that fails, before that read returns; which of the two the transport sees first is a race
+// between its goroutines, which this makes certain.
+type cancelFirst struct{ http.RoundTripper }
+
+func (c cancelFirst) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.RoundTripper.RoundTrip(r)
+	if err != nil && r.Context().Err() != nil {
+		return nil, context.Cause(r.Context())
+	}
+	return resp, err
+}
+
+// A late body is answered 408 whatever the transport reports: its deadline cancels the
+// request's context as a client hanging up does, and the transport may say only that. It was
+// answered 200 with an empty body, taken for a client gone, whenever the transport saw the
+// cancellation first (TestProxySlowBodies, on a busy machine).
+func TestLateBodyIsNoClientGone(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarnessWith(t, counted(&calls), func(c *Config) {
+		c.BodyTimeout = 100 * time.Millisecond
+		c.Transport = cancelFirst{http.DefaultTransport.(*http.Transport).Clone()}
+	})
+	const late = `{"error":{"code":"body_timeout","message":"tokenmeter proxy: the request body did not arrive within 100ms","type":"invalid_request_error"}}` + "\n"
+	if status, _, body := answerOn(t, slowBody(t, h)); status != http.StatusRequestTimeout || body != late {
+		t.Errorf("%d %s, want 408 %s", status, body, late)
+	}
+	for reason, want := range map[string]float64{"body_timeout": 1, "client_gone": 0} {
+		if got := testutil.ToFloat64(h.proxy.metrics.upstreamErrors.WithLabelValues(reason)); got != want {
+			t.Errorf("upstream errors %s = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// A client that hangs up in the middle of its body is counted gone, not as an unreachable
+// upstream, whichever error the transport reports: the write of the body failing, or the
+// cancellation.
+func TestClientGoneMidBody(t *testing.T) {
+	for name, transport := range map[string]http.RoundTripper{
+		"transport":    http.DefaultTransport.(*http.Transport).Clone(),
+		"cancel first": cancelFirst{http.DefaultTransport.(*http.Transport).Clone()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var calls atomic.Int32
+			h := newHarnessWith(t, counted(&calls), func(c *Config) { c.Transport = transport })
+			conn := slowBody(t, h)
+			// Hang up once the upstream has the request, so that the body is being forwarded.
+			natstest.Eventually(t, 10*time.Second, "request forwarded", func() bool { return calls.Load() == 1 })
+			conn.Close()
+			errs := h.proxy.metrics.upstreamErrors
+			natstest.Eventually(t, 10*time.Second, "call ended", func() bool {
+				return testutil.CollectAndCount(errs) > 0
+			})
+			for reason, want := range map[string]float64{"client_gone": 1, "unreachable": 0, "body_timeout": 0} {
+				if got := testutil.ToFloat64(errs.WithLabelValues(reason)); got != want {
+					t.Errorf("upstream errors %s = %v, want %v", reason, got, want)
+				}
+			}
+		})
 	}
 }

@@ -447,7 +447,13 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 // and the proxy's network, which are the operators' business (the log has it), not the
 // client's.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+	// The request's context is canceled when the client hangs up, and also when its body is
+	// late; then the transport may report either the cancellation or the body's error
+	// (guard.TimedOut), and it reports a client hanging up mid-body as a failed write as
+	// often as a cancellation. The guard says whether the body was late; if not, a canceled
+	// context is a client gone, whatever the error.
+	late := guard.TimedOut(r.Context()) || errors.Is(err, guard.ErrBodyTimeout)
+	if !late && r.Context().Err() != nil {
 		p.metrics.upstreamErrors.WithLabelValues("client_gone").Inc()
 		return // the client hung up; nobody is listening for the answer
 	}
@@ -455,7 +461,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		message: "tokenmeter proxy: the upstream could not be reached"}
 	var ne net.Error
 	switch {
-	case errors.Is(err, guard.ErrBodyTimeout):
+	case late:
 		// The client's body, not the upstream, was late.
 		ref = refusal{status: http.StatusRequestTimeout, kind: "invalid_request_error", code: "body_timeout",
 			message: fmt.Sprintf("tokenmeter proxy: the request body did not arrive within %s", p.cfg.BodyTimeout)}

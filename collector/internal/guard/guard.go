@@ -7,12 +7,14 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,11 +42,11 @@ func Bodies(h http.Handler, max int, timeout time.Duration, busy http.HandlerFun
 			return
 		}
 		rc := http.NewResponseController(w)
+		b := &body{ReadCloser: r.Body, timeout: timeout, free: func() { <-slots }}
 		// Not every ResponseWriter has a connection (httptest.ResponseRecorder): then the
 		// deadline is not enforced, which only tests see.
-		deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
-		b := &body{ReadCloser: r.Body, timeout: timeout, free: func() { <-slots }}
-		if deadline {
+		if deadline := time.Now().Add(timeout); rc.SetReadDeadline(deadline) == nil {
+			b.deadline = deadline
 			// Once the body is read, the connection waits for the response as long as it
 			// takes (a proxied stream), as it does without a deadline. Before that, the
 			// deadline stays: the server's own reads of what the handler left unread are
@@ -54,18 +56,37 @@ func Bodies(h http.Handler, max int, timeout time.Duration, busy http.HandlerFun
 		defer b.release()
 		// The server keeps its own request: its body is the one it checks, after the
 		// handler returns, for what is left unread.
-		r = r.WithContext(r.Context())
+		r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, b))
 		r.Body = b
 		h.ServeHTTP(w, r)
 	})
 }
 
+// TimedOut says whether the body of the request whose context is ctx, read under Bodies,
+// missed its deadline: it has not been read to its end and the deadline has passed. It is
+// false for a request that did not come through Bodies.
+//
+// A handler needs it to tell a late body from a client that hung up. net/http cancels a
+// request's context on any failed read of its connection, the deadline's included, and does
+// so inside the failing read, before the read returns: whoever sees the cancellation first
+// cannot learn from it, nor yet from the read's error, which it was. http.Transport, which
+// forwards a body from a goroutine of its own, is one: when it sees the cancellation first it
+// reports context.Canceled, not the error wrapping ErrBodyTimeout.
+func TimedOut(ctx context.Context) bool {
+	b, ok := ctx.Value(bodyKey{}).(*body)
+	return ok && !b.deadline.IsZero() && !b.arrived.Load() && !time.Now().Before(b.deadline)
+}
+
+type bodyKey struct{}
+
 type body struct {
 	io.ReadCloser
-	timeout time.Duration
-	once    sync.Once
-	free    func() // frees the body's slot
-	done    func() // lifts the deadline, when there is one
+	timeout  time.Duration
+	deadline time.Time // zero when not enforced
+	arrived  atomic.Bool
+	once     sync.Once
+	free     func() // frees the body's slot
+	done     func() // lifts the deadline, when there is one
 }
 
 func (b *body) release() { b.once.Do(b.free) }
@@ -74,6 +95,7 @@ func (b *body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	switch {
 	case err == io.EOF:
+		b.arrived.Store(true)
 		if b.done != nil {
 			b.done()
 		}
