@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 )
 
 // TestBillsSyncImportDiff: a seeded month of metered events, an OpenAI report server on
@@ -146,3 +150,50 @@ func TestBillsSyncImportDiff(t *testing.T) {
                  total                                 5         1            6270           6570     0.008000    0.009538        0.001538  16.12%
 `, "diff", "-month", "2026-11", "-daily")
 }
+
+// tokenmeter run -bills-sync-every: a sync at once and then every interval, each logged; a
+// failed one is logged and the next runs anyway; cancelling stops it.
+func TestSyncBillsEvery(t *testing.T) {
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	done := make(chan struct{})
+	go func() {
+		syncBillsEvery(ctx, 10*time.Millisecond, func(context.Context) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls == 2 {
+				return "", errors.New("openai answered 503")
+			}
+			return fmt.Sprintf("openai run %d", calls), nil
+		}, log)
+		close(done)
+	}()
+	natstest.Eventually(t, 10*time.Second, "three runs", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	want := "level=INFO msg=\"bills synced\" report=\"openai run 1\"\n" +
+		"level=WARN msg=\"bills sync failed; trying again at the next run\" report=\"\" err=\"openai answered 503\" next_in=10ms\n" +
+		"level=INFO msg=\"bills synced\" report=\"openai run 3\"\n"
+	if got := logs.String(); !strings.HasPrefix(got, want) {
+		t.Errorf("logs:\n%s\nwant them to start with:\n%s", got, want)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

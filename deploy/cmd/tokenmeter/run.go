@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
@@ -41,6 +43,9 @@ func runPipeline(ctx context.Context, args []string) error {
 	var access dashboardAccess
 	fs.StringVar(&access.hosts, "dashboard-host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated")
 	fs.StringVar(&access.tokenFile, "dashboard-token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), "file holding the token every dashboard request must carry")
+	billsEvery := fs.Duration("bills-sync-every", 0, "import the providers' usage and cost reports this often, as `tokenmeter bills sync` does (the last 7 days; 0: never; TOKENMETER_BILLS_SYNC_EVERY); admin keys from -openai-admin-key-file / -anthropic-admin-key-file or TOKENMETER_OPENAI_ADMIN_KEY / TOKENMETER_ANTHROPIC_ADMIN_KEY")
+	openaiKeyFile := fs.String("openai-admin-key-file", os.Getenv("TOKENMETER_OPENAI_ADMIN_KEY_FILE"), "file holding the OpenAI admin key, for -bills-sync-every")
+	anthropicKeyFile := fs.String("anthropic-admin-key-file", os.Getenv("TOKENMETER_ANTHROPIC_ADMIN_KEY_FILE"), "file holding the Anthropic admin key, for -bills-sync-every")
 	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
 	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
 	memFlags := flag.NewFlagSet("memory", flag.ContinueOnError)
@@ -61,6 +66,14 @@ func runPipeline(ctx context.Context, args []string) error {
 	if cfg.SilenceToken, err = ops.SecretFile("silence token", *silenceTokenFile); err != nil {
 		return err
 	}
+	if v := os.Getenv("TOKENMETER_BILLS_SYNC_EVERY"); v != "" && !flagSet(fs, "bills-sync-every") {
+		if *billsEvery, err = time.ParseDuration(v); err != nil || *billsEvery < 0 {
+			return fmt.Errorf("TOKENMETER_BILLS_SYNC_EVERY=%q: not a duration of 0 or more (e.g. 6h)", v)
+		}
+	}
+	if *billsEvery < 0 {
+		return fmt.Errorf("-bills-sync-every %s: must not be negative", *billsEvery)
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if limit := standalone.ApplyMemoryLimit(*memLimit); limit != math.MaxInt64 {
 		cfg.Logger.Info("Go memory limit", "bytes", limit)
@@ -69,6 +82,21 @@ func runPipeline(ctx context.Context, args []string) error {
 	p, err := standalone.Start(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if *billsEvery > 0 {
+		args := []string{"sync", "-clickhouse", cfg.ClickHouseDSN, "-database", cfg.Database, "-days", "7"}
+		if *openaiKeyFile != "" {
+			args = append(args, "-openai-admin-key-file", *openaiKeyFile)
+		}
+		if *anthropicKeyFile != "" {
+			args = append(args, "-anthropic-admin-key-file", *anthropicKeyFile)
+		}
+		log := cfg.Logger.With("stage", "bills")
+		go syncBillsEvery(ctx, *billsEvery, func(ctx context.Context) (string, error) {
+			var out bytes.Buffer
+			err := billsTo(ctx, &out, &out, time.Now, args)
+			return strings.TrimSpace(out.String()), err
+		}, log)
 	}
 	// The catalogue's price rows and check dates, for the view price_staleness.
 	go publishPricesAtStart(ctx, cfg.Logger.With("stage", "pricing"), cfg.ClickHouseDSN, cfg.Database, cfg.PricingDir, 5*time.Second, 60)
@@ -126,4 +154,33 @@ func orNone(s string) string {
 		return "(in-process only)"
 	}
 	return s
+}
+
+// syncBillsEvery runs sync at once and then every interval until ctx ends, logging what each
+// run imported, or its error (the next run tries again: a sync is idempotent).
+func syncBillsEvery(ctx context.Context, every time.Duration, sync func(context.Context) (string, error), log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if report, err := sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("bills sync failed; trying again at the next run", "report", report, "err", err, "next_in", every)
+		} else {
+			log.Info("bills synced", "report", report)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
