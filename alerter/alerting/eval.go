@@ -196,11 +196,21 @@ func (a *Alerter) observeBudget(s budget.Status, now time.Time, seen map[string]
 	fsubj.keepFiringFor = time.Hour
 	fsubj.description = "at the current run-rate the budget is exceeded before the period ends"
 	sig := alert.Cleared
-	if s.Forecast > b.LimitPico && now.Sub(s.PeriodStart) >= forecastAfter {
-		sig = alert.Held
-	}
 	summary := fmt.Sprintf("budget %s (%s): forecast %s by %s, over the limit of %s (spent so far %s)",
 		b.Name, b.Scope(), amount(s.Forecast, true, ""), s.PeriodEnd.Format(time.DateOnly), amount(b.LimitPico, true, ""), amount(s.Spent, true, ""))
+	switch {
+	case s.Seasonal:
+		// Weekday-aware, with a spread: it fires on the probability of ending over the limit.
+		fsubj.description = "the budget is likely to be exceeded before the period ends (seasonal forecast)"
+		if s.ExceedMilli >= b.ForecastAlertMilli {
+			sig = alert.Held
+		}
+		summary = fmt.Sprintf("budget %s (%s): forecast %s by %s (90%% interval %s to %s), %d.%d%% likely over the limit of %s (spent so far %s)",
+			b.Name, b.Scope(), amount(s.Forecast, true, ""), s.PeriodEnd.Format(time.DateOnly), amount(s.ForecastLow, true, ""),
+			amount(s.ForecastHigh, true, ""), s.ExceedMilli/1000, s.ExceedMilli%1000/100, amount(b.LimitPico, true, ""), amount(s.Spent, true, ""))
+	case s.Forecast > b.LimitPico && now.Sub(s.PeriodStart) >= forecastAfter:
+		sig = alert.Held
+	}
 	a.observeCap(base(BudgetForecast), fsubj, sig, s.Forecast, b.LimitPico, b.LimitPico, summary, now, seen)
 }
 
@@ -326,7 +336,7 @@ func (a *Alerter) baselineMethod(name string) string {
 	case BudgetSoftCap:
 		return "budget: spend so far in the period against the limit; the level is the soft cap's share of the limit"
 	case BudgetForecast:
-		return "budget: forecast for the period's end (spent + the last 7 complete days' run-rate over the time left) against the limit"
+		return "budget: forecast for the period's end against the limit — with 14 days known, spent + each day left at its weekday's mean of the last 4 weeks, firing on the probability of ending over the limit; before that, spent + the last 7 complete days' run-rate over the time left"
 	}
 	for _, r := range a.engine.Rules() {
 		if r.Name == name {

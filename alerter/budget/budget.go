@@ -4,17 +4,27 @@
 // the JetStream KV bucket tokenmeter_budgets, which the collector watches to refuse or flag
 // the requests of a scope over its hard cap.
 //
-// Forecast method: spent so far plus the recent daily run-rate times the time left. The
-// run-rate is the spend of the last 7 complete days divided by 7 days once the period is at
-// least 7 days old; before that it is the spend so far divided by the time elapsed since the
-// period began (so a budget created on the 2nd extrapolates from one day). Every amount is an
-// integer number of picodollars; the division rounds down.
+// Forecast, seasonal: once the scope's spend is known for at least 14 complete days, the
+// forecast is the spend so far plus, for every day left in the period (today in proportion to
+// the time left of it), the mean spend of that weekday over the last 4 weeks known — weekdays
+// and weekends spend differently. Its spread comes from how far the known days fell from
+// their weekday's mean: σ² = Σ residual² / (n − 7) per day, so the sum over the k days left
+// has variance k·σ²; the forecast carries a 90 % interval (± 1.645 σ√k, never below the spend
+// so far) and the probability of ending over the limit, 1 − Φ((limit − forecast) / σ√k).
+// These are statistics, computed in floating point; the spend itself stays exact.
+//
+// Forecast, run-rate (less history): spent so far plus the recent daily run-rate times the
+// time left. The run-rate is the spend of the last 7 complete days divided by 7 days once the
+// period is at least 7 days old; before that it is the spend so far divided by the time
+// elapsed since the period began (so a budget created on the 2nd extrapolates from one day).
+// Every amount is an integer number of picodollars; the division rounds down.
 package budget
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,7 +53,14 @@ type Record struct {
 	LimitUSD    string    `json:"limit_usd"`
 	SpentUSD    string    `json:"spent_usd"`
 	ForecastUSD string    `json:"forecast_usd"`
-	State       string    `json:"state"`
+	// The seasonal forecast's 90 % interval and its probability of ending over the limit
+	// ("0.734"); empty under the run-rate method, which has neither.
+	ForecastLowUSD    string `json:"forecast_low_usd,omitempty"`
+	ForecastHighUSD   string `json:"forecast_high_usd,omitempty"`
+	ExceedProbability string `json:"exceed_probability,omitempty"`
+	// ForecastMethod is "seasonal" or "run_rate".
+	ForecastMethod string `json:"forecast_method"`
+	State          string `json:"state"`
 	// Policy (refuse or flag) and PeriodEnd complete the contract for the collector.
 	Policy    string    `json:"policy"`
 	PeriodEnd time.Time `json:"period_end"`
@@ -54,6 +71,12 @@ type Status struct {
 	Budget                 *rules.Budget
 	PeriodStart, PeriodEnd time.Time
 	Spent, Forecast        int64
+	// Seasonal is set when the forecast is the seasonal one: then ForecastLow and
+	// ForecastHigh bound its 90 % interval and ExceedMilli is the probability, in thousandths
+	// of a percent, of ending over the limit.
+	Seasonal                  bool
+	ForecastLow, ForecastHigh int64
+	ExceedMilli               int64
 	// Reached lists the soft caps (percent) reached; HardCapped whether the hard cap is.
 	Reached    []int64
 	HardCapped bool
@@ -72,9 +95,14 @@ func (s Status) State() string {
 
 // Record is the bucket value of s.
 func (s Status) Record() Record {
-	return Record{Name: s.Budget.Name, Scope: s.Budget.Scope(), PeriodStart: s.PeriodStart, PeriodEnd: s.PeriodEnd,
+	r := Record{Name: s.Budget.Name, Scope: s.Budget.Scope(), PeriodStart: s.PeriodStart, PeriodEnd: s.PeriodEnd,
 		LimitUSD: pico(s.Budget.LimitPico), SpentUSD: pico(s.Spent), ForecastUSD: pico(s.Forecast),
-		State: s.State(), Policy: s.Budget.Policy}
+		ForecastMethod: "run_rate", State: s.State(), Policy: s.Budget.Policy}
+	if s.Seasonal {
+		r.ForecastMethod, r.ForecastLowUSD, r.ForecastHighUSD = "seasonal", pico(s.ForecastLow), pico(s.ForecastHigh)
+		r.ExceedProbability = fmt.Sprintf("%d.%03d", s.ExceedMilli/100_000, s.ExceedMilli%100_000/100)
+	}
+	return r
 }
 
 func pico(v int64) string { return fmt.Sprintf("%d.%012d", v/rules.PicoPerUSD, v%rules.PicoPerUSD) }
@@ -88,18 +116,28 @@ type tracked struct {
 	kept bool
 	b    *rules.Budget
 	days *window.Ring // spend per UTC day index
+	// first is the first day with spend known (math.MaxInt64: none): the seasonal forecast
+	// counts only days from it on, not the empty days before the scope existed.
+	first int64
 }
+
+// Seasonal forecast parameters.
+const (
+	seasonalWeeks   = 4  // weeks of history a weekday's mean averages
+	minSeasonalDays = 14 // complete days known before the seasonal forecast is used
+	z90             = 1.6448536269514722
+)
 
 // NewTracker tracks bs; budgets of prev with the same name and scope keep their days.
 func NewTracker(bs []rules.Budget, prev *Tracker) *Tracker {
 	t := &Tracker{}
 	for i := range bs {
 		b := &bs[i]
-		tr := &tracked{b: b, days: window.NewRing(max(b.PeriodDays, 31) + 8)}
+		tr := &tracked{b: b, days: window.NewRing(max(b.PeriodDays, 31) + 7*seasonalWeeks + 1), first: math.MaxInt64}
 		if prev != nil {
 			for _, o := range prev.budgets {
 				if o.b.Name == b.Name && o.b.Scope() == b.Scope() && o.days.Len() == tr.days.Len() {
-					tr.days, tr.kept = o.days, true
+					tr.days, tr.first, tr.kept = o.days, o.first, true
 				}
 			}
 		}
@@ -143,7 +181,7 @@ func (t *Tracker) Add(r *batch.Row) {
 	}
 	for _, tr := range t.budgets {
 		if window.Dimension(r, tr.b.ScopeKey) == tr.b.ScopeValue {
-			tr.days.Add(dayOf(r.Time), r.CostPico)
+			tr.add(dayOf(r.Time), r.CostPico)
 		}
 	}
 }
@@ -152,8 +190,14 @@ func (t *Tracker) Add(r *batch.Row) {
 func (t *Tracker) AddHistory(name string, at time.Time, v int64) {
 	for _, tr := range t.budgets {
 		if tr.b.Name == name {
-			tr.days.Add(dayOf(at), v)
+			tr.add(dayOf(at), v)
 		}
+	}
+}
+
+func (tr *tracked) add(day, v int64) {
+	if tr.days.Add(day, v) {
+		tr.first = min(tr.first, day)
 	}
 }
 
@@ -186,7 +230,9 @@ func (t *Tracker) Evaluate(now time.Time) []Status {
 		s.Spent = tr.days.Sum(dayOf(start), today)
 		elapsed := now.Sub(start)
 		left := end.Sub(now)
-		if elapsed >= 7*24*time.Hour {
+		if tr.seasonal(&s, now, today) {
+			// s holds the seasonal forecast
+		} else if elapsed >= 7*24*time.Hour {
 			last7 := tr.days.Sum(today-7, today-1)
 			add, _ := rules.MulDiv(last7, int64(left/time.Second), 7*24*3600)
 			s.Forecast = s.Spent + add
@@ -203,6 +249,67 @@ func (t *Tracker) Evaluate(now time.Time) []Status {
 	}
 	return out
 }
+
+// seasonal fills s with the seasonal forecast and reports true, when at least minSeasonalDays
+// complete days of the scope's spend are known (the package comment says how).
+func (tr *tracked) seasonal(s *Status, now time.Time, today int64) bool {
+	from := max(tr.first, today-7*seasonalWeeks)
+	n := today - from
+	if tr.first == math.MaxInt64 || n < minSeasonalDays {
+		return false
+	}
+	var sum [7]float64
+	var count [7]float64
+	for d := from; d < today; d++ {
+		sum[weekday(d)] += float64(tr.days.Get(d))
+		count[weekday(d)]++
+	}
+	var mean [7]float64
+	for i := range mean {
+		if count[i] > 0 {
+			mean[i] = sum[i] / count[i]
+		}
+	}
+	var squares float64
+	for d := from; d < today; d++ {
+		r := float64(tr.days.Get(d)) - mean[weekday(d)]
+		squares += r * r
+	}
+	variance := squares / float64(n-7)
+	// The days left: today in proportion to what is left of it, then every whole day.
+	endDay := dayOf(s.PeriodEnd.Add(-time.Nanosecond))
+	todayLeft := float64(24*time.Hour-now.Sub(now.Truncate(24*time.Hour))) / float64(24*time.Hour)
+	var expected, k float64
+	for d := today; d <= endDay; d++ {
+		f := 1.0
+		if d == today {
+			f = todayLeft
+		}
+		expected += f * mean[weekday(d)]
+		k += f
+	}
+	s.Seasonal = true
+	s.Forecast = s.Spent + int64(math.Round(expected))
+	sd := math.Sqrt(variance * k)
+	s.ForecastLow = max(s.Spent, s.Forecast-int64(math.Round(z90*sd)))
+	s.ForecastHigh = s.Forecast + int64(math.Round(z90*sd))
+	limit := s.Budget.LimitPico
+	switch {
+	case sd == 0 && s.Forecast > limit:
+		s.ExceedMilli = 100_000
+	case sd == 0:
+		s.ExceedMilli = 0
+	default:
+		// P(total > limit) = 1 − Φ((limit − forecast) / sd) = erfc(z/√2)/2.
+		z := (float64(limit) - float64(s.Forecast)) / sd
+		s.ExceedMilli = int64(math.Round(50_000 * math.Erfc(z/math.Sqrt2)))
+	}
+	return true
+}
+
+// weekday is the day of the week of a UTC day index, 0 for Sunday: day 0, 1970-01-01, was a
+// Thursday.
+func weekday(day int64) int { return int(((day+4)%7 + 7) % 7) }
 
 // reached reports spent ≥ limit × percent / 100, exactly.
 func reached(spent, limit, percent int64) bool {

@@ -106,6 +106,9 @@ type rawBudget struct {
 	HardCapPercent int64             `yaml:"hard_cap_percent"`
 	Policy         string            `yaml:"policy"`
 	Severity       string            `yaml:"severity"`
+	// ForecastAlertPercent is the probability of ending over the limit at which
+	// budget_forecast fires (seasonal forecast).
+	ForecastAlertPercent string `yaml:"forecast_alert_percent"`
 }
 
 type rawRoute struct {
@@ -669,6 +672,10 @@ func (p *parser) budget(rb rawBudget) Budget {
 			p.errorf("alert_at_percent: %v is not strictly increasing", b.AlertAtPercent)
 			break
 		}
+	}
+	b.ForecastAlertMilli = p.decimal("forecast_alert_percent", rb.ForecastAlertPercent, 3, DefaultForecastAlertMilli)
+	if b.ForecastAlertMilli <= 0 || b.ForecastAlertMilli >= 100_000 {
+		p.errorf("forecast_alert_percent: %s is outside (0, 100)", rb.ForecastAlertPercent)
 	}
 	if b.HardCapPercent < 0 || b.HardCapPercent > 1000 {
 		p.errorf("hard_cap_percent: %d is outside [0, 1000] (0: no hard cap)", b.HardCapPercent)

@@ -169,6 +169,10 @@ type Budget struct {
 	HardCapPercent int64
 	Policy         string
 	Severity       string
+	// ForecastAlertMilli is the probability, in thousandths of a percent, of ending the period
+	// over the limit at which budget_forecast fires, once the seasonal forecast has enough
+	// history (default DefaultForecastAlertMilli).
+	ForecastAlertMilli int64
 }
 
 // Scope is "team=search".
@@ -257,6 +261,10 @@ type BillingDrift struct {
 	Days       int
 	Severity   string
 }
+
+// DefaultForecastAlertMilli: budget_forecast fires once ending over the limit is more likely
+// than not.
+const DefaultForecastAlertMilli = 50_000
 
 // Defaults of billing_drift.
 const (
