@@ -31,6 +31,16 @@ type Usage struct {
 	// CacheHit marks a call answered by the application's own cache: it costs nothing, and
 	// what it would have cost is recorded as savings.
 	CacheHit bool `json:"cache_hit,omitempty"`
+	// Estimated marks a call whose usage nobody measured: the provider billed it, or may
+	// have, but its answer carried no usage (a stream cut off, a client gone, an upstream
+	// timeout, an OpenAI stream without include_usage, an error event after generation
+	// began). Its token counts are estimates (the proxy's: input from the request's text,
+	// output from the text streamed before the end; see collector/proxy). A measured report
+	// of the same call always outranks an estimated one, whoever sent either, so the flag can
+	// only lower the report that carries it. EstimateReason says why, one of the
+	// Estimate* reasons, and is set only on an estimated event.
+	Estimated      bool   `json:"estimated,omitempty"`
+	EstimateReason string `json:"estimate_reason,omitempty"`
 }
 
 // Tokens follows OpenAI's and OpenTelemetry's convention: InputTokens counts all prompt
@@ -66,3 +76,22 @@ const (
 
 // StatusOK is the status of a successful call, and the default.
 const StatusOK = "ok"
+
+// Why a call's usage was estimated (Usage.EstimateReason).
+const (
+	// EstimateCutStream: the upstream broke the response off before its usage.
+	EstimateCutStream = "cut_stream"
+	// EstimateClientGone: the client hung up after its request was sent upstream.
+	EstimateClientGone = "client_gone"
+	// EstimateUpstreamTimeout: the upstream took the request and did not answer in time.
+	EstimateUpstreamTimeout = "upstream_timeout"
+	// EstimateNoUsage: the response ended normally without its usage (an OpenAI stream
+	// without stream_options.include_usage, an unreadable usage).
+	EstimateNoUsage = "no_usage"
+	// EstimateUpstreamError: the upstream failed after generation began (an error event in a
+	// stream answered 200, a connection broken after the request was sent).
+	EstimateUpstreamError = "upstream_error"
+)
+
+// EstimateReasons are the valid values of Usage.EstimateReason.
+var EstimateReasons = []string{EstimateCutStream, EstimateClientGone, EstimateUpstreamTimeout, EstimateNoUsage, EstimateUpstreamError}

@@ -2,6 +2,8 @@ package event
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -93,6 +95,7 @@ func (u *Usage) Normalize(received time.Time) {
 //   - service_tier is standard, batch, flex or priority;
 //   - latency_ms is within [0, MaxLatency];
 //   - operation, status, response_id, workflow_id and prompt_version are at most MaxString bytes;
+//   - estimate_reason is empty or one of EstimateReasons, and set only when estimated is;
 //   - no string (id, names, tag values) contains a character that cannot be seen or that
 //     changes how the text around it is displayed (Invisible);
 //   - at most MaxTags tags; keys are 1..MaxTagKey bytes of [a-z0-9_.-]; values at most
@@ -127,6 +130,14 @@ func (u *Usage) Validate(now time.Time, lim Limits) error {
 	}
 	if u.LatencyMS < 0 || u.LatencyMS > MaxLatency {
 		return fieldErr("latency_ms", "%d is outside [0, %d]", u.LatencyMS, MaxLatency)
+	}
+	if u.EstimateReason != "" {
+		if !slices.Contains(EstimateReasons, u.EstimateReason) {
+			return fieldErr("estimate_reason", "%q is not one of %s", clip(u.EstimateReason), strings.Join(EstimateReasons, ", "))
+		}
+		if !u.Estimated {
+			return fieldErr("estimate_reason", "%q is set but estimated is false", u.EstimateReason)
+		}
 	}
 	for _, f := range [...]struct{ name, v string }{
 		{"operation", u.Operation}, {"status", u.Status}, {"response_id", u.ResponseID},

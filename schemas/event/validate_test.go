@@ -111,6 +111,12 @@ func TestValidate(t *testing.T) {
 		{"latency negative", func(u *Usage) { u.LatencyMS = -1 }, "latency_ms: -1 is outside [0, 86400000]"},
 		{"latency over MaxLatency", func(u *Usage) { u.LatencyMS = MaxLatency + 1 }, "latency_ms: 86400001 is outside [0, 86400000]"},
 
+		// estimated and estimate_reason: a reason is one of EstimateReasons, on an estimated event.
+		{"estimated without a reason", func(u *Usage) { u.Estimated = true }, ""},
+		{"estimated cut stream", func(u *Usage) { u.Estimated, u.EstimateReason = true, EstimateCutStream }, ""},
+		{"estimate reason unknown", func(u *Usage) { u.Estimated, u.EstimateReason = true, "guess" }, `estimate_reason: "guess" is not one of cut_stream, client_gone, upstream_timeout, no_usage, upstream_error`},
+		{"estimate reason on a measured event", func(u *Usage) { u.EstimateReason = EstimateNoUsage }, `estimate_reason: "no_usage" is set but estimated is false`},
+
 		// optional strings.
 		{"operation exactly MaxString", func(u *Usage) { u.Operation = long(256) }, ""},
 		{"operation too long", func(u *Usage) { u.Operation = long(257) }, "operation: is 257 bytes long, more than the limit of 256"},
