@@ -7,6 +7,12 @@
 // answers 429 when nothing else is left in the body), "flag" accepts them with the tag
 // budget_exceeded=<budget name>. A record whose period has ended is ignored, so a stopped
 // alerter cannot keep a team capped into the next month.
+//
+// A runaway rule with cap: true publishes a record of kind "workflow" for the scope
+// workflow_id=<id>: it refuses the events and calls of that one workflow (matched on the
+// event's workflow id, not a tag) until the alert resolves and the record is deleted. A record
+// of a kind this enforcer does not know is ignored, never applied as a tag scope: a newer
+// alerter cannot make an older collector refuse what it did not mean to.
 package budget
 
 import (
@@ -21,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -39,6 +46,17 @@ const (
 	PolicyFlag      = "flag"
 )
 
+// Record kinds. A budget's record has no kind (older alerters write none).
+const (
+	KindBudget = ""
+	// KindWorkflow caps one workflow: Scope is "workflow_id=<id>" and the event's workflow
+	// id must equal <id> exactly.
+	KindWorkflow = "workflow"
+)
+
+// WorkflowScope is the scope key of a KindWorkflow record.
+const WorkflowScope = "workflow_id"
+
 // Record is one budget's state (the alerter's budget.Record).
 type Record struct {
 	Name        string    `json:"name"`
@@ -50,6 +68,9 @@ type Record struct {
 	ForecastUSD string    `json:"forecast_usd"`
 	State       string    `json:"state"`
 	Policy      string    `json:"policy"`
+	// Kind is KindBudget or KindWorkflow; Reason says, for a workflow, why it is capped.
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Enforcer holds the hard-capped budgets. Its methods are safe for concurrent use.
@@ -59,6 +80,8 @@ type Enforcer struct {
 	now    func() time.Time
 	log    *slog.Logger
 	synced chan struct{}
+	// refusals counts refused events and calls by the scope key of the record refusing them.
+	refusals *prometheus.CounterVec
 }
 
 // NewEnforcer returns an enforcer with no budget; Watch feeds it.
@@ -69,7 +92,32 @@ func NewEnforcer(now func() time.Time, log *slog.Logger) *Enforcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Enforcer{capped: map[string]Record{}, now: now, log: log, synced: make(chan struct{})}
+	return &Enforcer{capped: map[string]Record{}, now: now, log: log, synced: make(chan struct{}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_budget_refusals_total",
+			Help: "Events and calls refused by a hard cap, by the scope key of the cap (team, feature, cost_center, workflow_id).",
+		}, []string{"scope"})}
+}
+
+// Register adds the enforcer's metrics to reg. Registering them again with the same reg (a
+// collector and a proxy sharing one enforcer and one registry) is not an error.
+func (e *Enforcer) Register(reg prometheus.Registerer) error {
+	if e == nil || reg == nil {
+		return nil
+	}
+	if err := reg.Register(e.refusals); err != nil {
+		var dup prometheus.AlreadyRegisteredError
+		if errors.As(err, &dup) && dup.ExistingCollector == e.refusals {
+			return nil
+		}
+		return fmt.Errorf("register budget metrics: %w", err)
+	}
+	return nil
+}
+
+func (e *Enforcer) refused(r Record) {
+	k, _, _ := strings.Cut(r.Scope, "=")
+	e.refusals.WithLabelValues(k).Inc()
 }
 
 // Watch follows the bucket (creating it when missing, with the alerter's settings) until ctx
@@ -139,16 +187,23 @@ func (e *Enforcer) apply(key string, op jetstream.KeyValueOp, value []byte) {
 		delete(e.capped, key)
 		return
 	}
+	if k, v, _ := strings.Cut(r.Scope, "="); (r.Kind != KindBudget && r.Kind != KindWorkflow) ||
+		(r.Kind == KindWorkflow && (k != WorkflowScope || v == "")) {
+		e.log.Warn("ignore a hard cap this collector does not know", "key", key, "kind", r.Kind, "scope", r.Scope)
+		delete(e.capped, key)
+		return
+	}
 	e.capped[key] = r
 }
 
-// Over returns the first (by name) hard-capped budget, within its period, whose scope the
-// tags belong to. Values are compared as the enricher stores them (event.NormalizeTag):
-// "Search" and "search " are team search, whose spend the budget counts.
-func (e *Enforcer) Over(tags map[string]string) (Record, bool) {
+// Over returns the first (by name) hard-capped record, within its period, whose scope an
+// event with tags and workflowID belongs to. Tag values are compared as the enricher stores
+// them (event.NormalizeTag): "Search" and "search " are team search, whose spend the budget
+// counts. A workflow cap matches the workflow id exactly, never a tag.
+func (e *Enforcer) Over(tags map[string]string, workflowID string) (Record, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	if len(e.capped) == 0 || len(tags) == 0 {
+	if len(e.capped) == 0 || (len(tags) == 0 && workflowID == "") {
 		return Record{}, false
 	}
 	now := e.now()
@@ -156,6 +211,12 @@ func (e *Enforcer) Over(tags map[string]string) (Record, bool) {
 	for _, r := range e.capped {
 		k, v, ok := strings.Cut(r.Scope, "=")
 		if !ok || !(r.PeriodEnd.IsZero() || now.Before(r.PeriodEnd)) {
+			continue
+		}
+		if r.Kind == KindWorkflow {
+			if workflowID != "" && workflowID == v {
+				found = append(found, r)
+			}
 			continue
 		}
 		if t, ok := tags[k]; ok && (t == v || event.NormalizeTag(t, event.NormalizedTagLen) == event.NormalizeTag(v, event.NormalizedTagLen)) {
@@ -172,17 +233,25 @@ func (e *Enforcer) Over(tags map[string]string) (Record, bool) {
 // Refusal explains why a scope's events are refused.
 func Refusal(r Record) string {
 	k, v, _ := strings.Cut(r.Scope, "=")
+	if r.Kind == KindWorkflow {
+		until := "until the alert resolves"
+		if !r.PeriodEnd.IsZero() {
+			until += " (at the latest " + r.PeriodEnd.UTC().Format(time.RFC3339) + ")"
+		}
+		return fmt.Sprintf("workflow %q is capped by runaway rule %q: %s; its calls are refused %s", v, r.Name, r.Reason, until)
+	}
 	return fmt.Sprintf("%s %q is over the hard cap of budget %q: %s USD spent of %s USD since %s; its events are refused until %s or until the budget is raised",
 		k, v, r.Name, r.SpentUSD, r.LimitUSD, r.PeriodStart.UTC().Format(time.DateOnly), r.PeriodEnd.UTC().Format(time.DateOnly))
 }
 
-// Decide is what the caps do to one event with tags: refused, with the reason; flagged, with
-// a copy of tags carrying FlagTag; or neither, with tags as they are. tags is never modified.
-func (e *Enforcer) Decide(tags map[string]string) (out map[string]string, refusal string) {
+// Decide is what the caps do to one event with tags and workflowID: refused, with the
+// reason; flagged, with a copy of tags carrying FlagTag; or neither, with tags as they are.
+// tags is never modified.
+func (e *Enforcer) Decide(tags map[string]string, workflowID string) (out map[string]string, refusal string) {
 	if e == nil {
 		return tags, ""
 	}
-	r, over := e.Over(tags)
+	r, over := e.Over(tags, workflowID)
 	switch {
 	case !over:
 		return tags, ""
@@ -194,6 +263,7 @@ func (e *Enforcer) Decide(tags map[string]string) (out map[string]string, refusa
 		out[FlagTag] = r.Name
 		return out, ""
 	}
+	e.refused(r)
 	return tags, Refusal(r)
 }
 
@@ -224,7 +294,7 @@ func (e *Enforcer) Apply(b *event.Batch) (first string, refused int) {
 			idx++
 		}
 		ev := b.Events[i]
-		r, over := e.Over(ev.Tags)
+		r, over := e.Over(ev.Tags, ev.WorkflowID)
 		switch {
 		case !over:
 			kept = append(kept, ev)
@@ -240,6 +310,7 @@ func (e *Enforcer) Apply(b *event.Batch) (first string, refused int) {
 				first = msg
 			}
 			refused++
+			e.refused(r)
 			b.Rejected = append(b.Rejected, event.Rejection{Index: idx, ID: ev.ID, Error: "budget: " + msg})
 		}
 	}

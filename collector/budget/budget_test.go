@@ -3,10 +3,13 @@ package budget
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/natstest"
@@ -53,25 +56,25 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 	e, kv := watched(t)
 	put(t, kv, capped("search-monthly", "team=search", PolicyRefuse))
 	natstest.Eventually(t, 5*time.Second, "the cap reaches the enforcer", func() bool {
-		_, over := e.Over(map[string]string{"team": "search"})
+		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return over
 	})
-	if _, over := e.Over(map[string]string{"team": "support"}); over {
+	if _, over := e.Over(map[string]string{"team": "support"}, ""); over {
 		t.Error("support is not capped")
 	}
 	ok := capped("search-monthly", "team=search", PolicyRefuse)
 	ok.State = "soft_cap"
 	put(t, kv, ok)
 	natstest.Eventually(t, 5*time.Second, "the lifted cap reaches the enforcer", func() bool {
-		_, over := e.Over(map[string]string{"team": "search"})
+		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return !over
 	})
 	put(t, kv, capped("ml", "cost_center=ml", PolicyRefuse))
-	natstest.Eventually(t, 5*time.Second, "ml capped", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}); return o })
+	natstest.Eventually(t, 5*time.Second, "ml capped", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return o })
 	if err := kv.Delete(context.Background(), "ml"); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "deleted budget lifted", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}); return !o })
+	natstest.Eventually(t, 5*time.Second, "deleted budget lifted", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return !o })
 	if _, err := kv.Put(context.Background(), "junk", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +82,8 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 	stale.PeriodEnd = now.Add(-time.Hour)
 	put(t, kv, stale)
 	put(t, kv, capped("sync-marker", "team=marker", PolicyRefuse))
-	natstest.Eventually(t, 5*time.Second, "marker", func() bool { _, o := e.Over(map[string]string{"team": "marker"}); return o })
-	if _, over := e.Over(map[string]string{"team": "search"}); over {
+	natstest.Eventually(t, 5*time.Second, "marker", func() bool { _, o := e.Over(map[string]string{"team": "marker"}, ""); return o })
+	if _, over := e.Over(map[string]string{"team": "search"}, ""); over {
 		t.Error("a record whose period ended still caps")
 	}
 }
@@ -120,4 +123,104 @@ func TestApplyRefusesOrFlagsWithBodyIndexes(t *testing.T) {
 func mustJSON(r Record) []byte {
 	data, _ := json.Marshal(r)
 	return data
+}
+
+func workflowCap(id string) Record {
+	return Record{Name: "runaway-agents", Scope: "workflow_id=" + id, PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(23 * time.Hour),
+		State: StateHardCapped, Policy: PolicyRefuse, Kind: KindWorkflow,
+		Reason: "running cost 12.500000 USD in 24h is 25.0× the feature's median of 0.500000 USD per workflow (at least 5× and 10.000000 USD)"}
+}
+
+func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
+	e, kv := watched(t)
+	put(t, kv, workflowCap("wf-7"))
+	natstest.Eventually(t, 5*time.Second, "the workflow cap reaches the enforcer", func() bool {
+		_, over := e.Over(nil, "wf-7")
+		return over
+	})
+	want := `workflow "wf-7" is capped by runaway rule "runaway-agents": running cost 12.500000 USD in 24h is 25.0× the feature's median of 0.500000 USD per workflow (at least 5× and 10.000000 USD); its calls are refused until the alert resolves (at the latest 2026-11-21T11:00:00Z)`
+	// Matched on the workflow id, exactly; a tag named workflow_id is not the workflow.
+	for _, c := range []struct {
+		tags     map[string]string
+		workflow string
+		refusal  string
+	}{
+		{nil, "wf-7", want},
+		{map[string]string{"team": "search"}, "wf-7", want},
+		{nil, "wf-8", ""},
+		{nil, "WF-7", ""},
+		{map[string]string{"workflow_id": "wf-7"}, "", ""},
+		{nil, "", ""},
+	} {
+		if _, refusal := e.Decide(c.tags, c.workflow); refusal != c.refusal {
+			t.Errorf("Decide(%v, %q) = %q, want %q", c.tags, c.workflow, refusal, c.refusal)
+		}
+	}
+	b := event.Batch{Events: []event.Usage{{ID: "a", WorkflowID: "wf-7"}, {ID: "b", WorkflowID: "wf-1"}, {ID: "c"}}}
+	first, n := e.Apply(&b)
+	if first != want || n != 1 || len(b.Events) != 2 || b.Events[0].ID != "b" || b.Events[1].ID != "c" ||
+		len(b.Rejected) != 1 || b.Rejected[0] != (event.Rejection{Index: 0, ID: "a", Error: "budget: " + want}) {
+		t.Errorf("Apply = %q, %d; events %+v, rejected %+v", first, n, b.Events, b.Rejected)
+	}
+	reg := prometheus.NewRegistry()
+	if err := e.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(reg); err != nil {
+		t.Errorf("registering the same enforcer twice: %v", err)
+	}
+	if got := testutil.ToFloat64(e.refusals.WithLabelValues("workflow_id")); got != 3 {
+		t.Errorf("refusals{scope=workflow_id} = %v, want 3", got)
+	}
+	if err := kv.Delete(context.Background(), "runaway-agents"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the resolved workflow is lifted", func() bool { _, o := e.Over(nil, "wf-7"); return !o })
+}
+
+// TestUnknownCapKindsAreIgnored: a record of a kind the enforcer does not know, or a workflow
+// record without a workflow scope, caps nothing — it is not read as a tag scope.
+func TestUnknownCapKindsAreIgnored(t *testing.T) {
+	e := NewEnforcer(func() time.Time { return now }, nil)
+	future := capped("session-cap", "team=search", PolicyRefuse)
+	future.Kind = "session"
+	e.apply("session-cap", jetstream.KeyValuePut, mustJSON(future))
+	odd := workflowCap("x")
+	odd.Scope = "team=search"
+	e.apply("odd", jetstream.KeyValuePut, mustJSON(odd))
+	empty := workflowCap("")
+	e.apply("empty", jetstream.KeyValuePut, mustJSON(empty))
+	if len(e.capped) != 0 {
+		t.Errorf("capped = %v, want none", e.capped)
+	}
+	if _, refusal := e.Decide(map[string]string{"team": "search"}, ""); refusal != "" {
+		t.Errorf("refused %q", refusal)
+	}
+}
+
+// TestWorkflowCapOlderCollectors: collectors before record kinds existed read every
+// hard-capped record as a tag scope. A workflow cap is "workflow_id=<id>": to them it caps
+// only events carrying a tag workflow_id=<id>, which events do not (the workflow id is a field
+// of its own) — never every event. olderOver is their matching, as it was.
+func TestWorkflowCapOlderCollectors(t *testing.T) {
+	var older struct {
+		Scope, State string
+		PeriodEnd    time.Time `json:"period_end"`
+	}
+	if err := json.Unmarshal(mustJSON(workflowCap("wf-7")), &older); err != nil {
+		t.Fatal(err)
+	}
+	olderOver := func(tags map[string]string) bool {
+		k, v, ok := strings.Cut(older.Scope, "=")
+		if older.State != StateHardCapped || !ok || !(older.PeriodEnd.IsZero() || now.Before(older.PeriodEnd)) {
+			return false
+		}
+		t, ok := tags[k]
+		return ok && event.NormalizeTag(t, event.NormalizedTagLen) == event.NormalizeTag(v, event.NormalizedTagLen)
+	}
+	for _, tags := range []map[string]string{nil, {}, {"team": "search"}, {"team": "wf-7", "feature": "wf-7"}, {"workflow_id": "wf-8"}} {
+		if olderOver(tags) {
+			t.Errorf("an older collector refuses tags %v", tags)
+		}
+	}
 }

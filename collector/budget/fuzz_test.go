@@ -15,7 +15,8 @@ import (
 // FuzzRecord feeds any value of the budget bucket to an enforcer: it never panics; a record
 // caps a scope only when it decodes as a hard-capped record within its period whose scope
 // names the tag (compared normalised); Decide never modifies the tags it is given; and a
-// refusal is text a client can be shown.
+// refusal is text a client can be shown. A workflow cap matches only the event's workflow id
+// (here the same string as the team tag), and a record of an unknown kind caps nothing.
 func FuzzRecord(f *testing.F) {
 	good, _ := json.Marshal(Record{Name: "search-monthly", Scope: "team=search", PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
 		LimitUSD: "100", SpentUSD: "105", State: StateHardCapped, Policy: PolicyRefuse})
@@ -26,13 +27,16 @@ func FuzzRecord(f *testing.F) {
 	f.Add("e", []byte(`{"scope":"team=s","state":"ok"}`), "s")
 	f.Add("f", []byte(`{"scope":12}`), "s")
 	f.Add("g", []byte(`not json`), "s")
+	f.Add("h", []byte(`{"scope":"workflow_id=s","state":"hard_capped","kind":"workflow"}`), "s")
+	f.Add("i", []byte(`{"scope":"team=s","state":"hard_capped","kind":"session"}`), "s")
+	f.Add("j", []byte(`{"scope":"team=s","state":"hard_capped","kind":"workflow"}`), "s")
 	now := time.Date(2026, 11, 15, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, key string, value []byte, team string) {
 		e := NewEnforcer(func() time.Time { return now }, nil)
 		e.apply(key, jetstream.KeyValuePut, value)
 		tags := map[string]string{"team": team, "env": "prod"}
 		before := maps.Clone(tags)
-		r, over := e.Over(tags)
+		r, over := e.Over(tags, team)
 		var rec Record
 		decoded := json.Unmarshal(value, &rec) == nil
 		if over {
@@ -40,6 +44,11 @@ func FuzzRecord(f *testing.F) {
 			switch {
 			case !decoded || rec.State != StateHardCapped:
 				t.Fatalf("capped by %q, which is not a hard-capped record", value)
+			case rec.Kind != KindBudget && rec.Kind != KindWorkflow:
+				t.Fatalf("capped by a record of unknown kind %q", rec.Kind)
+			case rec.Kind == KindWorkflow && (k != WorkflowScope || v != team || team == ""):
+				t.Fatalf("workflow cap %q caps workflow %q", rec.Scope, team)
+			case rec.Kind == KindWorkflow:
 			case !ok || (k != "team" && k != "env"):
 				t.Fatalf("capped by scope %q, which names no tag of %v", rec.Scope, tags)
 			case !rec.PeriodEnd.IsZero() && !now.Before(rec.PeriodEnd):
@@ -49,7 +58,7 @@ func FuzzRecord(f *testing.F) {
 			}
 			_ = Refusal(r)
 		}
-		out, refusal := e.Decide(tags)
+		out, refusal := e.Decide(tags, team)
 		if !maps.Equal(tags, before) {
 			t.Fatalf("Decide modified its tags: %v -> %v", before, tags)
 		}
@@ -62,7 +71,7 @@ func FuzzRecord(f *testing.F) {
 			t.Fatalf("refuse policy, no refusal")
 		}
 		e.apply(key, jetstream.KeyValueDelete, nil)
-		if _, over := e.Over(tags); over {
+		if _, over := e.Over(tags, team); over {
 			t.Fatalf("still capped after the record was deleted")
 		}
 	})

@@ -62,7 +62,7 @@ func (c *Collector) Accept(ctx context.Context, events []event.Usage) ([]event.R
 			continue
 		}
 		// Budget hard caps, as POST /v1/events applies them.
-		tags, refusal := c.cfg.Budgets.Decide(u.Tags)
+		tags, refusal := c.cfg.Budgets.Decide(u.Tags, u.WorkflowID)
 		if refusal != "" {
 			rejected = append(rejected, event.Rejection{Index: i, ID: u.ID, Error: "budget: " + refusal})
 			c.metrics.refused.WithLabelValues("budget").Inc()

@@ -40,7 +40,7 @@ func capped(t *testing.T, policy string) (*Collector, jetstream.JetStream) {
 	if _, err := kv.Put(ctx, "search-monthly", rec); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "search"}); return o })
+	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "search"}, ""); return o })
 	return newCollector(t, nc, Config{Budgets: enf}), js
 }
 

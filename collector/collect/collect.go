@@ -77,6 +77,9 @@ func New(cfg Config, nc *nats.Conn) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Budgets.Register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	c := &Collector{cfg: cfg, nc: nc, js: js, metrics: m, now: time.Now}
 	c.breaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
 		Name:    "nats-publish",

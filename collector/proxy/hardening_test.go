@@ -139,7 +139,7 @@ func capTeam(t *testing.T, h *harness, policy string) *budget.Enforcer {
 	if _, err := kv.Put(ctx, "payments-monthly", rec); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "payments"}); return o })
+	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "payments"}, ""); return o })
 	return enf
 }
 

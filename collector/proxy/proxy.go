@@ -273,6 +273,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Budgets.Register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	p := &Proxy{cfg: cfg, metrics: m, mux: http.NewServeMux()}
 	for _, r := range cfg.Routes {
 		rt := &route{Route: r}
@@ -328,7 +331,7 @@ func (p *Proxy) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 			p.metrics.droppedTags.Add(float64(c.attr.dropped))
 		}
 		// Budget hard caps, before the call is forwarded and paid for.
-		tags, refused := p.cfg.Budgets.Decide(c.attr.tags)
+		tags, refused := p.cfg.Budgets.Decide(c.attr.tags, c.attr.workflowID)
 		if refused != "" {
 			p.metrics.outcomes.WithLabelValues("budget_refused").Inc()
 			answer(w, rt.API, refusal{status: http.StatusTooManyRequests, kind: budgetErrorType(rt.API), code: "budget_exceeded",
