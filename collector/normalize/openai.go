@@ -51,6 +51,9 @@ type openAIChat struct {
 	Model       string           `json:"model"`
 	ServiceTier string           `json:"service_tier"`
 	Usage       *openAIChatUsage `json:"usage"`
+	// Choices and Error are read from streamed chunks only (streamtext.go).
+	Choices []openAIChatChoice `json:"choices"`
+	Error   *openAIStreamError `json:"error"`
 }
 
 func (r *openAIChat) merge(u *event.Usage) {

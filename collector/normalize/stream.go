@@ -47,6 +47,8 @@ type Stream struct {
 	// err is the first error met; skipped counts events that could not be read.
 	err     error
 	skipped int
+	// text counts the bytes of output text streamed (streamtext.go).
+	text int64
 }
 
 // NewStream starts reading a streamed response of format f.
@@ -213,10 +215,14 @@ func (s *Stream) event(name string, data []byte) error {
 			return fmt.Errorf("decode chat.completion.chunk: %w", err)
 		}
 		c.merge(&s.u)
+		s.chatText(&c)
 		if c.Usage != nil {
 			s.openAIChat = c.Usage
 		}
 	case OpenAIResponses:
+		if s.responsesText(name, data) {
+			return nil
+		}
 		if !bytes.Contains(data, []byte(`"response"`)) {
 			return nil // output deltas; only the response.* lifecycle events matter
 		}
@@ -236,6 +242,9 @@ func (s *Stream) event(name string, data []byte) error {
 	case Anthropic:
 		switch name {
 		case "", "message_start", "message_delta", "error":
+		case "content_block_delta":
+			s.anthropicText(data)
+			return nil
 		default:
 			return nil // content blocks and pings
 		}
