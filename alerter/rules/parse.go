@@ -93,6 +93,10 @@ type rawRule struct {
 	Severity       string            `yaml:"severity"`
 	Labels         map[string]string `yaml:"labels"`
 	Description    string            `yaml:"description"`
+	// Runaway rules.
+	MinUSD       string `yaml:"min_usd"`
+	MinWorkflows int    `yaml:"min_workflows"`
+	Cap          bool   `yaml:"cap"`
 }
 
 type rawBudget struct {
@@ -286,13 +290,16 @@ func (p *parser) file(raw rawFile) *File {
 	names := map[string]bool{}
 	for i, rr := range raw.Rules {
 		p.where = fmt.Sprintf("rules[%d] %q", i, rr.Name)
-		r := p.rule(rr)
-		p.where = ""
-		if names[r.Name] {
-			p.errorf("rules[%d]: name %q is used twice", i, r.Name)
+		if Kind(rr.Kind) == RunawayKind {
+			f.Runaways = append(f.Runaways, p.runaway(rr))
+		} else {
+			f.Rules = append(f.Rules, p.rule(rr))
 		}
-		names[r.Name] = true
-		f.Rules = append(f.Rules, r)
+		p.where = ""
+		if names[rr.Name] {
+			p.errorf("rules[%d]: name %q is used twice", i, rr.Name)
+		}
+		names[rr.Name] = true
 	}
 	for _, b := range Builtins() {
 		on, set := raw.Builtins[b.Name]
@@ -505,6 +512,7 @@ func (p *parser) rule(rr rawRule) Rule {
 			}
 		}
 	}
+	unused(r.Kind, map[string]bool{"min_usd": rr.MinUSD != "", "min_workflows": rr.MinWorkflows != 0, "cap": rr.Cap})
 	switch r.Kind {
 	case Threshold:
 		unused(Threshold, map[string]bool{"period": rr.Period != "", "periods": rr.Periods != 0, "min_periods": rr.MinPeriods != 0,
@@ -584,9 +592,9 @@ func (p *parser) rule(rr rawRule) Rule {
 			p.errorf("for: %s must be whole days, at most 7 (creep is judged once a day)", r.For)
 		}
 	case "":
-		p.errorf("kind: missing (threshold, change, creep or anomaly)")
+		p.errorf("kind: missing (threshold, change, creep, anomaly or runaway)")
 	default:
-		p.errorf("kind: %q is not threshold, change, creep or anomaly", rr.Kind)
+		p.errorf("kind: %q is not threshold, change, creep, anomaly or runaway", rr.Kind)
 	}
 	return r
 }

@@ -235,8 +235,10 @@ func (r *Receiver) Matches(labels map[string]string) bool { return matchAll(r.Ma
 
 // File is a validated rules file.
 type File struct {
-	Rules     []Rule
-	Budgets   []Budget
+	Rules   []Rule
+	Budgets []Budget
+	// Runaways are the rules of kind runaway, which the detect engine does not run.
+	Runaways  []Runaway
 	Route     Route
 	Receivers []Receiver
 	Silences  []Silence
