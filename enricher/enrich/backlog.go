@@ -15,8 +15,11 @@ import (
 const DefaultMaxAhead = 64 << 20
 
 // aheadStall is how long USAGE_ENRICHED may go without a message leaving it before the
-// aggregators count as stalled and the enricher stops waiting for them.
-const aheadStall = 2 * time.Second
+// aggregators count as stalled and the enricher stops waiting for them. It is well above
+// the time an aggregator takes to start (its lease, its de-duplication sets from ClickHouse)
+// and to insert a batch on a busy machine: with 2 s the enricher took aggregators that were
+// still starting for stalled and ran 150 MiB ahead in the first seconds of a run.
+const aheadStall = 10 * time.Second
 
 // aheadPoll is how often a held worker looks at USAGE_ENRICHED again.
 const aheadPoll = 10 * time.Millisecond
