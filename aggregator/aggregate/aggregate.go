@@ -283,21 +283,46 @@ func (a *Aggregator) awaitNoInserts(ctx context.Context, st store, why string) e
 func (a *Aggregator) awaitNoInsertsOf(ctx context.Context, st store, mine func(partition int) bool, why string) error {
 	const looks = 10
 	empty := 0
+	var since time.Time // when the INSERTs waited for were first seen
 	for empty < looks {
-		var n int
+		var running []runningInsert
 		err := a.retry(ctx, a.chBreaker, "look for INSERTs of a previous aggregator", func(ctx context.Context) error {
 			var err error
-			n, err = st.runningInserts(ctx, mine)
+			running, err = st.runningInserts(ctx, mine)
 			return err
 		}, nil)
 		if err != nil {
 			return err
 		}
-		if n == 0 {
-			empty++
+		if len(running) == 0 {
+			empty, since = empty+1, time.Time{}
 		} else {
 			empty = 0
-			a.log.Warn(why, "running", n)
+			a.log.Warn(why, "running", len(running))
+			if since.IsZero() {
+				since = time.Now()
+			}
+			// An INSERT of these partitions that ClickHouse still runs after StuckInsertAfter
+			// is stuck (its client gave up long ago; a hung connection, a server in trouble):
+			// waiting on would stop the partitions for good. This aggregator is their only
+			// writer, so the INSERT is an earlier attempt of its own; killed, it has landed in
+			// full, in part or not at all, which the caller finds out and repairs as after any
+			// INSERT of unknown outcome. INSERTs made by hand are left alone.
+			var stuck []string
+			for _, r := range running {
+				if r.known {
+					stuck = append(stuck, r.id)
+				}
+			}
+			if len(stuck) > 0 && time.Since(since) >= a.cfg.StuckInsertAfter {
+				a.log.Warn("killing INSERTs of this aggregator's partitions that ClickHouse has run for too long", "queries", stuck, "after", a.cfg.StuckInsertAfter)
+				if err := st.kill(ctx, stuck); err != nil {
+					a.log.Warn("kill stuck INSERTs; waiting on", "err", err)
+				} else {
+					a.m.stuckKilled.Add(float64(len(stuck)))
+				}
+				since = time.Time{}
+			}
 		}
 		select {
 		case <-ctx.Done():

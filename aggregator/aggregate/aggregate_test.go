@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sony/gobreaker"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
@@ -589,11 +590,11 @@ func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
 		}
 	}
 	count := func(mine func(int) bool) int {
-		n, err := st.runningInserts(context.Background(), mine)
+		running, err := st.runningInserts(context.Background(), mine)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return n
+		return len(running)
 	}
 	owns := func(ps ...int) func(int) bool { return func(p int) bool { return slices.Contains(ps, p) } }
 
@@ -611,6 +612,27 @@ func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
 	cut = hang("by-hand-42")
 	waitFor(t, "the INSERT by hand to hold up everyone", func() bool { return count(owns(0)) == 1 })
 	cut()
+	waitFor(t, "the INSERT by hand to end", func() bool { return count(owns(0)) == 0 })
+
+	// An INSERT of the aggregator's own partitions that ClickHouse runs on past
+	// StuckInsertAfter is killed, so that the partitions go on: the wait ends although the
+	// INSERT would run 20 s.
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Aggregator{cfg: Config{StuckInsertAfter: time.Second, Partitions: 4}, log: slog.New(slog.DiscardHandler), m: m,
+		chBreaker: gobreaker.NewCircuitBreaker(gobreaker.Settings{Name: "clickhouse"}), owned: []bool{true, true, true, true}}
+	cut = hang("tokenmeter-insert:2:stuck-1")
+	defer cut()
+	waitFor(t, "the stuck INSERT to run", func() bool { return count(owns(2)) == 1 })
+	start := time.Now()
+	if err := a.awaitNoInsertsOf(context.Background(), st, owns(2), "waiting"); err != nil {
+		t.Fatal(err)
+	}
+	if count(owns(2)) != 0 || time.Since(start) > 15*time.Second || testutil.ToFloat64(a.m.stuckKilled) != 1 {
+		t.Errorf("after the wait: %d running, %s waited, %v killed; want the stuck INSERT killed", count(owns(2)), time.Since(start), testutil.ToFloat64(a.m.stuckKilled))
+	}
 }
 
 // A ClickHouse failure is not poison: the batch is kept, retried, reported as not ready, and

@@ -25,6 +25,9 @@ const (
 	DefaultBatchMaxWait  = 200 * time.Millisecond
 	DefaultDedupWindow   = time.Hour
 	DefaultAckWait       = 2 * time.Minute
+	// DefaultStuckInsertAfter is how long an INSERT of the aggregator's own partitions may
+	// run, waited for after a failed one, before it is killed as stuck.
+	DefaultStuckInsertAfter = 2 * time.Minute
 	// MinDedupWindow keeps the window well above JetStream's redelivery and duplicate-window
 	// times, whose copies it must always catch.
 	MinDedupWindow = 5 * time.Minute
@@ -66,7 +69,10 @@ type Config struct {
 	// at 1,000 events/s the default hour holds 3.6 million events, about 54 MB. Widen it when
 	// late events are common (a spooled backlog replayed after an outage longer than the
 	// window is all looked up).
-	DedupWindow time.Duration
+	// StuckInsertAfter: an INSERT of the aggregator's partitions still running this long
+	// after it was first waited for is killed (default DefaultStuckInsertAfter).
+	StuckInsertAfter time.Duration
+	DedupWindow      time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
 	// above the time of an insert.
 	AckWait    time.Duration
@@ -123,6 +129,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
+	}
+	if c.StuckInsertAfter == 0 {
+		c.StuckInsertAfter = DefaultStuckInsertAfter
 	}
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()

@@ -12,13 +12,15 @@ type metrics struct {
 	// responseDuplicates counts second reports of one provider response under another id.
 	responseDuplicates prometheus.Counter
 	// displaced counts stored reports taken out of the roll-ups for one of higher rank.
-	displaced  prometheus.Counter
-	conflicts  prometheus.Counter
-	inserts    *prometheus.CounterVec
-	insertSecs prometheus.Histogram
-	poison     prometheus.Counter
-	breaker    prometheus.Gauge
-	dedupIDs   *prometheus.GaugeVec
+	displaced prometheus.Counter
+	// stuckKilled counts INSERTs killed as stuck (awaitNoInserts).
+	stuckKilled prometheus.Counter
+	conflicts   prometheus.Counter
+	inserts     *prometheus.CounterVec
+	insertSecs  prometheus.Histogram
+	poison      prometheus.Counter
+	breaker     prometheus.Gauge
+	dedupIDs    *prometheus.GaugeVec
 	// dedupResponses is the size of the response sets.
 	dedupResponses *prometheus.GaugeVec
 	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response:
@@ -43,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		responseDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_response_duplicates_total",
 			Help: "Events dropped because another report of the same call (provider and response_id) under another event id counts: of higher source rank, or more detailed, or the first. A choice between reports that differ is recorded in usage_conflicts.",
+		}),
+		stuckKilled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenmeter_aggregator_stuck_inserts_killed_total",
+			Help: "INSERTs of the aggregator's own partitions that ClickHouse still ran StuckInsertAfter after they were first waited for, killed so that the partitions go on (what they wrote is then checked and repaired).",
 		}),
 		displaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_reports_displaced_total",
@@ -95,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, t := range []string{"spend_1m", "spend_1d", "skipped_minutes", "skipped_days"} {
 		m.repairs.WithLabelValues(t)
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.displaced, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups, m.repairs} {
+	for _, c := range []prometheus.Collector{m.rows, m.duplicates, m.responseDuplicates, m.displaced, m.stuckKilled, m.conflicts, m.inserts, m.insertSecs, m.poison, m.breaker, m.dedupIDs, m.dedupResponses, m.lookups, m.repairs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register aggregator metrics: %w", err)
 		}

@@ -356,30 +356,49 @@ func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, from,
 	return rows.Err()
 }
 
-// runningInserts counts the INSERTs into usage_events, and the roll-up repairs' INSERTs into
+// runningInserts lists the INSERTs into usage_events, and the roll-up repairs' INSERTs into
 // spend_1m and spend_1d, that ClickHouse is executing now and that may carry rows of a
 // partition for which mine is true: those whose query id names such a partition
-// (chwrite.Partitions), and those whose partitions cannot be told.
-func (s store) runningInserts(ctx context.Context, mine func(partition int) bool) (int, error) {
+// (chwrite.Partitions), and those whose partitions cannot be told (known false).
+func (s store) runningInserts(ctx context.Context, mine func(partition int) bool) ([]runningInsert, error) {
 	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ? OR query LIKE ?",
 		"INSERT INTO "+s.db+".usage_events %", "INSERT INTO "+s.db+".spend_1_ %")
 	if err != nil {
-		return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
+		return nil, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 	}
 	defer rows.Close()
-	n := 0
+	var out []runningInsert
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
+			return nil, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 		}
 		ps, ok := chwrite.Partitions(id)
 		if !ok || slices.ContainsFunc(ps, mine) {
-			n++
+			out = append(out, runningInsert{id: id, known: ok})
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
+		return nil, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 	}
-	return n, nil
+	return out, nil
+}
+
+// runningInsert is an INSERT ClickHouse is executing; known when its query id names its
+// partitions (an aggregator's own), false for one made by hand.
+type runningInsert struct {
+	id    string
+	known bool
+}
+
+// kill ends the running queries ids (KILL QUERY ... SYNC: once it returns they have ended).
+func (s store) kill(ctx context.Context, ids []string) error {
+	set := clickhouse.GroupSet{Value: make([]any, len(ids))}
+	for i, id := range ids {
+		set.Value[i] = id
+	}
+	if err := s.conn.Exec(ctx, "KILL QUERY WHERE query_id IN ? SYNC", set); err != nil {
+		return fmt.Errorf("kill %d stuck INSERTs: %w", len(ids), err)
+	}
+	return nil
 }
