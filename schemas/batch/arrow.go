@@ -57,13 +57,15 @@ const (
 	colUnitKeys
 	colUnitCounts
 	colUnitCosts
+	colEstimated
+	colEstimateReason
 	numCols
 )
 
 // released is the number of columns of each schema version ever written, oldest first. A
 // message an older stage wrote before an upgrade still decodes: the columns it lacks read as
 // their zero value. Append here when adding columns.
-var released = []int{colSavings + 1, colSource + 1, colUnitCosts + 1}
+var released = []int{colSavings + 1, colSource + 1, colUnitCosts + 1, colEstimateReason + 1}
 
 var ts = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
 
@@ -105,6 +107,8 @@ var Schema = arrow.NewSchema([]arrow.Field{
 	{Name: "unit_keys", Type: arrow.ListOf(arrow.BinaryTypes.String)},
 	{Name: "unit_counts", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
 	{Name: "unit_costs_pico_usd", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
+	{Name: "estimated", Type: arrow.FixedWidthTypes.Boolean},
+	{Name: "estimate_reason", Type: arrow.BinaryTypes.String},
 }, nil)
 
 // Record builds an Arrow record from rows. The caller releases it.
@@ -175,6 +179,8 @@ func Record(rows []Row) arrow.Record {
 	cols[colUnitKeys] = unitKeys(rows)
 	cols[colUnitCounts] = unitInts(rows, func(u *Unit) int64 { return u.Count })
 	cols[colUnitCosts] = unitInts(rows, func(u *Unit) int64 { return u.CostPico })
+	boo(colEstimated, func(r *Row) bool { return r.Estimated })
+	str(colEstimateReason, func(r *Row) string { return r.EstimateReason })
 	rec := array.NewRecord(Schema, cols, int64(n))
 	for _, c := range cols {
 		c.Release() // the record holds its own reference
@@ -416,7 +422,10 @@ func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
 			CacheHit: boo(colCacheHit).Value(i), Priced: boo(colPriced).Value(i),
 			ModelPriced: s(colModelPriced, i), PriceVersion: s(colPriceVersion, i),
 			CostPico: i64(colCost).Value(i), SavingsPico: i64(colSavings).Value(i),
-			Source: s(colSource, i),
+			Source: s(colSource, i), EstimateReason: s(colEstimateReason, i),
+		}
+		if k > colEstimated {
+			r.Estimated = boo(colEstimated).Value(i)
 		}
 		r.Tokens.Input = i64(colInput).Value(i)
 		r.Tokens.Output = i64(colOutput).Value(i)

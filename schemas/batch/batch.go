@@ -51,6 +51,11 @@ type Row struct {
 	// Units are the event's charges that are not text tokens (event.Units), sorted by key;
 	// the enricher fills in what each cost. nil when the event has none.
 	Units []Unit
+
+	// Estimated and EstimateReason are event.Usage's: the tokens are an estimate, not a
+	// measure. A measured report of a call outranks an estimated one (Outranks).
+	Estimated      bool
+	EstimateReason string
 }
 
 // Unit is one key of an event's units: Count units (tokens, for the audio classes) and, once
@@ -68,6 +73,7 @@ func FromUsage(u *event.Usage, received time.Time, partition int) Row {
 		Provider: u.Provider, Model: u.Model, Operation: u.Operation, Tokens: u.Usage,
 		ServiceTier: u.ServiceTier, ResponseID: u.ResponseID, Status: u.Status, LatencyMS: u.LatencyMS,
 		WorkflowID: u.WorkflowID, PromptVersion: u.PromptVersion, CacheHit: u.CacheHit,
+		Estimated: u.Estimated, EstimateReason: u.EstimateReason,
 	}
 	for k, v := range u.Tags {
 		switch k {
@@ -189,9 +195,15 @@ func (r *Row) Detail() int {
 	return n
 }
 
-// Outranks reports whether r is the better of two reports of one call: a higher source rank,
-// or the same rank and more detail. Of two equal reports the first stays.
+// Outranks reports whether r is the better of two reports of one call: a measured report
+// over an estimated one, whatever their sources (the proxy estimates a call whose answer
+// carried no usage, and a later measured report of it replaces the estimate; the flag can
+// only lower the report that carries it), then a higher source rank, then the same rank and
+// more detail. Of two equal reports the first stays.
 func (r *Row) Outranks(o *Row) bool {
+	if r.Estimated != o.Estimated {
+		return o.Estimated
+	}
 	if a, b := r.Rank(), o.Rank(); a != b {
 		return a > b
 	}

@@ -34,6 +34,7 @@ func fullRow() Row {
 		Source: "key:search-prod",
 		Units: []Unit{{"audio_input_tokens", 150, 6_000_000_000}, {"image_outputs:1024x1024:high", 2, 334_000_000_000},
 			{"web_search_calls", 3, 30_000_000_000}},
+		Estimated: true, EstimateReason: event.EstimateCutStream,
 	}
 }
 
@@ -100,6 +101,9 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 				if k <= colUnitCosts {
 					rows[i].Units = nil
 				}
+				if k <= colEstimateReason {
+					rows[i].Estimated, rows[i].EstimateReason = false, ""
+				}
 			}
 			if !reflect.DeepEqual(got, rows) {
 				t.Fatalf("Decode() =\n%+v\nwant\n%+v", got, rows)
@@ -149,6 +153,11 @@ func TestOutranks(t *testing.T) {
 		{"a reporter cannot name itself proxy-like", row("proxy ", split), row("", plain), true},
 		{"... nor rank above anonymous by it", row("proxy ", plain), row("", plain), false},
 		{"equal rank: counted units are detail", &Row{Source: SourceKey + "a", Tokens: plain, Units: []Unit{{Key: "web_search_calls", Count: 2}}}, row(SourceKey+"b", plain), true},
+		{"measured anonymous over an estimate of the proxy", row("", plain), &Row{Source: SourceProxy, Tokens: split, Estimated: true}, true},
+		{"an estimate of the proxy under a measured key report", &Row{Source: SourceProxy, Tokens: split, Estimated: true}, row(SourceKey+"k", plain), false},
+		{"a client's estimate under a measured anonymous report", &Row{Source: SourceKey + "k", Tokens: split, Estimated: true}, row("", plain), false},
+		{"two estimates: the proxy's over a key's", &Row{Source: SourceProxy, Tokens: plain, Estimated: true}, &Row{Source: SourceKey + "k", Tokens: split, Estimated: true}, true},
+		{"two estimates of equal rank: more detail", &Row{Source: SourceProxy, Tokens: split, Estimated: true}, &Row{Source: SourceProxy, Tokens: plain, Estimated: true}, true},
 	} {
 		if got := c.r.Outranks(c.o); got != c.want {
 			t.Errorf("%s: Outranks = %v, want %v (ranks %d, %d; detail %d, %d)", c.name, got, c.want, c.r.Rank(), c.o.Rank(), c.r.Detail(), c.o.Detail())
