@@ -39,6 +39,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/history"
 	"github.com/tokenmeter/tokenmeter/alerter/notify"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/alerter/runaway"
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
@@ -60,6 +61,9 @@ type Alerter struct {
 	// of the payload. Taken before mu.
 	decodeMu sync.Mutex
 	scratch  []batch.Row
+	// counted is the ids and responses counted lately, so that copies count once (seen.go);
+	// decodeMu guards it too.
+	counted *seen
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
 	mu       sync.Mutex
@@ -76,7 +80,13 @@ type Alerter struct {
 	silences atomic.Pointer[silence.Store]
 	runtime  []rules.Silence
 	// drifts are billing_drift's latest figures (RefreshDrift).
-	drifts    []drift
+	drifts []drift
+	// flows are the workflows' running costs for the runaway rules, baselines their
+	// features' usual cost per workflow by the rules' days (RefreshRunaway), and caps the
+	// workflow caps published for firing runaway alerts with cap, by bucket key.
+	flows     *runaway.Flows
+	baselines map[int]map[string]runaway.Baseline
+	caps      map[string]budget.Record
 	hist      *history.Writer
 	ch        driver.Conn
 	started   time.Time
@@ -99,12 +109,14 @@ type tracked struct {
 type subject struct {
 	name, severity, description string
 	keepFiringFor               time.Duration
-	money                       bool
-	measure                     string
+	// window names the span the value covers, for caps ("period" when empty).
+	window  string
+	money   bool
+	measure string
 }
 
 type metrics struct {
-	events, late, reloadFailures prometheus.Counter
+	events, late, duplicates, reloadFailures prometheus.Counter
 	alerts                       *prometheus.GaugeVec
 	notifications                *prometheus.CounterVec
 	groups                       prometheus.Gauge
@@ -134,7 +146,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}}
+	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now)}
 	f, data, err := a.readRules()
 	if err != nil {
 		return nil, err
@@ -143,6 +155,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	a.engine = detect.New(f.Rules, nil)
 	a.engine.Lateness = cfg.Lateness
 	a.tracker = budget.NewTracker(f.Budgets, nil)
+	a.flows = runaway.NewFlows(runawayKeep(f.Runaways))
 	if err := a.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -154,6 +167,8 @@ func (a *Alerter) registerMetrics() error {
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_events_total", Help: "Enriched events read from USAGE_ENRICHED."}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_late_events_total",
 			Help: "Events older than every window bucket of a rule; they count in ClickHouse but not in that rule."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_duplicate_events_total",
+			Help: "Events not counted because their id, or another report of their provider response, was counted within the last 2 minutes."}),
 		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_reload_failures_total",
 			Help: "Rules files refused on reload (the previous rules stay in force)."}),
 		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),
@@ -176,7 +191,7 @@ func (a *Alerter) registerMetrics() error {
 	a.m.evicted = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_groups_evicted_total",
 		Help: "Groups dropped because no data of theirs was left in their rule's buckets."},
 		engineCount(func(e *detect.Engine) int64 { return e.Evicted }))
-	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
+	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}
@@ -300,6 +315,10 @@ func (a *Alerter) Start(ctx context.Context) error {
 	if err := backfillBudgets(ctx, conn, a.cfg.Database, a.tracker, a.tracker.Budgets(), a.cutoff); err != nil {
 		return err
 	}
+	a.flows = runaway.NewFlows(a.flows.Keep)
+	if err := backfillFlows(ctx, conn, a.cfg.Database, a.flows, a.flows.Keep, a.cutoff); err != nil {
+		return err
+	}
 	if err := a.consume(ctx); err != nil {
 		return err
 	}
@@ -393,20 +412,29 @@ func (a *Alerter) add(data []byte, replayed bool) error {
 	}
 	a.scratch = rows
 	a.mu.Lock()
-	n := 0
+	n, dups := 0, 0
 	late := a.engine.Late
+	now := a.cfg.Now()
 	for i := range rows {
 		r := &rows[i]
 		if replayed && r.Time.Before(a.cutoff) {
 			continue
 		}
+		if a.counted.duplicate(r, now) {
+			dups++
+			continue
+		}
 		a.engine.Add(r)
 		a.tracker.Add(r)
+		if a.flows.Keep > 0 {
+			a.flows.Add(r.WorkflowID, r.Feature, r.Time, r.CostPico)
+		}
 		n++
 	}
 	a.m.late.Add(float64(a.engine.Late - late))
 	a.mu.Unlock()
 	a.m.events.Add(float64(n))
+	a.m.duplicates.Add(float64(dups))
 	return nil
 }
 
@@ -485,6 +513,9 @@ func (a *Alerter) subjectOf(name string) subject {
 			return ruleSubject(r)
 		}
 	}
+	if r := a.runawayRule(name); r != nil {
+		return runawaySubject(r)
+	}
 	return subject{name: name, severity: "warning", money: true, measure: string(rules.Cost)}
 }
 
@@ -547,6 +578,24 @@ func (a *Alerter) Reload(ctx context.Context) error {
 			return fmt.Errorf("load history for the new budgets: %w", err)
 		}
 	}
+	flows := a.flows
+	if keep := runawayKeep(f.Runaways); keep > flows.Keep {
+		// A longer window than the workflows held: load them again over the new one.
+		flows = runaway.NewFlows(keep)
+		if a.ch != nil {
+			if err := backfillFlows(ctx, a.ch, a.cfg.Database, flows, keep, now); err != nil {
+				a.m.reloadFailures.Inc()
+				return fmt.Errorf("load workflow costs for the runaway rules: %w", err)
+			}
+		}
+	} else {
+		flows.Keep = keep
+	}
+	a.flows = flows
+	if !slices.EqualFunc(a.file.Runaways, f.Runaways, func(x, y rules.Runaway) bool { return x.Days == y.Days }) {
+		// Runaway rules of other days need other baselines: read them now, not in 5 minutes.
+		go a.refreshRunaway(ctx)
+	}
 	if a.budgets != nil {
 		if err := a.budgets.Prune(ctx, tr.Budgets()); err != nil {
 			a.cfg.Logger.Warn("prune removed budgets", "err", err)
@@ -578,6 +627,7 @@ func (a *Alerter) refreshDrifts(ctx context.Context) {
 		if err := a.RefreshDrift(ctx); err != nil && ctx.Err() == nil {
 			a.cfg.Logger.Warn("billing_drift: read the reconciliation; the previous figures stay", "err", err)
 		}
+		a.refreshRunaway(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -347,7 +347,7 @@ func TestReloadRefusesBrokenFileAndKeepsRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := a.Reload(context.Background())
-	if err == nil || !strings.Contains(err.Error(), `kind: "thresold" is not threshold, change, creep or anomaly`) {
+	if err == nil || !strings.Contains(err.Error(), `kind: "thresold" is not threshold, change, creep, anomaly or runaway`) {
 		t.Fatalf("Reload of a broken file: %v", err)
 	}
 	if r := a.Rules().Rules; len(r) != 1 || r[0].Name != "team-burst" {

@@ -31,6 +31,9 @@ const forecastAfter = 3 * 24 * time.Hour
 // transitions and flushes due notifications. Run calls it every EvalInterval.
 func (a *Alerter) Tick(ctx context.Context) {
 	started := time.Now()
+	a.decodeMu.Lock()
+	a.counted.expire()
+	a.decodeMu.Unlock()
 	a.mu.Lock()
 	now := a.cfg.Now()
 	seen := map[string]bool{}
@@ -42,6 +45,7 @@ func (a *Alerter) Tick(ctx context.Context) {
 		a.observeBudget(s, now, seen)
 	}
 	a.observeDrifts(now, seen)
+	a.observeRunaways(now, seen)
 	for fp, t := range a.alerts {
 		if !seen[fp] && (t.a.State == alert.Pending || t.a.State == alert.Firing) {
 			a.step(t, alert.Cleared, now)
@@ -71,6 +75,7 @@ func (a *Alerter) Tick(ctx context.Context) {
 	for i, s := range statuses {
 		recs[i] = s.Record()
 	}
+	caps := a.workflowCaps(now)
 	disp := a.disp
 	a.mu.Unlock()
 	a.m.evalSeconds.Observe(time.Since(started).Seconds())
@@ -79,6 +84,9 @@ func (a *Alerter) Tick(ctx context.Context) {
 	a.persist(ctx, writes, deletes)
 	if err := a.budgets.Publish(ctx, recs); err != nil {
 		a.cfg.Logger.Warn("publish budget states; retried next evaluation", "err", err)
+		a.budgets.Forget()
+	} else if err := a.budgets.SyncWorkflowCaps(ctx, caps); err != nil {
+		a.cfg.Logger.Warn("publish workflow caps; retried next evaluation", "err", err)
 		a.budgets.Forget()
 	}
 	a.flushHistory(ctx)
@@ -226,7 +234,10 @@ func (a *Alerter) observeCap(labels map[string]string, subj subject, sig alert.S
 		t = &tracked{a: alert.Alert{Fingerprint: fp, Rule: subj.name, Labels: labels, State: alert.Inactive}}
 		a.alerts[fp] = t
 	}
-	t.subj, t.window = subj, "period"
+	t.subj, t.window = subj, subj.window
+	if t.window == "" {
+		t.window = "period"
+	}
 	t.a.Value, t.a.Level, t.a.Baseline, t.a.Summary = value, level, baseline, summary
 	a.step(t, sig, now)
 }
@@ -342,6 +353,9 @@ func (a *Alerter) baselineMethod(name string) string {
 		if r.Name == name {
 			return baselineMethod(r)
 		}
+	}
+	if r := a.runawayRule(name); r != nil {
+		return runawayMethod(r)
 	}
 	return ""
 }

@@ -22,9 +22,12 @@ package budget
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -64,6 +67,25 @@ type Record struct {
 	// Policy (refuse or flag) and PeriodEnd complete the contract for the collector.
 	Policy    string    `json:"policy"`
 	PeriodEnd time.Time `json:"period_end"`
+	// Kind is KindWorkflow for the cap of a runaway workflow (empty for a budget); Reason
+	// says why it is capped, for the refusal.
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// KindWorkflow is the kind of a runaway workflow's cap: Scope "workflow_id=<id>", refused
+// until the alert resolves. Collectors that know kinds match the event's workflow id; older
+// ones read it as a tag scope, which no event carries (the workflow id is not a tag).
+const KindWorkflow = "workflow"
+
+// WorkflowCapPrefix starts the keys of workflow caps ("runaway/<rule>/<hash of the id>");
+// budget names cannot hold a "/", so the two never collide.
+const WorkflowCapPrefix = "runaway/"
+
+// WorkflowCapKey is the bucket key of rule's cap on workflow.
+func WorkflowCapKey(rule, workflow string) string {
+	h := sha256.Sum256([]byte(workflow))
+	return WorkflowCapPrefix + rule + "/" + hex.EncodeToString(h[:12])
 }
 
 // Status is a budget's position at one moment.
@@ -324,6 +346,10 @@ func reached(spent, limit, percent int64) bool {
 type Publisher struct {
 	kv   jetstream.KeyValue
 	last map[string]string
+	// caps are the workflow caps in the bucket by key (their JSON); capsKnown once the
+	// bucket's own were listed.
+	caps      map[string]string
+	capsKnown bool
 }
 
 // OpenPublisher creates the bucket when missing, with as many replicas as the streams.
@@ -339,7 +365,7 @@ func OpenPublisher(ctx context.Context, js jetstream.JetStream, storage jetstrea
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
 	}
-	return &Publisher{kv: kv, last: map[string]string{}}, nil
+	return &Publisher{kv: kv, last: map[string]string{}, caps: map[string]string{}}, nil
 }
 
 // Publish writes the records that changed since the last call.
@@ -372,7 +398,7 @@ func (p *Publisher) Prune(ctx context.Context, names []*rules.Budget) error {
 		return fmt.Errorf("list keys of %s: %w", Bucket, err)
 	}
 	for k := range keys.Keys() {
-		if !seen[k] {
+		if !seen[k] && !strings.HasPrefix(k, WorkflowCapPrefix) {
 			if err := p.kv.Delete(ctx, k); err != nil {
 				return fmt.Errorf("delete budget %s from %s: %w", k, Bucket, err)
 			}
@@ -382,5 +408,51 @@ func (p *Publisher) Prune(ctx context.Context, names []*rules.Budget) error {
 	return nil
 }
 
-// Forget drops what was published, so that the next Publish writes every record again.
-func (p *Publisher) Forget() { clear(p.last) }
+// Forget drops what was published, so that the next Publish and SyncWorkflowCaps write
+// every record again.
+func (p *Publisher) Forget() {
+	clear(p.last)
+	clear(p.caps)
+	p.capsKnown = false
+}
+
+// SyncWorkflowCaps makes the bucket's workflow caps exactly caps (by key, WorkflowCapKey):
+// new and changed ones are written, the others deleted — those of alerts that resolved, of
+// rules removed, and those a previous run left behind.
+func (p *Publisher) SyncWorkflowCaps(ctx context.Context, caps map[string]Record) error {
+	if !p.capsKnown {
+		keys, err := p.kv.ListKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("list keys of %s: %w", Bucket, err)
+		}
+		for k := range keys.Keys() {
+			if strings.HasPrefix(k, WorkflowCapPrefix) {
+				p.caps[k] = ""
+			}
+		}
+		p.capsKnown = true
+	}
+	for k, r := range caps {
+		data, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode workflow cap %s: %w", k, err)
+		}
+		if old, ok := p.caps[k]; ok && old == string(data) {
+			continue
+		}
+		if _, err := p.kv.Put(ctx, k, data); err != nil {
+			return fmt.Errorf("store workflow cap %s in %s: %w", k, Bucket, err)
+		}
+		p.caps[k] = string(data)
+	}
+	for k := range p.caps {
+		if _, ok := caps[k]; ok {
+			continue
+		}
+		if err := p.kv.Delete(ctx, k); err != nil {
+			return fmt.Errorf("delete workflow cap %s from %s: %w", k, Bucket, err)
+		}
+		delete(p.caps, k)
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/alerter/budget"
+	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+)
+
+const runawayRules = `
+builtins: {billing_drift: false, unpriced_model: false, untagged_share: false, team_spike: false, tier_fallback: false}
+rules:
+  - name: runaway-agents
+    kind: runaway
+    factor: "5"
+    min_usd: "10"
+    window: 1h
+    min_workflows: 4
+    keep_firing_for: 1m
+    cap: true
+    severity: page
+route: {group_by: [alertname, workflow_id], group_wait: 0s, group_interval: 1s}
+receivers:
+  - name: oncall
+    webhook: {url: "%s"}
+`
+
+// TestRunawayWorkflowIsCappedUntilItResolves: feature agents' completed workflows of the
+// last 7 days cost 2, 3, 4, 5 and 100 USD (median 4: level max(5 × 4, 10) = 20 USD); a
+// workflow still running at midnight, one of 8 days ago and another feature's are not
+// counted. In the stream, wf-run costs 12 + 9 = 21 USD within the hour (from 11:50): one page naming the
+// workflow, the feature and the baseline, and a hard cap for workflow_id=wf-run in
+// tokenmeter_budgets; wf-ok (19 USD) and a feature without a baseline stay quiet. A restart
+// while firing keeps the cap and pages nothing again. At 12:50 its first 12 USD have aged out
+// of the window: after keep_firing_for the alert resolves once and the cap is deleted.
+func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
+	hook := newWebhook(t)
+	e := newEnv(t, strings.Replace(runawayRules, "%s", hook.srv.URL, 1))
+	now := time.Date(2026, 11, 20, 12, 0, 10, 0, time.UTC)
+	e.clock.Set(now)
+	today := now.Truncate(24 * time.Hour)
+	conn := chtest.Conn(t)
+	ctx := context.Background()
+	event := func(id, workflow, feature string, at time.Time, usd string) {
+		t.Helper()
+		q := fmt.Sprintf("INSERT INTO %s.usage_events (event_id, time, ingested_at, provider, model, feature, workflow_id, cost_usd, priced) "+
+			"SELECT '%s', toDateTime(%d), toDateTime(%d), 'openai', 'gpt-4o', '%s', '%s', toDecimal128('%s', 12), 1",
+			e.db, id, at.Unix(), at.Unix(), feature, workflow, usd)
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	a, stop := e.start() // applies the migrations
+	day := func(n int, h time.Duration) time.Time { return today.AddDate(0, 0, -n).Add(h) }
+	event("a1", "w1", "agents", day(1, 9*time.Hour), "1.5")
+	event("a2", "w1", "agents", day(1, 10*time.Hour), "0.5") // w1: 2 USD over two events
+	event("a3", "w2", "agents", day(2, 9*time.Hour), "3")
+	event("a4", "w3", "agents", day(3, 9*time.Hour), "4")
+	event("a5", "w4", "agents", day(6, 9*time.Hour), "5")
+	event("a6", "w5", "agents", day(7, 0), "100")
+	event("x1", "w6", "agents", day(8, 23*time.Hour), "1")      // began 8 days ago
+	event("x2", "w7", "agents", day(1, 23*time.Hour), "0.01")   // still running at midnight…
+	event("x3", "w7", "agents", today.Add(30*time.Minute), "1") // …into today
+	event("x4", "w8", "search", day(1, 9*time.Hour), "0.001")   // another feature
+	if err := a.RefreshRunaway(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, e.js, []batch.Row{
+		{ID: "r1", Time: now.Add(-10 * time.Minute), Feature: "agents", WorkflowID: "wf-run", Priced: true, CostPico: 12 * rules.PicoPerUSD},
+		{ID: "r2", Time: now.Add(-time.Minute), Feature: "agents", WorkflowID: "wf-run", Priced: true, CostPico: 9 * rules.PicoPerUSD},
+		{ID: "r3", Time: now.Add(-time.Minute), Feature: "agents", WorkflowID: "wf-ok", Priced: true, CostPico: 19 * rules.PicoPerUSD},
+		{ID: "r4", Time: now.Add(-time.Minute), Feature: "billing", WorkflowID: "wf-new", Priced: true, CostPico: 500 * rules.PicoPerUSD},
+		{ID: "r5", Time: now.Add(-time.Minute), Feature: "agents", Priced: true, CostPico: 500 * rules.PicoPerUSD},
+	})
+	waitEvents(t, a, 5)
+	e.tickAt(a, now)
+	e.tickAt(a, now.Add(time.Second))
+	if got, want := strings.Join(hook.statuses(), "; "), "firing runaway-agents/firing"; got != want {
+		t.Fatalf("notifications = %q, want %q", got, want)
+	}
+	hook.mu.Lock()
+	first := hook.got[0]["alerts"].([]any)[0].(map[string]any)
+	hook.mu.Unlock()
+	reason := "cost 21.00 USD over the last 1h (since 2026-11-20 11:50 UTC), 5.25× the usual 4.00 USD per workflow of the feature " +
+		"(median of 5 workflows over 7 days); level 20.00 USD"
+	labels, _ := json.Marshal(first["labels"])
+	if got, want := string(labels), `{"alertname":"runaway-agents","feature":"agents","severity":"page","workflow_id":"wf-run"}`; got != want {
+		t.Errorf("labels = %s, want %s", got, want)
+	}
+	ann := first["annotations"].(map[string]any)
+	for k, want := range map[string]string{
+		"summary":  "workflow wf-run (feature agents): " + reason + "; its calls are refused until the alert resolves",
+		"value":    "21.00 USD",
+		"baseline": "4.00 USD",
+		"level":    "20.00 USD",
+		"window":   "1h",
+		"baseline_method": "runaway: the workflow's cost over the last 1h against the median cost per workflow of its feature, over the workflows " +
+			"that began and ended in the last 7 complete UTC days (at least 4 of them); level max(median × 5, 10.00 USD)",
+	} {
+		if ann[k] != want {
+			t.Errorf("annotation %s = %q\nwant %q", k, ann[k], want)
+		}
+	}
+
+	kv, err := e.js.KeyValue(ctx, budget.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := budget.WorkflowCapKey("runaway-agents", "wf-run")
+	entry, err := kv.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("cap %s: %v", key, err)
+	}
+	want := `{"name":"runaway-agents","scope":"workflow_id=wf-run","period_start":"2026-11-20T12:00:10Z","limit_usd":"20.000000000000",` +
+		`"spent_usd":"21.000000000000","forecast_usd":"","forecast_method":"","state":"hard_capped","policy":"refuse",` +
+		`"period_end":"2026-11-20T14:00:00Z","kind":"workflow","reason":"` + reason + `"}`
+	if got := string(entry.Value()); got != want {
+		t.Errorf("cap = %s\nwant  %s", got, want)
+	}
+	keys := capKeys(t, kv)
+	if got := strings.Join(keys, ","); got != key {
+		t.Errorf("workflow caps = %s, want only %s", got, key)
+	}
+
+	// A restart while firing: the cap stays as it was, nothing is paged again.
+	stop()
+	a, _ = e.start()
+	if err := a.RefreshRunaway(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitEvents(t, a, 5)
+	e.tickAt(a, now.Add(2*time.Second))
+	if entry, err := kv.Get(ctx, key); err != nil || string(entry.Value()) != want {
+		t.Errorf("after a restart the cap is %v, %v", entry, err)
+	}
+
+	// At 12:50 the first 12 USD left the hour: 9 USD, below the level. keep_firing_for is
+	// 1m: it resolves at the evaluation a minute later, and the cap goes.
+	e.tickAt(a, now.Add(50*time.Minute))
+	if got := capKeys(t, kv); len(got) != 1 {
+		t.Errorf("caps while clearing = %v, want the cap kept", got)
+	}
+	e.tickAt(a, now.Add(51*time.Minute+time.Second))
+	if got, want := strings.Join(hook.statuses(), "; "), "firing runaway-agents/firing; resolved runaway-agents/resolved"; got != want {
+		t.Fatalf("notifications = %q, want %q", got, want)
+	}
+	if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("cap after the alert resolved: %v, want it deleted", err)
+	}
+}
+
+func capKeys(t *testing.T, kv jetstream.KeyValue) []string {
+	t.Helper()
+	keys, err := kv.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for k := range keys.Keys() {
+		if strings.HasPrefix(k, budget.WorkflowCapPrefix) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
