@@ -12,6 +12,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	droppedTags    prometheus.Counter
 	injected       prometheus.Counter
+	escaped        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,8 +37,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokenmeter_proxy_stream_usage_injected_total",
 			Help: "Streamed Chat Completions requests given stream_options.include_usage (InjectStreamUsage).",
 		}),
+		escaped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenmeter_proxy_escaped_calls_total",
+			Help: "Forwarded calls that were or may have been billed but yielded no usage, emitted as estimated events, by reason: cut_stream, client_gone, upstream_timeout, no_usage, upstream_error.",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.outcomes, m.upstreamErrors, m.droppedTags, m.injected} {
+	for _, c := range []prometheus.Collector{m.requests, m.outcomes, m.upstreamErrors, m.droppedTags, m.injected, m.escaped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -15,6 +15,10 @@
 //   - with Config.InjectStreamUsage (off by default), streamed Chat Completions requests get
 //     stream_options.include_usage, without which OpenAI does not report a stream's usage;
 //   - hop-by-hop headers are handled as every HTTP proxy must (net/http/httputil).
+//
+// A call forwarded that was or may have been billed but whose answer carried no usage (cut
+// off, abandoned, timed out, an error after generation began) is emitted as an estimated
+// event (escape.go).
 package proxy
 
 import (
@@ -130,8 +134,8 @@ type Config struct {
 	// InjectStreamUsage adds stream_options.include_usage to streamed Chat Completions
 	// requests that do not set it, so that their usage can be metered (see
 	// injectStreamUsage). It is off by default because it changes the request and adds a
-	// final chunk to the stream; without it such streams are forwarded unmetered and
-	// counted as no_usage.
+	// final chunk to the stream; without it such streams are forwarded, counted as
+	// no_usage, and emitted with estimated tokens (escape.go).
 	InjectStreamUsage bool
 	// MaxCapture bounds the bytes of a non-streamed (or compressed) response held to read
 	// its usage (default DefaultMaxCapture); a larger response is forwarded but not metered,
@@ -261,6 +265,8 @@ type call struct {
 	operation string
 	start     time.Time
 	attr      attribution
+	// body holds the request as it went upstream, to estimate a call that escapes metering.
+	body *requestBody
 }
 
 // New builds a proxy.
@@ -356,6 +362,8 @@ func (p *Proxy) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 				p.metrics.injected.Inc()
 			}
 		}
+		c.body = newRequestBody(r.Body, p.cfg.MaxCapture)
+		r.Body = c.body
 		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 	}
 	rt.rp.ServeHTTP(w, r)
@@ -456,19 +464,23 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	// often as a cancellation. The guard says whether the body was late; if not, a canceled
 	// context is a client gone, whatever the error.
 	late := guard.TimedOut(r.Context()) || errors.Is(err, guard.ErrBodyTimeout)
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	if c, ok := r.Context().Value(callKey{}).(*call); ok && !late {
+		p.escapedUnanswered(c, timeout, r.Context().Err() != nil)
+	}
 	if !late && r.Context().Err() != nil {
 		p.metrics.upstreamErrors.WithLabelValues("client_gone").Inc()
 		return // the client hung up; nobody is listening for the answer
 	}
 	ref := refusal{status: http.StatusBadGateway, kind: "tokenmeter_proxy_error", code: "upstream_unreachable",
 		message: "tokenmeter proxy: the upstream could not be reached"}
-	var ne net.Error
 	switch {
 	case late:
 		// The client's body, not the upstream, was late.
 		ref = refusal{status: http.StatusRequestTimeout, kind: "invalid_request_error", code: "body_timeout",
 			message: fmt.Sprintf("tokenmeter proxy: the request body did not arrive within %s", p.cfg.BodyTimeout)}
-	case errors.As(err, &ne) && ne.Timeout():
+	case timeout:
 		ref.code, ref.message = "upstream_timeout", "tokenmeter proxy: the upstream did not answer in time"
 	}
 	p.metrics.upstreamErrors.WithLabelValues(strings.TrimPrefix(ref.code, "upstream_")).Inc() // unreachable, timeout, body_timeout
@@ -496,6 +508,14 @@ func budgetErrorType(api API) string {
 
 // emit completes the event read from a response and hands it to the emitter.
 func (p *Proxy) emit(c *call, u event.Usage, end time.Time) {
+	if p.send(c, u, end) {
+		p.metrics.outcomes.WithLabelValues("emitted").Inc()
+	}
+}
+
+// send completes an event and hands it to the emitter, counting the outcome only when it
+// fails; it reports whether the emitter took it.
+func (p *Proxy) send(c *call, u event.Usage, end time.Time) bool {
 	u.Provider = c.route.Provider
 	u.Operation = c.operation
 	u.ID = eventID(c.route.Provider, u.ResponseID)
@@ -520,9 +540,9 @@ func (p *Proxy) emit(c *call, u event.Usage, end time.Time) {
 		}
 		p.metrics.outcomes.WithLabelValues(outcome).Inc()
 		p.cfg.Logger.Warn("usage event not emitted", "id", u.ID, "model", u.Model, "err", err)
-		return
+		return false
 	}
-	p.metrics.outcomes.WithLabelValues("emitted").Inc()
+	return true
 }
 
 // eventID derives the event id from the provider's response id, so that the same call

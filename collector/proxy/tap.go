@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -23,6 +24,7 @@ type tap struct {
 	body io.ReadCloser
 	p    *Proxy
 	c    *call
+	ctx  context.Context // the request's: done when the client is gone
 
 	stream  *normalize.Stream // identity-coded server-sent events
 	sse     bool
@@ -30,11 +32,12 @@ type tap struct {
 	capture bytes.Buffer // everything else, up to MaxCapture
 	tooBig  bool
 	eof     bool
+	readErr bool // the upstream's body failed (broken off, or canceled with the request)
 	once    sync.Once
 }
 
 func (p *Proxy) newTap(c *call, resp *http.Response) *tap {
-	t := &tap{body: resp.Body, p: p, c: c}
+	t := &tap{body: resp.Body, p: p, c: c, ctx: resp.Request.Context()}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	t.sse = mt == "text/event-stream"
 	switch ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); ce {
@@ -69,6 +72,8 @@ func (t *tap) Read(b []byte) (int, error) {
 	}
 	if errors.Is(err, io.EOF) {
 		t.eof = true
+	} else if err != nil {
+		t.readErr = true
 	}
 	return n, err
 }
@@ -81,7 +86,8 @@ func (t *tap) Close() error {
 
 // finish reads the usage and emits the event. A body cut short (the client hung up, the
 // upstream broke the connection) is still read: a streamed Anthropic call reports its input
-// tokens first, and they are billed whether or not the stream completes.
+// tokens first, and they are billed whether or not the stream completes. A response whose
+// usage is missing or short of what it streamed is emitted estimated (escape.go).
 func (t *tap) finish() {
 	end := t.p.cfg.Now()
 	m := t.p.metrics
@@ -90,6 +96,7 @@ func (t *tap) finish() {
 		return
 	}
 	u, err := t.read()
+	partial, streamed := t.streamed()
 	if err != nil {
 		outcome := "unreadable"
 		switch {
@@ -100,10 +107,16 @@ func (t *tap) finish() {
 		}
 		m.outcomes.WithLabelValues(outcome).Inc()
 		t.p.cfg.Logger.Debug("no usage read from a response", "route", t.c.route.Prefix, "format", t.c.format.String(), "err", err)
+		if reason := t.escapeReason(false, partial.Status, streamed, 0); reason != "" {
+			t.p.send(t.c, t.p.escaped(t.c, partial, streamed, reason), end)
+		}
 		return
 	}
 	if !t.eof && u.Status == "" {
 		u.Status = "incomplete"
+	}
+	if reason := t.escapeReason(true, u.Status, streamed, u.Usage.Output); reason != "" {
+		u = t.p.escaped(t.c, u, streamed, reason)
 	}
 	t.p.emit(t.c, u, end)
 }
@@ -129,9 +142,9 @@ func (t *tap) read() (usage event.Usage, err error) {
 		body = plain
 	}
 	if t.sse {
-		s := normalize.NewStream(t.c.format)
-		s.Write(body)
-		return s.Usage()
+		t.stream = normalize.NewStream(t.c.format)
+		t.stream.Write(body)
+		return t.stream.Usage()
 	}
 	return normalize.Response(t.c.format, body)
 }
