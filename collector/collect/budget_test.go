@@ -21,6 +21,15 @@ import (
 // policy, and returns it with its JetStream.
 func capped(t *testing.T, policy string) (*Collector, jetstream.JetStream) {
 	t.Helper()
+	return cappedBy(t, "search-monthly", budget.Record{Name: "search-monthly", Scope: "team=search", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100.000000000000", SpentUSD: "105.000000000001",
+		State: budget.StateHardCapped, Policy: policy}, map[string]string{"team": "search"}, "", Config{})
+}
+
+// cappedBy starts a collector with cfg whose budget enforcer holds rec under key, once it
+// caps the tags and workflow given, and returns it with its JetStream.
+func cappedBy(t *testing.T, key string, rec budget.Record, tags map[string]string, workflow string, cfg Config) (*Collector, jetstream.JetStream) {
+	t.Helper()
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
 	natstest.Streams(t, nc, nil)
 	js, _ := jetstream.New(nc)
@@ -34,14 +43,13 @@ func capped(t *testing.T, policy string) (*Collector, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := json.Marshal(budget.Record{Name: "search-monthly", Scope: "team=search", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
-		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100.000000000000", SpentUSD: "105.000000000001",
-		State: budget.StateHardCapped, Policy: policy})
-	if _, err := kv.Put(ctx, "search-monthly", rec); err != nil {
+	data, _ := json.Marshal(rec)
+	if _, err := kv.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "search"}, ""); return o })
-	return newCollector(t, nc, Config{Budgets: enf}), js
+	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
+	cfg.Budgets = enf
+	return newCollector(t, nc, cfg), js
 }
 
 const capReason = `team "search" is over the hard cap of budget "search-monthly": 105.000000000001 USD spent of 100.000000000000 USD since 2026-11-01; its events are refused until 2026-12-01 or until the budget is raised`

@@ -124,6 +124,15 @@ func TestUpstreamHeaderTimeout(t *testing.T) {
 // and returns the enforcer watching it.
 func capTeam(t *testing.T, h *harness, policy string) *budget.Enforcer {
 	t.Helper()
+	return enforce(t, h, "payments-monthly", budget.Record{Name: "payments-monthly", Scope: "team=payments", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100", SpentUSD: "100.5", State: budget.StateHardCapped, Policy: policy},
+		map[string]string{"team": "payments"}, "")
+}
+
+// enforce puts rec under key into the harness's budget bucket and returns an enforcer
+// watching it, once it caps the tags and workflow given.
+func enforce(t *testing.T, h *harness, key string, rec budget.Record, tags map[string]string, workflow string) *budget.Enforcer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	enf := budget.NewEnforcer(func() time.Time { return h.now }, nil)
@@ -134,12 +143,11 @@ func capTeam(t *testing.T, h *harness, policy string) *budget.Enforcer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := json.Marshal(budget.Record{Name: "payments-monthly", Scope: "team=payments", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
-		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100", SpentUSD: "100.5", State: budget.StateHardCapped, Policy: policy})
-	if _, err := kv.Put(ctx, "payments-monthly", rec); err != nil {
+	data, _ := json.Marshal(rec)
+	if _, err := kv.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(map[string]string{"team": "payments"}, ""); return o })
+	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
 	return enf
 }
 
