@@ -61,6 +61,9 @@ type Alerter struct {
 	// of the payload. Taken before mu.
 	decodeMu sync.Mutex
 	scratch  []batch.Row
+	// counted is the ids and responses counted lately, so that copies count once (seen.go);
+	// decodeMu guards it too.
+	counted *seen
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
 	mu       sync.Mutex
@@ -113,11 +116,11 @@ type subject struct {
 }
 
 type metrics struct {
-	events, late, reloadFailures prometheus.Counter
-	alerts                       *prometheus.GaugeVec
-	notifications                *prometheus.CounterVec
-	groups                       prometheus.Gauge
-	evalSeconds                  prometheus.Histogram
+	events, late, duplicates, reloadFailures prometheus.Counter
+	alerts                                   *prometheus.GaugeVec
+	notifications                            *prometheus.CounterVec
+	groups                                   prometheus.Gauge
+	evalSeconds                              prometheus.Histogram
 	// refused and evicted read the engine's counts (detect.Engine.Refused, Evicted).
 	refused, evicted prometheus.CounterFunc
 }
@@ -143,7 +146,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}}
+	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now)}
 	f, data, err := a.readRules()
 	if err != nil {
 		return nil, err
@@ -164,6 +167,8 @@ func (a *Alerter) registerMetrics() error {
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_events_total", Help: "Enriched events read from USAGE_ENRICHED."}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_late_events_total",
 			Help: "Events older than every window bucket of a rule; they count in ClickHouse but not in that rule."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_duplicate_events_total",
+			Help: "Events not counted because their id, or another report of their provider response, was counted within the last 2 minutes."}),
 		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_reload_failures_total",
 			Help: "Rules files refused on reload (the previous rules stay in force)."}),
 		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),
@@ -186,7 +191,7 @@ func (a *Alerter) registerMetrics() error {
 	a.m.evicted = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_groups_evicted_total",
 		Help: "Groups dropped because no data of theirs was left in their rule's buckets."},
 		engineCount(func(e *detect.Engine) int64 { return e.Evicted }))
-	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
+	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}
@@ -407,11 +412,16 @@ func (a *Alerter) add(data []byte, replayed bool) error {
 	}
 	a.scratch = rows
 	a.mu.Lock()
-	n := 0
+	n, dups := 0, 0
 	late := a.engine.Late
+	now := a.cfg.Now()
 	for i := range rows {
 		r := &rows[i]
 		if replayed && r.Time.Before(a.cutoff) {
+			continue
+		}
+		if a.counted.duplicate(r, now) {
+			dups++
 			continue
 		}
 		a.engine.Add(r)
@@ -424,6 +434,7 @@ func (a *Alerter) add(data []byte, replayed bool) error {
 	a.m.late.Add(float64(a.engine.Late - late))
 	a.mu.Unlock()
 	a.m.events.Add(float64(n))
+	a.m.duplicates.Add(float64(dups))
 	return nil
 }
 

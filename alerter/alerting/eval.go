@@ -31,6 +31,9 @@ const forecastAfter = 3 * 24 * time.Hour
 // transitions and flushes due notifications. Run calls it every EvalInterval.
 func (a *Alerter) Tick(ctx context.Context) {
 	started := time.Now()
+	a.decodeMu.Lock()
+	a.counted.expire()
+	a.decodeMu.Unlock()
 	a.mu.Lock()
 	now := a.cfg.Now()
 	seen := map[string]bool{}
