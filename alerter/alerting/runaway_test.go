@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/alerter/runaway"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 )
@@ -172,4 +174,60 @@ func capKeys(t *testing.T, kv jetstream.KeyValue) []string {
 		}
 	}
 	return out
+}
+
+// TestRunawayHistoryFromClickHouse: the baselines are medians of integer picodollars (the
+// mean of the two middle workflows for an even count, rounded down), re-rating included;
+// the workflows' running costs at start-up come from usage_events, per minute, under the
+// feature of each workflow's first event.
+func TestRunawayHistoryFromClickHouse(t *testing.T) {
+	e := newEnv(t, strings.Replace(runawayRules, "%s", "http://127.0.0.1:1/", 1))
+	now := time.Date(2026, 11, 20, 12, 0, 10, 0, time.UTC)
+	e.clock.Set(now)
+	a, _ := e.start()
+	conn := chtest.Conn(t)
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if err := conn.Exec(ctx, strings.ReplaceAll(q, "{db}", e.db)); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	event := func(id, workflow, feature string, at time.Time, usd string) {
+		t.Helper()
+		exec(fmt.Sprintf("INSERT INTO {db}.usage_events (event_id, time, ingested_at, provider, model, feature, workflow_id, cost_usd, priced) "+
+			"SELECT '%s', toDateTime(%d), toDateTime(%d), 'openai', 'gpt-4o', '%s', '%s', toDecimal128('%s', 12), 1", id, at.Unix(), at.Unix(), feature, workflow, usd))
+	}
+	y := now.Truncate(24*time.Hour).AddDate(0, 0, -1)
+	event("b1", "w1", "agents", y, "0.000000000001")
+	event("b2", "w2", "agents", y, "0.000000000005")
+	event("b3", "w3", "agents", y, "0.000000000009")
+	event("b4", "w4", "agents", y, "7")
+	event("b5", "w5", "search", y, "1.25")
+	// w3 was re-rated from 9 to 2 pico: the middle two are 2 and 5 pico (5 and 9 before).
+	exec(fmt.Sprintf("INSERT INTO {db}.cost_corrections (event_id, time, kind, cost_usd) SELECT 'b3', toDateTime(%d), 'apply', toDecimal128('-0.000000000007', 12)", y.Unix()))
+	bs, err := readBaselines(ctx, a.ch, e.db, y, y.AddDate(0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]runaway.Baseline{"agents": {Median: 3, Workflows: 4}, "search": {Median: 1_250_000_000_000, Workflows: 1}}; !reflect.DeepEqual(bs, want) {
+		t.Errorf("baselines = %+v, want %+v", bs, want)
+	}
+
+	event("c1", "wf-x", "billing", now.Add(-40*time.Minute), "3") // its first event: feature billing
+	event("c2", "wf-x", "agents", now.Add(-40*time.Minute+20*time.Second), "4")
+	event("c3", "wf-x", "agents", now.Add(-20*time.Minute), "5")
+	event("c4", "wf-x", "agents", now.Add(-2*time.Hour), "100") // before the window
+	event("c5", "", "agents", now.Add(-20*time.Minute), "100")  // no workflow
+	f := runaway.NewFlows(time.Hour)
+	if err := backfillFlows(ctx, a.ch, e.db, f, time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	r := &rules.Runaway{FactorMilli: 1000, Window: time.Hour, MinWorkflows: 1}
+	got := f.Evaluate(r, map[string]runaway.Baseline{"billing": {Median: 1, Workflows: 1}}, now)
+	want := []runaway.Result{{Workflow: "wf-x", Feature: "billing", Value: 12 * rules.PicoPerUSD, Level: 1, Baseline: runaway.Baseline{Median: 1, Workflows: 1},
+		First: time.Date(2026, 11, 20, 11, 20, 0, 0, time.UTC)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("backfilled = %+v\nwant %+v", got, want)
+	}
 }
