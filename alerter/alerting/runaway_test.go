@@ -100,7 +100,7 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 		t.Errorf("labels = %s, want %s", got, want)
 	}
 	ann := first["annotations"].(map[string]any)
-	for k, want := range map[string]string{
+	wantAnn := map[string]string{
 		"summary":  "workflow wf-run (feature agents): " + reason + "; its calls are refused until the alert resolves",
 		"value":    "21.00 USD",
 		"baseline": "4.00 USD",
@@ -108,10 +108,15 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 		"window":   "1h",
 		"baseline_method": "runaway: the workflow's cost over the last 1h against the median cost per workflow of its feature, over the workflows " +
 			"that began and ended in the last 7 complete UTC days (at least 4 of them); level max(median × 5, 10.00 USD)",
-	} {
+		"description": "a workflow costs many times what a workflow of its feature usually costs",
+	}
+	for k, want := range wantAnn {
 		if ann[k] != want {
 			t.Errorf("annotation %s = %q\nwant %q", k, ann[k], want)
 		}
+	}
+	if len(ann) != len(wantAnn) {
+		t.Errorf("annotations = %v, want exactly %v", ann, wantAnn)
 	}
 
 	kv, err := e.js.KeyValue(ctx, budget.Bucket)
