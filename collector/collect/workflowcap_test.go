@@ -20,7 +20,7 @@ const workflowCapReason = `workflow "wf-run" is capped by runaway rule "runaway-
 	`its calls are refused until the alert resolves (at the latest 2026-12-01T00:00:00Z)`
 
 // A runaway workflow's cap refuses that workflow's events on POST /v1/events and through
-// Accept (OTLP, the emitter), matched on workflow_id; the same team's other events pass, and
+// Accept (what OTLP calls), matched on workflow_id; the same team's other events pass, and
 // tokenmeter_budget_refusals_total counts them under scope workflow_id.
 func TestIngestRefusesCappedWorkflow(t *testing.T) {
 	reg := prometheus.NewRegistry()
