@@ -3,6 +3,7 @@ package rules
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 // FuzzParse: any input either parses into a file whose rules all validate, or is refused
@@ -17,6 +18,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("rules:\n  - {name: a, kind: threshold, above: '0.1'}\n"))
 	f.Add([]byte("aliases: !00\n0:0"))
+	f.Add([]byte("rules:\n  - {name: r, kind: runaway, factor: '5', min_usd: '10', window: 6h, days: 7, min_workflows: 3, cap: true}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse("fuzz", data)
 		if err != nil {
@@ -31,6 +33,11 @@ func FuzzParse(f *testing.F) {
 			}
 			if (r.Kind == Change || r.Kind == Anomaly) && r.FactorMilli < 1000 {
 				t.Fatalf("accepted factor below 1: %+v", r)
+			}
+		}
+		for _, r := range file.Runaways {
+			if r.Name == "" || r.FactorMilli < 1000 || r.MinPico < 0 || r.Window < time.Minute || r.Days < 1 || r.MinWorkflows < 1 {
+				t.Fatalf("accepted runaway rule is invalid: %+v", r)
 			}
 		}
 		for _, b := range file.Budgets {
