@@ -134,7 +134,7 @@ func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, f
 
 func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupSet, from, to int64, fn func(stored batch.Row, displaced bool)) error {
 	rows, err := s.conn.Query(ctx, "SELECT provider, response_id, event_id, source, time, model, team, "+
-		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, unit_keys, "+
+		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, unit_keys, estimated, "+
 		"event_id IN (SELECT event_id FROM "+s.db+".cost_corrections WHERE kind = 'displaced' AND time >= toDateTime(?) AND time <= toDateTime(?)) "+
 		"FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
 		from, to, uint16(p), from, to, set)
@@ -147,13 +147,14 @@ func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupS
 			r         batch.Row
 			tok       [6]uint64
 			displaced uint8
+			estimated uint8
 		)
 		var unitKeys []string
 		if err := rows.Scan(&r.Provider, &r.ResponseID, &r.ID, &r.Source, &r.Time, &r.Model, &r.Team,
-			&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &unitKeys, &displaced); err != nil {
+			&tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &unitKeys, &estimated, &displaced); err != nil {
 			return err
 		}
-		r.Time = r.Time.UTC()
+		r.Time, r.Estimated = r.Time.UTC(), estimated == 1
 		for _, k := range unitKeys { // the keys make its Detail; their counts are not compared
 			r.Units = append(r.Units, batch.Unit{Key: k})
 		}
@@ -321,6 +322,8 @@ func (s store) recordDecisions(ctx context.Context, p int, ds []dedup.Decision, 
 // decisionReason says why d.Kept counts rather than d.Dropped (usage_conflicts.reason).
 func decisionReason(d *dedup.Decision) string {
 	switch k, x := &d.Kept, &d.Dropped; {
+	case x.Estimated && !k.Estimated:
+		return "measured"
 	case k.Rank() > x.Rank():
 		return "higher_rank"
 	case k.Rank() == x.Rank() && k.Detail() > x.Detail():

@@ -11,7 +11,7 @@ const columns = "event_id, time, time_ms, ingested_at, partition, provider, mode
 	"team, feature, env, cost_center, traffic, tag_keys, tag_values, workflow_id, prompt_version, response_id, " +
 	"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, " +
 	"cost_usd, savings_usd, priced, price_version, service_tier, status, latency_ms, cache_hit, source, " +
-	"unit_keys, unit_counts, unit_costs_usd"
+	"unit_keys, unit_counts, unit_costs_usd, estimated, estimate_reason"
 
 // part is rows of one stream partition.
 type part struct {

@@ -197,6 +197,8 @@ func appendRows(b []byte, partition int, rows []batch.Row) []byte {
 		for _, u := range r.Units {
 			b = appendDecimal128(b, u.CostPico)
 		}
+		b = append(b, flag(r.Estimated))
+		b = appendString(b, r.EstimateReason)
 	}
 	return b
 }

@@ -26,6 +26,7 @@ var rowBinaryTypes = map[string]string{
 	"service_tier": "String", "status": "String", "latency_ms": "UInt32", "cache_hit": "UInt8", "tier_fallback": "UInt8",
 	"source":    "String",
 	"unit_keys": "Array(String)", "unit_counts": "Array(UInt64)", "unit_costs_usd": "Array(Decimal128)",
+	"estimated": "UInt8", "estimate_reason": "String",
 }
 
 // decodeRowBinary reads n rows of the columns as ClickHouse does, into one map per row
@@ -161,6 +162,7 @@ func expectRow(r *batch.Row, partition int) map[string]any {
 		"price_version": r.PriceVersion, "service_tier": r.ServiceTier, "status": r.Status,
 		"latency_ms": uint64(min(max(r.LatencyMS, 0), math.MaxUint32)), "cache_hit": uint64(flag(r.CacheHit)),
 		"source": r.Source, "unit_keys": unitKeys, "unit_counts": unitCounts, "unit_costs_usd": unitCosts,
+		"estimated": uint64(flag(r.Estimated)), "estimate_reason": r.EstimateReason,
 	}
 }
 

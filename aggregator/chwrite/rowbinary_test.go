@@ -47,6 +47,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 	rs[8].Source, rs[9].Source = batch.SourceProxy, batch.SourceKey+"search-prod"
 	rs[10].Units = []batch.Unit{{Key: "audio_input_tokens", Count: 800, CostPico: 32_000_000_000},
 		{Key: "image_outputs:1024x1024:high", Count: 2, CostPico: 334_000_000_000}, {Key: "web_search_calls", Count: 3, CostPico: -1}}
+	rs[11].Estimated, rs[11].EstimateReason = true, "cut_stream"
 	if err := inserter(t, db).Insert(ctx, 7, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		"provider, model, model_priced, operation, team, feature, env, cost_center, traffic, tag_keys, tag_values, "+
 		"workflow_id, prompt_version, response_id, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "+
 		"cache_write_1h_tokens, reasoning_tokens, toString(cost_usd), toString(savings_usd), priced, price_version, "+
-		"service_tier, status, latency_ms, cache_hit, source, unit_keys, unit_counts, arrayMap(c -> toString(c), unit_costs_usd) FROM "+db+".usage_events")
+		"service_tier, status, latency_ms, cache_hit, source, unit_keys, unit_counts, arrayMap(c -> toString(c), unit_costs_usd), estimated, estimate_reason FROM "+db+".usage_events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +70,18 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 		var (
 			id, provider, model, priced, op, team, feature, env, cc, traffic string
 			wf, pv, resp, cost, savings, version, tier, status, source       string
+			reason                                                           string
 			sec, ingested, latency                                           uint32
 			ms, part                                                         uint16
 			keys, vals                                                       []string
 			tok                                                              [6]uint64
-			isPriced, hit                                                    uint8
+			isPriced, hit, estimated                                         uint8
 			unitKeys, unitCosts                                              []string
 			unitCounts                                                       []uint64
 		)
 		if err := q.Scan(&id, &sec, &ms, &ingested, &part, &provider, &model, &priced, &op, &team, &feature, &env, &cc, &traffic,
 			&keys, &vals, &wf, &pv, &resp, &tok[0], &tok[1], &tok[2], &tok[3], &tok[4], &tok[5], &cost, &savings, &isPriced,
-			&version, &tier, &status, &latency, &hit, &source, &unitKeys, &unitCounts, &unitCosts); err != nil {
+			&version, &tier, &status, &latency, &hit, &source, &unitKeys, &unitCounts, &unitCosts, &estimated, &reason); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -92,12 +94,12 @@ func TestInserterStoresEveryColumn(t *testing.T) {
 			wantKeys, wantVals = append(wantKeys, tg.Key), append(wantVals, tg.Value)
 		}
 		got := fmt.Sprint(int64(sec)*1000+int64(ms), ingested, part, provider, model, priced, op, team, feature, env, cc, traffic,
-			len(keys), keys, vals, wf, pv, resp, tok, isPriced == 1, version, tier, status, latency, hit == 1, source)
+			len(keys), keys, vals, wf, pv, resp, tok, isPriced == 1, version, tier, status, latency, hit == 1, source, estimated == 1, reason)
 		want := fmt.Sprint(r.Time.UnixMilli(), r.Received.Unix(), 7, r.Provider, r.Model, r.ModelPriced, r.Operation, r.Team, r.Feature, r.Env,
 			r.CostCenter, r.Traffic, len(wantKeys), wantKeys, wantVals, r.WorkflowID, r.PromptVersion, r.ResponseID,
 			[6]uint64{unsigned(r.Tokens.Input), unsigned(r.Tokens.Output), unsigned(r.Tokens.CachedInput), unsigned(r.Tokens.CacheWrite),
 				unsigned(r.Tokens.CacheWrite1h), unsigned(r.Tokens.Reasoning)},
-			r.Priced, r.PriceVersion, r.ServiceTier, r.Status, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)), r.CacheHit, r.Source)
+			r.Priced, r.PriceVersion, r.ServiceTier, r.Status, uint32(min(max(r.LatencyMS, 0), math.MaxUint32)), r.CacheHit, r.Source, r.Estimated, r.EstimateReason)
 		if got != want {
 			t.Errorf("row %s:\n got %s\nwant %s", id, got, want)
 		}
