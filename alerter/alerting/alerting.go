@@ -93,6 +93,9 @@ type Alerter struct {
 	cutoff    time.Time
 	dirty     map[string]bool // alerts whose KV record must be written
 	lastBudgt map[string]budget.Status
+
+	// baselinesTo is the day up to which the runaway baselines were read.
+	baselinesTo time.Time
 }
 
 // tracked is one alert and what it came from.

@@ -3,6 +3,7 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,22 +49,27 @@ func runawayMethod(r *rules.Runaway) string {
 
 // RefreshRunaway reads, for every feature, the median cost per workflow of the workflows
 // (workflow_costs, re-rating included) whose first and last events lie in the last Days
-// complete UTC days, for each Days the runaway rules use, and keeps it for Tick. On an error
-// the previous baselines stay.
+// complete UTC days, for each Days the runaway rules use, and keeps it for Tick. The
+// baselines change with the UTC day only, and workflow_costs reads all of usage_events: each
+// is read once a day (and for rules of new days). On an error the previous baselines stay.
 func (a *Alerter) RefreshRunaway(ctx context.Context) error {
+	to := a.cfg.Now().UTC().Truncate(24 * time.Hour)
 	a.mu.Lock()
 	conn := a.ch
-	days := map[int]bool{}
+	out := map[int]map[string]runaway.Baseline{}
+	var days []int
 	for _, r := range a.file.Runaways {
-		days[r.Days] = true
+		if bs, ok := a.baselines[r.Days]; ok && a.baselinesTo.Equal(to) {
+			out[r.Days] = bs
+		} else if !slices.Contains(days, r.Days) {
+			days = append(days, r.Days)
+		}
 	}
 	a.mu.Unlock()
-	if conn == nil {
+	if conn == nil || len(days) == 0 {
 		return nil
 	}
-	to := a.cfg.Now().UTC().Truncate(24 * time.Hour)
-	out := map[int]map[string]runaway.Baseline{}
-	for d := range days {
+	for _, d := range days {
 		from := to.AddDate(0, 0, -d)
 		bs, err := readBaselines(ctx, conn, a.cfg.Database, from, to)
 		if err != nil {
@@ -72,7 +78,7 @@ func (a *Alerter) RefreshRunaway(ctx context.Context) error {
 		out[d] = bs
 	}
 	a.mu.Lock()
-	a.baselines = out
+	a.baselines, a.baselinesTo = out, to
 	a.mu.Unlock()
 	return nil
 }

@@ -235,4 +235,24 @@ func TestRunawayHistoryFromClickHouse(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("backfilled = %+v\nwant %+v", got, want)
 	}
+
+	// RefreshRunaway reads the rules' days once per UTC day: a workflow completed since is
+	// counted the next day (with today's wf-x, whose first event, at 10:00, is agents').
+	refresh := func(at time.Time, want runaway.Baseline) {
+		t.Helper()
+		e.clock.Set(at)
+		if err := a.RefreshRunaway(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		got := a.baselines[7]["agents"]
+		a.mu.Unlock()
+		if got != want {
+			t.Errorf("at %s, agents' baseline = %+v, want %+v", at, got, want)
+		}
+	}
+	refresh(now, runaway.Baseline{Median: 3, Workflows: 4})
+	event("b6", "w6", "agents", y, "0.000000000006")
+	refresh(now.Add(time.Hour), runaway.Baseline{Median: 3, Workflows: 4})
+	refresh(now.Add(12*time.Hour), runaway.Baseline{Median: 5, Workflows: 6}) // 1, 2, 5, 6, 7 USD, 112 USD
 }
