@@ -26,6 +26,8 @@ type Flows struct {
 	Max     int
 	Refused int64
 	flows   map[string]*flow
+	// pruned is the minute of the last Prune: minutes leave the window once a minute.
+	pruned int64
 }
 
 type flow struct {
@@ -33,6 +35,9 @@ type flow struct {
 	feature string
 	first   time.Time
 	mins    []minute // ascending, one per minute with cost
+	// total is the sum of mins: a workflow whose total is under a level is not over it in
+	// any window, and Evaluate skips it without reading its minutes.
+	total int64
 }
 
 type minute struct {
@@ -66,6 +71,7 @@ func (f *Flows) Add(workflow, feature string, t time.Time, cost int64) {
 	if t.Before(fl.first) {
 		fl.feature, fl.first = feature, t
 	}
+	fl.total += cost
 	at := t.Unix() / 60
 	if t.Unix() < 0 && t.Unix()%60 != 0 {
 		at--
@@ -81,14 +87,23 @@ func (f *Flows) Add(workflow, feature string, t time.Time, cost int64) {
 	}
 }
 
-// Prune drops the minutes before now − Keep, and the workflows left without any.
+// Prune drops the minutes before now − Keep, and the workflows left without any. It does
+// the work once a minute; Evaluate does not depend on it.
 func (f *Flows) Prune(now time.Time) {
+	m := now.Unix() / 60
+	if m == f.pruned {
+		return
+	}
+	f.pruned = m
 	from := now.Truncate(time.Minute).Add(-f.Keep).Add(time.Minute).Unix() / 60
 	for id, fl := range f.flows {
 		i := sort.Search(len(fl.mins), func(i int) bool { return fl.mins[i].at >= from })
 		if i == len(fl.mins) {
 			delete(f.flows, id)
 			continue
+		}
+		for _, m := range fl.mins[:i] {
+			fl.total -= m.cost
 		}
 		fl.mins = fl.mins[i:]
 	}
@@ -141,7 +156,7 @@ func (f *Flows) Evaluate(r *rules.Runaway, baselines map[string]Baseline, now ti
 			continue
 		}
 		lvl := Level(r, b)
-		if lvl <= 0 {
+		if lvl <= 0 || fl.total < lvl {
 			continue
 		}
 		var v int64
