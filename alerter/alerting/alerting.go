@@ -194,7 +194,20 @@ func (a *Alerter) registerMetrics() error {
 	a.m.evicted = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_groups_evicted_total",
 		Help: "Groups dropped because no data of theirs was left in their rule's buckets."},
 		engineCount(func(e *detect.Engine) int64 { return e.Evicted }))
-	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted} {
+	flowCount := func(f func(*runaway.Flows) float64) func() float64 {
+		return func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return f(a.flows)
+		}
+	}
+	workflows := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokenmeter_alerter_runaway_workflows",
+		Help: "Workflows whose running cost the runaway rules hold."}, flowCount(func(f *runaway.Flows) float64 { return float64(f.Len()) }))
+	workflowsRefused := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenmeter_alerter_runaway_workflows_refused_total",
+		Help: "Events of workflows the runaway rules did not count because they already held runaway.DefaultMaxFlows workflows."},
+		flowCount(func(f *runaway.Flows) float64 { return float64(f.Refused) }))
+	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted,
+		workflows, workflowsRefused} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}
@@ -318,10 +331,14 @@ func (a *Alerter) Start(ctx context.Context) error {
 	if err := backfillBudgets(ctx, conn, a.cfg.Database, a.tracker, a.tracker.Budgets(), a.cutoff); err != nil {
 		return err
 	}
-	a.flows = runaway.NewFlows(a.flows.Keep)
-	if err := backfillFlows(ctx, conn, a.cfg.Database, a.flows, a.flows.Keep, a.cutoff); err != nil {
+	flows := runaway.NewFlows(a.flows.Keep)
+	flows.Refused = a.flows.Refused
+	if err := backfillFlows(ctx, conn, a.cfg.Database, flows, flows.Keep, a.cutoff); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.flows = flows
+	a.mu.Unlock()
 	if err := a.consume(ctx); err != nil {
 		return err
 	}
@@ -585,6 +602,7 @@ func (a *Alerter) Reload(ctx context.Context) error {
 	if keep := runawayKeep(f.Runaways); keep > flows.Keep {
 		// A longer window than the workflows held: load them again over the new one.
 		flows = runaway.NewFlows(keep)
+		flows.Refused = a.flows.Refused
 		if a.ch != nil {
 			if err := backfillFlows(ctx, a.ch, a.cfg.Database, flows, keep, now); err != nil {
 				a.m.reloadFailures.Inc()

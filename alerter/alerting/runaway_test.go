@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
@@ -133,6 +135,12 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 		`"period_end":"2026-11-20T14:00:00Z","kind":"workflow","reason":"` + reason + `"}`
 	if got := string(entry.Value()); got != want {
 		t.Errorf("cap = %s\nwant  %s", got, want)
+	}
+	// wf-run, wf-ok and wf-new are held (an event without a workflow is not).
+	held := "# HELP tokenmeter_alerter_runaway_workflows Workflows whose running cost the runaway rules hold.\n" +
+		"# TYPE tokenmeter_alerter_runaway_workflows gauge\ntokenmeter_alerter_runaway_workflows 3\n"
+	if err := testutil.GatherAndCompare(a.cfg.Registerer.(prometheus.Gatherer), strings.NewReader(held), "tokenmeter_alerter_runaway_workflows"); err != nil {
+		t.Error(err)
 	}
 	keys := capKeys(t, kv)
 	if got := strings.Join(keys, ","); got != key {
