@@ -160,6 +160,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	checkTable(t, p, "table-unpriced", [][]string{{"acme", "acme-llm-7", "1", "2026-11-18", "2026-11-18"}})
 	checkTable(t, p, "table-coverage", [][]string{
 		{"team", "9", "$109.75", "99.5 %"}, {"feature", "8", "$109.75", "99.5 %"}, {"env", "9", "$110.25", "100.0 %"}, {"cost_center", "8", "$109.75", "99.5 %"}})
+	checkTable(t, p, "table-metered", [][]string{
+		{"search", "6", "0", "$0.00", "100.0 %"}, {"support", "3", "0", "$0.00", "100.0 %"}, {"(untagged)", "1", "0", "$0.00", "100.0 %"}})
 	checkTable(t, p, "table-alerts", [][]string{{"firing", "team-spike", "search spends 5x its baseline <img src=x onerror=alert(1)>", "12.5", "2026-11-20T11:00:00Z"}})
 	checkTable(t, p, "table-budgets", [][]string{{"no budgets"}})
 	if want := map[string]string{"kpi-total": "$5.25", "kpi-previous": "$5.00", "kpi-change": "+5.0 %", "kpi-range": "$110.25"}; !reflect.DeepEqual(p.KPI, want) {

@@ -106,6 +106,7 @@ func New(cfg Config, conn driver.Conn, js jetstream.JetStream) (*Server, error) 
 	s.mux.HandleFunc("GET /api/v1/movers", s.api(s.movers, append([]string{"by", "days", "limit"}, summary.Dimensions()...)))
 	s.mux.HandleFunc("GET /api/v1/unpriced", s.api(s.unpriced, append([]string{"from", "to", "days"}, summary.Dimensions()...)))
 	s.mux.HandleFunc("GET /api/v1/coverage", s.api(s.coverage, append([]string{"from", "to", "days"}, summary.Dimensions()...)))
+	s.mux.HandleFunc("GET /api/v1/metered", s.api(s.metered, append([]string{"by", "from", "to", "days", "limit"}, summary.Dimensions()...)))
 	s.mux.HandleFunc("GET /api/v1/alerts", s.api(s.alerts, nil))
 	s.mux.HandleFunc("GET /api/v1/budgets", s.api(s.budgets, nil))
 	return s, nil
@@ -446,6 +447,26 @@ func (s *Server) coverage(ctx context.Context, q query) (any, error) {
 	}
 	c, err := summary.CoverageOf(ctx, s.conn, s.cfg.Database, r, q.filter())
 	return CoverageAnswer{From: r.From.Format(time.DateOnly), To: r.To.Format(time.DateOnly), Coverage: c}, err
+}
+
+// Metered is the answer of /api/v1/metered.
+type Metered struct {
+	By    string                `json:"by"`
+	From  string                `json:"from"`
+	To    string                `json:"to"`
+	Lines []summary.MeteredLine `json:"lines"`
+}
+
+// metered is the metered share by a dimension: the calls the proxy had to estimate beside all.
+func (s *Server) metered(ctx context.Context, q query) (any, error) {
+	by, err1 := q.by("team", false)
+	r, err2 := q.dateRange()
+	limit, err3 := q.number("limit", 10, 1, 1000)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, badRequest{err}
+	}
+	lines, err := summary.MeteredShare(ctx, s.conn, s.cfg.Database, by, r, q.filter(), limit)
+	return Metered{By: by, From: r.From.Format(time.DateOnly), To: r.To.Format(time.DateOnly), Lines: lines}, err
 }
 
 // AlertsAnswer is the answer of /api/v1/alerts.

@@ -120,6 +120,11 @@ func TestAPI(t *testing.T) {
 				`{"tag":"team","tagged_events":3,"tagged_usd":"4","share_pct":"100.0"},{"tag":"feature","tagged_events":3,"tagged_usd":"4","share_pct":"100.0"},` +
 				`{"tag":"env","tagged_events":3,"tagged_usd":"4","share_pct":"100.0"},{"tag":"cost_center","tagged_events":3,"tagged_usd":"4","share_pct":"100.0"}],"by_team":[` +
 				`{"team":"support","cost_usd":"2.25","attributed_usd":"2.25","share_pct":"100.0"},{"team":"search","cost_usd":"1.75","attributed_usd":"1.75","share_pct":"100.0"}]}`},
+		{"/api/v1/metered?days=1", 200, // no call estimated: every share is 100 % (summary.TestMeteredShare has estimates)
+			`{"by":"team","from":"2026-11-20","to":"2026-11-20","lines":[` +
+				`{"key":"support","events":1,"estimated_events":0,"cost_usd":"2.25","estimated_usd":"0","metered_share_pct":"100.0"},` +
+				`{"key":"search","events":2,"estimated_events":0,"cost_usd":"1.75","estimated_usd":"0","metered_share_pct":"100.0"}]}`},
+		{"/api/v1/metered?by=tag.region", 400, `{"error":"by \"tag.region\": want one of [team feature env cost_center traffic provider model]"}`},
 		{"/api/v1/spend?by=tag.region&days=7&team=search", 200,
 			`{"by":"tag.region","from":"2026-11-14","to":"2026-11-20","lines":[` +
 				`{"key":"eu","events":2,"cost_usd":"1.75","unpriced_events":0},{"key":"(untagged)","events":2,"cost_usd":"0.75","unpriced_events":1}]}`},

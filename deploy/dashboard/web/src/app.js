@@ -117,13 +117,14 @@ async function loadOptions() {
 async function refresh() {
   const r = rangeParams();
   const by = $('by').value;
-  const [daily, spend, trend, movers, unpriced, coverage, alerts, budgets] = await Promise.all([
+  const [daily, spend, trend, movers, unpriced, coverage, metered, alerts, budgets] = await Promise.all([
     get('daily', params({ by: 'model', days: r.days })),
     get('spend', params({ by, days: r.days, limit: '20' })),
     get('trend', params({ days: '7' })),
     get('movers', params({ by: 'team', days: '7', limit: '10' })),
     get('unpriced', params({ days: r.days })),
     get('coverage', params({ days: r.days })),
+    get('metered', params({ by, days: r.days, limit: '20' })),
     get('alerts'),
     get('budgets'),
   ]);
@@ -159,6 +160,9 @@ async function refresh() {
   $('coverage-overall').textContent = coverage.share_pct === '' ? '' : '(' + coverage.share_pct + ' % of spend fully attributed)';
   fill('table-coverage', coverage.tags.map((c) => [c.tag, { text: String(c.tagged_events), num: true }, usd(c.tagged_usd),
     { text: c.share_pct === '' ? '–' : c.share_pct + ' %', num: true }]), 'no spend');
+  $('metered-by').textContent = by;
+  fill('table-metered', metered.lines.map((l) => [l.key, { text: String(l.events), num: true }, { text: String(l.estimated_events), num: true }, usd(l.estimated_usd),
+    { text: l.metered_share_pct === '' ? '–' : l.metered_share_pct + ' %', num: true }]), 'no calls');
   fill('table-alerts', alerts.alerts.map((a) => [{ text: a.state, cls: 'state-' + a.state }, a.rule, a.summary, a.value, a.since]), 'no active alerts');
   fill('table-budgets', budgets.budgets.map((b) => [b.name, b.state, usd(b.spent_usd), usd(b.forecast_usd), usd(b.limit_usd), b.period_start]), 'no budgets');
 }
