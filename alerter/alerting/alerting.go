@@ -64,6 +64,8 @@ type Alerter struct {
 	// counted is the ids and responses counted lately, so that copies count once (seen.go);
 	// decodeMu guards it too.
 	counted *seen
+	// persistMu orders the writes of alert states to the KV bucket (persist).
+	persistMu sync.Mutex
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
 	mu       sync.Mutex
@@ -484,7 +486,7 @@ func (a *Alerter) newDispatcher(f *rules.File) *dispatch.Dispatcher {
 // onSent records what a receiver was told and writes it to the KV bucket at once: the
 // window in which a crash can cause a repeated page is one KV write long.
 func (a *Alerter) onSent(receiver string, alerts []notify.Alert, at time.Time) {
-	writes := map[string]state.Record{}
+	var writes []string
 	a.mu.Lock()
 	for _, n := range alerts {
 		a.m.notifications.WithLabelValues(receiver, n.Status).Inc()
@@ -496,7 +498,7 @@ func (a *Alerter) onSent(receiver string, alerts []notify.Alert, at time.Time) {
 			t.notified = map[string]dispatch.Sent{}
 		}
 		t.notified[receiver] = dispatch.Sent{Status: n.Status, At: at}
-		writes[n.Fingerprint] = a.record(t)
+		writes = append(writes, n.Fingerprint)
 	}
 	a.mu.Unlock()
 	a.persist(context.Background(), writes, nil)

@@ -3,6 +3,7 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -66,9 +67,9 @@ func (a *Alerter) Tick(ctx context.Context) {
 		a.m.alerts.WithLabelValues(string(st)).Set(float64(counts[st]))
 	}
 	a.m.groups.Set(float64(a.engine.Groups()))
-	writes := map[string]state.Record{}
+	writes := make([]string, 0, len(a.dirty))
 	for fp := range a.dirty {
-		writes[fp] = a.record(a.alerts[fp])
+		writes = append(writes, fp)
 	}
 	clear(a.dirty)
 	recs := make([]budget.Record, len(statuses))
@@ -92,8 +93,25 @@ func (a *Alerter) Tick(ctx context.Context) {
 	a.flushHistory(ctx)
 }
 
-func (a *Alerter) persist(ctx context.Context, writes map[string]state.Record, deletes []string) {
-	for fp, r := range writes {
+// persist writes the current record of each alert of writes and deletes the records of
+// deletes. Tick and the dispatcher's onSent both write; persistMu orders them and each
+// record is taken when it is written, so an older state (an alert's, before a receiver was
+// told) never overwrites a newer one — after a restart that would page again.
+func (a *Alerter) persist(ctx context.Context, writes []string, deletes []string) {
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
+	for _, fp := range writes {
+		a.mu.Lock()
+		t := a.alerts[fp]
+		var r state.Record
+		if t != nil {
+			r = a.record(t)
+			r.Notified = maps.Clone(r.Notified) // encoded outside a.mu
+		}
+		a.mu.Unlock()
+		if t == nil {
+			continue
+		}
 		if err := a.store.Put(ctx, fp, r); err != nil {
 			a.cfg.Logger.Warn("store alert state; retried at the next change", "fingerprint", fp, "err", err)
 			a.mu.Lock()

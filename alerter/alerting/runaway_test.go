@@ -17,6 +17,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/runaway"
+	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 )
@@ -147,7 +148,21 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 		t.Errorf("workflow caps = %s, want only %s", got, key)
 	}
 
-	// A restart while firing: the cap stays as it was, nothing is paged again.
+	// A restart while firing: the cap stays as it was, nothing is paged again. The page is
+	// recorded as sent at the evaluation after it.
+	e.tickAt(a, now.Add(2*time.Second))
+	alerts, err := e.js.KeyValue(ctx, state.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := alerts.Get(ctx, first["fingerprint"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec state.Record
+	if err := json.Unmarshal(st.Value(), &rec); err != nil || rec.State != "firing" || rec.Notified["oncall"].Status != "firing" {
+		t.Fatalf("alert state before the restart: %s", st.Value())
+	}
 	stop()
 	a, _ = e.start()
 	if err := a.RefreshRunaway(ctx); err != nil {
