@@ -43,28 +43,21 @@ receivers:
 // TestRunawayWorkflowIsCappedUntilItResolves: feature agents' completed workflows of the
 // last 7 days cost 2, 3, 4, 5 and 100 USD (median 4: level max(5 × 4, 10) = 20 USD); a
 // workflow still running at midnight, one of 8 days ago and another feature's are not
-// counted. In the stream, wf-run costs 12 + 9 = 21 USD within the hour (from 11:50): one page naming the
-// workflow, the feature and the baseline, and a hard cap for workflow_id=wf-run in
-// tokenmeter_budgets; wf-ok (19 USD) and a feature without a baseline stay quiet. A restart
-// while firing keeps the cap and pages nothing again. At 12:50 its first 12 USD have aged out
-// of the window: after keep_firing_for the alert resolves once and the cap is deleted.
+// counted. In the stream, wf-run costs 12 + 9 = 21 USD within the hour (from 11:50): one page
+// naming the workflow, the feature and the baseline, and a hard cap for workflow_id=wf-run
+// in tokenmeter_budgets; wf-ok (19 USD) and a feature without a baseline stay quiet. A
+// restart while firing keeps the cap and pages nothing again. At 12:50 its first 12 USD have
+// aged out of the window: after keep_firing_for the alert resolves once and the cap is
+// deleted.
 func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 	hook := newWebhook(t)
 	e := newEnv(t, strings.Replace(runawayRules, "%s", hook.srv.URL, 1))
 	now := time.Date(2026, 11, 20, 12, 0, 10, 0, time.UTC)
 	e.clock.Set(now)
 	today := now.Truncate(24 * time.Hour)
-	conn := chtest.Conn(t)
 	ctx := context.Background()
-	event := func(id, workflow, feature string, at time.Time, usd string) {
-		t.Helper()
-		q := fmt.Sprintf("INSERT INTO %s.usage_events (event_id, time, ingested_at, provider, model, feature, workflow_id, cost_usd, priced) "+
-			"SELECT '%s', toDateTime(%d), toDateTime(%d), 'openai', 'gpt-4o', '%s', '%s', toDecimal128('%s', 12), 1",
-			e.db, id, at.Unix(), at.Unix(), feature, workflow, usd)
-		if err := conn.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	exec := e.exec()
+	event := workflowEvent(exec)
 	a, stop := e.start() // applies the migrations
 	day := func(n int, h time.Duration) time.Time { return today.AddDate(0, 0, -n).Add(h) }
 	event("a1", "w1", "agents", day(1, 9*time.Hour), "1.5")
@@ -189,6 +182,26 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 	}
 }
 
+// exec runs a statement in the env's database ({db}), failing the test on an error.
+func (e *env) exec() func(q string) {
+	conn := chtest.Conn(e.t)
+	return func(q string) {
+		e.t.Helper()
+		if err := conn.Exec(context.Background(), strings.ReplaceAll(q, "{db}", e.db)); err != nil {
+			e.t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// workflowEvent inserts into usage_events an event of workflow and feature at at, costing usd.
+func workflowEvent(exec func(string)) func(id, workflow, feature string, at time.Time, usd string) {
+	return func(id, workflow, feature string, at time.Time, usd string) {
+		exec(fmt.Sprintf("INSERT INTO {db}.usage_events (event_id, time, ingested_at, provider, model, feature, workflow_id, cost_usd, priced) "+
+			"SELECT '%s', toDateTime(%d), toDateTime(%d), 'openai', 'gpt-4o', '%s', '%s', toDecimal128('%s', 12), 1",
+			id, at.Unix(), at.Unix(), feature, workflow, usd))
+	}
+}
+
 func capKeys(t *testing.T, kv jetstream.KeyValue) []string {
 	t.Helper()
 	keys, err := kv.ListKeys(context.Background())
@@ -213,19 +226,9 @@ func TestRunawayHistoryFromClickHouse(t *testing.T) {
 	now := time.Date(2026, 11, 20, 12, 0, 10, 0, time.UTC)
 	e.clock.Set(now)
 	a, _ := e.start()
-	conn := chtest.Conn(t)
 	ctx := context.Background()
-	exec := func(q string) {
-		t.Helper()
-		if err := conn.Exec(ctx, strings.ReplaceAll(q, "{db}", e.db)); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	event := func(id, workflow, feature string, at time.Time, usd string) {
-		t.Helper()
-		exec(fmt.Sprintf("INSERT INTO {db}.usage_events (event_id, time, ingested_at, provider, model, feature, workflow_id, cost_usd, priced) "+
-			"SELECT '%s', toDateTime(%d), toDateTime(%d), 'openai', 'gpt-4o', '%s', '%s', toDecimal128('%s', 12), 1", id, at.Unix(), at.Unix(), feature, workflow, usd))
-	}
+	exec := e.exec()
+	event := workflowEvent(exec)
 	y := now.Truncate(24*time.Hour).AddDate(0, 0, -1)
 	event("b1", "w1", "agents", y, "0.000000000001")
 	event("b2", "w2", "agents", y, "0.000000000005")
