@@ -96,9 +96,18 @@ func textBytes(key string, v any) int64 {
 	return 0
 }
 
+// settleAbove is the size above which a request body is estimated as soon as the upstream
+// answers, and its bytes let go (requestBody.settle).
+const settleAbove = 64 << 10
+
 // requestBody holds a metered request's body as the transport reads it, up to a bound, so
 // that a call that escapes metering can be estimated from it. It is read by the transport
 // and the estimate is taken by the handler, hence the lock.
+//
+// Estimating costs a JSON decoding of the body, which most calls never need: a small body is
+// kept until the call ends and estimated only if the call escapes. A large one would be held
+// for as long as its answer streams, so it is estimated, off the handler's path, once the
+// upstream has answered (settle), and only the estimate is kept.
 type requestBody struct {
 	io.ReadCloser
 	max int64
@@ -107,6 +116,10 @@ type requestBody struct {
 	buf  bytes.Buffer
 	over bool // the body is larger than max: not held
 	sent bool // read to its end: the whole request went upstream
+	// done is set once the estimate is taken: model and tokens hold it, buf is let go.
+	done   bool
+	model  string
+	tokens int64
 }
 
 func newRequestBody(body io.ReadCloser, max int64) *requestBody {
@@ -140,17 +153,33 @@ func (b *requestBody) wentUpstream() bool {
 	return b.sent
 }
 
-// estimate is the model the request names and its estimated input tokens.
+// estimate is the model the request names and its estimated input tokens. It lets the
+// body's bytes go.
 func (b *requestBody) estimate() (string, int64) {
 	if b == nil {
 		return "", 0
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.over {
-		return "", 0
+	if !b.done && !b.over {
+		b.model, b.tokens = estimateRequest(b.buf.Bytes())
 	}
-	return estimateRequest(b.buf.Bytes())
+	b.done, b.buf = true, bytes.Buffer{}
+	return b.model, b.tokens
+}
+
+// settle estimates a body larger than settleAbove in the background, once the whole of it was
+// sent, and lets its bytes go; a smaller one is kept.
+func (b *requestBody) settle() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	large := b.sent && !b.done && !b.over && b.buf.Len() > settleAbove
+	b.mu.Unlock()
+	if large {
+		go b.estimate()
+	}
 }
 
 // escaped counts a call that escaped metering and returns its estimated event. measured is

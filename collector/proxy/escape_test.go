@@ -260,8 +260,34 @@ func TestRequestBodyBound(t *testing.T) {
 	}
 	b = newRequestBody(io.NopCloser(strings.NewReader(chatRequest)), int64(len(chatRequest)))
 	io.Copy(io.Discard, b)
-	if model, tokens := b.estimate(); model != "gpt-4o-mini" || tokens != chatInput {
-		t.Fatalf("estimate = %q, %d; want gpt-4o-mini, %d", model, tokens, chatInput)
+	for range 2 { // the second reads the estimate kept
+		if model, tokens := b.estimate(); model != "gpt-4o-mini" || tokens != chatInput || b.buf.Len() != 0 {
+			t.Fatalf("estimate = %q, %d, %d bytes held; want gpt-4o-mini, %d, 0", model, tokens, b.buf.Len(), chatInput)
+		}
+	}
+}
+
+// TestRequestBodySettles: a body over settleAbove is estimated once the upstream answers and
+// its bytes let go; a smaller one is kept for an estimate that may never be needed.
+func TestRequestBodySettles(t *testing.T) {
+	// 70,000 bytes of content: 17,500 tokens.
+	large := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("abcd", 17_500) + `"}]}`
+	b := newRequestBody(io.NopCloser(strings.NewReader(large)), DefaultMaxCapture)
+	io.Copy(io.Discard, b)
+	held := func(b *requestBody) int {
+		b.mu.Lock() // settle's estimate may still run
+		defer b.mu.Unlock()
+		return b.buf.Len()
+	}
+	b.settle()
+	if model, tokens := b.estimate(); model != "gpt-4.1" || tokens != 17_500 || held(b) != 0 {
+		t.Fatalf("estimate = %q, %d, %d bytes held; want gpt-4.1, 17500, 0", model, tokens, held(b))
+	}
+	small := newRequestBody(io.NopCloser(strings.NewReader(chatRequest)), DefaultMaxCapture)
+	io.Copy(io.Discard, small)
+	small.settle()
+	if n := held(small); n != len(chatRequest) {
+		t.Fatalf("a small body holds %d bytes after settle, want all %d", n, len(chatRequest))
 	}
 }
 

@@ -38,6 +38,7 @@ type tap struct {
 
 func (p *Proxy) newTap(c *call, resp *http.Response) *tap {
 	t := &tap{body: resp.Body, p: p, c: c, ctx: resp.Request.Context()}
+	c.body.settle()
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	t.sse = mt == "text/event-stream"
 	switch ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); ce {
