@@ -292,6 +292,11 @@ func TestDashboardQueriesOnClickHouse(t *testing.T) {
 				"cc-search | prod | 5 | 103.5", "cc-support | prod | 2 | 6.25", "(untagged) | dev | 1 | 0.5",
 				"cc-support | staging | 1 | 0.000000000001", "(untagged) | (untagged) | 1 | 0",
 			},
+			// No call of the seeded data was estimated (summary.TestMeteredShare has some).
+			"Metered share by team and feature": {
+				"search | summarize | 5 | 0 | 0 | 100", "support | chat | 3 | 0 | 0 | 100",
+				"(untagged) | (untagged) | 1 | 0 | 0 | 100", "search | (untagged) | 1 | 0 | 0 | 100",
+			},
 		},
 		"search": {
 			"Spend in range":           {"103.5"},
@@ -319,12 +324,13 @@ func TestDashboardQueriesOnClickHouse(t *testing.T) {
 			"Top movers by team (7 days to the end of the range against the 7 before)":  {"search | 2.5 | 1 | 1.5"},
 			"Top movers by model (7 days to the end of the range against the 7 before)": {"openai/gpt-4o | 2.5 | 1 | 1.5"},
 			"Spend fully attributed (team, feature and env set)":                        {"100"},
-			"Untagged spend (no team)":         {"0"},
-			"Unpriced models":                  {"1"},
-			"Tag coverage by team":             {"search | 103.5 | 103.5 | 100"},
-			"Share of spend carrying each tag": {"100 | 100 | 100 | 100"},
-			"Unpriced models (table)":          {"acme | acme-llm-7 | 1 | 2026-11-18 | 2026-11-18"},
-			"Spend by cost centre and env":     {"cc-search | prod | 5 | 103.5", "(untagged) | (untagged) | 1 | 0"},
+			"Untagged spend (no team)":          {"0"},
+			"Unpriced models":                   {"1"},
+			"Tag coverage by team":              {"search | 103.5 | 103.5 | 100"},
+			"Share of spend carrying each tag":  {"100 | 100 | 100 | 100"},
+			"Unpriced models (table)":           {"acme | acme-llm-7 | 1 | 2026-11-18 | 2026-11-18"},
+			"Spend by cost centre and env":      {"cc-search | prod | 5 | 103.5", "(untagged) | (untagged) | 1 | 0"},
+			"Metered share by team and feature": {"search | summarize | 5 | 0 | 0 | 100", "search | (untagged) | 1 | 0 | 0 | 100"},
 		},
 	}
 	for selection, vars := range map[string]map[string][]string{"all": all, "search": searchOnly} {
