@@ -51,6 +51,9 @@ type DiffLine struct {
 	Provider, Model string
 	MeteredEvents   uint64
 	UnpricedEvents  uint64
+	// EstimatedEvents are the metered events whose tokens the proxy estimated: calls billed
+	// (or maybe billed) whose answer carried no usage (billing_reconciliation).
+	EstimatedEvents uint64
 	MeteredTokens   uint64
 	BilledTokens    uint64
 	MeteredCostUSD  decimal.Decimal
@@ -84,7 +87,7 @@ func Diff(ctx context.Context, conn driver.Conn, db string, r Range, daily bool)
 		}
 		return strings.Join(cols, " + ")
 	}
-	q := "SELECT " + dayCol + " AS d, provider, model, sum(metered_events), sum(metered_unpriced_events), " +
+	q := "SELECT " + dayCol + " AS d, provider, model, sum(metered_events), sum(metered_unpriced_events), sum(metered_estimated_events), " +
 		tokens("metered") + ", " + tokens("billed") + ", toString(sum(metered_cost_usd)), toString(sum(billed_cost_usd)), min(billed_complete) " +
 		"FROM " + db + ".billing_reconciliation WHERE day >= toDate(?) AND day < toDate(?) " +
 		"GROUP BY d, provider, model ORDER BY d, provider, model"
@@ -98,7 +101,7 @@ func Diff(ctx context.Context, conn driver.Conn, db string, r Range, daily bool)
 		var l DiffLine
 		var metered, billed string
 		var complete uint8
-		if err := rs.Scan(&l.Day, &l.Provider, &l.Model, &l.MeteredEvents, &l.UnpricedEvents, &l.MeteredTokens, &l.BilledTokens, &metered, &billed, &complete); err != nil {
+		if err := rs.Scan(&l.Day, &l.Provider, &l.Model, &l.MeteredEvents, &l.UnpricedEvents, &l.EstimatedEvents, &l.MeteredTokens, &l.BilledTokens, &metered, &billed, &complete); err != nil {
 			return nil, fmt.Errorf("read %s.billing_reconciliation: %w", db, err)
 		}
 		if l.MeteredCostUSD, err = decimal.NewFromString(metered); err != nil {

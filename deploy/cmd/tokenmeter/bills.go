@@ -246,7 +246,7 @@ func billsDiff(ctx context.Context, w io.Writer, fs *flag.FlagSet, dsn, db *stri
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "provider\tmodel\tevents\tunpriced\tmetered tokens\tbilled tokens\tmetered USD\tbilled USD\tdifference USD\tshare\t\n"
+	head := "provider\tmodel\tevents\tunpriced\testimated\tmetered tokens\tbilled tokens\tmetered USD\tbilled USD\tdifference USD\tshare\t\n"
 	if *daily {
 		head = "day\t" + head
 	}
@@ -261,10 +261,11 @@ func billsDiff(ctx context.Context, w io.Writer, fs *flag.FlagSet, dsn, db *stri
 		if *daily {
 			fmt.Fprintf(tw, "%s\t", l.Day)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\t\n", l.Provider, orDash(l.Model), l.MeteredEvents, l.UnpricedEvents,
-			l.MeteredTokens, l.BilledTokens, money(l.MeteredCostUSD), money(l.BilledCostUSD), money(l.DifferenceUSD()), l.Share(), note)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\t\n", l.Provider, orDash(l.Model), l.MeteredEvents, l.UnpricedEvents,
+			l.EstimatedEvents, l.MeteredTokens, l.BilledTokens, money(l.MeteredCostUSD), money(l.BilledCostUSD), money(l.DifferenceUSD()), l.Share(), note)
 		total.MeteredEvents += l.MeteredEvents
 		total.UnpricedEvents += l.UnpricedEvents
+		total.EstimatedEvents += l.EstimatedEvents
 		total.MeteredTokens += l.MeteredTokens
 		total.BilledTokens += l.BilledTokens
 		total.MeteredCostUSD = total.MeteredCostUSD.Add(l.MeteredCostUSD)
@@ -273,7 +274,7 @@ func billsDiff(ctx context.Context, w io.Writer, fs *flag.FlagSet, dsn, db *stri
 	if *daily {
 		fmt.Fprint(tw, "\t")
 	}
-	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", total.MeteredEvents, total.UnpricedEvents, total.MeteredTokens, total.BilledTokens,
+	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", total.MeteredEvents, total.UnpricedEvents, total.EstimatedEvents, total.MeteredTokens, total.BilledTokens,
 		money(total.MeteredCostUSD), money(total.BilledCostUSD), money(total.DifferenceUSD()), total.Share())
 	if err := tw.Flush(); err != nil {
 		return err

@@ -33,9 +33,9 @@ func TestBillsSyncImportDiff(t *testing.T) {
 	if _, err := migrate.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
-	// Metered: gpt-4o on Nov 10 (2 events) and Nov 11 (1); a Bedrock model on Nov 10, one
-	// event unpriced.
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".usage_events (event_id, time, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_usd, priced)")
+	// Metered: gpt-4o on Nov 10 (2 events, one of them estimated by the proxy: a cut stream)
+	// and Nov 11 (1); a Bedrock model on Nov 10, one event unpriced.
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".usage_events (event_id, time, provider, model, input_tokens, cached_input_tokens, output_tokens, cost_usd, priced, estimated)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,15 +46,15 @@ func TestBillsSyncImportDiff(t *testing.T) {
 		provider, model string
 		in, cached, out uint64
 		cost            string
-		priced          uint8
+		priced, est     uint8
 	}{
-		{"e1", at(10, 9), "openai", "gpt-4o-2024-08-06", 1000, 200, 100, "0.004", 1},
-		{"e2", at(10, 10), "openai", "gpt-4o-2024-08-06", 500, 0, 50, "0.002", 1},
-		{"e3", at(11, 10), "openai", "gpt-4o-2024-08-06", 100, 0, 10, "0.0005", 1},
-		{"e4", at(10, 11), "bedrock", "anthropic.claude-3-haiku", 4000, 0, 400, "0.0015", 1},
-		{"e5", at(10, 12), "bedrock", "anthropic.claude-3-haiku", 100, 0, 10, "0", 0},
+		{"e1", at(10, 9), "openai", "gpt-4o-2024-08-06", 1000, 200, 100, "0.004", 1, 0},
+		{"e2", at(10, 10), "openai", "gpt-4o-2024-08-06", 500, 0, 50, "0.002", 1, 1},
+		{"e3", at(11, 10), "openai", "gpt-4o-2024-08-06", 100, 0, 10, "0.0005", 1, 0},
+		{"e4", at(10, 11), "bedrock", "anthropic.claude-3-haiku", 4000, 0, 400, "0.0015", 1, 0},
+		{"e5", at(10, 12), "bedrock", "anthropic.claude-3-haiku", 100, 0, 10, "0", 0, 0},
 	} {
-		if err := b.Append(e.id, e.at, e.provider, e.model, e.in, e.cached, e.out, decimal.RequireFromString(e.cost), e.priced); err != nil {
+		if err := b.Append(e.id, e.at, e.provider, e.model, e.in, e.cached, e.out, decimal.RequireFromString(e.cost), e.priced, e.est); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,16 +138,16 @@ func TestBillsSyncImportDiff(t *testing.T) {
 	}
 	bills("bedrock_cur: 1 days, 1 written (2 rows), 0 unchanged\n", "import", "-source", "bedrock_cur", csvFile)
 
-	bills(`  provider                     model  events  unpriced  metered tokens  billed tokens  metered USD  billed USD  difference USD   share
-   bedrock  anthropic.claude-3-haiku       2         1            4510           4510     0.001500    0.001538        0.000038   2.44%
-    openai         gpt-4o-2024-08-06       3         0            1760           2060     0.006500    0.008000        0.001500  18.75%
-     total                                 5         1            6270           6570     0.008000    0.009538        0.001538  16.12%
+	bills(`  provider                     model  events  unpriced  estimated  metered tokens  billed tokens  metered USD  billed USD  difference USD   share
+   bedrock  anthropic.claude-3-haiku       2         1          0            4510           4510     0.001500    0.001538        0.000038   2.44%
+    openai         gpt-4o-2024-08-06       3         0          1            1760           2060     0.006500    0.008000        0.001500  18.75%
+     total                                 5         1          1            6270           6570     0.008000    0.009538        0.001538  16.12%
 `, "diff", "-month", "2026-11")
-	bills(`         day  provider                     model  events  unpriced  metered tokens  billed tokens  metered USD  billed USD  difference USD   share
-  2026-11-10   bedrock  anthropic.claude-3-haiku       2         1            4510           4510     0.001500    0.001538        0.000038   2.44%
-  2026-11-10    openai         gpt-4o-2024-08-06       2         0            1650           1950     0.006000    0.007500        0.001500  20.00%
-  2026-11-11    openai         gpt-4o-2024-08-06       1         0             110            110     0.000500    0.000500        0.000000   0.00%
-                 total                                 5         1            6270           6570     0.008000    0.009538        0.001538  16.12%
+	bills(`         day  provider                     model  events  unpriced  estimated  metered tokens  billed tokens  metered USD  billed USD  difference USD   share
+  2026-11-10   bedrock  anthropic.claude-3-haiku       2         1          0            4510           4510     0.001500    0.001538        0.000038   2.44%
+  2026-11-10    openai         gpt-4o-2024-08-06       2         0          1            1650           1950     0.006000    0.007500        0.001500  20.00%
+  2026-11-11    openai         gpt-4o-2024-08-06       1         0          0             110            110     0.000500    0.000500        0.000000   0.00%
+                 total                                 5         1          1            6270           6570     0.008000    0.009538        0.001538  16.12%
 `, "diff", "-month", "2026-11", "-daily")
 }
 
