@@ -64,3 +64,20 @@ func TestStreamed(t *testing.T) {
 		})
 	}
 }
+
+// FuzzStreamed: whatever a stream holds, Streamed counts no more text than the stream has
+// bytes, and never a token count.
+func FuzzStreamed(f *testing.F) {
+	f.Add(uint8(OpenAIChat), []byte(`data: {"id":"c","choices":[{"delta":{"content":"hi","tool_calls":[{"function":{"arguments":"{}"}}]}}]}`+"\n\n"))
+	f.Add(uint8(Anthropic), []byte("event: content_block_delta\ndata: {\"delta\":{\"text\":\"\\u00e9\"}}\n\n"))
+	f.Add(uint8(OpenAIResponses), []byte("event: response.output_text.delta\ndata: {\"delta\":\"x\"}\n\nevent: error\ndata: {}\n\n"))
+	f.Fuzz(func(t *testing.T, format uint8, body []byte) {
+		s := NewStream(Format(format%3 + 1)) // the proxy's formats: OpenAIChat, OpenAIResponses, Anthropic
+		s.Write(body)
+		s.Usage()
+		u, text := s.Streamed()
+		if text < 0 || text > int64(len(body)) || u.Usage != (event.Tokens{}) || u.Units != nil {
+			t.Fatalf("Streamed = %+v, %d text bytes of a %d-byte stream", u, text, len(body))
+		}
+	})
+}
