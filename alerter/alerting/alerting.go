@@ -64,6 +64,8 @@ type Alerter struct {
 	// counted is the ids and responses counted lately, so that copies count once (seen.go);
 	// decodeMu guards it too.
 	counted *seen
+	// fresh tells Run that new events were counted (Run evaluates soon after).
+	fresh chan struct{}
 	// persistMu orders the writes of alert states to the KV bucket (persist).
 	persistMu sync.Mutex
 	// mu guards everything below; the consumer callback, the evaluation loop and the
@@ -151,7 +153,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now)}
+	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now), fresh: make(chan struct{}, 1)}
 	f, data, err := a.readRules()
 	if err != nil {
 		return nil, err
@@ -269,6 +271,26 @@ func (a *Alerter) Run(ctx context.Context) error {
 	defer a.Stop()
 	eval := time.NewTicker(a.cfg.EvalInterval)
 	defer eval.Stop()
+	// flush wakes the dispatcher when a group's send time falls between two evaluations, so
+	// a page leaves at group_wait, not up to an evaluation interval later.
+	flush := time.NewTimer(time.Hour)
+	defer flush.Stop()
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	defer soon.Stop()
+	var lastTick time.Time
+	armFlush := func() {
+		a.mu.Lock()
+		next := a.disp.NextFlush()
+		a.mu.Unlock()
+		flush.Stop()
+		if next.IsZero() {
+			return
+		}
+		if d := next.Sub(a.cfg.Now()); d < a.cfg.EvalInterval {
+			flush.Reset(max(d, 10*time.Millisecond))
+		}
+	}
 	go a.refreshDrifts(ctx)
 	reload := time.NewTicker(a.cfg.ReloadInterval)
 	defer reload.Stop()
@@ -280,6 +302,28 @@ func (a *Alerter) Run(ctx context.Context) error {
 			return nil
 		case <-eval.C:
 			a.Tick(ctx)
+			lastTick = time.Now()
+			armFlush()
+		case <-a.fresh:
+			// New events: evaluate now rather than at the next tick, so that a spike fires
+			// within a fraction of a second, but at most every minEvalGap under steady traffic.
+			if d := minEvalGap - time.Since(lastTick); d > 0 {
+				soon.Reset(d)
+				continue
+			}
+			a.Tick(ctx)
+			lastTick = time.Now()
+			armFlush()
+		case <-soon.C:
+			a.Tick(ctx)
+			lastTick = time.Now()
+			armFlush()
+		case <-flush.C:
+			a.mu.Lock()
+			disp := a.disp
+			a.mu.Unlock()
+			disp.Flush(ctx)
+			armFlush()
 		case <-reload.C:
 			if err := a.Reload(ctx); err != nil {
 				a.cfg.Logger.Error("rules file refused; the previous rules stay in force", "file", a.cfg.RulesFile, "err", err)
@@ -456,6 +500,12 @@ func (a *Alerter) add(data []byte, replayed bool) error {
 	a.m.late.Add(float64(a.engine.Late - late))
 	a.mu.Unlock()
 	a.m.events.Add(float64(n))
+	if n > 0 && !replayed {
+		select {
+		case a.fresh <- struct{}{}:
+		default: // an evaluation is already due
+		}
+	}
 	a.m.duplicates.Add(float64(dups))
 	return nil
 }
@@ -641,6 +691,9 @@ func (a *Alerter) Reload(ctx context.Context) error {
 	a.cfg.Logger.Info("rules reloaded", "file", a.cfg.RulesFile, "rules", len(f.Rules), "new rules", len(fresh), "budgets", len(f.Budgets))
 	return nil
 }
+
+// minEvalGap is the shortest time between two evaluations that new events bring forward.
+const minEvalGap = 250 * time.Millisecond
 
 // refreshDrifts reads billing_drift's figures at once and every DriftInterval until ctx ends.
 func (a *Alerter) refreshDrifts(ctx context.Context) {

@@ -141,6 +141,21 @@ func New(cfg Config) *Dispatcher {
 	return d
 }
 
+// NextFlush is the earliest time at which a group may next send — when Flush should run to
+// send on time (group_wait after an alert first fires, rather than at the next evaluation
+// after it); zero when no group waits.
+func (d *Dispatcher) NextFlush() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var next time.Time
+	for _, g := range d.groups {
+		if next.IsZero() || g.nextFlush.Before(next) {
+			next = g.nextFlush
+		}
+	}
+	return next
+}
+
 // SetSilences replaces the silences (after a rules reload, or a change of those made at run
 // time).
 func (d *Dispatcher) SetSilences(s []rules.Silence) {

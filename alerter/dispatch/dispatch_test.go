@@ -237,3 +237,25 @@ func TestRestoreDoesNotNotifyAgain(t *testing.T) {
 		t.Fatalf("a was already notified: %q", got)
 	}
 }
+
+// NextFlush says when a group may next send, so that the alerter can flush at group_wait
+// rather than at the evaluation after it.
+func TestNextFlush(t *testing.T) {
+	h := newHook(t)
+	d, c, _ := setup(t, h)
+	if got := d.NextFlush(); !got.IsZero() {
+		t.Fatalf("no group: NextFlush = %s, want zero", got)
+	}
+	c.Set(1)
+	d.Update(alertOf("a", notify.StatusFiring))
+	if got, want := d.NextFlush(), t0.Add(4*time.Second); !got.Equal(want) {
+		t.Fatalf("a new group: NextFlush = %s, want group_wait after it, %s", got, want)
+	}
+	d.flushAt(c, 4)
+	if got, want := h.take(), "firing: a/firing"; got != want {
+		t.Fatalf("at group_wait: %q, want %q", got, want)
+	}
+	if got, want := d.NextFlush(), t0.Add(64*time.Second); !got.Equal(want) {
+		t.Fatalf("after a send: NextFlush = %s, want group_interval later, %s", got, want)
+	}
+}

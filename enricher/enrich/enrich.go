@@ -445,7 +445,11 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 	var scratch []batch.Row
 	for ctx.Err() == nil {
 		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
-		msgs, err := cons.Fetch(e.cfg.FetchBatch, jetstream.FetchMaxWait(time.Second))
+		// Wait for one message, then take what else is there at once: a lone message (a
+		// spike the alerter must see) is priced as soon as it comes, not after a fetch of
+		// FetchBatch has filled or timed out (up to a second), while under load the second
+		// request still brings a full batch.
+		first, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -454,18 +458,31 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 			sleep(ctx, time.Second)
 			continue
 		}
-		var batchMsgs []jetstream.Msg
-		for m := range msgs.Messages() {
-			batchMsgs = append(batchMsgs, m)
-		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
+		batchMsgs := e.collect(ctx, nil, first)
+		if len(batchMsgs) > 0 && e.cfg.FetchBatch > 1 {
+			rest, err := cons.FetchNoWait(e.cfg.FetchBatch - 1)
+			if err == nil {
+				batchMsgs = e.collect(ctx, batchMsgs, rest)
+			} else if ctx.Err() == nil {
+				e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
+			}
 		}
 		if len(batchMsgs) > 0 {
 			e.process(ctx, batchMsgs, &scratch)
 		}
 	}
 	return nil
+}
+
+// collect appends the messages of a fetch to msgs.
+func (e *Enricher) collect(ctx context.Context, msgs []jetstream.Msg, b jetstream.MessageBatch) []jetstream.Msg {
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
+	}
+	return msgs
 }
 
 // process prices a fetched set of raw messages, publishes each result and acks the raw
