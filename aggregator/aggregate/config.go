@@ -24,6 +24,9 @@ const (
 	DefaultBatchMaxRows  = 50_000
 	DefaultBatchMaxWait  = 200 * time.Millisecond
 	DefaultDedupWindow   = time.Hour
+	// DefaultDedupMaxBytes: at 8 bytes a key and two keys an event, 16 million events of the
+	// window — an hour at 4,600 events/s — before the window shortens.
+	DefaultDedupMaxBytes = 256 << 20
 	DefaultAckWait       = 2 * time.Minute
 	// DefaultStuckInsertAfter is how long an INSERT of the aggregator's own partitions may
 	// run, waited for after a failed one, before it is killed as stuck.
@@ -69,10 +72,16 @@ type Config struct {
 	// at 1,000 events/s the default hour holds 3.6 million events, about 54 MB. Widen it when
 	// late events are common (a spooled backlog replayed after an outage longer than the
 	// window is all looked up).
+	DedupWindow time.Duration
+	// DedupMaxBytes bounds the memory of those sets over all the partitions the aggregator
+	// owns (default DefaultDedupMaxBytes; negative: unbounded). Past it, the oldest events
+	// leave the sets before the window ends — as if the window were shorter, never below
+	// MinDedupWindow — and copies of them are looked up in ClickHouse: memory stays bounded
+	// at any rate, exactness is untouched.
+	DedupMaxBytes int64
 	// StuckInsertAfter: an INSERT of the aggregator's partitions still running this long
 	// after it was first waited for is killed (default DefaultStuckInsertAfter).
 	StuckInsertAfter time.Duration
-	DedupWindow      time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering; it must be well
 	// above the time of an insert.
 	AckWait    time.Duration
@@ -126,6 +135,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupWindow == 0 {
 		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.DedupMaxBytes == 0 {
+		c.DedupMaxBytes = DefaultDedupMaxBytes
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait

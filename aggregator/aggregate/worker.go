@@ -83,6 +83,10 @@ func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(stored
 func (a *Aggregator) runPartition(ctx context.Context, st store, l *lease.Lease, p int) error {
 	wk := &worker{a: a, p: p, store: st, log: a.log.With("partition", p), lease: l}
 	wk.dedup = dedup.NewFilter(a.cfg.DedupWindow, a.now, lookups{wk})
+	if a.cfg.DedupMaxBytes > 0 {
+		// Each owned partition has two sets (ids, responses) at about 8 bytes a key.
+		wk.dedup.SetMaxKeys(int(a.cfg.DedupMaxBytes/8/2/int64(max(len(a.cfg.Owned), 1))), MinDedupWindow)
+	}
 	// The lease is renewed until the worker is done, including an INSERT finishing after
 	// ctx ended, and released then.
 	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))

@@ -93,6 +93,10 @@ type Set struct {
 	slots   [maxBuckets]*bucket // bucket slot → bucket; nil when free
 	floor   int64               // oldest bucket kept
 	gone    map[int64]struct{}  // hours (Unix seconds / 3600) of event time not vouched for
+	// maxKeys, when above 0, bounds the keys kept (SetMaxKeys); buckets younger than keep
+	// stay whatever their number.
+	maxKeys int
+	keep    time.Duration
 }
 
 // bucket holds the hours of the events kept from one bucket's span.
@@ -277,13 +281,10 @@ func (s *Set) rebuild(n int) {
 	}
 }
 
-// Expire drops the buckets that have left the window, uncovering the hours of their events,
-// and returns how many keys it removed.
+// Expire drops the buckets that have left the window — and, past SetMaxKeys, the oldest
+// others — uncovering the hours of their events, and returns how many keys it removed.
 func (s *Set) Expire() int {
 	floor := s.floorBucket()
-	if floor <= s.floor {
-		return 0
-	}
 	n := 0
 	for id, b := range s.buckets {
 		if id >= floor {
@@ -296,10 +297,44 @@ func (s *Set) Expire() int {
 		s.slots[b.slot] = nil
 		delete(s.buckets, id)
 	}
-	s.floor = floor
+	s.floor = max(s.floor, floor)
+	n += s.trim()
 	if n > 0 {
 		s.n -= n
 		s.rebuild(s.n)
+	}
+	return n
+}
+
+// SetMaxKeys bounds the keys the set keeps to about n (the table takes 8 bytes a key at its
+// load): past it, Expire drops the oldest buckets before they leave the window, as if the
+// window were shorter, never one younger than keep. What leaves early is uncovered like what
+// leaves on time, so the caller looks it up in ClickHouse: memory is bounded, exactness is
+// not touched, and only copies of events older than the shortened window cost a lookup.
+func (s *Set) SetMaxKeys(n int, keep time.Duration) { s.maxKeys, s.keep = n, keep }
+
+// trim drops the oldest buckets while the set holds more than maxKeys, and returns how many
+// keys it removed.
+func (s *Set) trim() int {
+	n := 0
+	youngest := s.bucketOf(s.now().Add(-s.keep))
+	for s.maxKeys > 0 && s.n-n > s.maxKeys {
+		var oldest *bucket
+		for _, b := range s.buckets {
+			if oldest == nil || b.id < oldest.id {
+				oldest = b
+			}
+		}
+		if oldest == nil || oldest.id >= youngest {
+			break
+		}
+		for h := range oldest.hours {
+			s.gone[h] = struct{}{}
+		}
+		n += oldest.n
+		s.slots[oldest.slot] = nil
+		delete(s.buckets, oldest.id)
+		s.floor = max(s.floor, oldest.id+1)
 	}
 	return n
 }

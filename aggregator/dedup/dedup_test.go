@@ -71,6 +71,39 @@ func TestSetWindow(t *testing.T) {
 	}
 }
 
+// Past SetMaxKeys, Expire drops the oldest buckets before they leave the window, uncovering
+// their hours (so the caller looks their events up in ClickHouse), but never one younger than
+// keep.
+func TestSetMaxKeys(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
+	s := New(72*time.Hour, func() time.Time { return now }) // hour-long buckets
+	s.SetMaxKeys(25, 90*time.Minute)                        // keep: the buckets from the one of 09:00 on
+	for h := range 6 {                                      // 10 keys in each of the hours 05:00 .. 10:00
+		at := time.Date(2026, 11, 26, 5+h, 10, 0, 0, time.UTC)
+		for i := range 10 {
+			s.Add(KeyOf(fmt.Sprintf("%d-%d", h, i)), at, at)
+		}
+	}
+	// 60 keys, 25 allowed: hours 5, 6, 7 and 8 go (hours 9 and 10 are within keep: 20 keys
+	// stay although 5 more could).
+	if n := s.Expire(); n != 40 || s.Len() != 20 {
+		t.Fatalf("Expire() removed %d, Len() = %d; want 40 and 20", n, s.Len())
+	}
+	if got, want := s.Floor(), time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("Floor() = %v, want %v (the oldest bucket kept)", got, want)
+	}
+	for h, want := range map[int]bool{5: false, 8: false, 9: true, 10: true} {
+		at := time.Date(2026, 11, 26, h, 10, 0, 0, time.UTC)
+		if s.Vouches(at) != want || has(s, fmt.Sprintf("%d-0", h-5)) != want {
+			t.Errorf("hour %d: Vouches %v, Find %v; want both %v", h, s.Vouches(at), has(s, fmt.Sprintf("%d-0", h-5)), want)
+		}
+	}
+	// An event kept from before the new floor is not recorded, only uncovered.
+	if s.Add(KeyOf("late"), time.Date(2026, 11, 26, 8, 30, 0, 0, time.UTC), time.Date(2026, 11, 26, 8, 30, 0, 0, time.UTC)) {
+		t.Error("Add before the floor recorded a key")
+	}
+}
+
 // A short window has short buckets: 10 minutes, in buckets of 8 s (600 s / 72, rounded down),
 // so the set holds little more than the window.
 func TestSetShortWindow(t *testing.T) {

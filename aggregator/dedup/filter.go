@@ -105,6 +105,13 @@ func NewFilter(window time.Duration, now func() time.Time, store Store) *Filter 
 	}
 }
 
+// SetMaxKeys bounds each of the filter's two sets to about n keys (Set.SetMaxKeys), never
+// dropping what was kept within keep.
+func (f *Filter) SetMaxKeys(n int, keep time.Duration) {
+	f.ids.SetMaxKeys(n, keep)
+	f.resp.SetMaxKeys(n, keep)
+}
+
 // Floor is the start of the window the sets cover (Set.Floor).
 func (f *Filter) Floor() time.Time { return f.ids.Floor() }
 

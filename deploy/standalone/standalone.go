@@ -77,6 +77,11 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
+// DedupMaxBytes bounds the single process's de-duplication sets (aggregate.Config
+// DedupMaxBytes), within the default memory limit: past it they keep less than the hour
+// (never less than 5 minutes) and older copies are looked up in ClickHouse.
+const DedupMaxBytes = 128 << 20
+
 // BatchRows is what the aggregator's partitions of one process share of rows per INSERT
 // unless Config.BatchMaxRows says otherwise: each partition gets BatchRows / Partitions
 // rows (at least MinBatchRows). A partition holds up to three batches — one inserting, one
@@ -188,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.agg, err = aggregate.New(aggregate.Config{
 		ClickHouseDSN: cfg.ClickHouseDSN, Database: cfg.Database, Partitions: cfg.Partitions, Streams: cfg.Streams,
-		BatchMaxRows: cfg.BatchMaxRows, BatchMaxWait: cfg.BatchMaxWait,
+		BatchMaxRows: cfg.BatchMaxRows, BatchMaxWait: cfg.BatchMaxWait, DedupMaxBytes: DedupMaxBytes,
 		Registerer: cfg.Registerer, Logger: log.With("stage", "aggregator"),
 	}, p.conns[natsauth.Aggregator])
 	if err != nil {

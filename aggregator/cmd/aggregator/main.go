@@ -51,6 +51,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", aggregate.DefaultBatchMaxWait, "longest wait to fill a batch")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", aggregate.DefaultAckWait, "how long JetStream waits for an ack before redelivering a batch")
 	fs.StringVar(&cfg.Instance, "instance", "", "this aggregator's name in the partition leases (default the host name): a restart under the same name takes its partitions back at once, another name waits for them")
+	fs.Int64Var(&cfg.DedupMaxBytes, "dedup-max-bytes", aggregate.DefaultDedupMaxBytes, "memory of the de-duplication sets over all owned partitions; past it the oldest events leave them early and their copies are looked up in ClickHouse (negative: unbounded)")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "how long the in-memory de-duplication sets keep an event (from the later of its receipt and its own time); older copies are looked up in ClickHouse")
 	cfg.Streams = stream.DefaultOptions
 	cfg.Streams.RegisterFlags(fs)
