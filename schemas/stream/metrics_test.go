@@ -49,8 +49,19 @@ func TestCollectorReportsFillAndBacklog(t *testing.T) {
 		}
 		n++
 	}
+	if n != 3 {
+		t.Fatalf("fetched %d messages, want 3", n)
+	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(js, DefaultPartitions))
+	// The server counts a consumer's pending messages lazily, so right after a fetch it can
+	// answer 0 for a moment (seen once in CI): wait until it has the numbers, then check all.
+	enricher := func(name string) float64 { return gathered(t, reg)[name+"{consumer=enricher,stream=USAGE_RAW}"] }
+	deadline := time.Now().Add(10 * time.Second)
+	for (enricher("tokenmeter_stream_consumer_pending_messages") != 2 || enricher("tokenmeter_stream_consumer_ack_pending_messages") != 1) &&
+		time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	// The history consumer copies on its own schedule; the enricher's numbers are exact.
 	for _, c := range []struct {
 		name   string
