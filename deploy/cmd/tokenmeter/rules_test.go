@@ -17,6 +17,7 @@ func TestRulesValidate(t *testing.T) {
 builtins: {untagged_share: false}
 rules:
   - {name: burst, kind: threshold, group_by: [team], window: 5m, above: "10", severity: page}
+  - {name: agents, kind: runaway, factor: "5", min_usd: "10", window: 6h, days: 7, min_workflows: 3, cap: true}
 budgets:
   - {name: search, scope: {team: search}, limit_usd: "1000.5", hard_cap_percent: 100}
 receivers:
@@ -43,11 +44,13 @@ receivers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "good.yaml: 4 rules, 1 budgets, 1 receivers, 0 silences\n" +
+	want := "good.yaml: 6 rules, 1 budgets, 1 receivers, 0 silences, 0 inhibit rules\n" +
 		"  rule burst: threshold of cost by team, for 0s, keep firing 5m0s, severity page\n" +
 		"  rule unpriced_model: threshold of unpriced_events by provider,model, for 0s, keep firing 10m0s, severity warning\n" +
 		"  rule team_spike: change of cost by team, for 0s, keep firing 5m0s, severity page\n" +
 		"  rule tier_fallback: threshold of tier_fallback_events by provider,model, for 0s, keep firing 10m0s, severity warning\n" +
+		"  rule agents: runaway of workflow cost over 6h0m0s, above 5x the 7-day baseline and 10.00 USD, caps the workflow, severity warning\n" +
+		"  rule billing_drift: bills against the meter over 7 days, above 5% and 10.00 USD, severity warning\n" +
 		"  budget search: team=search, monthly, limit 1000.50 USD, soft caps [80 100]%, hard cap 100% (refuse)\n" +
 		"  receiver oncall: slack\n" +
 		"ok\n"
