@@ -18,6 +18,8 @@ const (
 	StageLoad  = "load generator" // HTTP clients or the emitter
 	StageBench = "benchmark"      // polling ClickHouse
 	StageOther = "GC & runtime"   // the pipeline's goroutines without a stage: the garbage collector's, mostly
+	// StageNATS is the embedded nats-server's own stage (standalone's label for it).
+	StageNATS = "nats"
 	// StageLoadRuntime is the load generator process's goroutines without a stage.
 	StageLoadRuntime = "load GC & runtime"
 )
@@ -54,8 +56,14 @@ type StageCPU struct {
 	CPU   time.Duration
 }
 
-// stageCPU sums a CPU profile's samples by stage label, largest first; samples without one
-// count as unlabelled.
+// natsServerLabel is a pprof label nats-server sets on the goroutines of its streams and
+// consumers. It sets them on a fresh context, which drops the stage label standalone gave the
+// server, so without it their work (storing every message, sourcing USAGE_HISTORY) would count
+// as unlabelled — as the garbage collector's.
+const natsServerLabel = "account"
+
+// stageCPU sums a CPU profile's samples by stage label, largest first; samples of
+// nats-server's goroutines count as StageNATS, others without a stage as unlabelled.
 func stageCPU(data []byte, unlabelled string) ([]StageCPU, error) {
 	p, err := profile.Parse(bytes.NewReader(data))
 	if err != nil {
@@ -75,6 +83,8 @@ func stageCPU(data []byte, unlabelled string) ([]StageCPU, error) {
 		stage := unlabelled
 		if v := s.Label[standalone.StageLabel]; len(v) > 0 {
 			stage = v[0]
+		} else if len(s.Label[natsServerLabel]) > 0 {
+			stage = StageNATS
 		}
 		by[stage] += time.Duration(s.Value[idx])
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/google/pprof/profile"
 )
 
-// stageCPU sums the cpu/nanoseconds values of the samples by their stage label; samples
-// without one count as GC & runtime.
+// stageCPU sums the cpu/nanoseconds values of the samples by their stage label; samples of
+// nats-server's own goroutines count as nats, others without a stage as GC & runtime.
 func TestStageCPU(t *testing.T) {
 	fn := &profile.Function{ID: 1, Name: "f"}
 	loc := &profile.Location{ID: 1, Line: []profile.Line{{Function: fn}}}
@@ -21,11 +21,14 @@ func TestStageCPU(t *testing.T) {
 		}
 		return s
 	}
+	// A sample of a nats-server stream goroutine: its labels replaced the stage label.
+	serverSample := &profile.Sample{Location: []*profile.Location{loc}, Value: []int64{1, 2_000_000},
+		Label: map[string][]string{"account": {"$G"}, "stream": {"USAGE_RAW"}}}
 	p := &profile.Profile{
 		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
 		Sample: []*profile.Sample{
 			sample(10_000_000, "collector"), sample(20_000_000, "collector"), sample(5_000_000, "aggregator"),
-			sample(7_000_000, ""), sample(30_000_000, "enricher"),
+			sample(7_000_000, ""), sample(30_000_000, "enricher"), sample(4_000_000, "nats"), serverSample,
 		},
 		Location: []*profile.Location{loc}, Function: []*profile.Function{fn},
 	}
@@ -37,7 +40,7 @@ func TestStageCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []StageCPU{{"collector", 30 * time.Millisecond}, {"enricher", 30 * time.Millisecond}, {StageOther, 7 * time.Millisecond}, {"aggregator", 5 * time.Millisecond}}
+	want := []StageCPU{{"collector", 30 * time.Millisecond}, {"enricher", 30 * time.Millisecond}, {StageOther, 7 * time.Millisecond}, {StageNATS, 6 * time.Millisecond}, {"aggregator", 5 * time.Millisecond}}
 	if len(got) != len(want) {
 		t.Fatalf("stageCPU = %v, want %v", got, want)
 	}
