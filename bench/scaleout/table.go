@@ -29,8 +29,9 @@ func WriteTable(w io.Writer, results []Result) error {
 	return nil
 }
 
-// WriteMemoryTable writes the resident memory of every process of r, in MiB: at every sample
-// of a short run, and at the start, every fifth minute and the end of a longer one.
+// WriteMemoryTable writes, one row per sample, the resident memory of every process of r and
+// the bytes of the streams and of the run's ClickHouse database, in MiB: every sample of a
+// short run, and the start, every fifth minute and the end of a longer one.
 func WriteMemoryTable(w io.Writer, r Result) error {
 	samples := r.Samples
 	if len(samples) > 10 {
@@ -41,37 +42,32 @@ func WriteMemoryTable(w io.Writer, r Result) error {
 			}
 		}
 	}
-	fmt.Fprint(w, "| process |")
-	for _, s := range samples {
-		fmt.Fprintf(w, " RSS at %s |", s.At.Round(time.Second))
+	names := r.Names()
+	fmt.Fprint(w, "In MiB: each process's resident memory, each stream's bytes, the run's ClickHouse database on disk.\n\n| at |")
+	for _, name := range names {
+		fmt.Fprintf(w, " %s RSS |", name)
 	}
-	fmt.Fprint(w, "\n| --- |")
-	for range samples {
+	for _, name := range SampledStreams {
+		fmt.Fprintf(w, " %s |", name)
+	}
+	fmt.Fprint(w, " ClickHouse disk |\n| ---: |")
+	for range len(names) + len(SampledStreams) + 1 {
 		fmt.Fprint(w, " ---: |")
 	}
 	fmt.Fprintln(w)
-	for _, name := range r.Names() {
-		fmt.Fprintf(w, "| %s |", name)
-		for _, s := range samples {
-			fmt.Fprintf(w, " %.0f MiB |", float64(s.RSS[name])/(1<<20))
+	for _, s := range samples {
+		fmt.Fprintf(w, "| %s |", s.At.Round(time.Second))
+		for _, name := range names {
+			fmt.Fprintf(w, " %.0f |", float64(s.RSS[name])/(1<<20))
 		}
-		if _, err := fmt.Fprintln(w); err != nil {
+		for _, name := range SampledStreams {
+			fmt.Fprintf(w, " %.1f |", float64(s.StreamBytes[name])/(1<<20))
+		}
+		if _, err := fmt.Fprintf(w, " %.0f |\n", float64(s.ClickHouseBytes)/(1<<20)); err != nil {
 			return err
 		}
 	}
-	for _, name := range SampledStreams {
-		fmt.Fprintf(w, "| %s (disk) |", name)
-		for _, s := range samples {
-			fmt.Fprintf(w, " %.1f MiB |", float64(s.StreamBytes[name])/(1<<20))
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprint(w, "| ClickHouse database (disk) |")
-	for _, s := range samples {
-		fmt.Fprintf(w, " %.0f MiB |", float64(s.ClickHouseBytes)/(1<<20))
-	}
-	_, err := fmt.Fprintln(w)
-	return err
+	return nil
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Microsecond)) }

@@ -34,11 +34,10 @@ func TestTables(t *testing.T) {
 	if err := WriteMemoryTable(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	want = "| process | RSS at 0s | RSS at 1m1s |\n| --- | ---: | ---: |\n" +
-		"| nats-server | 10 MiB | 11 MiB |\n| collector | 20 MiB | 21 MiB |\n| enricher | 30 MiB | 32 MiB |\n| enricher#2 | 31 MiB | 33 MiB |\n" +
-		"| aggregator | 40 MiB | 90 MiB |\n| aggregator#2 | 41 MiB | 91 MiB |\n| clickhouse-server | 500 MiB | 600 MiB |\n" +
-		"| USAGE_RAW (disk) | 0.0 MiB | 1.5 MiB |\n| USAGE_ENRICHED (disk) | 0.0 MiB | 5.0 MiB |\n| USAGE_HISTORY (disk) | 0.0 MiB | 2048.0 MiB |\n" +
-		"| ClickHouse database (disk) | 0 MiB | 75 MiB |\n"
+	want = "In MiB: each process's resident memory, each stream's bytes, the run's ClickHouse database on disk.\n\n| at | nats-server RSS | collector RSS | enricher RSS | enricher#2 RSS | aggregator RSS | aggregator#2 RSS | clickhouse-server RSS | USAGE_RAW | USAGE_ENRICHED | USAGE_HISTORY | ClickHouse disk |\n" +
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+		"| 0s | 10 | 20 | 30 | 31 | 40 | 41 | 500 | 0.0 | 0.0 | 0.0 | 0 |\n" +
+		"| 1m1s | 11 | 21 | 32 | 33 | 90 | 91 | 600 | 1.5 | 5.0 | 2048.0 | 75 |\n"
 	if b.String() != want {
 		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -55,10 +54,8 @@ func TestMemoryTableOfALongRun(t *testing.T) {
 	if err := WriteMemoryTable(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	want := "| process | RSS at 0s | RSS at 5m0s | RSS at 10m0s | RSS at 11m3s |\n| --- | ---: | ---: | ---: | ---: |\n" +
-		"| collector | 0 MiB | 5 MiB | 10 MiB | 12 MiB |\n" +
-		"| USAGE_RAW (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n| USAGE_ENRICHED (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n" +
-		"| USAGE_HISTORY (disk) | 0.0 MiB | 0.0 MiB | 0.0 MiB | 0.0 MiB |\n| ClickHouse database (disk) | 0 MiB | 0 MiB | 0 MiB | 0 MiB |\n"
+	want := "In MiB: each process's resident memory, each stream's bytes, the run's ClickHouse database on disk.\n\n| at | collector RSS | USAGE_RAW | USAGE_ENRICHED | USAGE_HISTORY | ClickHouse disk |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+		"| 0s | 0 | 0.0 | 0.0 | 0.0 | 0 |\n| 5m0s | 5 | 0.0 | 0.0 | 0.0 | 0 |\n| 10m0s | 10 | 0.0 | 0.0 | 0.0 | 0 |\n| 11m3s | 12 | 0.0 | 0.0 | 0.0 | 0 |\n"
 	if b.String() != want {
 		t.Errorf("WriteMemoryTable:\n%s\nwant:\n%s", b.String(), want)
 	}
