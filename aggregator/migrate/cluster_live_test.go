@@ -1,0 +1,77 @@
+//go:build chcluster
+
+package migrate
+
+import (
+	"context"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+)
+
+// ApplyCluster on the local cluster: every migration on every node, Replicated tables in the
+// local database, a Distributed table per table in the analysts' one, every view answering,
+// and a second run applying nothing.
+func TestApplyClusterLive(t *testing.T) {
+	l := chclustertest.Layout(t)
+	conns := chclustertest.Conns(t, l)
+	db, local := chclustertest.Databases(t, conns)
+	c := Cluster{Name: l.Name, Database: db, Local: local}
+	ctx := context.Background()
+	ms, err := chschema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []uint32
+	for _, m := range ms {
+		all = append(all, m.Version)
+	}
+	got, err := ApplyCluster(ctx, chclustertest.All(conns), c)
+	if err != nil {
+		t.Fatalf("ApplyCluster: %v", err)
+	}
+	if !reflect.DeepEqual(got, all) {
+		t.Fatalf("ApplyCluster applied %v, want %v", got, all)
+	}
+	for s, shard := range conns {
+		for r, conn := range shard {
+			if n := chtest.String(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree' AND engine NOT LIKE 'Replicated%'", local); n != "0" {
+				t.Errorf("shard %d replica %d: %s non-replicated MergeTree tables in %s, want 0", s, r, n, local)
+			}
+			if n := chtest.String(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree'", db); n != "1" {
+				t.Errorf("shard %d replica %d: %s MergeTree tables in %s, want 1 (schema_migrations)", s, r, n, db)
+			}
+			if n := chtest.String(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = ? AND engine = 'MaterializedView'", db); n != "0" {
+				t.Errorf("shard %d replica %d: %s materialized views in %s, want 0", s, r, n, db)
+			}
+			want := chtest.String(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = ? AND engine LIKE 'Replicated%'", local)
+			if n := chtest.String(t, conn, "SELECT toString(count()) FROM system.tables WHERE database = ? AND engine = 'Distributed'", db); n != want {
+				t.Errorf("shard %d replica %d: %s Distributed tables in %s, want %s (one per replicated table)", s, r, n, db, want)
+			}
+			if n := chtest.String(t, conn, "SELECT toString(count()) FROM "+db+".schema_migrations"); n != strconv.Itoa(len(ms)) {
+				t.Errorf("shard %d replica %d: %s migrations recorded, want %d", s, r, n, len(ms))
+			}
+		}
+	}
+	// Every view of the analysts' database answers over the cluster.
+	views := chtest.String(t, conns[0][0], "SELECT arrayStringConcat(groupArray(name), ' ') FROM system.tables WHERE database = ? AND engine = 'View'", db)
+	for v := range strings.FieldsSeq(views) {
+		var n uint64
+		if err := conns[1][1].QueryRow(ctx, "SELECT count() FROM "+db+"."+v).Scan(&n); err != nil {
+			t.Errorf("SELECT count() FROM %s.%s: %v", db, v, err)
+		}
+	}
+	got, err = ApplyCluster(ctx, chclustertest.All(conns), c)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("second ApplyCluster = %v, %v; want nothing applied", got, err)
+	}
+	// A command not told about the cluster finds everything applied.
+	if got, err := Apply(ctx, conns[1][0], db); err != nil || len(got) != 0 {
+		t.Fatalf("Apply on a cluster node = %v, %v; want nothing applied", got, err)
+	}
+}
