@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -132,20 +133,19 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 		return Batch{}, fmt.Errorf("%w: %d lines, the limit is %d", ErrTooManyEvents, n, maxEvents)
 	}
 	d.out.Events = make([]Usage, 0, bytes.Count(body, []byte{'\n'})+1)
+	// One copy of the body as a string: the events scanEvent reads are substrings of it.
+	text := string(body)
 	index := 0
-	for len(body) > 0 {
-		line := body
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			line, body = body[:i], body[i+1:]
-		} else {
-			body = nil
+	for start := 0; start < len(body); {
+		end := len(body)
+		if i := bytes.IndexByte(body[start:], '\n'); i >= 0 {
+			end = start + i
 		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
+		if line := bytes.TrimSpace(body[start:end]); len(line) > 0 {
+			_ = d.event(index, line, strings.TrimSpace(text[start:end]))
+			index++
 		}
-		_ = d.plain(index, line)
-		index++
+		start = end + 1
 	}
 	if index == 0 {
 		return Batch{}, fmt.Errorf("%w: no lines", ErrUnreadable)
@@ -158,6 +158,27 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 
 // plain decodes one event object.
 func (d *decoder) plain(index int, data []byte) error {
+	return d.event(index, data, string(data))
+}
+
+// event decodes one event object, data, of which text is a copy. The event is decoded in
+// place, into the next element of d.out.Events, which is dropped when it is rejected.
+func (d *decoder) event(index int, data []byte, text string) error {
+	n := len(d.out.Events)
+	d.out.Events = append(d.out.Events, Usage{})
+	if err := d.decodeInto(&d.out.Events[n], index, data, text); err != nil {
+		d.out.Events[n] = Usage{}
+		d.out.Events = d.out.Events[:n]
+		return err
+	}
+	return nil
+}
+
+func (d *decoder) decodeInto(u *Usage, index int, data []byte, text string) error {
+	if scanEvent(u, data, text) {
+		return d.accept(index, u)
+	}
+	*u = Usage{}
 	if err := checkShape(data); err != nil {
 		if !stdjson.Valid(data) { // encoding/json nests 10,000 deep at most
 			d.syntax++
@@ -165,8 +186,7 @@ func (d *decoder) plain(index int, data []byte) error {
 		}
 		return d.reject(index, "", "not a usage event: "+err.Error())
 	}
-	var u Usage
-	if err := unmarshal(data, &u); err != nil {
+	if err := unmarshal(data, u); err != nil {
 		// A well-formed object with a wrongly typed field ("input_tokens": "12") is a readable
 		// event with a bad field, not garbage: it must not make a whole NDJSON body unreadable.
 		if len(data) > 0 && data[0] == '{' && stdjson.Valid(data) {
@@ -175,7 +195,7 @@ func (d *decoder) plain(index int, data []byte) error {
 		d.syntax++
 		return d.reject(index, probeID(data), "not a JSON event object: "+err.Error())
 	}
-	return d.accept(index, &u)
+	return d.accept(index, u)
 }
 
 // cloudEvent decodes one structured-mode CloudEvent whose data is a usage event. The
@@ -221,15 +241,19 @@ func (d *decoder) cloudEvent(index int, data []byte) error {
 	if u.Time.IsZero() {
 		u.Time = ce.Time
 	}
-	return d.accept(index, &u)
+	if err := d.accept(index, &u); err != nil {
+		return err
+	}
+	d.out.Events = append(d.out.Events, u)
+	return nil
 }
 
+// accept normalizes and validates a decoded event, and rejects it when it is not valid.
 func (d *decoder) accept(index int, u *Usage) error {
 	u.Normalize(d.received)
 	if err := u.Validate(d.received, d.lim); err != nil {
 		return d.reject(index, u.ID, err.Error())
 	}
-	d.out.Events = append(d.out.Events, *u)
 	return nil
 }
 

@@ -318,3 +318,31 @@ func BenchmarkCheckShape(b *testing.B) {
 		}
 	}
 }
+
+// TestScanEvent pins which events take the fast path: the shape every honest sender writes
+// does, anything scanEvent cannot decode exactly as goccy/go-json does is left to it.
+func TestScanEvent(t *testing.T) {
+	f := func(in string, want bool) {
+		t.Helper()
+		var u Usage
+		if got := scanEvent(&u, []byte(in), in); got != want {
+			t.Errorf("scanEvent(%s) = %t, want %t", in, got, want)
+		}
+	}
+	f(good1, true)
+	f(good2, true)
+	f(` { "id" : "a" , "usage" : { "input_tokens" : 0 } , "cache_hit" : false } `, true)
+	f(`{"id":"a","units":{"requests":1},"tags":{},"estimated":true,"estimate_reason":"no_usage"}`, true)
+	f(`{"id":"é"}`, true)
+	f(`{"id":"a\"b"}`, false) // an escape
+	f(`{"ID":"a"}`, false)    // goccy/go-json matches keys regardless of case
+	f(`{"id":"a","id":"b"}`, false)
+	f(`{"extra":1}`, false) // an unknown key
+	f(`{"id":null}`, false)
+	f(`{"latency_ms":1.5}`, false)
+	f(`{"latency_ms":0012}`, false)
+	f(`{"latency_ms":1234567890123456789}`, false)
+	f(`{"time":"2026-11-26"}`, false)
+	f(`{"id":"a"} {}`, false)
+	f(`{"id":"a"`, false)
+}

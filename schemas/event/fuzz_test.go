@@ -137,3 +137,37 @@ func tagValues(tags map[string]string) []string {
 	}
 	return vs
 }
+
+// FuzzScanEvent checks scanEvent against the general decoder it stands in for: whatever
+// object it accepts, checkShape lets through and goccy/go-json decodes to the same Usage, so
+// that the fast path changes no event and no error message.
+func FuzzScanEvent(f *testing.F) {
+	for _, s := range []string{
+		good1, good2, "{}", " { } ",
+		`{"id":"evt_00000001","provider":"openai","model":"gpt-4o-2024-08-06","operation":"chat","usage":{"input_tokens":1200,"output_tokens":300,"cached_input_tokens":1000},"service_tier":"standard","response_id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5q0001","status":"ok","latency_ms":850,"tags":{"team":"search","feature":"summarize","env":"prod","cost_center":"cc-42","traffic":"user"},"workflow_id":"ticket-4711","prompt_version":"summarize@v7"}`,
+		`{"id":"u","time":"2026-11-26T22:40:00+05:30","provider":"p","model":"m","usage":{"input_tokens":9,"output_tokens":9,"cache_write_tokens":1,"cache_write_1h_tokens":1,"reasoning_tokens":2},"units":{"audio_input_tokens":9,"requests":0},"cache_hit":true,"estimated":false,"estimate_reason":"no_usage"}`,
+		`{"id":"a\u200b","provider":"p"}`, `{"ID":"a"}`, `{"id":"a","id":"b"}`, `{"id":null}`, `{"tags":{}}`, `{"units":{}}`,
+		`{"tags":{"a":"1","a":"2"}}`, `{"latency_ms":-0}`, `{"latency_ms":007}`, `{"latency_ms":1.5}`, `{"latency_ms":1e3}`,
+		`{"latency_ms":-12}`, `{"latency_ms":123456789012345678}`, `{"latency_ms":9223372036854775807}`,
+		`{"time":"2026-11-26T24:00:00Z"}`, `{"time":""}`, `{"cache_hit":tru}`, `{"id":"é"}`, "{\"id\":\"\xff\"}",
+		`{"id":"a"}x`, `{"id":"a",}`, `{"id" "a"}`, `{"usage":{"input_tokens":1,"input_tokens":2}}`, `{"tags":{"team":1}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast Usage
+		if !scanEvent(&fast, data, string(data)) {
+			return
+		}
+		if err := checkShape(data); err != nil {
+			t.Fatalf("scanEvent accepted %q, which checkShape refuses: %v", data, err)
+		}
+		var general Usage
+		if err := unmarshal(data, &general); err != nil {
+			t.Fatalf("scanEvent accepted %q, which goccy/go-json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("scanEvent(%q) = %+v, goccy/go-json decodes %+v", data, fast, general)
+		}
+	})
+}
