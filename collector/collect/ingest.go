@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -152,15 +153,42 @@ func bodyError(err error) (int, string) {
 // messages groups events by partition, in body order, and encodes each partition's rows, of
 // the given source (batch.Row.Source), into messages of at most maxPayload bytes.
 func (c *Collector) messages(events []event.Usage, source string, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
-	rows := make([][]batch.Row, c.cfg.Partitions)
-	for i := range events {
-		p := stream.PartitionOf(events[i].Provider, events[i].ResponseID, events[i].ID, c.cfg.Partitions)
-		r := batch.FromUsage(&events[i], received, p)
-		r.Source = source
-		rows[p] = append(rows[p], r)
+	// The rows of every partition lie in one recycled slice, partition after partition: a
+	// 1,000-event body's rows are ~480 KiB, and growing a slice per partition for every
+	// request made them the collector's largest source of garbage after decoding.
+	g, _ := c.grouping.Get().(*grouping)
+	if g == nil {
+		g = new(grouping)
 	}
+	defer c.grouping.Put(g)
+	n, parts := len(events), c.cfg.Partitions
+	g.rows = slices.Grow(g.rows[:0], n)[:n]
+	g.part = slices.Grow(g.part[:0], n)[:n]
+	g.start = slices.Grow(g.start[:0], parts+1)[:parts+1]
+	g.next = slices.Grow(g.next[:0], parts)[:parts]
+	// A counting sort by partition: count each partition's rows, sum the counts into where
+	// each partition starts, then place every row after the ones before it.
+	clear(g.start)
+	for i := range events {
+		p := stream.PartitionOf(events[i].Provider, events[i].ResponseID, events[i].ID, parts)
+		g.part[i] = p
+		g.start[p+1]++
+	}
+	for p := range parts {
+		g.start[p+1] += g.start[p]
+	}
+	copy(g.next, g.start)
+	for i := range events {
+		p := g.part[i]
+		r := &g.rows[g.next[p]]
+		g.next[p]++
+		*r = batch.FromUsage(&events[i], received, p)
+		r.Source = source
+	}
+	defer clear(g.rows) // the pool must not keep the events' strings alive
 	var msgs []rawbatch.Message
-	for p, rs := range rows {
+	for p := range parts {
+		rs := g.rows[g.start[p]:g.start[p+1]]
 		if len(rs) == 0 {
 			continue
 		}
@@ -171,6 +199,14 @@ func (c *Collector) messages(events []event.Usage, source string, received time.
 		msgs = append(msgs, m...)
 	}
 	return msgs, nil
+}
+
+// grouping is the recycled state of messages.
+type grouping struct {
+	rows []batch.Row
+	// part is each event's partition; partition p's rows are rows[start[p]:start[p+1]];
+	// next is where the next row of each partition goes while they are placed.
+	part, start, next []int
 }
 
 // publish publishes msgs through the circuit breaker and waits for every acknowledgement.
