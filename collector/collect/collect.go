@@ -55,8 +55,9 @@ type Collector struct {
 	// and growing a fresh buffer to that size as it arrives, for every request, was the
 	// collector's largest source of garbage.
 	bodies sync.Pool
-	// grouping recycles the rows messages groups by partition (*grouping).
-	grouping sync.Pool
+	// events recycles the arrays bodies are decoded into (*[]event.Usage), and grouping the
+	// rows messages groups by partition (*grouping).
+	events, grouping sync.Pool
 	// now is the receive clock; tests replace it to make payloads reproducible.
 	now func() time.Time
 }

@@ -51,6 +51,13 @@ type Batch struct {
 // itself. Decode returns an error wrapping ErrUnreadable when the body as a whole cannot be
 // read, and ErrTooManyEvents when it holds more than maxEvents elements.
 func Decode(body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
+	return DecodeReusing(nil, body, contentType, received, lim, maxEvents)
+}
+
+// DecodeReusing is Decode holding the batch's events in room's array when it is large
+// enough, rather than in a new one: for a caller done with an earlier batch's events (the
+// collector recycles them, ~300 bytes an event). Whatever room holds is overwritten.
+func DecodeReusing(room []Usage, body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
 	mt := ContentJSON
 	if contentType != "" {
 		parsed, _, err := mime.ParseMediaType(contentType)
@@ -65,7 +72,7 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 	if len(body) == 0 {
 		return Batch{}, fmt.Errorf("%w: the body is empty", ErrUnreadable)
 	}
-	d := decoder{received: received, lim: lim}
+	d := decoder{received: received, lim: lim, room: room}
 	switch mt {
 	case ContentJSON, "text/plain":
 		switch {
@@ -75,7 +82,7 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 			// A single event, possibly pretty-printed over several lines, which the NDJSON
 			// reader would see as a series of broken lines. NDJSON of two or more events is
 			// not one valid JSON value, so it still goes to the line reader.
-			d.out.Events = make([]Usage, 0, 1)
+			d.out.Events = d.events(1)
 			_ = d.plain(0, body)
 			return d.out, nil
 		}
@@ -101,9 +108,18 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 type decoder struct {
 	received time.Time
 	lim      Limits
+	room     []Usage // see DecodeReusing
 	out      Batch
 	// syntax counts the elements that were not JSON objects at all.
 	syntax int
+}
+
+// events is an empty slice with room for n events.
+func (d *decoder) events(n int) []Usage {
+	if cap(d.room) >= n {
+		return d.room[:0]
+	}
+	return make([]Usage, 0, n)
 }
 
 func (d *decoder) array(body []byte, maxEvents int, element func(int, []byte) error) (Batch, error) {
@@ -120,7 +136,7 @@ func (d *decoder) array(body []byte, maxEvents int, element func(int, []byte) er
 	if len(raw) > maxEvents {
 		return Batch{}, fmt.Errorf("%w: %d events, the limit is %d", ErrTooManyEvents, len(raw), maxEvents)
 	}
-	d.out.Events = make([]Usage, 0, len(raw))
+	d.out.Events = d.events(len(raw))
 	for i, r := range raw {
 		_ = element(i, r)
 	}
@@ -132,7 +148,7 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 		// Blank lines count here; an honest client is far from the limit anyway.
 		return Batch{}, fmt.Errorf("%w: %d lines, the limit is %d", ErrTooManyEvents, n, maxEvents)
 	}
-	d.out.Events = make([]Usage, 0, bytes.Count(body, []byte{'\n'})+1)
+	d.out.Events = d.events(bytes.Count(body, []byte{'\n'}) + 1)
 	// One copy of the body as a string: the events scanEvent reads are substrings of it.
 	text := string(body)
 	index := 0

@@ -346,3 +346,33 @@ func TestScanEvent(t *testing.T) {
 	f(`{"id":"a"} {}`, false)
 	f(`{"id":"a"`, false)
 }
+
+// TestDecodeReusing checks that a batch decoded into the room of an earlier one is the batch
+// Decode makes, whatever the room held, and that it uses the room when it is large enough.
+func TestDecodeReusing(t *testing.T) {
+	body := []byte(good1 + "\n" + `{"id":"e3","provider":"p","model":"m","usage":{"input_tokens":-1}}` + "\n" + good2 + "\n")
+	want, err := Decode(body, ContentNDJSON, now, DefaultLimits, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirty := func(n int) []Usage {
+		room := make([]Usage, n)
+		for i := range room {
+			room[i] = Usage{ID: "old", Provider: "old", Tags: map[string]string{"team": "old"}, Units: Units{"requests": 1}, CacheHit: true}
+		}
+		return room
+	}
+	for _, n := range []int{0, 2, 3, 10} {
+		room := dirty(n)
+		got, err := DecodeReusing(room, body, ContentNDJSON, now, DefaultLimits, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("room of %d: DecodeReusing() = %+v, want %+v", n, got, want)
+		}
+		if n >= 3 && &got.Events[0] != &room[0] {
+			t.Errorf("room of %d: the events are not in the room", n)
+		}
+	}
+}
