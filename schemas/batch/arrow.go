@@ -5,11 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -345,8 +341,8 @@ func Decode(data []byte) (rows []Row, err error) { return AppendDecoded(nil, dat
 func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 	n := len(dst)
 	defer func() {
-		// The IPC reader trusts the flatbuffer metadata it reads; corrupt input can make it
-		// index out of range. A poison message must become an error, not a crash.
+		// Offsets are checked where a column is read, not at every value: a corrupt one makes
+		// a string slice panic, and a poison message must become an error, not a crash.
 		if p := recover(); p != nil {
 			err = fmt.Errorf("decode arrow batch: corrupt payload: %v", p)
 		}
@@ -354,144 +350,18 @@ func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 			rows = dst[:n]
 		}
 	}()
-	rows = dst
-	msgs, schema, err := checkFraming(data)
-	if err != nil {
-		return nil, fmt.Errorf("decode arrow batch: %w", err)
-	}
-	rd, err := ipc.NewReaderFromMessageReader(&payloadMessages{msgs: msgs, refs: 1},
-		ipc.WithSchema(schema), ipc.WithAllocator(boundedAllocator{max: len(data) + 64}))
-	if err != nil {
-		return nil, fmt.Errorf("decode arrow batch: %w", err)
-	}
-	defer rd.Release()
-	for rd.Next() {
-		rows, err = appendRecord(rows, rd.Record())
-		if err != nil {
-			return nil, err
-		}
-	}
-	if err := rd.Err(); err != nil {
+	if rows, err = appendDecoded(dst, data); err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}
 	return rows, nil
 }
 
-func appendRecord(rows []Row, rec arrow.Record) ([]Row, error) {
-	k := int(rec.NumCols())
-	if k > numCols || !rec.Schema().Equal(arrow.NewSchema(Schema.Fields()[:k], nil)) {
-		return nil, fmt.Errorf("decode arrow batch: schema %s is not %s", rec.Schema(), SchemaName)
-	}
-	n := int(rec.NumRows())
-	for i := 0; i < k; i++ {
-		if rec.Column(i).Len() != n || rec.Column(i).NullN() != 0 {
-			return nil, fmt.Errorf("decode arrow batch: column %s has %d values (%d null), want %d non-null",
-				Schema.Field(i).Name, rec.Column(i).Len(), rec.Column(i).NullN(), n)
-		}
-	}
-	i64 := func(c int) *array.Int64 { return rec.Column(c).(*array.Int64) }
-	tsa := func(c int) *array.Timestamp { return rec.Column(c).(*array.Timestamp) }
-	boo := func(c int) *array.Boolean { return rec.Column(c).(*array.Boolean) }
-	var cols [numCols]stringColumn // a column the record lacks reads as ""
-	for c := range k {
-		if a, ok := rec.Column(c).(*array.String); ok {
-			cols[c] = newStringColumn(a)
-		}
-	}
-	s := func(c, i int) string { return cols[c].value(i) }
-	keys, vals := rec.Column(colTagKeys).(*array.List), rec.Column(colTagValues).(*array.List)
-	keyv, valv := newStringColumn(keys.ListValues().(*array.String)), newStringColumn(vals.ListValues().(*array.String))
-	var units *unitColumns // nil when the record's schema version has no units
-	if k > colUnitCosts {
-		units = newUnitColumns(rec)
-	}
-	rows = slices.Grow(rows, n)
-	var err error
-	for i := 0; i < n; i++ {
-		r := Row{
-			ID:        s(colID, i),
-			Time:      time.UnixMilli(int64(tsa(colTime).Value(i))).UTC(),
-			Received:  time.UnixMilli(int64(tsa(colReceived).Value(i))).UTC(),
-			Partition: int(rec.Column(colPartition).(*array.Uint16).Value(i)),
-			Provider:  s(colProvider, i), Model: s(colModel, i), Operation: s(colOperation, i),
-			ServiceTier: s(colServiceTier, i), ResponseID: s(colResponseID, i), Status: s(colStatus, i),
-			LatencyMS: i64(colLatency).Value(i),
-			Team:      s(colTeam, i), Feature: s(colFeature, i), Env: s(colEnv, i),
-			CostCenter: s(colCostCenter, i), Traffic: s(colTraffic, i),
-			WorkflowID: s(colWorkflowID, i), PromptVersion: s(colPromptVersion, i),
-			CacheHit: boo(colCacheHit).Value(i), Priced: boo(colPriced).Value(i),
-			ModelPriced: s(colModelPriced, i), PriceVersion: s(colPriceVersion, i),
-			CostPico: i64(colCost).Value(i), SavingsPico: i64(colSavings).Value(i),
-			Source: s(colSource, i), EstimateReason: s(colEstimateReason, i),
-		}
-		if k > colEstimated {
-			r.Estimated = boo(colEstimated).Value(i)
-		}
-		r.Tokens.Input = i64(colInput).Value(i)
-		r.Tokens.Output = i64(colOutput).Value(i)
-		r.Tokens.CachedInput = i64(colCachedInput).Value(i)
-		r.Tokens.CacheWrite = i64(colCacheWrite).Value(i)
-		r.Tokens.CacheWrite1h = i64(colCacheWrite1h).Value(i)
-		r.Tokens.Reasoning = i64(colReasoning).Value(i)
-		ks, ke := keys.ValueOffsets(i)
-		vs, ve := vals.ValueOffsets(i)
-		if ke-ks != ve-vs {
-			return nil, fmt.Errorf("decode arrow batch: row %d has %d tag keys but %d tag values", i, ke-ks, ve-vs)
-		}
-		for j := ks; j < ke; j++ {
-			r.ExtraTags = append(r.ExtraTags, Tag{keyv.value(int(j)), valv.value(int(vs + j - ks))})
-		}
-		if units != nil {
-			if r.Units, err = units.row(i); err != nil {
-				return nil, err
-			}
-		}
-		rows = append(rows, r)
-	}
-	return rows, nil
-}
-
-// unitColumns reads the three unit list columns of a record.
-type unitColumns struct {
-	keys, counts, costs *array.List
-	keyv                stringColumn
-	countv, costv       []int64
-}
-
-func newUnitColumns(rec arrow.Record) *unitColumns {
-	c := &unitColumns{keys: rec.Column(colUnitKeys).(*array.List), counts: rec.Column(colUnitCounts).(*array.List),
-		costs: rec.Column(colUnitCosts).(*array.List)}
-	c.keyv = newStringColumn(c.keys.ListValues().(*array.String))
-	c.countv = c.counts.ListValues().(*array.Int64).Int64Values()
-	c.costv = c.costs.ListValues().(*array.Int64).Int64Values()
-	return c
-}
-
-// row returns the units of row i, nil when it has none.
-func (c *unitColumns) row(i int) ([]Unit, error) {
-	ks, ke := c.keys.ValueOffsets(i)
-	ns, ne := c.counts.ValueOffsets(i)
-	cs, ce := c.costs.ValueOffsets(i)
-	if ke-ks != ne-ns || ke-ks != ce-cs {
-		return nil, fmt.Errorf("decode arrow batch: row %d has %d unit keys, %d counts and %d costs", i, ke-ks, ne-ns, ce-cs)
-	}
-	if ke == ks {
-		return nil, nil
-	}
-	units := make([]Unit, 0, ke-ks)
-	for j := int64(0); j < ke-ks; j++ {
-		units = append(units, Unit{Key: c.keyv.value(int(ks + j)), Count: c.countv[ns+j], CostPico: c.costv[cs+j]})
-	}
-	return units, nil
-}
-
-// The IPC reader trusts the lengths and counts it reads, and allocates what they claim before
-// it finds out they are wrong: a corrupt field count in the schema or a corrupt length can
-// make it allocate hundreds of gigabytes, which is a fatal error, not a panic that Decode can
-// recover from. So Decode checks what the reader would trust first: the schema message must be
-// byte for byte one Encode writes or wrote (Decode accepts only released schemas anyway), every message
-// length must lie within the payload (checkFraming), and no single allocation may be larger
-// than the payload (boundedAllocator). Found by FuzzBatchDecode.
+// Decode trusts no length it reads: the schema message must be byte for byte one Encode
+// writes or wrote (only released schemas decode), every message must lie within the payload
+// (checkFraming), and every buffer, row count and offset within its message (decode.go), so
+// that a corrupt length can never make it allocate more than a small multiple of the payload
+// (Arrow's IPC reader allocates what a corrupt schema claims, hundreds of gigabytes, which is
+// a fatal error, not a panic to recover from; found by FuzzBatchDecode).
 
 // schemaVersion is a released schema and the IPC stream's first message as Encode wrote it.
 type schemaVersion struct {
@@ -566,79 +436,3 @@ func checkFraming(data []byte) ([]message, *arrow.Schema, error) {
 
 // message is one IPC message of a payload, in place.
 type message struct{ meta, body []byte }
-
-// payloadMessages gives the IPC reader the messages of a payload in place, where the reader's
-// own message reader copies every body into a new buffer first (an eighth of the pipeline's
-// allocations). The arrays then point into the payload only until appendRecord has copied
-// their values out.
-type payloadMessages struct {
-	msgs []message
-	cur  *ipc.Message
-	refs int64
-}
-
-func (p *payloadMessages) Message() (*ipc.Message, error) {
-	if p.cur != nil {
-		p.cur.Release()
-		p.cur = nil
-	}
-	if len(p.msgs) == 0 {
-		return nil, io.EOF
-	}
-	m := p.msgs[0]
-	p.msgs = p.msgs[1:]
-	p.cur = ipc.NewMessage(memory.NewBufferBytes(m.meta), memory.NewBufferBytes(m.body))
-	return p.cur, nil
-}
-
-func (p *payloadMessages) Retain() { atomic.AddInt64(&p.refs, 1) }
-
-func (p *payloadMessages) Release() {
-	if atomic.AddInt64(&p.refs, -1) == 0 && p.cur != nil {
-		p.cur.Release()
-		p.cur = nil
-	}
-}
-
-// boundedAllocator refuses any allocation larger than the payload, which no honest buffer
-// needs. It has to panic, the only way to stop the reader; Decode recovers.
-type boundedAllocator struct{ max int }
-
-func (a boundedAllocator) Allocate(size int) []byte {
-	a.check(size)
-	return memory.DefaultAllocator.Allocate(size)
-}
-
-func (a boundedAllocator) Reallocate(size int, b []byte) []byte {
-	a.check(size)
-	return memory.DefaultAllocator.Reallocate(size, b)
-}
-
-func (a boundedAllocator) Free(b []byte) { memory.DefaultAllocator.Free(b) }
-
-func (a boundedAllocator) check(size int) {
-	if size > a.max {
-		panic(fmt.Sprintf("allocation of %d bytes for a payload of %d bytes", size, a.max))
-	}
-}
-
-// stringColumn reads a string column through one copy of its value bytes: every value is a
-// substring of that copy, so decoding allocates once per column rather than once per value,
-// and the rows never point into the payload. Out-of-range offsets in a corrupt payload panic
-// in value, which Decode turns into an error.
-type stringColumn struct {
-	data    string
-	offsets []int32
-}
-
-func newStringColumn(a *array.String) stringColumn {
-	return stringColumn{data: string(a.ValueBytes()), offsets: a.ValueOffsets()}
-}
-
-func (c *stringColumn) value(i int) string {
-	if c.offsets == nil {
-		return "" // a column the record's schema version lacks
-	}
-	base := c.offsets[0]
-	return c.data[c.offsets[i]-base : c.offsets[i+1]-base]
-}
