@@ -74,7 +74,7 @@ func (c *Collector) Accept(ctx context.Context, events []event.Usage) ([]event.R
 	if len(valid) == 0 {
 		return rejected, nil
 	}
-	msgs, err := c.messages(valid, ra.source(), received, rawbatch.MaxPayload(c.nc))
+	msgs, _, err := c.messages(valid, ra.source(), received, rawbatch.MaxPayload(c.nc), nil)
 	if err != nil {
 		return rejected, fmt.Errorf("encode %d events: %w", len(valid), err)
 	}

@@ -108,11 +108,18 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if len(b.Events) > 0 {
-		msgs, err := c.messages(b.Events, ra.source(), received, rawbatch.MaxPayload(c.nc))
+		payloads, _ := c.payloads.Get().(*[]byte)
+		if payloads == nil {
+			payloads = new([]byte)
+		}
+		msgs, buf, err := c.messages(b.Events, ra.source(), received, rawbatch.MaxPayload(c.nc), (*payloads)[:0])
 		if err != nil {
+			c.payloads.Put(payloads)
 			c.fail(w, http.StatusInternalServerError, "", err.Error())
 			return
 		}
+		// The payloads' buffer is used again only once JetStream acknowledged every message:
+		// until then the NATS client may publish one again from it.
 		if err := c.publish(msgs); err != nil {
 			status, retryAfter, reason := http.StatusServiceUnavailable, retryAfterUnavailable, "unavailable"
 			if errors.Is(err, errFull) {
@@ -124,6 +131,8 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 				"none of the %d valid events is accepted, send the whole body again later: %v", len(b.Events), err))
 			return
 		}
+		*payloads = buf[:0]
+		c.payloads.Put(payloads)
 	}
 
 	c.metrics.accepted.Add(float64(len(b.Events)))
@@ -165,8 +174,9 @@ func bodyError(err error) (int, string) {
 }
 
 // messages groups events by partition, in body order, and encodes each partition's rows, of
-// the given source (batch.Row.Source), into messages of at most maxPayload bytes.
-func (c *Collector) messages(events []event.Usage, source string, received time.Time, maxPayload int64) ([]rawbatch.Message, error) {
+// the given source (batch.Row.Source), into messages of at most maxPayload bytes, their data
+// appended to buf, which it returns (see rawbatch.AppendEncoded).
+func (c *Collector) messages(events []event.Usage, source string, received time.Time, maxPayload int64, buf []byte) ([]rawbatch.Message, []byte, error) {
 	// The rows of every partition lie in one recycled slice, partition after partition: a
 	// 1,000-event body's rows are ~480 KiB, and growing a slice per partition for every
 	// request made them the collector's largest source of garbage after decoding.
@@ -206,13 +216,12 @@ func (c *Collector) messages(events []event.Usage, source string, received time.
 		if len(rs) == 0 {
 			continue
 		}
-		m, err := rawbatch.Encode(p, rs, maxPayload)
-		if err != nil {
-			return nil, err
+		var err error
+		if msgs, buf, err = rawbatch.AppendEncoded(msgs, buf, p, rs, maxPayload); err != nil {
+			return nil, buf, err
 		}
-		msgs = append(msgs, m...)
 	}
-	return msgs, nil
+	return msgs, buf, nil
 }
 
 // grouping is the recycled state of messages.

@@ -70,7 +70,7 @@ func BenchmarkDecode(b *testing.B) {
 					b.Fatalf("decode: %d events, %v", len(batch.Events), err)
 				}
 				if encode {
-					if _, err := c.messages(batch.Events, "", now, 1<<20); err != nil {
+					if _, _, err := c.messages(batch.Events, "", now, 1<<20, nil); err != nil {
 						b.Fatal(err)
 					}
 				}

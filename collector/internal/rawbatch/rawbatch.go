@@ -37,31 +37,40 @@ const headerRoom = 1024
 // maxPayload — as several, splitting the rows in halves. Splitting depends only on the rows,
 // so the same rows always give the same messages.
 func Encode(p int, rows []batch.Row, maxPayload int64) ([]Message, error) {
-	return appendEncoded(nil, p, rows, maxPayload)
+	msgs, _, err := AppendEncoded(nil, nil, p, rows, maxPayload)
+	return msgs, err
 }
 
-func appendEncoded(dst []Message, p int, rows []batch.Row, maxPayload int64) ([]Message, error) {
-	data, err := batch.Encode(rows)
+// AppendEncoded is Encode appending the messages to dst and their data to buf, which it
+// returns with them: a caller can encode the messages of many partitions into one buffer and
+// use it again once they are published. The messages' Data are slices of buf's array (or of
+// the arrays it grew into), so buf must not be written to while they are in use.
+func AppendEncoded(dst []Message, buf []byte, p int, rows []batch.Row, maxPayload int64) ([]Message, []byte, error) {
+	start := len(buf)
+	out, err := batch.AppendEncoded(buf, rows)
 	if err != nil {
-		return dst, fmt.Errorf("encode %d rows of partition %d: %w", len(rows), p, err)
+		return dst, buf, fmt.Errorf("encode %d rows of partition %d: %w", len(rows), p, err)
 	}
+	buf = out
+	data := buf[start:len(buf):len(buf)]
 	if int64(len(data))+headerRoom <= maxPayload {
 		return append(dst, Message{
 			Subject: stream.RawSubject(p),
 			Data:    data,
 			ID:      MsgID(data),
 			Events:  len(rows),
-		}), nil
+		}), buf, nil
 	}
+	buf = buf[:start] // too large: split, encoding over it
 	if len(rows) == 1 {
-		return dst, fmt.Errorf("event %q encodes to %d bytes, more than the NATS max payload of %d bytes",
+		return dst, buf, fmt.Errorf("event %q encodes to %d bytes, more than the NATS max payload of %d bytes",
 			rows[0].ID, len(data), maxPayload)
 	}
 	half := len(rows) / 2
-	if dst, err = appendEncoded(dst, p, rows[:half], maxPayload); err != nil {
-		return dst, err
+	if dst, buf, err = AppendEncoded(dst, buf, p, rows[:half], maxPayload); err != nil {
+		return dst, buf, err
 	}
-	return appendEncoded(dst, p, rows[half:], maxPayload)
+	return AppendEncoded(dst, buf, p, rows[half:], maxPayload)
 }
 
 // defaultMaxPayload is the NATS server's default max_payload.

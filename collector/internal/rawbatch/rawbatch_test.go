@@ -65,6 +65,42 @@ func TestEncodeSplitsOverMaxPayload(t *testing.T) {
 	}
 }
 
+// TestAppendEncoded checks that messages encoded into one buffer are the messages Encode
+// makes, also when the buffer is used again and when a partition is split.
+func TestAppendEncoded(t *testing.T) {
+	rs := rows(200)
+	var want []Message
+	for _, p := range []int{0, 3} {
+		m, err := Encode(p, rs, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, m...)
+	}
+	limit := int64(len(want[0].Data))/3 + headerRoom
+	split, err := Encode(1, rs, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, split...)
+	var buf []byte
+	for round := range 2 {
+		var got []Message
+		buf = buf[:0]
+		for _, p := range []int{0, 3} {
+			if got, buf, err = AppendEncoded(got, buf, p, rs, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, buf, err = AppendEncoded(got, buf, 1, rs, limit); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round %d: %d messages unlike the %d of Encode", round, len(got), len(want))
+		}
+	}
+}
+
 func TestIsFull(t *testing.T) {
 	f := func(err error, want bool) {
 		t.Helper()

@@ -1,0 +1,35 @@
+package batch
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+)
+
+// TestAppendEncoded checks that AppendEncoded writes what Encode writes, after what dst
+// holds, and that the streams of one buffer decode to their rows.
+func TestAppendEncoded(t *testing.T) {
+	rows := benchRows(10)
+	want, err := Encode(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := AppendEncoded([]byte("prefix"), rows[:4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := len(buf)
+	if buf, err = AppendEncoded(buf, rows); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(buf, []byte("prefix")) {
+		t.Fatalf("AppendEncoded overwrote dst: %q", buf[:len("prefix")])
+	}
+	if got := buf[first:]; !bytes.Equal(got, want) {
+		t.Errorf("AppendEncoded wrote %d bytes unlike the %d of Encode", len(got), len(want))
+	}
+	got, err := Decode(buf[len("prefix"):first])
+	if err != nil || !reflect.DeepEqual(got, rows[:4]) {
+		t.Errorf("the first stream decodes to %+v, %v; want the first 4 rows %+v", got, err, rows[:4])
+	}
+}
