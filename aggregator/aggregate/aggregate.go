@@ -30,10 +30,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker"
-	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
@@ -65,8 +65,8 @@ type Aggregator struct {
 	partitions []atomic.Pointer[error]
 	// owned[p] tells whether partition p is this aggregator's (Config.Owned).
 	owned []bool
-	// inserts carries every worker's INSERTs, set by Run.
-	inserts *chwrite.Group
+	// shardList holds where the partitions are written (shard.go), set by Run.
+	shardList atomic.Pointer[shardList]
 
 	// beforeAck, when set (Config.BeforeAck, or tests), runs after a batch is inserted and
 	// before its messages are acked; an error stops the worker there, as a crash would.
@@ -107,15 +107,7 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 	for _, p := range cfg.Owned {
 		a.setReady(p, errNotStarted)
 	}
-	a.chBreaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
-		Name:        "clickhouse",
-		Timeout:     5 * time.Second,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			a.m.breaker.Set(float64(to))
-			a.log.Warn("ClickHouse circuit breaker changed state", "from", from.String(), "to", to.String())
-		},
-	})
+	a.chBreaker = a.newBreaker("clickhouse")
 	a.natsBreaker = gobreaker.NewCircuitBreaker(gobreaker.Settings{
 		Name:        "jetstream",
 		Timeout:     5 * time.Second,
@@ -124,12 +116,30 @@ func New(cfg Config, nc *nats.Conn) (*Aggregator, error) {
 	return a, nil
 }
 
+// newBreaker returns a circuit breaker guarding ClickHouse (or, in cluster mode, one shard).
+func (a *Aggregator) newBreaker(name string) *gobreaker.CircuitBreaker {
+	return gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		Name:        name,
+		Timeout:     5 * time.Second,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			a.m.breaker.Set(float64(to))
+			a.log.Warn("ClickHouse circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
+		},
+	})
+}
+
 // Ready reports why the aggregator cannot write now, or nil: before start-up is done, while
 // the ClickHouse breaker is open, and while any partition's last insert failed.
 func (a *Aggregator) Ready() error {
 	var errs []error
 	if s := a.chBreaker.State(); s == gobreaker.StateOpen {
 		errs = append(errs, errors.New("ClickHouse circuit breaker is open"))
+	}
+	for _, sh := range a.shardList.Load().list() {
+		if sh.breaker != a.chBreaker && sh.breaker.State() == gobreaker.StateOpen {
+			errs = append(errs, fmt.Errorf("ClickHouse shard %d: circuit breaker is open", sh.n))
+		}
 	}
 	for p := range a.partitions {
 		if err := a.partitions[p].Load(); err != nil && *err != nil {
@@ -145,14 +155,21 @@ func (a *Aggregator) setReady(p int, err error) { a.partitions[p].Store(&err) }
 // partition until ctx is done; it then finishes the insert in flight and returns nil. It
 // returns an error only when a worker cannot go on.
 func (a *Aggregator) Run(ctx context.Context) error {
-	conn, err := clickhouse.Open(a.chOpts)
-	if err != nil {
-		return fmt.Errorf("open ClickHouse: %w", err)
+	owned := make([]int, max(len(a.cfg.Cluster.Shards), 1))
+	for _, p := range a.cfg.Owned {
+		owned[a.shardOf(p)]++
 	}
-	defer conn.Close()
+	// The workers of a shard share their INSERTs: one block of every partition costs
+	// ClickHouse far less than one small block per partition.
+	shards, closeAll, err := a.shards(owned)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	a.shardList.Store(&shardList{shards})
 
 	err = a.retry(ctx, a.chBreaker, "apply ClickHouse migrations", func(ctx context.Context) error {
-		applied, err := migrate.Apply(ctx, conn, a.cfg.Database)
+		applied, err := a.migrate(ctx, shards)
 		if len(applied) > 0 {
 			a.log.Info("applied ClickHouse migrations", "database", a.cfg.Database, "versions", applied)
 		}
@@ -161,8 +178,14 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx is done
 	}
-	if err := a.awaitNoInserts(ctx, store{conn, a.cfg.Database}, "waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets"); err != nil {
-		return nil // ctx is done
+	for _, sh := range shards {
+		if owned[sh.n] == 0 {
+			continue
+		}
+		_, st := sh.current()
+		if err := a.awaitNoInserts(ctx, st, "waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets"); err != nil {
+			return nil // ctx is done
+		}
 	}
 	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
 		return stream.Ensure(ctx, a.js, a.cfg.Streams)
@@ -182,18 +205,11 @@ func (a *Aggregator) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The workers share their INSERTs: one block of every partition costs ClickHouse far
-	// less than one small block per partition.
-	in, err := chwrite.NewInserter(a.cfg.ClickHouseHTTP, a.cfg.Database)
-	if err != nil {
-		return err // Validate checked it
-	}
-	a.inserts = chwrite.NewGroup(in, len(a.cfg.Owned), a.cfg.BatchMaxWait)
 	errs := make([]error, a.cfg.Partitions)
 	var wg sync.WaitGroup
 	for _, p := range a.cfg.Owned {
 		wg.Go(func() {
-			if err := a.runPartition(ctx, store{conn, a.cfg.Database}, lease.New(leases, p, a.cfg.Instance, a.leaseTTL, a.now), p); err != nil {
+			if err := a.runPartition(ctx, shards[a.shardOf(p)], lease.New(leases, p, a.cfg.Instance, a.leaseTTL, a.now), p); err != nil {
 				errs[p] = fmt.Errorf("partition %d: %w", p, err)
 				cancel()
 			}
@@ -201,6 +217,32 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// migrate applies the migrations: to the single server, or in cluster mode to every node
+// (migrate.ApplyCluster).
+func (a *Aggregator) migrate(ctx context.Context, shards []*shard) ([]uint32, error) {
+	if !a.cfg.Cluster.Enabled() {
+		_, st := shards[0].current()
+		return migrate.Apply(ctx, st.conn, a.cfg.Database)
+	}
+	var nodes []driver.Conn
+	for _, sh := range shards {
+		for _, r := range sh.replicas {
+			nodes = append(nodes, r.conn)
+		}
+	}
+	return migrate.ApplyCluster(ctx, nodes, migrate.Cluster{Name: a.cfg.Cluster.Name, Database: a.cfg.Database, Local: a.cfg.Cluster.Local(a.cfg.Database)})
+}
+
+// shardList is the shards of a running aggregator.
+type shardList struct{ shards []*shard }
+
+func (l *shardList) list() []*shard {
+	if l == nil {
+		return nil
+	}
+	return l.shards
 }
 
 // retry calls fn through breaker until it succeeds or ctx is done, backing off exponentially
@@ -286,7 +328,11 @@ func (a *Aggregator) awaitNoInsertsOf(ctx context.Context, st store, mine func(p
 	var since time.Time // when the INSERTs waited for were first seen
 	for empty < looks {
 		var running []runningInsert
-		err := a.retry(ctx, a.chBreaker, "look for INSERTs of a previous aggregator", func(ctx context.Context) error {
+		breaker := a.chBreaker
+		if st.breaker != nil {
+			breaker = st.breaker
+		}
+		err := a.retry(ctx, breaker, "look for INSERTs of a previous aggregator", func(ctx context.Context) error {
 			var err error
 			running, err = st.runningInserts(ctx, mine)
 			return err

@@ -43,6 +43,15 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
+	e := newJetStream(tb)
+	e.conn = chtest.Conn(tb)
+	e.db = chtest.Database(tb, e.conn)
+	return e
+}
+
+// newJetStream returns an env with embedded JetStream and its streams, and no ClickHouse.
+func newJetStream(tb testing.TB) *env {
+	tb.Helper()
 	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: tb.TempDir(), Port: -1})
 	if err != nil {
 		tb.Fatalf("new NATS server: %v", err)
@@ -64,8 +73,7 @@ func newEnv(tb testing.TB) *env {
 	if err := stream.Ensure(context.Background(), js, stream.DefaultOptions); err != nil {
 		tb.Fatal(err)
 	}
-	conn := chtest.Conn(tb)
-	return &env{nc: nc, js: js, conn: conn, db: chtest.Database(tb, conn)}
+	return &env{nc: nc, js: js}
 }
 
 // aggregator is a running Aggregator; stop ends it and returns what Run returned.
@@ -555,7 +563,7 @@ func TestTwoAggregatorsOwningOnePartitionEach(t *testing.T) {
 // partitions its query id names; an INSERT whose partitions cannot be told holds up all.
 func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
 	e := newEnv(t)
-	st := store{e.conn, e.db}
+	st := store{conn: e.conn, db: e.db}
 	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
@@ -45,6 +46,12 @@ type Config struct {
 	// ClickHouseDSN on the standard ports (9000 -> http on 8123, 9440 -> https on 8443).
 	ClickHouseHTTP string
 	Database       string
+	// Cluster, when enabled, writes to a sharded, replicated ClickHouse instead of the server
+	// of ClickHouseDSN, whose user, password and settings it uses on every node (ClickHouseDSN's
+	// address and ClickHouseHTTP are then unused): the migrations go to every node (Replicated
+	// tables in Cluster.Local(Database), Distributed tables and views in Database), and each
+	// partition's rows to the shard Cluster.ShardOf maps it to, through one of its replicas.
+	Cluster chcluster.Layout
 	// Partitions must equal the collector's: events are routed by stream.PartitionOf.
 	Partitions int
 	// Streams sizes the streams this aggregator ensures at start-up (stream.Ensure).
@@ -100,7 +107,7 @@ func (c Config) withDefaults() Config {
 	if c.ClickHouseDSN == "" {
 		c.ClickHouseDSN = DefaultClickHouseDSN
 	}
-	if c.ClickHouseHTTP == "" {
+	if c.ClickHouseHTTP == "" && !c.Cluster.Enabled() {
 		c.ClickHouseHTTP, _ = chwrite.HTTPURL(c.ClickHouseDSN) // Validate reports the error
 	}
 	if c.Database == "" {
@@ -160,7 +167,9 @@ func (c Config) Validate() error {
 	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
 		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
 	}
-	if c.ClickHouseHTTP == "" {
+	if c.Cluster.Enabled() {
+		// Every replica's HTTP URL comes from the layout (Cluster.Validate).
+	} else if c.ClickHouseHTTP == "" {
 		if _, err := chwrite.HTTPURL(c.ClickHouseDSN); err != nil {
 			errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", redact.DSNError(err, c.ClickHouseDSN)))
 		}
@@ -172,6 +181,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.Streams.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Cluster.Validate(c.Partitions); err != nil {
+		errs = append(errs, fmt.Errorf("Cluster: %w", err))
+	}
+	if c.Cluster.Enabled() && c.Cluster.Local(c.Database) == c.Database {
+		errs = append(errs, fmt.Errorf("Cluster: the local database must differ from Database %q", c.Database))
 	}
 	if c.Partitions < 1 || c.Partitions > 1<<16 {
 		errs = append(errs, fmt.Errorf("Partitions (%d) must be between 1 and 65536", c.Partitions))

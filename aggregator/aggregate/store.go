@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
+	"github.com/sony/gobreaker"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
@@ -18,9 +19,15 @@ import (
 // fingerprint ClickHouse computed for them (usage_events.content_fp, migration 0040), which
 // the de-duplication set needs to tell a redelivery from a conflicting second copy, and the
 // provider responses, which the response set needs to tell a second report of one call.
+//
+// In cluster mode it reads the shard-local database of one replica of the partition's shard;
+// peers are the shard's other replicas, where runningInserts also looks, and breaker the
+// shard's circuit breaker (nil: the aggregator's).
 type store struct {
-	conn driver.Conn
-	db   string
+	conn    driver.Conn
+	db      string
+	peers   []driver.Conn
+	breaker *gobreaker.CircuitBreaker
 }
 
 // stored is what the de-duplication sets need of a stored event.
@@ -363,7 +370,28 @@ func (s store) lookup(ctx context.Context, p int, set clickhouse.GroupSet, from,
 // spend_1m and spend_1d, that ClickHouse is executing now and that may carry rows of a
 // partition for which mine is true: those whose query id names such a partition
 // (chwrite.Partitions), and those whose partitions cannot be told (known false).
+//
+// In cluster mode it looks on every replica of the shard: an INSERT the writer sent to a
+// replica it has since moved away from may still run there. A replica that does not answer
+// runs nothing that could land (see shard).
 func (s store) runningInserts(ctx context.Context, mine func(partition int) bool) ([]runningInsert, error) {
+	out, err := runningInsertsOn(ctx, s.conn, s.db, mine)
+	if err != nil {
+		return nil, err
+	}
+	for _, peer := range s.peers {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		more, err := runningInsertsOn(pctx, peer, s.db, mine)
+		cancel()
+		if err == nil {
+			out = append(out, more...)
+		}
+	}
+	return out, nil
+}
+
+func runningInsertsOn(ctx context.Context, conn driver.Conn, db string, mine func(partition int) bool) ([]runningInsert, error) {
+	s := store{conn: conn, db: db}
 	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ? OR query LIKE ?",
 		"INSERT INTO "+s.db+".usage_events %", "INSERT INTO "+s.db+".spend_1_ %")
 	if err != nil {
@@ -402,6 +430,9 @@ func (s store) kill(ctx context.Context, ids []string) error {
 	}
 	if err := s.conn.Exec(ctx, "KILL QUERY WHERE query_id IN ? SYNC", set); err != nil {
 		return fmt.Errorf("kill %d stuck INSERTs: %w", len(ids), err)
+	}
+	for _, peer := range s.peers { // the INSERTs may run there (cluster mode); ids are unique
+		_ = peer.Exec(ctx, "KILL QUERY WHERE query_id IN ? SYNC", set)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func seedHour(tb testing.TB, hour time.Time, n int) store {
 	if err := conn.Exec(context.Background(), q); err != nil {
 		tb.Fatal(err)
 	}
-	return store{conn, db}
+	return store{conn: conn, db: db}
 }
 
 // A lookup finds the ids stored within the seconds its refs span, and not an id stored at

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
@@ -60,6 +61,43 @@ type worker struct {
 	dedup *dedup.Filter
 	cons  jetstream.Consumer
 	lease *lease.Lease
+	// sh is where the partition is written; rep the replica of sh in use, through which
+	// store reads and inserts writes (bind).
+	sh      *shard
+	rep     *replica
+	inserts *chwrite.Group
+}
+
+// bind points the worker's store and inserts at the replica its shard uses now.
+func (wk *worker) bind() {
+	wk.rep, wk.store = wk.sh.current()
+	wk.inserts = wk.rep.inserts
+}
+
+// failed tells the shard that a call through the worker's replica failed, so that it can move
+// to another replica when this one is down.
+func (wk *worker) failed(ctx context.Context) {
+	moved, err := wk.sh.failed(ctx, wk.rep)
+	switch {
+	case moved:
+		wk.log.Warn("ClickHouse replica does not answer; the shard moved to another replica", "shard", wk.sh.n, "from", wk.rep.addr)
+	case err != nil:
+		wk.log.Warn("ClickHouse replica does not answer", "err", err)
+	}
+	wk.bind()
+}
+
+// retry is Aggregator.retry through the worker's shard: each attempt runs on the replica in
+// use, and a failed one lets the shard move to another replica.
+func (wk *worker) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	return wk.a.retry(ctx, wk.sh.breaker, what, func(ctx context.Context) error {
+		wk.bind()
+		err := fn(ctx)
+		if err != nil && ctx.Err() == nil {
+			wk.failed(ctx)
+		}
+		return err
+	}, &wk.p)
 }
 
 // lookups is a worker's dedup.Store: its partition's lookups in ClickHouse, retried through
@@ -68,20 +106,21 @@ type lookups struct{ wk *worker }
 
 func (l lookups) Events(ctx context.Context, refs []dedup.Ref, fn func(id string, fp uint64)) error {
 	wk := l.wk
-	return wk.a.retry(ctx, wk.a.chBreaker, "look up event ids in ClickHouse", func(ctx context.Context) error {
+	return wk.retry(ctx, "look up event ids in ClickHouse", func(ctx context.Context) error {
 		return wk.store.existing(ctx, wk.p, refs, fn)
-	}, &wk.p)
+	})
 }
 
 func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(stored batch.Row, displaced bool)) error {
 	wk := l.wk
-	return wk.a.retry(ctx, wk.a.chBreaker, "look up response ids in ClickHouse", func(ctx context.Context) error {
+	return wk.retry(ctx, "look up response ids in ClickHouse", func(ctx context.Context) error {
 		return wk.store.existingResponses(ctx, wk.p, refs, fn)
-	}, &wk.p)
+	})
 }
 
-func (a *Aggregator) runPartition(ctx context.Context, st store, l *lease.Lease, p int) error {
-	wk := &worker{a: a, p: p, store: st, log: a.log.With("partition", p), lease: l}
+func (a *Aggregator) runPartition(ctx context.Context, sh *shard, l *lease.Lease, p int) error {
+	wk := &worker{a: a, p: p, sh: sh, log: a.log.With("partition", p), lease: l}
+	wk.bind()
 	wk.dedup = dedup.NewFilter(a.cfg.DedupWindow, a.now, lookups{wk})
 	if a.cfg.DedupMaxBytes > 0 {
 		// Each owned partition has two sets (ids, responses) at about 8 bytes a key.
@@ -175,7 +214,7 @@ func (wk *worker) takeLease(ctx context.Context, lapsed bool) error {
 func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
 	var recent affected
-	err := wk.a.retry(ctx, wk.a.chBreaker, "load the de-duplication set", func(ctx context.Context) error {
+	err := wk.retry(ctx, "load the de-duplication set", func(ctx context.Context) error {
 		wk.dedup = dedup.NewFilter(wk.a.cfg.DedupWindow, wk.a.now, lookups{wk})
 		recent = affected{}
 		floor := wk.dedup.Floor()
@@ -187,7 +226,7 @@ func (wk *worker) warm(ctx context.Context) error {
 			return err
 		}
 		return wk.store.oldHours(ctx, wk.p, floor, wk.dedup.Uncover)
-	}, &wk.p)
+	})
 	if err != nil {
 		return err
 	}
@@ -205,7 +244,7 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 		return nil
 	}
 	attempt := 0
-	return wk.a.retry(ctx, wk.a.chBreaker, "repair the roll-ups of partition "+strconv.Itoa(wk.p), func(ctx context.Context) error {
+	return wk.retry(ctx, "repair the roll-ups of partition "+strconv.Itoa(wk.p), func(ctx context.Context) error {
 		if attempt++; attempt > 1 {
 			if err := wk.a.awaitNoInsertsOf(ctx, wk.store, func(p int) bool { return p == wk.p },
 				"waiting for a failed roll-up repair to finish before comparing again"); err != nil {
@@ -229,7 +268,7 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 			}
 		}
 		return err
-	}, &wk.p)
+	})
 }
 
 func (wk *worker) setGauges() {
@@ -501,6 +540,7 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		if !wk.lease.Held() {
 			return errLeaseLapsed
 		}
+		wk.bind()
 		if attempt > 0 {
 			// The failed INSERT may have landed in part (one part per monthly partition), or
 			// may still be running in ClickHouse although its client gave up (a lost answer,
@@ -530,6 +570,9 @@ func (wk *worker) flush(ctx context.Context, b *pending) error {
 		}
 		err = fmt.Errorf("insert %d rows of partition %d: %w", len(rows), wk.p, err)
 		wk.a.setReady(wk.p, err)
+		if ctx.Err() == nil {
+			wk.failed(ctx)
+		}
 		if ctx.Err() != nil {
 			wk.log.Warn("insert failed at shutdown; the batch will be redelivered", "err", err)
 			return errStopped
@@ -571,15 +614,15 @@ func (wk *worker) decide(ctx context.Context, ds []dedup.Decision) error {
 		return nil
 	}
 	at := wk.a.now().UTC().Truncate(time.Second)
-	err := wk.a.retry(ctx, wk.a.chBreaker, "take displaced reports out of the roll-ups", func(ctx context.Context) error {
+	err := wk.retry(ctx, "take displaced reports out of the roll-ups", func(ctx context.Context) error {
 		return wk.store.displace(ctx, wk.p, ds, at)
-	}, &wk.p)
+	})
 	if err != nil {
 		return err
 	}
-	err = wk.a.retry(ctx, wk.a.chBreaker, "record the choice between reports of one call", func(ctx context.Context) error {
+	err = wk.retry(ctx, "record the choice between reports of one call", func(ctx context.Context) error {
 		return wk.store.recordDecisions(ctx, wk.p, ds, at)
-	}, &wk.p)
+	})
 	if err != nil {
 		return err
 	}
@@ -632,10 +675,10 @@ func (wk *worker) insert(ctx context.Context, rows []batch.Row) error {
 		return nil
 	}
 	start := time.Now()
-	_, err := wk.a.chBreaker.Execute(func() (any, error) {
+	_, err := wk.sh.breaker.Execute(func() (any, error) {
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
 		defer cancel()
-		return nil, wk.a.inserts.Insert(ictx, wk.p, rows)
+		return nil, wk.inserts.Insert(ictx, wk.p, rows)
 	})
 	if err != nil {
 		wk.a.m.inserts.WithLabelValues("error").Inc()

@@ -66,6 +66,9 @@ func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 			if applied[m.Version] {
 				continue
 			}
+			if err := notClusterNode(ctx, conn, db); err != nil {
+				return done, err
+			}
 			if err := conn.Exec(ctx, m.Statement(db)); err != nil && !alreadyExists(err) {
 				failed = fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
 				break
@@ -84,6 +87,23 @@ func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 		}
 	}
+}
+
+// ErrClusterNode is Apply refusing to migrate a database on a node of a ClickHouse cluster:
+// there the schema is the cluster's (ApplyCluster, which the aggregator runs when given the
+// cluster), and single-server tables in the analysts' database would hide the Distributed ones.
+var ErrClusterNode = errors.New("the server is a node of a ClickHouse cluster (it defines the {shard} macro): its schema is applied by the aggregator started with the cluster (-clickhouse-cluster); start it first")
+
+// notClusterNode returns ErrClusterNode, naming db, when conn's server defines a shard macro.
+func notClusterNode(ctx context.Context, conn driver.Conn, db string) error {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.macros WHERE macro = 'shard'").Scan(&n); err != nil {
+		return fmt.Errorf("check whether the server of database %s is a cluster node: %w", db, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("migrate database %s: %w", db, ErrClusterNode)
+	}
+	return nil
 }
 
 // applyAttempts bounds the tries of Apply when migrations fail.

@@ -45,13 +45,15 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+zk_serving() {
+  [[ $( (exec 3<>/dev/tcp/127.0.0.1/$zkport && printf stat >&3 && cat <&3) 2>/dev/null) == *"Mode: standalone"* ]]
+}
+
 start_zookeeper() {
-  if running zookeeper; then
-    return 0
-  fi
-  mkdir -p "$dir/zookeeper/data" "$dir/logs"
-  # The admin server would take port 8080 (the collector's); it is not needed.
-  cat >"$dir/zookeeper/zoo.cfg" <<EOF
+  if ! running zookeeper; then
+    mkdir -p "$dir/zookeeper/data" "$dir/logs"
+    # The admin server would take port 8080 (the collector's); it is not needed.
+    cat >"$dir/zookeeper/zoo.cfg" <<EOF
 tickTime=500
 initLimit=10
 syncLimit=5
@@ -63,18 +65,19 @@ admin.enableServer=false
 4lw.commands.whitelist=ruok,mntr,stat
 autopurge.purgeInterval=1
 EOF
-  nohup java -Xms64m -Xmx256m -Dzookeeper.log.dir="$dir/logs" -Dzookeeper.root.logger=WARN,CONSOLE \
-    -cp "/usr/share/java/zookeeper.jar:/etc/zookeeper/conf" \
-    org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zookeeper/zoo.cfg" >>"$dir/logs/zookeeper.log" 2>&1 &
-  echo $! >"$dir/zookeeper.pid"
+    nohup java -Xms64m -Xmx256m -Dzookeeper.log.dir="$dir/logs" -Dzookeeper.root.logger=WARN,CONSOLE \
+      -cp "/usr/share/java/zookeeper.jar:/etc/zookeeper/conf" \
+      org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zookeeper/zoo.cfg" >>"$dir/logs/zookeeper.log" 2>&1 &
+    echo $! >"$dir/zookeeper.pid"
+  fi
+  # ruok answers before the server takes sessions, and a clickhouse-server 18.16 whose
+  # Replicated tables cannot reach ZooKeeper at start-up exits: wait for "Mode:" in stat.
   for _ in $(seq 300); do
-    if [[ $( (exec 3<>/dev/tcp/127.0.0.1/$zkport && printf ruok >&3 && cat <&3) 2>/dev/null) == imok ]]; then
-      return 0
-    fi
+    zk_serving && return 0
     running zookeeper || break
     sleep 0.2
   done
-  echo "zookeeper did not answer on 127.0.0.1:$zkport within 60 s; see $dir/logs/zookeeper.log" >&2
+  echo "zookeeper does not serve on 127.0.0.1:$zkport after 60 s; see $dir/logs/zookeeper.log" >&2
   tail -20 "$dir/logs/zookeeper.log" >&2 || true
   return 1
 }
@@ -119,10 +122,12 @@ write_config() {
 XML
   # insert_distributed_sync: an INSERT into a Distributed table returns once every shard has
   # its rows, so a writer reading back what it wrote (re-rating, outcomes) finds it.
+  # load_balancing in_order: a Distributed read prefers each shard's first replica, the one
+  # the aggregators write while it is up, whose data is the freshest.
   cat >"$d/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage><insert_distributed_sync>1</insert_distributed_sync></default></profiles>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage><insert_distributed_sync>1</insert_distributed_sync><load_balancing>in_order</load_balancing></default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
+	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
 	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/ops"
@@ -46,6 +47,9 @@ func run(args []string) int {
 	chPasswordFile := fs.String("clickhouse-password-file", "", "file holding the password of the ClickHouse DSN's user, kept out of the DSN (a Kubernetes Secret, a compose volume)")
 	fs.StringVar(&cfg.ClickHouseHTTP, "clickhouse-http", "", "ClickHouse HTTP URL for inserts (default: from the DSN, port 9000 -> 8123)")
 	fs.StringVar(&cfg.Database, "database", aggregate.DefaultDatabase, "ClickHouse database")
+	chCluster := fs.String("clickhouse-cluster", "", "a sharded, replicated ClickHouse instead of the DSN's server: NAME=host:port,host:port;host:port,host:port (shards by ';', each shard's replicas by ','; host:port/httpport when the HTTP port is not the standard one); the DSN gives user, password and settings")
+	partitionShards := fs.String("partition-shards", "", "with -clickhouse-cluster: the shard of each partition in order, e.g. 0,1,0,1 (default partition mod shards)")
+	fs.StringVar(&cfg.Cluster.LocalDatabase, "local-database", "", "with -clickhouse-cluster: the shard-local database of the Replicated tables (default <database>_local)")
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "partitions of USAGE_ENRICHED (as the enricher's)")
 	fs.IntVar(&cfg.BatchMaxRows, "batch-max-rows", aggregate.DefaultBatchMaxRows, "rows per INSERT")
 	fs.DurationVar(&cfg.BatchMaxWait, "batch-max-wait", aggregate.DefaultBatchMaxWait, "longest wait to fill a batch")
@@ -79,6 +83,17 @@ func run(args []string) int {
 			return 2
 		}
 		exitAfter = n
+	}
+	if cl, err := chcluster.Parse(*chCluster); err != nil {
+		log.Error("invalid -clickhouse-cluster", "err", err)
+		return 2
+	} else if cl.Enabled() {
+		cl.LocalDatabase = cfg.Cluster.LocalDatabase
+		if cl.PartitionShards, err = chcluster.ParseShardMap(*partitionShards); err != nil {
+			log.Error("invalid -partition-shards", "err", err)
+			return 2
+		}
+		cfg.Cluster = cl
 	}
 	if *own != "" {
 		var err error
