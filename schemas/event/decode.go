@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"mime"
-	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -109,6 +108,7 @@ type decoder struct {
 	received time.Time
 	lim      Limits
 	room     []Usage // see DecodeReusing
+	strs     strs    // the strings scanEvent makes
 	out      Batch
 	// syntax counts the elements that were not JSON objects at all.
 	syntax int
@@ -149,19 +149,20 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 		return Batch{}, fmt.Errorf("%w: %d lines, the limit is %d", ErrTooManyEvents, n, maxEvents)
 	}
 	d.out.Events = d.events(bytes.Count(body, []byte{'\n'}) + 1)
-	// One copy of the body as a string: the events scanEvent reads are substrings of it.
-	text := string(body)
 	index := 0
-	for start := 0; start < len(body); {
-		end := len(body)
-		if i := bytes.IndexByte(body[start:], '\n'); i >= 0 {
-			end = start + i
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
 		}
-		if line := bytes.TrimSpace(body[start:end]); len(line) > 0 {
-			_ = d.event(index, line, strings.TrimSpace(text[start:end]))
-			index++
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
 		}
-		start = end + 1
+		_ = d.plain(index, line)
+		index++
 	}
 	if index == 0 {
 		return Batch{}, fmt.Errorf("%w: no lines", ErrUnreadable)
@@ -172,17 +173,12 @@ func (d *decoder) lines(body []byte, maxEvents int) (Batch, error) {
 	return d.out, nil
 }
 
-// plain decodes one event object.
+// plain decodes one event object. The event is decoded in place, into the next element of
+// d.out.Events, which is dropped when it is rejected.
 func (d *decoder) plain(index int, data []byte) error {
-	return d.event(index, data, string(data))
-}
-
-// event decodes one event object, data, of which text is a copy. The event is decoded in
-// place, into the next element of d.out.Events, which is dropped when it is rejected.
-func (d *decoder) event(index int, data []byte, text string) error {
 	n := len(d.out.Events)
 	d.out.Events = append(d.out.Events, Usage{})
-	if err := d.decodeInto(&d.out.Events[n], index, data, text); err != nil {
+	if err := d.decodeInto(&d.out.Events[n], index, data); err != nil {
 		d.out.Events[n] = Usage{}
 		d.out.Events = d.out.Events[:n]
 		return err
@@ -190,8 +186,8 @@ func (d *decoder) event(index int, data []byte, text string) error {
 	return nil
 }
 
-func (d *decoder) decodeInto(u *Usage, index int, data []byte, text string) error {
-	if scanEvent(u, data, text) {
+func (d *decoder) decodeInto(u *Usage, index int, data []byte) error {
+	if scanEvent(u, data, &d.strs) {
 		return d.accept(index, u)
 	}
 	*u = Usage{}

@@ -325,7 +325,7 @@ func TestScanEvent(t *testing.T) {
 	f := func(in string, want bool) {
 		t.Helper()
 		var u Usage
-		if got := scanEvent(&u, []byte(in), in); got != want {
+		if got := scanEvent(&u, []byte(in), new(strs)); got != want {
 			t.Errorf("scanEvent(%s) = %t, want %t", in, got, want)
 		}
 	}

@@ -155,9 +155,14 @@ func FuzzScanEvent(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var fast Usage
-		if !scanEvent(&fast, data, string(data)) {
+		// Twice with the same strs: the second time its strings are those of the first.
+		var strs strs
+		var fast, again Usage
+		if !scanEvent(&fast, data, &strs) {
 			return
+		}
+		if !scanEvent(&again, data, &strs) || !reflect.DeepEqual(again, fast) {
+			t.Fatalf("scanEvent(%q) again = %+v, want %+v", data, again, fast)
 		}
 		if err := checkShape(data); err != nil {
 			t.Fatalf("scanEvent accepted %q, which checkShape refuses: %v", data, err)

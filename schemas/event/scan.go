@@ -1,13 +1,16 @@
 package event
 
-import "strings"
+import (
+	"bytes"
+	"strings"
+)
 
 // scanEvent decodes data, one event object, into the zero Usage u when the object has the
 // shape nearly every event has, and reports whether it did. It exists because decoding an
 // event through goccy/go-json's reflection cost more than everything else the collector does
 // with it (BenchmarkDecodeNDJSON): here each field is read straight into its place, with no
-// intermediate values, and every string is a substring of text, the same bytes as data, so
-// an event costs no allocation but its tags and units maps.
+// intermediate values, and its strings are made by strs, which shares them between the
+// events of a body; an event costs no allocation but its tags and units maps.
 //
 // It handles only what it can decode exactly as goccy/go-json does: keys spelled exactly as
 // the fields, each once; strings without escapes or control characters; integers of at most
@@ -16,8 +19,8 @@ import "strings"
 // key, a float, malformed JSON — returns false, u is to be discarded, and the general decoder
 // decides, with its own error messages. Whatever scanEvent accepts, the general decoder
 // decodes to the same Usage, and checkShape lets through (FuzzScanEvent).
-func scanEvent(u *Usage, data []byte, text string) bool {
-	s := scanner{data: data, text: text}
+func scanEvent(u *Usage, data []byte, strs *strs) bool {
+	s := scanner{data: data, strs: strs}
 	var seen uint32 // a bit per field read: a key seen twice goes to the general decoder
 	once := func(bit uint32) bool {
 		if seen&bit != 0 {
@@ -26,59 +29,59 @@ func scanEvent(u *Usage, data []byte, text string) bool {
 		seen |= bit
 		return true
 	}
-	ok := s.object(func(key string) bool {
-		switch key {
+	ok := s.object(func(_ int, key []byte) bool {
+		switch string(key) {
 		case "id":
-			return once(1<<0) && s.str(&u.ID)
+			return once(1<<0) && s.str(&u.ID, unique)
 		case "time":
 			return once(1<<1) && s.time(u)
 		case "provider":
-			return once(1<<2) && s.str(&u.Provider)
+			return once(1<<2) && s.str(&u.Provider, slotProvider)
 		case "model":
-			return once(1<<3) && s.str(&u.Model)
+			return once(1<<3) && s.str(&u.Model, slotModel)
 		case "operation":
-			return once(1<<4) && s.str(&u.Operation)
+			return once(1<<4) && s.str(&u.Operation, slotOperation)
 		case "usage":
 			return once(1<<5) && s.tokens(&u.Usage)
 		case "units":
-			return once(1<<6) && scanMap(&s, &u.Units, s.integer)
+			return once(1<<6) && scanMap(&s, &u.Units, slotUnits, func(int) (int64, bool) { return s.integer() })
 		case "service_tier":
-			return once(1<<7) && s.str(&u.ServiceTier)
+			return once(1<<7) && s.str(&u.ServiceTier, slotServiceTier)
 		case "response_id":
-			return once(1<<8) && s.str(&u.ResponseID)
+			return once(1<<8) && s.str(&u.ResponseID, unique)
 		case "status":
-			return once(1<<9) && s.str(&u.Status)
+			return once(1<<9) && s.str(&u.Status, slotStatus)
 		case "latency_ms":
 			return once(1<<10) && s.int(&u.LatencyMS)
 		case "tags":
-			return once(1<<11) && scanMap(&s, &u.Tags, s.string)
+			return once(1<<11) && scanMap(&s, &u.Tags, slotTags, s.string)
 		case "workflow_id":
-			return once(1<<12) && s.str(&u.WorkflowID)
+			return once(1<<12) && s.str(&u.WorkflowID, slotWorkflowID)
 		case "prompt_version":
-			return once(1<<13) && s.str(&u.PromptVersion)
+			return once(1<<13) && s.str(&u.PromptVersion, slotPromptVersion)
 		case "cache_hit":
 			return once(1<<14) && s.bool(&u.CacheHit)
 		case "estimated":
 			return once(1<<15) && s.bool(&u.Estimated)
 		case "estimate_reason":
-			return once(1<<16) && s.str(&u.EstimateReason)
+			return once(1<<16) && s.str(&u.EstimateReason, slotEstimateReason)
 		}
 		return false
 	})
 	s.space()
-	return ok && s.pos == len(text)
+	return ok && s.pos == len(data)
 }
 
-// scanner reads JSON from text; data holds the same bytes, for Time.UnmarshalJSON.
+// scanner reads JSON from data.
 type scanner struct {
 	data []byte
-	text string
 	pos  int
+	strs *strs
 }
 
 func (s *scanner) space() {
-	for s.pos < len(s.text) {
-		switch s.text[s.pos] {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
 		case ' ', '\t', '\n', '\r':
 			s.pos++
 		default:
@@ -90,25 +93,25 @@ func (s *scanner) space() {
 // next consumes c, after whitespace, if it comes next.
 func (s *scanner) next(c byte) bool {
 	s.space()
-	if s.pos < len(s.text) && s.text[s.pos] == c {
+	if s.pos < len(s.data) && s.data[s.pos] == c {
 		s.pos++
 		return true
 	}
 	return false
 }
 
-// object reads an object, calling member for each key with the position on its value.
-// member reads the value and reports whether it could.
-func (s *scanner) object(member func(key string) bool) bool {
+// object reads an object, calling member for each key, the i-th, with the position on its
+// value. member reads the value and reports whether it could.
+func (s *scanner) object(member func(i int, key []byte) bool) bool {
 	if !s.next('{') {
 		return false
 	}
 	if s.next('}') {
 		return true
 	}
-	for {
-		var key string
-		if !s.str(&key) || !s.next(':') || !member(key) {
+	for i := 0; ; i++ {
+		key, ok := s.quoted()
+		if !ok || !s.next(':') || !member(i, key) {
 			return false
 		}
 		if s.next('}') {
@@ -120,40 +123,45 @@ func (s *scanner) object(member func(key string) bool) bool {
 	}
 }
 
-// quoted finds the string that comes next and returns the positions of its quotes.
-func (s *scanner) quoted() (open, close int, ok bool) {
+// quoted reads the string that comes next and returns its contents.
+func (s *scanner) quoted() ([]byte, bool) {
 	s.space()
-	if s.pos >= len(s.text) || s.text[s.pos] != '"' {
-		return 0, 0, false
+	if s.pos >= len(s.data) || s.data[s.pos] != '"' {
+		return nil, false
 	}
-	for i := s.pos + 1; i < len(s.text); i++ {
-		switch c := s.text[i]; {
+	for i := s.pos + 1; i < len(s.data); i++ {
+		switch c := s.data[i]; {
 		case c == '"':
-			open, s.pos = s.pos, i+1
-			return open, i, true
+			v := s.data[s.pos+1 : i]
+			s.pos = i + 1
+			return v, true
 		case c == '\\' || c < 0x20:
-			return 0, 0, false
+			return nil, false
 		}
 	}
-	return 0, 0, false
+	return nil, false
 }
 
-func (s *scanner) string() (string, bool) {
-	open, close, ok := s.quoted()
-	if !ok {
-		return "", false
-	}
-	return s.text[open+1 : close], true
-}
-
-func (s *scanner) str(dst *string) (ok bool) {
-	*dst, ok = s.string()
+// str reads a string into dst, made by strs for slot.
+func (s *scanner) str(dst *string, slot int) (ok bool) {
+	*dst, ok = s.string(slot)
 	return ok
 }
 
+// string reads a string made by strs for slot.
+func (s *scanner) string(slot int) (string, bool) {
+	v, ok := s.quoted()
+	if !ok {
+		return "", false
+	}
+	return s.strs.make(slot, v), true
+}
+
 func (s *scanner) time(u *Usage) bool {
-	open, close, ok := s.quoted()
-	return ok && u.Time.UnmarshalJSON(s.data[open:close+1]) == nil
+	s.space()
+	start := s.pos
+	_, ok := s.quoted()
+	return ok && u.Time.UnmarshalJSON(s.data[start:s.pos]) == nil
 }
 
 func (s *scanner) int(dst *int64) (ok bool) {
@@ -163,18 +171,18 @@ func (s *scanner) int(dst *int64) (ok bool) {
 
 func (s *scanner) integer() (int64, bool) {
 	s.space()
-	neg := s.pos < len(s.text) && s.text[s.pos] == '-'
+	neg := s.pos < len(s.data) && s.data[s.pos] == '-'
 	if neg {
 		s.pos++
 	}
 	start := s.pos
 	var n int64
-	for ; s.pos < len(s.text) && '0' <= s.text[s.pos] && s.text[s.pos] <= '9'; s.pos++ {
-		n = n*10 + int64(s.text[s.pos]-'0')
+	for ; s.pos < len(s.data) && '0' <= s.data[s.pos] && s.data[s.pos] <= '9'; s.pos++ {
+		n = n*10 + int64(s.data[s.pos]-'0')
 	}
 	// 18 digits always fit in an int64; "-0" and leading zeros are left to the general decoder.
 	digits := s.pos - start
-	if digits == 0 || digits > 18 || s.text[start] == '0' && (digits > 1 || neg) {
+	if digits == 0 || digits > 18 || s.data[start] == '0' && (digits > 1 || neg) {
 		return 0, false
 	}
 	if neg {
@@ -185,10 +193,10 @@ func (s *scanner) integer() (int64, bool) {
 
 func (s *scanner) bool(dst *bool) bool {
 	s.space()
-	switch rest := s.text[s.pos:]; {
-	case strings.HasPrefix(rest, "true"):
+	switch rest := s.data[s.pos:]; {
+	case bytes.HasPrefix(rest, []byte("true")):
 		*dst, s.pos = true, s.pos+len("true")
-	case strings.HasPrefix(rest, "false"):
+	case bytes.HasPrefix(rest, []byte("false")):
 		*dst, s.pos = false, s.pos+len("false")
 	default:
 		return false
@@ -198,10 +206,10 @@ func (s *scanner) bool(dst *bool) bool {
 
 func (s *scanner) tokens(t *Tokens) bool {
 	var seen uint32
-	return s.object(func(key string) bool {
+	return s.object(func(_ int, key []byte) bool {
 		var bit uint32
 		var dst *int64
-		switch key {
+		switch string(key) {
 		case "input_tokens":
 			bit, dst = 1<<0, &t.Input
 		case "output_tokens":
@@ -225,21 +233,81 @@ func (s *scanner) tokens(t *Tokens) bool {
 	})
 }
 
-// scanMap reads an object into a new map, value reading each member's value. Like checkShape
-// it refuses objects of maxWidth members or more, duplicates counted: to the general decoder,
+// scanMap reads an object into a new map, value reading each member's value; the strings of
+// member i are made by strs for the slots mapSlot gives from first. Like checkShape it
+// refuses objects of maxWidth members or more, duplicates counted: to the general decoder,
 // whose checkShape says so.
-func scanMap[M ~map[string]V, V any](s *scanner, dst *M, value func() (V, bool)) bool {
+func scanMap[M ~map[string]V, V any](s *scanner, dst *M, first int, value func(slot int) (V, bool)) bool {
 	m := make(M)
 	*dst = m
-	members := 0
-	return s.object(func(key string) bool {
-		if members++; members >= maxWidth {
+	return s.object(func(i int, key []byte) bool {
+		if i+1 >= maxWidth {
 			return false
 		}
-		v, ok := value()
+		v, ok := value(mapSlot(first, i, 1))
 		if ok {
-			m[key] = v
+			m[s.strs.make(mapSlot(first, i, 0), key)] = v
 		}
 		return ok
 	})
+}
+
+// strs makes the strings of the events a decoder reads. A string that equals what the same
+// field (slot) held in the previous event is that string again: the events of a body mostly
+// share their provider, model, tier, status and tags. Any other is a copy in a chunk shared
+// with the strings after it, so that a body's strings cost a few allocations instead of one
+// each, and none refers to the body.
+type strs struct {
+	chunk strings.Builder
+	prev  [numSlots]string
+}
+
+// Slots of strs: the fields whose values repeat from event to event, then the keys and
+// values of the first tags and the keys of the first units by their position.
+const (
+	unique = iota - 1 // a value that does not repeat (ids)
+	slotProvider
+	slotModel
+	slotOperation
+	slotServiceTier
+	slotStatus
+	slotWorkflowID
+	slotPromptVersion
+	slotEstimateReason
+	slotTags  // tag i's key is slotTags+2i, its value slotTags+2i+1
+	slotUnits = slotTags + 2*slottedTags
+	numSlots  = slotUnits + 2*slottedUnits
+
+	slottedTags, slottedUnits = 8, 4
+	chunkSize                 = 16 << 10
+)
+
+// mapSlot is the slot of the key (part 0) or value (1) of member i of the tags (first is
+// slotTags) or units (slotUnits); members past the slotted ones are unique.
+func mapSlot(first, i, part int) int {
+	n := slottedTags
+	if first == slotUnits {
+		n = slottedUnits
+	}
+	if i >= n {
+		return unique
+	}
+	return first + 2*i + part
+}
+
+func (t *strs) make(slot int, b []byte) string {
+	if slot != unique && t.prev[slot] == string(b) {
+		return t.prev[slot]
+	}
+	if t.chunk.Cap()-t.chunk.Len() < len(b) {
+		t.chunk = strings.Builder{}
+		t.chunk.Grow(max(chunkSize, len(b)))
+	}
+	start := t.chunk.Len()
+	t.chunk.Write(b)
+	v := t.chunk.String()[start:]
+	if slot != unique {
+		t.prev[slot] = v
+	}
+	return v
 }
