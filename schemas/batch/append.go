@@ -3,7 +3,9 @@ package batch
 import (
 	"bytes"
 	"fmt"
+	"sync"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 )
 
@@ -11,10 +13,17 @@ import (
 // batches into one buffer and use it again (the collector does, once JetStream has stored
 // them): encoding a 1,000-event body allocated ~400 KB of streams for every request.
 func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
-	rec := Record(rows)
+	// The record only lives until the writer has copied it: its buffers come from a
+	// recycled scratch, which encoding 1,000 rows otherwise allocated ~350 KB of.
+	sc := scratches.Get().(*scratch)
+	defer scratches.Put(sc)
+	defer sc.reset()
+	rec := record(rows, sc)
 	defer rec.Release()
+	// Sized up front: growing the buffer while the IPC writer copies columns into it cost as
+	// much as building the record.
 	buf := bytes.NewBuffer(dst)
-	buf.Grow(bodySize(rec) + 16<<10) // see Encode
+	buf.Grow(bodySize(rec) + 16<<10)
 	w := ipc.NewWriter(buf, ipc.WithSchema(Schema))
 	if err := w.Write(rec); err != nil {
 		return nil, fmt.Errorf("write arrow record of %d rows: %w", len(rows), err)
@@ -23,4 +32,44 @@ func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
 		return nil, fmt.Errorf("close arrow stream: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// scratch hands out zeroed buffers for the columns of a record from one chunk, which reset
+// makes available again: only once the record is released, since its columns are views of
+// the chunk. A nil *scratch allocates every buffer.
+type scratch struct {
+	chunk []byte
+	used  int
+	// need is what the buffers handed out since the last reset took, across chunks: reset
+	// makes a chunk that large when the last one was too small.
+	need int
+}
+
+func (sc *scratch) bytes(n int) []byte {
+	if sc == nil {
+		return make([]byte, n)
+	}
+	size := (n + 7) &^ 7 // every buffer 8-byte aligned, for the int64 views
+	sc.need += size
+	if sc.used+size > len(sc.chunk) {
+		// The rest of the chunk is left unused, and its start to the buffers already out.
+		sc.chunk = make([]byte, max(64<<10, 2*size))
+		sc.used = 0
+	}
+	b := sc.chunk[sc.used : sc.used+n : sc.used+n]
+	sc.used += size
+	clear(b)
+	return b
+}
+
+func (sc *scratch) int64s(n int) []int64 { return arrow.Int64Traits.CastFromBytes(sc.bytes(8 * n)) }
+func (sc *scratch) int32s(n int) []int32 { return arrow.Int32Traits.CastFromBytes(sc.bytes(4 * n)) }
+
+func (sc *scratch) reset() {
+	if sc.need > len(sc.chunk) {
+		sc.chunk = make([]byte, sc.need)
+	}
+	sc.used, sc.need = 0, 0
 }

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -31,5 +32,26 @@ func TestAppendEncoded(t *testing.T) {
 	got, err := Decode(buf[len("prefix"):first])
 	if err != nil || !reflect.DeepEqual(got, rows[:4]) {
 		t.Errorf("the first stream decodes to %+v, %v; want the first 4 rows %+v", got, err, rows[:4])
+	}
+}
+
+// TestAppendEncodedReusesScratch encodes full rows, sparse ones, then full ones again: the
+// buffers of one record are those of the one before (scratches), and nothing of the earlier
+// rows (a true flag, a unit, a tag) may show through in the later ones.
+func TestAppendEncodedReusesScratch(t *testing.T) {
+	full := benchRows(300)
+	sparse := make([]Row, 5)
+	for i := range sparse {
+		sparse[i] = Row{ID: fmt.Sprintf("s%d", i), Time: t0, Received: t0}
+	}
+	for i, rows := range [][]Row{full, sparse, full, sparse[:1]} {
+		data, err := AppendEncoded(nil, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(data)
+		if err != nil || !reflect.DeepEqual(got, rows) {
+			t.Fatalf("encoding %d: decoded %d rows (%v), unlike the %d encoded", i, len(got), err, len(rows))
+		}
 	}
 }

@@ -113,21 +113,24 @@ var Schema = arrow.NewSchema([]arrow.Field{
 // rather than through Arrow's builders: those grow their buffers by doubling and cost an
 // interface call per value, which made building a record as expensive as everything else the
 // collector does with an event (BenchmarkEncode).
-func Record(rows []Row) arrow.Record {
+func Record(rows []Row) arrow.Record { return record(rows, nil) }
+
+// record is Record with the columns' buffers from sc.
+func record(rows []Row, sc *scratch) arrow.Record {
 	n := len(rows)
 	cols := make([]arrow.Array, numCols)
 	str := func(c int, get func(*Row) string) {
-		cols[c] = stringArray(rows, get)
+		cols[c] = stringArray(rows, get, sc)
 	}
 	i64 := func(c int, get func(*Row) int64) {
-		v := make([]int64, n)
+		v := sc.int64s(n)
 		for i := range rows {
 			v[i] = get(&rows[i])
 		}
 		cols[c] = fixedArray(Schema.Field(c).Type, n, arrow.Int64Traits.CastToBytes(v))
 	}
 	boo := func(c int, get func(*Row) bool) {
-		bits := make([]byte, bitutil.BytesForBits(int64(n)))
+		bits := sc.bytes(int(bitutil.BytesForBits(int64(n))))
 		for i := range rows {
 			if get(&rows[i]) {
 				bitutil.SetBit(bits, i)
@@ -138,7 +141,7 @@ func Record(rows []Row) arrow.Record {
 	str(colID, func(r *Row) string { return r.ID })
 	i64(colTime, func(r *Row) int64 { return r.Time.UnixMilli() })
 	i64(colReceived, func(r *Row) int64 { return r.Received.UnixMilli() })
-	parts := make([]uint16, n)
+	parts := arrow.Uint16Traits.CastFromBytes(sc.bytes(2 * n))
 	for i := range rows {
 		parts[i] = uint16(rows[i].Partition)
 	}
@@ -161,8 +164,8 @@ func Record(rows []Row) arrow.Record {
 	str(colEnv, func(r *Row) string { return r.Env })
 	str(colCostCenter, func(r *Row) string { return r.CostCenter })
 	str(colTraffic, func(r *Row) string { return r.Traffic })
-	cols[colTagKeys] = tagList(rows, func(t Tag) string { return t.Key })
-	cols[colTagValues] = tagList(rows, func(t Tag) string { return t.Value })
+	cols[colTagKeys] = tagList(rows, func(t Tag) string { return t.Key }, sc)
+	cols[colTagValues] = tagList(rows, func(t Tag) string { return t.Value }, sc)
 	str(colWorkflowID, func(r *Row) string { return r.WorkflowID })
 	str(colPromptVersion, func(r *Row) string { return r.PromptVersion })
 	boo(colCacheHit, func(r *Row) bool { return r.CacheHit })
@@ -172,9 +175,9 @@ func Record(rows []Row) arrow.Record {
 	i64(colCost, func(r *Row) int64 { return r.CostPico })
 	i64(colSavings, func(r *Row) int64 { return r.SavingsPico })
 	str(colSource, func(r *Row) string { return r.Source })
-	cols[colUnitKeys] = unitKeys(rows)
-	cols[colUnitCounts] = unitInts(rows, func(u *Unit) int64 { return u.Count })
-	cols[colUnitCosts] = unitInts(rows, func(u *Unit) int64 { return u.CostPico })
+	cols[colUnitKeys] = unitKeys(rows, sc)
+	cols[colUnitCounts] = unitInts(rows, func(u *Unit) int64 { return u.Count }, sc)
+	cols[colUnitCosts] = unitInts(rows, func(u *Unit) int64 { return u.CostPico }, sc)
 	boo(colEstimated, func(r *Row) bool { return r.Estimated })
 	str(colEstimateReason, func(r *Row) string { return r.EstimateReason })
 	rec := array.NewRecord(Schema, cols, int64(n))
@@ -192,13 +195,13 @@ func fixedArray(t arrow.DataType, n int, values []byte) arrow.Array {
 }
 
 // stringArray is the column of get(row) for every row.
-func stringArray(rows []Row, get func(*Row) string) arrow.Array {
+func stringArray(rows []Row, get func(*Row) string, sc *scratch) arrow.Array {
 	size := 0
 	for i := range rows {
 		size += len(get(&rows[i]))
 	}
-	offsets := make([]int32, len(rows)+1)
-	data := make([]byte, 0, size)
+	offsets := sc.int32s(len(rows) + 1)
+	data := sc.bytes(size)[:0]
 	for i := range rows {
 		data = append(data, get(&rows[i])...)
 		offsets[i+1] = int32(len(data))
@@ -207,7 +210,7 @@ func stringArray(rows []Row, get func(*Row) string) arrow.Array {
 }
 
 // tagList is the list column of get(tag) for the extra tags of every row.
-func tagList(rows []Row, get func(Tag) string) arrow.Array {
+func tagList(rows []Row, get func(Tag) string, sc *scratch) arrow.Array {
 	count, size := 0, 0
 	for i := range rows {
 		count += len(rows[i].ExtraTags)
@@ -215,9 +218,9 @@ func tagList(rows []Row, get func(Tag) string) arrow.Array {
 			size += len(get(t))
 		}
 	}
-	listOffsets := make([]int32, len(rows)+1)
-	offsets := make([]int32, count+1)
-	data := make([]byte, 0, size)
+	listOffsets := sc.int32s(len(rows) + 1)
+	offsets := sc.int32s(count + 1)
+	data := sc.bytes(size)[:0]
 	k := 0
 	for i := range rows {
 		for _, t := range rows[i].ExtraTags {
@@ -238,8 +241,8 @@ func tagList(rows []Row, get func(Tag) string) arrow.Array {
 
 // unitListOffsets are the list offsets of the unit columns: row i's units are values
 // [offsets[i], offsets[i+1]).
-func unitListOffsets(rows []Row) []int32 {
-	offsets := make([]int32, len(rows)+1)
+func unitListOffsets(rows []Row, sc *scratch) []int32 {
+	offsets := sc.int32s(len(rows) + 1)
 	for i := range rows {
 		offsets[i+1] = offsets[i] + int32(len(rows[i].Units))
 	}
@@ -257,10 +260,16 @@ func listArray(t arrow.DataType, offsets []int32, values arrow.Array) arrow.Arra
 }
 
 // unitKeys is the list column of the unit keys of every row.
-func unitKeys(rows []Row) arrow.Array {
-	listOffsets := unitListOffsets(rows)
-	offsets := make([]int32, listOffsets[len(rows)]+1)
-	var data []byte
+func unitKeys(rows []Row, sc *scratch) arrow.Array {
+	listOffsets := unitListOffsets(rows, sc)
+	offsets := sc.int32s(int(listOffsets[len(rows)]) + 1)
+	size := 0
+	for i := range rows {
+		for _, u := range rows[i].Units {
+			size += len(u.Key)
+		}
+	}
+	data := sc.bytes(size)[:0]
 	k := 0
 	for i := range rows {
 		for _, u := range rows[i].Units {
@@ -273,9 +282,9 @@ func unitKeys(rows []Row) arrow.Array {
 }
 
 // unitInts is the list column of get(unit) for the units of every row.
-func unitInts(rows []Row, get func(*Unit) int64) arrow.Array {
-	listOffsets := unitListOffsets(rows)
-	v := make([]int64, 0, listOffsets[len(rows)])
+func unitInts(rows []Row, get func(*Unit) int64, sc *scratch) arrow.Array {
+	listOffsets := unitListOffsets(rows, sc)
+	v := sc.int64s(int(listOffsets[len(rows)]))[:0]
 	for i := range rows {
 		for j := range rows[i].Units {
 			v = append(v, get(&rows[i].Units[j]))
@@ -294,22 +303,7 @@ func stringsFrom(offsets []int32, data []byte) arrow.Array {
 }
 
 // Encode serializes rows as an Arrow IPC stream holding one record batch.
-func Encode(rows []Row) ([]byte, error) {
-	rec := Record(rows)
-	defer rec.Release()
-	// Sized up front: growing the buffer while the IPC writer copies columns into it cost as
-	// much as building the record.
-	var buf bytes.Buffer
-	buf.Grow(bodySize(rec) + 16<<10)
-	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
-	if err := w.Write(rec); err != nil {
-		return nil, fmt.Errorf("write arrow record of %d rows: %w", len(rows), err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("close arrow stream: %w", err)
-	}
-	return buf.Bytes(), nil
-}
+func Encode(rows []Row) ([]byte, error) { return AppendEncoded(nil, rows) }
 
 // bodySize is the number of bytes in rec's buffers, the bulk of its IPC encoding.
 func bodySize(rec arrow.Record) int {
