@@ -904,3 +904,37 @@ func TestTakenLeaseStopsWriting(t *testing.T) {
 		t.Errorf("usage_events count and sum = %s, want %s", got, want)
 	}
 }
+
+// -dedup-max-bytes bounds the sets the aggregator loads at start-up too (it once built them
+// anew without the bound, so a production aggregator kept the whole window whatever the
+// flag): the 300 events stored half an hour ago leave the bounded sets, and their copies
+// sent again are still found, in ClickHouse.
+func TestDedupBoundHoldsAfterStartUp(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Add(-30 * time.Minute).Truncate(time.Millisecond)
+	var stored []batch.Row
+	for i := range 300 {
+		r := row(idOnPartition(fmt.Sprintf("evt_%03d", i), 0), at, 1)
+		r.Received = at
+		stored = append(stored, r)
+	}
+	if err := seedInserter(t, e.db).Insert(context.Background(), 0, stored); err != nil {
+		t.Fatal(err)
+	}
+	// Two owned partitions, two sets each, 8 bytes a key: 100 keys a set.
+	a := e.startConfig(t, nil, func(c *Config) { c.DedupMaxBytes = 2 * 2 * 8 * 100 })
+	if got := testutil.ToFloat64(a.m.dedupIDs.WithLabelValues("0")); got != 0 {
+		t.Fatalf("partition 0's set holds %v ids after start-up, want 0: the 300 stored are past its bound of 100 and older than %s", got, MinDedupWindow)
+	}
+	e.publish(t, stored[0], stored[1], stored[2], row(idOnPartition("evt_new", 0), at, 1))
+	e.waitDrained(t)
+	if got, want := e.query(t, "SELECT toString(count()) FROM {db}.usage_events"), "301"; got != want {
+		t.Errorf("usage_events holds %s events, want %s: copies of events the bound dropped were stored again", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.duplicates); got != 3 {
+		t.Errorf("duplicates metric = %v, want 3", got)
+	}
+}

@@ -121,11 +121,7 @@ func (l lookups) Responses(ctx context.Context, refs []dedup.Ref, fn func(stored
 func (a *Aggregator) runPartition(ctx context.Context, sh *shard, l *lease.Lease, p int) error {
 	wk := &worker{a: a, p: p, sh: sh, log: a.log.With("partition", p), lease: l}
 	wk.bind()
-	wk.dedup = dedup.NewFilter(a.cfg.DedupWindow, a.now, lookups{wk})
-	if a.cfg.DedupMaxBytes > 0 {
-		// Each owned partition has two sets (ids, responses) at about 8 bytes a key.
-		wk.dedup.SetMaxKeys(int(a.cfg.DedupMaxBytes/8/2/int64(max(len(a.cfg.Owned), 1))), MinDedupWindow)
-	}
+	wk.dedup = wk.newFilter()
 	// The lease is renewed until the worker is done, including an INSERT finishing after
 	// ctx ended, and released then.
 	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
@@ -208,6 +204,16 @@ func (wk *worker) takeLease(ctx context.Context, lapsed bool) error {
 		"waiting for INSERTs of the partition's previous writer to finish before loading the de-duplication sets")
 }
 
+// newFilter is an empty de-duplication filter of the partition, bounded by -dedup-max-bytes.
+func (wk *worker) newFilter() *dedup.Filter {
+	f := dedup.NewFilter(wk.a.cfg.DedupWindow, wk.a.now, lookups{wk})
+	if wk.a.cfg.DedupMaxBytes > 0 {
+		// Each owned partition has two sets (ids, responses) at about 8 bytes a key.
+		f.SetMaxKeys(int(wk.a.cfg.DedupMaxBytes/8/2/int64(max(len(wk.a.cfg.Owned), 1))), MinDedupWindow)
+	}
+	return f
+}
+
 // warm loads the ids and provider responses ClickHouse holds for the partition within the
 // window, then repairs the roll-ups of the minutes those events are timed in: the previous
 // writer may have died in the middle of an INSERT.
@@ -215,7 +221,7 @@ func (wk *worker) warm(ctx context.Context) error {
 	start := time.Now()
 	var recent affected
 	err := wk.retry(ctx, "load the de-duplication set", func(ctx context.Context) error {
-		wk.dedup = dedup.NewFilter(wk.a.cfg.DedupWindow, wk.a.now, lookups{wk})
+		wk.dedup = wk.newFilter()
 		recent = affected{}
 		floor := wk.dedup.Floor()
 		err := wk.store.ids(ctx, wk.p, floor, func(e *stored) {
@@ -230,6 +236,7 @@ func (wk *worker) warm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	wk.dedup.Expire() // what the window held past -dedup-max-bytes leaves (and is looked up)
 	wk.setGauges()
 	ids, responses := wk.dedup.Len()
 	wk.log.Info("loaded the de-duplication set", "ids", ids, "responses", responses, "since", wk.dedup.Floor(), "took", time.Since(start))
