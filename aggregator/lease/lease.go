@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,6 +78,8 @@ type Lease struct {
 	mu    sync.Mutex
 	rev   uint64    // revision of our entry; 0 when not held
 	until time.Time // Held is true before it
+	// unanswered: the last renewal failed without an answer, so it may have landed.
+	unanswered atomic.Bool
 }
 
 // New returns partition p's lease for holder, not yet acquired. ttl must be the bucket's.
@@ -157,6 +160,14 @@ func (l *Lease) Renew(ctx context.Context) error {
 	}
 	start := l.now()
 	next, err := l.kv.Update(ctx, l.key, []byte(l.holder), rev)
+	if errors.Is(err, jetstream.ErrKeyExists) && l.unanswered.Load() {
+		// The last renewal's answer was lost (a timeout under load), but it may have landed
+		// all the same: the entry then still names us, a revision on.
+		if e, gerr := l.kv.Get(ctx, l.key); gerr == nil && string(e.Value()) == l.holder {
+			next, err = l.kv.Update(ctx, l.key, []byte(l.holder), e.Revision())
+		}
+	}
+	l.unanswered.Store(err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyNotFound))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			l.mu.Lock()

@@ -167,3 +167,44 @@ func TestOpenTakesTheBucketsTTL(t *testing.T) {
 		}
 	}
 }
+
+// A renewal that landed although its caller timed out leaves the entry a revision ahead,
+// still naming the holder: the next renewal keeps the lease (it once reported it taken, and
+// the aggregator stopped writing to reload its sets, for 93 s in the soak). Another holder's
+// name there means it was taken.
+func TestRenewalWhoseAnswerWasLost(t *testing.T) {
+	kv := bucket(t, DefaultTTL)
+	a := New(kv, 1, "host-a", DefaultTTL, time.Now)
+	if err := acquireNow(t, a); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	timedOut, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := a.Renew(timedOut); err == nil || errors.Is(err, ErrLost) {
+		t.Fatalf("Renew without time to answer: %v, want a failure that is not ErrLost", err)
+	}
+	e, err := kv.Get(ctx, Key(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, Key(1), []byte("host-a"), e.Revision()); err != nil { // the lost renewal
+		t.Fatal(err)
+	}
+	if err := a.Renew(ctx); err != nil {
+		t.Fatalf("Renew after a renewal that landed unanswered: %v, want the lease kept", err)
+	}
+	if !a.Held() || holder(t, kv, 1) != "host-a" {
+		t.Fatalf("Held() = %t, holder %q; want host-a to hold it", a.Held(), holder(t, kv, 1))
+	}
+	e, err = kv.Get(ctx, Key(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, Key(1), []byte("host-b"), e.Revision()); err != nil { // taken
+		t.Fatal(err)
+	}
+	if err := a.Renew(ctx); !errors.Is(err, ErrLost) {
+		t.Fatalf("Renew after host-b took the entry: %v, want ErrLost", err)
+	}
+}
