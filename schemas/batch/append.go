@@ -24,24 +24,61 @@ func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
 	// much as building the record.
 	buf := bytes.NewBuffer(dst)
 	buf.Grow(bodySize(rec) + 16<<10)
-	w := ipc.NewWriter(buf, ipc.WithSchema(Schema))
-	if err := w.Write(rec); err != nil {
+	if err := sc.stream.write(buf, rec); err != nil {
 		return nil, fmt.Errorf("write arrow record of %d rows: %w", len(rows), err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("close arrow stream: %w", err)
 	}
 	return buf.Bytes(), nil
 }
 
+// stream writes IPC streams of one record batch each: the schema message, the record's
+// message and the end-of-stream marker. An ipc.Writer builds its schema message (a
+// flatbuffer of every field, ~100 allocations) before its first record and never again, so
+// one writer serves every stream, its output switched from buffer to buffer; the schema
+// message of the streams after its first is the one it wrote (schemaVersions holds the same
+// bytes). TestAppendEncodedStreams pins the bytes to those of a writer of their own.
+type stream struct {
+	w       *ipc.Writer
+	to      *bytes.Buffer // where w writes
+	started bool          // w has written its schema message
+}
+
+func (s *stream) Write(p []byte) (int, error) { return s.to.Write(p) }
+
+func (s *stream) write(to *bytes.Buffer, rec arrow.Record) error {
+	if s.w == nil {
+		s.w, s.started = ipc.NewWriter(s, ipc.WithSchema(Schema)), false
+	}
+	s.to = to
+	defer func() { s.to = nil }()
+	if s.started {
+		vs, err := schemaVersions()
+		if err != nil {
+			return err
+		}
+		to.Write(vs[len(vs)-1].message)
+	}
+	if err := s.w.Write(rec); err != nil {
+		s.w = nil // its state is unknown: the next stream starts a writer afresh
+		return err
+	}
+	s.started = true
+	to.Write(endOfStream[:])
+	return nil
+}
+
+// endOfStream ends an IPC stream: a continuation marker and a zero metadata length.
+var endOfStream = [8]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+
 var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
-// scratch hands out zeroed buffers for the columns of a record from one chunk, which reset
-// makes available again: only once the record is released, since its columns are views of
-// the chunk. A nil *scratch allocates every buffer.
+// scratch is what AppendEncoded keeps from stream to stream: its IPC writer, and the chunk
+// it hands out zeroed buffers for the columns of a record from, which reset makes available
+// again: only once the record is released, since its columns are views of the chunk. A nil
+// *scratch allocates every buffer.
 type scratch struct {
-	chunk []byte
-	used  int
+	stream stream
+	chunk  []byte
+	used   int
 	// need is what the buffers handed out since the last reset took, across chunks: reset
 	// makes a chunk that large when the last one was too small.
 	need int

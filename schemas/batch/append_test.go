@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow/ipc"
 )
 
 // TestAppendEncoded checks that AppendEncoded writes what Encode writes, after what dst
@@ -52,6 +54,40 @@ func TestAppendEncodedReusesScratch(t *testing.T) {
 		got, err := Decode(data)
 		if err != nil || !reflect.DeepEqual(got, rows) {
 			t.Fatalf("encoding %d: decoded %d rows (%v), unlike the %d encoded", i, len(got), err, len(rows))
+		}
+	}
+}
+
+// TestAppendEncodedStreams checks that the streams one stream (one ipc.Writer) writes are
+// byte for byte those of a writer of their own each, as Encode wrote them before (and as
+// every stage decodes them), and so are AppendEncoded's.
+func TestAppendEncodedStreams(t *testing.T) {
+	sparse := []Row{{ID: "s", Time: t0, Received: t0}}
+	var s stream
+	for i, rows := range [][]Row{benchRows(300), sparse, testRows(), benchRows(1), sparse} {
+		rec := Record(rows)
+		var shared bytes.Buffer
+		if err := s.write(&shared, rec); err != nil {
+			t.Fatal(err)
+		}
+		var want bytes.Buffer
+		w := ipc.NewWriter(&want, ipc.WithSchema(Schema))
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rec.Release()
+		if !bytes.Equal(shared.Bytes(), want.Bytes()) {
+			t.Errorf("stream %d: %d bytes unlike the %d of a writer of its own", i, shared.Len(), want.Len())
+		}
+		got, err := AppendEncoded(nil, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("stream %d: AppendEncoded wrote %d bytes unlike the %d of a writer of its own", i, len(got), want.Len())
 		}
 	}
 }
