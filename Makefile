@@ -9,7 +9,7 @@ CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)
 # machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak cluster cluster-stop chaos-cluster
+.PHONY: help run demo test test-short fuzz bench lint tidy build clickhouse clickhouse-stop chromium dashboard-assets chaos sustained soak cluster cluster-stop chaos-cluster chaos-clickhouse-cluster
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ test: clickhouse chromium ## vet and test every module against real NATS JetStre
 	$(GO) test -count=1 -timeout 20m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@$(MAKE) --no-print-directory fuzz
 
-cluster: build clickhouse ## 3 nats-servers as one JetStream cluster on loopback, the stages as separate processes with R3 streams (deploy/cluster)
+cluster: build ## 3 nats-servers (JetStream, R3), ZooKeeper and 2x2 ClickHouse 18.16 on loopback, the stages as separate processes (deploy/cluster)
 	cd bench && $(GO) build -o ../bin/nats-server github.com/nats-io/nats-server/v2
 	deploy/cluster/cluster.sh start
 
@@ -57,6 +57,11 @@ cluster-stop: ## stop what `make cluster` started
 chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluster, R3: leader shut down, rolling restart, deploy/cluster with a SIGKILLed leader; exact totals (~4 min)
 	$(GO) vet -tags chaos ./bench/cluster/
 	$(GO) test -tags chaos -count=1 -timeout 10m -v ./bench/cluster/
+
+chaos-clickhouse-cluster: ## the aggregator on the local ClickHouse cluster (deploy/clickhouse/cluster.sh): shards, exactness, a killed replica, a stopped shard (~3 min; not in CI)
+	deploy/clickhouse/cluster.sh start
+	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./aggregator/migrate/
+	$(GO) test -tags chcluster -count=1 -timeout 15m -v -run 'Cluster' ./aggregator/migrate/ ./aggregator/aggregate/
 
 chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)
 	$(GO) vet -tags chaos ./bench/chaos/

@@ -124,10 +124,13 @@ XML
   # its rows, so a writer reading back what it wrote (re-rating, outcomes) finds it.
   # load_balancing in_order: a Distributed read prefers each shard's first replica, the one
   # the aggregators write while it is up, whose data is the freshest.
+  # distributed_product_mode global: an IN (SELECT ...) or JOIN over Distributed tables in a
+  # query over a Distributed table runs once over the cluster instead of being refused (the
+  # views say GLOBAL themselves; ad-hoc queries and the tokenmeter commands' need this).
   cat >"$d/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage><insert_distributed_sync>1</insert_distributed_sync><load_balancing>in_order</load_balancing></default></profiles>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage><insert_distributed_sync>1</insert_distributed_sync><load_balancing>in_order</load_balancing><distributed_product_mode>global</distributed_product_mode></default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
@@ -136,10 +139,10 @@ XML
 
 start_node() {
   local n=$1
+  write_config "$n" # a running node reloads users.xml by itself
   if answers "$n"; then
     return 0
   fi
-  write_config "$n"
   nohup clickhouse-server --config-file="$dir/node-$n/config.xml" >"$dir/node-$n/log/stdout.log" 2>&1 &
   echo $! >"$dir/node-$n.pid"
 }

@@ -3,8 +3,11 @@
 # forming one cluster, and the collector, enricher, aggregator and alerter as separate
 # processes, each connected to all three servers and started with -stream-replicas 3, so that
 # every stream, consumer and KV bucket has three replicas and any one server may go down.
-# They write to the local ClickHouse (make clickhouse). `make cluster` builds the binaries
-# into bin/ and runs `deploy/cluster/cluster.sh start`; `make cluster-stop` runs stop.
+# They write to a local ClickHouse cluster — ZooKeeper and 2 shards x 2 replicas, started by
+# deploy/clickhouse/cluster.sh — through the aggregator's cluster mode (-clickhouse-cluster),
+# or, when TOKENMETER_CLICKHOUSE_DSN is set, to that single server instead. `make cluster`
+# builds the binaries into bin/ and runs `deploy/cluster/cluster.sh start`; `make
+# cluster-stop` runs stop.
 #
 #   deploy/cluster/cluster.sh start    # waits until every process is ready, prints how to use it
 #   deploy/cluster/cluster.sh stop     # stages first, then the servers (SIGTERM, SIGKILL after 30 s)
@@ -12,15 +15,25 @@
 #
 # Ports: NATS clients 4222-4224, routes 6222-6224, monitoring 8222-8224; collector 8080
 # (ops 9101), enricher ops 9102, aggregator ops 9103, alerter ops 9104.
+# ClickHouse cluster: native 9301-9304, HTTP 8301-8304, ZooKeeper 2191 (deploy/clickhouse/cluster.sh).
 # Environment: TOKENMETER_CLUSTER_DIR (default .data/cluster: the servers' stores, logs and
 # pid files), TOKENMETER_BIN (bin), TOKENMETER_CLUSTER_DATABASE (tokenmeter),
-# TOKENMETER_CLICKHOUSE_DSN (clickhouse://127.0.0.1:9000).
+# TOKENMETER_CLICKHOUSE_DSN (unset: the local ClickHouse cluster; set: that single server).
 set -euo pipefail
 
 dir=${TOKENMETER_CLUSTER_DIR:-.data/cluster}
 bin=${TOKENMETER_BIN:-bin}
 db=${TOKENMETER_CLUSTER_DATABASE:-tokenmeter}
-dsn=${TOKENMETER_CLICKHOUSE_DSN:-clickhouse://127.0.0.1:9000}
+chcluster=""
+if [[ -n ${TOKENMETER_CLICKHOUSE_DSN:-} ]]; then
+  dsn=$TOKENMETER_CLICKHOUSE_DSN
+else
+  chcluster="tokenmeter=127.0.0.1:9301/8301,127.0.0.1:9302/8302;127.0.0.1:9303/8303,127.0.0.1:9304/8304"
+  # Readers (alerter, tokenmeter commands) may use any node; a write through a Distributed
+  # table must not be de-duplicated by the Replicated tables (see aggregator/migrate).
+  dsn="clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304?insert_deduplicate=0&insert_distributed_sync=1"
+fi
+chscript=$(dirname "$0")/../clickhouse/cluster.sh
 servers=(0 1 2)
 stages=(collector enricher aggregator alerter)
 urls=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
@@ -66,6 +79,9 @@ start() {
     [[ -x $bin/$b ]] || { echo "$bin/$b is missing: run make cluster" >&2; exit 1; }
   done
   mkdir -p "$dir/logs"
+  if [[ -n $chcluster ]]; then
+    "$chscript" start >/dev/null
+  fi
   local routes="nats://127.0.0.1:6222,nats://127.0.0.1:6223,nats://127.0.0.1:6224"
   for i in "${servers[@]}"; do
     cat >"$dir/nats-$i.conf" <<EOF
@@ -91,23 +107,34 @@ EOF
   await collector http://127.0.0.1:9101/readyz
   launch enricher "$bin/enricher" -nats "$urls" -ops 127.0.0.1:9102 -stream-replicas 3
   await enricher http://127.0.0.1:9102/readyz
+  local agg_cluster=()
+  [[ -z $chcluster ]] || agg_cluster=(-clickhouse-cluster "$chcluster")
   launch aggregator "$bin/aggregator" -nats "$urls" -ops 127.0.0.1:9103 -stream-replicas 3 \
-    -clickhouse "$dsn" -database "$db" -instance local-cluster
+    -clickhouse "$dsn" -database "$db" -instance local-cluster "${agg_cluster[@]}"
   await aggregator http://127.0.0.1:9103/readyz
   launch alerter "$bin/alerter" -nats "$urls" -ops 127.0.0.1:9104 -stream-replicas 3 \
     -clickhouse "$dsn" -database "$db"
   await alerter http://127.0.0.1:9104/readyz
+  local chline="aggregator   ops :9103 -> ClickHouse $dsn, database $db   alerter ops :9104"
+  if [[ -n $chcluster ]]; then
+    chline="aggregator   ops :9103 -> ClickHouse cluster of 2 shards x 2 replicas (ZooKeeper :2191):
+               shard 0 127.0.0.1:9301, :9302; shard 1 127.0.0.1:9303, :9304 (HTTP 8301-8304)
+               partition p -> shard p mod 2, tables ${db}_local.* (Replicated), analysts query $db.* (Distributed)
+  alerter      ops :9104, reads $db.* through any node"
+  fi
   cat <<EOF
 tokenmeter runs on a 3-node JetStream cluster (every stream, consumer and KV bucket R3):
   nats-server  $urls  (monitoring http://127.0.0.1:8222-8224)
   collector    http://127.0.0.1:8080  (ops :9101)   enricher ops :9102
-  aggregator   ops :9103 -> ClickHouse $dsn, database $db   alerter ops :9104
+  $chline
 Send events:   curl -X POST -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson http://127.0.0.1:8080/v1/events
                or: bin/loadgen -events 100000 (synthetic traffic to http://127.0.0.1:8080/v1/events)
-Spend:         bin/tokenmeter summary -database $db
-Check:         bin/tokenmeter reconcile -nats $urls -database $db
+Spend:         bin/tokenmeter summary -clickhouse '$dsn' -database $db
+Query:         clickhouse-client --port 9301 -q 'SELECT sum(cost_usd) FROM $db.usage_events'
+Check:         bin/tokenmeter reconcile -nats $urls -clickhouse '$dsn' -database $db
 Streams:       curl -s 'http://127.0.0.1:8222/jsz?streams=true' (which server leads each stream)
 Take a server down and up:  kill \$(cat $dir/nats-1.pid); deploy/cluster/cluster.sh start
+Take a ClickHouse replica down and up:  deploy/clickhouse/cluster.sh stop-node 1; deploy/clickhouse/cluster.sh start
 Logs and pids: $dir/logs, $dir/*.pid.   Stop: make cluster-stop
 EOF
 }
@@ -129,6 +156,9 @@ stop() {
     rm -f "$dir/$name.pid"
     echo "stopped $name"
   done
+  if [[ -n $chcluster ]]; then
+    "$chscript" stop
+  fi
 }
 
 status() {
@@ -140,6 +170,9 @@ status() {
       echo "$name stopped"
     fi
   done
+  if [[ -n $chcluster ]]; then
+    "$chscript" status
+  fi
 }
 
 case ${1:-} in
