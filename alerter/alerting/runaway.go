@@ -50,8 +50,8 @@ func runawayMethod(r *rules.Runaway) string {
 // RefreshRunaway reads, for every feature, the median cost per workflow of the workflows
 // (workflow_costs, re-rating included) whose first and last events lie in the last Days
 // complete UTC days, for each Days the runaway rules use, and keeps it for Tick. The
-// baselines change with the UTC day only, and workflow_costs reads all of usage_events: each
-// is read once a day (and for rules of new days). On an error the previous baselines stay.
+// baselines change with the UTC day only: each is read once a day (and for rules of new
+// days). On an error the previous baselines stay.
 func (a *Alerter) RefreshRunaway(ctx context.Context) error {
 	to := a.cfg.Now().UTC().Truncate(24 * time.Hour)
 	a.mu.Lock()
@@ -89,20 +89,48 @@ func (a *Alerter) refreshRunaway(ctx context.Context) {
 	}
 }
 
+// baselineLookback is how far before a baseline's first day readBaselines looks for a
+// workflow's earlier events: one that has any there did not begin within the days and is
+// left out. A workflow whose events lie further apart than this (a gap of more than a day)
+// would be taken for one that began within the days.
+const baselineLookback = 24 * time.Hour
+
 // readBaselines computes each feature's median in ClickHouse from integer picodollars: 18.16
-// crashes on an array of Decimal128 (groupArray of cost_usd), never on one of Int64.
+// crashes on an array of Decimal128 (groupArray of cost_usd), never on one of Int64. It is
+// what workflow_costs (first and last events within [from, to), re-rating included) gives,
+// read from the events since from - baselineLookback only: the view groups all of
+// usage_events, which after months no longer fits a query's memory.
 func readBaselines(ctx context.Context, conn driver.Conn, db string, from, to time.Time) (map[string]runaway.Baseline, error) {
+	since := from.Add(-baselineLookback).Unix()
 	rows, err := conn.Query(ctx, fmt.Sprintf(`
 		SELECT feature, n, s[intDiv(n + 1, 2)], s[intDiv(n, 2) + 1]
 		FROM (
-			SELECT feature, count() AS n, arraySort(groupArray(toInt64(current_cost_usd * 1000000000000))) AS s
-			FROM %s.workflow_costs
-			WHERE first_event >= toDateTime(%d) AND last_event < toDateTime(%d)
+			SELECT feature, count() AS n, arraySort(groupArray(toInt64((cost_usd + correction_cost_usd) * 1000000000000))) AS s
+			FROM (
+				SELECT workflow_id, argMin(feature, time) AS feature, min(time) AS first_event, max(time) AS last_event,
+					sum(cost_usd) AS cost_usd
+				FROM %[1]s.usage_events
+				WHERE workflow_id != '' AND time >= toDateTime(%[2]d)
+				GROUP BY workflow_id
+				HAVING first_event >= toDateTime(%[3]d) AND last_event < toDateTime(%[4]d)
+			)
+			ANY LEFT JOIN (
+				SELECT workflow_id, sum(event_cost_usd) AS correction_cost_usd
+				FROM (
+					SELECT event_id, workflow_id
+					FROM %[1]s.usage_events
+					WHERE workflow_id != '' AND time >= toDateTime(%[2]d) AND event_id IN (SELECT event_id FROM %[1]s.cost_corrections)
+				)
+				ANY INNER JOIN (
+					SELECT event_id, sum(cost_usd) AS event_cost_usd FROM %[1]s.cost_corrections GROUP BY event_id
+				) USING event_id
+				GROUP BY workflow_id
+			) USING workflow_id
 			GROUP BY feature
 		)
-		ORDER BY feature`, db, from.Unix(), to.Unix()))
+		ORDER BY feature`, db, since, from.Unix(), to.Unix()))
 	if err != nil {
-		return nil, fmt.Errorf("read %s.workflow_costs: %w", db, err)
+		return nil, fmt.Errorf("read the workflows' costs from %s.usage_events: %w", db, err)
 	}
 	defer rows.Close()
 	out := map[string]runaway.Baseline{}
@@ -111,13 +139,13 @@ func readBaselines(ctx context.Context, conn driver.Conn, db string, from, to ti
 		var n uint64
 		var lo, hi int64
 		if err := rows.Scan(&feature, &n, &lo, &hi); err != nil {
-			return nil, fmt.Errorf("read %s.workflow_costs: %w", db, err)
+			return nil, fmt.Errorf("read the workflows' costs from %s.usage_events: %w", db, err)
 		}
 		// The mean of the two middle costs, rounded down, without overflowing.
 		out[feature] = runaway.Baseline{Median: lo/2 + hi/2 + (lo%2+hi%2)/2, Workflows: int(n)}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read %s.workflow_costs: %w", db, err)
+		return nil, fmt.Errorf("read the workflows' costs from %s.usage_events: %w", db, err)
 	}
 	return out, nil
 }

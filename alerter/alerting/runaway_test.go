@@ -235,13 +235,20 @@ func TestRunawayHistoryFromClickHouse(t *testing.T) {
 	event("b3", "w3", "agents", y, "0.000000000009")
 	event("b4", "w4", "agents", y, "7")
 	event("b5", "w5", "search", y, "1.25")
-	// w3 was re-rated from 9 to 2 pico: the middle two are 2 and 5 pico (5 and 9 before).
+	// w3 was re-rated from 9 to 2 pico: with w9's 4 the middle one is 4 pico (5 before).
 	exec(fmt.Sprintf("INSERT INTO {db}.cost_corrections (event_id, time, kind, cost_usd) SELECT 'b3', toDateTime(%d), 'apply', toDecimal128('-0.000000000007', 12)", y.Unix()))
+	// w8 began the day before: not one of the day's workflows.
+	event("b10", "w8", "agents", y.Add(-12*time.Hour), "0.000000000001")
+	event("b11", "w8", "agents", y, "0.000000000003")
+	// w9's earlier event lies before the day's lookback, which is all the query reads (not
+	// all of usage_events, as the view would): it counts as the day's, at its day's cost.
+	event("b12", "w9", "agents", y.Add(-3*24*time.Hour), "100")
+	event("b13", "w9", "agents", y, "0.000000000004")
 	bs, err := readBaselines(ctx, a.ch, e.db, y, y.AddDate(0, 0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]runaway.Baseline{"agents": {Median: 3, Workflows: 4}, "search": {Median: 1_250_000_000_000, Workflows: 1}}; !reflect.DeepEqual(bs, want) {
+	if want := map[string]runaway.Baseline{"agents": {Median: 4, Workflows: 5}, "search": {Median: 1_250_000_000_000, Workflows: 1}}; !reflect.DeepEqual(bs, want) {
 		t.Errorf("baselines = %+v, want %+v", bs, want)
 	}
 
@@ -263,7 +270,8 @@ func TestRunawayHistoryFromClickHouse(t *testing.T) {
 	}
 
 	// RefreshRunaway reads the rules' days once per UTC day: a workflow completed since is
-	// counted the next day (with today's wf-x, whose first event, at 10:00, is agents').
+	// counted the next day (with today's wf-x, whose first event, at 10:00, is agents'). Over
+	// 7 days w8 (4 pico) and w9 (100 USD and 4 pico) began within them.
 	refresh := func(at time.Time, want runaway.Baseline) {
 		t.Helper()
 		e.clock.Set(at)
@@ -277,8 +285,8 @@ func TestRunawayHistoryFromClickHouse(t *testing.T) {
 			t.Errorf("at %s, agents' baseline = %+v, want %+v", at, got, want)
 		}
 	}
-	refresh(now, runaway.Baseline{Median: 3, Workflows: 4})
+	refresh(now, runaway.Baseline{Median: 4, Workflows: 6}) // 1, 2, 4, 5, 7 USD, 100 USD
 	event("b6", "w6", "agents", y, "0.000000000006")
-	refresh(now.Add(time.Hour), runaway.Baseline{Median: 3, Workflows: 4})
-	refresh(now.Add(12*time.Hour), runaway.Baseline{Median: 5, Workflows: 6}) // 1, 2, 5, 6, 7 USD, 112 USD
+	refresh(now.Add(time.Hour), runaway.Baseline{Median: 4, Workflows: 6})
+	refresh(now.Add(12*time.Hour), runaway.Baseline{Median: 5, Workflows: 8}) // 1, 2, 4, 5, 6, 7 USD, 100 USD, 112 USD
 }
