@@ -4,6 +4,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strconv"
 	"strings"
@@ -70,8 +71,17 @@ func TestApplyClusterLive(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("second ApplyCluster = %v, %v; want nothing applied", got, err)
 	}
-	// A command not told about the cluster finds everything applied.
+	// A command not told about the cluster finds everything applied, and refuses to lay the
+	// single-server schema into a database of a cluster node.
 	if got, err := Apply(ctx, conns[1][0], db); err != nil || len(got) != 0 {
 		t.Fatalf("Apply on a cluster node = %v, %v; want nothing applied", got, err)
+	}
+	other := db + "_single"
+	t.Cleanup(func() { _ = conns[1][0].Exec(context.Background(), "DROP DATABASE IF EXISTS "+other) })
+	if got, err := Apply(ctx, conns[1][0], other); !errors.Is(err, ErrClusterNode) || len(got) != 0 {
+		t.Fatalf("Apply of a new database on a cluster node = %v, %v; want nothing applied and ErrClusterNode", got, err)
+	}
+	if n := chtest.String(t, conns[1][0], "SELECT toString(count()) FROM system.tables WHERE database = ? AND name != 'schema_migrations'", other); n != "0" {
+		t.Errorf("Apply refused but left %s tables in %s", n, other)
 	}
 }
