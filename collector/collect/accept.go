@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
@@ -74,11 +73,11 @@ func (c *Collector) Accept(ctx context.Context, events []event.Usage) ([]event.R
 	if len(valid) == 0 {
 		return rejected, nil
 	}
-	msgs, _, err := c.messages(valid, ra.source(), received, rawbatch.MaxPayload(c.nc), nil)
-	if err != nil {
-		return rejected, fmt.Errorf("encode %d events: %w", len(valid), err)
+	encodeErr, err := c.publishEvents(valid, ra.source(), received)
+	if encodeErr != nil {
+		return rejected, fmt.Errorf("encode %d events: %w", len(valid), encodeErr)
 	}
-	if err := c.publish(msgs); err != nil {
+	if err != nil {
 		perr := &PublishError{Status: http.StatusServiceUnavailable, RetryAfter: retryAfterUnavailable, Err: err}
 		reason := "unavailable"
 		if errors.Is(err, errFull) {

@@ -108,19 +108,12 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if len(b.Events) > 0 {
-		payloads, _ := c.payloads.Get().(*[]byte)
-		if payloads == nil {
-			payloads = new([]byte)
-		}
-		msgs, buf, err := c.messages(b.Events, ra.source(), received, rawbatch.MaxPayload(c.nc), (*payloads)[:0])
-		if err != nil {
-			c.payloads.Put(payloads)
-			c.fail(w, http.StatusInternalServerError, "", err.Error())
+		encodeErr, err := c.publishEvents(b.Events, ra.source(), received)
+		if encodeErr != nil {
+			c.fail(w, http.StatusInternalServerError, "", encodeErr.Error())
 			return
 		}
-		// The payloads' buffer is used again only once JetStream acknowledged every message:
-		// until then the NATS client may publish one again from it.
-		if err := c.publish(msgs); err != nil {
+		if err != nil {
 			status, retryAfter, reason := http.StatusServiceUnavailable, retryAfterUnavailable, "unavailable"
 			if errors.Is(err, errFull) {
 				status, retryAfter, reason = http.StatusTooManyRequests, retryAfterFull, "full"
@@ -131,8 +124,6 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 				"none of the %d valid events is accepted, send the whole body again later: %v", len(b.Events), err))
 			return
 		}
-		*payloads = buf[:0]
-		c.payloads.Put(payloads)
 	}
 
 	c.metrics.accepted.Add(float64(len(b.Events)))
@@ -171,6 +162,28 @@ func bodyError(err error) (int, string) {
 		return http.StatusRequestTimeout, "read the body: " + err.Error()
 	}
 	return http.StatusBadRequest, "read the body: " + err.Error()
+}
+
+// publishEvents encodes events (messages) and publishes them (publish), and returns the
+// error of the one that failed. The messages' data are in a recycled buffer that goes back
+// only once JetStream acknowledged every message: until then the NATS client may publish one
+// again from it.
+func (c *Collector) publishEvents(events []event.Usage, source string, received time.Time) (encodeErr, publishErr error) {
+	payloads, _ := c.payloads.Get().(*[]byte)
+	if payloads == nil {
+		payloads = new([]byte)
+	}
+	msgs, buf, err := c.messages(events, source, received, rawbatch.MaxPayload(c.nc), (*payloads)[:0])
+	if err != nil {
+		c.payloads.Put(payloads)
+		return err, nil
+	}
+	if err := c.publish(msgs); err != nil {
+		return nil, err
+	}
+	*payloads = buf[:0]
+	c.payloads.Put(payloads)
+	return nil, nil
 }
 
 // messages groups events by partition, in body order, and encodes each partition's rows, of
