@@ -98,7 +98,12 @@ func replicated(sql, local string) string {
 // ApplyCluster applies every migration not yet applied to every node of the cluster: the
 // shard-local database gets Replicated tables and materialized views, the analysts'
 // database Distributed tables and views (see Cluster). nodes holds a connection to every
-// replica of every shard; all must answer. It returns the versions it applied on some node.
+// replica of every shard. It returns the versions it applied on some node.
+//
+// Every node must answer when there is something to apply. When some do not but every node
+// that answers has every migration, it returns without error, so that an aggregator can
+// restart while a replica is down; a node down while a new migration was applied gets it
+// from the next ApplyCluster (its Replicated tables take replicated ALTERs by themselves).
 func ApplyCluster(ctx context.Context, nodes []driver.Conn, c Cluster) ([]uint32, error) {
 	for _, db := range []string{c.Database, c.Local} {
 		if err := ValidDatabase(db); err != nil {
@@ -111,6 +116,32 @@ func ApplyCluster(ctx context.Context, nodes []driver.Conn, c Cluster) ([]uint32
 	ms, err := chschema.Migrations()
 	if err != nil {
 		return nil, err
+	}
+	var up []driver.Conn
+	var down []error
+	for i, conn := range nodes {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			down = append(down, fmt.Errorf("node %d does not answer: %w", i, err))
+			continue
+		}
+		up = append(up, conn)
+	}
+	if len(down) > 0 {
+		for _, conn := range up {
+			applied, err := appliedVersions(ctx, conn, c.Database)
+			if err != nil || len(applied) < len(ms) {
+				return nil, fmt.Errorf("apply migrations to every node of cluster %s: %w", c.Name, errors.Join(down...))
+			}
+			for _, m := range ms {
+				if !applied[m.Version] {
+					return nil, fmt.Errorf("apply migration %s to every node of cluster %s: %w", m.Name, c.Name, errors.Join(down...))
+				}
+			}
+		}
+		return nil, nil
 	}
 	for i, conn := range nodes {
 		for _, q := range []string{

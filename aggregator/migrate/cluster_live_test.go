@@ -5,6 +5,9 @@ package migrate
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"reflect"
 	"strconv"
 	"strings"
@@ -71,6 +74,22 @@ func TestApplyClusterLive(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("second ApplyCluster = %v, %v; want nothing applied", got, err)
 	}
+	// With a node down, a cluster whose answering nodes have every migration needs nothing;
+	// one that lacks a migration is refused.
+	gone, err := clickhouse.Open(&clickhouse.Options{Addr: []string{"127.0.0.1:1"}, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.Close()
+	withDown := append(chclustertest.All(conns), gone)
+	if got, err := ApplyCluster(ctx, withDown, c); err != nil || len(got) != 0 {
+		t.Errorf("ApplyCluster of a migrated cluster with a node down = %v, %v; want nothing and no error", got, err)
+	}
+	fresh := Cluster{Name: l.Name, Database: db + "_x", Local: local + "_x"}
+	if got, err := ApplyCluster(ctx, withDown, fresh); err == nil || !strings.Contains(err.Error(), "node 4 does not answer") || len(got) != 0 {
+		t.Errorf("ApplyCluster of a new database with a node down = %v, %v; want nothing and an error naming node 4", got, err)
+	}
+
 	// A command not told about the cluster finds everything applied, and refuses to lay the
 	// single-server schema into a database of a cluster node.
 	if got, err := Apply(ctx, conns[1][0], db); err != nil || len(got) != 0 {
