@@ -43,12 +43,14 @@ func BenchmarkEvaluate(b *testing.B) {
 	}
 }
 
-// BenchmarkAdd measures counting one enriched row into the same three rules.
+// BenchmarkAdd measures counting one enriched row into the same three rules; each row of a
+// workflow of its own, as an agent platform's are.
 func BenchmarkAdd(b *testing.B) {
 	e := New([]rules.Rule{builtin(rules.BuiltinTeamSpike), builtin(rules.BuiltinUnpricedModel), builtin(rules.BuiltinUntaggedShare)}, nil)
-	rows := make([]batch.Row, 1000)
+	rows := make([]batch.Row, 100_000)
 	for i := range rows {
-		rows[i] = batch.Row{Time: monday.Add(time.Duration(i) * time.Second), Team: fmt.Sprintf("team-%d", i%50), Model: "gpt-4o", Priced: true, CostPico: 12345}
+		rows[i] = batch.Row{Time: monday.Add(time.Duration(i) * 10 * time.Millisecond), Team: fmt.Sprintf("team-%d", i%50), Model: "gpt-4o",
+			Feature: "agents", WorkflowID: fmt.Sprintf("wf-%d", i), Priced: true, CostPico: 12345}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -5,6 +5,8 @@
 package window
 
 import (
+	"math"
+
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 )
@@ -101,7 +103,8 @@ type Series struct {
 	Contributors       map[string]*Ring
 	contributorMinutes int
 	// key is scratch for AddContributor's map key, so that counting a row allocates nothing.
-	key []byte
+	key  []byte
+	dims map[string]*contributorDim
 }
 
 // NewSeries returns a series keeping the given numbers of minute and hour buckets; 0 means
@@ -162,31 +165,63 @@ func (s *Series) AddContributor(dimension, value string, m, v int64) {
 	s.key = append(append(append(s.key[:0], dimension...), '='), value...)
 	r, ok := s.Contributors[string(s.key)] // no allocation: the compiler looks up without a copy
 	if !ok {
-		key := string(s.key)
-		var n int
+		r = s.newContributor(dimension, string(s.key), m)
+	}
+	r.Add(m, v)
+}
+
+// contributorDim is what AddContributor knows of one dimension's values without looking at
+// them all: every new value of a dimension that changes with each event (a workflow id) once
+// scanned the whole map.
+type contributorDim struct {
+	n int // values tracked, "(other)" included
+	// staleFrom: before this minute no value's buckets have all expired (a lower bound:
+	// buckets only grow newer).
+	staleFrom int64
+}
+
+// newContributor returns the ring key, a value of dimension not tracked yet, counts into:
+// its own, one made by dropping a value whose buckets all expired, or "(other)".
+func (s *Series) newContributor(dimension, key string, m int64) *Ring {
+	if s.dims == nil {
+		s.dims = map[string]*contributorDim{}
+	}
+	d := s.dims[dimension]
+	if d == nil {
+		d = &contributorDim{staleFrom: math.MaxInt64}
+		s.dims[dimension] = d
+	}
+	if d.n >= maxContributors {
 		stale := ""
-		for k, kr := range s.Contributors {
-			if len(k) > len(dimension) && k[:len(dimension)+1] == dimension+"=" {
-				n++
-				if newest, _ := kr.Newest(); newest <= m-int64(kr.Len()) && stale == "" {
+		if m >= d.staleFrom {
+			d.staleFrom = math.MaxInt64
+			for k, kr := range s.Contributors {
+				if len(k) <= len(dimension) || k[len(dimension)] != '=' || k[:len(dimension)] != dimension {
+					continue
+				}
+				newest, _ := kr.Newest()
+				if at := newest + int64(kr.Len()); at <= m && stale == "" {
 					stale = k
+				} else {
+					d.staleFrom = min(d.staleFrom, at)
 				}
 			}
 		}
-		if n >= maxContributors {
-			if stale != "" {
-				delete(s.Contributors, stale)
-			} else {
-				key = dimension + "=(other)"
-				r = s.Contributors[key]
+		if stale != "" {
+			delete(s.Contributors, stale)
+			d.n--
+		} else {
+			key = dimension + "=(other)"
+			if r := s.Contributors[key]; r != nil {
+				return r
 			}
 		}
-		if r == nil {
-			r = NewRing(s.contributorMinutes)
-			s.Contributors[key] = r
-		}
 	}
-	r.Add(m, v)
+	r := NewRing(s.contributorMinutes)
+	s.Contributors[key] = r
+	d.n++
+	d.staleFrom = min(d.staleFrom, m+int64(r.Len()))
+	return r
 }
 
 func floorDiv(a, b int64) int64 {

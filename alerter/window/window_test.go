@@ -1,6 +1,10 @@
 package window
 
-import "testing"
+import (
+	"fmt"
+	"strconv"
+	"testing"
+)
 
 func TestRing(t *testing.T) {
 	r := NewRing(3)
@@ -64,5 +68,46 @@ func TestExpiredContributorsMakeRoom(t *testing.T) {
 	}
 	if got := len(s.Contributors); got != maxContributors+1 {
 		t.Errorf("contributors = %d, want %d", got, maxContributors+1)
+	}
+}
+
+// Each dimension counts its own values, and a value that found no room finds it once the
+// buckets of one it waited for have expired — also when others got newer in between.
+func TestContributorRoomPerDimension(t *testing.T) {
+	s := NewSeries(5, 0, 5)
+	for i := 0; i < maxContributors; i++ {
+		s.AddContributor("workflow", fmt.Sprintf("w%d", i), 100, 1)
+	}
+	s.AddContributor("model", "gpt-4o", 100, 1) // another dimension: room of its own
+	if r := s.Contributors["model=gpt-4o"]; r == nil || r.Get(100) != 1 {
+		t.Fatalf("model=gpt-4o not tracked beside %d workflows", maxContributors)
+	}
+	s.AddContributor("workflow", "w0", 103, 1) // w0 stays fresh until minute 108
+	s.AddContributor("workflow", "late", 104, 1)
+	if got := s.Contributors["workflow=(other)"].Get(104); got != 1 {
+		t.Fatalf("(other) at minute 104 = %d, want 1", got)
+	}
+	s.AddContributor("workflow", "next", 105, 1) // w1..w15 expired at 105
+	if r := s.Contributors["workflow=next"]; r == nil || r.Get(105) != 1 {
+		t.Fatalf("workflow=next not tracked at 105: %d contributors", len(s.Contributors))
+	}
+	if s.Contributors["workflow=w0"] == nil {
+		t.Fatal("workflow=w0, fresh, was dropped")
+	}
+}
+
+// BenchmarkAddContributor counts rows whose workflow id is new with every row, as an agent
+// platform's are, into a series tracking four dimensions.
+func BenchmarkAddContributor(b *testing.B) {
+	s := NewSeries(60, 0, 120)
+	b.ReportAllocs()
+	i := int64(0)
+	for b.Loop() {
+		m := 1000 + i/1000
+		s.AddContributor("model", "gpt-4o", m, 1)
+		s.AddContributor("feature", "agents", m, 1)
+		s.AddContributor("workflow", "wf-"+strconv.FormatInt(i, 10), m, 1)
+		s.AddContributor("prompt_version", "v7", m, 1)
+		i++
 	}
 }
