@@ -66,6 +66,8 @@ type worker struct {
 	sh      *shard
 	rep     *replica
 	inserts *chwrite.Group
+	// free holds row arrays of written batches for fetch to fill again (recycle).
+	free chan []batch.Row
 }
 
 // bind points the worker's store and inserts at the replica its shard uses now.
@@ -151,13 +153,18 @@ func (a *Aggregator) runPartition(ctx context.Context, sh *shard, l *lease.Lease
 	// Fetching and decoding the next batch overlaps with inserting this one; the channel
 	// holds one batch, so at most three are in memory.
 	batches := make(chan *pending, 1)
+	wk.free = make(chan []batch.Row, 1)
 	go wk.fetch(ctx, batches)
 	for b := range batches {
 		if ctx.Err() != nil {
 			wk.nak(b)
 			continue
 		}
-		if err := wk.flush(ctx, b); err != nil {
+		err := wk.flush(ctx, b)
+		if err == nil {
+			wk.recycle(b)
+		}
+		if err != nil {
 			wk.nak(b)
 			if errors.Is(err, errStopped) {
 				continue
@@ -308,7 +315,12 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 	backoff := minBackoff
 	last := 0 // rows of the previous batch, to allocate the next one once
 	for ctx.Err() == nil {
-		b := &pending{rows: make([]batch.Row, 0, min(last+last/4, cfg.BatchMaxRows))}
+		b := &pending{}
+		select {
+		case b.rows = <-wk.free:
+		default:
+			b.rows = make([]batch.Row, 0, min(last+last/4, cfg.BatchMaxRows))
+		}
 		var deadline time.Time
 		for len(b.rows) < cfg.BatchMaxRows && ctx.Err() == nil {
 			var (
@@ -372,6 +384,20 @@ func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 		case <-ctx.Done():
 			wk.nak(b)
 		}
+	}
+}
+
+// recycle hands the row array of b, written, back to fetch, emptied (so that it keeps no
+// event's strings alive): a batch of 64,000 rows is some 30 MB, which fetch otherwise
+// allocated anew, and the garbage collector cleared, for every batch. Nothing holds the
+// rows once flush returned: Group.Insert returns after its INSERT, and conflicts and
+// decisions hold copies.
+func (wk *worker) recycle(b *pending) {
+	rows := b.rows[:cap(b.rows)] // take filters in place: rows past len were written too
+	clear(rows)
+	select {
+	case wk.free <- rows[:0]:
+	default:
 	}
 }
 
