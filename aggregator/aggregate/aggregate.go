@@ -178,15 +178,6 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx is done
 	}
-	for _, sh := range shards {
-		if owned[sh.n] == 0 {
-			continue
-		}
-		_, st := sh.current()
-		if err := a.awaitNoInserts(ctx, st, "waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets"); err != nil {
-			return nil // ctx is done
-		}
-	}
 	err = a.retry(ctx, a.natsBreaker, "ensure streams", func(ctx context.Context) error {
 		return stream.Ensure(ctx, a.js, a.cfg.Streams)
 	}, nil)
@@ -207,11 +198,29 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cancel()
 	errs := make([]error, a.cfg.Partitions)
 	var wg sync.WaitGroup
-	for _, p := range a.cfg.Owned {
+	for _, sh := range shards {
+		if owned[sh.n] == 0 {
+			continue
+		}
+		// Each shard starts on its own: one that is down holds back its own partitions only.
 		wg.Go(func() {
-			if err := a.runPartition(ctx, shards[a.shardOf(p)], lease.New(leases, p, a.cfg.Instance, a.leaseTTL, a.now), p); err != nil {
-				errs[p] = fmt.Errorf("partition %d: %w", p, err)
-				cancel()
+			if r, _ := sh.current(); ping(ctx, r.conn) != nil {
+				_, _ = sh.failed(ctx, r) // move when another replica can take over
+			}
+			_, st := sh.current()
+			if err := a.awaitNoInserts(ctx, st, "waiting for INSERTs of a previous aggregator to finish before loading the de-duplication sets"); err != nil {
+				return // ctx is done
+			}
+			for _, p := range a.cfg.Owned {
+				if a.shardOf(p) != sh.n {
+					continue
+				}
+				wg.Go(func() {
+					if err := a.runPartition(ctx, sh, lease.New(leases, p, a.cfg.Instance, a.leaseTTL, a.now), p); err != nil {
+						errs[p] = fmt.Errorf("partition %d: %w", p, err)
+						cancel()
+					}
+				})
 			}
 		})
 	}

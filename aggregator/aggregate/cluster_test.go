@@ -49,12 +49,18 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	ce.conns = chclustertest.Conns(t, ce.layout)
 	ce.db, ce.local = chclustertest.Databases(t, ce.conns)
 	ce.conn = ce.conns[len(ce.conns)-1][len(ce.conns[0])-1] // the last node: the faults spare it
+	ce.startAggregator(t)
+	return ce
+}
+
+// startAggregator starts an aggregator in cluster mode and waits until it is ready.
+func (ce *clusterEnv) startAggregator(t *testing.T) {
+	t.Helper()
 	ce.agg = ce.startConfig(t, func(int) error { return nil }, func(c *Config) {
 		c.Cluster = ce.layout
 		c.ClickHouseDSN = "clickhouse://" + ce.layout.Shards[0][0].Addr
 	})
 	waitLong(t, "the aggregator to apply the cluster migrations and be ready", time.Minute, func() bool { return ce.agg.Ready() == nil })
-	return ce
 }
 
 // waitLong is waitFor with a deadline of d.
@@ -254,6 +260,13 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	if got := ce.current(0); got != 1-cur {
 		t.Errorf("shard 0 writes through replica %d after replica %d stopped, want %d", got, cur, 1-cur)
 	}
+	// An aggregator started while that replica is still down starts and writes.
+	if err := ce.agg.stop(); err != nil {
+		t.Fatalf("Run returned %v, want nil", err)
+	}
+	ce.startAggregator(t)
+	ce.events(t, 1000, 100, 0)
+	ce.check(t, cur)
 	script(t, "start")
 
 	// Shard 1 (nodes 2 and 3) stops for 30 s while events keep coming.
