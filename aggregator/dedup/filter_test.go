@@ -364,3 +364,25 @@ func TestFilterExactlyOnce(t *testing.T) {
 		t.Errorf("%d calls counted, want %d", len(calls), len(want))
 	}
 }
+
+// BenchmarkFresh filters a batch of 64,000 new rows, each with a provider response, as the
+// aggregator does before every INSERT (not remembering them, so that every round's are new).
+func BenchmarkFresh(b *testing.B) {
+	now := time.Now().UTC()
+	rows := make([]batch.Row, 64_000)
+	for i := range rows {
+		rows[i] = usage(fmt.Sprintf("evt_%07d", i), now, int64(i))
+		rows[i].Provider, rows[i].ResponseID = "openai", fmt.Sprintf("chatcmpl-%07d", i)
+	}
+	f := NewFilter(time.Hour, time.Now, &table{})
+	batchRows := make([]batch.Row, len(rows))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(batchRows, rows)
+		kept, _, _, _, err := f.Fresh(context.Background(), batchRows)
+		if err != nil || len(kept) != len(rows) {
+			b.Fatalf("Fresh kept %d of %d: %v", len(kept), len(rows), err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}
