@@ -59,6 +59,38 @@ func TestAheadHold(t *testing.T) {
 	}
 }
 
+// A look that let the workers go stands for aheadLook while what they publish keeps the
+// stream under the limit: wait does not ask the stream again (it is given no JetStream here,
+// which asking would need) until then.
+func TestAheadLooksOncePerInterval(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)}
+	a := newAhead(100, clk.Now)
+	if a.recent() {
+		t.Fatal("recent before any look")
+	}
+	a.hold(50, 0) // under the limit: go
+	a.sent(50)    // exactly at the limit
+	clk.Add(aheadLook - time.Nanosecond)
+	if d := a.wait(context.Background(), nil); d != 0 || !a.recent() {
+		t.Fatalf("wait within aheadLook of a look that went: waited %s, recent %v", d, a.recent())
+	}
+	a.sent(1)
+	if a.recent() {
+		t.Fatal("recent once what was published since the look passes the limit")
+	}
+	a.hold(50, 0)
+	clk.Add(aheadLook)
+	if a.recent() {
+		t.Fatal("recent aheadLook after the look")
+	}
+	a.hold(500, 0) // over the limit: held, which lets nothing go
+	if a.recent() {
+		t.Fatal("recent after a look that held")
+	}
+	var never *ahead
+	never.sent(1)
+}
+
 // The enricher stays within MaxAhead of a consumer that takes from USAGE_ENRICHED, and goes
 // on when that consumer stalls.
 func TestEnricherWaitsForTheAggregators(t *testing.T) {

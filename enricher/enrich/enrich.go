@@ -523,6 +523,7 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 			_ = m.NakWithDelay(time.Second)
 			continue
 		}
+		e.ahead.sent(len(out))
 		inflight = append(inflight, pending{m, f})
 	}
 	for _, p := range inflight {
