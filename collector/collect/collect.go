@@ -55,10 +55,10 @@ type Collector struct {
 	// and growing a fresh buffer to that size as it arrives, for every request, was the
 	// collector's largest source of garbage.
 	bodies sync.Pool
-	// events recycles the arrays bodies are decoded into (*[]event.Usage), grouping the rows
-	// messages groups by partition (*grouping), and payloads the buffers their messages are
-	// encoded into (*[]byte).
-	events, grouping, payloads sync.Pool
+	// decoders recycles the decoders of bodies, which keep their events' array and maps
+	// (*event.Decoder), grouping the rows messages groups by partition (*grouping), and
+	// payloads the buffers their messages are encoded into (*[]byte).
+	decoders, grouping, payloads sync.Pool
 	// now is the receive clock; tests replace it to make payloads reproducible.
 	now func() time.Time
 }

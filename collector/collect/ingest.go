@@ -68,29 +68,26 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 
 	received := c.now()
-	room, _ := c.events.Get().(*[]event.Usage)
-	if room == nil {
-		room = new([]event.Usage)
+	dec, _ := c.decoders.Get().(*event.Decoder)
+	if dec == nil {
+		dec = new(event.Decoder)
 	}
-	b, err := event.DecodeReusing(*room, body, r.Header.Get("Content-Type"), received, c.cfg.Limits, c.cfg.MaxEvents)
+	// Nothing keeps an event, nor its tags or units map, once the answer is written (the
+	// rows copy what they need, the key and the tag policy copy a map they change): the
+	// decoder takes them back then, for the next body.
+	defer func() {
+		dec.Recycle()
+		c.decoders.Put(dec)
+	}()
+	b, err := dec.Decode(body, r.Header.Get("Content-Type"), received, c.cfg.Limits, c.cfg.MaxEvents)
 	switch {
 	case errors.Is(err, event.ErrTooManyEvents):
-		c.events.Put(room)
 		c.fail(w, http.StatusRequestEntityTooLarge, "", err.Error())
 		return
 	case err != nil:
-		c.events.Put(room) // Decode keeps no event in it when it fails
 		c.fail(w, http.StatusBadRequest, "", err.Error())
 		return
 	}
-	// Nothing keeps an event once the answer is written: their array goes back, emptied so
-	// that the pool holds none of their strings and maps.
-	decoded := b.Events
-	defer func() {
-		clear(decoded)
-		*room = decoded[:0]
-		c.events.Put(room)
-	}()
 	// API key and tag policy (auth.go): refused events join the rejections.
 	ra := c.attr.request(r.Context())
 	c.attr.applyBatch(ra, &b)

@@ -55,8 +55,8 @@ func BenchmarkIngest(b *testing.B) {
 
 // BenchmarkDecode measures what the handler does before publishing, without NATS: decoding
 // and validating a 1,000-event NDJSON body, then grouping and Arrow-encoding its rows, with
-// the events' array and the payloads' buffer used again from body to body, as the handler
-// does.
+// the decoder (its events' array and maps) and the payloads' buffer used again from body to
+// body, as the handler does.
 func BenchmarkDecode(b *testing.B) {
 	const events = 1000
 	body := ndjsonBody(events)
@@ -65,11 +65,11 @@ func BenchmarkDecode(b *testing.B) {
 		b.Run(fmt.Sprintf("encode=%t", encode), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
-			var room []event.Usage
+			var dec event.Decoder
 			var payloads []byte
 			for b.Loop() {
 				now := time.Now()
-				batch, err := event.DecodeReusing(room, body, event.ContentNDJSON, now, c.cfg.Limits, c.cfg.MaxEvents)
+				batch, err := dec.Decode(body, event.ContentNDJSON, now, c.cfg.Limits, c.cfg.MaxEvents)
 				if err != nil || len(batch.Events) != events {
 					b.Fatalf("decode: %d events, %v", len(batch.Events), err)
 				}
@@ -78,8 +78,7 @@ func BenchmarkDecode(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				clear(batch.Events)
-				room = batch.Events[:0]
+				dec.Recycle()
 			}
 			b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
 		})

@@ -50,13 +50,40 @@ type Batch struct {
 // itself. Decode returns an error wrapping ErrUnreadable when the body as a whole cannot be
 // read, and ErrTooManyEvents when it holds more than maxEvents elements.
 func Decode(body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
-	return DecodeReusing(nil, body, contentType, received, lim, maxEvents)
+	return decode(nil, nil, body, contentType, received, lim, maxEvents)
 }
 
-// DecodeReusing is Decode holding the batch's events in room's array when it is large
-// enough, rather than in a new one: for a caller done with an earlier batch's events (the
-// collector recycles them, ~300 bytes an event). Whatever room holds is overwritten.
-func DecodeReusing(room []Usage, body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
+// A Decoder decodes bodies as Decode does, into memory it uses again from one body to the
+// next: the array of the events (~300 bytes an event) and the tags and units maps it makes
+// for them (~330 bytes an event with tags). The collector keeps Decoders in a pool.
+//
+// The batch Decode returns is the caller's until Recycle, which empties its events and
+// every map Decode made for them, wherever they are: the caller must keep none of them, nor
+// hand them on, past Recycle. Strings are not recycled; they stay valid.
+type Decoder struct {
+	events []Usage // the events of the last batch, as Decode returned them
+	maps   maps
+}
+
+// Decode decodes body as Decode does; call Recycle once done with the batch.
+func (d *Decoder) Decode(body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
+	b, err := decode(d.events, &d.maps, body, contentType, received, lim, maxEvents)
+	if b.Events != nil {
+		d.events = b.Events
+	}
+	return b, err
+}
+
+// Recycle takes back the events of the batch Decode returned last, and their maps.
+func (d *Decoder) Recycle() {
+	clear(d.events)
+	d.events = d.events[:0]
+	d.maps.recycle()
+}
+
+// decode is Decode holding the events in room's array when it is large enough, rather than
+// in a new one, and making their maps with m (nil: with make).
+func decode(room []Usage, m *maps, body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
 	mt := ContentJSON
 	if contentType != "" {
 		parsed, _, err := mime.ParseMediaType(contentType)
@@ -71,7 +98,7 @@ func DecodeReusing(room []Usage, body []byte, contentType string, received time.
 	if len(body) == 0 {
 		return Batch{}, fmt.Errorf("%w: the body is empty", ErrUnreadable)
 	}
-	d := decoder{received: received, lim: lim, room: room}
+	d := decoder{received: received, lim: lim, room: room, maps: m}
 	switch mt {
 	case ContentJSON, "text/plain":
 		switch {
@@ -107,8 +134,9 @@ func DecodeReusing(room []Usage, body []byte, contentType string, received time.
 type decoder struct {
 	received time.Time
 	lim      Limits
-	room     []Usage // see DecodeReusing
+	room     []Usage // see decode
 	strs     strs    // the strings scanEvent makes
+	maps     *maps   // the maps scanEvent makes
 	out      Batch
 	// syntax counts the elements that were not JSON objects at all.
 	syntax int
@@ -187,7 +215,7 @@ func (d *decoder) plain(index int, data []byte) error {
 }
 
 func (d *decoder) decodeInto(u *Usage, index int, data []byte) error {
-	if scanEvent(u, data, &d.strs) {
+	if scanEvent(u, data, &d.strs, d.maps) {
 		return d.accept(index, u)
 	}
 	*u = Usage{}

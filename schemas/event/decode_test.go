@@ -325,7 +325,7 @@ func TestScanEvent(t *testing.T) {
 	f := func(in string, want bool) {
 		t.Helper()
 		var u Usage
-		if got := scanEvent(&u, []byte(in), new(strs)); got != want {
+		if got := scanEvent(&u, []byte(in), new(strs), nil); got != want {
 			t.Errorf("scanEvent(%s) = %t, want %t", in, got, want)
 		}
 	}
@@ -347,32 +347,36 @@ func TestScanEvent(t *testing.T) {
 	f(`{"id":"a"`, false)
 }
 
-// TestDecodeReusing checks that a batch decoded into the room of an earlier one is the batch
-// Decode makes, whatever the room held, and that it uses the room when it is large enough.
-func TestDecodeReusing(t *testing.T) {
-	body := []byte(good1 + "\n" + `{"id":"e3","provider":"p","model":"m","usage":{"input_tokens":-1}}` + "\n" + good2 + "\n")
-	want, err := Decode(body, ContentNDJSON, now, DefaultLimits, 10)
+// TestDecoder checks that a Decoder decodes each body as Decode does, whatever it decoded
+// before, and that after Recycle the next body is decoded into the earlier one's events
+// array and maps, emptied.
+func TestDecoder(t *testing.T) {
+	first := []byte(`{"id":"a","provider":"p","model":"m","tags":{"team":"old","feature":"old","extra":"old"},"units":{"requests":1}}` + "\n" +
+		`{"id":"b","provider":"p","model":"m","usage":{"input_tokens":-1},"tags":{"team":"rejected"}}` + "\n" + good2 + "\n" + good1)
+	second := []byte(good1 + "\n" + `{"id":"e3","provider":"p","model":"m","usage":{"input_tokens":-1}}` + "\n" + good2 + "\n")
+	var d Decoder
+	for i, body := range [][]byte{first, second, []byte("garbage"), second, first} {
+		want, wantErr := Decode(body, ContentNDJSON, now, DefaultLimits, 10)
+		before := d.events[:cap(d.events)]
+		got, err := d.Decode(body, ContentNDJSON, now, DefaultLimits, 10)
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Fatalf("body %d: Decode() = %+v, %v; want %+v, %v", i, got, err, want, wantErr)
+		}
+		if len(before) >= len(got.Events) && len(got.Events) > 0 && &got.Events[0] != &before[0] {
+			t.Errorf("body %d: the events are not in the array of the ones before", i)
+		}
+		d.Recycle()
+	}
+	// The first body made three tags maps (the rejected event's too); the second body's one
+	// event with tags (good2) takes one of them, emptied.
+	got, err := d.Decode(second, ContentNDJSON, now, DefaultLimits, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirty := func(n int) []Usage {
-		room := make([]Usage, n)
-		for i := range room {
-			room[i] = Usage{ID: "old", Provider: "old", Tags: map[string]string{"team": "old"}, Units: Units{"requests": 1}, CacheHit: true}
-		}
-		return room
+	if len(d.maps.tags.free) != 2 || len(d.maps.tags.out) != 1 {
+		t.Errorf("tags maps: %d free, %d out; want 2 free, 1 out", len(d.maps.tags.free), len(d.maps.tags.out))
 	}
-	for _, n := range []int{0, 2, 3, 10} {
-		room := dirty(n)
-		got, err := DecodeReusing(room, body, ContentNDJSON, now, DefaultLimits, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("room of %d: DecodeReusing() = %+v, want %+v", n, got, want)
-		}
-		if n >= 3 && &got.Events[0] != &room[0] {
-			t.Errorf("room of %d: the events are not in the room", n)
-		}
+	if got.Events[1].Tags["team"] != "search" || len(got.Events[1].Tags) != 1 {
+		t.Errorf("a recycled map holds %v, want only team=search", got.Events[1].Tags)
 	}
 }

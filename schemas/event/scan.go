@@ -19,7 +19,7 @@ import (
 // key, a float, malformed JSON — returns false, u is to be discarded, and the general decoder
 // decides, with its own error messages. Whatever scanEvent accepts, the general decoder
 // decodes to the same Usage, and checkShape lets through (FuzzScanEvent).
-func scanEvent(u *Usage, data []byte, strs *strs) bool {
+func scanEvent(u *Usage, data []byte, strs *strs, maps *maps) bool {
 	s := scanner{data: data, strs: strs}
 	var seen uint32 // a bit per field read: a key seen twice goes to the general decoder
 	once := func(bit uint32) bool {
@@ -44,7 +44,7 @@ func scanEvent(u *Usage, data []byte, strs *strs) bool {
 		case "usage":
 			return once(1<<5) && s.tokens(&u.Usage)
 		case "units":
-			return once(1<<6) && scanMap(&s, &u.Units, slotUnits, func(int) (int64, bool) { return s.integer() })
+			return once(1<<6) && scanMap(&s, &u.Units, maps.newUnits(), slotUnits, func(int) (int64, bool) { return s.integer() })
 		case "service_tier":
 			return once(1<<7) && s.str(&u.ServiceTier, slotServiceTier)
 		case "response_id":
@@ -54,7 +54,7 @@ func scanEvent(u *Usage, data []byte, strs *strs) bool {
 		case "latency_ms":
 			return once(1<<10) && s.int(&u.LatencyMS)
 		case "tags":
-			return once(1<<11) && scanMap(&s, &u.Tags, slotTags, s.string)
+			return once(1<<11) && scanMap(&s, &u.Tags, maps.newTags(), slotTags, s.string)
 		case "workflow_id":
 			return once(1<<12) && s.str(&u.WorkflowID, slotWorkflowID)
 		case "prompt_version":
@@ -233,12 +233,11 @@ func (s *scanner) tokens(t *Tokens) bool {
 	})
 }
 
-// scanMap reads an object into a new map, value reading each member's value; the strings of
-// member i are made by strs for the slots mapSlot gives from first. Like checkShape it
-// refuses objects of maxWidth members or more, duplicates counted: to the general decoder,
-// whose checkShape says so.
-func scanMap[M ~map[string]V, V any](s *scanner, dst *M, first int, value func(slot int) (V, bool)) bool {
-	m := make(M)
+// scanMap reads an object into m, an empty map, value reading each member's value; the
+// strings of member i are made by strs for the slots mapSlot gives from first. Like
+// checkShape it refuses objects of maxWidth members or more, duplicates counted: to the
+// general decoder, whose checkShape says so.
+func scanMap[M ~map[string]V, V any](s *scanner, dst *M, m M, first int, value func(slot int) (V, bool)) bool {
 	*dst = m
 	return s.object(func(i int, key []byte) bool {
 		if i+1 >= maxWidth {
@@ -310,4 +309,62 @@ func (t *strs) make(slot int, b []byte) string {
 		t.prev[slot] = v
 	}
 	return v
+}
+
+// maps makes the tags and units maps of a Decoder's events, from those of its earlier
+// batches when it has them. A nil *maps makes every map.
+type maps struct {
+	tags  mapPool[map[string]string, string]
+	units mapPool[Units, int64]
+}
+
+func (m *maps) newTags() map[string]string {
+	if m == nil {
+		return make(map[string]string)
+	}
+	return m.tags.get()
+}
+
+func (m *maps) newUnits() Units {
+	if m == nil {
+		return make(Units)
+	}
+	return m.units.get()
+}
+
+func (m *maps) recycle() {
+	m.tags.recycle()
+	m.units.recycle()
+}
+
+// mapPool hands out empty maps: recycled ones, else new ones. It remembers those it handed
+// out since the last recycle, which empties them and takes them back.
+type mapPool[M ~map[string]V, V any] struct {
+	free, out []M
+}
+
+func (p *mapPool[M, V]) get() M {
+	var m M
+	if n := len(p.free); n > 0 {
+		m, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		m = make(M)
+	}
+	p.out = append(p.out, m)
+	return m
+}
+
+// maxRecycled bounds the members of a map that is recycled: one that held more (a hostile
+// event's; Limits.MaxTags is 32 by default) is dropped rather than kept at that size.
+const maxRecycled = 64
+
+func (p *mapPool[M, V]) recycle() {
+	for _, m := range p.out {
+		if len(m) <= maxRecycled {
+			clear(m)
+			p.free = append(p.free, m)
+		}
+	}
+	clear(p.out)
+	p.out = p.out[:0]
 }
