@@ -57,7 +57,7 @@ func Decode(body []byte, contentType string, received time.Time, lim Limits, max
 // next: the array of the events (~300 bytes an event) and the tags and units maps it makes
 // for them (~330 bytes an event with tags). The collector keeps Decoders in a pool.
 //
-// The batch Decode returns is the caller's until Recycle, which empties its events and
+// The batches Decode returns are the caller's until Recycle, which empties their events and
 // every map Decode made for them, wherever they are: the caller must keep none of them, nor
 // hand them on, past Recycle. Strings are not recycled; they stay valid.
 type Decoder struct {
@@ -67,14 +67,19 @@ type Decoder struct {
 
 // Decode decodes body as Decode does; call Recycle once done with the batch.
 func (d *Decoder) Decode(body []byte, contentType string, received time.Time, lim Limits, maxEvents int) (Batch, error) {
-	b, err := decode(d.events, &d.maps, body, contentType, received, lim, maxEvents)
+	room := d.events
+	if len(room) > 0 {
+		room = nil // the last batch is still the caller's: Recycle was not called
+	}
+	b, err := decode(room, &d.maps, body, contentType, received, lim, maxEvents)
 	if b.Events != nil {
 		d.events = b.Events
 	}
 	return b, err
 }
 
-// Recycle takes back the events of the batch Decode returned last, and their maps.
+// Recycle takes back the batches Decode returned since the last Recycle: the array of the
+// last one's events, and the maps of all.
 func (d *Decoder) Recycle() {
 	clear(d.events)
 	d.events = d.events[:0]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -378,5 +379,13 @@ func TestDecoder(t *testing.T) {
 	}
 	if got.Events[1].Tags["team"] != "search" || len(got.Events[1].Tags) != 1 {
 		t.Errorf("a recycled map holds %v, want only team=search", got.Events[1].Tags)
+	}
+	// Without Recycle, the next batch leaves this one's events alone.
+	want := slices.Clone(got.Events)
+	if _, err := d.Decode(first, ContentNDJSON, now, DefaultLimits, 10); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Events, want) {
+		t.Errorf("a batch not recycled was overwritten: %+v, want %+v", got.Events, want)
 	}
 }
