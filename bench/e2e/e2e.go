@@ -162,12 +162,20 @@ func New(cfg Config) (*Bench, error) {
 		return nil, fmt.Errorf("ping ClickHouse at %s (deploy/clickhouse/local.sh start starts one): %w", cfg.ClickHouseDSN, err)
 	}
 	b := &Bench{cfg: cfg, conn: conn}
-	if pid, err := FindProcess(cfg.ClickHousePIDFile, "clickhouse-server"); err == nil {
+	if pid, err := ServerProcess(cfg.ClickHousePIDFile, firstAddr(opts), "clickhouse-server"); err == nil {
 		b.chPID = pid
 	} else {
 		cfg.Logger.Warn("ClickHouse CPU time will not be reported", "err", err)
 	}
 	return b, nil
+}
+
+// firstAddr is the address a DSN's connections go to first.
+func firstAddr(opts *clickhouse.Options) string {
+	if len(opts.Addr) == 0 {
+		return ""
+	}
+	return opts.Addr[0]
 }
 
 // ClickHousePID is the pid of the ClickHouse server whose CPU time is measured, 0 if unknown.

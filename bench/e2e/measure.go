@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,6 +88,59 @@ func PidCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
 	}
 	return parseProcStat(string(data))
+}
+
+// ServerProcess returns the pid of the server a benchmark measures: the one in pidFile when
+// it names a live process, else the process listening on addr's TCP port (so that with
+// several ClickHouse servers running, e.g. `make cluster`, it is the one the DSN reaches),
+// else the first process whose command line contains name.
+func ServerProcess(pidFile, addr, name string) (int, error) {
+	if pidFile == "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.Atoi(port); err == nil {
+				if pid, err := Listener(n); err == nil {
+					return pid, nil
+				}
+			}
+		}
+	}
+	return FindProcess(pidFile, name)
+}
+
+// Listener returns the pid of the process listening on TCP port (IPv4 or IPv6), from
+// /proc/net/tcp{,6} and the processes' open sockets.
+func Listener(port int) (int, error) {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(data)) {
+			// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && int(p) == port {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return 0, fmt.Errorf("nothing listens on TCP port %d", port)
+	}
+	fds, err := filepath.Glob("/proc/[0-9]*/fd/*")
+	if err != nil {
+		return 0, fmt.Errorf("list open files: %w", err)
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(fd); err == nil && inodes[link] {
+			return strconv.Atoi(strings.Split(fd, "/")[2])
+		}
+	}
+	return 0, fmt.Errorf("no process of ours holds the socket listening on TCP port %d", port)
 }
 
 // FindProcess returns the pid in pidFile when it names a live process, or else the first

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -184,5 +185,26 @@ func TestPidRSS(t *testing.T) {
 	// This test binary holds at least a megabyte, and far less than the machine.
 	if got, err := PidRSS(os.Getpid()); err != nil || got < 1<<20 || got > 8<<30 {
 		t.Errorf("PidRSS(self) = %d, %v; want 1 MiB..8 GiB", got, err)
+	}
+}
+
+// Listener finds the process listening on a port — here this test's own — and
+// ServerProcess prefers it to a name that some other process's command line contains.
+func TestListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	if pid, err := Listener(port); err != nil || pid != os.Getpid() {
+		t.Fatalf("Listener(%d) = %d, %v; want this process, %d", port, pid, err, os.Getpid())
+	}
+	if pid, err := ServerProcess("", ln.Addr().String(), "no-such-process-name"); err != nil || pid != os.Getpid() {
+		t.Fatalf("ServerProcess(%s) = %d, %v; want this process, %d", ln.Addr(), pid, err, os.Getpid())
+	}
+	ln.Close()
+	if pid, err := Listener(port); err == nil {
+		t.Fatalf("Listener(%d) = %d after the listener closed, want an error", port, pid)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -135,7 +136,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	for _, name := range c.Names() {
 		pids[name] = c.Proc(name).Pid()
 	}
-	if pid, err := e2e.FindProcess("", "clickhouse-server"); err == nil {
+	addr := ""
+	if opts, err := clickhouse.ParseDSN(cfg.ClickHouseDSN); err == nil && len(opts.Addr) > 0 {
+		addr = opts.Addr[0]
+	}
+	if pid, err := e2e.ServerProcess("", addr, "clickhouse-server"); err == nil {
 		pids[ClickHouse] = pid
 	} else {
 		return res, fmt.Errorf("find the ClickHouse server's process: %w", err)
