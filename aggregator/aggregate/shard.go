@@ -18,15 +18,17 @@ import (
 // (Config.Cluster) one shard's replicas, of which the shard's workers all use one at a time
 // (so that their INSERTs still share blocks) and move to another when it stops answering.
 //
-// Moving keeps the one-writer argument: the new replica is used only once it holds every
-// part the shard's replicas committed (SYSTEM SYNC REPLICA on each Replicated table of the
-// local database; it waits while a committed part exists only on a replica that is down), so
-// that the lookups and repairs that follow an INSERT of unknown outcome see all that landed.
-// A replica killed in the middle of an INSERT either committed the part (the new replica
-// fetches it) or not (it is dropped at restart, and the rows are inserted again). A replica
-// that does not answer but still runs an INSERT (a network partition, not a crash) could land
-// it after the writer moved on; ClickHouse 18.16 has no fence against that short of
-// insert_quorum, which would stop every write while a replica is down.
+// Moving keeps the one-writer argument. First the replica left behind must be inactive in
+// ZooKeeper (fenced): a server that stopped answering may still be finishing an INSERT (a
+// SIGTERMed ClickHouse completes its running queries; the cluster test doubled two events
+// before this check), and only once its session is gone can it commit nothing more — at
+// once after a clean stop, after the session timeout after a crash or a partition. Then the
+// new replica is used only once it holds every part the shard's replicas committed (SYSTEM
+// SYNC REPLICA on each Replicated table of the local database; it waits while a committed
+// part exists only on a replica that is down), so that the lookups and repairs that follow
+// an INSERT of unknown outcome see all that landed. A replica killed in the middle of an
+// INSERT either committed the part (the new replica fetches it) or not (it is dropped at
+// restart, and the rows are inserted again).
 type shard struct {
 	n        int
 	db       string // the database the shard's tables live in (the local one in cluster mode)
@@ -77,10 +79,20 @@ func (s *shard) failed(ctx context.Context, r *replica) (moved bool, err error) 
 		return false, nil
 	}
 	var errs []error
+	answering := 0
+	for _, o := range s.replicas {
+		if o != r && ping(ctx, o.conn) == nil {
+			answering++
+		}
+	}
 	for i := 1; i < len(s.replicas); i++ {
 		next := (s.cur + i) % len(s.replicas)
 		o := s.replicas[next]
 		if err := ping(ctx, o.conn); err != nil {
+			errs = append(errs, fmt.Errorf("replica %s: %w", o.addr, err))
+			continue
+		}
+		if err := fenced(ctx, o.conn, s.db, answering); err != nil {
 			errs = append(errs, fmt.Errorf("replica %s: %w", o.addr, err))
 			continue
 		}
@@ -98,6 +110,24 @@ func ping(ctx context.Context, conn driver.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return conn.Ping(ctx)
+}
+
+// fenced reports, through the replica of conn, whether ZooKeeper counts no more active
+// replicas of db's tables than the answering ones: a replica that does not answer but is still
+// active may still commit an INSERT (a server shutting down finishes its running queries;
+// a frozen one keeps its session until it times out), and once it is inactive its session is
+// gone and it can commit nothing more. This is the fence a move needs.
+func fenced(ctx context.Context, conn driver.Conn, db string, answering int) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	var active uint64
+	if err := conn.QueryRow(ctx, "SELECT toUInt64(max(active_replicas)) FROM system.replicas WHERE database = ?", db).Scan(&active); err != nil {
+		return fmt.Errorf("count the active replicas of %s: %w", db, err)
+	}
+	if int(active) > answering {
+		return fmt.Errorf("ZooKeeper counts %d active replicas of %s and %d answer: the silent one may still commit an INSERT", active, db, answering)
+	}
+	return nil
 }
 
 // syncReplica waits until the replica of conn has fetched every part its Replicated tables in

@@ -26,18 +26,7 @@ import (
 // sends events, kills the USAGE_RAW leader's nats-server with SIGKILL mid-run, starts it again
 // with the script, and checks the exact totals; then stops everything with the script.
 func TestMakeCluster(t *testing.T) {
-	bin := t.TempDir()
-	for name, pkg := range map[string]string{
-		"nats-server": "github.com/nats-io/nats-server/v2",
-		"collector":   "github.com/tokenmeter/tokenmeter/collector/cmd/collector",
-		"enricher":    "github.com/tokenmeter/tokenmeter/enricher/cmd/enricher",
-		"aggregator":  "github.com/tokenmeter/tokenmeter/aggregator/cmd/aggregator",
-		"alerter":     "github.com/tokenmeter/tokenmeter/alerter/cmd/alerter",
-	} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bin := buildStages(t)
 	conn := chtest.Conn(t)
 	db := chtest.Database(t, conn)
 	dir := t.TempDir()
@@ -48,11 +37,7 @@ func TestMakeCluster(t *testing.T) {
 			"TOKENMETER_CLUSTER_DATABASE="+db, "TOKENMETER_CLICKHOUSE_DSN="+chtest.DSN())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
-			for _, l := range logs {
-				data, _ := os.ReadFile(l)
-				t.Logf("--- %s\n%s", l, data[max(0, len(data)-2000):])
-			}
+			logTails(t, dir)
 			t.Fatalf("cluster.sh %s: %v\n%s", verb, err, out)
 		}
 		return string(out)
