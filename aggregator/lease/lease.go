@@ -75,9 +75,12 @@ type Lease struct {
 	ttl    time.Duration
 	now    func() time.Time
 
-	mu    sync.Mutex
-	rev   uint64    // revision of our entry; 0 when not held
-	until time.Time // Held is true before it
+	// renewing is held through a renewal and a release: a release waits for the renewal in
+	// flight, which may move the entry on a revision.
+	renewing sync.Mutex
+	mu       sync.Mutex
+	rev      uint64    // revision of our entry; 0 when not held
+	until    time.Time // Held is true before it
 	// unanswered: the last renewal failed without an answer, so it may have landed.
 	unanswered atomic.Bool
 }
@@ -152,6 +155,8 @@ var ErrLost = errors.New("the lease was taken by another holder")
 // Renew extends a held lease. It returns ErrLost (wrapped) when the entry is no longer ours;
 // any other error (NATS unreachable) leaves the lease to lapse when Held turns false.
 func (l *Lease) Renew(ctx context.Context) error {
+	l.renewing.Lock()
+	defer l.renewing.Unlock()
 	l.mu.Lock()
 	rev := l.rev
 	l.mu.Unlock()
@@ -212,7 +217,12 @@ func (l *Lease) isOurs() bool {
 }
 
 // Release deletes the entry if it is still ours, so that a waiting writer takes over at once.
+// A renewal stopped while in flight (its context ended: the writer is stopping) may have
+// landed unanswered, leaving the entry a revision ahead; it is then deleted at the revision it
+// has if it still names us. Otherwise the waiting writer would wait for it to expire.
 func (l *Lease) Release() {
+	l.renewing.Lock()
+	defer l.renewing.Unlock()
 	l.mu.Lock()
 	rev := l.rev
 	l.rev = 0
@@ -222,5 +232,10 @@ func (l *Lease) Release() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
+	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
+	if err != nil && l.unanswered.Load() {
+		if e, gerr := l.kv.Get(ctx, l.key); gerr == nil && string(e.Value()) == l.holder {
+			_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision()))
+		}
+	}
 }
