@@ -5,6 +5,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -54,17 +55,18 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 4_000 })
 
 	// Host A stops gracefully: it finishes its INSERT, releases the leases, and B takes over.
+	released := m.watchReleases()
 	at, start := r.stored(), time.Now()
 	if err := syscall.Kill(pidA, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	var stopped time.Duration // from SIGTERM to the first aggregator's exit
+	timeline := m.timeline(start, opsB)
 	natstest.Eventually(t, time.Minute, "the second aggregator writing every partition", func() bool {
 		if stopped == 0 && exited(pidA) {
 			stopped = time.Since(start)
 		}
-		code, _ := readyz(opsB)
-		return code == http.StatusOK && slices.Equal(m.holders(), []string{hostB, hostB, hostB, hostB})
+		return timeline(http.StatusOK, hostB)
 	})
 	took := time.Since(start)
 	natstest.Eventually(t, time.Minute, "the first aggregator gone", func() bool { return exited(pidA) })
@@ -73,6 +75,9 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	}
 	t.Logf("SIGTERM to %s (pid %d) with %d events stored: it exited after %s, and %s wrote every partition after %s",
 		hostA, pidA, at, stopped.Round(time.Millisecond), hostB, took.Round(time.Millisecond))
+	if got := released(); !slices.Equal(got, slices.Repeat([]string{"released, then " + hostB}, partitions)) {
+		t.Errorf("after the SIGTERM, the partition leases went %q; want each released, then %s (none left to expire)", got, hostB)
+	}
 	if log := m.log("aggregator"); !strings.Contains(log, `"level":"INFO","msg":"aggregator stopped"`) {
 		t.Errorf("the first aggregator's log does not end with a clean stop:\n%s", log[max(0, len(log)-2000):])
 	}
@@ -90,9 +95,9 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	if err := b.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	timeline = m.timeline(start, opsA)
 	natstest.Eventually(t, time.Minute, "the first aggregator writing every partition again", func() bool {
-		code, _ := readyz(opsA)
-		return code == http.StatusOK && slices.Equal(m.holders(), []string{hostA, hostA, hostA, hostA})
+		return timeline(http.StatusOK, hostA)
 	})
 	t.Logf("SIGKILL to %s (pid %d) with %d events stored: %s took every partition back after %s (lease TTL %s)",
 		hostB, b.Process.Pid, at, hostA, time.Since(start).Round(time.Millisecond), lease.DefaultTTL)
@@ -109,6 +114,70 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	}
 	if !a.running() {
 		t.Errorf("the first aggregator exited: %v", a.err)
+	}
+}
+
+// timeline returns a check, for natstest.Eventually, that the aggregator whose ops address
+// is addr answers /readyz with code and that holder holds every partition's lease. It logs
+// each change of the leases' holders and of that answer, with the time since start: where a
+// move spends its time.
+func (m *makeCluster) timeline(start time.Time, addr string) func(code int, holder string) bool {
+	last := ""
+	return func(code int, holder string) bool {
+		got, body := readyz(addr)
+		holders := m.holders()
+		body = strings.ReplaceAll(strings.TrimSpace(body), "\n", "; ")
+		if now := fmt.Sprintf("leases %q; %s /readyz %d %s", holders, addr, got, body[:min(len(body), 160)]); now != last {
+			m.t.Logf("%8s %s", time.Since(start).Round(time.Millisecond), now)
+			last = now
+		}
+		return got == code && slices.Equal(holders, slices.Repeat([]string{holder}, partitions))
+	}
+}
+
+// watchReleases watches the partition leases until the returned function is called, which
+// says for each partition what happened to its lease meanwhile: "released, then <holder>"
+// when a holder deleted it (a graceful stop) and another took it, "<holder>" when that one
+// took it without a release before (it had expired), "" when nothing happened.
+func (m *makeCluster) watchReleases() func() []string {
+	m.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	kv, err := m.js.KeyValue(ctx, lease.Bucket)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	got, keys := make([]string, partitions), map[string]int{}
+	for p := range partitions {
+		keys[lease.Key(p)] = p
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			p, ok := keys[e.Key()]
+			switch {
+			case !ok:
+			case e.Operation() != jetstream.KeyValuePut:
+				got[p] = "released"
+			case got[p] == "released":
+				got[p] = "released, then " + string(e.Value())
+			case !strings.HasPrefix(got[p], "released, then "):
+				got[p] = string(e.Value()) // a renewal, or a take-over without a release
+			}
+		}
+	}()
+	return func() []string {
+		_ = w.Stop()
+		cancel()
+		<-done
+		return got
 	}
 }
 
