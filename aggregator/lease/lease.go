@@ -219,7 +219,8 @@ func (l *Lease) isOurs() bool {
 // Release deletes the entry if it is still ours, so that a waiting writer takes over at once.
 // A renewal stopped while in flight (its context ended: the writer is stopping) may have
 // landed unanswered, leaving the entry a revision ahead; it is then deleted at the revision it
-// has if it still names us. Otherwise the waiting writer would wait for it to expire.
+// has while it still names us (within 5 s). Otherwise the waiting writer would wait for it to
+// expire.
 func (l *Lease) Release() {
 	l.renewing.Lock()
 	defer l.renewing.Unlock()
@@ -233,9 +234,19 @@ func (l *Lease) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
-	if err != nil && l.unanswered.Load() {
-		if e, gerr := l.kv.Get(ctx, l.key); gerr == nil && string(e.Value()) == l.holder {
-			_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision()))
+	for err != nil && l.unanswered.Load() {
+		e, gerr := l.kv.Get(ctx, l.key)
+		if gerr != nil || string(e.Value()) != l.holder {
+			return
+		}
+		// On a JetStream cluster a replica a moment behind may answer the Get with the
+		// revision before the renewal; the Delete then fails, and is tried again.
+		if err = l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision())); err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 }
