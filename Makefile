@@ -58,7 +58,7 @@ chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluste
 	$(GO) vet -tags chaos ./bench/cluster/
 	$(GO) test -tags chaos -count=1 -timeout 10m -v ./bench/cluster/
 
-chaos-clickhouse-cluster: ## the local ClickHouse cluster (deploy/clickhouse/cluster.sh): migrations, shards, exactness, a killed replica, a stopped shard, then make cluster's processes under the same faults and an aggregator moved to another host and back (~8 min; not in CI)
+chaos-clickhouse-cluster: ## the local ClickHouse cluster (deploy/clickhouse/cluster.sh): migrations, shards, exactness, a killed replica, a stopped shard, then make cluster's processes under the same faults and an aggregator moved to another host and back (~7 min; not in CI)
 	deploy/clickhouse/cluster.sh start
 	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./aggregator/migrate/
 	$(GO) vet -tags chaos,chcluster ./bench/cluster/
