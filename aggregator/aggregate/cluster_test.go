@@ -21,6 +21,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -60,19 +61,7 @@ func (ce *clusterEnv) startAggregator(t *testing.T) {
 		c.Cluster = ce.layout
 		c.ClickHouseDSN = "clickhouse://" + ce.layout.Shards[0][0].Addr
 	})
-	waitLong(t, "the aggregator to apply the cluster migrations and be ready", time.Minute, func() bool { return ce.agg.Ready() == nil })
-}
-
-// waitLong is waitFor with a deadline of d.
-func waitLong(tb testing.TB, what string, d time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	natstest.Eventually(t, time.Minute, "the aggregator to apply the cluster migrations and be ready", func() bool { return ce.agg.Ready() == nil })
 }
 
 // script runs deploy/clickhouse/cluster.sh with args.
@@ -158,7 +147,7 @@ func (ce *clusterEnv) check(tb testing.TB, down ...int) {
 			wantLocal := fmt.Sprintf("%d %d %d", ce.perShard[s], ce.perShard[s], ce.perShard[s])
 			q := fmt.Sprintf("SELECT concat(toString(count()), ' ', toString(uniqExact(event_id)), ' ', toString((SELECT sum(events) FROM %[1]s.spend_1m))) FROM %[1]s.usage_events", ce.local)
 			var got string
-			waitLong(tb, fmt.Sprintf("replica %d of shard %d to hold its shard's %d events", r, s, ce.perShard[s]), time.Minute, func() bool {
+			natstest.Eventually(tb, time.Minute, fmt.Sprintf("replica %d of shard %d to hold its shard's %d events", r, s, ce.perShard[s]), func() bool {
 				got = chtest.String(tb, conn, q)
 				return got == wantLocal
 			})
@@ -237,12 +226,20 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	ce.check(t)
 
 	// The aggregator writes shard 0 through its first replica, node 0.
+	before, err := strconv.Atoi(ce.count(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		ce.events(t, 4000, 100, 50*time.Millisecond) // about 2 s
 	}()
-	time.Sleep(700 * time.Millisecond)
+	// Killed once part of the burst is stored, while the rest is still coming.
+	natstest.Eventually(t, time.Minute, "a part of the burst stored", func() bool {
+		n, err := strconv.Atoi(ce.count(t))
+		return err == nil && n >= before+500
+	})
 	script(t, "kill-node", "0")
 	<-done
 	time.Sleep(3 * time.Second)
@@ -275,7 +272,7 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	script(t, "stop-node", "3")
 	ce.conn = ce.conns[0][1]
 	ce.events(t, 4000, 100, 50*time.Millisecond)
-	waitLong(t, "the writer of shard 1's partition to report itself not ready", 30*time.Second, func() bool {
+	natstest.Eventually(t, 30*time.Second, "the writer of shard 1's partition to report itself not ready", func() bool {
 		err := ce.agg.Ready()
 		return err != nil && strings.Contains(err.Error(), "partition 1")
 	})
@@ -295,7 +292,7 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	}
 	time.Sleep(time.Until(stopped.Add(30 * time.Second)))
 	script(t, "start")
-	waitLong(t, "the aggregator to be ready again", 2*time.Minute, func() bool { return ce.agg.Ready() == nil })
+	natstest.Eventually(t, 2*time.Minute, "the aggregator to be ready again", func() bool { return ce.agg.Ready() == nil })
 	ce.conn = ce.conns[1][1]
 	ce.check(t)
 }
