@@ -142,7 +142,10 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 		return nil, fmt.Errorf("reconcile: read %s: %w", stream.History, err)
 	}
 	// Messages copied after this snapshot are left for the next check; asking for no more
-	// than is left returns without waiting.
+	// than is left returns without waiting. On a JetStream cluster a fetch can find no
+	// responder while the consumer's server changes, so a fetch that brings nothing is retried
+	// a few times before the check gives up.
+	empty := 0
 	for left := ci.NumPending; left > 0; {
 		mb, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -179,12 +182,21 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 				break
 			}
 		}
-		if n == 0 {
-			err := mb.Error()
-			if err == nil {
-				err = errors.New("no message within 2s")
-			}
+		if n > 0 {
+			empty = 0
+			continue
+		}
+		err = mb.Error()
+		if err == nil {
+			err = errors.New("no message within 2s")
+		}
+		if empty++; empty == maxEmptyFetches {
 			return nil, fmt.Errorf("reconcile: read %s with %d raw copies left: %w", stream.History, left, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(empty) * 200 * time.Millisecond):
 		}
 	}
 	for p := range out {
@@ -194,6 +206,9 @@ func Check(ctx context.Context, js jetstream.JetStream, conn driver.Conn, db str
 	}
 	return out, nil
 }
+
+// maxEmptyFetches is how many fetches in a row may bring nothing before Check gives up.
+const maxEmptyFetches = 5
 
 // awaitCopies waits, for up to 5 s, until USAGE_HISTORY has copied everything USAGE_RAW has
 // stored, so that a check after a run reads every raw message. Under steady traffic the copy
