@@ -94,7 +94,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions (default 20000x)
 	  done; \
 	done
 
-bench: clickhouse ## per-stage Go benchmarks, then the end-to-end table of the README
+bench: clickhouse ## per-stage Go benchmarks, then the end-to-end tables of docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./collector/... ./enricher/... ./aggregator/... ./alerter/... ./bench/loadgen/...
 	$(GO) run ./bench/cmd/e2e
 

@@ -49,7 +49,7 @@ const ackWait = 3 * time.Second
 
 var binDir string
 
-// report collects one README table row per scenario.
+// report collects one row of the fault-injection table (docs/architecture.md) per scenario.
 var report struct {
 	sync.Mutex
 	rows []string
@@ -233,7 +233,7 @@ func (r *run) settle(want uint64) {
 }
 
 // check compares every table with the exact expected totals and records the scenario's row
-// of the README table.
+// of the fault-injection table.
 func (r *run) check(scenario, faults string) {
 	r.t.Helper()
 	events := r.expected()

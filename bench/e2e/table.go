@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// WriteTable writes the results as a Markdown table, one row per run, to paste into the
-// README. A dash marks what a run does not measure.
+// WriteTable writes the results as a Markdown table, one row per run, to paste into
+// docs/benchmarks.md. A dash marks what a run does not measure.
 func WriteTable(w io.Writer, results []Result) error {
 	var b strings.Builder
 	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse |\n")

@@ -20,7 +20,7 @@ import (
 // event posted to the collector is priced, seen by the alerter and paged to a webhook
 // exactly once, with the default evaluation interval and group_wait; a team over its hard
 // cap is then refused by the collector with 429. The spike-to-webhook time is logged: it is
-// the README's alert latency figure.
+// the alert latency figure of docs/alerts.md.
 func TestSpikeReachesWebhookAndHardCapRefuses(t *testing.T) {
 	var mu sync.Mutex
 	var got []string

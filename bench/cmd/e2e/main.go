@@ -1,5 +1,5 @@
 // Command e2e measures the whole pipeline on this machine — the single-process tokenmeter with
-// NATS embedded, and the local ClickHouse — and prints a Markdown table for the README:
+// NATS embedded, and the local ClickHouse — and prints the Markdown tables of docs/benchmarks.md:
 //
 //	go run ./bench/cmd/e2e -events 1000000 -clients 4 -paced 0.8
 //

@@ -1,6 +1,6 @@
 // Command scaleout measures how throughput scales with partitions when every stage runs as its
 // own process on loopback: for each partition count N it runs the collector, N enrichers and N
-// aggregators with a nats-server process and the local ClickHouse, and prints the README's
+// aggregators with a nats-server process and the local ClickHouse, and prints docs/benchmarks.md's
 // table (events/s and CPU µs per event of each kind of process):
 //
 //	go run ./bench/cmd/scaleout -partitions 1,2,4 -events 500000
