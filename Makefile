@@ -1,6 +1,6 @@
 # tokenmeter — run it: `make run`; test it: `make test`.
 SHELL := /bin/bash
-MODULES := schemas collector enricher aggregator alerter bench deploy
+MODULES := schemas testkit stage collector enricher aggregator alerter bench deploy
 GO ?= go
 # Tests reach ClickHouse at $$TOKENMETER_CLICKHOUSE_DSN, or at a local server that this starts.
 CH_LOCAL := $(if $(TOKENMETER_CLICKHOUSE_DSN),,deploy/clickhouse/local.sh start)

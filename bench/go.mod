@@ -9,12 +9,6 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/shopspring/decimal v1.6.0
-	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
-	github.com/tokenmeter/tokenmeter/alerter v0.0.0
-	github.com/tokenmeter/tokenmeter/collector v0.0.0
-	github.com/tokenmeter/tokenmeter/deploy v0.0.0
-	github.com/tokenmeter/tokenmeter/enricher v0.0.0
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 )
 
 require (
@@ -46,6 +40,7 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
+	github.com/tokenmeter/tokenmeter/stage v0.0.0 // indirect
 	github.com/zeebo/xxh3 v1.0.2 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
@@ -67,6 +62,16 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+require (
+	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
+	github.com/tokenmeter/tokenmeter/alerter v0.0.0
+	github.com/tokenmeter/tokenmeter/collector v0.0.0
+	github.com/tokenmeter/tokenmeter/deploy v0.0.0
+	github.com/tokenmeter/tokenmeter/enricher v0.0.0
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/testkit v0.0.0
+)
+
 replace (
 	github.com/tokenmeter/tokenmeter/aggregator => ../aggregator
 	github.com/tokenmeter/tokenmeter/alerter => ../alerter
@@ -74,4 +79,6 @@ replace (
 	github.com/tokenmeter/tokenmeter/deploy => ../deploy
 	github.com/tokenmeter/tokenmeter/enricher => ../enricher
 	github.com/tokenmeter/tokenmeter/schemas => ../schemas
+	github.com/tokenmeter/tokenmeter/stage => ../stage
+	github.com/tokenmeter/tokenmeter/testkit => ../testkit
 )

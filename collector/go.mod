@@ -10,7 +10,6 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/sony/gobreaker v1.0.0
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 	go.opentelemetry.io/proto/otlp v1.11.1
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc
 	google.golang.org/protobuf v1.36.12
@@ -52,4 +51,14 @@ require (
 	google.golang.org/grpc v1.84.0 // indirect
 )
 
-replace github.com/tokenmeter/tokenmeter/schemas => ../schemas
+require (
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/stage v0.0.0
+	github.com/tokenmeter/tokenmeter/testkit v0.0.0
+)
+
+replace (
+	github.com/tokenmeter/tokenmeter/schemas => ../schemas
+	github.com/tokenmeter/tokenmeter/stage => ../stage
+	github.com/tokenmeter/tokenmeter/testkit => ../testkit
+)

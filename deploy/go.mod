@@ -14,12 +14,6 @@ require (
 	github.com/prometheus/common v0.72.1
 	github.com/prometheus/prometheus v0.316.0
 	github.com/shopspring/decimal v1.6.0
-	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
-	github.com/tokenmeter/tokenmeter/alerter v0.0.0
-	github.com/tokenmeter/tokenmeter/bench v0.0.0
-	github.com/tokenmeter/tokenmeter/collector v0.0.0
-	github.com/tokenmeter/tokenmeter/enricher v0.0.0
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	sigs.k8s.io/yaml v1.6.0
@@ -107,6 +101,17 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
+require (
+	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
+	github.com/tokenmeter/tokenmeter/alerter v0.0.0
+	github.com/tokenmeter/tokenmeter/bench v0.0.0
+	github.com/tokenmeter/tokenmeter/collector v0.0.0
+	github.com/tokenmeter/tokenmeter/enricher v0.0.0
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/stage v0.0.0
+	github.com/tokenmeter/tokenmeter/testkit v0.0.0
+)
+
 replace (
 	github.com/tokenmeter/tokenmeter/aggregator => ../aggregator
 	github.com/tokenmeter/tokenmeter/alerter => ../alerter
@@ -114,4 +119,6 @@ replace (
 	github.com/tokenmeter/tokenmeter/collector => ../collector
 	github.com/tokenmeter/tokenmeter/enricher => ../enricher
 	github.com/tokenmeter/tokenmeter/schemas => ../schemas
+	github.com/tokenmeter/tokenmeter/stage => ../stage
+	github.com/tokenmeter/tokenmeter/testkit => ../testkit
 )

@@ -9,7 +9,6 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/shopspring/decimal v1.6.0
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 )
 
 require (
@@ -55,4 +54,14 @@ require (
 	google.golang.org/protobuf v1.36.8 // indirect
 )
 
-replace github.com/tokenmeter/tokenmeter/schemas => ../schemas
+require (
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/stage v0.0.0
+	github.com/tokenmeter/tokenmeter/testkit v0.0.0
+)
+
+replace (
+	github.com/tokenmeter/tokenmeter/schemas => ../schemas
+	github.com/tokenmeter/tokenmeter/stage => ../stage
+	github.com/tokenmeter/tokenmeter/testkit => ../testkit
+)

@@ -21,13 +21,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sony/gobreaker"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // testPartitions keeps the number of workers, and so the test's CPU, small.
@@ -191,13 +193,7 @@ func (e *env) waitDrained(tb testing.TB) {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after 20s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(tb, 20*time.Second, what, cond)
 }
 
 func (e *env) query(tb testing.TB, q string) string {

@@ -17,12 +17,13 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 type clusterEnv struct {
@@ -61,7 +62,7 @@ func (ce *clusterEnv) startAggregator(t *testing.T) {
 		c.Cluster = ce.layout
 		c.ClickHouseDSN = "clickhouse://" + ce.layout.Shards[0][0].Addr
 	})
-	natstest.Eventually(t, time.Minute, "the aggregator to apply the cluster migrations and be ready", func() bool { return ce.agg.Ready() == nil })
+	testkit.Eventually(t, time.Minute, "the aggregator to apply the cluster migrations and be ready", func() bool { return ce.agg.Ready() == nil })
 }
 
 // script runs deploy/clickhouse/cluster.sh with args.
@@ -147,7 +148,7 @@ func (ce *clusterEnv) check(tb testing.TB, down ...int) {
 			wantLocal := fmt.Sprintf("%d %d %d", ce.perShard[s], ce.perShard[s], ce.perShard[s])
 			q := fmt.Sprintf("SELECT concat(toString(count()), ' ', toString(uniqExact(event_id)), ' ', toString((SELECT sum(events) FROM %[1]s.spend_1m))) FROM %[1]s.usage_events", ce.local)
 			var got string
-			natstest.Eventually(tb, time.Minute, fmt.Sprintf("replica %d of shard %d to hold its shard's %d events", r, s, ce.perShard[s]), func() bool {
+			testkit.Eventually(tb, time.Minute, fmt.Sprintf("replica %d of shard %d to hold its shard's %d events", r, s, ce.perShard[s]), func() bool {
 				got = chtest.String(tb, conn, q)
 				return got == wantLocal
 			})
@@ -236,7 +237,7 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 		ce.events(t, 4000, 100, 50*time.Millisecond) // about 2 s
 	}()
 	// Killed once part of the burst is stored, while the rest is still coming.
-	natstest.Eventually(t, time.Minute, "a part of the burst stored", func() bool {
+	testkit.Eventually(t, time.Minute, "a part of the burst stored", func() bool {
 		n, err := strconv.Atoi(ce.count(t))
 		return err == nil && n >= before+500
 	})
@@ -272,7 +273,7 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	script(t, "stop-node", "3")
 	ce.conn = ce.conns[0][1]
 	ce.events(t, 4000, 100, 50*time.Millisecond)
-	natstest.Eventually(t, 30*time.Second, "the writer of shard 1's partition to report itself not ready", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the writer of shard 1's partition to report itself not ready", func() bool {
 		err := ce.agg.Ready()
 		return err != nil && strings.Contains(err.Error(), "partition 1")
 	})
@@ -292,7 +293,7 @@ func TestClusterSurvivesAKilledReplicaAndAStoppedShard(t *testing.T) {
 	}
 	time.Sleep(time.Until(stopped.Add(30 * time.Second)))
 	script(t, "start")
-	natstest.Eventually(t, 2*time.Minute, "the aggregator to be ready again", func() bool { return ce.agg.Ready() == nil })
+	testkit.Eventually(t, 2*time.Minute, "the aggregator to be ready again", func() bool { return ce.agg.Ready() == nil })
 	ce.conn = ce.conns[1][1]
 	ce.check(t)
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // seedHour fills partition 0 of a fresh database with n events evenly over the hour starting

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // Four partitions' rows handed to the group together land in one INSERT, each row with its own

@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 func inserter(tb testing.TB, db string) *Inserter {

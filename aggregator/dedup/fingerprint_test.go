@@ -9,8 +9,8 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 func fingerprintRow() batch.Row {

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 func bucket(tb testing.TB, ttl time.Duration) jetstream.KeyValue {
@@ -283,6 +285,6 @@ func TestReleaseWhileRenewingOnACluster(t *testing.T) {
 		<-renewing
 	}
 	for p := range n {
-		natstest.Eventually(t, 10*time.Second, "lease "+Key(p)+" released", func() bool { return holder(t, kv, p) == "" })
+		testkit.Eventually(t, 10*time.Second, "lease "+Key(p)+" released", func() bool { return holder(t, kv, p) == "" })
 	}
 }

@@ -5,17 +5,17 @@ package migrate
 import (
 	"context"
 	"errors"
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // ApplyCluster on the local cluster: every migration on every node, Replicated tables in the

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 func TestApplyTwice(t *testing.T) {

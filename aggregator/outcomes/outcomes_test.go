@@ -15,9 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 type env struct {
@@ -112,10 +113,10 @@ func TestWritesEachOutcomeOnce(t *testing.T) {
 	c := outcome("client-id-7", "wf-2", "abandoned", t0.Add(2*time.Hour))
 	e.publish(t, a, b, a) // a copy within one message
 	r := e.start(t, nil)
-	natstest.Eventually(t, 20*time.Second, "2 outcomes in ClickHouse", func() bool { return e.count(t) == "2" })
+	testkit.Eventually(t, 20*time.Second, "2 outcomes in ClickHouse", func() bool { return e.count(t) == "2" })
 	// A retry of the same request after JetStream's duplicate window, with one more outcome.
 	e.publish(t, c, b)
-	natstest.Eventually(t, 20*time.Second, "3 outcomes in ClickHouse", func() bool { return e.count(t) == "3" })
+	testkit.Eventually(t, 20*time.Second, "3 outcomes in ClickHouse", func() bool { return e.count(t) == "3" })
 
 	want := strings.Join([]string{
 		a.ID + " wf-1 escalated 2026-11-20 09:30:00 250 2026-11-20 09:30:01",
@@ -194,8 +195,8 @@ func TestDeadLettersUndecodableMessages(t *testing.T) {
 	good := outcome("", "wf-3", "resolved", t0)
 	e.publish(t, good)
 	r := e.start(t, nil)
-	natstest.Eventually(t, 20*time.Second, "the good outcome in ClickHouse", func() bool { return e.count(t) == "1" })
-	natstest.Eventually(t, 20*time.Second, "2 dead letters", func() bool { return testutil.ToFloat64(r.poison) == 2 })
+	testkit.Eventually(t, 20*time.Second, "the good outcome in ClickHouse", func() bool { return e.count(t) == "1" })
+	testkit.Eventually(t, 20*time.Second, "2 dead letters", func() bool { return testutil.ToFloat64(r.poison) == 2 })
 
 	st, err := e.js.Stream(context.Background(), stream.Dead)
 	if err != nil {

@@ -22,9 +22,10 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 type fakeClock struct {
@@ -142,7 +143,7 @@ func (e *env) tickAt(a *Alerter, at time.Time) {
 
 func waitEvents(t *testing.T, a *Alerter, n float64) {
 	t.Helper()
-	natstest.Eventually(t, 10*time.Second, "alerter reads the enriched events", func() bool { return testutil.ToFloat64(a.m.events) >= n })
+	testkit.Eventually(t, 10*time.Second, "alerter reads the enriched events", func() bool { return testutil.ToFloat64(a.m.events) >= n })
 }
 
 const burstRules = `

@@ -8,7 +8,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // BenchmarkAdd measures what the alerter does with one USAGE_ENRICHED message of rows=N

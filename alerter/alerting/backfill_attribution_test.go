@@ -10,7 +10,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // The built-ins untagged_share and tier_fallback load their last hour from ClickHouse as the

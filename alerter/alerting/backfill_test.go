@@ -13,7 +13,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestBackfillFromSpend1m loads baselines and budget spend from a real spend_1m: the team

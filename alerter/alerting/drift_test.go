@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 const driftRules = `

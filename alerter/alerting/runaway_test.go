@@ -19,7 +19,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/runaway"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 const runawayRules = `

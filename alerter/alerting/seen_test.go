@@ -9,7 +9,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // A copy of an event and a second report of its call count once, as in ClickHouse: $7 sent
@@ -27,7 +27,7 @@ func TestCopiesCountOnce(t *testing.T) {
 	other := call
 	other.ID, other.ResponseID, other.CostPico = "proxy-2", "chatcmpl-2", 2*rules.PicoPerUSD
 	publish(t, e.js, []batch.Row{call, call, sdk, other})
-	natstest.Eventually(t, 10*time.Second, "every row read", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every row read", func() bool {
 		return testutil.ToFloat64(a.m.events)+testutil.ToFloat64(a.m.duplicates) == 4
 	})
 	if got, dups := testutil.ToFloat64(a.m.events), testutil.ToFloat64(a.m.duplicates); got != 2 || dups != 2 {

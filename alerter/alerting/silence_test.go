@@ -10,7 +10,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // A silence made through the alerter's API (as `tokenmeter silence add` makes it) mutes the
@@ -37,7 +37,7 @@ func TestSilenceThroughTheAPI(t *testing.T) {
 	}
 	id := post(`{"matchers":[{"name":"team","value":"search","isRegex":false}],"startsAt":"` + t0.Format(time.RFC3339) +
 		`","endsAt":"` + t0.Add(time.Hour).Format(time.RFC3339) + `","createdBy":"alice","comment":"load test"}`)
-	natstest.Eventually(t, 10*time.Second, "the alerter to take the silence", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the alerter to take the silence", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return len(a.runtime) == 1
@@ -66,7 +66,7 @@ func TestSilenceThroughTheAPI(t *testing.T) {
 	defer stop()
 	api = httptest.NewServer(a.SilenceHandler())
 	defer api.Close()
-	natstest.Eventually(t, 10*time.Second, "the restarted alerter to take the silence", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the restarted alerter to take the silence", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return len(a.runtime) == 1
@@ -86,7 +86,7 @@ func TestSilenceThroughTheAPI(t *testing.T) {
 		t.Fatalf("DELETE: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	natstest.Eventually(t, 10*time.Second, "the alerter to see the silence expired", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the alerter to see the silence expired", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return len(a.runtime) == 1 && !a.runtime[0].EndsAt.After(e.clock.Now())

@@ -12,7 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 var t0 = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
@@ -86,7 +87,7 @@ func TestStoreLifecycle(t *testing.T) {
 	if len(s.ID) != 32 || !s.StartsAt.Equal(t0) || s.State(t0) != "active" {
 		t.Fatalf("created %+v: want a 32-digit id, started now (not in the past), active", s)
 	}
-	natstest.Eventually(t, 10*time.Second, "the watch to see the silence", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the watch to see the silence", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen) > 0 && len(seen[len(seen)-1]) == 1 && seen[len(seen)-1][0].ID == s.ID
@@ -103,7 +104,7 @@ func TestStoreLifecycle(t *testing.T) {
 	if err != nil || exp.State(c.Now()) != "expired" || !exp.EndsAt.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("Expire = %+v, %v", exp, err)
 	}
-	natstest.Eventually(t, 10*time.Second, "the watch to see it expired", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the watch to see it expired", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		l := seen[len(seen)-1]

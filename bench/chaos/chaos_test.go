@@ -35,10 +35,11 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // unique is the number of distinct valid events each scenario sends (the 100,000).
@@ -574,7 +575,7 @@ func TestSameIDAfterDuplicateWindowAndConflictingContent(t *testing.T) {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	natstest.Eventually(tb, 2*time.Minute, what, cond)
+	testkit.Eventually(tb, 2*time.Minute, what, cond)
 }
 
 // monthBoundary returns the latest start of a month at least 12 hours ago, so that a day of

@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestMakeClusterAggregatorMoves is fault scenario 16 on what `make cluster` runs: the
@@ -43,7 +43,7 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	pidA := m.pid("aggregator")
 	argsA := cmdline(t, pidA)
 	b := m.startAggregator("aggregator-b", withFlags(t, argsA, "-instance", hostB, "-ops", opsB))
-	natstest.Eventually(t, time.Minute, "the second aggregator up, waiting for the leases", func() bool {
+	testkit.Eventually(t, time.Minute, "the second aggregator up, waiting for the leases", func() bool {
 		code, body := readyz(opsB)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, `held by "`+hostA+`"`)
 	})
@@ -52,7 +52,7 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	}
 
 	sending := r.sendSlowly(80_000) // 40 s
-	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 4_000 })
+	testkit.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 4_000 })
 
 	// Host A stops gracefully: it finishes its INSERT, releases the leases, and B takes over.
 	released := m.watchReleases()
@@ -62,14 +62,14 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	}
 	var stopped time.Duration // from SIGTERM to the first aggregator's exit
 	timeline := m.timeline(start, opsB)
-	natstest.Eventually(t, time.Minute, "the second aggregator writing every partition", func() bool {
+	testkit.Eventually(t, time.Minute, "the second aggregator writing every partition", func() bool {
 		if stopped == 0 && exited(pidA) {
 			stopped = time.Since(start)
 		}
 		return timeline(http.StatusOK, hostB)
 	})
 	took := time.Since(start)
-	natstest.Eventually(t, time.Minute, "the first aggregator gone", func() bool { return exited(pidA) })
+	testkit.Eventually(t, time.Minute, "the first aggregator gone", func() bool { return exited(pidA) })
 	if stopped == 0 {
 		stopped = time.Since(start)
 	}
@@ -85,7 +85,7 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	// Host A comes back, and waits for the leases B holds; then B crashes.
 	a := m.startAggregator("aggregator", argsA) // cluster.sh stop stops it by its pid file
 	at = r.stored()
-	natstest.Eventually(t, time.Minute, "more events stored by the second aggregator", func() bool { return r.stored() >= at+4_000 })
+	testkit.Eventually(t, time.Minute, "more events stored by the second aggregator", func() bool { return r.stored() >= at+4_000 })
 	code, body := readyz(opsA)
 	t.Logf("%s started again: /readyz %d %s", hostA, code, strings.TrimSpace(body))
 	if code != http.StatusServiceUnavailable {
@@ -96,7 +96,7 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	timeline = m.timeline(start, opsA)
-	natstest.Eventually(t, time.Minute, "the first aggregator writing every partition again", func() bool {
+	testkit.Eventually(t, time.Minute, "the first aggregator writing every partition again", func() bool {
 		return timeline(http.StatusOK, hostA)
 	})
 	t.Logf("SIGKILL to %s (pid %d) with %d events stored: %s took every partition back after %s (lease TTL %s)",
@@ -117,7 +117,7 @@ func TestMakeClusterAggregatorMoves(t *testing.T) {
 	}
 }
 
-// timeline returns a check, for natstest.Eventually, that the aggregator whose ops address
+// timeline returns a check, for testkit.Eventually, that the aggregator whose ops address
 // is addr answers /readyz with code and that holder holds every partition's lease. It logs
 // each change of the leases' holders and of that answer, with the time since start: where a
 // move spends its time.

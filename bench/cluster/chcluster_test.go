@@ -15,8 +15,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestMakeClusterClickHouse is fault scenario 15 on what `make cluster` runs: three
@@ -30,14 +30,14 @@ func TestMakeClusterClickHouse(t *testing.T) {
 	m := startMakeCluster(t)
 	r, ch := m.run, m.ch
 	sending := r.sendSlowly(60_000) // 30 s
-	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 4_000 })
+	testkit.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 4_000 })
 
 	ch("kill-node", "0") // shard 0's first replica, which the aggregator writes
 	t.Log("killed ClickHouse node 0 (shard 0, replica 0) with SIGKILL")
 	time.Sleep(3 * time.Second)
 	ch("start")
 	at := r.stored()
-	natstest.Eventually(t, time.Minute, "more events stored after node 0 came back", func() bool { return r.stored() >= at+4_000 })
+	testkit.Eventually(t, time.Minute, "more events stored after node 0 came back", func() bool { return r.stored() >= at+4_000 })
 
 	ch("stop-node", "2")
 	ch("stop-node", "3")

@@ -30,9 +30,10 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 const (
@@ -142,7 +143,7 @@ func start(t *testing.T) *run {
 		t: t, c: c, js: js, conn: conn, db: db, stop: stop,
 		sender: &chaos.Sender{URL: "http://" + ln.Addr().String(), BodyEvents: 500, Clients: 2},
 	}
-	natstest.Eventually(t, time.Minute, "every stage ready", func() bool {
+	testkit.Eventually(t, time.Minute, "every stage ready", func() bool {
 		return col.Ready() == nil && enr.Ready() == nil && agg.Ready() == nil && alr.Ready() == nil && r.bucketsExist()
 	})
 	return r
@@ -252,7 +253,7 @@ func (r *run) check(cat *pricing.Catalog) {
 			r.t.Logf("last seen: %s", progress)
 		}
 	}()
-	natstest.Eventually(r.t, 2*time.Minute, "every accepted event stored, nothing in flight", func() bool {
+	testkit.Eventually(r.t, 2*time.Minute, "every accepted event stored, nothing in flight", func() bool {
 		busy, err := chaos.Busy(ctx, r.js)
 		if err != nil {
 			progress = err.Error()
@@ -333,7 +334,7 @@ func TestR3Pipeline(t *testing.T) {
 func TestR3PipelineStreamLeaderRestart(t *testing.T) {
 	r, cat := start(t), catalog(t)
 	sending := r.sendSlowly(20_000)
-	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
+	testkit.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
 	down := r.leader(stream.Raw)
 	led := []string{}
 	for _, name := range []string{stream.Raw, stream.Enriched, stream.History, "KV_" + lease.Bucket} {
@@ -345,7 +346,7 @@ func TestR3PipelineStreamLeaderRestart(t *testing.T) {
 	r.c.Stop(down)
 	// The two servers left elect new leaders and the stages carry on through them.
 	at := r.stored()
-	natstest.Eventually(t, time.Minute, "more events stored without the old leader", func() bool { return r.stored() >= at+3_000 })
+	testkit.Eventually(t, time.Minute, "more events stored without the old leader", func() bool { return r.stored() >= at+3_000 })
 	if r.leader(stream.Raw) == down {
 		t.Fatalf("s%d still leads %s after its shutdown", down, stream.Raw)
 	}

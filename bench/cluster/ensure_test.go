@@ -11,8 +11,8 @@ import (
 	alertbudget "github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/collector/budget"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // TestConcurrentEnsure: four stages starting at once on a 3-node cluster each ensure the R3

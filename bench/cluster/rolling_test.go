@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestR3PipelineRollingRestart restarts the three servers one after another while events are
@@ -18,10 +18,10 @@ func TestR3PipelineRollingRestart(t *testing.T) {
 	sending := r.sendSlowly(60_000)
 	for i := range r.c.Size() {
 		at := r.stored()
-		natstest.Eventually(t, time.Minute, "progress before the next restart", func() bool { return r.stored() >= at+3_000 })
+		testkit.Eventually(t, time.Minute, "progress before the next restart", func() bool { return r.stored() >= at+3_000 })
 		r.c.Stop(i)
 		at = r.stored()
-		natstest.Eventually(t, time.Minute, "progress without one server", func() bool { return r.stored() >= at+3_000 })
+		testkit.Eventually(t, time.Minute, "progress without one server", func() bool { return r.stored() >= at+3_000 })
 		r.c.Restart(i)
 		t.Logf("restarted s%d with %d events stored", i, r.stored())
 	}

@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestMakeCluster runs deploy/cluster/cluster.sh — what `make cluster` starts: three
@@ -57,7 +57,7 @@ func TestMakeCluster(t *testing.T) {
 	}
 	r := &run{t: t, js: js, conn: conn, db: db, stop: func() {}, sender: &chaos.Sender{URL: "http://127.0.0.1:8080", BodyEvents: 500, Clients: 2}}
 	sending := r.sendSlowly(20_000)
-	natstest.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
+	testkit.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
 	_, info := r.stream(stream.Raw)
 	leader := info.Cluster.Leader // n0, n1 or n2
 	pid, err := os.ReadFile(filepath.Join(dir, "nats-"+strings.TrimPrefix(leader, "n")+".pid"))
@@ -77,7 +77,7 @@ func TestMakeCluster(t *testing.T) {
 	}
 	t.Logf("killed %s (pid %s), the leader of %s", leader, strings.TrimSpace(string(pid)), stream.Raw)
 	at := r.stored()
-	natstest.Eventually(t, time.Minute, "more events stored without the old leader", func() bool { return r.stored() >= at+3_000 })
+	testkit.Eventually(t, time.Minute, "more events stored without the old leader", func() bool { return r.stored() >= at+3_000 })
 	script("start") // starts again what is not running: the killed server
 	if err := <-sending; err != nil {
 		t.Fatalf("send: %v", err)

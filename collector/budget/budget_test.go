@@ -12,7 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
@@ -55,7 +56,7 @@ func watched(t *testing.T) (*Enforcer, jetstream.KeyValue) {
 func TestEnforcerFollowsTheBucket(t *testing.T) {
 	e, kv := watched(t)
 	put(t, kv, capped("search-monthly", "team=search", PolicyRefuse))
-	natstest.Eventually(t, 5*time.Second, "the cap reaches the enforcer", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the cap reaches the enforcer", func() bool {
 		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return over
 	})
@@ -65,16 +66,16 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 	ok := capped("search-monthly", "team=search", PolicyRefuse)
 	ok.State = "soft_cap"
 	put(t, kv, ok)
-	natstest.Eventually(t, 5*time.Second, "the lifted cap reaches the enforcer", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the lifted cap reaches the enforcer", func() bool {
 		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return !over
 	})
 	put(t, kv, capped("ml", "cost_center=ml", PolicyRefuse))
-	natstest.Eventually(t, 5*time.Second, "ml capped", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return o })
+	testkit.Eventually(t, 5*time.Second, "ml capped", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return o })
 	if err := kv.Delete(context.Background(), "ml"); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "deleted budget lifted", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return !o })
+	testkit.Eventually(t, 5*time.Second, "deleted budget lifted", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return !o })
 	if _, err := kv.Put(context.Background(), "junk", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 	stale.PeriodEnd = now.Add(-time.Hour)
 	put(t, kv, stale)
 	put(t, kv, capped("sync-marker", "team=marker", PolicyRefuse))
-	natstest.Eventually(t, 5*time.Second, "marker", func() bool { _, o := e.Over(map[string]string{"team": "marker"}, ""); return o })
+	testkit.Eventually(t, 5*time.Second, "marker", func() bool { _, o := e.Over(map[string]string{"team": "marker"}, ""); return o })
 	if _, over := e.Over(map[string]string{"team": "search"}, ""); over {
 		t.Error("a record whose period ended still caps")
 	}
@@ -134,7 +135,7 @@ func workflowCap(id string) Record {
 func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
 	e, kv := watched(t)
 	put(t, kv, workflowCap("wf-7"))
-	natstest.Eventually(t, 5*time.Second, "the workflow cap reaches the enforcer", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the workflow cap reaches the enforcer", func() bool {
 		_, over := e.Over(nil, "wf-7")
 		return over
 	})
@@ -175,7 +176,7 @@ func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
 	if err := kv.Delete(context.Background(), "runaway-agents"); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "the resolved workflow is lifted", func() bool { _, o := e.Over(nil, "wf-7"); return !o })
+	testkit.Eventually(t, 5*time.Second, "the resolved workflow is lifted", func() bool { _, o := e.Over(nil, "wf-7"); return !o })
 }
 
 // TestUnknownCapKindsAreIgnored: a record of a kind the enforcer does not know, or a workflow

@@ -18,8 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // The test registry: sk-search may charge team search only, and always cc-42 / alice;
@@ -403,12 +404,12 @@ func TestRunReloadsPolicy(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	line := `{"id":"r-1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":1,"output_tokens":1}}`
-	natstest.Eventually(t, 5*time.Second, "collector listening", func() bool { return c.Addr() != "" })
+	testkit.Eventually(t, 5*time.Second, "collector listening", func() bool { return c.Addr() != "" })
 	if rec := post(t, c.Handler(), event.ContentNDJSON, line); !strings.Contains(rec.Body.String(), `"accepted":0`) {
 		t.Fatalf("before the change: %s", rec.Body)
 	}
 	writeFile(t, dir, "policy.yaml", "default: {policy: reject, required: []}")
-	natstest.Eventually(t, 10*time.Second, "the new policy in force", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the new policy in force", func() bool {
 		return strings.Contains(post(t, c.Handler(), event.ContentNDJSON, line).Body.String(), `"accepted":1`)
 	})
 }

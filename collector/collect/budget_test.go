@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // capped starts a collector whose budget enforcer holds one hard cap on team search, under
@@ -47,7 +48,7 @@ func cappedBy(t *testing.T, key string, rec budget.Record, tags map[string]strin
 	if _, err := kv.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
+	testkit.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
 	cfg.Budgets = enf
 	return newCollector(t, nc, cfg), js
 }

@@ -19,8 +19,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/collector/otlp"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // The circuit breaker around publishing opens after breakerFailures consecutive failed

@@ -20,8 +20,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // testNow is the collector's clock in tests, so that payloads and message ids are
@@ -266,7 +267,7 @@ func TestIngestNATSDown(t *testing.T) {
 		t.Fatalf("before the outage: status = %d, want 202; body %s", rec.Code, rec.Body)
 	}
 	s.Shutdown()
-	natstest.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
+	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 
 	for i := range breakerFailures {
 		rec := post(t, c.Handler(), "", mixedLines[0])
@@ -323,7 +324,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
-	natstest.Eventually(t, 5*time.Second, "the collector listens", func() bool { return c.Addr() != "" })
+	testkit.Eventually(t, 5*time.Second, "the collector listens", func() bool { return c.Addr() != "" })
 	base := "http://" + c.Addr()
 
 	resp, err := http.Post(base+"/v1/events", "application/x-ndjson", strings.NewReader(strings.Join(mixedLines, "\n")))

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // ndjsonBody is a body of n realistic events, all valid at the real clock's now.

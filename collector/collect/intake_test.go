@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // serve runs c on a real listener until the test ends and returns its address.

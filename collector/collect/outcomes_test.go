@@ -14,8 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // Outcome lines: three valid (one with its own id, one without time), four invalid.
@@ -276,7 +277,7 @@ func TestOutcomesNATSDown(t *testing.T) {
 	natstest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{PublishTimeout: 500 * time.Millisecond})
 	s.Shutdown()
-	natstest.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
+	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 	rec := postOutcomes(t, c.Handler(), "", outcomeLines[0])
 	want := stdJSON(t, failure{Error: "none of the 1 valid outcomes is accepted, send the whole body again later: " +
 		"publish 1 outcomes to OUTCOMES: NATS is not connected (status RECONNECTING)"})

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // Two reports of one provider call under different event ids are published to the partition

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
 
 // Connect connects to the pipeline's NATS at url as the service whose nkey seed is in

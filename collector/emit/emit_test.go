@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 func usage(i int) event.Usage {
@@ -115,7 +116,7 @@ func TestEmitFlushesPartialBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		natstest.Eventually(t, 5*time.Second, "5 events published", func() bool { return e.Stats().Published == 5 })
+		testkit.Eventually(t, 5*time.Second, "5 events published", func() bool { return e.Stats().Published == 5 })
 		equalIDs(t, storedIDs(t, js), wantIDs(0, 5))
 	})
 	t.Run("on Close", func(t *testing.T) {
@@ -155,7 +156,7 @@ func TestEmitBufferFullWhenNATSDown(t *testing.T) {
 	nc := natstest.Connect(t, s)
 	natstest.Streams(t, nc, nil)
 	s.Shutdown()
-	natstest.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
+	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 
 	e := newEmitter(t, nc, Options{MaxBuffered: 10, BatchSize: 4, FlushInterval: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	start := time.Now()
@@ -172,7 +173,7 @@ func TestEmitBufferFullWhenNATSDown(t *testing.T) {
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Errorf("13 Emit calls took %s with NATS down; Emit must not block", d)
 	}
-	natstest.Eventually(t, 5*time.Second, "a retry", func() bool { return e.Stats().Retries > 0 })
+	testkit.Eventually(t, 5*time.Second, "a retry", func() bool { return e.Stats().Retries > 0 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -205,11 +206,11 @@ func TestEmitSurvivesOutage(t *testing.T) {
 		}
 	}
 	emit(0, 100)
-	natstest.Eventually(t, 5*time.Second, "100 events published", func() bool { return e.Stats().Published == 100 })
+	testkit.Eventually(t, 5*time.Second, "100 events published", func() bool { return e.Stats().Published == 100 })
 
 	s.Shutdown()
 	emit(100, 300)
-	natstest.Eventually(t, 5*time.Second, "retries during the outage", func() bool { return e.Stats().Retries >= 3 })
+	testkit.Eventually(t, 5*time.Second, "retries during the outage", func() bool { return e.Stats().Retries >= 3 })
 
 	natstest.Start(t, dir, port)
 	emit(300, 350)

@@ -7,8 +7,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // TestEmitterPublishesOnItsName checks that an emitter publishes on usage.raw.<p>.<name>: the
@@ -75,7 +76,7 @@ func TestSpoolReplaysOnTheEmittersSubject(t *testing.T) {
 	opts := spoolOptions(spoolDir)
 	opts.Name = "billing"
 	e = newEmitter(t, nc, opts)
-	natstest.Eventually(t, 20*time.Second, "every event replayed", func() bool { return e.Stats().Replayed == n })
+	testkit.Eventually(t, 20*time.Second, "every event replayed", func() bool { return e.Stats().Replayed == n })
 	closeEmitter(t, e, 10*time.Second)
 	equalIDs(t, storedIDsOn(t, jsOf(t, nc), "billing"), wantIDs(0, n))
 	if files := segmentFiles(t, spoolDir); len(files) != 0 {

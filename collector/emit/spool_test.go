@@ -19,8 +19,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/collector/internal/spool"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // downServer creates the streams in a NATS store directory, then stops the server. It
@@ -99,7 +100,7 @@ func segmentFiles(tb testing.TB, dir string) []string {
 // allSpooled waits until every emitted event left memory for the spool.
 func allSpooled(tb testing.TB, e *Emitter, n uint64) {
 	tb.Helper()
-	natstest.Eventually(tb, 10*time.Second, "every event spooled", func() bool {
+	testkit.Eventually(tb, 10*time.Second, "every event spooled", func() bool {
 		st := e.Stats()
 		return st.Spooled == n && st.Buffered == 0
 	})
@@ -123,12 +124,12 @@ func TestSpoolWhileNATSDownFromTheStart(t *testing.T) {
 	if got := metric(t, reg, "tokenmeter_emit_spool_events"); got != n {
 		t.Errorf("tokenmeter_emit_spool_events = %v, want %d", got, n)
 	}
-	natstest.Eventually(t, 5*time.Second, "the breaker opens", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the breaker opens", func() bool {
 		return metric(t, reg, "tokenmeter_emit_breaker_state") == 2
 	})
 
 	natstest.Start(t, natsDir, port)
-	natstest.Eventually(t, 20*time.Second, "every event replayed", func() bool { return e.Stats().Published == n })
+	testkit.Eventually(t, 20*time.Second, "every event replayed", func() bool { return e.Stats().Published == n })
 	equalIDs(t, storedIDs(t, jsOf(t, nc)), wantIDs(0, n))
 	closeEmitter(t, e, 10*time.Second)
 	st = e.Stats()
@@ -179,14 +180,14 @@ func TestSpoolNATSKilledMidStream(t *testing.T) {
 			}
 		}
 	}()
-	natstest.Eventually(t, 10*time.Second, "a first part published", func() bool { return e.Stats().Published >= 1000 })
+	testkit.Eventually(t, 10*time.Second, "a first part published", func() bool { return e.Stats().Published >= 1000 })
 	s.Shutdown()
-	natstest.Eventually(t, 10*time.Second, "events spooled during the outage", func() bool { return e.Stats().Spooled >= 1000 })
+	testkit.Eventually(t, 10*time.Second, "events spooled during the outage", func() bool { return e.Stats().Spooled >= 1000 })
 	natstest.Start(t, natsDir, port)
 	wg.Wait()
 	// Close would leave the spool for the next emitter if it found the client still
 	// reconnecting; wait for the replay instead.
-	natstest.Eventually(t, 20*time.Second, "every event published", func() bool { return e.Stats().Published == n })
+	testkit.Eventually(t, 20*time.Second, "every event published", func() bool { return e.Stats().Published == n })
 	closeEmitter(t, e, 20*time.Second)
 
 	equalIDs(t, storedIDs(t, js), wantIDs(0, n))
@@ -224,7 +225,7 @@ func TestSpoolFullStream(t *testing.T) {
 	emitRange(t, e, 0, n)
 	allSpooled(t, e, n)
 	// The stream stays full: replays keep failing, and every segment stays on disk.
-	natstest.Eventually(t, 10*time.Second, "replays refused", func() bool { return e.Stats().Retries > 3*n/100 })
+	testkit.Eventually(t, 10*time.Second, "replays refused", func() bool { return e.Stats().Retries > 3*n/100 })
 	if st := e.Stats(); st.Published != 0 || st.Replayed != 0 || st.SpoolEvents != n || len(segmentFiles(t, spoolDir)) == 0 {
 		t.Fatalf("Stats() = %+v with the stream full, want all %d events in the spool", st, n)
 	}
@@ -242,7 +243,7 @@ func TestSpoolFullStream(t *testing.T) {
 	if err := raw.Purge(context.Background()); err != nil {
 		t.Fatalf("purge %s: %v", stream.Raw, err)
 	}
-	natstest.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return e.Stats().Published == n })
+	testkit.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return e.Stats().Published == n })
 	equalIDs(t, storedIDs(t, js), wantIDs(0, n))
 	closeEmitter(t, e, 10*time.Second)
 	if st := e.Stats(); st.Replayed != n || st.Spooled != n || st.SpoolBytes != 0 {
@@ -274,7 +275,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	s := natstest.Start(t, natsDir, port)
 	nc2 := natstest.Connect(t, s)
 	second := newEmitter(t, nc2, spoolOptions(spoolDir))
-	natstest.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return second.Stats().Replayed == 500 })
+	testkit.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return second.Stats().Replayed == 500 })
 	closeEmitter(t, second, 10*time.Second)
 	equalIDs(t, storedIDs(t, jsOf(t, nc2)), wantIDs(0, 500))
 	if st := second.Stats(); st != (Stats{Published: 500, Replayed: 500, Retries: st.Retries}) {
@@ -350,7 +351,7 @@ func TestSpoolDamagedSegments(t *testing.T) {
 	s := natstest.Start(t, natsDir, port)
 	nc2 := natstest.Connect(t, s)
 	second := newEmitter(t, nc2, spoolOptions(spoolDir))
-	natstest.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return second.Stats().SpoolBytes == 0 })
+	testkit.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return second.Stats().SpoolBytes == 0 })
 	closeEmitter(t, second, 10*time.Second)
 
 	var want []string
@@ -383,7 +384,7 @@ func TestSpoolFullPolicy(t *testing.T) {
 	opts.BatchSize, opts.MaxBuffered, opts.SpoolMaxBytes, opts.Registerer = 10, 50, 1, reg
 	e := newEmitter(t, nc, opts)
 	emitRange(t, e, 0, 50)
-	natstest.Eventually(t, 10*time.Second, "the spool reported full", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the spool reported full", func() bool {
 		return metric(t, reg, "tokenmeter_emit_spool_full") == 1
 	})
 	for i := 50; i < 53; i++ {
@@ -415,7 +416,7 @@ func TestSpoolFullPolicy(t *testing.T) {
 	s := natstest.Start(t, natsDir, port)
 	nc2 := natstest.Connect(t, s)
 	next := newEmitter(t, nc2, spoolOptions(spoolDir))
-	natstest.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return next.Stats().Replayed == 50 })
+	testkit.Eventually(t, 20*time.Second, "the spool replayed", func() bool { return next.Stats().Replayed == 50 })
 	closeEmitter(t, next, 10*time.Second)
 	equalIDs(t, storedIDs(t, jsOf(t, nc2)), wantIDs(0, 50))
 }

@@ -4,7 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // BenchmarkSpoolOutage measures an outage: emitting b.N events with NATS down until all of
@@ -27,7 +28,7 @@ func BenchmarkSpoolOutage(b *testing.B) {
 
 	natstest.Start(b, natsDir, port)
 	start = time.Now()
-	natstest.Eventually(b, 10*time.Minute, "the spool replayed", func() bool { return e.Stats().Replayed == uint64(b.N) })
+	testkit.Eventually(b, 10*time.Minute, "the spool replayed", func() bool { return e.Stats().Replayed == uint64(b.N) })
 	replayed := time.Since(start)
 	b.StopTimer()
 	closeEmitter(b, e, 10*time.Second)

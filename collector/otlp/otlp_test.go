@@ -27,8 +27,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/otlp"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // collector runs the real collector (POST /v1/traces mounted in its handler) on embedded
@@ -292,7 +293,7 @@ func TestUnavailable(t *testing.T) {
 	defer srv.Close()
 	ns.Shutdown()
 	// Until the client has seen the server go, a publish fails with another message.
-	natstest.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
+	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 	data, _ := proto.Marshal(sdkRequest(time.Now().Add(-time.Second), time.Now(), 1))
 	resp, body := post(t, srv.URL+"/v1/traces", "application/x-protobuf", data)
 	var st status.Status

@@ -18,8 +18,9 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // counted is an upstream that counts the requests it gets and answers a chat completion.
@@ -147,7 +148,7 @@ func enforce(t *testing.T, h *harness, key string, rec budget.Record, tags map[s
 	if _, err := kv.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
+	testkit.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
 	return enf
 }
 
@@ -239,7 +240,7 @@ func TestProxySlowBodies(t *testing.T) {
 	// could take a slot before them, however late it was sent: a busy machine runs the
 	// connections' goroutines in any order.
 	metered := h.proxy.metrics.requests.WithLabelValues("/openai", "true")
-	natstest.Eventually(t, 10*time.Second, "every slot held", func() bool { return testutil.ToFloat64(metered) == 2 })
+	testkit.Eventually(t, 10*time.Second, "every slot held", func() bool { return testutil.ToFloat64(metered) == 2 })
 	const busy = `{"error":{"code":"proxy_busy","message":"tokenmeter proxy: 2 request bodies are being read, the limit: send this request again later","type":"tokenmeter_proxy_error"}}` + "\n"
 	// A complete request is refused too, metered or not.
 	if status, body := send(t, "POST", h.srv.URL+"/openai/v1/files"); status != http.StatusServiceUnavailable || body != busy {
@@ -325,10 +326,10 @@ func TestClientGoneMidBody(t *testing.T) {
 			h := newHarnessWith(t, counted(&calls), func(c *Config) { c.Transport = transport })
 			conn := slowBody(t, h)
 			// Hang up once the upstream has the request, so that the body is being forwarded.
-			natstest.Eventually(t, 10*time.Second, "request forwarded", func() bool { return calls.Load() == 1 })
+			testkit.Eventually(t, 10*time.Second, "request forwarded", func() bool { return calls.Load() == 1 })
 			conn.Close()
 			errs := h.proxy.metrics.upstreamErrors
-			natstest.Eventually(t, 10*time.Second, "call ended", func() bool {
+			testkit.Eventually(t, 10*time.Second, "call ended", func() bool {
 				return testutil.CollectAndCount(errs) > 0
 			})
 			for reason, want := range map[string]float64{"client_gone": 1, "unreachable": 0, "body_timeout": 0} {

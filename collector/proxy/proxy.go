@@ -45,7 +45,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/internal/guard"
 	"github.com/tokenmeter/tokenmeter/collector/normalize"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // API is the shape of an upstream's API, which decides which paths are metered and how

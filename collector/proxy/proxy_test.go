@@ -27,8 +27,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/emit"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // apiKey and its binding: calls made with it are charged to payments / cc-7.
@@ -115,7 +116,7 @@ func hash(key string) string {
 func (h *harness) events(n int) []batch.Row {
 	h.tb.Helper()
 	var rows []batch.Row
-	natstest.Eventually(h.tb, 10*time.Second, "events published", func() bool {
+	testkit.Eventually(h.tb, 10*time.Second, "events published", func() bool {
 		rows = rows[:0]
 		for _, m := range natstest.Messages(h.tb, h.js, stream.Raw) {
 			rows = append(rows, m.Rows...)
@@ -526,7 +527,7 @@ func TestPipelineDown(t *testing.T) {
 		}
 	}
 	// The proxy emits after the client has its answer, so the third emit may trail it.
-	natstest.Eventually(t, 5*time.Second, "three events emitted", func() bool { return h.em.Stats().Emitted == 3 })
+	testkit.Eventually(t, 5*time.Second, "three events emitted", func() bool { return h.em.Stats().Emitted == 3 })
 	if st := h.em.Stats(); st.Emitted != 3 || st.Published != 0 {
 		t.Fatalf("emitter stats with NATS down: %+v", st)
 	}
@@ -590,9 +591,9 @@ func TestNoUsageAndUnreachable(t *testing.T) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	natstest.Eventually(t, 5*time.Second, "no_usage counted", func() bool { return h.outcome("no_usage") == 1 })
+	testkit.Eventually(t, 5*time.Second, "no_usage counted", func() bool { return h.outcome("no_usage") == 1 })
 	// The estimate is emitted after the outcome is counted (it failed CI-like runs 1 in 7).
-	natstest.Eventually(t, 5*time.Second, "the stream's estimate emitted", func() bool { return h.em.Stats().Emitted == 1 })
+	testkit.Eventually(t, 5*time.Second, "the stream's estimate emitted", func() bool { return h.em.Stats().Emitted == 1 })
 
 	h.upstream.Close()
 	resp, err = http.Post(h.srv.URL+"/openai/v1/chat/completions", "application/json", strings.NewReader(`{}`))
@@ -712,7 +713,7 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	natstest.Eventually(t, 5*time.Second, "the proxy listens", func() bool { return p.Addr() != "" })
+	testkit.Eventually(t, 5*time.Second, "the proxy listens", func() bool { return p.Addr() != "" })
 	resp, err := http.Get("http://" + p.Addr() + "/openai/v1/models")
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // password reads the password local.sh generated for tokenmeter_<name>.

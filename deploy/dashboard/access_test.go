@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 func accessServer(t *testing.T, cfg Config) *httptest.Server {

@@ -14,7 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/shopspring/decimal"
 
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // chromium finds headless Chromium: $TOKENMETER_CHROMIUM, or Debian's chromium on the PATH.

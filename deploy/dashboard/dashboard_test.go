@@ -17,8 +17,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // testServer serves a dashboard over the seeded database, at summarytest.Now, with alerts and

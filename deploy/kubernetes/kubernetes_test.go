@@ -24,9 +24,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 const repoRoot = "../.."

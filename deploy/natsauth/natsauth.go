@@ -20,8 +20,8 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/collector/budget"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
 
 // Role is what a NATS client does in the pipeline; each has its own permissions.

@@ -18,8 +18,8 @@ import (
 	alertbudget "github.com/tokenmeter/tokenmeter/alerter/budget"
 	collectorbudget "github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
 
 // fixture is a JetStream server admitting the identities of a fresh credentials directory

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 type ruleFile struct {
@@ -67,7 +67,7 @@ func TestRulesUseExportedMetrics(t *testing.T) {
 			t.Errorf("pipeline stopped with: %v", err)
 		}
 	}()
-	natstest.Eventually(t, time.Minute, "the pipeline ready", func() bool { return p.Ready() == nil })
+	testkit.Eventually(t, time.Minute, "the pipeline ready", func() bool { return p.Ready() == nil })
 	exported := map[string][]string{} // metric → its label names
 	descs := make(chan *prom.Desc)
 	go func() { reg.Describe(descs); close(descs) }()

@@ -12,9 +12,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 func reconcileRows(ids ...string) []batch.Row {

@@ -22,9 +22,10 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // syncBuffer is a log sink safe for the pipeline's goroutines.
@@ -120,7 +121,7 @@ func TestIdentities(t *testing.T) {
 		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+".usage_events WHERE event_id = ?", id).Scan(&s)
 		return s
 	}
-	natstest.Eventually(t, 60*time.Second, "the anonymous report stored", func() bool { return storedAs("forged-0") == "1" })
+	testkit.Eventually(t, 60*time.Second, "the anonymous report stored", func() bool { return storedAs("forged-0") == "1" })
 	for i := range 3 {
 		// A team billing's binding may not charge: charged to billing.
 		u := event.Usage{ID: fmt.Sprintf("billing-%d", i), Time: now, Provider: "openai", Model: "gpt-4o",
@@ -142,7 +143,7 @@ func TestIdentities(t *testing.T) {
 			"WHERE team = 'billing' AND cost_center = 'cc-7' AND tag_values[indexOf(tag_keys, 'emitter')] = 'billing'").Scan(&s)
 		return s
 	}
-	natstest.Eventually(t, 60*time.Second, "the emitter's 3 events stored as billing's", func() bool { return count() == "3" })
+	testkit.Eventually(t, 60*time.Second, "the emitter's 3 events stored as billing's", func() bool { return count() == "3" })
 	// A forged, already priced batch: refused.
 	if err := nc.Publish(stream.EnrichedSubject(0), []byte("forged")); err != nil {
 		t.Fatal(err)
@@ -263,7 +264,7 @@ func TestNATSTLS(t *testing.T) {
 	}
 	send(t, "http://"+p.CollectorAddr()+"/v1/events",
 		`{"id":"tls-1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":10,"output_tokens":5},"tags":{"team":"search"}}`, `{"accepted":1,"rejected":[]}`)
-	natstest.Eventually(t, 60*time.Second, "event tls-1 stored once", func() bool {
+	testkit.Eventually(t, 60*time.Second, "event tls-1 stored once", func() bool {
 		var n uint64
 		_ = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".usage_events WHERE event_id = 'tls-1'").Scan(&n)
 		return n == 1

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
 
 // TLS names the PEM files of the embedded NATS listener's TLS. With CAFile set, clients must

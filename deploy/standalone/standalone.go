@@ -26,8 +26,8 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/collect"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // StageLabel is the pprof label whose value names the stage a goroutine works for:

@@ -6,7 +6,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // SeedEstimated seeds summarytest's events and two calls the proxy estimated on Now's day: e11

@@ -11,7 +11,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // asJSON renders v compactly, so that whole results compare as one exact string.

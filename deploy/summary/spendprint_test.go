@@ -7,7 +7,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 func TestSpendReport(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // clock is a time the test moves by hand.
@@ -131,7 +131,7 @@ func TestEnricherWaitsForTheAggregators(t *testing.T) {
 	// Each enriched message holds the enricher until the aggregator's consumer has taken it:
 	// the next one appears only once the stream is empty again.
 	for i := 1; i <= 2; i++ {
-		natstest.Eventually(t, 30*time.Second, fmt.Sprintf("enriched message %d", i), func() bool { return enriched().LastSeq == uint64(i) })
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("enriched message %d", i), func() bool { return enriched().LastSeq == uint64(i) })
 		if st := enriched(); st.Msgs != 1 {
 			t.Fatalf("after enriched message %d the stream holds %d messages, want 1 (MaxAhead 1 byte)", i, st.Msgs)
 		}
@@ -144,11 +144,11 @@ func TestEnricherWaitsForTheAggregators(t *testing.T) {
 		}
 		clk.Add(time.Second) // progress was seen at the last look; the stall is 2s away
 	}
-	natstest.Eventually(t, 30*time.Second, "enriched message 3", func() bool { return enriched().LastSeq == 3 })
+	testkit.Eventually(t, 30*time.Second, "enriched message 3", func() bool { return enriched().LastSeq == 3 })
 	// The aggregator takes nothing more: after aheadStall without progress the enricher goes
 	// on and enriches the rest.
 	clk.Add(aheadStall)
-	natstest.Eventually(t, 30*time.Second, "every message enriched", func() bool { return enriched().LastSeq == n })
+	testkit.Eventually(t, 30*time.Second, "every message enriched", func() bool { return enriched().LastSeq == n })
 	if st := enriched(); st.Msgs != 2 {
 		t.Errorf("USAGE_ENRICHED holds %d messages, want the 2 not taken", st.Msgs)
 	}

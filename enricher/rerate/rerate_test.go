@@ -13,9 +13,9 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // migrated returns a fresh database with every migration applied.

@@ -127,8 +127,8 @@ func consumerNames(t *testing.T, js jetstream.JetStream, name string) []string {
 }
 
 // waitFor waits until cond holds, checking every 10 ms, for up to 30 s: long enough for a
-// busy machine (it once took more than 10 s there). schemas/natstest.Eventually does the
-// same, but natstest imports this package.
+// busy machine (it once took more than 10 s there). testkit.Eventually does the same, but
+// schemas, the contracts every other module imports, imports none of them.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -26,9 +26,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }

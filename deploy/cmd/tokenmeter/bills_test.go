@@ -18,8 +18,8 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestBillsSyncImportDiff: a seeded month of metered events, an OpenAI report server on
@@ -181,7 +181,7 @@ func TestSyncBillsEvery(t *testing.T) {
 		}, log)
 		close(done)
 	}()
-	natstest.Eventually(t, 10*time.Second, "three runs", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
+	testkit.Eventually(t, 10*time.Second, "three runs", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
 	cancel()
 	<-done
 	mu.Lock()

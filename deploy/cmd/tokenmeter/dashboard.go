@@ -16,9 +16,9 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/dashboard"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // dashboardAccess says who may use the dashboard: the host names it answers besides

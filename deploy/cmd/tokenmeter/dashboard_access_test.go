@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestDashboardAccessFlags: -host and -token-file reach the dashboard: a foreign Host is

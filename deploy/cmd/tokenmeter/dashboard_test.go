@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // TestStartDashboard serves the dashboard as "tokenmeter run" does, on a free port, over a

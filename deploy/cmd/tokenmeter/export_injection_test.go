@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestExportCSVNeutralisesFormulas performs the attack: events whose client-chosen team,

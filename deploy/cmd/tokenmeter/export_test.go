@@ -17,7 +17,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // novemberCSV is the showback of November 2026 of the seeded events (summarytest).

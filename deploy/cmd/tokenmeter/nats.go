@@ -10,8 +10,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
 
 // defaultCredsDir is where `tokenmeter run` keeps the NATS identities with its default -data.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // queryRows runs sql, whose columns must all be strings (wrap others in toString), and

@@ -20,9 +20,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/proxy"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // proxyFlags is what `tokenmeter proxy` is configured with.

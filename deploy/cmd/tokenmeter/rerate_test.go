@@ -15,7 +15,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/enricher/rerate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // TestRerateCommand stores a gpt-4o call as unpriced (as if the catalogue had lacked the

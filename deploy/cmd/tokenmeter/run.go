@@ -14,8 +14,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 func runPipeline(ctx context.Context, args []string) error {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // TestSend sends 3,000 generated events in bodies of 1,000 to the real collector on embedded

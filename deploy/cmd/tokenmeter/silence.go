@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // runSilence implements "tokenmeter silence add|list|expire": a client of the alerter's

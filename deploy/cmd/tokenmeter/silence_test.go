@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
-	"github.com/tokenmeter/tokenmeter/schemas/natstest"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // `tokenmeter silence add`, `list` and `expire` against the alerter's API on a real KV bucket.

@@ -29,7 +29,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
-	"github.com/tokenmeter/tokenmeter/schemas/chtest"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // Now is the moment the seeded data is read at: 2026-11-20 12:00 UTC.

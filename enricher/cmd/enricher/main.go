@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
-	"github.com/tokenmeter/tokenmeter/schemas/natsconn"
-	"github.com/tokenmeter/tokenmeter/schemas/ops"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 func main() { os.Exit(run()) }

@@ -125,15 +125,3 @@ func Messages(tb testing.TB, js jetstream.JetStream, name string) []Msg {
 	}
 	return out
 }
-
-// Eventually polls cond every 10 ms until it holds, failing the test after timeout.
-func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not after %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -1,0 +1,22 @@
+// Package testkit holds what tokenmeter's tests share beyond a real NATS (natstest) and a real
+// ClickHouse (chtest): waiting for a condition instead of sleeping.
+package testkit
+
+import (
+	"testing"
+	"time"
+)
+
+// Eventually checks cond every 10 ms until it holds, failing the test after timeout with what
+// it was waiting for. Tests wait with it, never with a sleep, so that a busy machine only makes
+// them slower, not wrong.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not after %s", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
