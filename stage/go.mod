@@ -8,8 +8,6 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16
 	github.com/prometheus/client_golang v1.23.2
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
-	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )
 
 require (
@@ -52,6 +50,11 @@ require (
 	golang.org/x/tools v0.42.0 // indirect
 	golang.org/x/xerrors v0.0.0-20231012003039-104605ab7028 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
+)
+
+require (
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )
 
 replace (

@@ -6,7 +6,6 @@ require (
 	github.com/ClickHouse/clickhouse-go/v2 v2.51.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
-	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 )
 
 require (
@@ -54,4 +53,10 @@ require (
 	google.golang.org/protobuf v1.36.8 // indirect
 )
 
-replace github.com/tokenmeter/tokenmeter/schemas => ../schemas
+require (
+	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+)
+
+replace (
+	github.com/tokenmeter/tokenmeter/schemas => ../schemas
+)

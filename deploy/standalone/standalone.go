@@ -28,6 +28,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/ops"
+	"github.com/tokenmeter/tokenmeter/stage/streammetrics"
 )
 
 // StageLabel is the pprof label whose value names the stage a goroutine works for:
@@ -181,7 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	// The streams' fill and the durable consumers' backlogs, for deploy/prometheus's rules,
 	// asked as the enricher's identity (which may read what Ensure creates).
 	if js, err := jetstream.New(p.conns[natsauth.Enricher]); err == nil {
-		cfg.Registerer.MustRegister(stream.NewCollector(js, cfg.Partitions))
+		cfg.Registerer.MustRegister(streammetrics.NewCollector(js, cfg.Partitions))
 	}
 	p.enricher, err = enrich.New(enrich.Config{
 		PricingDir: cfg.PricingDir, AttributionFile: cfg.AttributionFile, EmitterBindingsFile: cfg.EmitterBindingsFile,

@@ -23,12 +23,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
 	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 	"github.com/tokenmeter/tokenmeter/stage/ops"
+	"github.com/tokenmeter/tokenmeter/stage/streammetrics"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -139,7 +141,7 @@ func run(args []string) int {
 
 	// The streams' fill and the durable consumers' backlogs, for deploy/prometheus's rules.
 	if js, err := jetstream.New(nc); err == nil {
-		reg.MustRegister(stream.NewCollector(js, cfg.Partitions))
+		reg.MustRegister(streammetrics.NewCollector(js, cfg.Partitions))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

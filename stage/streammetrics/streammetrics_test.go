@@ -1,4 +1,4 @@
-package stream
+package streammetrics
 
 import (
 	"context"
@@ -9,30 +9,34 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
+	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // The collector reports each stream's fill and limit and each durable consumer's backlog as
 // JetStream has them: 5 messages published with nobody consuming are the enricher's backlog,
 // and once it takes 3 of them (acking 2) its pending and ack-pending counts say so.
 func TestCollectorReportsFillAndBacklog(t *testing.T) {
-	nc := runJetStream(t)
+	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	o := DefaultOptions
-	o.MaxBytes, o.HistoryMaxBytes, o.Storage = MinMaxBytes, MinMaxBytes, jetstream.MemoryStorage
-	if err := Ensure(ctx, js, o); err != nil {
+	o := stream.DefaultOptions
+	o.MaxBytes, o.HistoryMaxBytes, o.Storage = stream.MinMaxBytes, stream.MinMaxBytes, jetstream.MemoryStorage
+	if err := stream.Ensure(ctx, js, o); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if _, err := js.Publish(ctx, RawSubject(i%4), []byte(fmt.Sprint("m", i))); err != nil {
+		if _, err := js.Publish(ctx, stream.RawSubject(i%4), []byte(fmt.Sprint("m", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cons, err := js.Consumer(ctx, Raw, EnricherConsumer)
+	cons, err := js.Consumer(ctx, stream.Raw, stream.EnricherConsumer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,15 +57,13 @@ func TestCollectorReportsFillAndBacklog(t *testing.T) {
 		t.Fatalf("fetched %d messages, want 3", n)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(js, DefaultPartitions))
+	reg.MustRegister(NewCollector(js, stream.DefaultPartitions))
 	// The server counts a consumer's pending messages lazily, so right after a fetch it can
 	// answer 0 for a moment (seen once in CI): wait until it has the numbers, then check all.
 	enricher := func(name string) float64 { return gathered(t, reg)[name+"{consumer=enricher,stream=USAGE_RAW}"] }
-	deadline := time.Now().Add(10 * time.Second)
-	for (enricher("tokenmeter_stream_consumer_pending_messages") != 2 || enricher("tokenmeter_stream_consumer_ack_pending_messages") != 1) &&
-		time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the enricher's backlog counted", func() bool {
+		return enricher("tokenmeter_stream_consumer_pending_messages") == 2 && enricher("tokenmeter_stream_consumer_ack_pending_messages") == 1
+	})
 	// The history consumer copies on its own schedule; the enricher's numbers are exact.
 	for _, c := range []struct {
 		name   string
@@ -70,8 +72,8 @@ func TestCollectorReportsFillAndBacklog(t *testing.T) {
 	}{
 		{"tokenmeter_stream_consumer_pending_messages", "consumer=enricher,stream=USAGE_RAW", 2},
 		{"tokenmeter_stream_consumer_ack_pending_messages", "consumer=enricher,stream=USAGE_RAW", 1},
-		{"tokenmeter_stream_max_bytes", "stream=USAGE_RAW", MinMaxBytes},
-		{"tokenmeter_stream_max_bytes", "stream=USAGE_HISTORY", MinMaxBytes},
+		{"tokenmeter_stream_max_bytes", "stream=USAGE_RAW", stream.MinMaxBytes},
+		{"tokenmeter_stream_max_bytes", "stream=USAGE_HISTORY", stream.MinMaxBytes},
 		{"tokenmeter_stream_info_ok", "", 1},
 	} {
 		if got, ok := gathered(t, reg)[c.name+"{"+c.labels+"}"]; !ok || got != c.want {

@@ -1,4 +1,6 @@
-package stream
+// Package streammetrics exports, for Prometheus, how full the pipeline's streams are and how far
+// behind each durable consumer is.
+package streammetrics
 
 import (
 	"context"
@@ -7,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
 // Collector reports, at each scrape, how full tokenmeter's streams are and how far behind
@@ -52,7 +56,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
 	ok := 1.0
-	for _, name := range []string{Raw, Enriched, Outcomes, History, Dead} {
+	for _, name := range []string{stream.Raw, stream.Enriched, stream.Outcomes, stream.History, stream.Dead} {
 		st, err := c.js.Stream(ctx, name)
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -84,16 +88,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // durables are the durable consumers of stream name that Ensure creates.
 func (c *Collector) durables(name string) []string {
 	switch name {
-	case Raw:
-		return []string{EnricherConsumer, HistoryConsumer}
-	case Enriched:
-		out := []string{HistoryConsumer}
+	case stream.Raw:
+		return []string{stream.EnricherConsumer, stream.HistoryConsumer}
+	case stream.Enriched:
+		out := []string{stream.HistoryConsumer}
 		for p := range c.partitions {
-			out = append(out, AggregatorConsumer(p))
+			out = append(out, stream.AggregatorConsumer(p))
 		}
 		return out
-	case Outcomes:
-		return []string{OutcomesConsumer}
+	case stream.Outcomes:
+		return []string{stream.OutcomesConsumer}
 	}
 	return nil
 }
