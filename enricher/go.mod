@@ -55,9 +55,6 @@ require (
 )
 
 require (
-)
-
-require (
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 	github.com/tokenmeter/tokenmeter/stage v0.0.0
 	github.com/tokenmeter/tokenmeter/testkit v0.0.0

@@ -20,11 +20,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
-
-// Bucket is the KV bucket of the partition leases.
-const Bucket = "tokenmeter_aggregator_leases"
 
 // DefaultTTL is how long a lease outlives its last renewal; a writer that dies without
 // releasing it holds its partition up for that long, unless it comes back under the same
@@ -39,32 +37,32 @@ func Key(p int) string { return "partition-" + strconv.Itoa(p) }
 // A new bucket has as many replicas as the streams (stream.BucketReplicas), so that on a
 // JetStream cluster the leases outlive the loss of a server as the partitions do.
 func Open(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
+	bucket, err := js.KeyValue(ctx, kv.Leases)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		var replicas int
-		if replicas, err = stream.BucketReplicas(ctx, js, Bucket); err != nil {
-			return nil, 0, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		if replicas, err = stream.BucketReplicas(ctx, js, kv.Leases); err != nil {
+			return nil, 0, fmt.Errorf("open KV bucket %s: %w", kv.Leases, err)
 		}
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: Bucket, Description: "tokenmeter: which aggregator writes each partition", History: 1, TTL: ttl,
+		bucket, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: kv.Leases, Description: "tokenmeter: which aggregator writes each partition", History: 1, TTL: ttl,
 			Storage: jetstream.FileStorage, Replicas: replicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
+			bucket, err = js.KeyValue(ctx, kv.Leases)
 		}
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, 0, fmt.Errorf("open KV bucket %s: %w", kv.Leases, err)
 	}
-	st, err := kv.Status(ctx)
+	st, err := bucket.Status(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read the settings of KV bucket %s: %w", Bucket, err)
+		return nil, 0, fmt.Errorf("read the settings of KV bucket %s: %w", kv.Leases, err)
 	}
 	if st.TTL() <= 0 {
 		// A dead writer's lease would never expire, and its partitions never be written again.
-		return nil, 0, fmt.Errorf("KV bucket %s has no TTL; delete it (nats kv rm %s) so that it is created with one", Bucket, Bucket)
+		return nil, 0, fmt.Errorf("KV bucket %s has no TTL; delete it (nats kv rm %s) so that it is created with one", kv.Leases, kv.Leases)
 	}
-	return kv, st.TTL(), nil
+	return bucket, st.TTL(), nil
 }
 
 // Lease is one partition's lease as one holder sees it. It is safe for concurrent use.

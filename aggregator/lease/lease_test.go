@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -19,11 +20,11 @@ func bucket(tb testing.TB, ttl time.Duration) jetstream.KeyValue {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	kv, got, err := Open(context.Background(), js, ttl)
+	bucket, got, err := Open(context.Background(), js, ttl)
 	if err != nil || got != ttl {
 		tb.Fatalf("Open: TTL %v, %v; want %v", got, err, ttl)
 	}
-	return kv
+	return bucket
 }
 
 // acquireNow takes l or fails with what Acquire reported on its first try.
@@ -42,9 +43,9 @@ func acquireNow(tb testing.TB, l *Lease) error {
 	return nil
 }
 
-func holder(tb testing.TB, kv jetstream.KeyValue, p int) string {
+func holder(tb testing.TB, bucket jetstream.KeyValue, p int) string {
 	tb.Helper()
-	e, err := kv.Get(context.Background(), Key(p))
+	e, err := bucket.Get(context.Background(), Key(p))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return ""
 	}
@@ -56,14 +57,14 @@ func holder(tb testing.TB, kv jetstream.KeyValue, p int) string {
 
 // One holder at a time; the same holder name takes its lease back; a release hands it over.
 func TestOneHolderAtATime(t *testing.T) {
-	kv := bucket(t, DefaultTTL)
-	a := New(kv, 3, "host-a", DefaultTTL, time.Now)
-	b := New(kv, 3, "host-b", DefaultTTL, time.Now)
+	bucket := bucket(t, DefaultTTL)
+	a := New(bucket, 3, "host-a", DefaultTTL, time.Now)
+	b := New(bucket, 3, "host-b", DefaultTTL, time.Now)
 	if err := acquireNow(t, a); err != nil {
 		t.Fatalf("a: %v", err)
 	}
-	if !a.Held() || holder(t, kv, 3) != "host-a" {
-		t.Fatalf("after a's Acquire: Held %v, holder %q", a.Held(), holder(t, kv, 3))
+	if !a.Held() || holder(t, bucket, 3) != "host-a" {
+		t.Fatalf("after a's Acquire: Held %v, holder %q", a.Held(), holder(t, bucket, 3))
 	}
 	err := acquireNow(t, b)
 	var other *HeldByOtherError
@@ -74,7 +75,7 @@ func TestOneHolderAtATime(t *testing.T) {
 		t.Fatal("b holds a lease it waits for")
 	}
 	// a restarted (a new Lease value under the same name) takes it back at once.
-	a2 := New(kv, 3, "host-a", DefaultTTL, time.Now)
+	a2 := New(bucket, 3, "host-a", DefaultTTL, time.Now)
 	if err := acquireNow(t, a2); err != nil {
 		t.Fatalf("a restarted: %v", err)
 	}
@@ -83,15 +84,15 @@ func TestOneHolderAtATime(t *testing.T) {
 		t.Fatalf("renewing a superseded lease: %v, Held %v; want ErrLost, false", err, a.Held())
 	}
 	a2.Release()
-	if a2.Held() || holder(t, kv, 3) != "" {
-		t.Fatalf("after Release: Held %v, holder %q", a2.Held(), holder(t, kv, 3))
+	if a2.Held() || holder(t, bucket, 3) != "" {
+		t.Fatalf("after Release: Held %v, holder %q", a2.Held(), holder(t, bucket, 3))
 	}
 	if err := acquireNow(t, b); err != nil || !b.Held() {
 		t.Fatalf("b after the release: %v, Held %v", err, b.Held())
 	}
 	// A release of a lease no longer ours leaves the new holder's entry alone.
 	a2.Release()
-	if got := holder(t, kv, 3); got != "host-b" {
+	if got := holder(t, bucket, 3); got != "host-b" {
 		t.Errorf("holder after a stale release = %q, want host-b", got)
 	}
 }
@@ -99,9 +100,9 @@ func TestOneHolderAtATime(t *testing.T) {
 // Held turns false a third of the TTL after the last renewal, before the server drops the
 // entry; renewing keeps it.
 func TestHeldLapsesWithoutRenewal(t *testing.T) {
-	kv := bucket(t, DefaultTTL)
+	bucket := bucket(t, DefaultTTL)
 	now := time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
-	l := New(kv, 0, "host-a", DefaultTTL, func() time.Time { return now })
+	l := New(bucket, 0, "host-a", DefaultTTL, func() time.Time { return now })
 	if err := acquireNow(t, l); err != nil {
 		t.Fatal(err)
 	}
@@ -125,20 +126,20 @@ func TestHeldLapsesWithoutRenewal(t *testing.T) {
 // An entry whose holder died expires with the bucket's TTL, and another holder takes it.
 func TestDeadHoldersLeaseExpires(t *testing.T) {
 	const ttl = time.Second
-	kv := bucket(t, ttl)
-	dead := New(kv, 1, "host-dead", ttl, time.Now)
+	bucket := bucket(t, ttl)
+	dead := New(bucket, 1, "host-dead", ttl, time.Now)
 	if err := acquireNow(t, dead); err != nil {
 		t.Fatal(err)
 	}
-	next := New(kv, 1, "host-next", ttl, time.Now)
+	next := New(bucket, 1, "host-next", ttl, time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	waits := 0
 	if err := next.Acquire(ctx, func(error) { waits++ }); err != nil {
 		t.Fatalf("the lease of a dead holder did not expire: %v", err)
 	}
-	if waits == 0 || holder(t, kv, 1) != "host-next" {
-		t.Errorf("waits %d, holder %q; want some, host-next", waits, holder(t, kv, 1))
+	if waits == 0 || holder(t, bucket, 1) != "host-next" {
+		t.Errorf("waits %d, holder %q; want some, host-next", waits, holder(t, bucket, 1))
 	}
 }
 
@@ -149,7 +150,7 @@ func TestOpenTakesTheBucketsTTL(t *testing.T) {
 		ttl     time.Duration
 		wantErr string
 	}{
-		{0, "KV bucket tokenmeter_aggregator_leases has no TTL; delete it (nats kv rm tokenmeter_aggregator_leases) so that it is created with one"},
+		{0, "KV bucket tokenmeter_aggregator_leases has no TTL; delete it (nats bucket rm tokenmeter_aggregator_leases) so that it is created with one"},
 		{time.Minute, ""},
 	} {
 		nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
@@ -157,7 +158,7 @@ func TestOpenTakesTheBucketsTTL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: Bucket, TTL: tc.ttl}); err != nil {
+		if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: kv.Leases, TTL: tc.ttl}); err != nil {
 			t.Fatal(err)
 		}
 		_, got, err := Open(context.Background(), js, DefaultTTL)
@@ -175,24 +176,24 @@ func TestOpenTakesTheBucketsTTL(t *testing.T) {
 // the aggregator stopped writing to reload its sets, for 93 s in the soak). Another holder's
 // name there means it was taken.
 func TestRenewalWhoseAnswerWasLost(t *testing.T) {
-	kv := bucket(t, DefaultTTL)
-	a := New(kv, 1, "host-a", DefaultTTL, time.Now)
+	bucket := bucket(t, DefaultTTL)
+	a := New(bucket, 1, "host-a", DefaultTTL, time.Now)
 	if err := acquireNow(t, a); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	renewalLandsUnanswered(t, kv, a, 1)
+	renewalLandsUnanswered(t, bucket, a, 1)
 	if err := a.Renew(ctx); err != nil {
 		t.Fatalf("Renew after a renewal that landed unanswered: %v, want the lease kept", err)
 	}
-	if !a.Held() || holder(t, kv, 1) != "host-a" {
-		t.Fatalf("Held() = %t, holder %q; want host-a to hold it", a.Held(), holder(t, kv, 1))
+	if !a.Held() || holder(t, bucket, 1) != "host-a" {
+		t.Fatalf("Held() = %t, holder %q; want host-a to hold it", a.Held(), holder(t, bucket, 1))
 	}
-	e, err := kv.Get(ctx, Key(1))
+	e, err := bucket.Get(ctx, Key(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Update(ctx, Key(1), []byte("host-b"), e.Revision()); err != nil { // taken
+	if _, err := bucket.Update(ctx, Key(1), []byte("host-b"), e.Revision()); err != nil { // taken
 		t.Fatal(err)
 	}
 	if err := a.Renew(ctx); !errors.Is(err, ErrLost) {
@@ -206,34 +207,34 @@ func TestRenewalWhoseAnswerWasLost(t *testing.T) {
 // aggregator moved by SIGTERM once left it to expire, 17.9 s instead of 2.9 s). A superseded
 // lease of the same name whose renewals were answered leaves the new entry alone.
 func TestReleaseAfterRenewalWhoseAnswerWasLost(t *testing.T) {
-	kv := bucket(t, DefaultTTL)
-	a := New(kv, 2, "host-a", DefaultTTL, time.Now)
+	bucket := bucket(t, DefaultTTL)
+	a := New(bucket, 2, "host-a", DefaultTTL, time.Now)
 	if err := acquireNow(t, a); err != nil {
 		t.Fatal(err)
 	}
-	renewalLandsUnanswered(t, kv, a, 2)
+	renewalLandsUnanswered(t, bucket, a, 2)
 	a.Release()
-	if a.Held() || holder(t, kv, 2) != "" {
-		t.Fatalf("after Release: Held %v, holder %q; want the entry gone", a.Held(), holder(t, kv, 2))
+	if a.Held() || holder(t, bucket, 2) != "" {
+		t.Fatalf("after Release: Held %v, holder %q; want the entry gone", a.Held(), holder(t, bucket, 2))
 	}
 
-	old := New(kv, 2, "host-a", DefaultTTL, time.Now)
+	old := New(bucket, 2, "host-a", DefaultTTL, time.Now)
 	if err := acquireNow(t, old); err != nil {
 		t.Fatal(err)
 	}
-	restarted := New(kv, 2, "host-a", DefaultTTL, time.Now)
+	restarted := New(bucket, 2, "host-a", DefaultTTL, time.Now)
 	if err := acquireNow(t, restarted); err != nil {
 		t.Fatal(err)
 	}
 	old.Release()
-	if !restarted.Held() || holder(t, kv, 2) != "host-a" {
-		t.Fatalf("after the superseded lease's Release: Held %v, holder %q; want the restarted one's entry kept", restarted.Held(), holder(t, kv, 2))
+	if !restarted.Held() || holder(t, bucket, 2) != "host-a" {
+		t.Fatalf("after the superseded lease's Release: Held %v, holder %q; want the restarted one's entry kept", restarted.Held(), holder(t, bucket, 2))
 	}
 }
 
 // renewalLandsUnanswered renews l, partition p's lease, with no time for an answer, and then
 // lands that renewal on the server as a timed-out or stopped request may.
-func renewalLandsUnanswered(tb testing.TB, kv jetstream.KeyValue, l *Lease, p int) {
+func renewalLandsUnanswered(tb testing.TB, bucket jetstream.KeyValue, l *Lease, p int) {
 	tb.Helper()
 	ctx := context.Background()
 	stopped, cancel := context.WithCancel(ctx)
@@ -241,11 +242,11 @@ func renewalLandsUnanswered(tb testing.TB, kv jetstream.KeyValue, l *Lease, p in
 	if err := l.Renew(stopped); err == nil || errors.Is(err, ErrLost) {
 		tb.Fatalf("Renew without time to answer: %v, want a failure that is not ErrLost", err)
 	}
-	e, err := kv.Get(ctx, Key(p))
+	e, err := bucket.Get(ctx, Key(p))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := kv.Update(ctx, Key(p), []byte(l.holder), e.Revision()); err != nil {
+	if _, err := bucket.Update(ctx, Key(p), []byte(l.holder), e.Revision()); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -263,13 +264,13 @@ func TestReleaseWhileRenewingOnACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, TTL: time.Minute, Replicas: 3})
+	bucket, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: kv.Leases, History: 1, TTL: time.Minute, Replicas: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 100
 	for p := range n {
-		l := New(kv, p, "host-a", renewTTL, time.Now)
+		l := New(bucket, p, "host-a", renewTTL, time.Now)
 		if err := acquireNow(t, l); err != nil {
 			t.Fatal(err)
 		}
@@ -285,6 +286,6 @@ func TestReleaseWhileRenewingOnACluster(t *testing.T) {
 		<-renewing
 	}
 	for p := range n {
-		testkit.Eventually(t, 10*time.Second, "lease "+Key(p)+" released", func() bool { return holder(t, kv, p) == "" })
+		testkit.Eventually(t, 10*time.Second, "lease "+Key(p)+" released", func() bool { return holder(t, bucket, p) == "" })
 	}
 }

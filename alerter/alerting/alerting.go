@@ -43,6 +43,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
@@ -90,7 +91,7 @@ type Alerter struct {
 	// workflow caps published for firing runaway alerts with cap, by bucket key.
 	flows     *runaway.Flows
 	baselines map[int]map[string]runaway.Baseline
-	caps      map[string]budget.Record
+	caps      map[string]kv.Budget
 	hist      *history.Writer
 	ch        driver.Conn
 	started   time.Time

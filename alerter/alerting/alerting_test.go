@@ -22,6 +22,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
@@ -200,12 +201,12 @@ func TestSpikeFiresOncePagesOnceAcrossRestartsAndResolves(t *testing.T) {
 	}
 
 	// The KV record of the alert says firing and that oncall was told.
-	kv, err := e.js.KeyValue(context.Background(), state.Bucket)
+	bucket, err := e.js.KeyValue(context.Background(), kv.Alerts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fp := first["fingerprint"].(string)
-	entry, err := kv.Get(context.Background(), fp)
+	entry, err := bucket.Get(context.Background(), fp)
 	if err != nil {
 		t.Fatalf("KV record %s: %v", fp, err)
 	}
@@ -250,7 +251,7 @@ func TestSpikeFiresOncePagesOnceAcrossRestartsAndResolves(t *testing.T) {
 	if got := hook.statuses(); len(got) != 2 {
 		t.Fatalf("after the final restart: %v", got)
 	}
-	if _, err := kv.Get(context.Background(), fp); err == nil {
+	if _, err := bucket.Get(context.Background(), fp); err == nil {
 		t.Error("the resolved and notified alert is still in the KV bucket")
 	}
 	stop()
@@ -308,16 +309,16 @@ func TestBudgetsPublishHardCapAndSoftCapAlerts(t *testing.T) {
 	})
 	waitEvents(t, a, 3)
 	e.tickAt(a, now)
-	kv, err := e.js.KeyValue(context.Background(), budget.Bucket)
+	bucket, err := e.js.KeyValue(context.Background(), kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func(name string) budget.Record {
-		entry, err := kv.Get(context.Background(), name)
+	get := func(name string) kv.Budget {
+		entry, err := bucket.Get(context.Background(), name)
 		if err != nil {
 			t.Fatalf("budget %s: %v", name, err)
 		}
-		var r budget.Record
+		var r kv.Budget
 		if err := json.Unmarshal(entry.Value(), &r); err != nil {
 			t.Fatal(err)
 		}
@@ -326,11 +327,11 @@ func TestBudgetsPublishHardCapAndSoftCapAlerts(t *testing.T) {
 	s := get("search-monthly")
 	start, end := budget.Period(&rules.Budget{Period: rules.Monthly}, now)
 	// No spend in the 7 days before today: the run-rate adds nothing to the forecast.
-	if s.State != budget.StateHardCapped || s.SpentUSD != "105.000000000001" || s.LimitUSD != "100.000000000000" || s.ForecastUSD != "105.000000000001" ||
+	if s.State != kv.StateHardCapped || s.SpentUSD != "105.000000000001" || s.LimitUSD != "100.000000000000" || s.ForecastUSD != "105.000000000001" ||
 		s.Scope != "team=search" || s.Policy != "refuse" || !s.PeriodStart.Equal(start) || !s.PeriodEnd.Equal(end) {
 		t.Errorf("search-monthly = %+v", s)
 	}
-	if r := get("support-monthly"); r.State != budget.StateOK || r.SpentUSD != "10.000000000000" {
+	if r := get("support-monthly"); r.State != kv.StateOK || r.SpentUSD != "10.000000000000" {
 		t.Errorf("support-monthly = %+v", r)
 	}
 	e.tickAt(a, now.Add(time.Second))

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/notify"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 // Names of the alerts budgets raise.
@@ -72,7 +73,7 @@ func (a *Alerter) Tick(ctx context.Context) {
 		writes = append(writes, fp)
 	}
 	clear(a.dirty)
-	recs := make([]budget.Record, len(statuses))
+	recs := make([]kv.Budget, len(statuses))
 	for i, s := range statuses {
 		recs[i] = s.Record()
 	}
@@ -402,8 +403,8 @@ func baselineMethod(r *rules.Rule) string {
 func (a *Alerter) record(t *tracked) state.Record {
 	money := t.subj.money
 	return state.Record{
-		Rule: t.a.Rule, Labels: t.a.Labels, State: string(t.a.State), Since: t.a.Since,
-		Value: raw(t.a.Value, money), Summary: t.a.Summary, Updated: t.a.Updated,
+		Alert: kv.Alert{Rule: t.a.Rule, Labels: t.a.Labels, State: string(t.a.State), Since: t.a.Since,
+			Value: raw(t.a.Value, money), Summary: t.a.Summary, Updated: t.a.Updated},
 		ActiveAt: t.a.ActiveAt, FiredAt: t.a.FiredAt, ClearedSince: t.a.ClearedSince,
 		Level: raw(t.a.Level, money), Baseline: raw(t.a.Baseline, money), Notified: t.notified,
 	}

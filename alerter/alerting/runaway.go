@@ -10,9 +10,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tokenmeter/tokenmeter/alerter/alert"
-	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/runaway"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 // runawayKeep is the span of workflow costs the alerter holds: the longest runaway window.
@@ -221,8 +221,8 @@ func runawayReason(r *rules.Runaway, res runaway.Result) string {
 // bucket key, and remembers them: a cap keeps the reason it was published with, and its end
 // (PeriodEnd, so that a stopped alerter cannot cap a workflow for ever) moves on every hour,
 // to the hour after the rule's window from now. Called by Tick with a.mu held.
-func (a *Alerter) workflowCaps(now time.Time) map[string]budget.Record {
-	caps := map[string]budget.Record{}
+func (a *Alerter) workflowCaps(now time.Time) map[string]kv.Budget {
+	caps := map[string]kv.Budget{}
 	for _, t := range a.alerts {
 		if t.a.State != alert.Firing {
 			continue
@@ -232,7 +232,7 @@ func (a *Alerter) workflowCaps(now time.Time) map[string]budget.Record {
 		if r == nil || !r.Cap || wf == "" {
 			continue
 		}
-		key := budget.WorkflowCapKey(r.Name, wf)
+		key := kv.WorkflowCapKey(r.Name, wf)
 		rec, ok := a.caps[key]
 		if !ok {
 			// The summary without "workflow … (feature …): " and the refusal it announces.
@@ -240,9 +240,9 @@ func (a *Alerter) workflowCaps(now time.Time) map[string]budget.Record {
 			if _, after, found := strings.Cut(reason, "): "); found {
 				reason = after
 			}
-			rec = budget.Record{Name: r.Name, Scope: "workflow_id=" + wf, PeriodStart: t.a.FiredAt, LimitUSD: raw(t.a.Level, true),
-				SpentUSD: raw(t.a.Value, true), State: budget.StateHardCapped, Policy: rules.PolicyRefuse,
-				Kind: budget.KindWorkflow, Reason: reason}
+			rec = kv.Budget{Name: r.Name, Scope: "workflow_id=" + wf, PeriodStart: t.a.FiredAt, LimitUSD: raw(t.a.Level, true),
+				SpentUSD: raw(t.a.Value, true), State: kv.StateHardCapped, Policy: rules.PolicyRefuse,
+				Kind: kv.KindWorkflow, Reason: reason}
 		}
 		rec.PeriodEnd = now.Truncate(time.Hour).Add(r.Window + time.Hour)
 		caps[key] = rec

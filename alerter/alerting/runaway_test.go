@@ -14,11 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/runaway"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
@@ -115,12 +115,12 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 		t.Errorf("annotations = %v, want exactly %v", ann, wantAnn)
 	}
 
-	kv, err := e.js.KeyValue(ctx, budget.Bucket)
+	bucket, err := e.js.KeyValue(ctx, kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := budget.WorkflowCapKey("runaway-agents", "wf-run")
-	entry, err := kv.Get(ctx, key)
+	key := kv.WorkflowCapKey("runaway-agents", "wf-run")
+	entry, err := bucket.Get(ctx, key)
 	if err != nil {
 		t.Fatalf("cap %s: %v", key, err)
 	}
@@ -136,7 +136,7 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 	if err := testutil.GatherAndCompare(a.cfg.Registerer.(prometheus.Gatherer), strings.NewReader(held), "tokenmeter_alerter_runaway_workflows"); err != nil {
 		t.Error(err)
 	}
-	keys := capKeys(t, kv)
+	keys := capKeys(t, bucket)
 	if got := strings.Join(keys, ","); got != key {
 		t.Errorf("workflow caps = %s, want only %s", got, key)
 	}
@@ -144,7 +144,7 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 	// A restart while firing: the cap stays as it was, nothing is paged again. The page is
 	// recorded as sent at the evaluation after it.
 	e.tickAt(a, now.Add(2*time.Second))
-	alerts, err := e.js.KeyValue(ctx, state.Bucket)
+	alerts, err := e.js.KeyValue(ctx, kv.Alerts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,21 +163,21 @@ func TestRunawayWorkflowIsCappedUntilItResolves(t *testing.T) {
 	}
 	waitEvents(t, a, 5)
 	e.tickAt(a, now.Add(2*time.Second))
-	if entry, err := kv.Get(ctx, key); err != nil || string(entry.Value()) != want {
+	if entry, err := bucket.Get(ctx, key); err != nil || string(entry.Value()) != want {
 		t.Errorf("after a restart the cap is %v, %v", entry, err)
 	}
 
 	// At 12:50 the first 12 USD left the hour: 9 USD, below the level. keep_firing_for is
 	// 1m: it resolves at the evaluation a minute later, and the cap goes.
 	e.tickAt(a, now.Add(50*time.Minute))
-	if got := capKeys(t, kv); len(got) != 1 {
+	if got := capKeys(t, bucket); len(got) != 1 {
 		t.Errorf("caps while clearing = %v, want the cap kept", got)
 	}
 	e.tickAt(a, now.Add(51*time.Minute+time.Second))
 	if got, want := strings.Join(hook.statuses(), "; "), "firing runaway-agents/firing; resolved runaway-agents/resolved"; got != want {
 		t.Fatalf("notifications = %q, want %q", got, want)
 	}
-	if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := bucket.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("cap after the alert resolved: %v, want it deleted", err)
 	}
 }
@@ -202,15 +202,15 @@ func workflowEvent(exec func(string)) func(id, workflow, feature string, at time
 	}
 }
 
-func capKeys(t *testing.T, kv jetstream.KeyValue) []string {
+func capKeys(t *testing.T, bucket jetstream.KeyValue) []string {
 	t.Helper()
-	keys, err := kv.ListKeys(context.Background())
+	keys, err := bucket.ListKeys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for k := range keys.Keys() {
-		if strings.HasPrefix(k, budget.WorkflowCapPrefix) {
+		if strings.HasPrefix(k, kv.WorkflowCapPrefix) {
 			out = append(out, k)
 		}
 	}

@@ -22,8 +22,6 @@ package budget
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -35,58 +33,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/alerter/window"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
-
-// Bucket is the KV bucket of budget states; the key is the budget name.
-const Bucket = "tokenmeter_budgets"
-
-// Budget states.
-const (
-	StateOK         = "ok"
-	StateSoft       = "soft_cap"    // at least one soft cap reached
-	StateHardCapped = "hard_capped" // the hard cap is reached: the collector applies the policy
-)
-
-// Record is the JSON value in the KV bucket. Amounts are USD with 12 decimals, exact.
-type Record struct {
-	Name        string    `json:"name"`
-	Scope       string    `json:"scope"` // "team=search"
-	PeriodStart time.Time `json:"period_start"`
-	LimitUSD    string    `json:"limit_usd"`
-	SpentUSD    string    `json:"spent_usd"`
-	ForecastUSD string    `json:"forecast_usd"`
-	// The seasonal forecast's 90 % interval and its probability of ending over the limit
-	// ("0.734"); empty under the run-rate method, which has neither.
-	ForecastLowUSD    string `json:"forecast_low_usd,omitempty"`
-	ForecastHighUSD   string `json:"forecast_high_usd,omitempty"`
-	ExceedProbability string `json:"exceed_probability,omitempty"`
-	// ForecastMethod is "seasonal" or "run_rate".
-	ForecastMethod string `json:"forecast_method"`
-	State          string `json:"state"`
-	// Policy (refuse or flag) and PeriodEnd complete the contract for the collector.
-	Policy    string    `json:"policy"`
-	PeriodEnd time.Time `json:"period_end"`
-	// Kind is KindWorkflow for the cap of a runaway workflow (empty for a budget); Reason
-	// says why it is capped, for the refusal.
-	Kind   string `json:"kind,omitempty"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// KindWorkflow is the kind of a runaway workflow's cap: Scope "workflow_id=<id>", refused
-// until the alert resolves. Collectors that know kinds match the event's workflow id; older
-// ones read it as a tag scope, which no event carries (the workflow id is not a tag).
-const KindWorkflow = "workflow"
-
-// WorkflowCapPrefix starts the keys of workflow caps ("runaway/<rule>/<hash of the id>");
-// budget names cannot hold a "/", so the two never collide.
-const WorkflowCapPrefix = "runaway/"
-
-// WorkflowCapKey is the bucket key of rule's cap on workflow.
-func WorkflowCapKey(rule, workflow string) string {
-	h := sha256.Sum256([]byte(workflow))
-	return WorkflowCapPrefix + rule + "/" + hex.EncodeToString(h[:12])
-}
 
 // Status is a budget's position at one moment.
 type Status struct {
@@ -108,16 +57,16 @@ type Status struct {
 func (s Status) State() string {
 	switch {
 	case s.HardCapped:
-		return StateHardCapped
+		return kv.StateHardCapped
 	case len(s.Reached) > 0:
-		return StateSoft
+		return kv.StateSoft
 	}
-	return StateOK
+	return kv.StateOK
 }
 
 // Record is the bucket value of s.
-func (s Status) Record() Record {
-	r := Record{Name: s.Budget.Name, Scope: s.Budget.Scope(), PeriodStart: s.PeriodStart, PeriodEnd: s.PeriodEnd,
+func (s Status) Record() kv.Budget {
+	r := kv.Budget{Name: s.Budget.Name, Scope: s.Budget.Scope(), PeriodStart: s.PeriodStart, PeriodEnd: s.PeriodEnd,
 		LimitUSD: pico(s.Budget.LimitPico), SpentUSD: pico(s.Spent), ForecastUSD: pico(s.Forecast),
 		ForecastMethod: "run_rate", State: s.State(), Policy: s.Budget.Policy}
 	if s.Seasonal {
@@ -354,22 +303,22 @@ type Publisher struct {
 
 // OpenPublisher creates the bucket when missing, with as many replicas as the streams.
 func OpenPublisher(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType) (*Publisher, error) {
-	replicas, err := stream.BucketReplicas(ctx, js, Bucket)
+	replicas, err := stream.BucketReplicas(ctx, js, kv.Budgets)
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", kv.Budgets, err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: Bucket, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it",
+	bucket, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: kv.Budgets, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it",
 		History: 1, Storage: storage, Replicas: replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", kv.Budgets, err)
 	}
-	return &Publisher{kv: kv, last: map[string]string{}, caps: map[string]string{}}, nil
+	return &Publisher{kv: bucket, last: map[string]string{}, caps: map[string]string{}}, nil
 }
 
 // Publish writes the records that changed since the last call.
-func (p *Publisher) Publish(ctx context.Context, recs []Record) error {
+func (p *Publisher) Publish(ctx context.Context, recs []kv.Budget) error {
 	for _, r := range recs {
 		data, err := json.Marshal(r)
 		if err != nil {
@@ -379,7 +328,7 @@ func (p *Publisher) Publish(ctx context.Context, recs []Record) error {
 			continue
 		}
 		if _, err := p.kv.Put(ctx, r.Name, data); err != nil {
-			return fmt.Errorf("store budget %s in %s: %w", r.Name, Bucket, err)
+			return fmt.Errorf("store budget %s in %s: %w", r.Name, kv.Budgets, err)
 		}
 		p.last[r.Name] = string(data)
 	}
@@ -395,12 +344,12 @@ func (p *Publisher) Prune(ctx context.Context, names []*rules.Budget) error {
 	}
 	keys, err := p.kv.ListKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("list keys of %s: %w", Bucket, err)
+		return fmt.Errorf("list keys of %s: %w", kv.Budgets, err)
 	}
 	for k := range keys.Keys() {
-		if !seen[k] && !strings.HasPrefix(k, WorkflowCapPrefix) {
+		if !seen[k] && !strings.HasPrefix(k, kv.WorkflowCapPrefix) {
 			if err := p.kv.Delete(ctx, k); err != nil {
-				return fmt.Errorf("delete budget %s from %s: %w", k, Bucket, err)
+				return fmt.Errorf("delete budget %s from %s: %w", k, kv.Budgets, err)
 			}
 			delete(p.last, k)
 		}
@@ -419,14 +368,14 @@ func (p *Publisher) Forget() {
 // SyncWorkflowCaps makes the bucket's workflow caps exactly caps (by key, WorkflowCapKey):
 // new and changed ones are written, the others deleted — those of alerts that resolved, of
 // rules removed, and those a previous run left behind.
-func (p *Publisher) SyncWorkflowCaps(ctx context.Context, caps map[string]Record) error {
+func (p *Publisher) SyncWorkflowCaps(ctx context.Context, caps map[string]kv.Budget) error {
 	if !p.capsKnown {
 		keys, err := p.kv.ListKeys(ctx)
 		if err != nil {
-			return fmt.Errorf("list keys of %s: %w", Bucket, err)
+			return fmt.Errorf("list keys of %s: %w", kv.Budgets, err)
 		}
 		for k := range keys.Keys() {
-			if strings.HasPrefix(k, WorkflowCapPrefix) {
+			if strings.HasPrefix(k, kv.WorkflowCapPrefix) {
 				p.caps[k] = ""
 			}
 		}
@@ -441,7 +390,7 @@ func (p *Publisher) SyncWorkflowCaps(ctx context.Context, caps map[string]Record
 			continue
 		}
 		if _, err := p.kv.Put(ctx, k, data); err != nil {
-			return fmt.Errorf("store workflow cap %s in %s: %w", k, Bucket, err)
+			return fmt.Errorf("store workflow cap %s in %s: %w", k, kv.Budgets, err)
 		}
 		p.caps[k] = string(data)
 	}
@@ -450,7 +399,7 @@ func (p *Publisher) SyncWorkflowCaps(ctx context.Context, caps map[string]Record
 			continue
 		}
 		if err := p.kv.Delete(ctx, k); err != nil {
-			return fmt.Errorf("delete workflow cap %s from %s: %w", k, Bucket, err)
+			return fmt.Errorf("delete workflow cap %s from %s: %w", k, kv.Budgets, err)
 		}
 		delete(p.caps, k)
 	}

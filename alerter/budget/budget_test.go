@@ -6,6 +6,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 const usd = rules.PicoPerUSD
@@ -48,7 +49,7 @@ func TestSpendForecastAndCaps(t *testing.T) {
 	if rec := st.Record(); rec.ForecastMethod != "run_rate" || rec.ForecastLowUSD != "" || rec.ExceedProbability != "" {
 		t.Errorf("record of a run-rate forecast = %+v", rec)
 	}
-	if len(st.Reached) != 1 || st.Reached[0] != 30 || st.HardCapped || st.State() != StateSoft {
+	if len(st.Reached) != 1 || st.Reached[0] != 30 || st.HardCapped || st.State() != kv.StateSoft {
 		t.Errorf("caps: %+v state %s", st.Reached, st.State())
 	}
 	// Early in a period the forecast extrapolates from the time elapsed: $10 after 12 hours
@@ -59,12 +60,12 @@ func TestSpendForecastAndCaps(t *testing.T) {
 		t.Errorf("early forecast = %s, want 600", rules.FormatUSD(st.Forecast))
 	}
 	tr2.Add(&batch.Row{Time: time.Date(2026, 11, 1, 13, 0, 0, 0, time.UTC), Team: "search", CostPico: 2990 * usd})
-	if st := tr2.Evaluate(time.Date(2026, 11, 1, 14, 0, 0, 0, time.UTC))[0]; !st.HardCapped || st.State() != StateHardCapped || len(st.Reached) != 3 {
+	if st := tr2.Evaluate(time.Date(2026, 11, 1, 14, 0, 0, 0, time.UTC))[0]; !st.HardCapped || st.State() != kv.StateHardCapped || len(st.Reached) != 3 {
 		t.Errorf("at the limit: %+v", st)
 	}
 	rec := tr2.Evaluate(time.Date(2026, 11, 1, 14, 0, 0, 0, time.UTC))[0].Record()
 	if rec.Name != "search" || rec.Scope != "team=search" || rec.SpentUSD != "3000.000000000000" || rec.LimitUSD != "3000.000000000000" ||
-		rec.State != StateHardCapped || rec.Policy != "refuse" {
+		rec.State != kv.StateHardCapped || rec.Policy != "refuse" {
 		t.Errorf("record = %+v", rec)
 	}
 }

@@ -22,11 +22,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
-// Bucket is the KV bucket of silences.
-const Bucket = "tokenmeter_silences"
+// bucket is the KV bucket this package keeps its records in.
+const bucket = kv.Silences
 
 // Limits on what a silence may hold: a silence is typed by people, and the bucket must not
 // become a place to store anything.
@@ -149,15 +150,15 @@ type Store struct {
 
 // Open creates the bucket when missing, with as many replicas as the streams.
 func Open(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType, now func() time.Time) (*Store, error) {
-	replicas, err := stream.BucketReplicas(ctx, js, Bucket)
+	replicas, err := stream.BucketReplicas(ctx, js, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: Bucket, Description: "tokenmeter silences by id", History: 1, Storage: storage, Replicas: replicas,
+		Bucket: bucket, Description: "tokenmeter silences by id", History: 1, Storage: storage, Replicas: replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
 	}
 	return &Store{kv: kv, now: now}, nil
 }
@@ -233,7 +234,7 @@ func (st *Store) Get(ctx context.Context, id string) (Silence, error) {
 		return Silence{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return Silence{}, fmt.Errorf("read silence %s from %s: %w", id, Bucket, err)
+		return Silence{}, fmt.Errorf("read silence %s from %s: %w", id, bucket, err)
 	}
 	return decode(e.Value())
 }
@@ -243,7 +244,7 @@ func (st *Store) Get(ctx context.Context, id string) (Silence, error) {
 func (st *Store) List(ctx context.Context) ([]Silence, error) {
 	keys, err := st.kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", Bucket, err)
+		return nil, fmt.Errorf("list %s: %w", bucket, err)
 	}
 	now := st.now()
 	var out []Silence
@@ -274,7 +275,7 @@ func (st *Store) List(ctx context.Context) ([]Silence, error) {
 func (st *Store) Watch(ctx context.Context, fn func([]Silence)) error {
 	w, err := st.kv.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", Bucket, err)
+		return fmt.Errorf("watch %s: %w", bucket, err)
 	}
 	go func() {
 		defer func() { _ = w.Stop() }()
@@ -315,7 +316,7 @@ func (st *Store) put(ctx context.Context, s Silence) error {
 		return fmt.Errorf("encode silence %s: %w", s.ID, err)
 	}
 	if _, err := st.kv.Put(ctx, s.ID, data); err != nil {
-		return fmt.Errorf("store silence %s in %s: %w", s.ID, Bucket, err)
+		return fmt.Errorf("store silence %s in %s: %w", s.ID, bucket, err)
 	}
 	return nil
 }

@@ -13,23 +13,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/alerter/dispatch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
-// Bucket is the KV bucket of alert state.
-const Bucket = "tokenmeter_alerts"
-
-// Record is the JSON value of one alert. The first seven fields are the documented contract
-// (rule, labels, state, since, value, summary, updated); the rest let a restarted alerter
-// continue exactly where it stopped.
+// Record is the JSON value of one alert: the contract every reader relies on (kv.Alert), and
+// what lets a restarted alerter continue exactly where it stopped.
 type Record struct {
-	Rule    string            `json:"rule"`
-	Labels  map[string]string `json:"labels"`
-	State   string            `json:"state"`
-	Since   time.Time         `json:"since"`
-	Value   string            `json:"value"`
-	Summary string            `json:"summary"`
-	Updated time.Time         `json:"updated"`
+	kv.Alert
 
 	ActiveAt     time.Time                `json:"active_at"`
 	FiredAt      time.Time                `json:"fired_at"`
@@ -40,22 +31,22 @@ type Record struct {
 }
 
 // Store reads and writes alert records.
-type Store struct{ kv jetstream.KeyValue }
+type Store struct{ bucket jetstream.KeyValue }
 
 // Open creates the bucket when missing, with as many replicas as the streams, and returns
 // its store.
 func Open(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType) (*Store, error) {
-	replicas, err := stream.BucketReplicas(ctx, js, Bucket)
+	replicas, err := stream.BucketReplicas(ctx, js, kv.Alerts)
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", kv.Alerts, err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: Bucket, Description: "tokenmeter alert state by fingerprint", History: 1, Storage: storage, Replicas: replicas,
+	bucket, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: kv.Alerts, Description: "tokenmeter alert state by fingerprint", History: 1, Storage: storage, Replicas: replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s: %w", kv.Alerts, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{bucket: bucket}, nil
 }
 
 // Put writes the record of fingerprint fp.
@@ -64,16 +55,16 @@ func (s *Store) Put(ctx context.Context, fp string, r Record) error {
 	if err != nil {
 		return fmt.Errorf("encode alert %s: %w", fp, err)
 	}
-	if _, err := s.kv.Put(ctx, fp, data); err != nil {
-		return fmt.Errorf("store alert %s in %s: %w", fp, Bucket, err)
+	if _, err := s.bucket.Put(ctx, fp, data); err != nil {
+		return fmt.Errorf("store alert %s in %s: %w", fp, kv.Alerts, err)
 	}
 	return nil
 }
 
 // Delete removes the record of fp.
 func (s *Store) Delete(ctx context.Context, fp string) error {
-	if err := s.kv.Delete(ctx, fp); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("delete alert %s from %s: %w", fp, Bucket, err)
+	if err := s.bucket.Delete(ctx, fp); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete alert %s from %s: %w", fp, kv.Alerts, err)
 	}
 	return nil
 }
@@ -82,22 +73,22 @@ func (s *Store) Delete(ctx context.Context, fp string) error {
 // alerter refuses to start rather than forget an alert.
 func (s *Store) Load(ctx context.Context) (map[string]Record, error) {
 	out := map[string]Record{}
-	keys, err := s.kv.ListKeys(ctx)
+	keys, err := s.bucket.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list keys of %s: %w", Bucket, err)
+		return nil, fmt.Errorf("list keys of %s: %w", kv.Alerts, err)
 	}
 	var errs []error
 	for fp := range keys.Keys() {
-		e, err := s.kv.Get(ctx, fp)
+		e, err := s.bucket.Get(ctx, fp)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read alert %s from %s: %w", fp, Bucket, err)
+			return nil, fmt.Errorf("read alert %s from %s: %w", fp, kv.Alerts, err)
 		}
 		var r Record
 		if err := json.Unmarshal(e.Value(), &r); err != nil {
-			errs = append(errs, fmt.Errorf("decode alert %s from %s: %w", fp, Bucket, err))
+			errs = append(errs, fmt.Errorf("decode alert %s from %s: %w", fp, kv.Alerts, err))
 			continue
 		}
 		out[fp] = r

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
@@ -142,11 +143,11 @@ func (m *makeCluster) timeline(start time.Time, addr string) func(code int, hold
 func (m *makeCluster) watchReleases() func() []string {
 	m.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	kv, err := m.js.KeyValue(ctx, lease.Bucket)
+	bucket, err := m.js.KeyValue(ctx, kv.Leases)
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	w, err := bucket.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -252,13 +253,13 @@ func (m *makeCluster) log(name string) string {
 func (m *makeCluster) holders() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	kv, err := m.js.KeyValue(ctx, lease.Bucket)
+	bucket, err := m.js.KeyValue(ctx, kv.Leases)
 	if err != nil {
 		return nil
 	}
 	out := make([]string, partitions)
 	for p := range out {
-		e, err := kv.Get(ctx, lease.Key(p))
+		e, err := bucket.Get(ctx, lease.Key(p))
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:

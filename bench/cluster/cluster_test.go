@@ -19,10 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
-	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/alerter/alerting"
-	alertbudget "github.com/tokenmeter/tokenmeter/alerter/budget"
-	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/budget"
@@ -30,6 +27,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/reconcile"
 	"github.com/tokenmeter/tokenmeter/enricher/enrich"
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
@@ -151,7 +149,7 @@ func start(t *testing.T) *run {
 
 // buckets are the KV buckets the stages create: the aggregator's partition leases, the
 // alerter's alert state and the budget states the collector enforces.
-var buckets = []string{lease.Bucket, state.Bucket, alertbudget.Bucket}
+var buckets = []string{kv.Leases, kv.Alerts, kv.Budgets}
 
 func (r *run) bucketsExist() bool {
 	for _, b := range buckets {
@@ -337,7 +335,7 @@ func TestR3PipelineStreamLeaderRestart(t *testing.T) {
 	testkit.Eventually(t, time.Minute, "a first part of the events stored", func() bool { return r.stored() >= 3_000 })
 	down := r.leader(stream.Raw)
 	led := []string{}
-	for _, name := range []string{stream.Raw, stream.Enriched, stream.History, "KV_" + lease.Bucket} {
+	for _, name := range []string{stream.Raw, stream.Enriched, stream.History, "KV_" + kv.Leases} {
 		if r.leader(name) == down {
 			led = append(led, name)
 		}

@@ -30,53 +30,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
-
-// Bucket is the KV bucket the alerter publishes budget states to.
-const Bucket = "tokenmeter_budgets"
-
-// FlagTag is the tag added to events of a capped scope under the flag policy.
-const FlagTag = "budget_exceeded"
-
-// States and policies, as the alerter writes them.
-const (
-	StateHardCapped = "hard_capped"
-	PolicyRefuse    = "refuse"
-	PolicyFlag      = "flag"
-)
-
-// Record kinds. A budget's record has no kind (older alerters write none).
-const (
-	KindBudget = ""
-	// KindWorkflow caps one workflow: Scope is "workflow_id=<id>" and the event's workflow
-	// id must equal <id> exactly.
-	KindWorkflow = "workflow"
-)
-
-// WorkflowScope is the scope key of a KindWorkflow record.
-const WorkflowScope = "workflow_id"
-
-// Record is one budget's state (the alerter's budget.Record).
-type Record struct {
-	Name        string    `json:"name"`
-	Scope       string    `json:"scope"` // "team=search"
-	PeriodStart time.Time `json:"period_start"`
-	PeriodEnd   time.Time `json:"period_end"`
-	LimitUSD    string    `json:"limit_usd"`
-	SpentUSD    string    `json:"spent_usd"`
-	ForecastUSD string    `json:"forecast_usd"`
-	State       string    `json:"state"`
-	Policy      string    `json:"policy"`
-	// Kind is KindBudget or KindWorkflow; Reason says, for a workflow, why it is capped.
-	Kind   string `json:"kind,omitempty"`
-	Reason string `json:"reason,omitempty"`
-}
 
 // Enforcer holds the hard-capped budgets. Its methods are safe for concurrent use.
 type Enforcer struct {
 	mu     sync.RWMutex
-	capped map[string]Record // by budget name
+	capped map[string]kv.Budget // by budget name
 	now    func() time.Time
 	log    *slog.Logger
 	synced chan struct{}
@@ -92,7 +53,7 @@ func NewEnforcer(now func() time.Time, log *slog.Logger) *Enforcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Enforcer{capped: map[string]Record{}, now: now, log: log, synced: make(chan struct{}),
+	return &Enforcer{capped: map[string]kv.Budget{}, now: now, log: log, synced: make(chan struct{}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_budget_refusals_total",
 			Help: "Events and calls refused by a hard cap, by the scope key of the cap (team, feature, cost_center, workflow_id).",
@@ -115,7 +76,7 @@ func (e *Enforcer) Register(reg prometheus.Registerer) error {
 	return nil
 }
 
-func (e *Enforcer) refused(r Record) {
+func (e *Enforcer) refused(r kv.Budget) {
 	k, _, _ := strings.Cut(r.Scope, "=")
 	e.refusals.WithLabelValues(k).Inc()
 }
@@ -124,26 +85,26 @@ func (e *Enforcer) refused(r Record) {
 // ends. It returns once the watch is set up; Synced is closed when the current states are
 // loaded.
 func (e *Enforcer) Watch(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.KeyValue(ctx, Bucket)
+	bucket, err := js.KeyValue(ctx, kv.Budgets)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		var replicas int
-		if replicas, err = stream.BucketReplicas(ctx, js, Bucket); err != nil {
-			return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		if replicas, err = stream.BucketReplicas(ctx, js, kv.Budgets); err != nil {
+			return fmt.Errorf("open KV bucket %s: %w", kv.Budgets, err)
 		}
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: Bucket, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it", History: 1,
+		bucket, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: kv.Budgets, Description: "tokenmeter budget states by budget name; the collector enforces hard caps from it", History: 1,
 			Replicas: replicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
+			bucket, err = js.KeyValue(ctx, kv.Budgets)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return fmt.Errorf("open KV bucket %s: %w", kv.Budgets, err)
 	}
-	w, err := kv.WatchAll(ctx)
+	w, err := bucket.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch KV bucket %s: %w", Bucket, err)
+		return fmt.Errorf("watch KV bucket %s: %w", kv.Budgets, err)
 	}
 	go func() {
 		defer func() { _ = w.Stop() }()
@@ -177,18 +138,18 @@ func (e *Enforcer) apply(key string, op jetstream.KeyValueOp, value []byte) {
 		delete(e.capped, key)
 		return
 	}
-	var r Record
+	var r kv.Budget
 	if err := json.Unmarshal(value, &r); err != nil {
 		e.log.Warn("ignore undecodable budget state", "budget", key, "err", err)
 		delete(e.capped, key)
 		return
 	}
-	if r.State != StateHardCapped {
+	if r.State != kv.StateHardCapped {
 		delete(e.capped, key)
 		return
 	}
-	if k, v, _ := strings.Cut(r.Scope, "="); (r.Kind != KindBudget && r.Kind != KindWorkflow) ||
-		(r.Kind == KindWorkflow && (k != WorkflowScope || v == "")) {
+	if k, v, _ := strings.Cut(r.Scope, "="); (r.Kind != kv.KindBudget && r.Kind != kv.KindWorkflow) ||
+		(r.Kind == kv.KindWorkflow && (k != kv.WorkflowScope || v == "")) {
 		e.log.Warn("ignore a hard cap this collector does not know", "key", key, "kind", r.Kind, "scope", r.Scope)
 		delete(e.capped, key)
 		return
@@ -200,20 +161,20 @@ func (e *Enforcer) apply(key string, op jetstream.KeyValueOp, value []byte) {
 // event with tags and workflowID belongs to. Tag values are compared as the enricher stores
 // them (event.NormalizeTag): "Search" and "search " are team search, whose spend the budget
 // counts. A workflow cap matches the workflow id exactly, never a tag.
-func (e *Enforcer) Over(tags map[string]string, workflowID string) (Record, bool) {
+func (e *Enforcer) Over(tags map[string]string, workflowID string) (kv.Budget, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if len(e.capped) == 0 || (len(tags) == 0 && workflowID == "") {
-		return Record{}, false
+		return kv.Budget{}, false
 	}
 	now := e.now()
-	var found []Record
+	var found []kv.Budget
 	for _, r := range e.capped {
 		k, v, ok := strings.Cut(r.Scope, "=")
 		if !ok || !(r.PeriodEnd.IsZero() || now.Before(r.PeriodEnd)) {
 			continue
 		}
-		if r.Kind == KindWorkflow {
+		if r.Kind == kv.KindWorkflow {
 			if workflowID != "" && workflowID == v {
 				found = append(found, r)
 			}
@@ -224,16 +185,16 @@ func (e *Enforcer) Over(tags map[string]string, workflowID string) (Record, bool
 		}
 	}
 	if len(found) == 0 {
-		return Record{}, false
+		return kv.Budget{}, false
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].Name < found[j].Name })
 	return found[0], true
 }
 
 // Refusal explains why a scope's events are refused.
-func Refusal(r Record) string {
+func Refusal(r kv.Budget) string {
 	k, v, _ := strings.Cut(r.Scope, "=")
-	if r.Kind == KindWorkflow {
+	if r.Kind == kv.KindWorkflow {
 		until := "until the alert resolves"
 		if !r.PeriodEnd.IsZero() {
 			until += " (at the latest " + r.PeriodEnd.UTC().Format(time.RFC3339) + ")"
@@ -255,12 +216,12 @@ func (e *Enforcer) Decide(tags map[string]string, workflowID string) (out map[st
 	switch {
 	case !over:
 		return tags, ""
-	case r.Policy == PolicyFlag:
+	case r.Policy == kv.PolicyFlag:
 		out = make(map[string]string, len(tags)+1)
 		for k, v := range tags {
 			out[k] = v
 		}
-		out[FlagTag] = r.Name
+		out[kv.FlagTag] = r.Name
 		return out, ""
 	}
 	e.refused(r)
@@ -298,11 +259,11 @@ func (e *Enforcer) Apply(b *event.Batch) (first string, refused int) {
 		switch {
 		case !over:
 			kept = append(kept, ev)
-		case r.Policy == PolicyFlag:
+		case r.Policy == kv.PolicyFlag:
 			if ev.Tags == nil {
 				ev.Tags = map[string]string{}
 			}
-			ev.Tags[FlagTag] = r.Name
+			ev.Tags[kv.FlagTag] = r.Name
 			kept = append(kept, ev)
 		default:
 			msg := Refusal(r)

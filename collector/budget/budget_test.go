@@ -12,22 +12,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-func capped(name, scope, policy string) Record {
-	return Record{Name: name, Scope: scope, PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+func capped(name, scope, policy string) kv.Budget {
+	return kv.Budget{Name: name, Scope: scope, PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
 		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100.000000000000", SpentUSD: "105.000000000001",
-		ForecastUSD: "150.000000000000", State: StateHardCapped, Policy: policy}
+		ForecastUSD: "150.000000000000", State: kv.StateHardCapped, Policy: policy}
 }
 
-func put(t *testing.T, kv jetstream.KeyValue, r Record) {
+func put(t *testing.T, bucket jetstream.KeyValue, r kv.Budget) {
 	t.Helper()
 	data, _ := json.Marshal(r)
-	if _, err := kv.Put(context.Background(), r.Name, data); err != nil {
+	if _, err := bucket.Put(context.Background(), r.Name, data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -46,16 +47,16 @@ func watched(t *testing.T) (*Enforcer, jetstream.KeyValue) {
 		t.Fatal(err)
 	}
 	<-e.Synced()
-	kv, err := js.KeyValue(ctx, Bucket)
+	bucket, err := js.KeyValue(ctx, kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e, kv
+	return e, bucket
 }
 
 func TestEnforcerFollowsTheBucket(t *testing.T) {
-	e, kv := watched(t)
-	put(t, kv, capped("search-monthly", "team=search", PolicyRefuse))
+	e, bucket := watched(t)
+	put(t, bucket, capped("search-monthly", "team=search", kv.PolicyRefuse))
 	testkit.Eventually(t, 5*time.Second, "the cap reaches the enforcer", func() bool {
 		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return over
@@ -63,26 +64,26 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 	if _, over := e.Over(map[string]string{"team": "support"}, ""); over {
 		t.Error("support is not capped")
 	}
-	ok := capped("search-monthly", "team=search", PolicyRefuse)
+	ok := capped("search-monthly", "team=search", kv.PolicyRefuse)
 	ok.State = "soft_cap"
-	put(t, kv, ok)
+	put(t, bucket, ok)
 	testkit.Eventually(t, 5*time.Second, "the lifted cap reaches the enforcer", func() bool {
 		_, over := e.Over(map[string]string{"team": "search"}, "")
 		return !over
 	})
-	put(t, kv, capped("ml", "cost_center=ml", PolicyRefuse))
+	put(t, bucket, capped("ml", "cost_center=ml", kv.PolicyRefuse))
 	testkit.Eventually(t, 5*time.Second, "ml capped", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return o })
-	if err := kv.Delete(context.Background(), "ml"); err != nil {
+	if err := bucket.Delete(context.Background(), "ml"); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, "deleted budget lifted", func() bool { _, o := e.Over(map[string]string{"cost_center": "ml"}, ""); return !o })
-	if _, err := kv.Put(context.Background(), "junk", []byte("{not json")); err != nil {
+	if _, err := bucket.Put(context.Background(), "junk", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	stale := capped("old", "team=search", PolicyRefuse)
+	stale := capped("old", "team=search", kv.PolicyRefuse)
 	stale.PeriodEnd = now.Add(-time.Hour)
-	put(t, kv, stale)
-	put(t, kv, capped("sync-marker", "team=marker", PolicyRefuse))
+	put(t, bucket, stale)
+	put(t, bucket, capped("sync-marker", "team=marker", kv.PolicyRefuse))
 	testkit.Eventually(t, 5*time.Second, "marker", func() bool { _, o := e.Over(map[string]string{"team": "marker"}, ""); return o })
 	if _, over := e.Over(map[string]string{"team": "search"}, ""); over {
 		t.Error("a record whose period ended still caps")
@@ -91,8 +92,8 @@ func TestEnforcerFollowsTheBucket(t *testing.T) {
 
 func TestApplyRefusesOrFlagsWithBodyIndexes(t *testing.T) {
 	e := NewEnforcer(func() time.Time { return now }, nil)
-	e.apply("search-monthly", jetstream.KeyValuePut, mustJSON(capped("search-monthly", "team=search", PolicyRefuse)))
-	e.apply("ads", jetstream.KeyValuePut, mustJSON(capped("ads", "feature=ads", PolicyFlag)))
+	e.apply("search-monthly", jetstream.KeyValuePut, mustJSON(capped("search-monthly", "team=search", kv.PolicyRefuse)))
+	e.apply("ads", jetstream.KeyValuePut, mustJSON(capped("ads", "feature=ads", kv.PolicyFlag)))
 	b := event.Batch{
 		Events: []event.Usage{
 			{ID: "a", Tags: map[string]string{"team": "search"}},
@@ -108,8 +109,8 @@ func TestApplyRefusesOrFlagsWithBodyIndexes(t *testing.T) {
 		t.Errorf("Apply = %q, %d; want %q, 1", first, n, want)
 	}
 	// "d" matches both budgets: the first by name ("ads", flag) wins.
-	if len(b.Events) != 3 || b.Events[0].ID != "b" || b.Events[0].Tags[FlagTag] != "ads" || b.Events[1].ID != "c" ||
-		b.Events[1].Tags != nil || b.Events[2].ID != "d" || b.Events[2].Tags[FlagTag] != "ads" {
+	if len(b.Events) != 3 || b.Events[0].ID != "b" || b.Events[0].Tags[kv.FlagTag] != "ads" || b.Events[1].ID != "c" ||
+		b.Events[1].Tags != nil || b.Events[2].ID != "d" || b.Events[2].Tags[kv.FlagTag] != "ads" {
 		t.Errorf("events = %+v", b.Events)
 	}
 	if len(b.Rejected) != 2 || b.Rejected[0] != (event.Rejection{Index: 0, ID: "a", Error: "budget: " + want}) || b.Rejected[1].Index != 1 {
@@ -121,20 +122,20 @@ func TestApplyRefusesOrFlagsWithBodyIndexes(t *testing.T) {
 	}
 }
 
-func mustJSON(r Record) []byte {
+func mustJSON(r kv.Budget) []byte {
 	data, _ := json.Marshal(r)
 	return data
 }
 
-func workflowCap(id string) Record {
-	return Record{Name: "runaway-agents", Scope: "workflow_id=" + id, PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(23 * time.Hour),
-		State: StateHardCapped, Policy: PolicyRefuse, Kind: KindWorkflow,
+func workflowCap(id string) kv.Budget {
+	return kv.Budget{Name: "runaway-agents", Scope: "workflow_id=" + id, PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(23 * time.Hour),
+		State: kv.StateHardCapped, Policy: kv.PolicyRefuse, Kind: kv.KindWorkflow,
 		Reason: "running cost 12.500000 USD in 24h is 25.0× the feature's median of 0.500000 USD per workflow (at least 5× and 10.000000 USD)"}
 }
 
 func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
-	e, kv := watched(t)
-	put(t, kv, workflowCap("wf-7"))
+	e, bucket := watched(t)
+	put(t, bucket, workflowCap("wf-7"))
 	testkit.Eventually(t, 5*time.Second, "the workflow cap reaches the enforcer", func() bool {
 		_, over := e.Over(nil, "wf-7")
 		return over
@@ -173,7 +174,7 @@ func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
 	if got := testutil.ToFloat64(e.refusals.WithLabelValues("workflow_id")); got != 3 {
 		t.Errorf("refusals{scope=workflow_id} = %v, want 3", got)
 	}
-	if err := kv.Delete(context.Background(), "runaway-agents"); err != nil {
+	if err := bucket.Delete(context.Background(), "runaway-agents"); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, "the resolved workflow is lifted", func() bool { _, o := e.Over(nil, "wf-7"); return !o })
@@ -183,7 +184,7 @@ func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
 // record without a workflow scope, caps nothing — it is not read as a tag scope.
 func TestUnknownCapKindsAreIgnored(t *testing.T) {
 	e := NewEnforcer(func() time.Time { return now }, nil)
-	future := capped("session-cap", "team=search", PolicyRefuse)
+	future := capped("session-cap", "team=search", kv.PolicyRefuse)
 	future.Kind = "session"
 	e.apply("session-cap", jetstream.KeyValuePut, mustJSON(future))
 	odd := workflowCap("x")
@@ -213,7 +214,7 @@ func TestWorkflowCapOlderCollectors(t *testing.T) {
 	}
 	olderOver := func(tags map[string]string) bool {
 		k, v, ok := strings.Cut(older.Scope, "=")
-		if older.State != StateHardCapped || !ok || !(older.PeriodEnd.IsZero() || now.Before(older.PeriodEnd)) {
+		if older.State != kv.StateHardCapped || !ok || !(older.PeriodEnd.IsZero() || now.Before(older.PeriodEnd)) {
 			return false
 		}
 		t, ok := tags[k]

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 // FuzzRecord feeds any value of the budget bucket to an enforcer: it never panics; a record
@@ -18,8 +19,8 @@ import (
 // refusal is text a client can be shown. A workflow cap matches only the event's workflow id
 // (here the same string as the team tag), and a record of an unknown kind caps nothing.
 func FuzzRecord(f *testing.F) {
-	good, _ := json.Marshal(Record{Name: "search-monthly", Scope: "team=search", PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
-		LimitUSD: "100", SpentUSD: "105", State: StateHardCapped, Policy: PolicyRefuse})
+	good, _ := json.Marshal(kv.Budget{Name: "search-monthly", Scope: "team=search", PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		LimitUSD: "100", SpentUSD: "105", State: kv.StateHardCapped, Policy: kv.PolicyRefuse})
 	f.Add("search-monthly", good, "search")
 	f.Add("b", []byte(`{"scope":"team=Search ","state":"hard_capped","policy":"flag"}`), "search")
 	f.Add("c", []byte(`{"scope":"team=","state":"hard_capped"}`), "")
@@ -37,18 +38,18 @@ func FuzzRecord(f *testing.F) {
 		tags := map[string]string{"team": team, "env": "prod"}
 		before := maps.Clone(tags)
 		r, over := e.Over(tags, team)
-		var rec Record
+		var rec kv.Budget
 		decoded := json.Unmarshal(value, &rec) == nil
 		if over {
 			k, v, ok := strings.Cut(rec.Scope, "=")
 			switch {
-			case !decoded || rec.State != StateHardCapped:
+			case !decoded || rec.State != kv.StateHardCapped:
 				t.Fatalf("capped by %q, which is not a hard-capped record", value)
-			case rec.Kind != KindBudget && rec.Kind != KindWorkflow:
+			case rec.Kind != kv.KindBudget && rec.Kind != kv.KindWorkflow:
 				t.Fatalf("capped by a record of unknown kind %q", rec.Kind)
-			case rec.Kind == KindWorkflow && (k != WorkflowScope || v != team || team == ""):
+			case rec.Kind == kv.KindWorkflow && (k != kv.WorkflowScope || v != team || team == ""):
 				t.Fatalf("workflow cap %q caps workflow %q", rec.Scope, team)
-			case rec.Kind == KindWorkflow:
+			case rec.Kind == kv.KindWorkflow:
 			case !ok || (k != "team" && k != "env"):
 				t.Fatalf("capped by scope %q, which names no tag of %v", rec.Scope, tags)
 			case !rec.PeriodEnd.IsZero() && !now.Before(rec.PeriodEnd):
@@ -65,9 +66,9 @@ func FuzzRecord(f *testing.F) {
 		switch {
 		case !over && (refusal != "" || !maps.Equal(out, tags)):
 			t.Fatalf("no cap, but refused %q or tags %v", refusal, out)
-		case over && r.Policy == PolicyFlag && out[FlagTag] != r.Name:
+		case over && r.Policy == kv.PolicyFlag && out[kv.FlagTag] != r.Name:
 			t.Fatalf("flag policy, tags %v", out)
-		case over && r.Policy != PolicyFlag && refusal == "":
+		case over && r.Policy != kv.PolicyFlag && refusal == "":
 			t.Fatalf("refuse policy, no refusal")
 		}
 		e.apply(key, jetstream.KeyValueDelete, nil)

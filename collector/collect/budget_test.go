@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
@@ -22,14 +23,14 @@ import (
 // policy, and returns it with its JetStream.
 func capped(t *testing.T, policy string) (*Collector, jetstream.JetStream) {
 	t.Helper()
-	return cappedBy(t, "search-monthly", budget.Record{Name: "search-monthly", Scope: "team=search", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+	return cappedBy(t, "search-monthly", kv.Budget{Name: "search-monthly", Scope: "team=search", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
 		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100.000000000000", SpentUSD: "105.000000000001",
-		State: budget.StateHardCapped, Policy: policy}, map[string]string{"team": "search"}, "", Config{})
+		State: kv.StateHardCapped, Policy: policy}, map[string]string{"team": "search"}, "", Config{})
 }
 
 // cappedBy starts a collector with cfg whose budget enforcer holds rec under key, once it
 // caps the tags and workflow given, and returns it with its JetStream.
-func cappedBy(t *testing.T, key string, rec budget.Record, tags map[string]string, workflow string, cfg Config) (*Collector, jetstream.JetStream) {
+func cappedBy(t *testing.T, key string, rec kv.Budget, tags map[string]string, workflow string, cfg Config) (*Collector, jetstream.JetStream) {
 	t.Helper()
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
 	natstest.Streams(t, nc, nil)
@@ -40,12 +41,12 @@ func cappedBy(t *testing.T, key string, rec budget.Record, tags map[string]strin
 	if err := enf.Watch(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(ctx, budget.Bucket)
+	bucket, err := js.KeyValue(ctx, kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(rec)
-	if _, err := kv.Put(ctx, key, data); err != nil {
+	if _, err := bucket.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
@@ -56,7 +57,7 @@ func cappedBy(t *testing.T, key string, rec budget.Record, tags map[string]strin
 const capReason = `team "search" is over the hard cap of budget "search-monthly": 105.000000000001 USD spent of 100.000000000000 USD since 2026-11-01; its events are refused until 2026-12-01 or until the budget is raised`
 
 func TestIngestRefusesTeamOverHardCap(t *testing.T) {
-	c, _ := capped(t, budget.PolicyRefuse)
+	c, _ := capped(t, kv.PolicyRefuse)
 	only := `{"id":"s1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":1,"output_tokens":1},"tags":{"team":"search"}}`
 	res := post(t, c.Handler(), "application/x-ndjson", only)
 	reason := capReason
@@ -78,7 +79,7 @@ func TestIngestRefusesTeamOverHardCap(t *testing.T) {
 // A team is the team the enricher charges, however the event spells it: the cap compares
 // values normalised as the enricher stores them.
 func TestIngestRefusesTeamOverHardCapWhateverItsSpelling(t *testing.T) {
-	c, js := capped(t, budget.PolicyRefuse)
+	c, js := capped(t, kv.PolicyRefuse)
 	for _, team := range []string{"Search", "search ", " SEARCH", "search!"} {
 		body := fmt.Sprintf(`{"id":"s1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":1,"output_tokens":1},"tags":{"team":%q}}`, team)
 		res := post(t, c.Handler(), "application/x-ndjson", body)
@@ -95,7 +96,7 @@ func TestIngestRefusesTeamOverHardCapWhateverItsSpelling(t *testing.T) {
 // spans rejected in partial_success (an OTLP exporter retries a 429 until the period ends),
 // and nothing is stored. Under the flag policy they are stored with the flag tag.
 func TestTracesHonourHardCaps(t *testing.T) {
-	c, js := capped(t, budget.PolicyRefuse)
+	c, js := capped(t, kv.PolicyRefuse)
 	rec := send(t, c.Handler(), "/v1/traces", "application/json", otlpSpan("Search"))
 	want := `{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174: budget: ` +
 		strings.ReplaceAll(capReason, `"`, `\"`) + `"}}`
@@ -106,13 +107,13 @@ func TestTracesHonourHardCaps(t *testing.T) {
 		t.Errorf("refuse: %d messages stored, want none", n)
 	}
 
-	c, js = capped(t, budget.PolicyFlag)
+	c, js = capped(t, kv.PolicyFlag)
 	rec = send(t, c.Handler(), "/v1/traces", "application/json", otlpSpan("search"))
 	if rec.Code != http.StatusOK || compactJSON(t, rec.Body.Bytes()) != `{}` {
 		t.Errorf("flag: %d %s, want 200 {}", rec.Code, rec.Body)
 	}
 	wantTags := map[string]map[string]string{"otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174": {
-		"team": "search", "service": "bot", budget.FlagTag: "search-monthly",
+		"team": "search", "service": "bot", kv.FlagTag: "search-monthly",
 	}}
 	if got := storedTags(t, js); !reflect.DeepEqual(got, wantTags) {
 		t.Errorf("flag: stored tags = %v, want %v", got, wantTags)

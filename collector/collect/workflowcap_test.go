@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 const workflowCapReason = `workflow "wf-run" is capped by runaway rule "runaway-agents": cost 21.00 USD over the last 1h; ` +
@@ -24,9 +24,9 @@ const workflowCapReason = `workflow "wf-run" is capped by runaway rule "runaway-
 // tokenmeter_budget_refusals_total counts them under scope workflow_id.
 func TestIngestRefusesCappedWorkflow(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	c, _ := cappedBy(t, "runaway/runaway-agents/x", budget.Record{Name: "runaway-agents", Scope: "workflow_id=wf-run", PeriodStart: testNow.Add(-time.Hour),
-		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "20", SpentUSD: "21", State: budget.StateHardCapped,
-		Policy: budget.PolicyRefuse, Kind: budget.KindWorkflow, Reason: "cost 21.00 USD over the last 1h"}, nil, "wf-run", Config{Registerer: reg})
+	c, _ := cappedBy(t, "runaway/runaway-agents/x", kv.Budget{Name: "runaway-agents", Scope: "workflow_id=wf-run", PeriodStart: testNow.Add(-time.Hour),
+		PeriodEnd: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "20", SpentUSD: "21", State: kv.StateHardCapped,
+		Policy: kv.PolicyRefuse, Kind: kv.KindWorkflow, Reason: "cost 21.00 USD over the last 1h"}, nil, "wf-run", Config{Registerer: reg})
 	ctx := context.Background()
 
 	only := `{"id":"w1","provider":"openai","model":"gpt-4o","usage":{"input_tokens":1,"output_tokens":1},"workflow_id":"wf-run","tags":{"team":"agents"}}`

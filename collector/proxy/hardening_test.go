@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
@@ -125,14 +126,14 @@ func TestUpstreamHeaderTimeout(t *testing.T) {
 // and returns the enforcer watching it.
 func capTeam(t *testing.T, h *harness, policy string) *budget.Enforcer {
 	t.Helper()
-	return enforce(t, h, "payments-monthly", budget.Record{Name: "payments-monthly", Scope: "team=payments", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
-		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100", SpentUSD: "100.5", State: budget.StateHardCapped, Policy: policy},
+	return enforce(t, h, "payments-monthly", kv.Budget{Name: "payments-monthly", Scope: "team=payments", PeriodStart: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "100", SpentUSD: "100.5", State: kv.StateHardCapped, Policy: policy},
 		map[string]string{"team": "payments"}, "")
 }
 
 // enforce puts rec under key into the harness's budget bucket and returns an enforcer
 // watching it, once it caps the tags and workflow given.
-func enforce(t *testing.T, h *harness, key string, rec budget.Record, tags map[string]string, workflow string) *budget.Enforcer {
+func enforce(t *testing.T, h *harness, key string, rec kv.Budget, tags map[string]string, workflow string) *budget.Enforcer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -140,12 +141,12 @@ func enforce(t *testing.T, h *harness, key string, rec budget.Record, tags map[s
 	if err := enf.Watch(ctx, h.js); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := h.js.KeyValue(ctx, budget.Bucket)
+	bucket, err := h.js.KeyValue(ctx, kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(rec)
-	if _, err := kv.Put(ctx, key, data); err != nil {
+	if _, err := bucket.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, "cap loaded", func() bool { _, o := enf.Over(tags, workflow); return o })
@@ -158,7 +159,7 @@ func enforce(t *testing.T, h *harness, key string, rec budget.Record, tags map[s
 func TestBudgetCapRefusesBeforeForwarding(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, counted(&calls))
-	h.proxy.cfg.Budgets = capTeam(t, h, budget.PolicyRefuse) // the bucket is the harness's NATS's
+	h.proxy.cfg.Budgets = capTeam(t, h, kv.PolicyRefuse) // the bucket is the harness's NATS's
 	const reason = `tokenmeter proxy: team \"payments\" is over the hard cap of budget \"payments-monthly\": 100.5 USD spent of 100 USD since 2026-11-01; its events are refused until 2099-01-01 or until the budget is raised`
 	openai := `{"error":{"code":"budget_exceeded","message":"` + reason + `","type":"insufficient_quota"}}` + "\n"
 	anthropic := `{"error":{"message":"` + reason + `","type":"rate_limit_error"},"type":"error"}` + "\n"
@@ -194,11 +195,11 @@ func TestBudgetCapRefusesBeforeForwarding(t *testing.T) {
 func TestBudgetCapFlags(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, counted(&calls))
-	h.proxy.cfg.Budgets = capTeam(t, h, budget.PolicyFlag)
+	h.proxy.cfg.Budgets = capTeam(t, h, kv.PolicyFlag)
 	if status, body := send(t, "POST", h.srv.URL+"/openai/v1/chat/completions", HeaderTeam, "payments"); status != 200 {
 		t.Fatalf("%d %s, want 200", status, body)
 	}
-	want := []batch.Tag{{Key: budget.FlagTag, Value: "payments-monthly"}}
+	want := []batch.Tag{{Key: kv.FlagTag, Value: "payments-monthly"}}
 	if rows := h.events(1); !reflect.DeepEqual(rows[0].ExtraTags, want) {
 		t.Errorf("event tags %v, want %v", rows[0].ExtraTags, want)
 	}

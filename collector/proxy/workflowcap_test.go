@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/collector/budget"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 // A runaway workflow capped by the alerter: its calls (X-Tokenmeter-Workflow-Id) are refused
@@ -15,9 +15,9 @@ import (
 func TestWorkflowCapRefusesOnlyThatWorkflow(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, counted(&calls))
-	enf := enforce(t, h, "runaway/runaway-agents/x", budget.Record{Name: "runaway-agents", Scope: "workflow_id=wf-run", PeriodStart: h.now.Add(-time.Minute),
-		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "20", SpentUSD: "21", State: budget.StateHardCapped,
-		Policy: budget.PolicyRefuse, Kind: budget.KindWorkflow, Reason: "cost 21.00 USD over the last 1h, 5.25× the usual 4.00 USD"}, nil, "wf-run")
+	enf := enforce(t, h, "runaway/runaway-agents/x", kv.Budget{Name: "runaway-agents", Scope: "workflow_id=wf-run", PeriodStart: h.now.Add(-time.Minute),
+		PeriodEnd: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), LimitUSD: "20", SpentUSD: "21", State: kv.StateHardCapped,
+		Policy: kv.PolicyRefuse, Kind: kv.KindWorkflow, Reason: "cost 21.00 USD over the last 1h, 5.25× the usual 4.00 USD"}, nil, "wf-run")
 	h.proxy.cfg.Budgets = enf
 
 	const reason = `tokenmeter proxy: workflow \"wf-run\" is capped by runaway rule \"runaway-agents\": cost 21.00 USD over the last 1h, ` +

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/shopspring/decimal"
 
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
@@ -114,7 +115,7 @@ func read(tb testing.TB, ctx context.Context, generation int) pageState {
 
 func TestPageInHeadlessChromium(t *testing.T) {
 	js := jetStream(t)
-	put(t, js, AlertsBucket, map[string]string{
+	put(t, js, kv.Alerts, map[string]string{
 		"fp-1": `{"rule":"team-spike","labels":{"team":"search"},"state":"firing","since":"2026-11-20T11:00:00Z","value":"12.5","summary":"search spends 5x its baseline <img src=x onerror=alert(1)>","updated":"2026-11-20T11:59:00Z"}`,
 	})
 	srv, db := testServer(t, js)

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/deploy/summary/summarytest"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -190,17 +190,21 @@ func TestPageAndAssetsAreServed(t *testing.T) {
 
 func TestAlertsAndBudgetsFromTheAlerterBuckets(t *testing.T) {
 	js := jetStream(t)
-	put(t, js, AlertsBucket, map[string]string{
+	put(t, js, kv.Alerts, map[string]string{
 		"fp-1": `{"rule":"team-spike","labels":{"team":"search"},"state":"firing","since":"2026-11-20T11:00:00Z","value":"12.5","summary":"search spends 5x its baseline","updated":"2026-11-20T11:59:00Z"}`,
-		"fp-2": `{"rule":"unpriced","labels":{"model":"acme-llm-7"},"state":"pending","since":"2026-11-20T10:00:00Z","value":3,"summary":"1 unpriced model","updated":"2026-11-20T11:59:00Z"}`,
+		"fp-2": `{"rule":"unpriced","labels":{"model":"acme-llm-7"},"state":"pending","since":"2026-11-20T10:00:00Z","value":"3","summary":"1 unpriced model","updated":"2026-11-20T11:59:00Z"}`,
 		"fp-3": `{"rule":"team-spike","labels":{"team":"support"},"state":"resolved","since":"2026-11-19T10:00:00Z","value":"1","summary":"over","updated":"2026-11-19T12:00:00Z"}`,
 		"fp-4": `{"rule":"team-spike","labels":{"team":"ads"},"state":"firing","since":"2026-11-20T09:00:00Z","value":"7","summary":"ads spends 3x its baseline","updated":"2026-11-20T11:59:00Z"}`,
 		"fp-5": `not json`,
 		"fp-6": `{"rule":"x","state":"firing","value":"12abc"}`,
+		"fp-7": `{"rule":"x","state":"firing","value":12.5}`,
 	})
-	put(t, js, BudgetsBucket, map[string]string{
-		"support-monthly": `{"name":"support-monthly","scope":{"team":"support"},"period_start":"2026-11-01","limit_usd":"1000","spent_usd":"6.250000000001","forecast_usd":"9.375000000002","state":"ok"}`,
-		"search-monthly":  `{"name":"search-monthly","scope":"team=search","period_start":"2026-11-01","limit_usd":5,"spent_usd":3.5,"forecast_usd":5.25,"state":"forecast_over"}`,
+	put(t, js, kv.Budgets, map[string]string{
+		"support-monthly": `{"name":"support-monthly","scope":"team=support","period_start":"2026-11-01T00:00:00Z","limit_usd":"1000.000000000000","spent_usd":"6.250000000001","forecast_usd":"9.375000000002","forecast_method":"run_rate","state":"ok","policy":"refuse","period_end":"2026-12-01T00:00:00Z"}`,
+		"search-monthly":  `{"name":"search-monthly","scope":"team=search","period_start":"2026-11-01T00:00:00Z","limit_usd":"5.000000000000","spent_usd":"5.500000000000","forecast_usd":"8.250000000000","state":"hard_capped"}`,
+		"numbers":         `{"name":"numbers","scope":"team=a","limit_usd":5,"spent_usd":"1","forecast_usd":"1","state":"ok"}`,
+		"object-scope":    `{"name":"object-scope","scope":{"team":"a"},"limit_usd":"5","state":"ok"}`,
+		"not-decimal":     `{"name":"not-decimal","scope":"team=a","limit_usd":"5","spent_usd":"1e3","forecast_usd":"x","state":"ok"}`,
 	})
 	srv, _ := testServer(t, js)
 	status, body := get(t, srv.URL+"/api/v1/alerts")
@@ -209,14 +213,18 @@ func TestAlertsAndBudgetsFromTheAlerterBuckets(t *testing.T) {
 		`{"fingerprint":"fp-1","rule":"team-spike","labels":{"team":"search"},"state":"firing","since":"2026-11-20T11:00:00Z","value":"12.5","summary":"search spends 5x its baseline","updated":"2026-11-20T11:59:00Z"},` +
 		`{"fingerprint":"fp-2","rule":"unpriced","labels":{"model":"acme-llm-7"},"state":"pending","since":"2026-11-20T10:00:00Z","value":"3","summary":"1 unpriced model","updated":"2026-11-20T11:59:00Z"}],` +
 		`"invalid":[{"key":"fp-5","error":"alert \"fp-5\": decode: invalid character 'o' in literal null (expecting 'u')"},` +
-		`{"key":"fp-6","error":"alert \"fp-6\": decode: amount \"12abc\" is not a number"}]}`
+		`{"key":"fp-6","error":"alert \"fp-6\": amount \"12abc\" is not a decimal number"},` +
+		`{"key":"fp-7","error":"alert \"fp-7\": decode: json: cannot unmarshal number into Go struct field Alert.value of type string"}]}`
 	if status != 200 || body != want {
 		t.Errorf("alerts: %d\n%s\nwant\n%s", status, body, want)
 	}
 	status, body = get(t, srv.URL+"/api/v1/budgets")
 	want = `{"budgets":[` +
-		`{"name":"search-monthly","scope":"team=search","period_start":"2026-11-01","limit_usd":"5","spent_usd":"3.5","forecast_usd":"5.25","state":"forecast_over"},` +
-		`{"name":"support-monthly","scope":{"team":"support"},"period_start":"2026-11-01","limit_usd":"1000","spent_usd":"6.250000000001","forecast_usd":"9.375000000002","state":"ok"}],"invalid":[]}`
+		`{"name":"search-monthly","scope":"team=search","period_start":"2026-11-01T00:00:00Z","limit_usd":"5.000000000000","spent_usd":"5.500000000000","forecast_usd":"8.250000000000","state":"hard_capped"},` +
+		`{"name":"support-monthly","scope":"team=support","period_start":"2026-11-01T00:00:00Z","limit_usd":"1000.000000000000","spent_usd":"6.250000000001","forecast_usd":"9.375000000002","state":"ok"}],` +
+		`"invalid":[{"key":"not-decimal","error":"budget \"not-decimal\": amount \"1e3\" is not a decimal number\namount \"x\" is not a decimal number"},` +
+		`{"key":"numbers","error":"budget \"numbers\": decode: json: cannot unmarshal number into Go struct field Budget.limit_usd of type string"},` +
+		`{"key":"object-scope","error":"budget \"object-scope\": decode: json: cannot unmarshal object into Go struct field Budget.scope of type string"}]}`
 	if status != 200 || body != want {
 		t.Errorf("budgets: %d\n%s\nwant\n%s", status, body, want)
 	}
@@ -239,15 +247,16 @@ func TestDecodeEntries(t *testing.T) {
 		value, want string
 	}{
 		{`{"rule":"r","state":"firing","value":null}`, ""},
-		{`{"rule":"r","state":"firing","value":-0.5e3}`, ""},
+		{`{"rule":"r","state":"firing","value":"-500.5"}`, ""},
+		{`{"rule":"r","state":"firing","value":-0.5e3}`, `alert "k": decode: json: cannot unmarshal number into Go struct field Alert.value of type string`},
 		{`{"rule":"r","state":"firing"} {}`, `alert "k": decode: trailing data after the JSON object`},
 		{`{"rule":"r"}`, `alert "k": rule and state are required`},
-		{`{"rule":"r","state":"firing","value":"1]"}`, `alert "k": decode: amount "1]" is not a number`},
-		{`{"rule":"r","state":"firing","value":"\"1\""}`, `alert "k": decode: amount "\"1\"" is not a number`},
-		{`{"rule":"r","state":"firing","value":true}`, `alert "k": decode: amount "true" is not a number`},
+		{`{"rule":"r","state":"firing","value":"1]"}`, `alert "k": amount "1]" is not a decimal number`},
+		{`{"rule":"r","state":"firing","value":"\"1\""}`, `alert "k": amount "\"1\"" is not a decimal number`},
+		{`{"rule":"r","state":"firing","value":true}`, `alert "k": decode: json: cannot unmarshal bool into Go struct field Alert.value of type string`},
 		{`{"rule":"r","state":"firing","since":"yesterday"}`, `alert "k": decode: parsing time "yesterday" as "2006-01-02T15:04:05Z07:00": cannot parse "yesterday" as "2006"`},
 		{`{"rule":"r","state":"firing","labels":{"a":1}}`, `alert "k": decode: json: cannot unmarshal number into Go struct field Alert.labels of type string`},
-		{`[]`, `alert "k": decode: json: cannot unmarshal array into Go value of type dashboard.Alert`},
+		{`[]`, `alert "k": decode: json: cannot unmarshal array into Go value of type kv.Alert`},
 		{`{"rule":"r","state":"firing","summary":"` + strings.Repeat("x", maxEntryBytes) + `"}`, `alert "k": value of 65578 bytes exceeds 65536`},
 	} {
 		_, err := DecodeAlert("k", []byte(c.value))
@@ -256,10 +265,10 @@ func TestDecodeEntries(t *testing.T) {
 		}
 	}
 	b, err := DecodeBudget("team-a", []byte(`{"limit_usd":"100.000000000001"}`))
-	if err != nil || b.Name != "team-a" || b.LimitUSD != "100.000000000001" || string(b.Scope) != "null" {
+	if err != nil || b.Name != "team-a" || b.LimitUSD != "100.000000000001" || b.Scope != "" {
 		t.Errorf("DecodeBudget without a name: %+v, %v", b, err)
 	}
-	if _, err := DecodeBudget("b", []byte(`{"spent_usd":{}}`)); errText(err) != `budget "b": decode: amount "{}" is not a number` {
+	if _, err := DecodeBudget("b", []byte(`{"spent_usd":{}}`)); errText(err) != `budget "b": decode: json: cannot unmarshal object into Go struct field Budget.spent_usd of type string` {
 		t.Errorf("DecodeBudget with an object amount: %v", err)
 	}
 }
@@ -272,26 +281,23 @@ func errText(err error) string {
 }
 
 // FuzzDecodeEntries feeds arbitrary bucket values to both decoders: they must return a value
-// or an error, never panic, and an accepted amount must be a JSON number.
+// or an error, never panic, and an accepted amount must be decimal text.
 func FuzzDecodeEntries(f *testing.F) {
 	f.Add([]byte(`{"rule":"r","labels":{"team":"a"},"state":"firing","since":"2026-11-20T11:00:00Z","value":"12.5","summary":"s","updated":"2026-11-20T11:59:00Z"}`))
-	f.Add([]byte(`{"name":"b","scope":{"team":"a"},"period_start":"2026-11-01","limit_usd":5,"spent_usd":"3.5","forecast_usd":null,"state":"ok"}`))
+	f.Add([]byte(`{"name":"b","scope":"team=a","period_start":"2026-11-01T00:00:00Z","limit_usd":"5","spent_usd":"3.5","forecast_usd":null,"state":"ok"}`))
 	f.Add([]byte(`{"value":"1e400"}`))
 	f.Add([]byte(`{"value":"-"}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		if a, err := DecodeAlert("k", value); err == nil {
-			if a.Value != "" && !json.Valid([]byte(a.Value)) {
-				t.Errorf("alert value %q is not a JSON number", a.Value)
+			if a.Value != "" && !decimalText.MatchString(string(a.Value)) {
+				t.Errorf("alert value %q is not decimal text", a.Value)
 			}
 		}
 		if b, err := DecodeBudget("k", value); err == nil {
 			for _, amount := range []Amount{b.LimitUSD, b.SpentUSD, b.ForecastUSD} {
-				if amount != "" && !json.Valid([]byte(amount)) {
-					t.Errorf("budget amount %q is not a JSON number", amount)
+				if amount != "" && !decimalText.MatchString(string(amount)) {
+					t.Errorf("budget amount %q is not decimal text", amount)
 				}
-			}
-			if !json.Valid(b.Scope) {
-				t.Errorf("budget scope %q is not JSON", b.Scope)
 			}
 		}
 	})

@@ -6,60 +6,34 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// The alerter publishes its state in two JetStream key-value buckets; the dashboard only reads
-// them, through this contract.
-const (
-	// AlertsBucket holds one entry per alert, keyed by the alert's fingerprint.
-	AlertsBucket = "tokenmeter_alerts"
-	// BudgetsBucket holds one entry per budget, keyed by the budget's name.
-	BudgetsBucket = "tokenmeter_budgets"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 )
 
 // maxEntryBytes bounds one bucket value; a larger one is reported as invalid, not decoded.
 const maxEntryBytes = 64 << 10
 
-// Amount is a number as the alerter wrote it, a JSON number or a JSON string holding one,
-// kept as its exact decimal text (never a float).
+// Amount is a USD amount or a measure's value as exact decimal text ("12.500000000000"),
+// never a float.
 type Amount string
 
-// UnmarshalJSON accepts 12.5, "12.5" and null (which leaves the amount empty).
-func (a *Amount) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*a = ""
-		return nil
+// decimalText matches what the alerter writes for an amount: an integer or a decimal fraction.
+var decimalText = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+
+// amount checks that s, read from a bucket, is decimal text; empty is allowed.
+func amount(s string) (Amount, error) {
+	if s != "" && !decimalText.MatchString(s) {
+		return "", fmt.Errorf("amount %q is not a decimal number", s)
 	}
-	text := b
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		text = []byte(s)
-	}
-	if !json.Valid(text) {
-		return fmt.Errorf("amount %q is not a number", text)
-	}
-	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return fmt.Errorf("amount %q: %w", text, err)
-	}
-	n, ok := v.(json.Number)
-	if !ok {
-		return fmt.Errorf("amount %q is not a number", text)
-	}
-	*a = Amount(n)
-	return nil
+	return Amount(s), nil
 }
 
-// Alert is one entry of AlertsBucket.
+// Alert is an alert as the API shows it: the alerter's record and its fingerprint, the key.
 type Alert struct {
 	Fingerprint string            `json:"fingerprint"`
 	Rule        string            `json:"rule"`
@@ -72,16 +46,15 @@ type Alert struct {
 	Updated time.Time `json:"updated"`
 }
 
-// Budget is one entry of BudgetsBucket.
+// Budget is a budget as the API shows it.
 type Budget struct {
-	Name string `json:"name"`
-	// Scope is what the budget covers, as the alerter wrote it (a string or an object).
-	Scope       json.RawMessage `json:"scope"`
-	PeriodStart string          `json:"period_start"`
-	LimitUSD    Amount          `json:"limit_usd"`
-	SpentUSD    Amount          `json:"spent_usd"`
-	ForecastUSD Amount          `json:"forecast_usd"`
-	State       string          `json:"state"`
+	Name        string    `json:"name"`
+	Scope       string    `json:"scope"` // "team=search"
+	PeriodStart time.Time `json:"period_start"`
+	LimitUSD    Amount    `json:"limit_usd"`
+	SpentUSD    Amount    `json:"spent_usd"`
+	ForecastUSD Amount    `json:"forecast_usd"`
+	State       string    `json:"state"`
 }
 
 // Invalid is a bucket entry that could not be read.
@@ -90,30 +63,44 @@ type Invalid struct {
 	Error string `json:"error"`
 }
 
-// DecodeAlert decodes the value of an AlertsBucket entry.
+// DecodeAlert decodes the value of a kv.Alerts entry.
 func DecodeAlert(key string, value []byte) (Alert, error) {
-	var a Alert
-	if err := decodeEntry(value, &a); err != nil {
+	var r kv.Alert
+	if err := decodeEntry(value, &r); err != nil {
 		return Alert{}, fmt.Errorf("alert %q: %w", key, err)
 	}
-	if a.Rule == "" || a.State == "" {
+	if r.Rule == "" || r.State == "" {
 		return Alert{}, fmt.Errorf("alert %q: rule and state are required", key)
 	}
-	a.Fingerprint = key
-	return a, nil
+	v, err := amount(r.Value)
+	if err != nil {
+		return Alert{}, fmt.Errorf("alert %q: %w", key, err)
+	}
+	return Alert{Fingerprint: key, Rule: r.Rule, Labels: r.Labels, State: r.State, Since: r.Since, Value: v,
+		Summary: r.Summary, Updated: r.Updated}, nil
 }
 
-// DecodeBudget decodes the value of a BudgetsBucket entry.
+// DecodeBudget decodes the value of a kv.Budgets entry.
 func DecodeBudget(key string, value []byte) (Budget, error) {
-	var b Budget
-	if err := decodeEntry(value, &b); err != nil {
+	var r kv.Budget
+	if err := decodeEntry(value, &r); err != nil {
 		return Budget{}, fmt.Errorf("budget %q: %w", key, err)
 	}
+	b := Budget{Name: r.Name, Scope: r.Scope, PeriodStart: r.PeriodStart, State: r.State}
 	if b.Name == "" {
 		b.Name = key
 	}
-	if len(b.Scope) == 0 {
-		b.Scope = json.RawMessage("null")
+	var errs []error
+	for _, a := range []struct {
+		to   *Amount
+		from string
+	}{{&b.LimitUSD, r.LimitUSD}, {&b.SpentUSD, r.SpentUSD}, {&b.ForecastUSD, r.ForecastUSD}} {
+		var err error
+		*a.to, err = amount(a.from)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Budget{}, fmt.Errorf("budget %q: %w", key, err)
 	}
 	return b, nil
 }
@@ -171,7 +158,7 @@ func readBucket(ctx context.Context, js jetstream.JetStream, bucket string, fn f
 // that could not be decoded.
 func Alerts(ctx context.Context, js jetstream.JetStream) ([]Alert, []Invalid, error) {
 	alerts, invalid := []Alert{}, []Invalid{}
-	err := readBucket(ctx, js, AlertsBucket, func(key string, value []byte) {
+	err := readBucket(ctx, js, kv.Alerts, func(key string, value []byte) {
 		a, err := DecodeAlert(key, value)
 		if err != nil {
 			invalid = append(invalid, Invalid{Key: key, Error: err.Error()})
@@ -198,7 +185,7 @@ func Alerts(ctx context.Context, js jetstream.JetStream) ([]Alert, []Invalid, er
 // Budgets reads every budget, by name, and the entries that could not be decoded.
 func Budgets(ctx context.Context, js jetstream.JetStream) ([]Budget, []Invalid, error) {
 	budgets, invalid := []Budget{}, []Invalid{}
-	err := readBucket(ctx, js, BudgetsBucket, func(key string, value []byte) {
+	err := readBucket(ctx, js, kv.Budgets, func(key string, value []byte) {
 		b, err := DecodeBudget(key, value)
 		if err != nil {
 			invalid = append(invalid, Invalid{Key: key, Error: err.Error()})

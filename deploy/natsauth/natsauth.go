@@ -16,10 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/lease"
-	"github.com/tokenmeter/tokenmeter/alerter/silence"
-	"github.com/tokenmeter/tokenmeter/alerter/state"
-	"github.com/tokenmeter/tokenmeter/collector/budget"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
@@ -119,8 +116,8 @@ func GrantOf(r Role, name string, partitions int) Grant {
 	case Collector:
 		ensure()
 		add(stream.RawPrefix+"*", stream.OutcomesSubject)
-		kvRead(budget.Bucket) // the hard caps it enforces; it creates the bucket when missing
-		add(api("STREAM.CREATE", "KV_"+budget.Bucket))
+		kvRead(kv.Budgets) // the hard caps it enforces; it creates the bucket when missing
+		add(api("STREAM.CREATE", "KV_"+kv.Budgets))
 	case Enricher:
 		ensure()
 		own(stream.Raw, stream.EnricherConsumer)
@@ -132,22 +129,22 @@ func GrantOf(r Role, name string, partitions int) Grant {
 		}
 		own(stream.Outcomes, stream.OutcomesConsumer)
 		add(stream.DeadSubject("aggregator"), stream.DeadSubject("outcomes"))
-		kvWrite(lease.Bucket)
+		kvWrite(kv.Leases)
 	case Alerter:
 		ensure()
 		own(stream.History, stream.AlerterConsumer)
 		add(api("CONSUMER.DELETE", stream.History, stream.AlerterConsumer)) // re-positioned at each start
-		kvWrite(budget.Bucket)
-		kvWrite(state.Bucket)
-		kvWrite(silence.Bucket) // silences made at run time, through its API
+		kvWrite(kv.Budgets)
+		kvWrite(kv.Alerts)
+		kvWrite(kv.Silences) // silences made at run time, through its API
 	case Dashboard:
-		kvRead(budget.Bucket)
-		kvRead(state.Bucket)
+		kvRead(kv.Budgets)
+		kvRead(kv.Alerts)
 	case Reconcile:
 		read(stream.History)
 	case Proxy:
 		add(stream.RawPrefix + "*")
-		kvRead(budget.Bucket) // it refuses calls over a hard cap before they are paid for
+		kvRead(kv.Budgets) // it refuses calls over a hard cap before they are paid for
 	case Emitter:
 		// Its own name's subject on every partition, and nothing else: not the collector's
 		// usage.raw.<p>, whose events no binding covers, nor another emitter's name. A name

@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	alertbudget "github.com/tokenmeter/tokenmeter/alerter/budget"
 	collectorbudget "github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/deploy/natsauth"
+	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 )
@@ -74,7 +74,7 @@ func start(t *testing.T) *fixture {
 	if err := stream.Ensure(ctx, js, stream.DefaultOptions); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: alertbudget.Bucket}); err != nil {
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: kv.Budgets}); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{s: s, dir: dir, admin: js}
@@ -204,15 +204,15 @@ func TestEmitterPublishesUsageOnly(t *testing.T) {
 	}
 
 	// A forged budget state, which would make the collector refuse a team's events.
-	if err := em.nc.Publish("$KV."+alertbudget.Bucket+".forged", []byte(`{"name":"forged"}`)); err != nil {
+	if err := em.nc.Publish("$KV."+kv.Budgets+".forged", []byte(`{"name":"forged"}`)); err != nil {
 		t.Fatal(err)
 	}
 	em.refused(t, `Permissions Violation for Publish to "$KV.tokenmeter_budgets.forged"`)
-	kv, err := f.admin.KeyValue(ctx, alertbudget.Bucket)
+	bucket, err := f.admin.KeyValue(ctx, kv.Budgets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Get(ctx, "forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := bucket.Get(ctx, "forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("get the forged budget: err %v, want %v", err, jetstream.ErrKeyNotFound)
 	}
 
@@ -243,7 +243,7 @@ func TestReadersCannotWrite(t *testing.T) {
 	f := start(t)
 	for _, r := range []natsauth.Role{natsauth.Dashboard, natsauth.Reconcile, natsauth.Collector, natsauth.Proxy} {
 		c := f.as(t, natsauth.SeedFile(f.dir, r))
-		if err := c.nc.Publish("$KV."+alertbudget.Bucket+".search", []byte(`{}`)); err != nil {
+		if err := c.nc.Publish("$KV."+kv.Budgets+".search", []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 		c.refused(t, `Permissions Violation for Publish to "$KV.tokenmeter_budgets.search"`)
@@ -253,17 +253,17 @@ func TestReadersCannotWrite(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := collectorbudget.NewEnforcer(nil, slog.New(slog.DiscardHandler)).Watch(ctx, px.js); err != nil {
-		t.Fatalf("proxy watches %s: %v", alertbudget.Bucket, err)
+		t.Fatalf("proxy watches %s: %v", kv.Budgets, err)
 	}
 
 	// The dashboard reads the budgets bucket, and nothing of the usage streams.
 	d := f.as(t, natsauth.SeedFile(f.dir, natsauth.Dashboard))
-	kv, err := d.js.KeyValue(context.Background(), alertbudget.Bucket)
+	budgets, err := d.js.KeyValue(context.Background(), kv.Budgets)
 	if err != nil {
-		t.Fatalf("dashboard opens %s: %v", alertbudget.Bucket, err)
+		t.Fatalf("dashboard opens %s: %v", kv.Budgets, err)
 	}
-	if _, err := kv.ListKeys(context.Background()); err != nil {
-		t.Fatalf("dashboard lists %s: %v", alertbudget.Bucket, err)
+	if _, err := budgets.ListKeys(context.Background()); err != nil {
+		t.Fatalf("dashboard lists %s: %v", kv.Budgets, err)
 	}
 	if err := d.nc.Publish(stream.RawSubject(0), []byte("x")); err != nil {
 		t.Fatal(err)
