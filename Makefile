@@ -60,15 +60,15 @@ chaos-cluster: clickhouse ## the stages on an in-process 3-node JetStream cluste
 
 chaos-clickhouse-cluster: ## the local ClickHouse cluster (deploy/clickhouse/cluster.sh): migrations, shards, exactness, a killed replica, a stopped shard, then make cluster's processes under the same faults and an aggregator moved to another host and back (~7 min; CI runs chaos-clickhouse-cluster-short)
 	deploy/clickhouse/cluster.sh start
-	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./aggregator/migrate/
+	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./schemas/chschema/migrate/
 	$(GO) vet -tags chaos,chcluster ./bench/cluster/
-	$(GO) test -tags chcluster -count=1 -timeout 15m -v -run 'Cluster' ./aggregator/migrate/ ./aggregator/aggregate/
+	$(GO) test -tags chcluster -count=1 -timeout 15m -v -run 'Cluster' ./schemas/chschema/migrate/ ./aggregator/aggregate/
 	$(GO) test -tags chaos,chcluster -count=1 -timeout 20m -v -run 'TestMakeClusterClickHouse|TestMakeClusterAggregatorMoves' ./bench/cluster/
 
 chaos-clickhouse-cluster-short: ## CI's share of chaos-clickhouse-cluster: the cluster's migrations and each partition written once to its shard, exact (~2 min)
 	deploy/clickhouse/cluster.sh start
-	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./aggregator/migrate/
-	$(GO) test -tags chcluster -count=1 -timeout 10m -v -run 'TestApplyClusterLive|TestClusterWritesEachPartitionToItsShard' ./aggregator/migrate/ ./aggregator/aggregate/
+	$(GO) vet -tags chcluster ./aggregator/aggregate/ ./schemas/chschema/migrate/
+	$(GO) test -tags chcluster -count=1 -timeout 10m -v -run 'TestApplyClusterLive|TestClusterWritesEachPartitionToItsShard' ./schemas/chschema/migrate/ ./aggregator/aggregate/
 	deploy/clickhouse/cluster.sh stop
 
 chaos: clickhouse ## fault-injection suite: kills real processes, compares ClickHouse exactly (~4 min)

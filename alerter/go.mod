@@ -56,14 +56,12 @@ require (
 )
 
 require (
-	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 	github.com/tokenmeter/tokenmeter/stage v0.0.0
 	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )
 
 replace (
-	github.com/tokenmeter/tokenmeter/aggregator => ../aggregator
 	github.com/tokenmeter/tokenmeter/schemas => ../schemas
 	github.com/tokenmeter/tokenmeter/stage => ../stage
 	github.com/tokenmeter/tokenmeter/testkit => ../testkit

@@ -34,8 +34,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )

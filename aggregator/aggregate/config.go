@@ -11,9 +11,10 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )

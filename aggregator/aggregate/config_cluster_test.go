@@ -3,7 +3,7 @@ package aggregate
 import (
 	"testing"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 )
 
 // A cluster needs no HTTP URL of its own (each replica's comes from the layout), and its

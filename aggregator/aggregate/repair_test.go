@@ -6,9 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 )
 
 // disagreement lists, per partition and minute (day), where spend_1m (spend_1d) differs from

@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 	"github.com/sony/gobreaker"
+
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
@@ -129,7 +130,7 @@ func (s store) existing(ctx context.Context, p int, refs []dedup.Ref, fn func(id
 // existingResponses calls fn with every report of partition p whose response id is one of
 // refs' and whose time lies within the spans of refs' chunk, and whether another displaced it
 // (dedup.Store.Responses). The caller matches the provider (in lower case, as
-// dedup.ResponseKeyOf does).
+// keyset.ResponseKeyOf does).
 func (s store) existingResponses(ctx context.Context, p int, refs []dedup.Ref, fn func(stored batch.Row, displaced bool)) error {
 	return chunks(refs, func(set clickhouse.GroupSet, from, to int64) error {
 		if err := s.lookupResponses(ctx, p, set, from, to, fn); err != nil {

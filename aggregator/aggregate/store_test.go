@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 

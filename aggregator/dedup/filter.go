@@ -1,3 +1,12 @@
+// Package dedup decides which rows of a batch are new to ClickHouse (Filter), for the
+// aggregator's single writer of a partition: an event id never reaches usage_events twice,
+// a second copy whose content differs is recognised as a conflict, and one call reported by
+// two emitters under different event ids (one provider response) is written once.
+//
+// A Filter keeps, per partition, compact sets (keyset.Set) of the ids and provider responses
+// written within a window, 40 bits of each: a key absent from a set is absent from ClickHouse (for the
+// hours the set vouches for), and a key present is confirmed in ClickHouse (Store), which also
+// gives the stored copy's content fingerprint. A false positive costs a lookup, never an event.
 package dedup
 
 import (
@@ -5,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 )
 
 // ResponseSkew is how far apart two reports of one provider call may be timed by their
@@ -89,19 +99,19 @@ type Counts struct {
 //
 // It is not safe for concurrent use.
 type Filter struct {
-	ids, resp *Set
+	ids, resp *keyset.Set
 	store     Store
 	// seen holds the ids of the batch being filtered, with their content fingerprints;
 	// seenResp its responses.
-	seen     map[Key]uint64
-	seenResp map[Key]int // the index in the fresh rows of the report kept, or -1
+	seen     map[keyset.Key]uint64
+	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept, or -1
 }
 
 // NewFilter returns a filter with empty sets of the given window, looking up in store.
 func NewFilter(window time.Duration, now func() time.Time, store Store) *Filter {
 	return &Filter{
-		ids: New(window, now), resp: New(window, now), store: store,
-		seen: make(map[Key]uint64), seenResp: make(map[Key]int),
+		ids: keyset.New(window, now), resp: keyset.New(window, now), store: store,
+		seen: make(map[keyset.Key]uint64), seenResp: make(map[keyset.Key]int),
 	}
 }
 
@@ -125,9 +135,9 @@ func (f *Filter) Expire() (ids, responses int) { return f.ids.Expire(), f.resp.E
 // at start-up (events ingested, or timed, within the window).
 func (f *Filter) Load(id, provider, responseID string, ingested, eventTime time.Time) {
 	at := KeptFrom(ingested, eventTime)
-	f.ids.Add(KeyOf(id), at, eventTime)
+	f.ids.Add(keyset.KeyOf(id), at, eventTime)
 	if responseID != "" {
-		f.resp.Add(ResponseKeyOf(provider, responseID), at, eventTime)
+		f.resp.Add(keyset.ResponseKeyOf(provider, responseID), at, eventTime)
 	}
 }
 
@@ -157,13 +167,13 @@ func (f *Filter) Remember(rows []batch.Row) {
 // about, and then decides row by row in the batch's order.
 func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Conflict, []Decision, Counts, error) {
 	var c Counts
-	keys := make([]Key, len(rows))
+	keys := make([]keyset.Key, len(rows))
 	clear(f.seen)
 	var refs []Ref
 	floor := f.ids.Floor()
 	for i := range rows {
 		r := &rows[i]
-		keys[i] = KeyOf(r.ID)
+		keys[i] = keyset.KeyOf(r.ID)
 		if _, ok := f.seen[keys[i]]; ok {
 			continue
 		}
@@ -197,7 +207,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
 			continue
 		}
-		rk := ResponseKeyOf(r.Provider, r.ResponseID)
+		rk := keyset.ResponseKeyOf(r.Provider, r.ResponseID)
 		if _, ok := f.seenResp[rk]; ok {
 			continue
 		}
@@ -213,11 +223,11 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	// The stored report that counts for each response: the one no other displaced. A response
 	// whose every report was displaced (a crash between a displacement and the INSERT of the
 	// report that displaced it) has none, and its report in the batch is fresh.
-	storedResp := make(map[Key]batch.Row)
+	storedResp := make(map[keyset.Key]batch.Row)
 	if len(refs) > 0 {
 		err := f.store.Responses(ctx, refs, func(r batch.Row, displaced bool) {
 			if !displaced {
-				storedResp[ResponseKeyOf(r.Provider, r.ResponseID)] = r
+				storedResp[keyset.ResponseKeyOf(r.Provider, r.ResponseID)] = r
 			}
 		})
 		if err != nil {
@@ -246,14 +256,14 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			continue
 		}
 		if r.ResponseID != "" {
-			rk := ResponseKeyOf(r.Provider, r.ResponseID)
+			rk := keyset.ResponseKeyOf(r.Provider, r.ResponseID)
 			if j, taken := f.seenResp[rk]; taken && j >= 0 {
 				// Another report of the call is earlier in the batch: the better one stays
 				// in its place. Neither is in seen's way: a later copy of the dropped id is
 				// dropped the same way, rather than compared with a copy never written.
 				if k := &fresh[j]; r.Outranks(k) {
 					decisions = append(decisions, Decision{Kept: *r, Dropped: *k})
-					delete(f.seen, KeyOf(k.ID))
+					delete(f.seen, keyset.KeyOf(k.ID))
 					f.seen[keys[i]] = fp
 					*k = *r
 				} else if differ(r, k) {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )

@@ -33,7 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )

@@ -31,7 +31,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/alerter/alert"
 	"github.com/tokenmeter/tokenmeter/alerter/budget"
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
@@ -43,6 +42,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )

@@ -24,6 +24,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
@@ -101,7 +102,7 @@ type env struct {
 func newEnv(t *testing.T, rulesYAML string) *env {
 	ns := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, ns)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	conn := chtest.Conn(t)
 	db := chtest.Database(t, conn)
 	path := filepath.Join(t.TempDir(), "rules.yaml")

@@ -7,9 +7,9 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 

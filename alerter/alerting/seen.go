@@ -3,8 +3,8 @@ package alerting
 import (
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/dedup"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 )
 
 // SeenWindow is how long the alerter remembers the event ids and provider responses it
@@ -15,27 +15,27 @@ import (
 // a response id — 70 MB at a sustained 50,000 events/s.
 const SeenWindow = 2 * time.Minute
 
-// seen remembers the ids and responses counted within SeenWindow (dedup.Set: 40-bit tags; a
+// seen remembers the ids and responses counted within SeenWindow (keyset.Set: 40-bit tags; a
 // tag collision, about n/2^40 for n keys, would drop one event from alerting, never from
 // ClickHouse). Not safe for concurrent use: the alerter's decodeMu guards it.
 type seen struct {
-	ids, responses *dedup.Set
+	ids, responses *keyset.Set
 }
 
 func newSeen(now func() time.Time) *seen {
-	return &seen{ids: dedup.New(SeenWindow, now), responses: dedup.New(SeenWindow, now)}
+	return &seen{ids: keyset.New(SeenWindow, now), responses: keyset.New(SeenWindow, now)}
 }
 
 // duplicate reports whether r was counted already — by its id, or as another report of its
 // provider response — and remembers it otherwise.
 func (s *seen) duplicate(r *batch.Row, now time.Time) bool {
-	id := dedup.KeyOf(r.ID)
+	id := keyset.KeyOf(r.ID)
 	if _, _, ok := s.ids.Find(id); ok {
 		return true
 	}
-	var resp dedup.Key
+	var resp keyset.Key
 	if r.ResponseID != "" {
-		resp = dedup.ResponseKeyOf(r.Provider, r.ResponseID)
+		resp = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
 		if _, _, ok := s.responses.Find(resp); ok {
 			return true
 		}

@@ -37,9 +37,9 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
-	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // unique is the number of distinct valid events each scenario sends (the 100,000).
@@ -617,7 +617,7 @@ func TestBatchAcrossTwoMonthsWithCrashBetweenWrites(t *testing.T) {
 	// The half-landed INSERT: month one of the first ten messages of every partition.
 	byPart := map[int][]batch.Row{}
 	msgs := map[int]int{}
-	for _, m := range natstest.Messages(t, r.js, stream.Enriched) {
+	for _, m := range streamtest.Messages(t, r.js, stream.Enriched) {
 		p, err := strconv.Atoi(strings.TrimPrefix(m.Subject, stream.EnrichedPrefix))
 		if err != nil {
 			t.Fatal(err)

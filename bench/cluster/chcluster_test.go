@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/bench/chaos"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/testkit"
 )

@@ -13,13 +13,14 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 func TestAccept(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	in := []event.Usage{
 		{ID: "evt-1", Provider: "openai", Model: "gpt-4o", Usage: event.Tokens{Input: 10, Output: 2}, Tags: map[string]string{"team": "search"}},
@@ -38,7 +39,7 @@ func TestAccept(t *testing.T) {
 		t.Errorf("Accept modified its input: %+v", in[0])
 	}
 	var got []batch.Row
-	for _, m := range natstest.Messages(t, js, stream.Raw) {
+	for _, m := range streamtest.Messages(t, js, stream.Raw) {
 		got = append(got, m.Rows...)
 	}
 	want := map[string]batch.Row{}
@@ -58,7 +59,7 @@ func TestAccept(t *testing.T) {
 func TestAcceptPublishErrors(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
+	streamtest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
 	c := newCollector(t, nc, Config{PublishTimeout: 500 * time.Millisecond})
 	evs := []event.Usage{{ID: "evt-1", Provider: "openai", Model: "gpt-4o"}}
 	_, err := c.Accept(context.Background(), evs)

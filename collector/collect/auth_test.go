@@ -19,6 +19,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -63,7 +64,7 @@ func send(tb testing.TB, h http.Handler, path, contentType, body string, header 
 func storedTags(tb testing.TB, js jetstream.JetStream) map[string]map[string]string {
 	tb.Helper()
 	out := map[string]map[string]string{}
-	for _, m := range natstest.Messages(tb, js, stream.Raw) {
+	for _, m := range streamtest.Messages(tb, js, stream.Raw) {
 		for _, r := range m.Rows {
 			tags := map[string]string{}
 			for k, v := range map[string]string{"team": r.Team, "feature": r.Feature, "env": r.Env, "cost_center": r.CostCenter, "traffic": r.Traffic} {
@@ -84,7 +85,7 @@ func storedTags(tb testing.TB, js jetstream.JetStream) map[string]map[string]str
 func storedSources(tb testing.TB, js jetstream.JetStream) map[string]string {
 	tb.Helper()
 	out := map[string]string{}
-	for _, m := range natstest.Messages(tb, js, stream.Raw) {
+	for _, m := range streamtest.Messages(tb, js, stream.Raw) {
 		for _, r := range m.Rows {
 			out[r.ID] = r.Source
 		}
@@ -97,7 +98,7 @@ func started(t *testing.T, cfg Config) (*Collector, jetstream.JetStream) {
 	t.Helper()
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	return newCollector(t, nc, cfg), js
 }
 
@@ -122,7 +123,7 @@ func TestAuthRefusals(t *testing.T) {
 		f(path, "application/json", 403, unknown, "Authorization", "Bearer sk-nope")
 		f(path, "application/json", 403, unknown, HeaderKey, keySearch+"x")
 	}
-	if got := natstest.Messages(t, js, stream.Raw); len(got) != 0 {
+	if got := streamtest.Messages(t, js, stream.Raw); len(got) != 0 {
 		t.Errorf("refused requests stored %d messages", len(got))
 	}
 	for reason, want := range map[string]float64{"missing": 9, "unknown": 6} {
@@ -336,7 +337,7 @@ func TestKeysReload(t *testing.T) {
 	path := writeFile(t, dir, "keys.json", testKeys)
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{KeysFile: path})
 	status := func(key string) int {
 		t.Helper()

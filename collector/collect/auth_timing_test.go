@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
@@ -68,7 +69,7 @@ func BenchmarkIngestAttributed(b *testing.B) {
 	dir := b.TempDir()
 	s := natstest.Start(b, b.TempDir(), -1)
 	nc := natstest.Connect(b, s)
-	natstest.Streams(b, nc, nil)
+	streamtest.Streams(b, nc, nil)
 	c, err := New(Config{KeysFile: writeFile(b, dir, "keys.json", testKeys), TagPolicyFile: writeFile(b, dir, "policy.yaml", testPolicy)}, nc)
 	if err != nil {
 		b.Fatal(err)

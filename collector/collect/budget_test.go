@@ -15,6 +15,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/budget"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -33,7 +34,7 @@ func capped(t *testing.T, policy string) (*Collector, jetstream.JetStream) {
 func cappedBy(t *testing.T, key string, rec kv.Budget, tags map[string]string, workflow string, cfg Config) (*Collector, jetstream.JetStream) {
 	t.Helper()
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -87,7 +88,7 @@ func TestIngestRefusesTeamOverHardCapWhateverItsSpelling(t *testing.T) {
 			t.Errorf("team %q: %d %s, want 429 %s", team, res.Code, res.Body, want)
 		}
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
 	}
 }
@@ -103,7 +104,7 @@ func TestTracesHonourHardCaps(t *testing.T) {
 	if rec.Code != http.StatusOK || compactJSON(t, rec.Body.Bytes()) != want {
 		t.Errorf("refuse: %d %s, want 200 %s", rec.Code, rec.Body, want)
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Errorf("refuse: %d messages stored, want none", n)
 	}
 

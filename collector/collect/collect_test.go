@@ -21,6 +21,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -123,7 +124,7 @@ func TestIngestFormats(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natstest.Start(t, t.TempDir(), -1)
 			nc := natstest.Connect(t, s)
-			js := natstest.Streams(t, nc, nil)
+			js := streamtest.Streams(t, nc, nil)
 			reg := prometheus.NewRegistry()
 			c := newCollector(t, nc, Config{Registerer: reg})
 
@@ -143,7 +144,7 @@ func TestIngestFormats(t *testing.T) {
 			}
 
 			want := wantMessages(t, tc.wantIDs)
-			got2 := natstest.Messages(t, js, stream.Raw)
+			got2 := streamtest.Messages(t, js, stream.Raw)
 			if !reflect.DeepEqual(got2, want) {
 				t.Errorf("stored messages:\n got  %+v\n want %+v", got2, want)
 			}
@@ -153,7 +154,7 @@ func TestIngestFormats(t *testing.T) {
 
 // wantMessages builds the messages the collector must store for the given valid events: one
 // per partition touched, in partition order, the rows in body order.
-func wantMessages(tb testing.TB, ids []string) []natstest.Msg {
+func wantMessages(tb testing.TB, ids []string) []streamtest.Msg {
 	tb.Helper()
 	rows := make([][]batch.Row, stream.DefaultPartitions)
 	for _, id := range ids {
@@ -164,7 +165,7 @@ func wantMessages(tb testing.TB, ids []string) []natstest.Msg {
 		p := stream.Partition(id, stream.DefaultPartitions)
 		rows[p] = append(rows[p], batch.FromUsage(&u, testNow, p))
 	}
-	var out []natstest.Msg
+	var out []streamtest.Msg
 	for p, rs := range rows {
 		if len(rs) == 0 {
 			continue
@@ -173,7 +174,7 @@ func wantMessages(tb testing.TB, ids []string) []natstest.Msg {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out = append(out, natstest.Msg{
+		out = append(out, streamtest.Msg{
 			Subject: stream.RawSubject(p),
 			Header:  nats.Header{stream.HeaderSchema: {batch.SchemaName}, jetstream.MsgIDHeader: {rawbatch.MsgID(data)}},
 			Rows:    rs,
@@ -185,7 +186,7 @@ func wantMessages(tb testing.TB, ids []string) []natstest.Msg {
 func TestIngestRejectedMetric(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	post(t, c.Handler(), "application/x-ndjson", strings.Join(mixedLines, "\n"))
 	for reason, want := range map[string]float64{"model": 1, "malformed": 1, "usage": 1, "tags": 0} {
@@ -198,7 +199,7 @@ func TestIngestRejectedMetric(t *testing.T) {
 func TestIngestRefusals(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{MaxBodyBytes: 1000, MaxEvents: 2})
 	f := func(name, contentType string, body io.Reader, wantCode int, wantError string) {
 		t.Helper()
@@ -227,7 +228,7 @@ func TestIngestRefusals(t *testing.T) {
 		"the body is more than the limit of 1000 bytes")
 	f("too many events", "application/x-ndjson", strings.NewReader(strings.Join(mixedLines[:3], "\n")), 413,
 		"too many events in one body: 3 lines, the limit is 2")
-	if got := natstest.Messages(t, js, stream.Raw); len(got) != 0 {
+	if got := streamtest.Messages(t, js, stream.Raw); len(got) != 0 {
 		t.Errorf("refused bodies stored %d messages", len(got))
 	}
 }
@@ -235,7 +236,7 @@ func TestIngestRefusals(t *testing.T) {
 func TestIngestStreamFull(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
+	streamtest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
 	c := newCollector(t, nc, Config{})
 	for i := range breakerFailures + 1 {
 		// A full stream must not open the breaker: every attempt gets the same answer.
@@ -261,7 +262,7 @@ func TestIngestStreamFull(t *testing.T) {
 func TestIngestNATSDown(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{PublishTimeout: 500 * time.Millisecond})
 	if rec := post(t, c.Handler(), "", mixedLines[0]); rec.Code != http.StatusAccepted {
 		t.Fatalf("before the outage: status = %d, want 202; body %s", rec.Code, rec.Body)
@@ -302,7 +303,7 @@ func TestIngestNATSDown(t *testing.T) {
 func TestIngestRetryStoredOnce(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	body := strings.Join(mixedLines, "\n")
 	for i := range 2 {
@@ -311,7 +312,7 @@ func TestIngestRetryStoredOnce(t *testing.T) {
 		}
 	}
 	want := wantMessages(t, []string{"evt-1", "evt-3", "evt-6"})
-	if got := natstest.Messages(t, js, stream.Raw); !reflect.DeepEqual(got, want) {
+	if got := streamtest.Messages(t, js, stream.Raw); !reflect.DeepEqual(got, want) {
 		t.Errorf("stored messages:\n got  %+v\n want %+v", got, want)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkIngest(b *testing.B) {
 	const events = 1000
 	s := natstest.Start(b, b.TempDir(), -1)
 	nc := natstest.Connect(b, s)
-	natstest.Streams(b, nc, nil)
+	streamtest.Streams(b, nc, nil)
 	c, err := New(Config{}, nc)
 	if err != nil {
 		b.Fatal(err)

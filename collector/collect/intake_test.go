@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
@@ -65,7 +66,7 @@ func answer(conn net.Conn) (int, string, string, error) {
 // arrive within BodyTimeout is answered 408.
 func TestSlowBodiesAreBounded(t *testing.T) {
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	const maxBodies, attackers = 32, 64
 	c := newCollector(t, nc, Config{MaxBodies: maxBodies, BodyTimeout: 3 * time.Second})
 	addr := serve(t, c)
@@ -129,7 +130,7 @@ func TestSlowBodiesAreBounded(t *testing.T) {
 	} else {
 		t.Logf("%d KiB allocated while answering %d slow bodies", grown>>10, attackers)
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
 	}
 }
@@ -139,7 +140,7 @@ func TestSlowBodiesAreBounded(t *testing.T) {
 // /v1/outcomes, to answer 413. It is counted first, without decoding.
 func TestTinyElementsRefusedBeforeDecoding(t *testing.T) {
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	body := "[" + strings.Repeat("0,", 8<<20-2) + "0]"
 	for path, want := range map[string]string{
@@ -159,7 +160,7 @@ func TestTinyElementsRefusedBeforeDecoding(t *testing.T) {
 			t.Errorf("%s: %d MiB allocated, want at most 64 MiB", path, grown>>20)
 		}
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
 	}
 }
@@ -169,7 +170,7 @@ func TestTinyElementsRefusedBeforeDecoding(t *testing.T) {
 // An event nested millions deep is not JSON the collector reads.
 func TestWideAndDeepEventsRefusedBeforeDecoding(t *testing.T) {
 	nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	var wide strings.Builder
 	wide.WriteString(`{"id":"a","provider":"p","model":"m","tags":{`)
@@ -203,7 +204,7 @@ func TestWideAndDeepEventsRefusedBeforeDecoding(t *testing.T) {
 			}
 		}
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -178,7 +179,7 @@ func storedOutcomes(t *testing.T, js jetstream.JetStream) ([]stream.Outcome, []s
 func TestOutcomesEndpoint(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	body := strings.Join(outcomeLines, "\n")
 	for i := range 2 { // the second send is a client retry: stored once
@@ -195,7 +196,7 @@ func TestOutcomesEndpoint(t *testing.T) {
 	if want := []string{stream.OutcomesMsgID([]stream.Outcome{wantOutcome0, wantOutcome1, wantOutcome4})}; !reflect.DeepEqual(ids, want) {
 		t.Errorf("message ids = %v, want %v", ids, want)
 	}
-	if got := natstest.Messages(t, js, stream.Raw); len(got) != 0 {
+	if got := streamtest.Messages(t, js, stream.Raw); len(got) != 0 {
 		t.Errorf("outcomes leaked %d messages into %s", len(got), stream.Raw)
 	}
 	for result, want := range map[string]float64{"accepted": 6, "rejected": 8, "refused": 0} {
@@ -237,7 +238,7 @@ func outcomeMetric(t *testing.T, c *Collector, name, label, value string) float6
 func TestOutcomesRefusals(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{MaxBodyBytes: 1000, MaxEvents: 2})
 	f := func(name, body string, wantCode int, wantError string) {
 		t.Helper()
@@ -257,7 +258,7 @@ func TestOutcomesRefusals(t *testing.T) {
 func TestOutcomesStreamFull(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
+	streamtest.Streams(t, nc, func(cfg *jetstream.StreamConfig) { cfg.MaxBytes = 100 })
 	c := newCollector(t, nc, Config{})
 	rec := postOutcomes(t, c.Handler(), "", outcomeLines[0])
 	want := stdJSON(t, failure{Error: "none of the 1 valid outcomes is accepted, send the whole body again later: " +
@@ -274,7 +275,7 @@ func TestOutcomesStreamFull(t *testing.T) {
 func TestOutcomesNATSDown(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{PublishTimeout: 500 * time.Millisecond})
 	s.Shutdown()
 	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestEventsAreRoutedByResponse(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c := newCollector(t, nc, Config{})
 	// Ids whose partitions by id alone differ, reporting one response.
 	var ids []string
@@ -43,7 +44,7 @@ func TestEventsAreRoutedByResponse(t *testing.T) {
 		"plain-1": stream.Partition("plain-1", stream.DefaultPartitions),
 	}
 	got := map[string]int{}
-	for _, m := range natstest.Messages(t, js, stream.Raw) {
+	for _, m := range streamtest.Messages(t, js, stream.Raw) {
 		for _, r := range m.Rows {
 			if m.Subject != stream.RawSubject(r.Partition) {
 				t.Errorf("event %s with partition %d is on %s", r.ID, r.Partition, m.Subject)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -38,7 +39,7 @@ func storedIDs(tb testing.TB, js jetstream.JetStream) []string {
 func storedIDsOn(tb testing.TB, js jetstream.JetStream, name string) []string {
 	tb.Helper()
 	var ids []string
-	for _, m := range natstest.Messages(tb, js, stream.Raw) {
+	for _, m := range streamtest.Messages(tb, js, stream.Raw) {
 		for _, r := range m.Rows {
 			if want := stream.EmitterRawSubject(stream.Partition(r.ID, stream.DefaultPartitions), name); m.Subject != want || r.Partition != stream.Partition(r.ID, stream.DefaultPartitions) {
 				tb.Errorf("event %s is on %s (partition %d), want %s", r.ID, m.Subject, r.Partition, want)
@@ -82,7 +83,7 @@ func newEmitter(tb testing.TB, nc *nats.Conn, opts Options) *Emitter {
 func TestEmitDeliversEveryEventOnce(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	e := newEmitter(t, nc, Options{BatchSize: 500})
 	const n = 2500
 	for i := range n {
@@ -107,7 +108,7 @@ func TestEmitDeliversEveryEventOnce(t *testing.T) {
 func TestEmitFlushesPartialBatches(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	t.Run("on the interval", func(t *testing.T) {
 		e := newEmitter(t, nc, Options{FlushInterval: 20 * time.Millisecond})
 		defer e.Close(context.Background())
@@ -154,7 +155,7 @@ func TestEmitInvalid(t *testing.T) {
 func TestEmitBufferFullWhenNATSDown(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	s.Shutdown()
 	testkit.Eventually(t, 5*time.Second, "the client sees the server gone", func() bool { return !nc.IsConnected() })
 
@@ -194,7 +195,7 @@ func TestEmitSurvivesOutage(t *testing.T) {
 	s := natstest.Start(t, dir, -1)
 	port := natstest.Port(t, s)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	e := newEmitter(t, nc, Options{BatchSize: 50, FlushInterval: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, PublishTimeout: time.Second})
 
 	emit := func(from, to int) {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -16,7 +17,7 @@ import (
 // name a connection made by Connect carries (its seed file's), or Options.Name.
 func TestEmitterPublishesOnItsName(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	// The connection Connect makes for the seed file .../billing.nk.
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(connName+"/billing"))
 	if err != nil {

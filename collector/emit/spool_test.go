@@ -20,6 +20,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/internal/spool"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -31,7 +32,7 @@ func downServer(tb testing.TB, dir string, edit func(*jetstream.StreamConfig)) i
 	s := natstest.Start(tb, dir, -1)
 	port := natstest.Port(tb, s)
 	nc := natstest.Connect(tb, s)
-	natstest.Streams(tb, nc, edit)
+	streamtest.Streams(tb, nc, edit)
 	nc.Close()
 	s.Shutdown()
 	s.WaitForShutdown()
@@ -162,7 +163,7 @@ func TestSpoolNATSKilledMidStream(t *testing.T) {
 	s := natstest.Start(t, natsDir, -1)
 	port := natstest.Port(t, s)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	e := newEmitter(t, nc, spoolOptions(spoolDir))
 
 	const n = 6000
@@ -202,7 +203,7 @@ func TestSpoolNATSKilledMidStream(t *testing.T) {
 func TestSpoolFullStream(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, s)
-	js := natstest.Streams(t, nc, func(c *jetstream.StreamConfig) {
+	js := streamtest.Streams(t, nc, func(c *jetstream.StreamConfig) {
 		if c.Name == stream.Raw {
 			c.MaxBytes = 64 << 10
 		}

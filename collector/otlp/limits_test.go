@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
-	"github.com/tokenmeter/tokenmeter/testkit/natstest"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 )
 
 // emptySpans is an ExportTraceServiceRequest in protobuf holding one resource span, one scope
@@ -82,7 +82,7 @@ func TestManyEmptySpansRefusedBeforeDecoding(t *testing.T) {
 		}
 		t.Logf("%s: %d MiB allocated while answering", c.contentType, alloc>>20)
 	}
-	if got := len(natstest.Messages(t, js, stream.Raw)); got != 0 {
+	if got := len(streamtest.Messages(t, js, stream.Raw)); got != 0 {
 		t.Errorf("%d messages stored, want none", got)
 	}
 }
@@ -101,7 +101,7 @@ func TestManyEmptyMessagesRefused(t *testing.T) {
 	if resp.StatusCode != 413 || st.GetMessage() != want {
 		t.Errorf("status %d, message %q; want 413, %q", resp.StatusCode, st.GetMessage(), want)
 	}
-	if got := len(natstest.Messages(t, js, stream.Raw)); got != 0 {
+	if got := len(streamtest.Messages(t, js, stream.Raw)); got != 0 {
 		t.Errorf("%d messages stored, want none", got)
 	}
 }

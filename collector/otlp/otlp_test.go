@@ -28,6 +28,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -38,7 +39,7 @@ func collector(t *testing.T) (*httptest.Server, jetstream.JetStream) {
 	t.Helper()
 	ns := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, ns)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c, err := collect.New(collect.Config{}, nc)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func collector(t *testing.T) (*httptest.Server, jetstream.JetStream) {
 func rows(t *testing.T, js jetstream.JetStream, n int) []batch.Row {
 	t.Helper()
 	var out []batch.Row
-	for _, m := range natstest.Messages(t, js, stream.Raw) {
+	for _, m := range streamtest.Messages(t, js, stream.Raw) {
 		out = append(out, m.Rows...)
 	}
 	if len(out) != n {
@@ -275,7 +276,7 @@ func TestBadRequests(t *testing.T) {
 	if resp.StatusCode != 200 || string(data) != "{}" {
 		t.Fatalf("ignored spans: %d %s", resp.StatusCode, data)
 	}
-	if n := len(natstest.Messages(t, js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, js, stream.Raw)); n != 0 {
 		t.Fatalf("%d messages stored, want none", n)
 	}
 }
@@ -284,7 +285,7 @@ func TestBadRequests(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	ns := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, ns)
-	natstest.Streams(t, nc, nil)
+	streamtest.Streams(t, nc, nil)
 	c, err := collect.New(collect.Config{PublishTimeout: 200 * time.Millisecond}, nc)
 	if err != nil {
 		t.Fatal(err)

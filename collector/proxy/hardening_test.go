@@ -20,8 +20,8 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
-	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
 // counted is an upstream that counts the requests it gets and answers a chat completion.
@@ -258,7 +258,7 @@ func TestProxySlowBodies(t *testing.T) {
 			t.Errorf("held: %d %s, want 408 %s", status, body, late)
 		}
 	}
-	if n := len(natstest.Messages(t, h.js, stream.Raw)); n != 0 {
+	if n := len(streamtest.Messages(t, h.js, stream.Raw)); n != 0 {
 		t.Errorf("%d messages stored, want none", n)
 	}
 }

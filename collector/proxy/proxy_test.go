@@ -28,6 +28,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -64,7 +65,7 @@ func newHarnessWith(t testing.TB, upstream http.Handler, edit func(*Config)) *ha
 	h := &harness{tb: t, dir: t.TempDir()}
 	h.ns = natstest.Start(t, h.dir, -1)
 	h.nc = natstest.Connect(t, h.ns)
-	h.js = natstest.Streams(t, h.nc, nil)
+	h.js = streamtest.Streams(t, h.nc, nil)
 	em, err := emit.New(h.nc, emit.Options{FlushInterval: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +119,7 @@ func (h *harness) events(n int) []batch.Row {
 	var rows []batch.Row
 	testkit.Eventually(h.tb, 10*time.Second, "events published", func() bool {
 		rows = rows[:0]
-		for _, m := range natstest.Messages(h.tb, h.js, stream.Raw) {
+		for _, m := range streamtest.Messages(h.tb, h.js, stream.Raw) {
 			rows = append(rows, m.Rows...)
 		}
 		return len(rows) >= n

@@ -30,7 +30,7 @@ if [[ -n ${TOKENMETER_CLICKHOUSE_DSN:-} ]]; then
 else
   chcluster="tokenmeter=127.0.0.1:9301/8301,127.0.0.1:9302/8302;127.0.0.1:9303/8303,127.0.0.1:9304/8304"
   # Readers (alerter, tokenmeter commands) may use any node; a write through a Distributed
-  # table must not be de-duplicated by the Replicated tables (see aggregator/migrate).
+  # table must not be de-duplicated by the Replicated tables (see schemas/chschema/migrate).
   dsn="clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304?insert_deduplicate=0&insert_distributed_sync=1"
 fi
 chscript=$(dirname "$0")/../clickhouse/cluster.sh

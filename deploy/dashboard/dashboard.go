@@ -26,8 +26,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 )
 
 //go:embed static

@@ -10,9 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -30,7 +31,7 @@ func reconcileRows(ids ...string) []batch.Row {
 // that USAGE_RAW never held, and counts an undecodable raw message, per partition.
 func TestCheck(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	ctx := context.Background()
 	publish := func(subject string, data []byte) {
 		t.Helper()
@@ -97,7 +98,7 @@ partition 1 unknown: x
 // them was displaced by the other (it stays stored, but no longer counts).
 func TestCheckCalls(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	ctx := context.Background()
 	withResponse := func(ids ...string) []batch.Row {
 		rows := reconcileRows(ids...)
@@ -153,7 +154,7 @@ partition 0 doubled: y2
 // An empty stream and an empty table reconcile to zeros.
 func TestCheckEmpty(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	conn := chtest.Conn(t)
 	db := chtest.Database(t, conn)
 	if _, err := migrate.Apply(context.Background(), conn, db); err != nil {
@@ -189,7 +190,7 @@ func seedInserter(tb testing.TB, db string) *chwrite.Inserter {
 // Run connects by URL and DSN, as the command does, and finds what Check finds.
 func TestRun(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	ctx := context.Background()
 	data, err := batch.Encode(reconcileRows("a", "b"))
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/shopspring/decimal"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 )
 
 func TestQueryAndPrint(t *testing.T) {

@@ -25,8 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/aggregate"
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
 	"github.com/tokenmeter/tokenmeter/aggregator/outcomes"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 	"github.com/tokenmeter/tokenmeter/stage/ops"

@@ -11,9 +11,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
-	"github.com/tokenmeter/tokenmeter/aggregator/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
@@ -23,7 +24,7 @@ import (
 // reached usage_events, and one stored twice, fail it.
 func TestReconcileCommand(t *testing.T) {
 	s := natstest.Start(t, t.TempDir(), -1)
-	js := natstest.Streams(t, natstest.Connect(t, s), nil)
+	js := streamtest.Streams(t, natstest.Connect(t, s), nil)
 	ctx := context.Background()
 	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	rows := func(ids ...string) []batch.Row {

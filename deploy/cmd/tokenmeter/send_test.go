@@ -13,6 +13,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
@@ -23,7 +24,7 @@ import (
 func TestSend(t *testing.T) {
 	ns := natstest.Start(t, t.TempDir(), -1)
 	nc := natstest.Connect(t, ns)
-	js := natstest.Streams(t, nc, nil)
+	js := streamtest.Streams(t, nc, nil)
 	c, err := collect.New(collect.Config{}, nc)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func TestSend(t *testing.T) {
 		}
 	}
 	stored := 0
-	for _, m := range natstest.Messages(t, js, stream.Raw) {
+	for _, m := range streamtest.Messages(t, js, stream.Raw) {
 		stored += len(m.Rows)
 	}
 	if stored != wantAccepted {

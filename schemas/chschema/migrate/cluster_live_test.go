@@ -13,8 +13,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster/chclustertest"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 

@@ -13,7 +13,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/tokenmeter/tokenmeter/aggregator/chcluster"
+
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 )
 
 // DefaultLayout is the cluster deploy/clickhouse/cluster.sh starts; TOKENMETER_CH_CLUSTER

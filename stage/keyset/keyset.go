@@ -1,13 +1,9 @@
-// Package dedup decides which rows of a batch are new to ClickHouse (Filter), for the
-// aggregator's single writer of a partition: an event id never reaches usage_events twice,
-// a second copy whose content differs is recognised as a conflict, and one call reported by
-// two emitters under different event ids (one provider response) is written once.
-//
-// A Filter keeps, per partition, compact sets (Set) of the ids and provider responses written
-// within a window, 40 bits of each: a key absent from a set is absent from ClickHouse (for the
-// hours the set vouches for), and a key present is confirmed in ClickHouse (Store), which also
-// gives the stored copy's content fingerprint. A false positive costs a lookup, never an event.
-package dedup
+// Package keyset remembers, in about 15 bytes per event, which event ids and provider
+// responses were seen within a window: 40-bit tags of their keys in open-addressing tables,
+// one per time bucket. A key absent from a set was not seen (for the hours the set vouches
+// for); a key present may be a false positive, so whoever must be exact confirms it elsewhere
+// — the aggregator in ClickHouse (aggregator/dedup), the alerter by accepting a rare miss.
+package keyset
 
 import (
 	"math"
@@ -16,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
 
