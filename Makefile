@@ -95,7 +95,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions (default 20000x)
 	done
 
 bench: clickhouse ## per-stage Go benchmarks, then the end-to-end tables of docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./collector/... ./enricher/... ./aggregator/... ./alerter/... ./bench/loadgen/...
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas/... ./stage/... ./collector/... ./enricher/... ./aggregator/... ./alerter/... ./deploy/loadgen/...
 	$(GO) run ./bench/cmd/e2e
 
 lint: ## gofmt and go vet

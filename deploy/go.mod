@@ -38,7 +38,6 @@ require (
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
-	github.com/goccy/go-json v0.10.5 // indirect
 	github.com/goccy/go-yaml v1.19.2 // indirect
 	github.com/golang/snappy v1.0.0 // indirect
 	github.com/google/flatbuffers v24.3.25+incompatible // indirect
@@ -102,9 +101,9 @@ require (
 )
 
 require (
+	github.com/goccy/go-json v0.10.5
 	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
 	github.com/tokenmeter/tokenmeter/alerter v0.0.0
-	github.com/tokenmeter/tokenmeter/bench v0.0.0
 	github.com/tokenmeter/tokenmeter/collector v0.0.0
 	github.com/tokenmeter/tokenmeter/enricher v0.0.0
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0
@@ -115,7 +114,6 @@ require (
 replace (
 	github.com/tokenmeter/tokenmeter/aggregator => ../aggregator
 	github.com/tokenmeter/tokenmeter/alerter => ../alerter
-	github.com/tokenmeter/tokenmeter/bench => ../bench
 	github.com/tokenmeter/tokenmeter/collector => ../collector
 	github.com/tokenmeter/tokenmeter/enricher => ../enricher
 	github.com/tokenmeter/tokenmeter/schemas => ../schemas

@@ -42,6 +42,9 @@ require (
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0
+)
+
+require (
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0
 	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 

@@ -24,8 +24,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/emit"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 )
 
 func main() {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 

@@ -12,13 +12,13 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 	"github.com/tokenmeter/tokenmeter/deploy/summary"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
-// runDemo drives synthetic traffic (bench/loadgen: many teams and models, duplicates, a few
+// runDemo drives synthetic traffic (deploy/loadgen: many teams and models, duplicates, a few
 // invalid events) into the collector at about rate events/s and prints a spend summary from
 // ClickHouse every interval, until ctx is done.
 func runDemo(ctx context.Context, url string, rate int, dsn, db string, interval time.Duration) {

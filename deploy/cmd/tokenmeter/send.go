@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 )
 
 // sendConfig is what "tokenmeter send" was asked for.
@@ -40,7 +40,7 @@ func (c sendConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// runSend implements "tokenmeter send": synthetic test events (bench/loadgen: many teams
+// runSend implements "tokenmeter send": synthetic test events (deploy/loadgen: many teams
 // and models, duplicates, a few invalid events) to a collector, with progress on stderr.
 func runSend(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)

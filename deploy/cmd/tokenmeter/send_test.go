@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenmeter/tokenmeter/bench/loadgen"
 	"github.com/tokenmeter/tokenmeter/collector/collect"
+	"github.com/tokenmeter/tokenmeter/deploy/loadgen"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/schemas/stream/streamtest"
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
