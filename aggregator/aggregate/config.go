@@ -99,8 +99,9 @@ type Config struct {
 	// BeforeAck is a test hook; leave it nil in production. When set, it runs after each
 	// batch's rows are in ClickHouse and before its messages are acked, with the partition and
 	// the rows the batch inserted (0 when all were duplicates); an error stops the aggregator
-	// there, as a crash would. Fault-injection tests use it (through the aggregator command's
-	// TOKENMETER_TEST_EXIT_AFTER_INSERT) to die exactly between an insert and its ack.
+	// there, as a crash would. Fault-injection tests use it (through the aggregator command built
+	// with -tags testhooks and TOKENMETER_TEST_EXIT_AFTER_INSERT) to die exactly between an
+	// insert and its ack.
 	BeforeAck func(partition, rows int) error
 }
 

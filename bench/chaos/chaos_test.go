@@ -63,7 +63,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	err = Build(ctx, dir)
+	err = Build(ctx, dir, "testhooks")
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

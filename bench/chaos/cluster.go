@@ -39,10 +39,12 @@ var packages = map[string]string{
 }
 
 // Build compiles the four binaries into dir with `go build`, from the bench module (which
-// requires every one of them).
-func Build(ctx context.Context, dir string) error {
+// requires every one of them), with the build tags given: "testhooks" compiles in the
+// aggregator's fault-injection hook (TOKENMETER_TEST_EXIT_AFTER_INSERT), which production
+// binaries lack.
+func Build(ctx context.Context, dir string, tags ...string) error {
 	for name, pkg := range packages {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", strings.Join(tags, ","), "-o", filepath.Join(dir, name), pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 		}

@@ -15,8 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
@@ -74,18 +72,6 @@ func run(args []string) int {
 		log.Error("invalid -clickhouse-password-file", "err", err)
 		return 2
 	}
-	// Test-only: TOKENMETER_TEST_EXIT_AFTER_INSERT=N makes the process exit (status 3) right
-	// after its Nth successful INSERT, before acking the batch — the window fault-injection
-	// tests (bench/chaos) must hit. Never set it in production.
-	exitAfter := 0
-	if v := os.Getenv("TOKENMETER_TEST_EXIT_AFTER_INSERT"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			log.Error("invalid environment", "err", fmt.Errorf("TOKENMETER_TEST_EXIT_AFTER_INSERT=%q: not an integer", v))
-			return 2
-		}
-		exitAfter = n
-	}
 	if cl, err := chcluster.Parse(*chCluster); err != nil {
 		log.Error("invalid -clickhouse-cluster", "err", err)
 		return 2
@@ -108,15 +94,9 @@ func run(args []string) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Logger = reg, log
-	if exitAfter > 0 {
-		var inserts atomic.Int64
-		cfg.BeforeAck = func(partition, rows int) error {
-			if rows > 0 && inserts.Add(1) >= int64(exitAfter) {
-				log.Warn("TOKENMETER_TEST_EXIT_AFTER_INSERT: exiting after an insert, before its ack", "partition", partition, "inserts", exitAfter)
-				os.Exit(3)
-			}
-			return nil
-		}
+	if err := testHooks(&cfg, log); err != nil {
+		log.Error("invalid environment", "err", err)
+		return 2
 	}
 
 	nc, err := natsconn.Connect(*natsURL, "tokenmeter-aggregator", natsCfg, nats.MaxReconnects(-1))
