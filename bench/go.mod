@@ -40,7 +40,6 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
-	github.com/tokenmeter/tokenmeter/stage v0.0.0 // indirect
 	github.com/zeebo/xxh3 v1.0.2 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
@@ -69,6 +68,7 @@ require (
 	github.com/tokenmeter/tokenmeter/deploy v0.0.0
 	github.com/tokenmeter/tokenmeter/enricher v0.0.0
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0
+	github.com/tokenmeter/tokenmeter/stage v0.0.0
 	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )
 

@@ -100,8 +100,9 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
+require github.com/goccy/go-json v0.10.5
+
 require (
-	github.com/goccy/go-json v0.10.5
 	github.com/tokenmeter/tokenmeter/aggregator v0.0.0
 	github.com/tokenmeter/tokenmeter/alerter v0.0.0
 	github.com/tokenmeter/tokenmeter/collector v0.0.0

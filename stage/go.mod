@@ -40,9 +40,7 @@ require (
 	google.golang.org/protobuf v1.36.8 // indirect
 )
 
-require (
-	github.com/cespare/xxhash/v2 v2.3.0
-)
+require github.com/cespare/xxhash/v2 v2.3.0
 
 require (
 	github.com/tokenmeter/tokenmeter/schemas v0.0.0

@@ -465,11 +465,11 @@ func TestConfigValidateNamesEveryBadValue(t *testing.T) {
 	got := strings.Split(err.Error(), "\n")
 	sort.Strings(got)
 	want := []string{
-		"BatchMaxRows (-5) must be positive",
-		"BatchMaxWait (1µs) must be at least 1ms",
-		`Database: database name "tm-prod": want letters, digits and underscores, not starting with a digit`,
-		"DedupWindow (1m0s) must be at least 5m0s",
-		"Partitions (-1) must be between 1 and 65536",
+		"-batch-max-rows (-5) must be positive",
+		"-batch-max-wait (1µs) must be at least 1ms",
+		`-database: database name "tm-prod": want letters, digits and underscores, not starting with a digit`,
+		"-dedup-window (1m0s) must be at least 5m0s",
+		"-partitions (-1) must be between 1 and 65536",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Validate():\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -478,9 +478,9 @@ func TestConfigValidateNamesEveryBadValue(t *testing.T) {
 
 func TestConfigValidateOwned(t *testing.T) {
 	err := Config{Partitions: 4, Owned: []int{1, 4, 1, -1}}.withDefaults().Validate()
-	want := "Owned: partition 4 is not one of the 4 partitions (0..3)\n" +
-		"Owned: partition 1 is listed twice\n" +
-		"Owned: partition -1 is not one of the 4 partitions (0..3)"
+	want := "-own: partition 4 is not one of the 4 partitions (0..3)\n" +
+		"-own: partition 1 is listed twice\n" +
+		"-own: partition -1 is not one of the 4 partitions (0..3)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate() = %v, want:\n%s", err, want)
 	}

@@ -9,20 +9,19 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
-	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/chconfig"
 )
 
 // Defaults of the zero-valued Config fields.
 const (
-	DefaultClickHouseDSN = "clickhouse://127.0.0.1:9000"
-	DefaultDatabase      = "tokenmeter"
+	DefaultClickHouseDSN = chconfig.DefaultDSN
+	DefaultDatabase      = chconfig.DefaultDatabase
 	DefaultBatchMaxRows  = 50_000
 	DefaultBatchMaxWait  = 200 * time.Millisecond
 	DefaultDedupWindow   = time.Hour
@@ -166,54 +165,49 @@ func (c Config) withDefaults() Config {
 // Validate reports every invalid field of c (after defaults are applied), naming its value.
 func (c Config) Validate() error {
 	var errs []error
-	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
-	}
+	errs = append(errs, chconfig.Check(c.ClickHouseDSN, c.Database))
 	if c.Cluster.Enabled() {
 		// Every replica's HTTP URL comes from the layout (Cluster.Validate).
 	} else if c.ClickHouseHTTP == "" {
 		if _, err := chwrite.HTTPURL(c.ClickHouseDSN); err != nil {
-			errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", redact.DSNError(err, c.ClickHouseDSN)))
+			errs = append(errs, fmt.Errorf("-clickhouse-http: %w", redact.DSNError(err, c.ClickHouseDSN)))
 		}
 	} else if _, err := chwrite.NewInserter(c.ClickHouseHTTP, "db"); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseHTTP: %w", redact.DSNError(err, c.ClickHouseHTTP)))
-	}
-	if err := migrate.ValidDatabase(c.Database); err != nil {
-		errs = append(errs, fmt.Errorf("Database: %w", err))
+		errs = append(errs, fmt.Errorf("-clickhouse-http: %w", redact.DSNError(err, c.ClickHouseHTTP)))
 	}
 	if err := c.Streams.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Cluster.Validate(c.Partitions); err != nil {
-		errs = append(errs, fmt.Errorf("Cluster: %w", err))
+		errs = append(errs, fmt.Errorf("-clickhouse-cluster: %w", err))
 	}
 	if c.Cluster.Enabled() && c.Cluster.Local(c.Database) == c.Database {
-		errs = append(errs, fmt.Errorf("Cluster: the local database must differ from Database %q", c.Database))
+		errs = append(errs, fmt.Errorf("-local-database: the shard-local database must differ from -database %q", c.Database))
 	}
 	if c.Partitions < 1 || c.Partitions > 1<<16 {
-		errs = append(errs, fmt.Errorf("Partitions (%d) must be between 1 and 65536", c.Partitions))
+		errs = append(errs, fmt.Errorf("-partitions (%d) must be between 1 and 65536", c.Partitions))
 	}
 	seen := map[int]bool{}
 	for _, p := range c.Owned {
 		switch {
 		case p < 0 || p >= c.Partitions:
-			errs = append(errs, fmt.Errorf("Owned: partition %d is not one of the %d partitions (0..%d)", p, c.Partitions, c.Partitions-1))
+			errs = append(errs, fmt.Errorf("-own: partition %d is not one of the %d partitions (0..%d)", p, c.Partitions, c.Partitions-1))
 		case seen[p]:
-			errs = append(errs, fmt.Errorf("Owned: partition %d is listed twice", p))
+			errs = append(errs, fmt.Errorf("-own: partition %d is listed twice", p))
 		}
 		seen[p] = true
 	}
 	if c.BatchMaxRows < 1 {
-		errs = append(errs, fmt.Errorf("BatchMaxRows (%d) must be positive", c.BatchMaxRows))
+		errs = append(errs, fmt.Errorf("-batch-max-rows (%d) must be positive", c.BatchMaxRows))
 	}
 	if c.BatchMaxWait < time.Millisecond {
-		errs = append(errs, fmt.Errorf("BatchMaxWait (%v) must be at least 1ms", c.BatchMaxWait))
+		errs = append(errs, fmt.Errorf("-batch-max-wait (%v) must be at least 1ms", c.BatchMaxWait))
 	}
 	if c.DedupWindow < MinDedupWindow {
-		errs = append(errs, fmt.Errorf("DedupWindow (%v) must be at least %v", c.DedupWindow, MinDedupWindow))
+		errs = append(errs, fmt.Errorf("-dedup-window (%v) must be at least %v", c.DedupWindow, MinDedupWindow))
 	}
 	if c.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("AckWait (%v) must be at least 1s", c.AckWait))
+		errs = append(errs, fmt.Errorf("-ack-wait (%v) must be at least 1s", c.AckWait))
 	}
 	return errors.Join(errs...)
 }

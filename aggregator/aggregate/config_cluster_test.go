@@ -20,8 +20,8 @@ func TestConfigValidateCluster(t *testing.T) {
 	l.PartitionShards = []int{0, 1, 2, 0}
 	l.LocalDatabase = "tokenmeter"
 	err = Config{Partitions: 4, Cluster: l}.withDefaults().Validate()
-	want := "Cluster: partition 2 maps to shard 2, not one of the 2 shards (0..1)\n" +
-		`Cluster: the local database must differ from Database "tokenmeter"`
+	want := "-clickhouse-cluster: partition 2 maps to shard 2, not one of the 2 shards (0..1)\n" +
+		`-local-database: the shard-local database must differ from -database "tokenmeter"`
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate() = %v, want:\n%s", err, want)
 	}

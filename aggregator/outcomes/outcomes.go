@@ -33,9 +33,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker"
 
-	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/chconfig"
 )
 
 // Durable is the name of the writer's durable consumer of OUTCOMES.
@@ -112,20 +112,15 @@ func (c Config) withDefaults() Config {
 // Validate reports every invalid field of c (after defaults), naming its value.
 func (c Config) Validate() error {
 	var errs []error
-	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouseDSN %q: %w", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
-	}
-	if err := migrate.ValidDatabase(c.Database); err != nil {
-		errs = append(errs, fmt.Errorf("Database: %w", err))
-	}
+	errs = append(errs, chconfig.Check(c.ClickHouseDSN, c.Database))
 	if c.BatchMaxRows < 1 {
-		errs = append(errs, fmt.Errorf("BatchMaxRows (%d) must be positive", c.BatchMaxRows))
+		errs = append(errs, fmt.Errorf("outcome batch max rows (%d) must be positive", c.BatchMaxRows))
 	}
 	if c.BatchMaxWait < time.Millisecond {
-		errs = append(errs, fmt.Errorf("BatchMaxWait (%v) must be at least 1ms", c.BatchMaxWait))
+		errs = append(errs, fmt.Errorf("outcome batch max wait (%v) must be at least 1ms", c.BatchMaxWait))
 	}
 	if c.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("AckWait (%v) must be at least 1s", c.AckWait))
+		errs = append(errs, fmt.Errorf("outcome ack wait (%v) must be at least 1s", c.AckWait))
 	}
 	return errors.Join(errs...)
 }

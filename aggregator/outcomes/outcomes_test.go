@@ -228,8 +228,8 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate() = nil")
 	}
-	for _, want := range []string{`ClickHouseDSN "::bad"`, `Database: database name "1x"`, "BatchMaxRows (-1) must be positive",
-		"BatchMaxWait (1µs) must be at least 1ms", "AckWait (1ms) must be at least 1s"} {
+	for _, want := range []string{`-clickhouse "::bad"`, `-database: database name "1x"`, "outcome batch max rows (-1) must be positive",
+		"outcome batch max wait (1µs) must be at least 1ms", "outcome ack wait (1ms) must be at least 1s"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}

@@ -7,19 +7,18 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/alerter/detect"
-	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/chconfig"
 )
 
 // Defaults.
 const (
-	DefaultClickHouseDSN  = "clickhouse://127.0.0.1:9000"
-	DefaultDatabase       = "tokenmeter"
+	DefaultClickHouseDSN  = chconfig.DefaultDSN
+	DefaultDatabase       = chconfig.DefaultDatabase
 	DefaultEvalInterval   = time.Second
 	DefaultReloadInterval = 5 * time.Second
 	// DefaultReplay is how much of the enriched batches' copies in USAGE_HISTORY the alerter
@@ -99,14 +98,12 @@ func (c Config) WithDefaults() Config {
 // Validate reports every invalid field.
 func (c Config) Validate() error {
 	var errs []error
-	if _, err := clickhouse.ParseDSN(c.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("ClickHouse DSN %q: %v", redact.DSN(c.ClickHouseDSN), redact.DSNError(err, c.ClickHouseDSN)))
-	}
+	errs = append(errs, chconfig.Check(c.ClickHouseDSN, c.Database))
 	if c.EvalInterval < 10*time.Millisecond || c.EvalInterval > time.Minute {
-		errs = append(errs, fmt.Errorf("eval interval (%s) must be within [10ms, 1m]", c.EvalInterval))
+		errs = append(errs, fmt.Errorf("-eval-interval (%s) must be within [10ms, 1m]", c.EvalInterval))
 	}
 	if c.ReloadInterval < 10*time.Millisecond {
-		errs = append(errs, fmt.Errorf("reload interval (%s) must be at least 10ms", c.ReloadInterval))
+		errs = append(errs, fmt.Errorf("-reload-interval (%s) must be at least 10ms", c.ReloadInterval))
 	}
 	if c.Lateness < 0 || c.Lateness > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("lateness (%s) must be within [0, 10m]", c.Lateness))

@@ -428,7 +428,7 @@ func TestAttributionConfig(t *testing.T) {
 			"load API keys " + filepath.Join(dir, "bad.json") + `: keys[0]: sha256 "x" is not 64 hex digits`},
 		{Config{TagPolicyFile: writeFile(t, dir, "bad.yaml", "default: {policy: maybe}")},
 			"load tag policy " + filepath.Join(dir, "bad.yaml") + `: default.policy: "maybe" is not reject or unallocated`},
-		{Config{FilePoll: time.Millisecond}, "invalid collector config: file poll interval (1ms) must be at least 10ms"},
+		{Config{FilePoll: time.Millisecond}, "invalid collector config: -file-poll (1ms) must be at least 10ms"},
 	} {
 		if _, err := New(tc.cfg, nc); err == nil || err.Error() != tc.want {
 			t.Errorf("New(%+v) = %v, want %s", tc.cfg, err, tc.want)

@@ -383,10 +383,10 @@ func TestConfigValidate(t *testing.T) {
 		Limits: event.Limits{MaxFuture: time.Minute},
 	}.Validate()
 	want := strings.Join([]string{
-		"partitions (-1) must be within [1, 1024]",
-		"max body bytes (-5) must be positive",
-		"max events (-2) must be positive",
-		"publish timeout (-1s) must be positive",
+		"-partitions (-1) must be within [1, 1024]",
+		"-max-body-bytes (-5) must be positive",
+		"-max-events (-2) must be positive",
+		"-publish-timeout (-1s) must be positive",
 		"limits.max_age (0) must be positive",
 		"limits.max_tokens (0) must be positive",
 		"limits.max_tags (0) must be positive",

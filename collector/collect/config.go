@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenmeter/tokenmeter/collector/budget"
-
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -130,32 +129,32 @@ func (cfg Config) Validate() error {
 	cfg = cfg.withDefaults()
 	var errs []error
 	if cfg.Partitions < 1 || cfg.Partitions > MaxPartitions {
-		errs = append(errs, fmt.Errorf("partitions (%d) must be within [1, %d]", cfg.Partitions, MaxPartitions))
+		errs = append(errs, fmt.Errorf("-partitions (%d) must be within [1, %d]", cfg.Partitions, MaxPartitions))
 	}
 	if cfg.MaxBodyBytes < 1 {
-		errs = append(errs, fmt.Errorf("max body bytes (%d) must be positive", cfg.MaxBodyBytes))
+		errs = append(errs, fmt.Errorf("-max-body-bytes (%d) must be positive", cfg.MaxBodyBytes))
 	}
 	if cfg.MaxEvents < 1 {
-		errs = append(errs, fmt.Errorf("max events (%d) must be positive", cfg.MaxEvents))
+		errs = append(errs, fmt.Errorf("-max-events (%d) must be positive", cfg.MaxEvents))
 	}
 	if cfg.PublishTimeout < 0 {
-		errs = append(errs, fmt.Errorf("publish timeout (%s) must be positive", cfg.PublishTimeout))
+		errs = append(errs, fmt.Errorf("-publish-timeout (%s) must be positive", cfg.PublishTimeout))
 	}
 	if cfg.MaxBodies < 1 {
-		errs = append(errs, fmt.Errorf("max bodies (%d) must be positive", cfg.MaxBodies))
+		errs = append(errs, fmt.Errorf("-max-bodies (%d) must be positive", cfg.MaxBodies))
 	}
 	if cfg.BodyTimeout < 0 {
-		errs = append(errs, fmt.Errorf("body timeout (%s) must be positive", cfg.BodyTimeout))
+		errs = append(errs, fmt.Errorf("-body-timeout (%s) must be positive", cfg.BodyTimeout))
 	}
 	errs = append(errs, validateLimits(cfg.Limits)...)
 	if cfg.Streams.Replicas < 1 {
-		errs = append(errs, fmt.Errorf("stream replicas (%d) must be positive", cfg.Streams.Replicas))
+		errs = append(errs, fmt.Errorf("-stream-replicas (%d) must be positive", cfg.Streams.Replicas))
 	}
 	if err := cfg.Streams.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.FilePoll < 10*time.Millisecond {
-		errs = append(errs, fmt.Errorf("file poll interval (%s) must be at least 10ms", cfg.FilePoll))
+		errs = append(errs, fmt.Errorf("-file-poll (%s) must be at least 10ms", cfg.FilePoll))
 	}
 	if cfg.Gatherer == nil {
 		errs = append(errs, fmt.Errorf("gatherer is nil and the registerer (%T) is not a prometheus.Gatherer", cfg.Registerer))

@@ -17,6 +17,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tokenmeter/tokenmeter/deploy/internal/commands"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
@@ -134,12 +135,12 @@ func TestComposeRenders(t *testing.T) {
 		}
 		src := mainSource(t, dir)
 		for _, arg := range s.Command[1:] {
-			if flag, ok := strings.CutPrefix(arg, "-"); ok && !defines(src, flag) {
+			if flag, ok := strings.CutPrefix(arg, "-"); ok && !defines(dir, src, flag) {
 				t.Errorf("%s: flag -%s is not defined in %s", name, flag, dir)
 			}
 		}
 		for key := range s.Environment {
-			if !reads(src, key) {
+			if !reads(dir, src, key) {
 				t.Errorf("%s: environment variable %s is not read by %s", name, key, dir)
 			}
 		}
@@ -219,16 +220,20 @@ func TestGrafanaProvisioning(t *testing.T) {
 
 // reads says whether the main package whose source is src reads the environment variable
 // key: as the variable of one of its flags (ops.ApplyEnv), or by name.
-func reads(src, key string) bool {
-	if flag := ops.FlagOf(key); flag != "" && defines(src, flag) {
+func reads(dir, src, key string) bool {
+	if flag := ops.FlagOf(key); flag != "" && defines(dir, src, flag) {
 		return true
 	}
 	return strings.Contains(src, `"`+key+`"`)
 }
 
-// defines says whether the main package whose source is src defines the flag name: literally, or
-// through natsconn, whose flags every command connecting to NATS registers.
-func defines(src, name string) bool {
+// defines says whether the command built from dir, whose main package's source is src, defines
+// the flag name: a stage command's flag set, else its source literally or through natsconn,
+// whose flags every command connecting to NATS registers.
+func defines(dir, src, name string) bool {
+	if fs := commands.FlagSet(dir); fs != nil {
+		return fs.Lookup(name) != nil
+	}
 	return strings.Contains(src, `"`+name+`"`) || strings.Contains(src, "natsconn.Config") && natsconn.IsFlag(name)
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tokenmeter/tokenmeter/deploy/internal/commands"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
 	"github.com/tokenmeter/tokenmeter/stage/ops"
@@ -377,12 +378,12 @@ func TestServiceCommands(t *testing.T) {
 		}
 		src := mainSource(t, dir)
 		for _, a := range c.Args {
-			if flag, ok := strings.CutPrefix(a, "-"); ok && !defines(src, flag) {
+			if flag, ok := strings.CutPrefix(a, "-"); ok && !defines(dir, src, flag) {
 				t.Errorf("Deployment %s: flag -%s is not defined in %s", name, flag, dir)
 			}
 		}
 		for _, e := range c.Env {
-			if !reads(src, e.Name) {
+			if !reads(dir, src, e.Name) {
 				t.Errorf("Deployment %s: %s is not read by %s", name, e.Name, dir)
 			}
 		}
@@ -391,7 +392,7 @@ func TestServiceCommands(t *testing.T) {
 				continue
 			}
 			for k := range o.secrets[e.SecretRef.Name].StringData {
-				if !reads(src, k) {
+				if !reads(dir, src, k) {
 					t.Errorf("Deployment %s: %s (Secret %s) is not read by %s", name, k, e.SecretRef.Name, dir)
 				}
 			}
@@ -563,16 +564,20 @@ func selected(s *metav1.LabelSelector) []string {
 
 // reads says whether the main package whose source is src reads the environment variable
 // key: as the variable of one of its flags (ops.ApplyEnv), or by name.
-func reads(src, key string) bool {
-	if flag := ops.FlagOf(key); flag != "" && defines(src, flag) {
+func reads(dir, src, key string) bool {
+	if flag := ops.FlagOf(key); flag != "" && defines(dir, src, flag) {
 		return true
 	}
 	return strings.Contains(src, `"`+key+`"`)
 }
 
-// defines says whether the main package whose source is src defines the flag name: literally,
-// or through natsconn, whose flags every command connecting to NATS registers.
-func defines(src, name string) bool {
+// defines says whether the command built from dir, whose main package's source is src, defines
+// the flag name: a stage command's flag set, else its source literally or through natsconn,
+// whose flags every command connecting to NATS registers.
+func defines(dir, src, name string) bool {
+	if fs := commands.FlagSet(dir); fs != nil {
+		return fs.Lookup(name) != nil
+	}
 	return strings.Contains(src, `"`+name+`"`) || strings.Contains(src, "natsconn.Config") && natsconn.IsFlag(name)
 }
 

@@ -98,16 +98,16 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if c.Workers < 1 {
-		errs = append(errs, fmt.Errorf("workers (%d) must be at least 1", c.Workers))
+		errs = append(errs, fmt.Errorf("-workers (%d) must be at least 1", c.Workers))
 	}
 	if c.FetchBatch < 1 {
 		errs = append(errs, fmt.Errorf("fetch batch (%d) must be at least 1", c.FetchBatch))
 	}
 	if c.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("ack wait (%s) must be at least 1s", c.AckWait))
+		errs = append(errs, fmt.Errorf("-ack-wait (%s) must be at least 1s", c.AckWait))
 	}
 	if c.PricingPoll < 10*time.Millisecond {
-		errs = append(errs, fmt.Errorf("pricing poll interval (%s) must be at least 10ms", c.PricingPoll))
+		errs = append(errs, fmt.Errorf("-pricing-poll (%s) must be at least 10ms", c.PricingPoll))
 	}
 	if err := c.Streams.Validate(); err != nil {
 		errs = append(errs, err)

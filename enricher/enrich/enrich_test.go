@@ -165,7 +165,7 @@ func TestEnrichQuarantinesPoisonAndKeepsGoing(t *testing.T) {
 
 func TestConfigValidateNamesEveryProblem(t *testing.T) {
 	err := Config{Workers: 0, FetchBatch: -1, AckWait: time.Millisecond}.Validate()
-	want := "workers (0) must be at least 1\nfetch batch (-1) must be at least 1\nack wait (1ms) must be at least 1s\npricing poll interval (0s) must be at least 10ms"
+	want := "-workers (0) must be at least 1\nfetch batch (-1) must be at least 1\n-ack-wait (1ms) must be at least 1s\n-pricing-poll (0s) must be at least 10ms"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Validate() = %v, want %q", err, want)
 	}
