@@ -19,6 +19,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -340,7 +341,8 @@ type sender struct {
 
 // send posts rounds of the workload (-1: until d has passed) with clients requests in flight.
 // Round r > 0 rewrites every event id and response id with the prefix "r<r>-", so that each
-// round's events are new ones.
+// round's events are new ones, and moves every event's time forward by the time since the run
+// began, so that a sustained run's events are timed when they are sent, as a service's are.
 func (s *sender) send(ctx context.Context, clients, rounds int, d time.Duration) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -349,12 +351,13 @@ func (s *sender) send(ctx context.Context, clients, rounds int, d time.Duration)
 		defer close(bodies)
 		sent := 0
 		for r := 0; rounds < 0 || r < rounds; r++ {
+			shift := time.Since(s.begin).Truncate(time.Second)
 			for i, b := range s.w.Bodies {
 				if rounds < 0 && time.Since(s.begin) >= d {
 					return
 				}
 				if r > 0 {
-					b = renumber(b, r)
+					b = retime(renumber(b, r), shift)
 				}
 				if s.rate > 0 {
 					due := s.begin.Add(time.Duration(float64(sent) / s.rate * float64(time.Second)))
@@ -398,6 +401,21 @@ func renumber(b []byte, round int) []byte {
 	prefix := "r" + strconv.Itoa(round) + "-"
 	b = bytes.ReplaceAll(b, []byte(`{"id":"`), []byte(`{"id":"`+prefix))
 	return bytes.ReplaceAll(b, []byte(`"response_id":"`), []byte(`"response_id":"`+prefix))
+}
+
+// timeField is an event's time as loadgen writes it.
+var timeField = regexp.MustCompile(`"time":"([^"]+)"`)
+
+// retime moves the time of every event of b forward by d.
+func retime(b []byte, d time.Duration) []byte {
+	return timeField.ReplaceAllFunc(b, func(m []byte) []byte {
+		t, err := time.Parse(time.RFC3339Nano, string(m[len(`"time":"`):len(m)-1]))
+		if err != nil {
+			return m
+		}
+		out := append([]byte(`"time":"`), t.Add(d).AppendFormat(nil, time.RFC3339Nano)...)
+		return append(out, '"')
+	})
 }
 
 // post sends b until the collector accepts all of it, waiting a second after a 429 or 503.

@@ -280,7 +280,7 @@ func summarize(errs []error) error {
 			first = err
 		}
 		failed++
-		if rawbatch.IsFull(err) {
+		if stream.IsFull(err) {
 			full++
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tokenmeter/tokenmeter/collector/internal/rawbatch"
 	"github.com/tokenmeter/tokenmeter/collector/internal/spool"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -213,7 +212,7 @@ func TestSpoolFullStream(t *testing.T) {
 		for {
 			_, err := js.Publish(context.Background(), stream.RawSubject(0), make([]byte, size))
 			if err != nil {
-				if !rawbatch.IsFull(err) {
+				if !stream.IsFull(err) {
 					t.Fatalf("fill %s: %v", stream.Raw, err)
 				}
 				break

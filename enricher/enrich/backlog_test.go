@@ -153,3 +153,66 @@ func TestEnricherWaitsForTheAggregators(t *testing.T) {
 		t.Errorf("USAGE_ENRICHED holds %d messages, want the 2 not taken", st.Msgs)
 	}
 }
+
+// A publish USAGE_ENRICHED refuses for want of room is reported as the stream being full, so
+// that the worker waits before it fetches more instead of pricing and refusing the whole
+// backlog of USAGE_RAW over and over (68 % of a core in the soak of session 8); the raw message
+// comes again later, and is enriched once there is room.
+func TestProcessReportsAFullStream(t *testing.T) {
+	nc, js := startJetStream(t)
+	ctx := context.Background()
+	e, err := New(Config{Workers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, stream.Enriched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	limit := cfg.MaxBytes
+	cfg.MaxBytes = 64 // less than any enriched message
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 6, 7, 0, 0, 0, time.UTC)
+	data, err := batch.Encode([]batch.Row{{ID: "evt-full", Time: at, Received: at, Provider: "openai",
+		Model: "gpt-4o", ServiceTier: event.TierStandard, Tokens: event.Tokens{Input: 10, Output: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, 0, data, batch.SchemaName)
+	cons, err := js.Consumer(ctx, stream.Raw, stream.EnricherConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func() []jetstream.Msg {
+		t.Helper()
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) != 1 {
+			t.Fatalf("fetched %d raw messages, want 1 (%v)", len(msgs), b.Error())
+		}
+		return msgs
+	}
+	var scratch []batch.Row
+	if full := e.process(ctx, fetch(), &scratch); !full {
+		t.Fatal("process with USAGE_ENRICHED full = false, want true")
+	}
+	cfg.MaxBytes = limit
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if full := e.process(ctx, fetch(), &scratch); full { // the same message, redelivered after its delay
+		t.Fatal("process with room = true, want false")
+	}
+	if st, err := js.Stream(ctx, stream.Enriched); err != nil || st.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("USAGE_ENRICHED: %v, %v; want the one message", st, err)
+	}
+}

@@ -443,7 +443,16 @@ func (e *Enricher) Run(ctx context.Context) error {
 
 func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 	var scratch []batch.Row
+	// full is how long to wait before the next fetch after USAGE_ENRICHED refused a publish
+	// for want of room: its messages come again after their delay anyway, and fetching the
+	// next ones at once would price and refuse the whole backlog over and over.
+	var full time.Duration
 	for ctx.Err() == nil {
+		if full > 0 {
+			start := time.Now()
+			sleep(ctx, full)
+			e.m.held.Add(time.Since(start).Seconds())
+		}
 		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
 		// Wait for one message, then take what else is there at once: a lone message (a
 		// spike the alerter must see) is priced as soon as it comes, not after a fetch of
@@ -468,7 +477,11 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 			}
 		}
 		if len(batchMsgs) > 0 {
-			e.process(ctx, batchMsgs, &scratch)
+			if e.process(ctx, batchMsgs, &scratch) {
+				full = min(max(2*full, 100*time.Millisecond), 2*time.Second)
+			} else {
+				full = 0
+			}
 		}
 	}
 	return nil
@@ -492,7 +505,8 @@ func (e *Enricher) collect(ctx context.Context, msgs []jetstream.Msg, b jetstrea
 // duplicates should the redelivery come after the duplicate window).
 //
 // scratch holds the rows of the worker's previous message, decoded into again for the next.
-func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[]batch.Row) {
+// It reports whether USAGE_ENRICHED refused a message because it is full.
+func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[]batch.Row) (full bool) {
 	type pending struct {
 		msg jetstream.Msg
 		ack jetstream.PubAckFuture
@@ -539,12 +553,16 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 				e.cfg.Logger.Warn("ack raw message", "err", err)
 			}
 		case err := <-p.ack.Err():
-			e.cfg.Logger.Warn("publish to USAGE_ENRICHED failed; the raw message will be redelivered", "err", err)
+			if !stream.IsFull(err) || !full { // a full stream is told once per batch
+				e.cfg.Logger.Warn("publish to USAGE_ENRICHED failed; the raw message will be redelivered", "err", err)
+			}
+			full = full || stream.IsFull(err)
 			_ = p.msg.NakWithDelay(time.Second)
 		case <-ctx.Done():
-			return
+			return full
 		}
 	}
+	return full
 }
 
 // ensurePartition makes sure partition p of USAGE_ENRICHED has its aggregator's consumer

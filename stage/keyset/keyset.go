@@ -89,6 +89,9 @@ type Set struct {
 	buckets map[int64]*bucket
 	slots   [maxBuckets]*bucket // bucket slot → bucket; nil when free
 	floor   int64               // oldest bucket kept
+	// latest is the newest time an event was kept from (Unix seconds; 0: none yet). The
+	// window ends there rather than at now() while it is behind: see clock.
+	latest int64
 	gone    map[int64]struct{}  // hours (Unix seconds / 3600) of event time not vouched for
 	// maxKeys, when above 0, bounds the keys kept (SetMaxKeys); buckets younger than keep
 	// stay whatever their number.
@@ -133,7 +136,21 @@ func New(window time.Duration, now func() time.Time) *Set {
 
 func (s *Set) bucketOf(t time.Time) int64 { return t.Unix() / s.width }
 
-func (s *Set) floorBucket() int64 { return s.bucketOf(s.now().Add(-s.window)) }
+func (s *Set) floorBucket() int64 { return s.bucketOf(s.clock().Add(-s.window)) }
+
+// clock is where the window ends: now, or the newest time an event was kept from when that is
+// earlier. A writer working through a backlog keeps events from minutes or hours ago; a
+// window ending at now would leave them all behind its floor, and every one of them would be
+// looked up in ClickHouse — slower than the backlog grows, at a high rate with a window
+// shortened by SetMaxKeys. Ending where the events are keeps the window over them, and is as
+// exact: what leaves the window is uncovered whichever clock moves it.
+func (s *Set) clock() time.Time {
+	now := s.now()
+	if s.latest != 0 && s.latest < now.Unix() {
+		return time.Unix(s.latest, 0)
+	}
+	return now
+}
 
 func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
 
@@ -207,6 +224,7 @@ func (s *Set) Add(k Key, at, eventTime time.Time) bool {
 		s.Uncover(eventTime)
 		return false
 	}
+	s.latest = max(s.latest, at.Unix())
 	b := s.buckets[id]
 	if b == nil {
 		if b = s.newBucket(id); b == nil {
@@ -314,7 +332,7 @@ func (s *Set) SetMaxKeys(n int, keep time.Duration) { s.maxKeys, s.keep = n, kee
 // keys it removed.
 func (s *Set) trim() int {
 	n := 0
-	youngest := s.bucketOf(s.now().Add(-s.keep))
+	youngest := s.bucketOf(s.clock().Add(-s.keep))
 	for s.maxKeys > 0 && s.n-n > s.maxKeys {
 		var oldest *bucket
 		for _, b := range s.buckets {
