@@ -150,7 +150,7 @@ func TestOpenTakesTheBucketsTTL(t *testing.T) {
 		ttl     time.Duration
 		wantErr string
 	}{
-		{0, "KV bucket tokenmeter_aggregator_leases has no TTL; delete it (nats bucket rm tokenmeter_aggregator_leases) so that it is created with one"},
+		{0, "KV bucket tokenmeter_aggregator_leases has no TTL; delete it (nats kv rm tokenmeter_aggregator_leases) so that it is created with one"},
 		{time.Minute, ""},
 	} {
 		nc := natstest.Connect(t, natstest.Start(t, t.TempDir(), -1))
