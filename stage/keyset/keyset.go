@@ -92,7 +92,7 @@ type Set struct {
 	// latest is the newest time an event was kept from (Unix seconds; 0: none yet). The
 	// window ends there rather than at now() while it is behind: see clock.
 	latest int64
-	gone    map[int64]struct{}  // hours (Unix seconds / 3600) of event time not vouched for
+	gone   map[int64]struct{} // hours (Unix seconds / 3600) of event time not vouched for
 	// maxKeys, when above 0, bounds the keys kept (SetMaxKeys); buckets younger than keep
 	// stay whatever their number.
 	maxKeys int
