@@ -97,7 +97,15 @@ func measure(ctx context.Context, stdout, stderr io.Writer, counts []int, events
 		return err
 	}
 	logf("generating %d events", events)
-	w, err := e2e.Generate(e2e.GeneratorConfig(time.Now().UTC(), seed), events, e2e.DefaultBatchSize)
+	gen := e2e.GeneratorConfig(time.Now().UTC(), seed)
+	if duration > 0 && rate > 0 {
+		// A sustained run is a service's traffic: each round's events timed over the time it
+		// takes to send them (and moved forward round by round), with loadgen's share of late
+		// ones — not a day of event time sent in half a minute, which makes nearly every event
+		// hours late and a lookup in ClickHouse once the de-duplication sets are bounded.
+		gen.Span = time.Duration(float64(events) / rate * float64(time.Second))
+	}
+	w, err := e2e.Generate(gen, events, e2e.DefaultBatchSize)
 	if err != nil {
 		return err
 	}
