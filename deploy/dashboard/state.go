@@ -33,17 +33,11 @@ func amount(s string) (Amount, error) {
 	return Amount(s), nil
 }
 
-// Alert is an alert as the API shows it: the alerter's record and its fingerprint, the key.
+// Alert is an alert as the API shows it: its fingerprint (the key) and the alerter's record,
+// whose value DecodeAlert has checked to be decimal text.
 type Alert struct {
-	Fingerprint string            `json:"fingerprint"`
-	Rule        string            `json:"rule"`
-	Labels      map[string]string `json:"labels"`
-	// State is the alerter's state of the alert: "pending" and "firing" are active.
-	State   string    `json:"state"`
-	Since   time.Time `json:"since"`
-	Value   Amount    `json:"value"`
-	Summary string    `json:"summary"`
-	Updated time.Time `json:"updated"`
+	Fingerprint string `json:"fingerprint"`
+	kv.Alert
 }
 
 // Budget is a budget as the API shows it.
@@ -72,12 +66,10 @@ func DecodeAlert(key string, value []byte) (Alert, error) {
 	if r.Rule == "" || r.State == "" {
 		return Alert{}, fmt.Errorf("alert %q: rule and state are required", key)
 	}
-	v, err := amount(r.Value)
-	if err != nil {
+	if _, err := amount(r.Value); err != nil {
 		return Alert{}, fmt.Errorf("alert %q: %w", key, err)
 	}
-	return Alert{Fingerprint: key, Rule: r.Rule, Labels: r.Labels, State: r.State, Since: r.Since, Value: v,
-		Summary: r.Summary, Updated: r.Updated}, nil
+	return Alert{Fingerprint: key, Alert: r}, nil
 }
 
 // DecodeBudget decodes the value of a kv.Budgets entry.
