@@ -89,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_rollup_repairs_total",
-			Help: "Correction rows the partition writers added to spend_1m, spend_1d, unit_spend_1m and unit_spend_1d (label table) to make them agree with usage_events again after an INSERT of unknown outcome or a restart; skipped_minutes and skipped_days count the time units they could not compare because those hold roll-up rows from before migration 0064.",
+			Help: "Correction rows the partition writers added to spend_1m, spend_1d, unit_spend_1m and unit_spend_1d, and rows to the response index usage_responses (label table), to make them agree with usage_events again after an INSERT of unknown outcome or a restart; skipped_minutes and skipped_days count the time units they could not compare because those hold roll-up rows from before migration 0064.",
 		}, []string{"table"}),
 	}
 	m.inserts.WithLabelValues("ok")

@@ -89,9 +89,10 @@ const repairChunk = 1000
 
 // repairRollups makes spend_1m and spend_1d of partition p agree with usage_events over the
 // minutes in a (and the days they fall in), and unit_spend_1m and unit_spend_1d with its
-// units. The caller is p's writer and no INSERT of p runs. It returns the correction rows
-// written per table of rollups, and those of unitRollups.
-func (s store) repairRollups(ctx context.Context, p int, a affected) (written [len(rollups)]int, skipped [len(rollups)]int, unitsWritten [len(unitRollups)]int, err error) {
+// units, and usage_responses with its responses. The caller is p's writer and no INSERT of p
+// runs. It returns the correction rows written per table of rollups, those of unitRollups, and
+// the rows added to usage_responses.
+func (s store) repairRollups(ctx context.Context, p int, a affected) (written [len(rollups)]int, skipped [len(rollups)]int, unitsWritten [len(unitRollups)]int, responses int, err error) {
 	minutes := make([]int64, 0, len(a))
 	for m := range a {
 		minutes = append(minutes, m)
@@ -105,18 +106,23 @@ func (s store) repairRollups(ctx context.Context, p int, a affected) (written [l
 			written[i] += w
 			skipped[i] += sk
 			if err != nil {
-				return written, skipped, unitsWritten, err
+				return written, skipped, unitsWritten, responses, err
 			}
 		}
 		for i, r := range unitRollups {
 			w, err := s.repairUnitRollup(ctx, p, r, chunk)
 			unitsWritten[i] += w
 			if err != nil {
-				return written, skipped, unitsWritten, err
+				return written, skipped, unitsWritten, responses, err
 			}
 		}
+		n, err := s.repairResponses(ctx, p, chunk)
+		responses += n
+		if err != nil {
+			return written, skipped, unitsWritten, responses, err
+		}
 	}
-	return written, skipped, unitsWritten, nil
+	return written, skipped, unitsWritten, responses, nil
 }
 
 func (s store) repairRollup(ctx context.Context, p int, r rollup, minutes []int64) (written, skipped int, err error) {

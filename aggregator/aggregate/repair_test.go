@@ -197,3 +197,45 @@ func TestUncertainInsertIsRepairedByTheWriter(t *testing.T) {
 		t.Errorf("rows inserted = %v, want 0: every row landed with the failed INSERTs", got)
 	}
 }
+
+// The response index usage_responses is repaired like the roll-ups: a crash between
+// usage_events' part and the index's view leaves reports the aggregator could not find by
+// their response id (and would count twice); the writer that takes over the partition adds
+// exactly those, and a second start adds nothing.
+func TestResponseIndexIsRepairedAtStartUp(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrate.Apply(context.Background(), e.conn, e.db); err != nil {
+		t.Fatal(err)
+	}
+	var rows []batch.Row
+	for i, p := range []int{0, 1, 1} {
+		r := row(idOnPartition("evt_resp"+string(rune('a'+i)), p), t0.Add(time.Duration(i)*time.Minute), 1)
+		r.Partition, r.ResponseID = p, "chatcmpl-"+string(rune('a'+i))
+		rows = append(rows, r)
+	}
+	indexed := row(idOnPartition("evt_indexed", 0), t0, 1)
+	indexed.ResponseID = "chatcmpl-indexed"
+	if err := seedInserter(t, e.db).Insert(context.Background(), 0, []batch.Row{indexed}); err != nil {
+		t.Fatal(err)
+	}
+	e.insertBypassing(t, 106, "usage_responses_mv", rows...)
+	const q = "SELECT arrayStringConcat(arraySort(groupArray(concat(toString(partition), ' ', response_id))), ', ') FROM {db}.usage_responses"
+	if got, want := e.query(t, q), "0 chatcmpl-indexed"; got != want {
+		t.Fatalf("before the repair usage_responses holds %q, want %q", got, want)
+	}
+
+	a := e.start(t, nil)
+	if got, want := e.query(t, q), "0 chatcmpl-a, 0 chatcmpl-indexed, 1 chatcmpl-b, 1 chatcmpl-c"; got != want {
+		t.Errorf("after start-up usage_responses holds %q, want %q", got, want)
+	}
+	if got := testutil.ToFloat64(a.m.repairs.WithLabelValues("usage_responses")); got != 3 {
+		t.Errorf("repairs{table=usage_responses} = %v, want 3", got)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	b := e.start(t, nil)
+	if got := testutil.ToFloat64(b.m.repairs.WithLabelValues("usage_responses")); got != 0 {
+		t.Errorf("second start: repairs{table=usage_responses} = %v, want 0", got)
+	}
+}

@@ -93,21 +93,27 @@ const lookupChunk = 1000
 // chunks sorts refs by the start of their spans and calls fn with consecutive runs of at most
 // lookupChunk, as a parenthesised list of their ids, and the first and last second their spans
 // cover. usage_events is ordered by the hour of the event's time, so ClickHouse reads only
-// those hours instead of the whole table.
+// those hours instead of the whole table; a run never bridges an hour that none of its spans
+// touch, so that a late event's lookup does not read every hour between it and the present.
 func chunks(refs []dedup.Ref, fn func(ids clickhouse.GroupSet, from, to int64) error) error {
 	slices.SortFunc(refs, func(a, b dedup.Ref) int { return a.From.Compare(b.From) })
 	for len(refs) > 0 {
-		chunk := refs[:min(len(refs), lookupChunk)]
-		refs = refs[len(chunk):]
+		n, to := 1, refs[0].To
+		for ; n < len(refs) && n < lookupChunk; n++ {
+			if refs[n].From.Truncate(time.Hour).After(to.Truncate(time.Hour).Add(time.Hour)) {
+				break
+			}
+			if refs[n].To.After(to) {
+				to = refs[n].To
+			}
+		}
+		chunk := refs[:n]
+		refs = refs[n:]
 		// A GroupSet binds as a parenthesised list; a plain slice would bind as an array,
 		// which IN does not take on ClickHouse 18.
 		set := clickhouse.GroupSet{Value: make([]any, len(chunk))}
-		to := chunk[0].To
 		for i, r := range chunk {
 			set.Value[i] = r.ID
-			if r.To.After(to) {
-				to = r.To
-			}
 		}
 		if err := fn(set, chunk[0].From.Truncate(time.Second).Unix(), to.Unix()); err != nil {
 			return err
@@ -144,8 +150,12 @@ func (s store) lookupResponses(ctx context.Context, p int, set clickhouse.GroupS
 	rows, err := s.conn.Query(ctx, "SELECT provider, response_id, event_id, source, time, model, team, "+
 		"input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, unit_keys, estimated, "+
 		"event_id IN (SELECT event_id FROM "+s.db+".cost_corrections WHERE kind = 'displaced' AND time >= toDateTime(?) AND time <= toDateTime(?)) "+
-		"FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ?",
-		from, to, uint16(p), from, to, set)
+		"FROM "+s.db+".usage_events WHERE partition = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND response_id IN ? "+
+		// usage_events' sorting key finds an event by its hour, team and id, not by response:
+		// those come from usage_responses, sorted by response (migration 0105).
+		"AND (toStartOfHour(time), team, event_id) IN (SELECT toStartOfHour(time), team, event_id FROM "+s.db+".usage_responses "+
+		"WHERE partition = ? AND response_id IN ? AND time >= toDateTime(?) AND time <= toDateTime(?))",
+		from, to, uint16(p), from, to, set, uint16(p), set, from, to)
 	if err != nil {
 		return err
 	}

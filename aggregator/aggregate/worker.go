@@ -265,7 +265,11 @@ func (wk *worker) repair(ctx context.Context, a affected, why string) error {
 				return err
 			}
 		}
-		written, skipped, unitsWritten, err := wk.store.repairRollups(ctx, wk.p, a)
+		written, skipped, unitsWritten, responses, err := wk.store.repairRollups(ctx, wk.p, a)
+		wk.a.m.repairs.WithLabelValues("usage_responses").Add(float64(responses))
+		if responses > 0 {
+			wk.log.Warn("repaired usage_responses "+why, "rows", responses, "minutes_compared", len(a))
+		}
 		for i, r := range unitRollups {
 			wk.a.m.repairs.WithLabelValues(r.table).Add(float64(unitsWritten[i]))
 			if unitsWritten[i] > 0 {

@@ -72,6 +72,9 @@ type Sample struct {
 	// ClickHouseBytes the bytes on disk of the run's database.
 	StreamBytes     map[string]uint64
 	ClickHouseBytes uint64
+	// Stored is the rows usage_events held; CPU each process's CPU time since it started.
+	Stored uint64
+	CPU    map[string]time.Duration
 }
 
 // SampledStreams are the streams a Sample measures.
@@ -170,6 +173,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			}
 			s.RSS[name] = rss
 		}
+		if s.CPU, err = cpuTimes(pids); err != nil {
+			return err
+		}
+		if err := cfg.Conn.QueryRow(ctx, "SELECT count() FROM "+db+".usage_events").Scan(&s.Stored); err != nil {
+			return fmt.Errorf("count usage_events: %w", err)
+		}
 		for _, name := range SampledStreams {
 			st, err := js.Stream(ctx, name)
 			if err != nil {
@@ -208,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 				if sampleErr = sample(time.Since(begin)); sampleErr != nil {
 					return
 				}
-				logf("%s: %d events accepted", time.Since(begin).Round(time.Second), s.accepted.Load())
+				logf("%s", progress(s.accepted.Load(), res.Samples[len(res.Samples)-2:]))
 			}
 		}
 	}()
@@ -248,6 +257,23 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, fmt.Errorf("usage_events holds %d rows and %d distinct ids; %d events were accepted", rows, distinct, res.Events)
 	}
 	return res, rollupsAgree(ctx, cfg.Conn, db)
+}
+
+// progress describes the minute between two samples: events accepted and stored, the streams'
+// backlog, and the share of a core each process used.
+func progress(accepted int64, s []Sample) string {
+	prev, cur := s[0], s[1]
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d events accepted, %d stored (%.0f/s);", cur.At.Round(time.Second), accepted, cur.Stored,
+		float64(cur.Stored-prev.Stored)/(cur.At-prev.At).Seconds())
+	for _, name := range SampledStreams {
+		fmt.Fprintf(&b, " %s %.0f MiB", name, float64(cur.StreamBytes[name])/(1<<20))
+	}
+	b.WriteString("; CPU")
+	for _, name := range slices.Sorted(maps.Keys(cur.CPU)) {
+		fmt.Fprintf(&b, " %s %.0f%%", name, 100*float64(cur.CPU[name]-prev.CPU[name])/float64(cur.At-prev.At))
+	}
+	return b.String()
 }
 
 // rollupsAgree checks that spend_1m and spend_1d count the events and the cost of

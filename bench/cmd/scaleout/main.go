@@ -121,6 +121,9 @@ func measure(ctx context.Context, stdout, stderr io.Writer, counts []int, events
 			Rate: rate, Duration: duration, Env: env, Logf: logf,
 		})
 		if err != nil {
+			if duration > 0 && len(r.Samples) > 0 { // what a failed sustained run saw is its finding
+				scaleout.WriteMemoryTable(stdout, r)
+			}
 			return errors.Join(fmt.Errorf("%d partitions: %w (logs in %s)", n, err, work))
 		}
 		os.RemoveAll(work)

@@ -47,6 +47,7 @@ var (
 	createTable  = regexp.MustCompile(`(?is)^\s*CREATE\s+TABLE\s+\{db\}\.(\w+)`)
 	createMView  = regexp.MustCompile(`(?is)^\s*CREATE\s+MATERIALIZED\s+VIEW\b`)
 	alterTable   = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+\{db\}\.\w+`)
+	insertInto   = regexp.MustCompile(`(?is)^\s*INSERT\s+INTO\b`)
 	modifyOrder  = regexp.MustCompile(`(?is),?\s*MODIFY\s+ORDER\s+BY\s*\([^)]*\)`)
 	subqueryIn   = regexp.MustCompile(`(?i)\b((?:NOT\s+)?IN\s*\(\s*SELECT\b)`)
 	joinKeywords = regexp.MustCompile(`(?i)\b(ANY|ALL)\s+(LEFT|INNER)\s+JOIN\b`)
@@ -59,7 +60,9 @@ func (c Cluster) Statements(m chschema.Migration) (local, analysts string) {
 	sql := strings.TrimSpace(sqlComment.ReplaceAllString(m.SQL, ""))
 	local = strings.ReplaceAll(replicated(sql, c.Local), "{db}", c.Local)
 	switch {
-	case createMView.MatchString(sql):
+	case createMView.MatchString(sql), insertInto.MatchString(sql):
+		// A backfill copies between a node's own tables; through the Distributed ones it
+		// would copy every shard's rows to random shards.
 		return local, ""
 	case createTable.MatchString(sql) && engine.MatchString(sql):
 		t := createTable.FindStringSubmatch(sql)[1]

@@ -9,7 +9,7 @@ import (
 
 // The cluster statements of a few kinds of migration, as text: the local database gets the
 // Replicated engine, the analysts' database a Distributed table, GLOBAL subqueries, no
-// materialized view, and no sorting-key change.
+// materialized view, no sorting-key change, and no backfill (a node copies its own rows).
 func TestClusterStatements(t *testing.T) {
 	c := Cluster{Name: "tm", Database: "a", Local: "a_local"}
 	f := func(sql, wantLocal, wantAnalysts string) {
@@ -33,6 +33,8 @@ func TestClusterStatements(t *testing.T) {
 		"CREATE VIEW a_local.v AS SELECT a FROM a_local.t ANY LEFT JOIN (SELECT a FROM a_local.u) USING a WHERE a NOT IN (SELECT a FROM a_local.w) AND a IN (1, 2) ARRAY JOIN x",
 		"CREATE VIEW a.v AS SELECT a FROM a.t GLOBAL ANY LEFT JOIN (SELECT a FROM a.u) USING a WHERE a GLOBAL NOT IN (SELECT a FROM a.w) AND a IN (1, 2) ARRAY JOIN x")
 	f("DROP TABLE IF EXISTS {db}.v", "DROP TABLE IF EXISTS a_local.v", "DROP TABLE IF EXISTS a.v")
+	f("INSERT INTO {db}.t (a) SELECT a FROM {db}.u WHERE a != 0",
+		"INSERT INTO a_local.t (a) SELECT a FROM a_local.u WHERE a != 0", "")
 }
 
 // Every migration's analysts' statement names no local table and every local one no
