@@ -20,3 +20,20 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// EventuallyEquals checks got every 10 ms until it returns want, failing the test after
+// timeout with what it was waiting for and the last value got returned.
+func EventuallyEquals[T comparable](tb testing.TB, timeout time.Duration, what string, want T, got func() T) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		last := got()
+		if last == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: %v after %s, want %v", what, last, timeout, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -14,6 +14,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestSpikeReachesWebhookAndHardCapRefuses runs the whole loop in one process: an expensive
@@ -59,9 +63,10 @@ receivers:
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
 	ctx, cancel := context.WithCancel(context.Background())
+	reg := prometheus.NewRegistry()
 	p, err := Start(ctx, Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", ClickHouseDSN: clickhouseDSN(), Database: db, Partitions: 4,
-		RulesFile: rulesFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RulesFile: rulesFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,13 +77,7 @@ receivers:
 			t.Errorf("pipeline stopped with: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for p.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v", p.Ready())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, "the pipeline ready", func() bool { return p.Ready() == nil })
 	url := "http://" + p.CollectorAddr() + "/v1/events"
 	send := func(id, team string) (int, string) {
 		body := fmt.Sprintf(`{"id":%q,"provider":"openai","model":"gpt-4o","usage":{"input_tokens":1000000,"output_tokens":0},"tags":{"team":%q}}`, id, team)
@@ -95,20 +94,15 @@ receivers:
 	if code, body := send("spike-1", "search"); code != http.StatusAccepted {
 		t.Fatalf("spike: %d %s", code, body)
 	}
-	for {
+	testkit.Eventually(t, 30*time.Second, "a notification", func() bool {
 		mu.Lock()
-		n, at := len(got), firstAt
-		mu.Unlock()
-		if n > 0 {
-			t.Logf("spike accepted by the collector → webhook notified: %s", at.Sub(start).Round(time.Millisecond))
-			break
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatal("no notification within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(2 * time.Second) // more evaluations: still one page
+		defer mu.Unlock()
+		return len(got) > 0
+	})
+	t.Logf("spike accepted by the collector → webhook notified: %s", firstAt.Sub(start).Round(time.Millisecond))
+	// Three more evaluations of the rules: still one page.
+	after := evaluationsOf(t, reg) + 3
+	testkit.Eventually(t, 30*time.Second, "three more evaluations", func() bool { return evaluationsOf(t, reg) >= after })
 	mu.Lock()
 	if strings.Join(got, "; ") != "firing team-burst search" {
 		t.Errorf("notifications = %q, want exactly one firing team-burst for search", got)
@@ -140,4 +134,21 @@ receivers:
 	if code, body := send("other-1", "search"); code != http.StatusAccepted {
 		t.Errorf("another team is refused: %d %s", code, body)
 	}
+}
+
+// evaluationsOf returns how many times the alerter of the pipeline registered on reg has
+// evaluated its rules.
+func evaluationsOf(tb testing.TB, reg *prometheus.Registry) uint64 {
+	tb.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "tokenmeter_alerter_evaluation_seconds" {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	tb.Fatal("no tokenmeter_alerter_evaluation_seconds registered")
+	return 0
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/pricefile"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 func clickhouseDSN() string {
@@ -311,15 +312,11 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Wait until every event is queryable, then compare exactly.
-	deadline := time.Now().Add(3 * time.Minute)
-	var n uint64
-	for {
+	testkit.Eventually(t, 3*time.Minute, "every event queryable", func() bool {
+		var n uint64
 		_ = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".usage_events").Scan(&n)
-		if n >= want.Events || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return n >= want.Events
+	})
 	// Counting is not enough: a double could still be on its way. Wait until no message is
 	// pending or unacknowledged anywhere in the pipeline, so the totals below are final.
 	waitDrained(t, p.NATS())
@@ -369,8 +366,7 @@ func waitDrained(t testing.TB, nc *nats.Conn) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testkit.EventuallyEquals(t, time.Minute, "a consumer with messages pending or unacknowledged", "", func() string {
 		busy := ""
 		for _, name := range []string{stream.Raw, stream.Enriched} {
 			s, err := js.Stream(ctx, name)
@@ -383,14 +379,8 @@ func waitDrained(t testing.TB, nc *nats.Conn) {
 				}
 			}
 		}
-		if busy == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pipeline not drained after a minute: %s", busy)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return busy
+	})
 }
 
 func post(t testing.TB, url, ctype string, body []byte) ingestResponse {

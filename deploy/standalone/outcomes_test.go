@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestOutcomesEndToEnd sends usage events and workflow outcomes over HTTP and reads them back
@@ -46,13 +48,7 @@ func TestOutcomesEndToEnd(t *testing.T) {
 		_ = conn.QueryRow(context.Background(), "SELECT toString(count()) FROM "+db+"."+table).Scan(&s)
 		return s
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for count("outcomes") != "3" || count("usage_events") != "4" {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: %q outcomes (want 3), %q events (want 4)", count("outcomes"), count("usage_events"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyEquals(t, 60*time.Second, "outcomes and events stored", "3 4", func() string { return count("outcomes") + " " + count("usage_events") })
 	// Each workflow's cost in workflow_results equals the sum over its events, to the digit.
 	got := query("SELECT arrayStringConcat(groupArray(line), ';') FROM (SELECT concat(workflow_id, ' ', toString(events), ' ', outcome, ' ', toString(outcomes), ' ', toString(cost_usd)) AS line FROM " +
 		db + ".workflow_results ORDER BY workflow_id)")

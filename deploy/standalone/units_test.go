@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // TestUnitsEndToEnd posts events with units (docs/units.md) through the collector's HTTP
@@ -42,13 +44,7 @@ func TestUnitsEndToEnd(t *testing.T) {
 			"toString((SELECT sum(events) FROM "+db+".spend_1m)), ' ', toString((SELECT sum(events) FROM "+db+".unit_spend_1m)))").Scan(&s)
 		return s
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for count() != "3 3 4" {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: %q events in usage_events, spend_1m and unit_spend_1m, want 3 3 4", count())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyEquals(t, 60*time.Second, "events in usage_events, spend_1m and unit_spend_1m", "3 3 4", count)
 	for q, want := range map[string]string{
 		// Every unit of every event, with its count and cost, from usage_events.
 		"SELECT arrayStringConcat(groupArray(line), ';') FROM (SELECT concat(event_id, ' ', unit, ' ', toString(n), ' ', toString(c), ' ', toString(cost_usd), ' ', toString(priced)) AS line FROM " +

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 const acmeV1 = `provider: acme
@@ -139,13 +140,7 @@ func TestPricingDirectoryIsWatched(t *testing.T) {
 
 	v1 := e.Catalog().Version()
 	writeFile(t, dir, "acme.yaml", acmeV2)
-	deadline := time.Now().Add(10 * time.Second)
-	for e.Catalog().Version() == v1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the changed pricing directory was not loaded within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the changed pricing directory loaded", func() bool { return e.Catalog().Version() != v1 })
 }
 
 func TestReloadPricingOfAnEmptiedDirectory(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 // freePorts returns n TCP ports that were free a moment ago.
@@ -66,19 +68,13 @@ func runCluster(t *testing.T) *nats.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, "the JetStream cluster has a leader", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return nc
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the JetStream cluster has no leader after 30s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil
+	})
+	return nc
 }
 
 // TestEnsureKeepsReplicas provisions the streams with three replicas, as deploy/kubernetes

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
 func get(t testing.TB, srv *httptest.Server, path string) (int, string) {
@@ -112,14 +114,10 @@ func TestServe(t *testing.T) {
 	Register(mux, prometheus.NewRegistry())
 	stop := Serve(addr, mux, func(err error) { t.Errorf("Serve failed: %v", err) })
 	var resp *http.Response
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if resp, err = http.Get("http://" + addr + "/healthz"); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.Eventually(t, 10*time.Second, "the ops server answering", func() bool {
+		resp, err = http.Get("http://" + addr + "/healthz")
+		return err == nil
+	})
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != "ok\n" {
