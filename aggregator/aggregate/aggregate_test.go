@@ -568,10 +568,12 @@ func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An INSERT that ClickHouse is still executing, as one of a killed aggregator can be:
-	// this one takes 20 s over its rows (or until cut off), whose event ids read "0".
-	hang := func(queryID string) func() {
+	// this one takes 20 s over its rows (or until cut off), whose first column reads "0".
+	var hangOn func(queryID, into string) func()
+	hang := func(queryID string) func() { return hangOn(queryID, "usage_events (event_id)") }
+	hangOn = func(queryID, into string) func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		q := "INSERT INTO " + e.db + ".usage_events (event_id) SELECT toString(sleepEachRow(0.5)) FROM system.numbers LIMIT 40"
+		q := "INSERT INTO " + e.db + "." + into + " SELECT toString(sleepEachRow(0.5)) FROM system.numbers LIMIT 40"
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/?max_block_size=1&query_id="+url.QueryEscape(queryID), strings.NewReader(q))
 		if err != nil {
 			t.Fatal(err)
@@ -612,6 +614,14 @@ func TestRunningInsertsAreToldApartByPartition(t *testing.T) {
 	}
 	cut()
 	waitFor(t, "the INSERT to end", func() bool { return count(owns(1)) == 0 })
+
+	// A roll-up repair's INSERT holds up its partition's writer too, whichever table it fills.
+	for _, into := range []string{"spend_1m (provider)", "unit_spend_1d (provider)", "usage_responses (provider)"} {
+		cut = hangOn("tokenmeter-insert:2:repair-1", into)
+		waitFor(t, "the repair INSERT into "+into+" to run", func() bool { return count(owns(2)) == 1 })
+		cut()
+		waitFor(t, "the repair INSERT into "+into+" to end", func() bool { return count(owns(2)) == 0 })
+	}
 
 	cut = hang("by-hand-42")
 	waitFor(t, "the INSERT by hand to hold up everyone", func() bool { return count(owns(0)) == 1 })

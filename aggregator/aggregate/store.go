@@ -403,8 +403,9 @@ func (s store) runningInserts(ctx context.Context, mine func(partition int) bool
 
 func runningInsertsOn(ctx context.Context, conn driver.Conn, db string, mine func(partition int) bool) ([]runningInsert, error) {
 	s := store{conn: conn, db: db}
-	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ? OR query LIKE ?",
-		"INSERT INTO "+s.db+".usage_events %", "INSERT INTO "+s.db+".spend_1_ %")
+	// The writers' INSERTs and their repairs: every table a repair compares with usage_events.
+	rows, err := s.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE ? OR query LIKE ? OR query LIKE ? OR query LIKE ?",
+		"INSERT INTO "+s.db+".usage_events %", "INSERT INTO "+s.db+".spend_1_ %", "INSERT INTO "+s.db+".unit_spend_1_ %", "INSERT INTO "+s.db+".usage_responses %")
 	if err != nil {
 		return nil, fmt.Errorf("list running INSERTs into %s.usage_events: %w", s.db, err)
 	}
