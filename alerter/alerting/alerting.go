@@ -13,7 +13,6 @@
 package alerting
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +44,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/reload"
 )
 
 // Alerter is the running stage.
@@ -71,15 +71,16 @@ type Alerter struct {
 	persistMu sync.Mutex
 	// mu guards everything below; the consumer callback, the evaluation loop and the
 	// dispatcher's OnSent all take it.
-	mu       sync.Mutex
-	file     *rules.File
-	fileData []byte
-	engine   *detect.Engine
-	tracker  *budget.Tracker
-	alerts   map[string]*tracked
-	disp     *dispatch.Dispatcher
-	store    *state.Store
-	budgets  *budget.Publisher
+	mu   sync.Mutex
+	file *rules.File
+	// fileV is the rules file's content in force and the one last refused.
+	fileV   reload.Version
+	engine  *detect.Engine
+	tracker *budget.Tracker
+	alerts  map[string]*tracked
+	disp    *dispatch.Dispatcher
+	store   *state.Store
+	budgets *budget.Publisher
 	// silences holds the silences made at run time (tokenmeter silence, the API); runtime
 	// is their last value seen, which the dispatcher gets beside the rules file's.
 	silences atomic.Pointer[silence.Store]
@@ -159,7 +160,8 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.file, a.fileData = f, data
+	a.file = f
+	a.fileV.Accept(reload.Key(data))
 	a.engine = detect.New(f.Rules, nil)
 	a.engine.Lateness = cfg.Lateness
 	a.tracker = budget.NewTracker(f.Budgets, nil)
@@ -293,8 +295,8 @@ func (a *Alerter) Run(ctx context.Context) error {
 		}
 	}
 	go a.refreshDrifts(ctx)
-	reload := time.NewTicker(a.cfg.ReloadInterval)
-	defer reload.Stop()
+	rulesPoll := time.NewTicker(a.cfg.ReloadInterval)
+	defer rulesPoll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -325,7 +327,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 			a.mu.Unlock()
 			disp.Flush(ctx)
 			armFlush()
-		case <-reload.C:
+		case <-rulesPoll.C:
 			if err := a.Reload(ctx); err != nil {
 				a.cfg.Logger.Error("rules file refused; the previous rules stay in force", "file", a.cfg.RulesFile, "err", err)
 			}
@@ -597,30 +599,31 @@ func ruleSubject(r *rules.Rule) subject {
 		money: r.Measure.Money(), measure: string(r.Measure)}
 }
 
-// Reload re-reads the rules file; a file that does not parse or validate is refused and the
-// rules in force stay. Rules whose windows did not change keep their data; new ones load
+// Reload re-reads the rules file when its content changed; a file that does not parse or
+// validate is refused (reported once, not at every poll) and the rules in force stay. Rules whose windows did not change keep their data; new ones load
 // their history from ClickHouse.
 func (a *Alerter) Reload(ctx context.Context) error {
 	if a.cfg.RulesFile == "" {
 		return nil
 	}
 	data, err := os.ReadFile(a.cfg.RulesFile)
+	key := reload.Key(data)
+	if err != nil {
+		key = reload.ErrorKey(err)
+	}
+	// The content in force, or a broken one already reported: nothing to do.
+	if a.fileV.Check(key) != reload.Changed {
+		return nil
+	}
 	if err != nil {
 		a.m.reloadFailures.Inc()
+		a.fileV.Refuse(key)
 		return fmt.Errorf("read rules file: %w", err)
-	}
-	a.mu.Lock()
-	same := bytes.Equal(data, a.fileData)
-	a.mu.Unlock()
-	if same {
-		return nil
 	}
 	f, err := rules.Parse(a.cfg.RulesFile, data)
 	if err != nil {
 		a.m.reloadFailures.Inc()
-		a.mu.Lock()
-		a.fileData = data // report a broken file once, not every interval
-		a.mu.Unlock()
+		a.fileV.Refuse(key)
 		return err
 	}
 	a.mu.Lock()
@@ -688,7 +691,8 @@ func (a *Alerter) Reload(ctx context.Context) error {
 	}
 	a.disp.SetSilences(slices.Concat(f.Silences, a.runtime))
 	e.Lateness = a.cfg.Lateness
-	a.engine, a.tracker, a.file, a.fileData = e, tr, f, data
+	a.engine, a.tracker, a.file = e, tr, f
+	a.fileV.Accept(key)
 	a.cfg.Logger.Info("rules reloaded", "file", a.cfg.RulesFile, "rules", len(f.Rules), "new rules", len(fresh), "budgets", len(f.Budgets))
 	return nil
 }

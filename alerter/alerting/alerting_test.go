@@ -359,6 +359,10 @@ func TestReloadRefusesBrokenFileAndKeepsRules(t *testing.T) {
 	if testutil.ToFloat64(a.m.reloadFailures) != 1 {
 		t.Errorf("reload failures = %v", testutil.ToFloat64(a.m.reloadFailures))
 	}
+	// Polled again, the same broken file is not reported again.
+	if err := a.Reload(context.Background()); err != nil || testutil.ToFloat64(a.m.reloadFailures) != 1 {
+		t.Errorf("second Reload of the broken file = %v, failures %v; want nil, 1", err, testutil.ToFloat64(a.m.reloadFailures))
+	}
 	good := strings.Replace(burstRules, `above: "10"`, `above: "20"`, 1)
 	if err := os.WriteFile(e.rules, []byte(strings.Replace(good, "%s", hook.srv.URL, 1)), 0o644); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/collector/keys"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/stage/reload"
 )
 
 // HeaderKey carries a collector API key, as an alternative to Authorization: Bearer.
@@ -231,21 +232,12 @@ func (a *attributor) watchFiles(ctx context.Context, poll time.Duration) {
 	if a.keys == nil && a.policy == nil {
 		return
 	}
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.keys.reload() // logged and counted inside
-			a.policy.reload()
-		}
-	}
+	// Each reload logs and counts its own outcome.
+	reload.Poll(ctx, poll, func() { _, _ = a.keys.reload() }, func() { _, _ = a.policy.reload() })
 }
 
-// watched is a value loaded from a file, loaded again when the file's modification time or
-// size changes. A file that fails to load leaves the value in force, and is reported once.
+// watched is a value loaded from a file, loaded again when the file's content changes. A
+// file that fails to load leaves the value in force, and is reported once.
 type watched[T any] struct {
 	path, label string
 	load        func(path string) (*T, error)
@@ -253,20 +245,23 @@ type watched[T any] struct {
 	log         *slog.Logger
 
 	cur atomic.Pointer[T]
-	// mu serialises reload; loaded and failed stamp the file version in force and the one
-	// last refused.
-	mu             sync.Mutex
-	loaded, failed fileStamp
+	// mu serialises reload; version is the file's content in force and the one last refused.
+	mu      sync.Mutex
+	version reload.Version
 }
 
-type fileStamp struct {
-	mod  time.Time
-	size int64
+// contentKey names the file's content now, or the error reading it.
+func contentKey(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return reload.ErrorKey(err), err
+	}
+	return reload.Key(data), nil
 }
 
 func watch[T any](path, label string, load func(string) (*T, error), reloads *prometheus.CounterVec, log *slog.Logger) (*watched[T], error) {
 	w := &watched[T]{path: path, label: label, load: load, reloads: reloads, log: log}
-	st, err := os.Stat(path)
+	key, err := contentKey(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s file: %w", label, err)
 	}
@@ -275,7 +270,7 @@ func watch[T any](path, label string, load func(string) (*T, error), reloads *pr
 		return nil, err
 	}
 	w.cur.Store(v)
-	w.loaded = fileStamp{st.ModTime(), st.Size()}
+	w.version.Accept(key)
 	return w, nil
 }
 
@@ -287,21 +282,18 @@ func (w *watched[T]) get() *T {
 	return w.cur.Load()
 }
 
-// reload loads the file again when it changed. It reports whether a new value is in force.
+// reload loads the file again when its content changed. It reports whether a new value is in
+// force; a refused content returns its error the first time only.
 func (w *watched[T]) reload() (bool, error) {
 	if w == nil {
 		return false, nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// The stamp is taken before reading, so a file changed while being read is only read
-	// again at the next poll, never missed.
-	st, err := os.Stat(w.path)
-	stamp := fileStamp{size: -1}
-	if err == nil {
-		stamp = fileStamp{st.ModTime(), st.Size()}
-	}
-	if stamp == w.loaded || stamp == w.failed {
+	// The key is taken before loading, so a file changed while being read is read again at
+	// the next poll, never missed.
+	key, err := contentKey(w.path)
+	if w.version.Check(key) != reload.Changed {
 		return false, nil
 	}
 	var v *T
@@ -309,13 +301,13 @@ func (w *watched[T]) reload() (bool, error) {
 		v, err = w.load(w.path)
 	}
 	if err != nil {
-		w.failed = stamp
+		w.version.Refuse(key)
 		w.reloads.WithLabelValues(w.label, "error").Inc()
 		w.log.Error("reload refused, the previous version stays in force", "file", w.path, "err", err)
 		return false, fmt.Errorf("reload %s file %s: %w", w.label, w.path, err)
 	}
 	w.cur.Store(v)
-	w.loaded, w.failed = stamp, fileStamp{}
+	w.version.Accept(key)
 	w.reloads.WithLabelValues(w.label, "ok").Inc()
 	w.log.Info("reloaded", "file", w.path)
 	return true, nil

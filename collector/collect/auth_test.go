@@ -423,7 +423,7 @@ func TestAttributionConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{KeysFile: filepath.Join(dir, "missing.json")}, "load keys file: stat " + filepath.Join(dir, "missing.json") + ": no such file or directory"},
+		{Config{KeysFile: filepath.Join(dir, "missing.json")}, "load keys file: open " + filepath.Join(dir, "missing.json") + ": no such file or directory"},
 		{Config{KeysFile: writeFile(t, dir, "bad.json", `{"keys":[{"sha256":"x","tags":{"team":"a"}}]}`)},
 			"load API keys " + filepath.Join(dir, "bad.json") + `: keys[0]: sha256 "x" is not 64 hex digits`},
 		{Config{TagPolicyFile: writeFile(t, dir, "bad.yaml", "default: {policy: maybe}")},

@@ -8,7 +8,6 @@
 package enrich
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/reload"
 )
 
 // ConsumerName is the durable consumer all enrichers share on USAGE_RAW.
@@ -126,15 +126,12 @@ type Enricher struct {
 	bindings atomic.Pointer[Bindings]
 	m        metrics
 
-	// reloadMu serialises ReloadPricing; loadedSum and failedSum are the pricing directory
-	// content last loaded and last refused, so that an unchanged directory is not parsed
-	// again and a broken one is reported once, not at every poll.
-	reloadMu             sync.Mutex
-	loadedSum, failedSum string
-	// rulesData and rulesFailed are the attribution file's content last loaded and last
-	// refused; bindingsData and bindingsFailed the bindings file's.
-	rulesData, rulesFailed       []byte
-	bindingsData, bindingsFailed []byte
+	// reloadMu serialises the reloads; the versions are the pricing directory's, the
+	// attribution file's and the bindings file's content in force and last refused, so that
+	// an unchanged one is not parsed again and a broken one is reported once, not at every
+	// poll.
+	reloadMu                    sync.Mutex
+	pricingV, rulesV, bindingsV reload.Version
 	// ahead holds the workers back while the aggregators are far behind; nil never does.
 	ahead *ahead
 	// consumed holds the partitions of USAGE_ENRICHED known to have their aggregator's
@@ -186,7 +183,8 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	e := &Enricher{cfg: cfg, nc: nc, js: js, loadedSum: sum, ahead: newAhead(cfg.MaxAhead, time.Now)}
+	e := &Enricher{cfg: cfg, nc: nc, js: js, ahead: newAhead(cfg.MaxAhead, time.Now)}
+	e.pricingV.Accept(sum)
 	e.catalog.Store(cat)
 	if cfg.AttributionFile != "" {
 		data, err := os.ReadFile(cfg.AttributionFile)
@@ -198,7 +196,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			return nil, fmt.Errorf("load attribution rules: %w", err)
 		}
 		e.rules.Store(rules)
-		e.rulesData = data
+		e.rulesV.Accept(reload.Key(data))
 	}
 	if cfg.EmitterBindingsFile != "" {
 		data, err := readBindingsFile(cfg.EmitterBindingsFile)
@@ -210,7 +208,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 			return nil, fmt.Errorf("load emitter bindings %s: %w", cfg.EmitterBindingsFile, err)
 		}
 		e.bindings.Store(b)
-		e.bindingsData = data
+		e.bindingsV.Accept(reload.Key(data))
 	}
 	e.m = metrics{
 		events: prometheus.NewCounter(prometheus.CounterOpts{
@@ -280,10 +278,12 @@ func (e *Enricher) ReloadPricing() (changed bool, err error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	d, err := pricing.ReadDir(e.cfg.PricingDir)
+	key := d.Sum()
 	var cat *pricing.Catalog
-	if err == nil {
-		if d.Sum() == e.loadedSum {
-			e.failedSum = ""
+	if err != nil {
+		key = reload.ErrorKey(err)
+	} else {
+		if e.pricingV.Check(key) == reload.Unchanged {
 			e.m.reloadOK.Set(1)
 			return false, nil
 		}
@@ -295,16 +295,16 @@ func (e *Enricher) ReloadPricing() (changed bool, err error) {
 		// A ReadDir error names the directory itself.
 		err = fmt.Errorf("reload pricing catalogue (keeping version %s): %w", e.Catalog().Version(), err)
 		e.m.reloadOK.Set(0)
-		if d.Sum() == "" || d.Sum() != e.failedSum {
+		if e.pricingV.Check(key) == reload.Changed {
 			e.m.reloads.WithLabelValues("error").Inc()
 			e.cfg.Logger.Error("pricing change refused; the catalogue in force stays", "dir", e.cfg.PricingDir,
 				"version", e.Catalog().Version(), "err", err)
+			e.pricingV.Refuse(key)
 		}
-		e.failedSum = d.Sum()
 		return false, err
 	}
 	old := e.catalog.Swap(cat)
-	e.loadedSum, e.failedSum = d.Sum(), ""
+	e.pricingV.Accept(key)
 	e.m.reloads.WithLabelValues("ok").Inc()
 	e.m.reloadOK.Set(1)
 	e.cfg.Logger.Info("pricing catalogue reloaded", "dir", e.cfg.PricingDir, "from", old.Version(), "to", cat.Version())
@@ -315,7 +315,7 @@ func (e *Enricher) ReloadPricing() (changed bool, err error) {
 // changed; a file that does not parse is refused like a broken pricing directory, and the
 // rules in force stay. Without an attribution file it does nothing.
 func (e *Enricher) ReloadAttribution() (changed bool, err error) {
-	return e.reloadFile("attribution rules", e.cfg.AttributionFile, os.ReadFile, &e.rulesData, &e.rulesFailed, func(data []byte) error {
+	return e.reloadFile("attribution rules", e.cfg.AttributionFile, os.ReadFile, &e.rulesV, func(data []byte) error {
 		rules, err := attribute.Parse(e.cfg.AttributionFile, data)
 		if err == nil {
 			e.rules.Store(rules)
@@ -328,7 +328,7 @@ func (e *Enricher) ReloadAttribution() (changed bool, err error) {
 // changed; a file that does not parse is refused, and the bindings in force stay. Without a
 // bindings file it does nothing.
 func (e *Enricher) ReloadBindings() (changed bool, err error) {
-	return e.reloadFile("emitter bindings", e.cfg.EmitterBindingsFile, readBindingsFile, &e.bindingsData, &e.bindingsFailed, func(data []byte) error {
+	return e.reloadFile("emitter bindings", e.cfg.EmitterBindingsFile, readBindingsFile, &e.bindingsV, func(data []byte) error {
 		b, err := ParseBindings(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", e.cfg.EmitterBindingsFile, err)
@@ -338,34 +338,35 @@ func (e *Enricher) ReloadBindings() (changed bool, err error) {
 	})
 }
 
-// reloadFile reads file with read and, when its content differs from *loaded, has swap parse
-// it and put it in force. A file that cannot be read or parsed is refused: the error is
-// returned, logged and counted once per distinct content (*failed), and what is in force
+// reloadFile reads file with read and, when its content is not the one in force (v), has
+// swap parse it and put it in force. A file that cannot be read or parsed is refused: the
+// error is returned, logged and counted once per distinct content, and what is in force
 // stays. Without a file it does nothing.
-func (e *Enricher) reloadFile(what, file string, read func(string) ([]byte, error), loaded, failed *[]byte, swap func([]byte) error) (bool, error) {
+func (e *Enricher) reloadFile(what, file string, read func(string) ([]byte, error), v *reload.Version, swap func([]byte) error) (bool, error) {
 	if file == "" {
 		return false, nil
 	}
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	data, err := read(file)
-	if err == nil {
-		if bytes.Equal(data, *loaded) {
-			*failed = nil
-			return false, nil
-		}
+	key := reload.Key(data)
+	if err != nil {
+		key = reload.ErrorKey(err)
+	} else if v.Check(key) == reload.Unchanged {
+		return false, nil
+	} else {
 		err = swap(data)
 	}
 	if err != nil {
 		err = fmt.Errorf("reload %s (keeping those in force): %w", what, err)
-		if data == nil || !bytes.Equal(data, *failed) {
+		if v.Check(key) == reload.Changed {
 			e.m.reloads.WithLabelValues("error").Inc()
 			e.cfg.Logger.Error(what+" change refused; those in force stay", "file", file, "err", err)
+			v.Refuse(key)
 		}
-		*failed = data
 		return false, err
 	}
-	*loaded, *failed = data, nil
+	v.Accept(key)
 	e.m.reloads.WithLabelValues("ok").Inc()
 	e.cfg.Logger.Info(what+" reloaded", "file", file)
 	return true, nil
@@ -386,18 +387,9 @@ func readBindingsFile(file string) ([]byte, error) {
 // watchPricing polls the pricing directory, the attribution file and the emitter bindings
 // file until ctx is done.
 func (e *Enricher) watchPricing(ctx context.Context) {
-	t := time.NewTicker(e.cfg.PricingPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_, _ = e.ReloadPricing() // logged and counted inside
-			_, _ = e.ReloadAttribution()
-			_, _ = e.ReloadBindings()
-		}
-	}
+	// Each reload logs and counts its own outcome.
+	reload.Poll(ctx, e.cfg.PricingPoll,
+		func() { _, _ = e.ReloadPricing() }, func() { _, _ = e.ReloadAttribution() }, func() { _, _ = e.ReloadBindings() })
 }
 
 // Ready reports whether the stage can work: NATS must be connected.
