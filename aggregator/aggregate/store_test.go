@@ -57,6 +57,32 @@ func TestExistingLooksNearTheEventsTimes(t *testing.T) {
 	}
 }
 
+// A response lookup finds the stored report through usage_responses, with the event id and
+// team it was stored under, and nothing for a response that was not stored or lies outside
+// its refs' span.
+func TestExistingResponsesFindTheStoredReport(t *testing.T) {
+	hour := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+	s := seedHour(t, hour, 3600) // evt-i, resp-i at hour + i seconds, team-(i % 20)
+	near := func(id string, t time.Time) dedup.Ref {
+		return dedup.Ref{ID: id, From: t.Add(-dedup.ResponseSkew), To: t.Add(dedup.ResponseSkew)}
+	}
+	refs := []dedup.Ref{
+		near("resp-30", hour.Add(30*time.Second)),
+		near("resp-3000", hour.Add(20*time.Second)), // stored 50 minutes later
+		near("resp-none", hour.Add(20*time.Second)),
+	}
+	var got []string
+	err := s.existingResponses(context.Background(), 0, refs, func(r batch.Row, displaced bool) {
+		got = append(got, fmt.Sprintf("%s %s %s %s %v", r.Provider, r.ResponseID, r.ID, r.Team, displaced))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"openai resp-30 evt-30 team-10 false"}; !slices.Equal(got, want) {
+		t.Errorf("found %q, want %q", got, want)
+	}
+}
+
 // BenchmarkExistingOld measures the lookup of events timed before the de-duplication window:
 // 1,000 ids drawn at random from one hour of a partition holding 3.6 million events in that
 // hour (1,000 events/s), the query the aggregator makes per 1,000 late events.
