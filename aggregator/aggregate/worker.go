@@ -16,17 +16,10 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/pull"
 )
 
 const (
-	// idleWait is how long one fetch waits for the first message of a batch; it bounds how
-	// long an idle worker takes to notice shutdown.
-	idleWait = time.Second
-	// maxFetch caps the messages of one fetch request.
-	maxFetch = 256
-	// minFetchWait is the shortest expiry a pull request is given; with less time left in a
-	// batch, the worker takes only what is already there (FetchNoWait).
-	minFetchWait = 100 * time.Millisecond
 	// insertTimeout bounds one INSERT. An insert in flight at shutdown runs to completion
 	// within it.
 	insertTimeout = time.Minute
@@ -313,81 +306,34 @@ func (wk *worker) count(c dedup.Counts) {
 func (wk *worker) fetch(ctx context.Context, out chan<- *pending) {
 	defer close(out)
 	cfg := wk.a.cfg
-	// Rows per message, estimated from what came so far, sizes the fetch requests so that a
-	// batch does not overshoot BatchMaxRows by much.
-	perMsg := max(cfg.BatchMaxRows/16, 1)
-	backoff := minBackoff
+	batches := pull.Batcher{Consumer: wk.cons, Stream: stream.Enriched, Log: wk.log,
+		MaxItems: cfg.BatchMaxRows, MaxWait: cfg.BatchMaxWait}
 	last := 0 // rows of the previous batch, to allocate the next one once
+	var b *pending
 	for ctx.Err() == nil {
-		b := &pending{}
-		select {
-		case b.rows = <-wk.free:
-		default:
-			b.rows = make([]batch.Row, 0, min(last+last/4, cfg.BatchMaxRows))
-		}
-		var deadline time.Time
-		for len(b.rows) < cfg.BatchMaxRows && ctx.Err() == nil {
-			var (
-				mb  jetstream.MessageBatch
-				err error
-			)
-			noWait := false
-			if len(b.msgs) == 0 {
-				mb, err = wk.cons.Fetch(1, jetstream.FetchMaxWait(idleWait))
-			} else {
-				left := time.Until(deadline)
-				if left < time.Millisecond {
-					break
-				}
-				n := min(max((cfg.BatchMaxRows-len(b.rows))/perMsg, 1), maxFetch)
-				if left < minFetchWait {
-					// A pull that expires within a few milliseconds can expire while the
-					// server is still sending under load: what it sent then stays delivered
-					// and unacknowledged until the ack wait (2 min), with the worker idle.
-					// Seen in 5 of 17 benchmark runs. Take only what is there now instead.
-					noWait = true
-					mb, err = wk.cons.FetchNoWait(n)
-				} else {
-					mb, err = wk.cons.Fetch(n, jetstream.FetchMaxWait(left))
-				}
-			}
-			took := 0
-			if err == nil {
-				for msg := range mb.Messages() {
-					wk.take(b, msg)
-					took++
-				}
-				err = mb.Error()
-			}
-			if noWait && took == 0 && (err == nil || errors.Is(err, jetstream.ErrNoMessages)) {
-				break // nothing more now: the batch closes rather than asking again and again
-			}
-			if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
-				wk.log.Warn("fetch from "+stream.Enriched+" failed; retrying", "err", err, "in", backoff)
-				select {
-				case <-ctx.Done():
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, maxBackoff)
-				continue
-			}
-			backoff = minBackoff
-			if len(b.msgs) > 0 && deadline.IsZero() {
-				deadline = time.Now().Add(cfg.BatchMaxWait)
+		if b == nil { // an idle round keeps its empty batch for the next
+			b = &pending{}
+			select {
+			case b.rows = <-wk.free:
+			default:
+				b.rows = make([]batch.Row, 0, min(last+last/4, cfg.BatchMaxRows))
 			}
 		}
-		if len(b.msgs) > 0 {
-			perMsg = max(len(b.rows)/len(b.msgs), 1)
-			last = len(b.rows)
-		}
+		batches.Next(ctx, func(msg jetstream.Msg) int {
+			n := len(b.rows)
+			wk.take(b, msg)
+			return len(b.rows) - n
+		})
 		if len(b.msgs) == 0 {
 			continue
 		}
+		last = len(b.rows)
 		select {
 		case out <- b:
 		case <-ctx.Done():
 			wk.nak(b)
 		}
+		b = nil
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/pull"
 	"github.com/tokenmeter/tokenmeter/stage/chconfig"
 )
 
@@ -53,10 +54,6 @@ const (
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 10 * time.Second
-	// idleWait bounds one fetch that waits for the first message of a batch, and so how long
-	// an idle writer takes to notice shutdown.
-	idleWait = time.Second
-	maxFetch = 256
 	// writeTimeout bounds one look-up or INSERT; a write in flight at shutdown finishes
 	// within it.
 	writeTimeout = time.Minute
@@ -236,9 +233,11 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.setReady(nil)
 	w.log.Info("outcome writer running", "database", w.cfg.Database)
+	batches := &pull.Batcher{Consumer: cons, Stream: stream.Outcomes, Log: w.log,
+		MaxItems: w.cfg.BatchMaxRows, MaxWait: w.cfg.BatchMaxWait}
 
 	for ctx.Err() == nil {
-		msgs, outs := w.fetch(ctx, cons)
+		msgs, outs := w.fetch(ctx, batches)
 		if len(msgs) == 0 {
 			continue
 		}
@@ -259,53 +258,22 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // fetch collects a batch: up to BatchMaxRows outcomes, or what came within BatchMaxWait of the
-// first message; nothing when no message came within idleWait. Undecodable messages are
-// dead-lettered on the way. A batch cut short by shutdown is handed back to JetStream.
-func (w *Writer) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, []stream.Outcome) {
+// first message; nothing when no message came within pull's idle wait. Undecodable messages
+// are dead-lettered on the way. A batch cut short by shutdown is handed back to JetStream.
+func (w *Writer) fetch(ctx context.Context, batches *pull.Batcher) ([]jetstream.Msg, []stream.Outcome) {
 	var (
-		msgs     []jetstream.Msg
-		outs     []stream.Outcome
-		deadline time.Time
+		msgs []jetstream.Msg
+		outs []stream.Outcome
 	)
-	backoff := minBackoff
-	for len(outs) < w.cfg.BatchMaxRows && ctx.Err() == nil {
-		// A fetch returns when it has all the messages it asked for or its wait is over, so
-		// the first asks for one message only: it returns as soon as there is work.
-		n, wait := 1, idleWait
-		if len(msgs) > 0 {
-			if n, wait = maxFetch, time.Until(deadline); wait < time.Millisecond {
-				break
-			}
+	batches.Next(ctx, func(m jetstream.Msg) int {
+		got, err := decode(m)
+		if err != nil {
+			w.deadLetter(m, err)
+			return 0
 		}
-		mb, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
-		if err == nil {
-			for m := range mb.Messages() {
-				got, err := decode(m)
-				if err != nil {
-					w.deadLetter(m, err)
-					continue
-				}
-				msgs, outs = append(msgs, m), append(outs, got...)
-			}
-			err = mb.Error()
-		}
-		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			w.log.Warn("fetch from "+stream.Outcomes+" failed; retrying", "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, maxBackoff)
-			continue
-		}
-		backoff = minBackoff
-		if len(msgs) == 0 {
-			return nil, nil
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(w.cfg.BatchMaxWait)
-		}
-	}
+		msgs, outs = append(msgs, m), append(outs, got...)
+		return len(got)
+	})
 	if ctx.Err() != nil {
 		nakAll(msgs)
 		return nil, nil

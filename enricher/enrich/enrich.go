@@ -26,6 +26,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/pull"
 	"github.com/tokenmeter/tokenmeter/stage/reload"
 )
 
@@ -435,6 +436,11 @@ func (e *Enricher) Run(ctx context.Context) error {
 
 func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 	var scratch []batch.Row
+	// A batch is one message and what else is there when it comes: a lone message (a spike
+	// the alerter must see) is priced as soon as it comes, while under load a batch still
+	// brings FetchBatch messages.
+	batches := pull.Batcher{Consumer: cons, Stream: stream.Raw, Log: e.cfg.Logger, MaxItems: e.cfg.FetchBatch}
+	var msgs []jetstream.Msg
 	// full is how long to wait before the next fetch after USAGE_ENRICHED refused a publish
 	// for want of room: its messages come again after their delay anyway, and fetching the
 	// next ones at once would price and refuse the whole backlog over and over.
@@ -446,30 +452,13 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 			e.m.held.Add(time.Since(start).Seconds())
 		}
 		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
-		// Wait for one message, then take what else is there at once: a lone message (a
-		// spike the alerter must see) is priced as soon as it comes, not after a fetch of
-		// FetchBatch has filled or timed out (up to a second), while under load the second
-		// request still brings a full batch.
-		first, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		batchMsgs := e.collect(ctx, nil, first)
-		if len(batchMsgs) > 0 && e.cfg.FetchBatch > 1 {
-			rest, err := cons.FetchNoWait(e.cfg.FetchBatch - 1)
-			if err == nil {
-				batchMsgs = e.collect(ctx, batchMsgs, rest)
-			} else if ctx.Err() == nil {
-				e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
-			}
-		}
-		if len(batchMsgs) > 0 {
-			if e.process(ctx, batchMsgs, &scratch) {
+		msgs = msgs[:0]
+		batches.Next(ctx, func(m jetstream.Msg) int {
+			msgs = append(msgs, m)
+			return 1
+		})
+		if len(msgs) > 0 {
+			if e.process(ctx, msgs, &scratch) {
 				full = min(max(2*full, 100*time.Millisecond), 2*time.Second)
 			} else {
 				full = 0
@@ -477,17 +466,6 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 		}
 	}
 	return nil
-}
-
-// collect appends the messages of a fetch to msgs.
-func (e *Enricher) collect(ctx context.Context, msgs []jetstream.Msg, b jetstream.MessageBatch) []jetstream.Msg {
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-		e.cfg.Logger.Warn("fetch from USAGE_RAW", "err", err)
-	}
-	return msgs
 }
 
 // process prices a fetched set of raw messages, publishes each result and acks the raw

@@ -12,6 +12,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/deploy/standalone"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/natsconn"
+	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
 // defaultCredsDir is where `tokenmeter run` keeps the NATS identities with its default -data.
@@ -76,4 +77,21 @@ func natsFlags(fs *flag.FlagSet, c *natsconn.Config, role natsauth.Role) func() 
 	c.Register(only, seed)
 	only.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	return func() error { return envForUnset(fs, only) }
+}
+
+// envForUnset sets each flag of only that the command line left unset from its environment
+// variable (ops.EnvName: -stream-max-bytes from TOKENMETER_STREAM_MAX_BYTES).
+func envForUnset(fs, only *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	only.VisitAll(func(f *flag.Flag) {
+		key := ops.EnvName(f.Name)
+		if v := os.Getenv(key); v != "" && !given[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (flag -%s): %v", key, v, f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }

@@ -3,10 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"strings"
@@ -18,64 +18,89 @@ import (
 	"github.com/tokenmeter/tokenmeter/stage/ops"
 )
 
-func runPipeline(ctx context.Context, args []string) error {
+// runEnv names the environment variables of run's flags where they differ from the stage
+// commands' (ops.StageEnv, else ops.EnvName): the names run documented first.
+var runEnv = func() map[string]string {
+	m := maps.Clone(ops.StageEnv)
+	m["data"] = "TOKENMETER_DATA_DIR"
+	m["nats"] = "TOKENMETER_NATS_ADDR" // the embedded server's listener, not a server to connect to
+	m["database"] = "TOKENMETER_DATABASE"
+	m["dashboard"] = "TOKENMETER_DASHBOARD_ADDR"
+	m["dashboard-host"] = "TOKENMETER_DASHBOARD_HOSTS"
+	return m
+}()
+
+// runOptions are run's flags.
+type runOptions struct {
+	cfg                             standalone.Config
+	silenceTokenFile, dashboardAddr string
+	access                          dashboardAccess
+	billsEvery                      time.Duration
+	openaiKeyFile, anthropicKeyFile string
+	demo                            bool
+	demoRate                        int
+	memLimit                        int64
+}
+
+// parseRun reads run's flags from args and, for those args leaves unset, the environment.
+func parseRun(args []string) (runOptions, error) {
+	var o runOptions
+	cfg := &o.cfg
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	cfg := standalone.Config{}
-	fs.StringVar(&cfg.DataDir, "data", envOr("TOKENMETER_DATA_DIR", ".data"), "data directory (embedded NATS file store)")
-	fs.StringVar(&cfg.HTTPAddr, "addr", envOr("TOKENMETER_ADDR", "127.0.0.1:8080"), "collector HTTP address")
-	fs.StringVar(&cfg.OpsAddr, "ops", envOr("TOKENMETER_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz, /metrics and the silences API (/api/v2/silences)")
-	fs.StringVar(&cfg.NATSAddr, "nats", envOr("TOKENMETER_NATS_ADDR", "127.0.0.1:4222"), `address where the embedded NATS accepts emitters ("" = in-process only)`)
-	fs.StringVar(&cfg.NATSCredsDir, "nats-creds", os.Getenv("TOKENMETER_NATS_CREDS"), "directory of the NATS identities' nkey seeds, created on first start (default DATA/nats/creds)")
-	fs.StringVar(&cfg.NATSTLS.CertFile, "nats-tls-cert", os.Getenv("TOKENMETER_NATS_TLS_CERT"), "certificate (PEM) of the NATS listener; setting it makes the listener TLS-only")
-	fs.StringVar(&cfg.NATSTLS.KeyFile, "nats-tls-key", os.Getenv("TOKENMETER_NATS_TLS_KEY"), "key (PEM) of -nats-tls-cert")
-	fs.StringVar(&cfg.NATSTLS.CAFile, "nats-tls-ca", os.Getenv("TOKENMETER_NATS_TLS_CA"), "CA (PEM) whose client certificates the NATS listener requires (default: none required)")
-	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", envOr("TOKENMETER_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000"), "ClickHouse DSN")
-	fs.StringVar(&cfg.Database, "database", envOr("TOKENMETER_DATABASE", "tokenmeter"), "ClickHouse database")
+	fs.StringVar(&cfg.DataDir, "data", ".data", "data directory (embedded NATS file store)")
+	fs.StringVar(&cfg.HTTPAddr, "addr", "127.0.0.1:8080", "collector HTTP address")
+	fs.StringVar(&cfg.OpsAddr, "ops", "127.0.0.1:9090", "address of /healthz, /readyz, /metrics and the silences API (/api/v2/silences)")
+	fs.StringVar(&cfg.NATSAddr, "nats", "127.0.0.1:4222", `address where the embedded NATS accepts emitters ("" = in-process only)`)
+	fs.StringVar(&cfg.NATSCredsDir, "nats-creds", "", "directory of the NATS identities' nkey seeds, created on first start (default DATA/nats/creds)")
+	fs.StringVar(&cfg.NATSTLS.CertFile, "nats-tls-cert", "", "certificate (PEM) of the NATS listener; setting it makes the listener TLS-only")
+	fs.StringVar(&cfg.NATSTLS.KeyFile, "nats-tls-key", "", "key (PEM) of -nats-tls-cert")
+	fs.StringVar(&cfg.NATSTLS.CAFile, "nats-tls-ca", "", "CA (PEM) whose client certificates the NATS listener requires (default: none required)")
+	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse", "clickhouse://127.0.0.1:9000", "ClickHouse DSN")
+	fs.StringVar(&cfg.Database, "database", "tokenmeter", "ClickHouse database")
 	fs.IntVar(&cfg.Partitions, "partitions", stream.DefaultPartitions, "stream partitions")
-	fs.StringVar(&cfg.PricingDir, "pricing", os.Getenv("TOKENMETER_PRICING_DIR"), "directory of pricing files (default: the shipped catalogue)")
-	fs.StringVar(&cfg.AttributionFile, "attribution", os.Getenv("TOKENMETER_ATTRIBUTION_FILE"), "attribution rules file (enricher/attribute)")
-	fs.StringVar(&cfg.EmitterBindingsFile, "emitter-bindings", os.Getenv("TOKENMETER_EMITTER_BINDINGS_FILE"), "emitter bindings file (JSON): the tags and teams each NATS emitter identity's events are charged to")
-	fs.StringVar(&cfg.KeysFile, "keys", os.Getenv("TOKENMETER_KEYS_FILE"), "collector API-key registry (JSON); without it the collector trusts its network")
-	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", os.Getenv("TOKENMETER_TAG_POLICY_FILE"), "collector required-tags policy (YAML)")
-	fs.StringVar(&cfg.RulesFile, "rules", os.Getenv("TOKENMETER_RULES_FILE"), "alerter rules file (default: the built-in rules, no receivers)")
-	silenceTokenFile := fs.String("silence-token-file", os.Getenv("TOKENMETER_SILENCE_TOKEN_FILE"), "file holding the bearer token that creating or expiring a silence on the ops address needs (default: none needed)")
-	dashboardAddr := fs.String("dashboard", envOr("TOKENMETER_DASHBOARD_ADDR", "127.0.0.1:8090"), `address of the dashboard page and its JSON API ("" = none)`)
-	var access dashboardAccess
-	fs.StringVar(&access.hosts, "dashboard-host", os.Getenv("TOKENMETER_DASHBOARD_HOSTS"), "host names the dashboard answers besides localhost and IP addresses, comma-separated")
-	fs.StringVar(&access.tokenFile, "dashboard-token-file", os.Getenv("TOKENMETER_DASHBOARD_TOKEN_FILE"), "file holding the token every dashboard request must carry")
-	billsEvery := fs.Duration("bills-sync-every", 0, "import the providers' usage and cost reports this often, as `tokenmeter bills sync` does (the last 7 days; 0: never; TOKENMETER_BILLS_SYNC_EVERY); admin keys from -openai-admin-key-file / -anthropic-admin-key-file or TOKENMETER_OPENAI_ADMIN_KEY / TOKENMETER_ANTHROPIC_ADMIN_KEY")
-	openaiKeyFile := fs.String("openai-admin-key-file", os.Getenv("TOKENMETER_OPENAI_ADMIN_KEY_FILE"), "file holding the OpenAI admin key, for -bills-sync-every")
-	anthropicKeyFile := fs.String("anthropic-admin-key-file", os.Getenv("TOKENMETER_ANTHROPIC_ADMIN_KEY_FILE"), "file holding the Anthropic admin key, for -bills-sync-every")
-	demo := fs.Bool("demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
-	demoRate := fs.Int("demo-rate", 2000, "events per second sent by -demo")
-	memFlags := flag.NewFlagSet("memory", flag.ContinueOnError)
-	memLimit := memFlags.Int64("memory-limit", standalone.DefaultMemoryLimit,
+	fs.StringVar(&cfg.PricingDir, "pricing", "", "directory of pricing files (default: the shipped catalogue)")
+	fs.StringVar(&cfg.AttributionFile, "attribution", "", "attribution rules file (enricher/attribute)")
+	fs.StringVar(&cfg.EmitterBindingsFile, "emitter-bindings", "", "emitter bindings file (JSON): the tags and teams each NATS emitter identity's events are charged to")
+	fs.StringVar(&cfg.KeysFile, "keys", "", "collector API-key registry (JSON); without it the collector trusts its network")
+	fs.StringVar(&cfg.TagPolicyFile, "tag-policy", "", "collector required-tags policy (YAML)")
+	fs.StringVar(&cfg.RulesFile, "rules", "", "alerter rules file (default: the built-in rules, no receivers)")
+	fs.StringVar(&o.silenceTokenFile, "silence-token-file", "", "file holding the bearer token that creating or expiring a silence on the ops address needs (default: none needed)")
+	fs.StringVar(&o.dashboardAddr, "dashboard", "127.0.0.1:8090", `address of the dashboard page and its JSON API ("" = none)`)
+	fs.StringVar(&o.access.hosts, "dashboard-host", "", "host names the dashboard answers besides localhost and IP addresses, comma-separated")
+	fs.StringVar(&o.access.tokenFile, "dashboard-token-file", "", "file holding the token every dashboard request must carry")
+	fs.DurationVar(&o.billsEvery, "bills-sync-every", 0, "import the providers' usage and cost reports this often, as `tokenmeter bills sync` does (the last 7 days; 0: never; TOKENMETER_BILLS_SYNC_EVERY); admin keys from -openai-admin-key-file / -anthropic-admin-key-file or TOKENMETER_OPENAI_ADMIN_KEY / TOKENMETER_ANTHROPIC_ADMIN_KEY")
+	fs.StringVar(&o.openaiKeyFile, "openai-admin-key-file", "", "file holding the OpenAI admin key, for -bills-sync-every")
+	fs.StringVar(&o.anthropicKeyFile, "anthropic-admin-key-file", "", "file holding the Anthropic admin key, for -bills-sync-every")
+	fs.BoolVar(&o.demo, "demo", false, "drive synthetic traffic into the pipeline and print a spend summary every few seconds")
+	fs.IntVar(&o.demoRate, "demo-rate", 2000, "events per second sent by -demo")
+	fs.Int64Var(&o.memLimit, "memory-limit", standalone.DefaultMemoryLimit,
 		"soft limit of the process's Go memory in bytes, like GOMEMLIMIT, which wins when set (0: none)")
-	memFlags.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	cfg.Streams = stream.DefaultOptions
-	streamFlags := flag.NewFlagSet("streams", flag.ContinueOnError)
-	cfg.Streams.RegisterFlags(streamFlags)
-	streamFlags.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
+	cfg.Streams.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, err
 	}
-	if err := errors.Join(envForUnset(fs, streamFlags), envForUnset(fs, memFlags)); err != nil {
-		return fmt.Errorf("invalid environment: %w", err)
+	if err := ops.ApplyEnv(fs, runEnv); err != nil {
+		return o, fmt.Errorf("invalid environment: %w", err)
 	}
 	var err error
-	if cfg.SilenceToken, err = ops.SecretFile("silence token", *silenceTokenFile); err != nil {
+	if cfg.SilenceToken, err = ops.SecretFile("silence token", o.silenceTokenFile); err != nil {
+		return o, err
+	}
+	if o.billsEvery < 0 {
+		return o, fmt.Errorf("-bills-sync-every %s: must not be negative", o.billsEvery)
+	}
+	return o, nil
+}
+
+func runPipeline(ctx context.Context, args []string) error {
+	o, err := parseRun(args)
+	if err != nil {
 		return err
 	}
-	if v := os.Getenv("TOKENMETER_BILLS_SYNC_EVERY"); v != "" && !flagSet(fs, "bills-sync-every") {
-		if *billsEvery, err = time.ParseDuration(v); err != nil || *billsEvery < 0 {
-			return fmt.Errorf("TOKENMETER_BILLS_SYNC_EVERY=%q: not a duration of 0 or more (e.g. 6h)", v)
-		}
-	}
-	if *billsEvery < 0 {
-		return fmt.Errorf("-bills-sync-every %s: must not be negative", *billsEvery)
-	}
+	cfg := o.cfg
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if limit := standalone.ApplyMemoryLimit(*memLimit); limit != math.MaxInt64 {
+	if limit := standalone.ApplyMemoryLimit(o.memLimit); limit != math.MaxInt64 {
 		cfg.Logger.Info("Go memory limit", "bytes", limit)
 	}
 
@@ -83,16 +108,16 @@ func runPipeline(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *billsEvery > 0 {
+	if o.billsEvery > 0 {
 		args := []string{"sync", "-clickhouse", cfg.ClickHouseDSN, "-database", cfg.Database, "-days", "7"}
-		if *openaiKeyFile != "" {
-			args = append(args, "-openai-admin-key-file", *openaiKeyFile)
+		if o.openaiKeyFile != "" {
+			args = append(args, "-openai-admin-key-file", o.openaiKeyFile)
 		}
-		if *anthropicKeyFile != "" {
-			args = append(args, "-anthropic-admin-key-file", *anthropicKeyFile)
+		if o.anthropicKeyFile != "" {
+			args = append(args, "-anthropic-admin-key-file", o.anthropicKeyFile)
 		}
 		log := cfg.Logger.With("stage", "bills")
-		go syncBillsEvery(ctx, *billsEvery, func(ctx context.Context) (string, error) {
+		go syncBillsEvery(ctx, o.billsEvery, func(ctx context.Context) (string, error) {
 			var out bytes.Buffer
 			err := billsTo(ctx, &out, &out, time.Now, args)
 			return strings.TrimSpace(out.String()), err
@@ -101,8 +126,8 @@ func runPipeline(ctx context.Context, args []string) error {
 	// The catalogue's price rows and check dates, for the view price_staleness.
 	go publishPricesAtStart(ctx, cfg.Logger.With("stage", "pricing"), cfg.ClickHouseDSN, cfg.Database, cfg.PricingDir, 5*time.Second, 60)
 	dashboardURL := "(off)"
-	if *dashboardAddr != "" {
-		at, done, err := startDashboard(ctx, *dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATSAs(natsauth.Dashboard), access, cfg.Logger.With("stage", "dashboard"))
+	if o.dashboardAddr != "" {
+		at, done, err := startDashboard(ctx, o.dashboardAddr, cfg.ClickHouseDSN, cfg.Database, p.NATSAs(natsauth.Dashboard), o.access, cfg.Logger.With("stage", "dashboard"))
 		if err != nil {
 			return err
 		}
@@ -126,27 +151,10 @@ func runPipeline(ctx context.Context, args []string) error {
   dashboard:     %[5]s
 Stop with Ctrl-C.
 `, p.CollectorAddr(), orNone(p.NATSURL()), p.OpsAddr(), cfg.Database, dashboardURL, p.NATSCredsDir())
-	if *demo {
-		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", *demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
+	if o.demo {
+		go runDemo(ctx, "http://"+p.CollectorAddr()+"/v1/events", o.demoRate, cfg.ClickHouseDSN, cfg.Database, 5*time.Second)
 	}
 	return p.Wait()
-}
-
-// envForUnset sets each flag of only that the command line left unset from its environment
-// variable (ops.EnvName: -stream-max-bytes from TOKENMETER_STREAM_MAX_BYTES).
-func envForUnset(fs, only *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	only.VisitAll(func(f *flag.Flag) {
-		key := ops.EnvName(f.Name)
-		if v := os.Getenv(key); v != "" && !given[f.Name] {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q (flag -%s): %v", key, v, f.Name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 func orNone(s string) string {
@@ -176,11 +184,4 @@ func syncBillsEvery(ctx context.Context, every time.Duration, sync func(context.
 		case <-t.C:
 		}
 	}
-}
-
-// flagSet reports whether the command line set flag name.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
