@@ -35,8 +35,8 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
-	"github.com/tokenmeter/tokenmeter/stage/pull"
 	"github.com/tokenmeter/tokenmeter/stage/chconfig"
+	"github.com/tokenmeter/tokenmeter/stage/pull"
 )
 
 // Durable is the name of the writer's durable consumer of OUTCOMES.
