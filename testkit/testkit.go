@@ -1,8 +1,10 @@
 // Package testkit holds what tokenmeter's tests share beyond a real NATS (natstest) and a real
-// ClickHouse (chtest): waiting for a condition instead of sleeping.
+// ClickHouse (chtest): waiting for a condition instead of sleeping, and a log sink to read back.
 package testkit
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 )
@@ -36,4 +38,23 @@ func EventuallyEquals[T comparable](tb testing.TB, timeout time.Duration, what s
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a logger and a test may use at once: a log sink to
+// read back what a component logged.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

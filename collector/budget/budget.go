@@ -41,6 +41,7 @@ type Enforcer struct {
 	now    func() time.Time
 	log    *slog.Logger
 	synced chan struct{}
+	retry  time.Duration // Follow's wait between attempts: FollowRetry
 	// refusals counts refused events and calls by the scope key of the record refusing them.
 	refusals *prometheus.CounterVec
 }
@@ -53,7 +54,7 @@ func NewEnforcer(now func() time.Time, log *slog.Logger) *Enforcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Enforcer{capped: map[string]kv.Budget{}, now: now, log: log, synced: make(chan struct{}),
+	return &Enforcer{capped: map[string]kv.Budget{}, now: now, log: log, synced: make(chan struct{}), retry: FollowRetry,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_budget_refusals_total",
 			Help: "Events and calls refused by a hard cap, by the scope key of the cap (team, feature, cost_center, workflow_id).",
@@ -126,6 +127,28 @@ func (e *Enforcer) Watch(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}()
 	return nil
+}
+
+// FollowRetry is how long Follow waits before trying again to set up the watch.
+const FollowRetry = 5 * time.Second
+
+// Follow sets up the watch as Watch does, trying again every FollowRetry while JetStream
+// cannot answer — NATS away, or a cluster that has just started and still elects the leader
+// of the bucket's stream — until it succeeds or ctx ends. Until then no cap is enforced: an
+// intake that refused to start for want of the bucket would refuse every event instead.
+func (e *Enforcer) Follow(ctx context.Context, js jetstream.JetStream) {
+	for {
+		err := e.Watch(ctx, js)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		e.log.Warn("budget hard caps not loaded yet; trying again", "err", err, "in", e.retry)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(e.retry):
+		}
+	}
 }
 
 // Synced is closed once the bucket's current states are loaded.

@@ -3,10 +3,13 @@ package budget
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -225,4 +228,51 @@ func TestWorkflowCapOlderCollectors(t *testing.T) {
 			t.Errorf("an older collector refuses tags %v", tags)
 		}
 	}
+}
+
+// TestFollowWaitsForJetStream starts the enforcer before its NATS server, as a collector
+// started beside a JetStream cluster that is still electing its leaders does: Follow keeps
+// trying, and the caps are enforced once the bucket answers.
+func TestFollowWaitsForJetStream(t *testing.T) {
+	dir := t.TempDir()
+	first := natstest.Start(t, dir, -1)
+	port := natstest.Port(t, first)
+	first.Shutdown()
+	first.WaitForShutdown()
+
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log testkit.SyncBuffer
+	e := NewEnforcer(func() time.Time { return now }, slog.New(slog.NewTextHandler(&log, nil)))
+	e.retry = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go e.Follow(ctx, js)
+	testkit.Eventually(t, 10*time.Second, "a failed attempt logged", func() bool {
+		return strings.Contains(log.String(), "budget hard caps not loaded yet; trying again")
+	})
+
+	natstest.Start(t, dir, port)
+	select {
+	case <-e.Synced():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the caps were not loaded 20 s after JetStream came up; log:\n%s", log.String())
+	}
+	bucket, err := js.KeyValue(ctx, kv.Budgets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, bucket, capped("search-monthly", "team=search", kv.PolicyRefuse))
+	testkit.Eventually(t, 5*time.Second, "the cap reaches the enforcer", func() bool {
+		_, over := e.Over(map[string]string{"team": "search"}, "")
+		return over
+	})
 }

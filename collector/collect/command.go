@@ -47,12 +47,10 @@ func Command() stage.Command {
 			enf := budget.NewEnforcer(nil, p.Log)
 			cfg.Budgets = enf
 			js, err := jetstream.New(p.NATS)
-			if err == nil {
-				err = enf.Watch(p.Ctx, js)
-			}
 			if err != nil {
 				return nil, fmt.Errorf("watch budget hard caps: %w", err)
 			}
+			go enf.Follow(p.Ctx, js)
 			return New(cfg, p.NATS)
 		},
 	}

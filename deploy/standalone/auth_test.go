@@ -1,7 +1,6 @@
 package standalone
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,24 +26,6 @@ import (
 	"github.com/tokenmeter/tokenmeter/testkit/natstest"
 )
 
-// syncBuffer is a log sink safe for the pipeline's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestIdentities runs the pipeline with its NATS listener on and checks each identity over
 // TCP: an anonymous client is refused; an emitter added while it runs is admitted, its events
 // reach ClickHouse charged to the team its binding gives it whatever team they name, and it
@@ -58,7 +38,7 @@ func TestIdentities(t *testing.T) {
 	conn := openClickHouse(t)
 	db := freshDatabase(t, conn)
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	bindings := filepath.Join(t.TempDir(), "emitters.json")
 	if err := os.WriteFile(bindings, []byte(`{"emitters": [{"name": "billing", "tags": {"team": "billing", "cost_center": "cc-7"}}]}`), 0o600); err != nil {
 		t.Fatal(err)

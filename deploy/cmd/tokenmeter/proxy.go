@@ -140,7 +140,11 @@ func runProxy(ctx context.Context, args []string) (err error) {
 	// Budget hard caps: calls of a capped scope are refused before they are forwarded. The
 	// caps load once NATS answers; until then every call is forwarded.
 	f.cfg.Budgets = budget.NewEnforcer(nil, log.With("stage", "proxy"))
-	go watchBudgets(ctx, nc, f.cfg.Budgets, log)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	go f.cfg.Budgets.Follow(ctx, js)
 	p, err := proxy.New(f.cfg)
 	if err != nil {
 		return err
@@ -151,22 +155,4 @@ func runProxy(ctx context.Context, args []string) (err error) {
 	fmt.Printf("emitting usage events to NATS at %s; %d API keys bound. Stop with Ctrl-C.\n", f.natsURL, f.cfg.Bindings.Len())
 	defer ops.Serve(f.opsAddr, p.OpsHandler(), func(err error) { log.Error("ops endpoints", "err", err) })()
 	return p.Run(ctx)
-}
-
-// watchBudgets sets up the budget watch, trying again every 5 s while NATS cannot be reached.
-func watchBudgets(ctx context.Context, nc *nats.Conn, enf *budget.Enforcer, log *slog.Logger) {
-	for {
-		js, err := jetstream.New(nc)
-		if err == nil {
-			if err = enf.Watch(ctx, js); err == nil {
-				return
-			}
-		}
-		log.Warn("budget hard caps not loaded yet", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Second):
-		}
-	}
 }
