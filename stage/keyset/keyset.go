@@ -45,17 +45,27 @@ func ResponseKeyOf(provider, responseID string) Key {
 		return KeyOf(stream.PartitionKey(provider, responseID, ""))
 	}
 	provider = strings.ToLower(provider) // no copy when it is lower case already
-	var a, b xxhash.Digest
-	a.Reset()
-	b.Reset()
-	for _, d := range [...]*xxhash.Digest{&a, &b} {
-		_, _ = d.WriteString(stream.ResponseKeyPrefix)
-		_, _ = d.WriteString(provider)
-		_, _ = d.WriteString("\x00")
-		_, _ = d.WriteString(responseID)
+	var buf [128]byte                    // room for the usual provider and response id
+	n := len(stream.ResponseKeyPrefix) + len(provider) + 1 + len(responseID)
+	if n+len(keySuffix) > len(buf) {
+		var a, b xxhash.Digest
+		a.Reset()
+		b.Reset()
+		for _, d := range [...]*xxhash.Digest{&a, &b} {
+			_, _ = d.WriteString(stream.ResponseKeyPrefix)
+			_, _ = d.WriteString(provider)
+			_, _ = d.WriteString("\x00")
+			_, _ = d.WriteString(responseID)
+		}
+		_, _ = b.WriteString(keySuffix)
+		return Key{a.Sum64(), b.Sum64()}
 	}
-	_, _ = b.WriteString(keySuffix)
-	return Key{a.Sum64(), b.Sum64()}
+	b := append(buf[:0], stream.ResponseKeyPrefix...)
+	b = append(b, provider...)
+	b = append(b, 0)
+	b = append(b, responseID...)
+	b = append(b, keySuffix...)
+	return Key{xxhash.Sum64(b[:n]), xxhash.Sum64(b)}
 }
 
 // Set holds 40-bit tags of the keys of events kept from a time within a window of now (the

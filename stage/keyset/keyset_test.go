@@ -3,6 +3,7 @@ package keyset
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,7 +222,8 @@ func TestResponseKeyOf(t *testing.T) {
 	if a == KeyOf("chatcmpl-1") || a == KeyOf("openai") {
 		t.Errorf("a response key equals an event id's key")
 	}
-	for _, tc := range [][2]string{{"openai", "chatcmpl-1"}, {"Anthropic", "msg_01"}, {"", "r"}, {"ÉCOLE", "x\x00y"}, {"openai", ""}} {
+	long := strings.Repeat("r", 200) // past ResponseKeyOf's stack buffer
+	for _, tc := range [][2]string{{"openai", "chatcmpl-1"}, {"Anthropic", "msg_01"}, {"", "r"}, {"ÉCOLE", "x\x00y"}, {"openai", ""}, {"openai", long}, {"OpenAI", long[:128-len("response\x00openai\x00")-len(keySuffix)]}, {"OpenAI", long[:129-len("response\x00openai\x00")-len(keySuffix)]}} {
 		if got, want := ResponseKeyOf(tc[0], tc[1]), KeyOf(stream.PartitionKey(tc[0], tc[1], "")); got != want {
 			t.Errorf("ResponseKeyOf(%q, %q) = %v, want KeyOf of the partition key %v", tc[0], tc[1], got, want)
 		}
