@@ -28,6 +28,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 	"github.com/tokenmeter/tokenmeter/testkit"
 	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
@@ -932,8 +933,8 @@ func TestDedupBoundHoldsAfterStartUp(t *testing.T) {
 	if err := seedInserter(t, e.db).Insert(context.Background(), 0, stored); err != nil {
 		t.Fatal(err)
 	}
-	// Two owned partitions, two sets each, 8 bytes a key: 100 keys a set.
-	a := e.startConfig(t, nil, func(c *Config) { c.DedupMaxBytes = 2 * 2 * 8 * 100 })
+	// Two owned partitions, two sets each, keyset.BytesPerKey a key: 100 keys a set.
+	a := e.startConfig(t, nil, func(c *Config) { c.DedupMaxBytes = 2 * 2 * keyset.BytesPerKey * 100 })
 	if got := testutil.ToFloat64(a.m.dedupIDs.WithLabelValues("0")); got != 100 {
 		t.Fatalf("partition 0's set holds %v ids after start-up, want its bound of 100 (the 300 stored are past it)", got)
 	}

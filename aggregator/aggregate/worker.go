@@ -16,6 +16,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/aggregator/lease"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 	"github.com/tokenmeter/tokenmeter/stage/pull"
 )
 
@@ -208,8 +209,8 @@ func (wk *worker) takeLease(ctx context.Context, lapsed bool) error {
 func (wk *worker) newFilter() *dedup.Filter {
 	f := dedup.NewFilter(wk.a.cfg.DedupWindow, wk.a.now, lookups{wk})
 	if wk.a.cfg.DedupMaxBytes > 0 {
-		// Each owned partition has two sets (ids, responses) at about 8 bytes a key.
-		f.SetMaxKeys(int(wk.a.cfg.DedupMaxBytes/8/2/int64(max(len(wk.a.cfg.Owned), 1))), MinDedupWindow)
+		// Each owned partition has two sets (ids, responses) of at most BytesPerKey a key.
+		f.SetMaxKeys(int(wk.a.cfg.DedupMaxBytes/keyset.BytesPerKey/2/int64(max(len(wk.a.cfg.Owned), 1))), MinDedupWindow)
 	}
 	return f
 }

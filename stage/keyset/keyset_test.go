@@ -1,11 +1,14 @@
 package keyset
 
 import (
+	"encoding/binary"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 )
@@ -356,5 +359,110 @@ func TestSetBoundsItsBuckets(t *testing.T) {
 	}
 	if s.Len() != maxBuckets || !has(s, "evt_254") {
 		t.Fatalf("Len() = %d, Find(evt_254) = %v; want %d, true", s.Len(), has(s, "evt_254"), maxBuckets)
+	}
+}
+
+// BenchmarkSetSteady measures a set in its steady state, per new key (Find, then Add): the
+// alerter's (a 2-minute window at 60,000 keys/s, expired every second) and a partition
+// writer's (an hour's window bounded to 2,000,000 keys, 15,000 keys/s, expired every 64,000
+// keys). Keys arrive in order of time; the set is filled to its steady size first.
+func BenchmarkSetSteady(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		window      time.Duration
+		perSecond   int
+		maxKeys     int
+		expireEvery int
+	}{
+		{"alerter", 2 * time.Minute, 60_000, 0, 60_000},
+		{"writer", time.Hour, 15_000, 2_000_000, 64_000},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			start := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+			now := start
+			s := New(tc.window, func() time.Time { return now })
+			if tc.maxKeys > 0 {
+				s.SetMaxKeys(tc.maxKeys, 5*time.Minute)
+			}
+			var seq uint64
+			next := func() {
+				var id [8]byte
+				binary.LittleEndian.PutUint64(id[:], seq)
+				k := Key{xxhash.Sum64(id[:]), seq}
+				now = start.Add(time.Duration(seq) * time.Second / time.Duration(tc.perSecond))
+				if seq%uint64(tc.expireEvery) == 0 {
+					s.Expire()
+				}
+				if _, _, ok := s.Find(k); !ok {
+					s.Add(k, now, now)
+				}
+				seq++
+			}
+			warm := 2 * tc.perSecond * int(min(tc.window, 10*time.Minute)/time.Second)
+			for range warm {
+				next()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				next()
+			}
+			b.ReportMetric(float64(len(s.tags)*6)/float64(s.Len()), "B/key")
+		})
+	}
+}
+
+// Expired buckets leave their keys in the table until a rebuild; those keys are never found,
+// and their bucket slots are not reused before they are gone. The alerter's shape: a 2-minute
+// window of 1-second buckets, expired every second, for 10 minutes (600 buckets through 255
+// slots).
+func TestSetExpiresInPlace(t *testing.T) {
+	start := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	now := start
+	s := New(2*time.Minute, func() time.Time { return now })
+	const perSecond = 200
+	key := func(sec, i int) Key { return KeyOf(fmt.Sprintf("evt_%d_%d", sec, i)) }
+	rebuilds, table := 0, &s.tags[0] // a rebuild allocates a new table
+	for sec := range 600 {
+		now = start.Add(time.Duration(sec) * time.Second)
+		s.Expire()
+		for i := range perSecond {
+			at := now.Add(time.Duration(i) * time.Second / perSecond)
+			if !s.Add(key(sec, i), at, at) {
+				t.Fatalf("second %d: Add of key %d = false, want true", sec, i)
+			}
+		}
+		if &s.tags[0] != table {
+			rebuilds++
+			table = &s.tags[0]
+		}
+		if sec < 130 {
+			continue
+		}
+		// The window ends at the newest key, in the second before (see Set.clock): it holds
+		// that second's 120 seconds and the current one; the seconds before it left, though
+		// many of their keys are still in the table.
+		for _, back := range []int{0, 1, 60, 121} {
+			for i := range perSecond {
+				if _, _, ok := s.Find(key(sec-back, i)); !ok {
+					t.Fatalf("second %d: key %d of second %d not found", sec, i, sec-back)
+				}
+			}
+		}
+		for _, back := range []int{122, 125, 130} {
+			for i := range perSecond {
+				if _, _, ok := s.Find(key(sec-back, i)); ok {
+					t.Fatalf("second %d: key %d of second %d, expired, found", sec, i, sec-back)
+				}
+			}
+		}
+		if want := 122 * perSecond; s.Len() != want {
+			t.Fatalf("second %d: Len() = %d, want %d", sec, s.Len(), want)
+		}
+	}
+	// The table grows to the window (from 64 slots to 24,400 keys: 11 rebuilds), then a
+	// steady window is rebuilt about once per 70 % of its keys added: every ~85 seconds.
+	if rebuilds > 11+480/60 {
+		t.Errorf("%d rebuilds in 600 seconds, want at most 19", rebuilds)
 	}
 }
