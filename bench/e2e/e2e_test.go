@@ -38,24 +38,33 @@ func databaseExists(t testing.TB, b *Bench, db string) bool {
 func TestRuns(t *testing.T) {
 	const events, batch, markerEvery = 3000, 300, 2
 	b := newBench(t, Config{BatchSize: batch, MarkerEvery: markerEvery, Timeout: time.Minute})
-	gen := GeneratorConfig(time.Now(), 7)
+	gen := TrafficConfig(time.Now(), 7)
 	w, err := Generate(gen, events, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(w.Bodies) != 10 || w.Events != events || w.FirstIDs[1] != "evt_7_300" {
-		t.Fatalf("workload: %d bodies, %d events, second body starts with %s; want 10, %d, evt_7_300",
-			len(w.Bodies), w.Events, w.FirstIDs[1], events)
+	// Seed 7's 3,000 lines: loadgen's shares of copies (1 %) and invalid events (0.5 %).
+	if len(w.Bodies) != 10 || w.Lines != events || w.Events != 2952 || w.Copies != 32 || w.Invalid != 16 {
+		t.Fatalf("workload: %d bodies, %d lines: %d events, %d copies, %d invalid; want 10, %d: 2952, 32, 16",
+			len(w.Bodies), w.Lines, w.Events, w.Copies, w.Invalid, events)
+	}
+	accepted, rejected := 0, 0
+	for i := range w.Bodies {
+		accepted += w.Accepted[i]
+		rejected += w.Rejected[i]
+	}
+	if accepted != w.Events+w.Copies || rejected != w.Invalid {
+		t.Fatalf("bodies accept %d lines and reject %d, want %d and %d", accepted, rejected, w.Events+w.Copies, w.Invalid)
 	}
 	ctx := context.Background()
-	check := func(r Result, err error, requests, markers int) Result {
+	check := func(r Result, err error, stored, requests, markers int) Result {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%s run: %v", r.Name, err)
 		}
-		if r.Events != events || r.HTTP.N != requests || r.Queryable.N != markers {
+		if r.Events != stored || r.HTTP.N != requests || r.Queryable.N != markers {
 			t.Errorf("%s: %d events, %d requests, %d markers; want %d, %d, %d",
-				r.Name, r.Events, r.HTTP.N, r.Queryable.N, events, requests, markers)
+				r.Name, r.Events, r.HTTP.N, r.Queryable.N, stored, requests, markers)
 		}
 		if r.Elapsed <= 0 || r.Intake <= 0 || r.CPU <= 0 || r.PeakRSS <= 0 || r.LoadPeakRSS <= 0 {
 			t.Errorf("%s: elapsed %s, intake %s, CPU %s, peak RSS %d (load generator %d); want all positive",
@@ -75,10 +84,10 @@ func TestRuns(t *testing.T) {
 		return r
 	}
 	r, err := b.HTTP(ctx, w, 0)
-	check(r, err, 10, 0) // latency is measured in paced runs only
+	check(r, err, w.Events, 10, 0) // latency is measured in paced runs only
 	// Paced at 20,000 events/s the last body leaves 2,700 events after the first: 135ms.
 	r, err = b.HTTP(ctx, w, 20_000)
-	if r := check(r, err, 10, 5); r.Intake < 135*time.Millisecond {
+	if r := check(r, err, w.Events, 10, 5); r.Intake < 135*time.Millisecond {
 		t.Errorf("paced run took in every event in %s, before the last body was due at 135ms", r.Intake)
 	}
 	ev, err := GenerateEvents(gen, events)
@@ -86,10 +95,10 @@ func TestRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ev[300].ID != "evt_7_300" {
-		t.Errorf("GenerateEvents: event 300 is %s, want the first of the second body, evt_7_300", ev[300].ID)
+		t.Errorf("GenerateEvents: event 300 is %s, want evt_7_300 (no copies, no invalid events)", ev[300].ID)
 	}
 	r, err = b.Emit(ctx, ev)
-	check(r, err, 0, 0)
+	check(r, err, events, 0, 0)
 }
 
 // BenchmarkEndToEnd runs the HTTP measurement of cmd/e2e with 100,000 events once per
@@ -99,7 +108,7 @@ func TestRuns(t *testing.T) {
 func BenchmarkEndToEnd(b *testing.B) {
 	const events = 100_000
 	bench := newBench(b, Config{})
-	w, err := Generate(GeneratorConfig(time.Now(), 1), events, DefaultBatchSize)
+	w, err := Generate(TrafficConfig(time.Now(), 1), events, DefaultBatchSize)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -412,7 +412,7 @@ func (b *Bench) send(ctx context.Context, pl *pipeline, w *Workload, rate float6
 	for range b.cfg.Clients {
 		wg.Go(func() {
 			for i := range jobs {
-				lat, at, retries, err := post(ctx, client, url, w.Bodies[i], w.Sizes[i])
+				lat, at, retries, err := post(ctx, client, url, w.Bodies[i], w.Accepted[i], w.Rejected[i])
 				mu.Lock()
 				res.Retries += retries
 				if err != nil {
@@ -451,7 +451,7 @@ func (b *Bench) send(ctx context.Context, pl *pipeline, w *Workload, rate float6
 
 // post sends one body until it is accepted, waiting Retry-After after a 429 or 503. It returns
 // the latency of the accepted request and when its answer arrived.
-func post(ctx context.Context, client *http.Client, url string, body []byte, events int) (time.Duration, time.Time, int, error) {
+func post(ctx context.Context, client *http.Client, url string, body []byte, accepted, rejected int) (time.Duration, time.Time, int, error) {
 	for retries := 0; ; retries++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
@@ -478,9 +478,9 @@ func post(ctx context.Context, client *http.Client, url string, body []byte, eve
 			if err := json.Unmarshal(data, &answer); err != nil {
 				return 0, time.Time{}, retries, fmt.Errorf("decode the answer %q: %w", data, err)
 			}
-			if answer.Accepted != events || len(answer.Rejected) != 0 {
-				return 0, time.Time{}, retries, fmt.Errorf("%d of %d events accepted, %d rejected: %s",
-					answer.Accepted, events, len(answer.Rejected), data)
+			if answer.Accepted != accepted || len(answer.Rejected) != rejected {
+				return 0, time.Time{}, retries, fmt.Errorf("%d events accepted and %d rejected, want %d and %d: %s",
+					answer.Accepted, len(answer.Rejected), accepted, rejected, data)
 			}
 			return at.Sub(t0), at, retries, nil
 		case http.StatusTooManyRequests, http.StatusServiceUnavailable:

@@ -48,7 +48,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("e2e", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
-	fs.IntVar(&c.events, "events", e2e.DefaultEvents, "events per run")
+	fs.IntVar(&c.events, "events", e2e.DefaultEvents, "lines per run: distinct valid events, 1 % copies of earlier ones, 0.5 % invalid")
 	fs.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	fs.IntVar(&c.bench.BatchSize, "batch", e2e.DefaultBatchSize, "events per HTTP request")
 	fs.IntVar(&c.bench.Clients, "clients", e2e.DefaultClients, "concurrent HTTP requests")
@@ -146,14 +146,14 @@ func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, e
 		fmt.Fprintln(stderr, "e2e: ClickHouse server process not found; its CPU time is not reported")
 	}
 
-	gen := e2e.GeneratorConfig(time.Now(), cfg.seed)
+	gen := e2e.TrafficConfig(time.Now(), cfg.seed)
 	t0 := time.Now()
 	w, err := e2e.Generate(gen, cfg.events, cfg.bench.BatchSize)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(stderr, "e2e: generated %d events in %d bodies (%d MiB) in %s\n",
-		w.Events, len(w.Bodies), w.Bytes>>20, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(stderr, "e2e: generated %d lines in %d bodies (%d MiB) in %s: %d distinct valid events, %d copies, %d invalid\n",
+		w.Lines, len(w.Bodies), w.Bytes>>20, time.Since(t0).Round(time.Millisecond), w.Events, w.Copies, w.Invalid)
 
 	var results []e2e.Result
 	step := func(r e2e.Result, err error) error {
@@ -177,7 +177,8 @@ func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, e
 		}
 	}
 	if cfg.emit {
-		// The emitter gets the same events as values; the bodies are garbage by now.
+		// The emitter gets the same mix as values, without copies and invalid events; the
+		// bodies are garbage by now.
 		events, err := e2e.GenerateEvents(gen, cfg.events)
 		if err != nil {
 			return results, err
