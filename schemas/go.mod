@@ -20,7 +20,6 @@ require (
 	github.com/go-faster/errors v0.8.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/klauspost/cpuid/v2 v2.2.8 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -47,9 +46,8 @@ require (
 require github.com/ClickHouse/clickhouse-go/v2 v2.51.0
 
 require (
+	github.com/klauspost/compress v1.20.3
 	github.com/tokenmeter/tokenmeter/testkit v0.0.0
 )
 
-replace (
-	github.com/tokenmeter/tokenmeter/testkit => ../testkit
-)
+replace github.com/tokenmeter/tokenmeter/testkit => ../testkit

@@ -170,7 +170,7 @@ func wantMessages(tb testing.TB, ids []string) []streamtest.Msg {
 		if len(rs) == 0 {
 			continue
 		}
-		data, err := batch.Encode(rs)
+		data, err := batch.AppendCompressed(nil, rs)
 		if err != nil {
 			tb.Fatal(err)
 		}

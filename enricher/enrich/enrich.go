@@ -596,7 +596,7 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 			e.m.tierFallback.WithLabelValues(cat.ProviderLabel(r.Provider), r.ServiceTier).Inc()
 		}
 	}
-	out, err := batch.Encode(rows)
+	out, err := batch.AppendCompressed(nil, rows)
 	if err != nil {
 		return nil, 0, err
 	}

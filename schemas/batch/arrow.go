@@ -325,8 +325,8 @@ func bodySize(rec arrow.Record) int {
 	return n
 }
 
-// Decode reads an Arrow IPC stream written by Encode. Strings are copied, so the rows do not
-// hold on to data. A payload that is not such a stream — truncated, corrupt, another schema —
+// Decode reads an Arrow IPC stream written by Encode, or one compressed by AppendCompressed.
+// Strings are copied, so the rows do not hold on to data. A payload that is not such a stream — truncated, corrupt, another schema —
 // returns an error; it never panics.
 func Decode(data []byte) (rows []Row, err error) { return AppendDecoded(nil, data) }
 
@@ -344,6 +344,14 @@ func AppendDecoded(dst []Row, data []byte) (rows []Row, err error) {
 			rows = dst[:n]
 		}
 	}()
+	if Compressed(data) {
+		sp, stream, err := decompressed(data)
+		if err != nil {
+			return nil, fmt.Errorf("decode arrow batch: %w", err)
+		}
+		defer streamPool.Put(sp)
+		data = stream
+	}
 	if rows, err = appendDecoded(dst, data); err != nil {
 		return nil, fmt.Errorf("decode arrow batch: %w", err)
 	}

@@ -24,7 +24,19 @@ func FuzzBatchDecode(f *testing.F) {
 			f.Add(corrupt)
 		}
 	}
+	for _, rows := range [][]Row{testRows()[:1], testRows()} {
+		data, err := AppendCompressed(nil, rows)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+		f.Add(data[:len(data)/2])
+		corrupt := append([]byte(nil), data...)
+		corrupt[len(compressedPrefix)+1] ^= 0xff // the decoded length
+		f.Add(corrupt)
+	}
 	f.Add([]byte("hello, world"))
+	f.Add([]byte(compressedPrefix + "hello, world"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rows, err := Decode(data)
 		if err != nil {

@@ -45,7 +45,7 @@ func Encode(p int, rows []batch.Row, maxPayload int64) ([]Message, error) {
 // the arrays it grew into), so buf must not be written to while they are in use.
 func AppendEncoded(dst []Message, buf []byte, p int, rows []batch.Row, maxPayload int64) ([]Message, []byte, error) {
 	start := len(buf)
-	out, err := batch.AppendEncoded(buf, rows)
+	out, err := batch.AppendCompressed(buf, rows)
 	if err != nil {
 		return dst, buf, fmt.Errorf("encode %d rows of partition %d: %w", len(rows), p, err)
 	}

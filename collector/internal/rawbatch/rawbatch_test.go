@@ -3,19 +3,26 @@ package rawbatch
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
+// rows returns n events whose response ids and token counts differ as real ones do, so that
+// their messages, compressed, grow with n.
 func rows(n int) []batch.Row {
 	now := time.Date(2026, 11, 26, 22, 41, 31, 0, time.UTC)
 	out := make([]batch.Row, n)
 	for i := range out {
+		h := xxhash.Sum64String(strconv.Itoa(i))
 		u := event.Usage{ID: fmt.Sprintf("evt-%04d", i), Time: now, Provider: "openai", Model: "gpt-4o",
-			Usage: event.Tokens{Input: 10, Output: 2}, ServiceTier: "standard", Status: "ok"}
+			ResponseID: fmt.Sprintf("chatcmpl-%016x", h), Usage: event.Tokens{Input: int64(h % 100_000), Output: int64(h >> 48)},
+			ServiceTier: "standard", Status: "ok"}
 		out[i] = batch.FromUsage(&u, now, 1)
 	}
 	return out
