@@ -24,7 +24,8 @@ type metrics struct {
 	// dedupResponses is the size of the response sets.
 	dedupResponses *prometheus.GaugeVec
 	// lookups counts the ids and response ids looked up in ClickHouse, by kind (id, response:
-	// the sets cannot vouch for their hours; id_found, response_found: the sets found them).
+	// the sets cannot vouch for their hours; id_found, response_found: the sets found them),
+	// and the ids the sets found that were recalled without a lookup (id_recalled).
 	lookups *prometheus.CounterVec
 	// repairs counts the correction rows written into the roll-ups, by table, and the time
 	// units left unrepaired because they hold rows from before migration 0064 (table
@@ -85,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"partition"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_lookups_total",
-			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried; and those the sets found (kind=id_found, response_found), confirmed in ClickHouse, which also tells a duplicate from a conflict.",
+			Help: "Event ids (kind=id) and provider responses (kind=response) looked up in ClickHouse: those the de-duplication sets cannot vouch for (timed before the window, in an hour that events have left the sets from), and the rows of a failed INSERT before it is retried; and those the sets found (kind=id_found, response_found), confirmed in ClickHouse, which also tells a duplicate from a conflict; kind=id_recalled counts the ids the sets found among the partition's last 65,536 events written, whose content the writer remembers, so that no lookup was needed.",
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenmeter_aggregator_rollup_repairs_total",
@@ -97,6 +98,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.lookups.WithLabelValues("response")
 	m.lookups.WithLabelValues("id_found")
 	m.lookups.WithLabelValues("response_found")
+	m.lookups.WithLabelValues("id_recalled")
 	m.inserts.WithLabelValues("error")
 	for _, t := range []string{"spend_1m", "spend_1d", "skipped_minutes", "skipped_days"} {
 		m.repairs.WithLabelValues(t)

@@ -300,6 +300,7 @@ func (wk *worker) count(c dedup.Counts) {
 	m.lookups.WithLabelValues("response").Add(float64(c.ResponseLookups))
 	m.lookups.WithLabelValues("id_found").Add(float64(c.IDConfirms))
 	m.lookups.WithLabelValues("response_found").Add(float64(c.ResponseConfirms))
+	m.lookups.WithLabelValues("id_recalled").Add(float64(c.IDRecalled))
 }
 
 // fetch collects batches until ctx is done, then closes out. A batch closes when it holds

@@ -75,6 +75,9 @@ type Counts struct {
 	// IDLookups and ResponseLookups count the refs looked up because the sets cannot vouch
 	// for the rows' hours; IDConfirms and ResponseConfirms those the sets found, confirmed.
 	IDLookups, IDConfirms, ResponseLookups, ResponseConfirms int
+	// IDRecalled counts the ids the sets found that were among the last events written
+	// (recent), so that no lookup was needed.
+	IDRecalled int
 }
 
 // Filter decides, for the single writer of a partition, which rows of a batch ClickHouse does
@@ -90,7 +93,8 @@ type Counts struct {
 //   - An id or response in the sets is looked up in ClickHouse (a false positive of the
 //     40-bit tags costs that lookup), in the hours of event time the sets recorded for it;
 //     the lookup also gives the stored copy's content fingerprint, so a copy with other
-//     content is a Conflict, not a duplicate.
+//     content is a Conflict, not a duplicate. An id among the last 65,536 written is
+//     recalled with its fingerprint instead (recent), without a lookup.
 //   - One absent from the sets is absent from ClickHouse when the sets vouch for its hour
 //     (Set.Vouches: nothing timed in it left the sets, or was written around them);
 //     otherwise it is looked up near its own time (ResponseSkew around it for a response).
@@ -109,13 +113,14 @@ type Filter struct {
 	// keys and rkeys hold the id and response keys of Fresh's rows, reused from batch to
 	// batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
+	recent      *recent
 }
 
 // NewFilter returns a filter with empty sets of the given window, looking up in store.
 func NewFilter(window time.Duration, now func() time.Time, store Store) *Filter {
 	return &Filter{
 		ids: keyset.New(window, now), resp: keyset.New(window, now), store: store,
-		seen: make(map[keyset.Key]uint64), seenResp: make(map[keyset.Key]int),
+		seen: make(map[keyset.Key]uint64), seenResp: make(map[keyset.Key]int), recent: newRecent(),
 	}
 }
 
@@ -138,8 +143,12 @@ func (f *Filter) Expire() (ids, responses int) { return f.ids.Expire(), f.resp.E
 // Load records an event that ClickHouse holds, received at ingested: what the writer reads
 // at start-up (events ingested, or timed, within the window).
 func (f *Filter) Load(id, provider, responseID string, ingested, eventTime time.Time) {
+	f.load(keyset.KeyOf(id), provider, responseID, ingested, eventTime)
+}
+
+func (f *Filter) load(key keyset.Key, provider, responseID string, ingested, eventTime time.Time) {
 	at := KeptFrom(ingested, eventTime)
-	f.ids.Add(keyset.KeyOf(id), at, eventTime)
+	f.ids.Add(key, at, eventTime)
 	if responseID != "" {
 		f.resp.Add(keyset.ResponseKeyOf(provider, responseID), at, eventTime)
 	}
@@ -155,7 +164,14 @@ func (f *Filter) Uncover(eventTime time.Time) {
 // Remember records rows as written: call it once ClickHouse holds them.
 func (f *Filter) Remember(rows []batch.Row) {
 	for i := range rows {
-		f.Load(rows[i].ID, rows[i].Provider, rows[i].ResponseID, rows[i].Received, rows[i].Time)
+		r := &rows[i]
+		k := keyset.KeyOf(r.ID)
+		fp, ok := f.seen[k] // Fresh's, for the rows it let through
+		if !ok {
+			fp = Fingerprint(r)
+		}
+		f.recent.add(k, fp)
+		f.load(k, r.Provider, r.ResponseID, r.Received, r.Time)
 	}
 }
 
@@ -175,6 +191,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	keys := f.keys
 	clear(f.seen)
 	var refs []Ref
+	stored := make(map[string]uint64)
 	floor := f.ids.Floor()
 	for i := range rows {
 		r := &rows[i]
@@ -184,14 +201,18 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 		f.seen[keys[i]] = 0
 		if from, to, ok := f.ids.Find(keys[i]); ok {
-			refs = append(refs, Ref{ID: r.ID, From: from, To: to})
-			c.IDConfirms++
+			if fp, ok := f.recent.get(keys[i]); ok {
+				stored[r.ID] = fp
+				c.IDRecalled++
+			} else {
+				refs = append(refs, Ref{ID: r.ID, From: from, To: to})
+				c.IDConfirms++
+			}
 		} else if r.Time.Before(floor) && !f.ids.Vouches(r.Time) {
 			refs = append(refs, Ref{ID: r.ID, From: r.Time, To: r.Time})
 			c.IDLookups++
 		}
 	}
-	stored := make(map[string]uint64)
 	if len(refs) > 0 {
 		if err := f.store.Events(ctx, refs, func(id string, fp uint64) { stored[id] = fp }); err != nil {
 			return nil, nil, nil, c, err
@@ -328,7 +349,9 @@ func (f *Filter) Landed(ctx context.Context, rows []batch.Row) ([]batch.Row, []C
 		r := &rows[i]
 		fp, ok := stored[r.ID]
 		if ok {
-			f.Load(r.ID, r.Provider, r.ResponseID, r.Received, r.Time)
+			k := keyset.KeyOf(r.ID)
+			f.recent.add(k, fp)
+			f.load(k, r.Provider, r.ResponseID, r.Received, r.Time)
 		}
 		switch {
 		case !ok:

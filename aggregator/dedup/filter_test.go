@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 )
 
 // table stands for the partition's rows in usage_events: the edge a Filter looks up. It
@@ -95,10 +96,10 @@ func fresh(t *testing.T, f *Filter, rows []batch.Row, kept, conflicts string, wa
 	return got
 }
 
-// The cycle filter → insert → remember: a copy of a written id is dropped after a lookup that
-// confirms it (and tells a duplicate from a conflict, whatever the copy's time), within one
-// batch as across batches, and an id the set holds but ClickHouse does not — a false positive,
-// or a set ahead of ClickHouse — is written.
+// The cycle filter → insert → remember: a copy of a written id is dropped — recalled among
+// the last ids written, or after a lookup that confirms it — and told from a conflict whatever
+// the copy's time, within one batch as across batches; an id the set holds but ClickHouse
+// does not — a false positive, or a set ahead of ClickHouse — is written.
 func TestFilterConfirmsWhatTheSetFinds(t *testing.T) {
 	db := &table{}
 	f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
@@ -110,14 +111,61 @@ func TestFilterConfirmsWhatTheSetFinds(t *testing.T) {
 	f.Remember(db.rows)
 
 	fresh(t, f, []batch.Row{a, bOther, usage("c", now0, 30)}, "c",
-		fmt.Sprintf("b:%016x/%016x", Fingerprint(&b), Fingerprint(&bOther)), Counts{Duplicates: 1, IDConfirms: 2})
+		fmt.Sprintf("b:%016x/%016x", Fingerprint(&b), Fingerprint(&bOther)), Counts{Duplicates: 1, IDRecalled: 2})
 
 	// The set says "ghost" was written; ClickHouse does not hold it.
 	ghost := usage("ghost", now0, 40)
 	f.Load(ghost.ID, "", "", now0, now0)
 	fresh(t, f, []batch.Row{ghost}, "ghost", "", Counts{IDConfirms: 1})
+	if db.events != 1 {
+		t.Errorf("looked up %d refs, want 1 (ghost's)", db.events)
+	}
+
+	// Once recentSize later ids were written, a and b are no longer recalled: their copies
+	// are confirmed in ClickHouse, with the same outcome.
+	var later []batch.Row
+	for i := range recentSize {
+		later = append(later, usage(fmt.Sprintf("later-%d", i), now0, 1))
+	}
+	db.rows = append(db.rows, later...)
+	f.Remember(later)
+	fresh(t, f, []batch.Row{a, bOther}, "",
+		fmt.Sprintf("b:%016x/%016x", Fingerprint(&b), Fingerprint(&bOther)), Counts{Duplicates: 1, IDConfirms: 2})
 	if db.events != 3 {
 		t.Errorf("looked up %d refs, want 3", db.events)
+	}
+}
+
+// recent forgets what the ring or its index overwrote, and never answers for another key.
+func TestRecent(t *testing.T) {
+	r := newRecent()
+	k := func(i int) keyset.Key { return keyset.KeyOf(fmt.Sprintf("evt_%d", i)) }
+	for i := range recentSize {
+		r.add(k(i), uint64(i))
+	}
+	found := 0
+	for i := range recentSize {
+		if fp, ok := r.get(k(i)); ok {
+			if fp != uint64(i) {
+				t.Fatalf("get(evt_%d) = %d, want %d", i, fp, i)
+			}
+			found++
+		}
+	}
+	// A direct-mapped index of twice the ring loses an entry to a later one in about
+	// 1 - (1 - e^-0.5)/0.5 = 21 % of cases.
+	if found < recentSize*3/4 || found == recentSize {
+		t.Errorf("recalled %d of %d, want between 75 %% and all but some (index collisions)", found, recentSize)
+	}
+	if _, ok := r.get(k(-1)); ok {
+		t.Error("get of a key never added = true")
+	}
+	r.add(k(recentSize), 7) // overwrites evt_0's ring entry
+	if _, ok := r.get(k(0)); ok {
+		t.Error("evt_0 recalled after the ring overwrote it")
+	}
+	if fp, ok := r.get(k(recentSize)); !ok || fp != 7 {
+		t.Errorf("get of the newest = %d, %v; want 7, true", fp, ok)
 	}
 }
 
@@ -383,6 +431,31 @@ func BenchmarkFresh(b *testing.B) {
 		if err != nil || len(kept) != len(rows) {
 			b.Fatalf("Fresh kept %d of %d: %v", len(kept), len(rows), err)
 		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}
+
+// BenchmarkRemember is the writer's cycle after its INSERT: Remember of the 64,000 rows Fresh
+// let through, new ids every round.
+func BenchmarkRemember(b *testing.B) {
+	now := time.Now().UTC()
+	f := NewFilter(time.Hour, time.Now, &table{})
+	rows := make([]batch.Row, 64_000)
+	round := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		for i := range rows {
+			rows[i] = usage(fmt.Sprintf("evt_%03d_%07d", round, i), now, int64(i))
+			rows[i].Provider, rows[i].ResponseID = "openai", fmt.Sprintf("chatcmpl-%03d-%07d", round, i)
+		}
+		round++
+		kept, _, _, _, err := f.Fresh(context.Background(), rows)
+		if err != nil || len(kept) != len(rows) {
+			b.Fatalf("Fresh kept %d of %d: %v", len(kept), len(rows), err)
+		}
+		b.StartTimer()
+		f.Remember(kept)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
 }
