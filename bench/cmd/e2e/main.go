@@ -104,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	results, err := measure(ctx, cfg, stderr)
 	if len(results) > 0 {
-		fmt.Fprintf(stdout, "%d events per run, %d-event NDJSON bodies, %d clients, %d partitions, GOMAXPROCS %d, %s\n\n",
+		fmt.Fprintf(stdout, "%d lines per HTTP run (1 %% copies, 0.5 %% invalid; the events column counts the distinct valid events stored), %d-line NDJSON bodies, %d clients, %d partitions, GOMAXPROCS %d, %s\n\n",
 			cfg.events, cfg.bench.BatchSize, cfg.bench.Clients, cfg.bench.Partitions, runtime.GOMAXPROCS(0), time.Now().Format(time.DateOnly))
 		if werr := e2e.WriteTable(stdout, results); werr != nil {
 			fmt.Fprintf(stderr, "e2e: write the table: %v\n", werr)
