@@ -24,9 +24,9 @@ func TestBacklogFillsAndDrains(t *testing.T) {
 	if err := r.c.Stop(Aggregator); err != nil {
 		t.Fatal(err)
 	}
-	// About 330 bytes an event in USAGE_ENRICHED and 290 in USAGE_RAW: 600,000 events are
-	// more than both streams hold.
-	const events = 600_000
+	// Batches are compressed: about 109 bytes an event in USAGE_ENRICHED and 100 in
+	// USAGE_RAW, so the two streams hold about 1,290,000 events; 1,600,000 are more.
+	const events = 1_600_000
 	sending := r.sendInBackground(generator(116, nil), events)
 	waitFor(t, "the collector to refuse bodies", func() bool { return r.sender.Retries() >= 10 })
 	raw, enriched := streamState(t, r.js, stream.Raw).Bytes, streamState(t, r.js, stream.Enriched).Bytes
