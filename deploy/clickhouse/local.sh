@@ -123,6 +123,13 @@ stop() {
   local pid; pid=$(cat "$dir/server.pid")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  # A server still shutting down after 30 s (18.16 can wait on a running query) is killed:
+  # "stopped" must mean no process answers, or holds a connection open, any more.
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "clickhouse: still running 30 s after SIGTERM; sending SIGKILL" >&2
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  fi
   rm -f "$dir/server.pid"
   echo "clickhouse: stopped"
 }
