@@ -1079,8 +1079,11 @@ func TestClickHouseStopped30s(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	// Not the standard ports, so the aggregator is told where ClickHouse's HTTP interface is.
 	r := newRunOn(t, dsn, conn, "", map[string][]string{Aggregator: {"TOKENMETER_CLICKHOUSE_HTTP=" + httpURL}})
+	// 250,000 events at 5,000/s: traffic goes on through the whole outage (5 s before it, up
+	// to 30 s for ClickHouse to shut down, 30 s down). With 100,000 (20 s) the last INSERT
+	// could land before ClickHouse was gone, and then the aggregator never met the outage.
 	r.sender.Rate = 5000
-	sending := r.sendInBackground(generator(111, nil), unique)
+	sending := r.sendInBackground(generator(111, nil), 250_000)
 	time.Sleep(5 * time.Second)
 	stopped := time.Now()
 	localSH(t, env, "stop")
