@@ -435,7 +435,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 }
 
 func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
-	var scratch []batch.Row
+	var ws workspace
 	// A batch is one message and what else is there when it comes: a lone message (a spike
 	// the alerter must see) is priced as soon as it comes, while under load a batch still
 	// brings FetchBatch messages.
@@ -458,7 +458,7 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 			return 1
 		})
 		if len(msgs) > 0 {
-			if e.process(ctx, msgs, &scratch) {
+			if e.process(ctx, msgs, &ws) {
 				full = min(max(2*full, 100*time.Millisecond), 2*time.Second)
 			} else {
 				full = 0
@@ -474,9 +474,8 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 // under the same id and JetStream stores it once (and the aggregator drops its events as
 // duplicates should the redelivery come after the duplicate window).
 //
-// scratch holds the rows of the worker's previous message, decoded into again for the next.
 // It reports whether USAGE_ENRICHED refused a message because it is full.
-func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[]batch.Row) (full bool) {
+func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, ws *workspace) (full bool) {
 	type pending struct {
 		msg jetstream.Msg
 		ack jetstream.PubAckFuture
@@ -488,7 +487,7 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 			e.deadLetter(ctx, m, 0, fmt.Errorf("read message metadata: %w", err))
 			continue
 		}
-		out, p, err := e.enrich(m, scratch)
+		out, p, err := e.enrich(m, &ws.rows, ws.payload())
 		if err != nil {
 			e.deadLetter(ctx, m, meta.Sequence.Stream, err)
 			continue
@@ -509,6 +508,7 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 		}
 		e.ahead.sent(len(out))
 		inflight = append(inflight, pending{m, f})
+		ws.payloads = append(ws.payloads, out) // until its acknowledgement, the client may send it again
 	}
 	for _, p := range inflight {
 		select {
@@ -529,10 +529,29 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, scratch *[
 			full = full || stream.IsFull(err)
 			_ = p.msg.NakWithDelay(time.Second)
 		case <-ctx.Done():
+			ws.payloads = nil // the client may still hold the payloads in flight
 			return full
 		}
 	}
+	// Every payload is stored or refused: the next fetch encodes into them again.
+	ws.payloads = ws.payloads[:0]
 	return full
+}
+
+// workspace is what a worker reuses from one fetch to the next: the rows of the message being
+// priced, and the payloads of the previous fetch's enriched messages. A payload encoded into a
+// fresh buffer cost an allocation of ~100 KiB per message, zeroed, and the garbage it left.
+type workspace struct {
+	rows     []batch.Row
+	payloads [][]byte // past len: the buffers of the fetch before, free
+}
+
+// payload returns a free buffer for the next payload, empty.
+func (ws *workspace) payload() []byte {
+	if n := len(ws.payloads); n < cap(ws.payloads) {
+		return ws.payloads[:n+1][n][:0]
+	}
+	return nil
 }
 
 // ensurePartition makes sure partition p of USAGE_ENRICHED has its aggregator's consumer
@@ -549,9 +568,10 @@ func (e *Enricher) ensurePartition(ctx context.Context, p int) error {
 	return nil
 }
 
-// enrich decodes one raw batch, binds the rows of an emitter's message to its binding (bind),
-// attributes them and prices every row in place.
-func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, error) {
+// enrich decodes one raw batch into scratch, binds the rows of an emitter's message to its
+// binding (bind), attributes them, prices every row in place and appends the enriched
+// payload to buf.
+func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row, buf []byte) ([]byte, int, error) {
 	p, emitter, err := stream.ParseRawSubject(m.Subject())
 	if err != nil {
 		return nil, 0, err
@@ -596,7 +616,7 @@ func (e *Enricher) enrich(m jetstream.Msg, scratch *[]batch.Row) ([]byte, int, e
 			e.m.tierFallback.WithLabelValues(cat.ProviderLabel(r.Provider), r.ServiceTier).Inc()
 		}
 	}
-	out, err := batch.AppendCompressed(nil, rows)
+	out, err := batch.AppendCompressed(buf, rows)
 	if err != nil {
 		return nil, 0, err
 	}
