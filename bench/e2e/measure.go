@@ -43,49 +43,68 @@ func timevalDuration(tv syscall.Timeval) time.Duration {
 	return time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond
 }
 
-// processCPU returns the CPU time (user + system) this process has used so far, in all of its
-// threads: the pipeline, the embedded NATS server and the load generator alike.
-func processCPU() (time.Duration, error) {
+// procUsage is what a process has used so far: CPU time (user + system) and minor page faults
+// (first touches of memory the kernel must map; on this benchmark's virtual machine each costs
+// several microseconds of system time, see docs/benchmarks.md).
+type procUsage struct {
+	CPU    time.Duration
+	Faults uint64
+}
+
+// processUsage returns what this process has used so far, in all of its threads.
+func processUsage() (procUsage, error) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, fmt.Errorf("getrusage: %w", err)
+		return procUsage{}, fmt.Errorf("getrusage: %w", err)
 	}
-	return timevalDuration(ru.Utime) + timevalDuration(ru.Stime), nil
+	return procUsage{CPU: timevalDuration(ru.Utime) + timevalDuration(ru.Stime), Faults: uint64(ru.Minflt)}, nil
+}
+
+// processCPU returns the CPU time (user + system) this process has used so far.
+func processCPU() (time.Duration, error) {
+	u, err := processUsage()
+	return u.CPU, err
 }
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat. It is part of Linux's user-space
 // ABI (USER_HZ) and 100 on every architecture Go supports, whatever the kernel's tick rate.
 const userHZ = 100
 
-// parseProcStat returns utime + stime from the contents of /proc/<pid>/stat. The command name
-// (field 2) is in parentheses and may itself hold spaces and parentheses, so the fields are
-// counted from the last closing parenthesis.
-func parseProcStat(stat string) (time.Duration, error) {
+// parseProcStat returns utime + stime and minflt from the contents of /proc/<pid>/stat. The
+// command name (field 2) is in parentheses and may itself hold spaces and parentheses, so the
+// fields are counted from the last closing parenthesis.
+func parseProcStat(stat string) (procUsage, error) {
 	end := strings.LastIndexByte(stat, ')')
 	if end < 0 {
-		return 0, fmt.Errorf("parse /proc stat %q: no command name in parentheses", stat)
+		return procUsage{}, fmt.Errorf("parse /proc stat %q: no command name in parentheses", stat)
 	}
-	// After the name come field 3 (state) onwards; utime and stime are fields 14 and 15.
+	// After the name come field 3 (state) onwards; minflt is field 10, utime and stime are
+	// fields 14 and 15.
 	f := strings.Fields(stat[end+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("parse /proc stat: %d fields after the command name, want at least 13", len(f))
+		return procUsage{}, fmt.Errorf("parse /proc stat: %d fields after the command name, want at least 13", len(f))
 	}
-	var ticks uint64
-	for _, s := range f[11:13] {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse /proc stat CPU time %q: %w", s, err)
+	var v [3]uint64
+	for i, s := range []string{f[7], f[11], f[12]} {
+		var err error
+		if v[i], err = strconv.ParseUint(s, 10, 64); err != nil {
+			return procUsage{}, fmt.Errorf("parse /proc stat field %q: %w", s, err)
 		}
-		ticks += v
 	}
-	return time.Duration(ticks) * time.Second / userHZ, nil
+	return procUsage{CPU: time.Duration(v[1]+v[2]) * time.Second / userHZ, Faults: v[0]}, nil
 }
 
 // PidCPU returns the CPU time (user + system) the process pid has used so far.
 func PidCPU(pid int) (time.Duration, error) {
+	u, err := PidUsage(pid)
+	return u.CPU, err
+}
+
+// PidUsage returns what the process pid has used so far.
+func PidUsage(pid int) (procUsage, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+		return procUsage{}, fmt.Errorf("read the usage of process %d: %w", pid, err)
 	}
 	return parseProcStat(string(data))
 }

@@ -58,23 +58,23 @@ func TestTimevalDuration(t *testing.T) {
 }
 
 func TestParseProcStat(t *testing.T) {
-	// Fields 14 and 15 (utime 1234, stime 56) in clock ticks of 10ms.
+	// Field 10 (minflt 123), fields 14 and 15 (utime 1234, stime 56) in clock ticks of 10ms.
 	const tail = " S 1 2138 2138 0 -1 4194560 123 0 0 0 1234 56 0 0 20 0 60 0 1500 5189996544 54736 18446744073709551615"
-	for _, c := range []struct {
-		name, stat string
-		want       time.Duration
-	}{
-		{"plain name", "2138 (clickhouse-serv)" + tail, 12900 * time.Millisecond},
-		{"name with spaces and parentheses", "42 (a) b (c))" + tail, 12900 * time.Millisecond},
+	want := procUsage{CPU: 12900 * time.Millisecond, Faults: 123}
+	for _, c := range []struct{ name, stat string }{
+		{"plain name", "2138 (clickhouse-serv)" + tail},
+		{"name with spaces and parentheses", "42 (a) b (c))" + tail},
 	} {
 		got, err := parseProcStat(c.stat)
-		if err != nil || got != c.want {
-			t.Errorf("%s: parseProcStat = %s, %v; want %s", c.name, got, err, c.want)
+		if err != nil || got != want {
+			t.Errorf("%s: parseProcStat = %+v, %v; want %+v", c.name, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "2138 clickhouse S 1", "2138 (x) S 1 2 3", "2138 (x) S 1 2138 2138 0 -1 4194560 123 0 0 0 12x4 56 0"} {
+	for _, bad := range []string{"", "2138 clickhouse S 1", "2138 (x) S 1 2 3",
+		"2138 (x) S 1 2138 2138 0 -1 4194560 123 0 0 0 12x4 56 0",
+		"2138 (x) S 1 2138 2138 0 -1 4194560 -5 0 0 0 1234 56 0"} {
 		if got, err := parseProcStat(bad); err == nil {
-			t.Errorf("parseProcStat(%q) = %s, want an error", bad, got)
+			t.Errorf("parseProcStat(%q) = %+v, want an error", bad, got)
 		}
 	}
 }
@@ -121,6 +121,39 @@ func TestProcessCPU(t *testing.T) {
 	}
 }
 
+// TestProcessFaults touches fresh memory and reads the faults it cost from getrusage and from
+// /proc/self/stat: 4 MiB of 4 KiB pages is 1,024 first touches (2 with transparent huge pages).
+func TestProcessFaults(t *testing.T) {
+	mem, err := syscall.Mmap(-1, 0, 4<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(mem)
+	before, err := processUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procBefore, err := PidUsage(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(mem); i += 4096 {
+		mem[i] = 1
+	}
+	after, err := processUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procAfter, err := PidUsage(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Faults < before.Faults+2 || procAfter.Faults < procBefore.Faults+2 {
+		t.Errorf("minor faults: getrusage %d -> %d, /proc %d -> %d; want each to grow by at least 2",
+			before.Faults, after.Faults, procBefore.Faults, procAfter.Faults)
+	}
+}
+
 func TestFindProcess(t *testing.T) {
 	pidFile := t.TempDir() + "/server.pid"
 	if err := os.WriteFile(pidFile, []byte("1\n"), 0o644); err != nil {
@@ -148,18 +181,19 @@ func TestWriteTable(t *testing.T) {
 			Queryable: Latencies{N: 30, P50: 2543400 * time.Microsecond, P99: 4523 * time.Millisecond},
 			HTTP:      Latencies{N: 300, P50: 45600 * time.Microsecond, P99: 315800 * time.Microsecond},
 			CPU:       4410 * time.Millisecond, LoadCPU: 300 * time.Millisecond, ClickHouseCPU: 4080 * time.Millisecond, ClickHouseKnown: true,
-			PeakRSS: 996 << 20, LoadPeakRSS: 1500 << 20, LoadPeakRSSOfRun: true, ClickHousePeakRSS: 2100 << 20, ClickHousePeakRSSOfRun: true},
+			PeakRSS: 996 << 20, LoadPeakRSS: 1500 << 20, LoadPeakRSSOfRun: true, ClickHousePeakRSS: 2100 << 20, ClickHousePeakRSSOfRun: true,
+			Faults: 72_150, LoadFaults: 3_000, ClickHouseFaults: 25_499},
 		{Name: "emitter", Events: 1000, Rate: 1234.5, Elapsed: time.Second, Intake: 500 * time.Millisecond,
-			CPU: 15 * time.Millisecond, PeakRSS: 10<<20 + 5, LoadPeakRSS: 7 << 20},
+			CPU: 15 * time.Millisecond, PeakRSS: 10<<20 + 5, LoadPeakRSS: 7 << 20, Faults: 1_234_567},
 	}
 	var b strings.Builder
 	if err := WriteTable(&b, results); err != nil {
 		t.Fatal(err)
 	}
-	want := `| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse |
-|---|---:|---:|---:|---:|---:|---:|---:|
-| HTTP | 300,000 | 40,000 | 60,000 | 2543.4 / 4523.0 ms (n=30) | 45.6 / 315.8 ms | 14.7 / 1.0 / 13.6 | 996 / 1,500 / 2,100 |
-| emitter @ 1,234/s | 1,000 | 1,000 | 2,000 | – | – | 15.0 / 0.0 / – | 10 / 7* / – |
+	want := `| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse | page faults per 1,000 events tokenmeter / load / ClickHouse |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| HTTP | 300,000 | 40,000 | 60,000 | 2543.4 / 4523.0 ms (n=30) | 45.6 / 315.8 ms | 14.7 / 1.0 / 13.6 | 996 / 1,500 / 2,100 | 241 / 10 / 85 |
+| emitter @ 1,234/s | 1,000 | 1,000 | 2,000 | – | – | 15.0 / 0.0 / – | 10 / 7* / – | 1,234,567 / 0 / – |
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteTable:\n got:\n%s\nwant:\n%s", got, want)

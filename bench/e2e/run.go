@@ -49,6 +49,10 @@ type Result struct {
 	// polling); ClickHouseCPU the server's, when ClickHouseKnown.
 	CPU, LoadCPU, ClickHouseCPU time.Duration
 	ClickHouseKnown             bool
+	// Faults, LoadFaults and ClickHouseFaults are the minor page faults of the same processes
+	// during Elapsed (ClickHouse's when ClickHouseKnown). A fresh pipeline process serves
+	// every run, so most of its faults are its first touch of the memory it grows to.
+	Faults, LoadFaults, ClickHouseFaults uint64
 	// PeakRSS is the pipeline process's peak resident set size (VmHWM) in bytes, from its
 	// start until the run's last event was stored: a fresh process serves every run.
 	// LoadPeakRSS is this process's during the run (it holds the pre-generated workload),
@@ -219,9 +223,10 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 		sortStages(res.Stages)
 	}
 	res.Elapsed = end.Sub(start)
-	res.CPU = after.cpu - before.cpu
-	res.LoadCPU = after.load - before.load
-	res.ClickHouseCPU, res.ClickHouseKnown = after.ch-before.ch, before.chOK && after.chOK
+	res.CPU, res.Faults = after.pipeline.CPU-before.pipeline.CPU, after.pipeline.Faults-before.pipeline.Faults
+	res.LoadCPU, res.LoadFaults = after.load.CPU-before.load.CPU, after.load.Faults-before.load.Faults
+	res.ClickHouseCPU, res.ClickHouseKnown = after.ch.CPU-before.ch.CPU, before.chOK && after.chOK
+	res.ClickHouseFaults = after.ch.Faults - before.ch.Faults
 	if res.PeakRSS, err = PidPeakRSS(strconv.Itoa(pl.c.Pid())); err != nil {
 		return err
 	}
@@ -265,19 +270,19 @@ func (b *Bench) waitCount(ctx context.Context, db string, n int) (time.Time, err
 }
 
 type usage struct {
-	cpu, load, ch time.Duration
-	chOK          bool
+	pipeline, load, ch procUsage
+	chOK               bool
 }
 
-// usage reads the CPU time of the pipeline process, of this one (the load generator) and of
-// the ClickHouse server.
+// usage reads what the pipeline process, this one (the load generator) and the ClickHouse
+// server have used so far.
 func (b *Bench) usage(pl *pipeline) usage {
 	var u usage
-	u.cpu, _ = PidCPU(pl.c.Pid())
-	u.load, _ = processCPU()
+	u.pipeline, _ = PidUsage(pl.c.Pid())
+	u.load, _ = processUsage()
 	if b.chPID != 0 {
 		var err error
-		u.ch, err = PidCPU(b.chPID)
+		u.ch, err = PidUsage(b.chPID)
 		u.chOK = err == nil
 	}
 	return u

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +13,8 @@ import (
 // docs/benchmarks.md. A dash marks what a run does not measure.
 func WriteTable(w io.Writer, results []Result) error {
 	var b strings.Builder
-	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse | page faults per 1,000 events tokenmeter / load / ClickHouse |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
 		name := r.Name
 		if r.Rate > 0 {
@@ -26,17 +27,26 @@ func WriteTable(w io.Writer, results []Result) error {
 		if r.HTTP.N > 0 {
 			httpLat = fmt.Sprintf("%s / %s ms", ms(r.HTTP.P50), ms(r.HTTP.P99))
 		}
-		ch := "–"
+		ch, chFaults := "–", "–"
 		if r.ClickHouseKnown {
-			ch = us(r.ClickHouseCPUPerEvent())
+			ch, chFaults = us(r.ClickHouseCPUPerEvent()), perThousand(r.ClickHouseFaults, r.Events)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s | %s / %s / %s |\n",
 			name, thousands(int64(r.Events)), thousands(int64(r.EventsPerSecond())), thousands(int64(r.IntakePerSecond())),
 			queryable, httpLat, us(r.CPUPerEvent()), us(perEvent(r.LoadCPU, r.Events)), ch,
-			mib(r.PeakRSS, true), mib(r.LoadPeakRSS, r.LoadPeakRSSOfRun), mib(r.ClickHousePeakRSS, r.ClickHousePeakRSSOfRun))
+			mib(r.PeakRSS, true), mib(r.LoadPeakRSS, r.LoadPeakRSSOfRun), mib(r.ClickHousePeakRSS, r.ClickHousePeakRSSOfRun),
+			perThousand(r.Faults, r.Events), perThousand(r.LoadFaults, r.Events), chFaults)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// perThousand formats n per 1,000 events, with no decimals.
+func perThousand(n uint64, events int) string {
+	if events <= 0 {
+		return "–"
+	}
+	return thousands(int64(math.Round(float64(n) * 1000 / float64(events))))
 }
 
 // mib formats a peak RSS in MiB; a dash when unknown, and a star when the peak is the
