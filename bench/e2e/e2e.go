@@ -73,6 +73,13 @@ type Config struct {
 	// HeapProfile, when set, makes every run write the pipeline process's in-use heap profile
 	// at its largest Go heap to HeapProfile.<run name>.
 	HeapProfile string
+	// Warmup, when set, is sent to every fresh pipeline, and stored, before the clock starts:
+	// the run then measures a pipeline that has been running — its heap grown, its
+	// de-duplication sets and ClickHouse's tables holding events — as a deployment is for
+	// all but its first minute. A fresh process spends much of its first million events
+	// touching memory for the first time (see docs/benchmarks.md). Its ids must not be the
+	// measured workload's (another generator seed).
+	Warmup *Workload
 	// Logger receives the benchmark's own warnings; nil discards them.
 	Logger *slog.Logger
 }
@@ -177,6 +184,9 @@ func firstAddr(opts *clickhouse.Options) string {
 	}
 	return opts.Addr[0]
 }
+
+// SetWarmup makes every later run send w first (Config.Warmup).
+func (b *Bench) SetWarmup(w *Workload) { b.cfg.Warmup = w }
 
 // ClickHousePID is the pid of the ClickHouse server whose CPU time is measured, 0 if unknown.
 func (b *Bench) ClickHousePID() int { return b.chPID }

@@ -101,6 +101,32 @@ func TestRuns(t *testing.T) {
 	check(r, err, events, 0, 0)
 }
 
+// TestWarmup stores a warm-up workload before the measured one: the run counts only the
+// measured events, waits for both to be stored, and would fail on a count past their sum.
+func TestWarmup(t *testing.T) {
+	const events, batch = 1000, 250
+	b := newBench(t, Config{BatchSize: batch, Timeout: time.Minute})
+	warm, err := Generate(TrafficConfig(time.Now(), 8), 600, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := Generate(TrafficConfig(time.Now(), 9), events, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetWarmup(warm)
+	r, err := b.HTTP(context.Background(), w, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Warmup != warm.Events || r.Events != w.Events || r.HTTP.N != 4 {
+		t.Errorf("warm-up %d events, run %d events in %d requests; want %d, %d in 4", r.Warmup, r.Events, r.HTTP.N, warm.Events, w.Events)
+	}
+	if got := runName(r); got != "HTTP, after "+thousands(int64(warm.Events)) {
+		t.Errorf("run name %q", got)
+	}
+}
+
 // BenchmarkEndToEnd runs the HTTP measurement of cmd/e2e with 100,000 events once per
 // iteration, each on a fresh pipeline and database:
 //

@@ -29,6 +29,9 @@ type Result struct {
 	// Name says which path the events took ("HTTP", "HTTP paced", "emitter").
 	Name   string
 	Events int
+	// Warmup is the number of events the pipeline stored before the clock started
+	// (Config.Warmup).
+	Warmup int
 	// Database is the run's database, dropped when the run ended.
 	Database string
 	// Rate is the target events/s of a paced run; 0 is as fast as possible.
@@ -165,6 +168,16 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 	}
 	res.Database = pl.db
 	defer func() { err = errors.Join(err, pl.stop(b)) }()
+	if w := b.cfg.Warmup; w != nil {
+		warm := Result{Name: res.Name + " warm-up", Events: w.Events}
+		if err := b.send(ctx, pl, w, 0, time.Now(), &warm); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if _, err := b.waitCount(ctx, pl.db, w.Events); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		res.Warmup = w.Events
+	}
 
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
@@ -185,7 +198,7 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 		}
 	})
 	var end time.Time
-	withStage(ctx, StageBench, func(ctx context.Context) { end, err = b.waitCount(ctx, pl.db, res.Events) })
+	withStage(ctx, StageBench, func(ctx context.Context) { end, err = b.waitCount(ctx, pl.db, res.Warmup+res.Events) })
 	after := b.usage(pl)
 	if err != nil {
 		// Where the events that never arrived are waiting.

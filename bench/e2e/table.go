@@ -16,10 +16,7 @@ func WriteTable(w io.Writer, results []Result) error {
 	b.WriteString("| run | events | events/s | intake events/s | accepted→queryable p50 / p99 | HTTP p50 / p99 | CPU µs/event tokenmeter / load / ClickHouse | peak RSS MiB tokenmeter / load / ClickHouse | page faults per 1,000 events tokenmeter / load / ClickHouse |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
-		name := r.Name
-		if r.Rate > 0 {
-			name += " @ " + thousands(int64(r.Rate)) + "/s"
-		}
+		name := runName(r)
 		queryable, httpLat := "–", "–"
 		if r.Queryable.N > 0 {
 			queryable = fmt.Sprintf("%s / %s ms (n=%d)", ms(r.Queryable.P50), ms(r.Queryable.P99), r.Queryable.N)
@@ -39,6 +36,19 @@ func WriteTable(w io.Writer, results []Result) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// runName is the run's name in the tables: its path, its pace, and the events stored before
+// the clock started.
+func runName(r Result) string {
+	name := r.Name
+	if r.Rate > 0 {
+		name += " @ " + thousands(int64(r.Rate)) + "/s"
+	}
+	if r.Warmup > 0 {
+		name += ", after " + thousands(int64(r.Warmup))
+	}
+	return name
 }
 
 // perThousand formats n per 1,000 events, with no decimals.
@@ -139,11 +149,7 @@ func WriteStageTable(w io.Writer, results []Result) error {
 		for _, s := range r.Stages {
 			by[s.Stage] = s.CPU
 		}
-		name := r.Name
-		if r.Rate > 0 {
-			name += " @ " + thousands(int64(r.Rate)) + "/s"
-		}
-		b.WriteString("| " + name)
+		b.WriteString("| " + runName(r))
 		var sum time.Duration
 		for _, c := range cols {
 			sum += by[c]

@@ -36,6 +36,7 @@ func main() {
 type config struct {
 	bench      e2e.Config
 	events     int
+	warmup     int
 	seed       uint64
 	paced      float64
 	rate       float64
@@ -49,6 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	var c config
 	fs.IntVar(&c.events, "events", e2e.DefaultEvents, "lines per run: distinct valid events, 1 % copies of earlier ones, 0.5 % invalid")
+	fs.IntVar(&c.warmup, "warmup", 0, "lines sent to each fresh pipeline, and stored, before the clock starts (another seed's events), to measure a pipeline that has been running")
 	fs.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	fs.IntVar(&c.bench.BatchSize, "batch", e2e.DefaultBatchSize, "events per HTTP request")
 	fs.IntVar(&c.bench.Clients, "clients", e2e.DefaultClients, "concurrent HTTP requests")
@@ -75,6 +77,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.events < 1 {
 		errs = append(errs, fmt.Errorf("events (%d) must be positive", c.events))
+	}
+	if c.warmup < 0 {
+		errs = append(errs, fmt.Errorf("warmup (%d) must not be negative", c.warmup))
 	}
 	if c.paced < 0 || c.paced > 1 {
 		errs = append(errs, fmt.Errorf("paced (%v) must be within [0, 1]", c.paced))
@@ -154,6 +159,16 @@ func measure(ctx context.Context, cfg config, stderr io.Writer) ([]e2e.Result, e
 	}
 	fmt.Fprintf(stderr, "e2e: generated %d lines in %d bodies (%d MiB) in %s: %d distinct valid events, %d copies, %d invalid\n",
 		w.Lines, len(w.Bodies), w.Bytes>>20, time.Since(t0).Round(time.Millisecond), w.Events, w.Copies, w.Invalid)
+
+	if cfg.warmup > 0 {
+		// Another seed: other ids and response ids, the same mix.
+		warm, err := e2e.Generate(e2e.TrafficConfig(time.Now(), cfg.seed+1_000_000), cfg.warmup, cfg.bench.BatchSize)
+		if err != nil {
+			return nil, err
+		}
+		b.SetWarmup(warm)
+		fmt.Fprintf(stderr, "e2e: every run stores %d warm-up events first\n", warm.Events)
+	}
 
 	var results []e2e.Result
 	step := func(r e2e.Result, err error) error {
