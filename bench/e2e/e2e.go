@@ -32,7 +32,7 @@ const (
 	DefaultMarkerEvery = 10
 	DefaultPartitions  = 4
 	DefaultCountPoll   = 50 * time.Millisecond
-	DefaultMarkerPoll  = 25 * time.Millisecond
+	DefaultMarkerPoll  = 100 * time.Millisecond
 	DefaultTimeout     = 2 * time.Minute
 )
 

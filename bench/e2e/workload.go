@@ -14,16 +14,23 @@ import (
 type Workload struct {
 	// Bodies are the request bodies. Sizes[i] is the number of lines in Bodies[i], Accepted[i]
 	// how many of them the collector accepts (valid events and copies of earlier ones) and
-	// Rejected[i] how many it rejects; FirstIDs[i] is the id of its first valid event, which
-	// no earlier body holds (the latency marker).
+	// Rejected[i] how many it rejects; Markers[i] is its first valid event with a provider
+	// response id, which no earlier body holds (the latency marker).
 	Bodies             [][]byte
 	Sizes              []int
 	Accepted, Rejected []int
-	FirstIDs           []string
+	Markers            []Marker
 	// Lines is the number of lines in all bodies, Bytes their size; Events is the number of
 	// distinct valid events among them — what ClickHouse must hold at the end — and Copies
 	// and Invalid the other lines.
 	Lines, Events, Copies, Invalid, Bytes int
+}
+
+// Marker is an event whose arrival in ClickHouse times a body's latency. It is looked up in
+// usage_responses by its provider response: a few index granules, where a lookup by event id
+// reads every stored id (see markers.poll).
+type Marker struct {
+	ID, Provider, ResponseID string
 }
 
 // EventRate is how fast the workload's event time advances: events per second of event time,
@@ -69,7 +76,8 @@ func Generate(gen loadgen.Config, n, batchSize int) (*Workload, error) {
 	items := make([]loadgen.Item, 0, batchSize)
 	for sent := 0; sent < n; sent += len(items) {
 		items = items[:0]
-		first, accepted := "", 0
+		var first Marker
+		accepted := 0
 		for range min(batchSize, n-sent) {
 			it := g.Next()
 			items = append(items, it)
@@ -77,8 +85,8 @@ func Generate(gen loadgen.Config, n, batchSize int) (*Workload, error) {
 			case loadgen.Valid:
 				w.Events++
 				accepted++
-				if first == "" {
-					first = it.Event.ID
+				if first.ID == "" && it.Event.ResponseID != "" {
+					first = Marker{ID: it.Event.ID, Provider: it.Event.Provider, ResponseID: it.Event.ResponseID}
 				}
 			case loadgen.Duplicate:
 				w.Copies++
@@ -87,8 +95,8 @@ func Generate(gen loadgen.Config, n, batchSize int) (*Workload, error) {
 				w.Invalid++
 			}
 		}
-		if first == "" {
-			return nil, fmt.Errorf("generate: body %d holds no new valid event to time its latency by; send larger bodies",
+		if first.ID == "" {
+			return nil, fmt.Errorf("generate: body %d holds no new valid event with a response id to time its latency by; send larger bodies",
 				len(w.Bodies))
 		}
 		body := loadgen.NDJSON(items)
@@ -96,7 +104,7 @@ func Generate(gen loadgen.Config, n, batchSize int) (*Workload, error) {
 		w.Sizes = append(w.Sizes, len(items))
 		w.Accepted = append(w.Accepted, accepted)
 		w.Rejected = append(w.Rejected, len(items)-accepted)
-		w.FirstIDs = append(w.FirstIDs, first)
+		w.Markers = append(w.Markers, first)
 		w.Bytes += len(body)
 	}
 	return w, nil
