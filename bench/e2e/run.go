@@ -551,9 +551,9 @@ func (m *markers) accept(mk Marker, at time.Time) {
 // response_id), where each marker is one index granule: asked by event id, usage_events read
 // every stored id at each poll, 5.2 s of ClickHouse's CPU in a paced run (query_log), nearly
 // as much as its INSERTs. One IN list per partition: ClickHouse prunes it as well as an OR
-// per marker and evaluates it for half the CPU. usage_responses_mv fills the table from the INSERT into
-// usage_events once that table's block is written, so a marker found there is queryable in
-// usage_events.
+// per marker and evaluates it for half the CPU. usage_responses_mv fills the table from the
+// INSERT into usage_events once that table's block is written, so a marker found there is
+// queryable in usage_events.
 func (m *markers) poll(ctx context.Context, b *Bench, db string, partitions int) error {
 	tick := time.NewTicker(b.cfg.MarkerPoll)
 	defer tick.Stop()
