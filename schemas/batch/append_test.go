@@ -3,11 +3,92 @@ package batch
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
+
+// arrowWrites is the IPC stream Arrow's own writer writes for rows.
+func arrowWrites(t testing.TB, rows []Row) []byte {
+	rec := arrowRecord(rows)
+	defer rec.Release()
+	return writeIPC(t, rec)
+}
+
+// randomRows are n rows of random values: any of a row's strings, tags and units may be
+// empty or absent, so that columns and lists of every length meet.
+func randomRows(rng *rand.Rand, n int) []Row {
+	str := func() string {
+		if rng.IntN(3) == 0 {
+			return ""
+		}
+		return strings.Repeat(string(rune('a'+rng.IntN(26))), rng.IntN(40)) + "é"[:rng.IntN(3)]
+	}
+	i64 := func() int64 { return rng.Int64() - rng.Int64() }
+	rows := make([]Row, n)
+	for i := range rows {
+		r := Row{
+			ID: str(), Time: time.UnixMilli(i64() >> 20).UTC(), Received: time.UnixMilli(i64() >> 20).UTC(),
+			Partition: rng.IntN(1 << 16), Provider: str(), Model: str(), Operation: str(),
+			Tokens:      event.Tokens{Input: i64(), Output: i64(), CachedInput: i64(), CacheWrite: i64(), CacheWrite1h: i64(), Reasoning: i64()},
+			ServiceTier: str(), ResponseID: str(), Status: str(), LatencyMS: i64(),
+			Team: str(), Feature: str(), Env: str(), CostCenter: str(), Traffic: str(),
+			WorkflowID: str(), PromptVersion: str(), CacheHit: rng.IntN(2) == 0,
+			Priced: rng.IntN(2) == 0, ModelPriced: str(), PriceVersion: str(), CostPico: i64(), SavingsPico: i64(),
+			Source: str(), Estimated: rng.IntN(2) == 0, EstimateReason: str(),
+		}
+		for range rng.IntN(4) {
+			r.ExtraTags = append(r.ExtraTags, Tag{str(), str()})
+		}
+		for range rng.IntN(3) {
+			r.Units = append(r.Units, Unit{str(), i64(), i64()})
+		}
+		rows[i] = r
+	}
+	return rows
+}
+
+// TestEncodeAsArrowWrites pins the encoder's bytes to those Arrow's ipc.Writer writes for the
+// same rows — as Encode wrote them before it wrote them itself, and as every stage decodes
+// them — for rows of every shape, after a prefix of every alignment, and checks that they
+// decode to the rows.
+func TestEncodeAsArrowWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	sets := [][]Row{nil, {{}}, {{ID: "s", Time: t0, Received: t0}}, testRows(), benchRows(1), benchRows(300)}
+	for _, n := range []int{1, 2, 7, 8, 9, 63, 64, 65, 1000} {
+		sets = append(sets, randomRows(rng, n))
+	}
+	for i, rows := range sets {
+		want := arrowWrites(t, rows)
+		for _, prefix := range []string{"", "p", "tmS2", "prefix7"} {
+			got, err := AppendEncoded([]byte(prefix), rows)
+			if err != nil {
+				t.Fatalf("set %d (%d rows): %v", i, len(rows), err)
+			}
+			if !bytes.HasPrefix(got, []byte(prefix)) || !bytes.Equal(got[len(prefix):], want) {
+				t.Fatalf("set %d (%d rows) after %q: %d bytes unlike the %d Arrow writes (first difference at %d)",
+					i, len(rows), prefix, len(got)-len(prefix), len(want), firstDiff(got[len(prefix):], want))
+			}
+		}
+		got, err := Decode(want)
+		if err != nil || (len(rows) > 0 && !reflect.DeepEqual(got, rows)) || len(got) != len(rows) {
+			t.Fatalf("set %d: decoded %d rows (%v), unlike the %d encoded", i, len(got), err, len(rows))
+		}
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
 
 // TestAppendEncoded checks that AppendEncoded writes what Encode writes, after what dst
 // holds, and that the streams of one buffer decode to their rows.
@@ -37,57 +118,73 @@ func TestAppendEncoded(t *testing.T) {
 	}
 }
 
-// TestAppendEncodedReusesScratch encodes full rows, sparse ones, then full ones again: the
-// buffers of one record are those of the one before (scratches), and nothing of the earlier
-// rows (a true flag, a unit, a tag) may show through in the later ones.
-func TestAppendEncodedReusesScratch(t *testing.T) {
+// TestAppendEncodedReuse encodes full rows, sparse ones, then full ones again into one
+// buffer used again (as the collector and the enricher use theirs), with the pooled encoder:
+// nothing of the earlier rows (a true flag, a unit, a tag, padding) may show through in the
+// later ones.
+func TestAppendEncodedReuse(t *testing.T) {
 	full := benchRows(300)
 	sparse := make([]Row, 5)
 	for i := range sparse {
 		sparse[i] = Row{ID: fmt.Sprintf("s%d", i), Time: t0, Received: t0}
 	}
+	var buf []byte
 	for i, rows := range [][]Row{full, sparse, full, sparse[:1]} {
-		data, err := AppendEncoded(nil, rows)
-		if err != nil {
+		var err error
+		if buf, err = AppendEncoded(buf[:0], rows); err != nil {
 			t.Fatal(err)
 		}
-		got, err := Decode(data)
-		if err != nil || !reflect.DeepEqual(got, rows) {
-			t.Fatalf("encoding %d: decoded %d rows (%v), unlike the %d encoded", i, len(got), err, len(rows))
+		if want := arrowWrites(t, rows); !bytes.Equal(buf, want) {
+			t.Fatalf("encoding %d: %d bytes unlike the %d Arrow writes (first difference at %d)", i, len(buf), len(want), firstDiff(buf, want))
 		}
 	}
 }
 
-// TestAppendEncodedStreams checks that the streams one stream (one ipc.Writer) writes are
-// byte for byte those of a writer of their own each, as Encode wrote them before (and as
-// every stage decodes them), and so are AppendEncoded's.
-func TestAppendEncodedStreams(t *testing.T) {
-	sparse := []Row{{ID: "s", Time: t0, Received: t0}}
-	var s stream
-	for i, rows := range [][]Row{benchRows(300), sparse, testRows(), benchRows(1), sparse} {
-		rec := Record(rows)
-		var shared bytes.Buffer
-		if err := s.write(&shared, rec); err != nil {
-			t.Fatal(err)
+// FuzzEncode encodes rows of the fuzzer's choosing — strings of any bytes, any numbers — and
+// wants Arrow's bytes and the rows back.
+func FuzzEncode(f *testing.F) {
+	f.Add(uint64(1), uint8(3), "evt", "openai", int64(12))
+	f.Add(uint64(7), uint8(0), "", "", int64(-1))
+	f.Fuzz(func(t *testing.T, seed uint64, n uint8, id, model string, tokens int64) {
+		rows := randomRows(rand.New(rand.NewPCG(seed, 0)), int(n))
+		for i := range rows {
+			rows[i].ID, rows[i].Model, rows[i].Tokens.Input = id, model, tokens
+			rows[i].ExtraTags = append(rows[i].ExtraTags, Tag{model, id})
 		}
-		var want bytes.Buffer
-		w := ipc.NewWriter(&want, ipc.WithSchema(Schema))
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		rec.Release()
-		if !bytes.Equal(shared.Bytes(), want.Bytes()) {
-			t.Errorf("stream %d: %d bytes unlike the %d of a writer of its own", i, shared.Len(), want.Len())
-		}
-		got, err := AppendEncoded(nil, rows)
+		got, err := Encode(rows)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, want.Bytes()) {
-			t.Errorf("stream %d: AppendEncoded wrote %d bytes unlike the %d of a writer of its own", i, len(got), want.Len())
+		if want := arrowWrites(t, rows); !bytes.Equal(got, want) {
+			t.Fatalf("%d rows: %d bytes unlike the %d Arrow writes (first difference at %d)", len(rows), len(got), len(want), firstDiff(got, want))
+		}
+		back, err := Decode(got)
+		if err != nil || len(back) != len(rows) || (len(rows) > 0 && !reflect.DeepEqual(back, rows)) {
+			t.Fatalf("decoded %d rows (%v), unlike the %d encoded", len(back), err, len(rows))
+		}
+	})
+}
+
+// TestBodySize checks that bodySize holds every body, so that encoding grows its buffer once
+// and never copies it, and that it asks for little more than the body takes.
+func TestBodySize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	sets := [][]Row{nil, {{}}, testRows(), benchRows(1000)}
+	for _, n := range []int{1, 5, 100, 1000} {
+		sets = append(sets, randomRows(rng, n))
+	}
+	for i, rows := range sets {
+		data, err := Encode(rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, _ := schemaVersions()
+		body := len(data) - len(vs[len(vs)-1].message) - 8 - metaSize(len(rows) > 0) - len(endOfStream)
+		if size := bodySize(rows); size < body || size > body+107*(4+7)+len(rows)*8 {
+			t.Errorf("set %d (%d rows): bodySize = %d for a body of %d", i, len(rows), size, body)
+		}
+		if allocs := testing.AllocsPerRun(10, func() { _, _ = Encode(rows) }); allocs != 1 {
+			t.Errorf("set %d (%d rows): Encode allocates %v times, want once (its buffer)", i, len(rows), allocs)
 		}
 	}
 }

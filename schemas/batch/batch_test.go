@@ -88,7 +88,7 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 	for _, k := range released {
 		t.Run(fmt.Sprintf("%d columns", k), func(t *testing.T) {
 			rows := testRows()
-			rec := Record(rows)
+			rec := arrowRecord(rows)
 			defer rec.Release()
 			got, err := Decode(firstColumns(t, rec, k))
 			if err != nil {
@@ -111,7 +111,7 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 		})
 	}
 	// A schema that is not a released one — here the first column only — is refused.
-	rec := Record(testRows())
+	rec := arrowRecord(testRows())
 	defer rec.Release()
 	if _, err := Decode(firstColumns(t, rec, 1)); err == nil || !strings.Contains(err.Error(), "does not start with the schema message") {
 		t.Fatalf("Decode(one column) error = %v, want the schema refused", err)
@@ -122,15 +122,7 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 func firstColumns(t *testing.T, rec arrow.Record, k int) []byte {
 	old := array.NewRecord(arrow.NewSchema(Schema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
 	defer old.Release()
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(old.Schema()))
-	if err := w.Write(old); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return writeIPC(t, old)
 }
 
 func TestOutranks(t *testing.T) {
@@ -233,15 +225,7 @@ func TestDecodeErrors(t *testing.T) {
 		b.Field(0).(*array.StringBuilder).Append("evt_1")
 		rec := b.NewRecord()
 		defer rec.Release()
-		var buf bytes.Buffer
-		w := ipc.NewWriter(&buf, ipc.WithSchema(s))
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
+		return writeIPC(t, rec)
 	}()
 	for _, tc := range []struct {
 		name string
@@ -372,9 +356,9 @@ func TestTierFallback(t *testing.T) {
 
 // TestDecodeUnitMismatch: a row whose unit lists differ in length is refused, naming it.
 func TestDecodeUnitMismatch(t *testing.T) {
-	rec := Record([]Row{fullRow()})
+	rec := arrowRecord([]Row{fullRow()})
 	defer rec.Release()
-	other := Record([]Row{{Units: []Unit{{Key: "requests", Count: 1}}}})
+	other := arrowRecord([]Row{{Units: []Unit{{Key: "requests", Count: 1}}}})
 	defer other.Release()
 	cols := slices.Clone(rec.Columns())
 	cols[colUnitCounts] = other.Column(colUnitCounts)

@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/apache/arrow/go/v17/arrow/ipc"
 )
 
 // A record another Arrow writer wrote from a slice of a larger one: its offsets may not start
@@ -16,19 +14,11 @@ func TestDecodeSlicedRecord(t *testing.T) {
 	if len(rows) < 3 {
 		t.Fatalf("testRows() has %d rows, want at least 3", len(rows))
 	}
-	rec := Record(rows)
+	rec := arrowRecord(rows)
 	defer rec.Release()
 	slice := rec.NewSlice(1, int64(len(rows)))
 	defer slice.Release()
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
-	if err := w.Write(slice); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Decode(buf.Bytes())
+	got, err := Decode(writeIPC(t, slice))
 	if err != nil {
 		t.Fatal(err)
 	}
