@@ -113,7 +113,27 @@ type Filter struct {
 	// keys and rkeys hold the id and response keys of Fresh's rows, reused from batch to
 	// batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
-	recent      *recent
+	// written holds, for each row Fresh returned (and Landed kept of them), what Remember
+	// records of it: hashing a row again there cost as much as Fresh's own hashing.
+	written []written
+	recent  *recent
+}
+
+// written is what Remember records of a row: its id's key and content fingerprint, and its
+// response's key (zero without a response id), with the id they were computed for.
+type written struct {
+	id      string
+	key, rk keyset.Key
+	fp      uint64
+}
+
+// writtenOf is what Remember records of r, computed.
+func writtenOf(r *batch.Row) written {
+	w := written{id: r.ID, key: keyset.KeyOf(r.ID), fp: Fingerprint(r)}
+	if r.ResponseID != "" {
+		w.rk = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
+	}
+	return w
 }
 
 // NewFilter returns a filter with empty sets of the given window, looking up in store.
@@ -143,14 +163,19 @@ func (f *Filter) Expire() (ids, responses int) { return f.ids.Expire(), f.resp.E
 // Load records an event that ClickHouse holds, received at ingested: what the writer reads
 // at start-up (events ingested, or timed, within the window).
 func (f *Filter) Load(id, provider, responseID string, ingested, eventTime time.Time) {
-	f.load(keyset.KeyOf(id), provider, responseID, ingested, eventTime)
+	var rk keyset.Key
+	if responseID != "" {
+		rk = keyset.ResponseKeyOf(provider, responseID)
+	}
+	f.load(keyset.KeyOf(id), rk, responseID != "", ingested, eventTime)
 }
 
-func (f *Filter) load(key keyset.Key, provider, responseID string, ingested, eventTime time.Time) {
+// load records an id's key, and its response's key rk when hasResponse.
+func (f *Filter) load(key, rk keyset.Key, hasResponse bool, ingested, eventTime time.Time) {
 	at := KeptFrom(ingested, eventTime)
 	f.ids.Add(key, at, eventTime)
-	if responseID != "" {
-		f.resp.Add(keyset.ResponseKeyOf(provider, responseID), at, eventTime)
+	if hasResponse {
+		f.resp.Add(rk, at, eventTime)
 	}
 }
 
@@ -161,18 +186,21 @@ func (f *Filter) Uncover(eventTime time.Time) {
 	f.resp.Uncover(eventTime)
 }
 
-// Remember records rows as written: call it once ClickHouse holds them.
+// Remember records rows as written: call it once ClickHouse holds them. For the rows Fresh
+// returned, or Landed kept of them, it uses the keys Fresh computed; any other row is hashed.
 func (f *Filter) Remember(rows []batch.Row) {
 	for i := range rows {
 		r := &rows[i]
-		k := keyset.KeyOf(r.ID)
-		fp, ok := f.seen[k] // Fresh's, for the rows it let through
-		if !ok {
-			fp = Fingerprint(r)
+		var w written
+		if i < len(f.written) && f.written[i].id == r.ID {
+			w = f.written[i]
+		} else {
+			w = writtenOf(r)
 		}
-		f.recent.add(k, fp)
-		f.load(k, r.Provider, r.ResponseID, r.Received, r.Time)
+		f.recent.add(w.key, w.fp)
+		f.load(w.key, w.rk, r.ResponseID != "", r.Received, r.Time)
 	}
+	f.written = f.written[:0]
 }
 
 // Fresh returns the rows of batch that ClickHouse does not hold, reusing batch's array: it
@@ -271,6 +299,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	var conflicts []Conflict
 	var decisions []Decision
 	fresh := rows[:0]
+	f.written = f.written[:0]
 	for i := range rows {
 		r := &rows[i]
 		fp := Fingerprint(r)
@@ -286,9 +315,9 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			}
 			continue
 		}
+		var rk keyset.Key
 		if r.ResponseID != "" {
-			rk := rkeys[i]
-			if rk == (keyset.Key{}) {
+			if rk = rkeys[i]; rk == (keyset.Key{}) {
 				rk = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
 			}
 			if j, taken := f.seenResp[rk]; taken && j >= 0 {
@@ -297,9 +326,10 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 				// dropped the same way, rather than compared with a copy never written.
 				if k := &fresh[j]; r.Outranks(k) {
 					decisions = append(decisions, Decision{Kept: *r, Dropped: *k})
-					delete(f.seen, keyset.KeyOf(k.ID))
+					delete(f.seen, f.written[j].key)
 					f.seen[keys[i]] = fp
 					*k = *r
+					f.written[j] = written{id: r.ID, key: keys[i], rk: rk, fp: fp}
 				} else if differ(r, k) {
 					decisions = append(decisions, Decision{Kept: *k, Dropped: *r})
 				}
@@ -320,6 +350,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			f.seenResp[rk] = len(fresh)
 		}
 		f.seen[keys[i]] = fp
+		f.written = append(f.written, written{id: r.ID, key: keys[i], rk: rk, fp: fp})
 		fresh = append(fresh, *r)
 	}
 	return fresh, conflicts, decisions, c, nil
@@ -345,23 +376,31 @@ func (f *Filter) Landed(ctx context.Context, rows []batch.Row) ([]batch.Row, []C
 	}
 	var conflicts []Conflict
 	kept := rows[:0]
+	keptKeys := f.written[:0]
 	for i := range rows {
 		r := &rows[i]
+		var w written
+		if i < len(f.written) && f.written[i].id == r.ID {
+			w = f.written[i]
+		} else {
+			w = writtenOf(r)
+		}
 		fp, ok := stored[r.ID]
 		if ok {
-			k := keyset.KeyOf(r.ID)
-			f.recent.add(k, fp)
-			f.load(k, r.Provider, r.ResponseID, r.Received, r.Time)
+			f.recent.add(w.key, fp)
+			f.load(w.key, w.rk, r.ResponseID != "", r.Received, r.Time)
 		}
 		switch {
 		case !ok:
 			kept = append(kept, *r)
+			keptKeys = append(keptKeys, w)
 		case fp != Fingerprint(r):
 			conflicts = append(conflicts, Conflict{Row: *r, Stored: fp, Got: Fingerprint(r)})
 		default:
 			c.Duplicates++
 		}
 	}
+	f.written = keptKeys
 	return kept, conflicts, c, nil
 }
 

@@ -459,3 +459,65 @@ func BenchmarkRemember(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
 }
+
+// Remember records what Fresh computed for the rows it returned — also after Landed kept
+// part of them, and for a report that replaced an earlier one of its call in the batch — and
+// hashes any other row itself: a later batch of copies under the same ids, and of reports of
+// the same calls under other ids, is dropped from the sets alone, without a lookup.
+func TestRememberKeys(t *testing.T) {
+	report := func(id, resp, source string, input int64) batch.Row {
+		r := usage(id, now0, input)
+		r.ResponseID, r.Source = resp, source
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		landed bool // an INSERT of unknown outcome: Landed, with c already stored, in between
+		other  bool // Remember is given rows Fresh did not return
+	}{{"fresh", false, false}, {"landed", true, false}, {"other rows", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := &table{}
+			f := NewFilter(time.Hour, func() time.Time { return now0 }, db)
+			// b2 outranks b (an authenticated source) and takes its place in the batch.
+			rows := []batch.Row{report("a", "r-a", "", 1), report("b", "r-b", "", 2),
+				report("b2", "r-b", batch.SourceKey+"k", 2), report("c", "r-c", "", 3), usage("d", now0, 4)}
+			kept, _, _, _, err := f.Fresh(context.Background(), rows)
+			if err != nil || len(kept) != 4 || kept[1].ID != "b2" {
+				t.Fatalf("Fresh kept %v (%v), want a, b2, c, d", kept, err)
+			}
+			if tc.landed {
+				db.rows = append(db.rows, kept[2])
+				if kept, _, _, err = f.Landed(context.Background(), kept); err != nil || len(kept) != 3 {
+					t.Fatalf("Landed kept %v (%v), want a, b2, d", kept, err)
+				}
+			}
+			if tc.other {
+				kept = slices.Clone(kept)
+				kept[0].ID, kept[0].ResponseID = "a-other", "r-a-other"
+			}
+			db.rows = append(db.rows, kept...)
+			f.Remember(kept)
+			lookups := db.events
+			var again []batch.Row
+			for _, r := range kept {
+				again = append(again, r, report(r.ID+"-copy", r.ResponseID, "", r.Tokens.Input))
+			}
+			got, cs, _, c, err := f.Fresh(context.Background(), again)
+			var want []string
+			for _, r := range kept {
+				if r.ResponseID == "" {
+					want = append(want, r.ID+"-copy") // a new event: no call ties it to d
+				}
+			}
+			var ids []string
+			for _, r := range got {
+				ids = append(ids, r.ID)
+			}
+			if err != nil || !slices.Equal(ids, want) || len(cs) != 0 || db.events != lookups ||
+				c.Duplicates != len(kept) || c.IDRecalled != len(kept) {
+				t.Fatalf("Fresh of copies kept %v (%v), conflicts %v, counts %+v, %d ids looked up; want %v, every copy recalled, no lookup",
+					ids, err, cs, c, db.events-lookups, want)
+			}
+		})
+	}
+}
