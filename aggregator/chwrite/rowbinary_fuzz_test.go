@@ -182,7 +182,11 @@ func FuzzAppendRows(f *testing.F) {
 		next := batch.Row{ID: "sentinel", Time: time.Unix(1_764_000_000, 0).UTC(), Received: time.Unix(1_764_000_001, 0).UTC(),
 			Provider: "openai", Model: "gpt-4o", Team: "audit", CostPico: 42, Priced: true, LatencyMS: 5}
 		rows := []batch.Row{hostile, next}
-		got, err := decodeRowBinary(appendRows(nil, 3, rows), len(rows))
+		data := appendRows(nil, 3, rows)
+		if size := rowsSize(rows); size != len(data) {
+			t.Fatalf("rowsSize = %d, appendRows wrote %d bytes", size, len(data))
+		}
+		got, err := decodeRowBinary(data, len(rows))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,6 +203,21 @@ func FuzzAppendRows(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRowsSize checks that rowsSize is exactly what appendRows writes, so that an INSERT's
+// buffer is grown once: for rows without tags or units, with both, and with strings whose
+// lengths take one, two and three bytes.
+func TestRowsSize(t *testing.T) {
+	full := batch.Row{ID: "evt_1", Time: time.Unix(1_764_000_000, 0).UTC(), Provider: "openai", Model: "gpt-4o",
+		ExtraTags: []batch.Tag{{Key: "customer", Value: "acme"}, {Key: "region", Value: strings.Repeat("r", 127)}},
+		Units:     []batch.Unit{{Key: "web_search_calls", Count: 3, CostPico: 30}}, PriceVersion: strings.Repeat("v", 128),
+		EstimateReason: strings.Repeat("e", 16384), Source: strings.Repeat("s", 16383)}
+	for i, rows := range [][]batch.Row{nil, {{}}, {full}, {{}, full, {ID: "x"}}} {
+		if got, want := rowsSize(rows), len(appendRows(nil, 1, rows)); got != want {
+			t.Errorf("rows %d: rowsSize = %d, appendRows wrote %d bytes", i, got, want)
+		}
+	}
 }
 
 // batchTokens spreads one fuzzed count over every token field, negative values included
