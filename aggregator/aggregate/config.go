@@ -23,8 +23,14 @@ const (
 	DefaultClickHouseDSN = chconfig.DefaultDSN
 	DefaultDatabase      = chconfig.DefaultDatabase
 	DefaultBatchMaxRows  = 50_000
-	DefaultBatchMaxWait  = 200 * time.Millisecond
-	DefaultDedupWindow   = time.Hour
+	// DefaultBatchMaxWait: every INSERT costs ClickHouse a part in usage_events and each
+	// roll-up, and their merges, whatever its rows. With 200 ms, ClickHouse spent 60.1 µs an
+	// event at 10,000 events/s and 29.7 at 40,000; with 500 ms 39.4 and 20.6. The p99 from
+	// accept to queryable rose from 0.5 to 1.0 s at 10,000 events/s and fell at 50,000 (2.7
+	// and 5.9 s → 1.6 and 3.4 s), where less ClickHouse work left the pipeline the CPU it
+	// needed (docs/benchmarks.md, session 13).
+	DefaultBatchMaxWait = 500 * time.Millisecond
+	DefaultDedupWindow  = time.Hour
 	// DefaultDedupMaxBytes: at keyset.BytesPerKey (12) a key and two keys an event, 11 million
 	// events of the window — an hour at 3,100 events/s — before the window shortens.
 	DefaultDedupMaxBytes = 256 << 20
