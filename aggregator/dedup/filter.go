@@ -127,8 +127,12 @@ type written struct {
 	fp      uint64
 }
 
-// writtenOf is what Remember records of r, computed.
-func writtenOf(r *batch.Row) written {
+// writtenAt is what Remember records of r, the i-th row given: what Fresh computed when r is
+// the i-th row it returned (or Landed kept), else computed now.
+func (f *Filter) writtenAt(i int, r *batch.Row) written {
+	if i < len(f.written) && f.written[i].id == r.ID {
+		return f.written[i]
+	}
 	w := written{id: r.ID, key: keyset.KeyOf(r.ID), fp: Fingerprint(r)}
 	if r.ResponseID != "" {
 		w.rk = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
@@ -191,12 +195,7 @@ func (f *Filter) Uncover(eventTime time.Time) {
 func (f *Filter) Remember(rows []batch.Row) {
 	for i := range rows {
 		r := &rows[i]
-		var w written
-		if i < len(f.written) && f.written[i].id == r.ID {
-			w = f.written[i]
-		} else {
-			w = writtenOf(r)
-		}
+		w := f.writtenAt(i, r)
 		f.recent.add(w.key, w.fp)
 		f.load(w.key, w.rk, r.ResponseID != "", r.Received, r.Time)
 	}
@@ -379,12 +378,7 @@ func (f *Filter) Landed(ctx context.Context, rows []batch.Row) ([]batch.Row, []C
 	keptKeys := f.written[:0]
 	for i := range rows {
 		r := &rows[i]
-		var w written
-		if i < len(f.written) && f.written[i].id == r.ID {
-			w = f.written[i]
-		} else {
-			w = writtenOf(r)
-		}
+		w := f.writtenAt(i, r)
 		fp, ok := stored[r.ID]
 		if ok {
 			f.recent.add(w.key, fp)
@@ -394,8 +388,8 @@ func (f *Filter) Landed(ctx context.Context, rows []batch.Row) ([]batch.Row, []C
 		case !ok:
 			kept = append(kept, *r)
 			keptKeys = append(keptKeys, w)
-		case fp != Fingerprint(r):
-			conflicts = append(conflicts, Conflict{Row: *r, Stored: fp, Got: Fingerprint(r)})
+		case fp != w.fp:
+			conflicts = append(conflicts, Conflict{Row: *r, Stored: fp, Got: w.fp})
 		default:
 			c.Duplicates++
 		}

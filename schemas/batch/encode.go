@@ -156,50 +156,29 @@ func (e *encoder) bools(rows []Row, get func(*Row) bool) {
 	e.buffer(from)
 }
 
-// tags writes the list column of get(tag) for the extra tags of every row.
-func (e *encoder) tags(rows []Row, get func(Tag) string) {
+// lists writes the list offsets of a list column whose row r holds count(r) values, and the
+// node of its values, and returns the number of values.
+func (e *encoder) lists(rows []Row, count func(*Row) int) int {
 	e.node(len(rows))
-	lists := e.offsets(len(rows))
+	at := e.offsets(len(rows))
 	k := 0
 	for i := range rows {
-		k += len(rows[i].ExtraTags)
-		e.put(lists, i+1, k)
-	}
-	e.node(k)
-	at := e.offsets(k)
-	from := len(e.out)
-	k = 0
-	for i := range rows {
-		for _, t := range rows[i].ExtraTags {
-			e.out = append(e.out, get(t)...)
-			k++
-			e.put(at, k, len(e.out)-from)
-		}
-	}
-	e.buffer(from)
-}
-
-// units writes the list offsets of a unit column, and the node of its values, and returns
-// the number of values.
-func (e *encoder) units(rows []Row) int {
-	e.node(len(rows))
-	lists := e.offsets(len(rows))
-	k := 0
-	for i := range rows {
-		k += len(rows[i].Units)
-		e.put(lists, i+1, k)
+		k += count(&rows[i])
+		e.put(at, i+1, k)
 	}
 	e.node(k)
 	return k
 }
 
-func (e *encoder) unitKeys(rows []Row) {
-	at := e.offsets(e.units(rows))
+// stringLists writes a list column of strings: row r's list is item(r, j) for j below count(r).
+func (e *encoder) stringLists(rows []Row, count func(*Row) int, item func(*Row, int) string) {
+	at := e.offsets(e.lists(rows, count))
 	from := len(e.out)
 	k := 0
 	for i := range rows {
-		for _, u := range rows[i].Units {
-			e.out = append(e.out, u.Key...)
+		r := &rows[i]
+		for j := range count(r) {
+			e.out = append(e.out, item(r, j)...)
 			k++
 			e.put(at, k, len(e.out)-from)
 		}
@@ -207,8 +186,11 @@ func (e *encoder) unitKeys(rows []Row) {
 	e.buffer(from)
 }
 
+func tagCount(r *Row) int  { return len(r.ExtraTags) }
+func unitCount(r *Row) int { return len(r.Units) }
+
 func (e *encoder) unitInts(rows []Row, get func(*Unit) int64) {
-	e.units(rows)
+	e.lists(rows, unitCount)
 	from := len(e.out)
 	for i := range rows {
 		for j := range rows[i].Units {
@@ -247,8 +229,8 @@ func (e *encoder) columns(rows []Row) {
 	e.strings(rows, func(r *Row) string { return r.Env })
 	e.strings(rows, func(r *Row) string { return r.CostCenter })
 	e.strings(rows, func(r *Row) string { return r.Traffic })
-	e.tags(rows, func(t Tag) string { return t.Key })
-	e.tags(rows, func(t Tag) string { return t.Value })
+	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Key })
+	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Value })
 	e.strings(rows, func(r *Row) string { return r.WorkflowID })
 	e.strings(rows, func(r *Row) string { return r.PromptVersion })
 	e.bools(rows, func(r *Row) bool { return r.CacheHit })
@@ -258,7 +240,7 @@ func (e *encoder) columns(rows []Row) {
 	e.int64s(rows, func(r *Row) int64 { return r.CostPico })
 	e.int64s(rows, func(r *Row) int64 { return r.SavingsPico })
 	e.strings(rows, func(r *Row) string { return r.Source })
-	e.unitKeys(rows)
+	e.stringLists(rows, unitCount, func(r *Row, j int) string { return r.Units[j].Key })
 	e.unitInts(rows, func(u *Unit) int64 { return u.Count })
 	e.unitInts(rows, func(u *Unit) int64 { return u.CostPico })
 	e.bools(rows, func(r *Row) bool { return r.Estimated })
