@@ -39,8 +39,11 @@ var errLeaseLapsed = errors.New("the partition's lease lapsed before the batch w
 // pending is a batch: decoded rows and the messages they came from, to ack once the rows are
 // in ClickHouse, and the conflicts found while filtering it, to dead-letter before the ack.
 type pending struct {
-	msgs      []jetstream.Msg
-	rows      []batch.Row
+	msgs []jetstream.Msg
+	rows []batch.Row
+	// written is how many rows of the array from its start decoding may have written: take
+	// filters in place, so rows past len hold events too, and recycle clears up to here.
+	written   int
 	conflicts []dedup.Conflict
 }
 
@@ -362,10 +365,12 @@ func roomFor(rows []batch.Row, perMsg, limit int) []batch.Row {
 // event's strings alive): a batch of 64,000 rows is some 30 MB, which fetch otherwise
 // allocated anew, and the garbage collector cleared, for every batch. Nothing holds the
 // rows once flush returned: Group.Insert returns after its INSERT, and conflicts and
-// decisions hold copies.
+// decisions hold copies. It clears the rows decoding wrote, not the whole array: a batch
+// that closes on BatchMaxWait, as every batch does below the maximum rate, fills a fraction
+// of an array grown for a full one, and clearing all 30 MB of it cost more than decoding.
 func (wk *worker) recycle(b *pending) {
-	rows := b.rows[:cap(b.rows)] // take filters in place: rows past len were written too
-	clear(rows)
+	rows := b.rows[:cap(b.rows)]
+	clear(rows[:min(b.written, len(rows))])
 	select {
 	case wk.free <- rows[:0]:
 	default:
@@ -379,9 +384,11 @@ func (wk *worker) take(b *pending, msg jetstream.Msg) {
 	n := len(b.rows)
 	rows, err := wk.decode(b.rows, msg)
 	if err != nil {
+		b.written = cap(b.rows) // the rows decoded before the error are past len
 		wk.deadLetter(msg, err)
 		return
 	}
+	b.written = max(b.written, len(rows))
 	// The message's rows follow the batch's; the good ones are kept in place.
 	good := rows[:n]
 	var bad []batch.Row
