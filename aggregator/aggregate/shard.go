@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/sony/gobreaker"
 	"github.com/tokenmeter/tokenmeter/aggregator/chwrite"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 )
 
 // A shard is where a set of partitions is written: the single server, or in cluster mode
@@ -185,12 +187,10 @@ func (a *Aggregator) shards(owned []int) ([]*shard, func(), error) {
 		r := &replica{addr: a.chOpts.Addr[0], conn: conn, inserts: chwrite.NewGroup(in, len(a.cfg.Owned), a.cfg.BatchMaxWait)}
 		return []*shard{{db: a.cfg.Database, breaker: a.chBreaker, replicas: []*replica{r}}}, closeAll, nil
 	}
-	// Replicated tables de-duplicate an inserted block identical to one of the last 100
-	// (insert_deduplicate, on by default), and so do the blocks the materialized views write:
-	// two INSERTs of different events can roll up to identical spend_1m blocks (same minute,
-	// group, counts and cost), and repair rows can repeat. Every block we write is new by
-	// construction (the de-duplication sets), so ClickHouse's own de-duplication could only
-	// drop legitimate rows; it is turned off on every connection of the cluster.
+	// Replicated tables de-duplicate an inserted block identical to a recent one, and so do
+	// the blocks the materialized views write; repair rows can repeat too. Every block we
+	// write is new by construction, so that is turned off on every connection of the cluster
+	// (chcluster.WriteOptions), the HTTP INSERTs' included.
 	settings := url.Values{"insert_deduplicate": {"0"}}
 	var out []*shard
 	for n, rs := range l.Shards {
@@ -198,10 +198,8 @@ func (a *Aggregator) shards(owned []int) ([]*shard, func(), error) {
 		for _, rep := range rs {
 			opts := *a.chOpts
 			opts.Addr = []string{rep.Addr}
-			opts.Settings = clickhouse.Settings{"insert_deduplicate": 0}
-			for k, v := range a.chOpts.Settings {
-				opts.Settings[k] = v
-			}
+			opts.Settings = maps.Clone(a.chOpts.Settings)
+			chcluster.WriteOptions(&opts)
 			conn, err := clickhouse.Open(&opts)
 			if err != nil {
 				closeAll()

@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker"
 
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
 	"github.com/tokenmeter/tokenmeter/stage/chconfig"
@@ -155,6 +156,7 @@ func New(cfg Config, nc *nats.Conn) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outcome writer config: ClickHouseDSN %q: %w", redact.DSN(cfg.ClickHouseDSN), redact.DSNError(err, cfg.ClickHouseDSN))
 	}
+	chcluster.WriteOptions(opts)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream context: %w", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -240,4 +241,21 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := New(Config{}, nil); err == nil || !strings.Contains(err.Error(), "nil NATS connection") {
 		t.Errorf("New(nil conn) error = %v", err)
 	}
+}
+
+// TestWritesAreNotDeduplicated: on a cluster the outcome writer inserts through a Distributed
+// table, where a Replicated table would drop a block identical to a recent one, and reads back
+// what it wrote; its connection turns de-duplication off and inserts synchronously itself.
+func TestWritesAreNotDeduplicated(t *testing.T) {
+	e := newEnv(t)
+	w, err := New(Config{ClickHouseDSN: chtest.DSN(), Database: e.db}, e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(w.chOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	chtest.CheckWriterSettings(t, conn)
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/alerter/silence"
 	"github.com/tokenmeter/tokenmeter/alerter/state"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/kv"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
@@ -151,6 +152,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 		return nil, errors.New("new alerter: the NATS connection is nil")
 	}
 	opts, _ := clickhouse.ParseDSN(cfg.ClickHouseDSN)
+	chcluster.WriteOptions(opts)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)

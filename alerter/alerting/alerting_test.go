@@ -374,3 +374,12 @@ func TestReloadRefusesBrokenFileAndKeepsRules(t *testing.T) {
 		t.Errorf("after a good reload, above = %d", r[0].Above)
 	}
 }
+
+// TestClickHouseWritesAreNotDeduplicated: the alerter writes alert_history through Distributed
+// tables on a cluster, where a Replicated table would drop a block identical to a recent one;
+// its connection turns that off itself (chcluster.WriteOptions), with no DSN setting needed.
+func TestClickHouseWritesAreNotDeduplicated(t *testing.T) {
+	e := newEnv(t, strings.Replace(burstRules, "%s", "http://127.0.0.1:1", 1))
+	a, _ := e.start()
+	chtest.CheckWriterSettings(t, a.ch)
+}

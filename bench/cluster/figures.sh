@@ -33,5 +33,5 @@ for n in $(printf '%s\n' "${!pid[@]}" | sort); do
   printf '%-12s %6.1f us/event\n' "$n" "$(echo "($(cpu "${pid[$n]}") - ${before[$n]}) * $tick_us / $stored" | bc -l)"
 done
 bin/tokenmeter reconcile -nats nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224 \
-  -clickhouse 'clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304?insert_deduplicate=0&insert_distributed_sync=1' \
+  -clickhouse 'clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304' \
   -database tokenmeter

@@ -29,9 +29,9 @@ if [[ -n ${TOKENMETER_CLICKHOUSE_DSN:-} ]]; then
   dsn=$TOKENMETER_CLICKHOUSE_DSN
 else
   chcluster="tokenmeter=127.0.0.1:9301/8301,127.0.0.1:9302/8302;127.0.0.1:9303/8303,127.0.0.1:9304/8304"
-  # Readers (alerter, tokenmeter commands) may use any node; a write through a Distributed
-  # table must not be de-duplicated by the Replicated tables (see schemas/chschema/migrate).
-  dsn="clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304?insert_deduplicate=0&insert_distributed_sync=1"
+  # Readers (alerter, tokenmeter commands) may use any node; the writers among them turn
+  # off the Replicated tables' de-duplication themselves (chcluster.WriteOptions).
+  dsn="clickhouse://127.0.0.1:9301,127.0.0.1:9303,127.0.0.1:9302,127.0.0.1:9304"
 fi
 chscript=$(dirname "$0")/../clickhouse/cluster.sh
 servers=(0 1 2)

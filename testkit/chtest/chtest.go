@@ -69,3 +69,15 @@ func String(tb testing.TB, conn driver.Conn, query string, args ...any) string {
 	}
 	return s
 }
+
+// CheckWriterSettings fails tb unless conn's session turns off Replicated tables'
+// de-duplication of inserted blocks and inserts into Distributed tables synchronously: what
+// every tokenmeter connection that writes sets (chcluster.WriteOptions).
+func CheckWriterSettings(tb testing.TB, conn driver.Conn) {
+	tb.Helper()
+	for name, want := range map[string]string{"insert_deduplicate": "0", "insert_distributed_sync": "1"} {
+		if got := String(tb, conn, "SELECT value FROM system.settings WHERE name = ?", name); got != want {
+			tb.Errorf("%s = %q on the connection, want %q", name, got, want)
+		}
+	}
+}

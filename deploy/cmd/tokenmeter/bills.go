@@ -16,6 +16,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tokenmeter/tokenmeter/deploy/bills"
+	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/migrate"
 	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
@@ -67,6 +68,7 @@ func openClickHouse(ctx context.Context, dsn, db string, migrateIt bool) (driver
 	if err != nil {
 		return nil, fmt.Errorf("parse ClickHouse DSN: %w", redact.DSNError(err, dsn))
 	}
+	chcluster.WriteOptions(opts)
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open ClickHouse: %w", err)

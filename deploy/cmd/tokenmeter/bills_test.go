@@ -197,3 +197,18 @@ func TestSyncBillsEvery(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestOpenClickHouseForWriting: the commands that write (bills sync and import, pricing
+// publish, rerate) open ClickHouse with de-duplication of inserted blocks off and synchronous
+// Distributed inserts, which a cluster needs and a single server ignores, whatever their DSN
+// leaves out.
+func TestOpenClickHouseForWriting(t *testing.T) {
+	conn := chtest.Conn(t)
+	db := chtest.Database(t, conn)
+	w, err := openClickHouse(context.Background(), chtest.DSN(), db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	chtest.CheckWriterSettings(t, w)
+}

@@ -11,12 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/enricher/rerate"
-	"github.com/tokenmeter/tokenmeter/schemas/redact"
 )
 
 func runRerate(ctx context.Context, args []string) error {
@@ -73,13 +71,9 @@ func rerateTo(ctx context.Context, w, stderr io.Writer, clock func() time.Time, 
 	if err != nil {
 		return err
 	}
-	opts, err := clickhouse.ParseDSN(*dsn)
+	conn, err := openClickHouse(ctx, *dsn, *db, false)
 	if err != nil {
-		return fmt.Errorf("parse ClickHouse DSN: %w", redact.DSNError(err, *dsn))
-	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return fmt.Errorf("open ClickHouse: %w", err)
+		return err
 	}
 	defer conn.Close()
 

@@ -18,6 +18,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // LocalSuffix ends the name of the shard-local database by default.
@@ -190,4 +192,30 @@ func ParseShardMap(s string) ([]int, error) {
 		m = append(m, n)
 	}
 	return m, nil
+}
+
+// writerSettings are what every tokenmeter connection that writes needs on a cluster (see
+// WriteOptions); on a single server they change nothing.
+//
+//   - insert_deduplicate=0: Replicated tables drop an inserted block identical to one of the
+//     last hundred, and so do the blocks the materialized views write. tokenmeter never relies
+//     on that to make a retry exact (a single server does not do it), so it could only drop
+//     real rows: two INSERTs of different events, or two re-ratings of different events, that
+//     roll up to identical spend_1m blocks (same minute, group, counts and cost).
+//   - insert_distributed_sync=1: an INSERT into a Distributed table returns once every shard
+//     holds its rows, so that a writer reading back what it wrote (re-rating, outcomes) finds
+//     it, and the insert carries the connection's settings to the shards.
+var writerSettings = map[string]any{"insert_deduplicate": 0, "insert_distributed_sync": 1}
+
+// WriteOptions adds to opts the settings a writer needs on a cluster — insert_deduplicate=0
+// and insert_distributed_sync=1 — keeping whatever its DSN set itself.
+func WriteOptions(opts *clickhouse.Options) {
+	if opts.Settings == nil {
+		opts.Settings = clickhouse.Settings{}
+	}
+	for k, v := range writerSettings {
+		if _, set := opts.Settings[k]; !set {
+			opts.Settings[k] = v
+		}
+	}
 }
