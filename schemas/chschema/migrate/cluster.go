@@ -160,28 +160,22 @@ func ApplyCluster(ctx context.Context, nodes []driver.Conn, c Cluster) ([]uint32
 	}
 	seen := map[uint32]bool{}
 	var done []uint32
-	for attempt := 1; ; attempt++ {
+	err = retry(ctx, func() (final bool, err error) {
 		applied := make([]map[uint32]bool, len(nodes))
 		for i, conn := range nodes {
 			if applied[i], err = appliedVersions(ctx, conn, c.Database); err != nil {
-				return done, fmt.Errorf("node %d: %w", i, err)
+				return true, fmt.Errorf("node %d: %w", i, err)
 			}
 		}
-		failed := applyLockstep(ctx, nodes, c, ms, applied, func(v uint32) {
+		err = applyLockstep(ctx, nodes, c, ms, applied, func(v uint32) {
 			if !seen[v] {
 				seen[v] = true
 				done = append(done, v)
 			}
 		})
-		if failed == nil || attempt == applyAttempts || errors.Is(failed, errRecord) {
-			return done, failed
-		}
-		select {
-		case <-ctx.Done():
-			return done, failed
-		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
-		}
-	}
+		return errors.Is(err, errRecord), err
+	})
+	return done, err
 }
 
 var errRecord = errors.New("record a migration")

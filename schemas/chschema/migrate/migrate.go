@@ -57,34 +57,42 @@ func Apply(ctx context.Context, conn driver.Conn, db string) ([]uint32, error) {
 	// dropped for a moment (TestApplyConcurrently found it). So a failed migration is tried
 	// again a few times, from a fresh reading of what is applied.
 	var done []uint32
-	for attempt := 1; ; attempt++ {
+	err = retry(ctx, func() (final bool, err error) {
 		applied, err := appliedVersions(ctx, conn, db)
 		if err != nil {
-			return done, err
+			return true, err
 		}
-		var failed error
 		for _, m := range ms {
 			if applied[m.Version] {
 				continue
 			}
 			if err := notClusterNode(ctx, conn, db); err != nil {
-				return done, err
+				return true, err
 			}
 			if err := conn.Exec(ctx, m.Statement(db)); err != nil && !alreadyExists(err) {
-				failed = fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
-				break
+				return false, fmt.Errorf("apply migration %s to database %s: %w", m.Name, db, err)
 			}
 			if err := record(ctx, conn, db, m); err != nil {
-				return done, err
+				return true, err
 			}
 			done = append(done, m.Version)
 		}
-		if failed == nil || attempt == applyAttempts {
-			return done, failed
+		return true, nil
+	})
+	return done, err
+}
+
+// retry runs pass until it succeeds or says its error is final, at most applyAttempts times,
+// waiting a little longer after each failure, and returns its last error.
+func retry(ctx context.Context, pass func() (final bool, err error)) error {
+	for attempt := 1; ; attempt++ {
+		final, err := pass()
+		if err == nil || final || attempt == applyAttempts {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return done, failed
+			return err
 		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 		}
 	}
