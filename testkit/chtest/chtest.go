@@ -32,26 +32,38 @@ func Conn(tb testing.TB) driver.Conn {
 	if err != nil {
 		tb.Fatalf("parse ClickHouse DSN %q: %v", DSN(), err)
 	}
+	return Open(tb, opts, "start it with deploy/clickhouse/local.sh start")
+}
+
+// Open connects with opts, fails tb with the hint when the server does not answer, and closes
+// the connection when the test ends.
+func Open(tb testing.TB, opts *clickhouse.Options, hint string) driver.Conn {
+	tb.Helper()
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
-		tb.Fatalf("open ClickHouse %s: %v", DSN(), err)
+		tb.Fatalf("open ClickHouse %s: %v", opts.Addr, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := conn.Ping(ctx); err != nil {
-		tb.Fatalf("ClickHouse %s does not answer (start it with deploy/clickhouse/local.sh start): %v", DSN(), err)
+		tb.Fatalf("ClickHouse %s does not answer (%s): %v", opts.Addr, hint, err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// NewName returns the name of a test database that does not exist yet.
+func NewName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "tm_test_" + hex.EncodeToString(b[:])
 }
 
 // Database returns the name of a database that does not exist yet and drops it when the test
 // ends.
 func Database(tb testing.TB, conn driver.Conn) string {
 	tb.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	db := "tm_test_" + hex.EncodeToString(b[:])
+	db := NewName()
 	tb.Cleanup(func() {
 		if err := conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); err != nil {
 			tb.Errorf("drop test database %s: %v", db, err)

@@ -5,8 +5,6 @@ package chclustertest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tokenmeter/tokenmeter/schemas/chschema/chcluster"
+	"github.com/tokenmeter/tokenmeter/testkit/chtest"
 )
 
 // DefaultLayout is the cluster deploy/clickhouse/cluster.sh starts; TOKENMETER_CH_CLUSTER
@@ -54,26 +53,15 @@ func Conns(tb testing.TB, l chcluster.Layout) [][]driver.Conn {
 // Conn opens a connection to the node at addr and closes it when the test ends.
 func Conn(tb testing.TB, addr string) driver.Conn {
 	tb.Helper()
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		tb.Fatalf("open ClickHouse %s: %v", addr, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := conn.Ping(ctx); err != nil {
-		tb.Fatalf("ClickHouse cluster node %s does not answer (start the cluster with deploy/clickhouse/cluster.sh start): %v", addr, err)
-	}
-	tb.Cleanup(func() { _ = conn.Close() })
-	return conn
+	return chtest.Open(tb, &clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second},
+		"a cluster node: start the cluster with deploy/clickhouse/cluster.sh start")
 }
 
 // Databases returns the names of an analysts' database and its shard-local database that do
 // not exist yet, and drops both on every node when the test ends.
 func Databases(tb testing.TB, conns [][]driver.Conn) (db, local string) {
 	tb.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	db = "tm_test_" + hex.EncodeToString(b[:])
+	db = chtest.NewName()
 	local = db + chcluster.LocalSuffix
 	tb.Cleanup(func() {
 		for _, shard := range conns {
