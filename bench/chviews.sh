@@ -23,8 +23,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 q() { curl -sS --fail-with-body "$CH" --data-binary "$1"; }
-pid=$(pgrep -o -f clickhouse-server || true)
-[ -r "/proc/$pid/stat" ] || { echo "$0: no local clickhouse-server process to read the CPU of" >&2; exit 1; }
+# the server that answers at $CH, not any other on the machine (a cluster's, CI's)
+port=$(sed -E 's#^[a-z]+://([^/@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$CH")
+pid=$(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+[ -r "/proc/${pid:-none}/stat" ] || { echo "$0: no local process listens on port $port to read the CPU of" >&2; exit 1; }
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; } # clock ticks
 tick=$(getconf CLK_TCK)
 
