@@ -157,7 +157,7 @@ func New(cfg Config, nc *nats.Conn) (*Alerter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now), fresh: make(chan struct{}, 1)}
+	a := &Alerter{cfg: cfg, nc: nc, js: js, chOpts: opts, alerts: map[string]*tracked{}, dirty: map[string]bool{}, counted: newSeen(cfg.Now, cfg.SeenMaxBytes), fresh: make(chan struct{}, 1)}
 	f, data, err := a.readRules()
 	if err != nil {
 		return nil, err
@@ -180,7 +180,7 @@ func (a *Alerter) registerMetrics() error {
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_late_events_total",
 			Help: "Events older than every window bucket of a rule; they count in ClickHouse but not in that rule."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_duplicate_events_total",
-			Help: "Events not counted because their id, or another report of their provider response, was counted within the last 2 minutes."}),
+			Help: "Events not counted because their id, or another report of their provider response, was counted lately (2 minutes, shorter past -seen-max-bytes)."}),
 		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_reload_failures_total",
 			Help: "Rules files refused on reload (the previous rules stay in force)."}),
 		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),

@@ -25,13 +25,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, f *Flags) {
 	fs.StringVar(&f.SilenceTokenFile, "silence-token-file", f.SilenceTokenFile, "file holding the bearer token that creating or expiring a silence on the ops address needs (default: none needed)")
 	fs.DurationVar(&c.EvalInterval, "eval-interval", c.EvalInterval, "how often rules are evaluated")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the rules file is checked for changes")
+	fs.Int64Var(&c.SeenMaxBytes, "seen-max-bytes", c.SeenMaxBytes, "memory of the event ids and responses remembered to count copies once; past it the 2-minute window shortens, never below 30s (negative: unbounded)")
 	c.Streams.RegisterFlags(fs)
 }
 
 // Command is the alerter as a process of its own (cmd/alerter); its ops address also serves
 // the silences API (/api/v2/silences).
 func Command() stage.Command {
-	cfg := Config{EvalInterval: DefaultEvalInterval, ReloadInterval: DefaultReloadInterval, Streams: stream.DefaultOptions}
+	cfg := Config{EvalInterval: DefaultEvalInterval, ReloadInterval: DefaultReloadInterval, SeenMaxBytes: DefaultSeenMaxBytes, Streams: stream.DefaultOptions}
 	f := Flags{ClickHouse: chconfig.Default}
 	return stage.Command{
 		Name:    "alerter",

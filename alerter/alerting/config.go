@@ -47,8 +47,12 @@ type Config struct {
 	// Lateness: a minute counts as complete this long after it ends.
 	Lateness time.Duration
 	// Replay: see DefaultReplay.
-	Replay  time.Duration
-	Streams stream.Options
+	Replay time.Duration
+	// SeenMaxBytes bounds the memory of the ids and responses remembered to count copies
+	// once (default DefaultSeenMaxBytes; negative: unbounded): past it the window shortens,
+	// never below MinSeenWindow.
+	SeenMaxBytes int64
+	Streams      stream.Options
 	// HTTPClient sends notifications (default: a client with a 10 s timeout).
 	HTTPClient *http.Client
 	// Now is the clock (default time.Now); Sleep waits between notification retries.
@@ -76,6 +80,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Replay == 0 {
 		c.Replay = DefaultReplay
+	}
+	if c.SeenMaxBytes == 0 {
+		c.SeenMaxBytes = DefaultSeenMaxBytes
 	}
 	if c.Streams == (stream.Options{}) {
 		c.Streams = stream.DefaultOptions

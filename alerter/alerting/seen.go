@@ -12,8 +12,17 @@ import (
 // of one call (the proxy's and an SDK's) count once in the windows and budgets, as they do
 // in ClickHouse. Both usually come within seconds; a copy later than this counts twice in the
 // alerter only (never in ClickHouse). Memory: about 9 bytes per key (keyset.BytesPerKey at
-// most), two keys per event with a response id — 110 MB at a sustained 50,000 events/s.
+// most), two keys per event with a response id, bounded by Config.SeenMaxBytes.
 const SeenWindow = 2 * time.Minute
+
+// DefaultSeenMaxBytes bounds the memory of the ids and responses the alerter remembers: two
+// minutes of them cost ~110 MB at 50,000 events/s and ~430 MB at 200,000. Past the bound the
+// window shortens (above ~25,000 events/s for the default), never below MinSeenWindow.
+const DefaultSeenMaxBytes = 64 << 20
+
+// MinSeenWindow is the shortest the bound makes the window: the seconds in which the proxy's
+// and an SDK's reports of one call, and a client's retries, arrive.
+const MinSeenWindow = 30 * time.Second
 
 // seen remembers the ids and responses counted within SeenWindow (keyset.Set: 40-bit tags; a
 // tag collision, about n/2^40 for n keys, would drop one event from alerting, never from
@@ -22,30 +31,29 @@ type seen struct {
 	ids, responses *keyset.Set
 }
 
-func newSeen(now func() time.Time) *seen {
-	return &seen{ids: keyset.New(SeenWindow, now), responses: keyset.New(SeenWindow, now)}
+// newSeen returns an empty seen whose sets together take about maxBytes at most (0 or
+// negative: unbounded), whatever the rate, except that they always keep MinSeenWindow.
+func newSeen(now func() time.Time, maxBytes int64) *seen {
+	s := &seen{ids: keyset.New(SeenWindow, now), responses: keyset.New(SeenWindow, now)}
+	if maxBytes > 0 {
+		n := int(max(maxBytes/keyset.BytesPerKey/2, 1))
+		s.ids.SetMaxKeys(n, MinSeenWindow)
+		s.responses.SetMaxKeys(n, MinSeenWindow)
+	}
+	return s
 }
 
 // duplicate reports whether r was counted already — by its id, or as another report of its
-// provider response — and remembers it otherwise.
+// provider response — and remembers it otherwise. The id of a second report is remembered
+// too: a copy of it is a duplicate either way.
 func (s *seen) duplicate(r *batch.Row, now time.Time) bool {
-	id := keyset.KeyOf(r.ID)
-	if _, _, ok := s.ids.Find(id); ok {
+	if s.ids.FindOrAdd(keyset.KeyOf(r.ID), now, r.Time) {
 		return true
 	}
-	var resp keyset.Key
-	if r.ResponseID != "" {
-		resp = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
-		if _, _, ok := s.responses.Find(resp); ok {
-			return true
-		}
-		s.responses.Add(resp, now, r.Time)
-	}
-	s.ids.Add(id, now, r.Time)
-	return false
+	return r.ResponseID != "" && s.responses.FindOrAdd(keyset.ResponseKeyOf(r.Provider, r.ResponseID), now, r.Time)
 }
 
-// expire drops what left the window.
+// expire drops what left the window, and what is past the bound.
 func (s *seen) expire() {
 	s.ids.Expire()
 	s.responses.Expire()

@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
+	"github.com/tokenmeter/tokenmeter/stage/keyset"
 	"github.com/tokenmeter/tokenmeter/testkit"
 )
 
@@ -37,5 +39,48 @@ func TestCopiesCountOnce(t *testing.T) {
 	e.tickAt(a, t0.Add(2*time.Second))
 	if got := hook.statuses(); len(got) != 0 {
 		t.Errorf("notifications %v: $9 counted, below the $10 threshold, want none", got)
+	}
+}
+
+// The ids and responses the alerter remembers stay within SeenMaxBytes at any rate: 100
+// events a second for 100 s against a bound of 4,000 keys a set keep the last ~40 s, no
+// less than MinSeenWindow, so a copy 25 s late is still caught and one 90 s late — inside
+// SeenWindow, past the bound — counts again. Unbounded, the sets hold all 10,000.
+func TestSeenIsBounded(t *testing.T) {
+	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	now := start
+	const perSecond, seconds, bound = 100, 100, 4_000
+	s := newSeen(func() time.Time { return now }, bound*keyset.BytesPerKey*2)
+	row := func(i int) *batch.Row {
+		return &batch.Row{ID: fmt.Sprintf("evt-%d", i), Provider: "openai", ResponseID: fmt.Sprintf("chatcmpl-%d", i),
+			Time: start.Add(time.Duration(i) * time.Second / perSecond)}
+	}
+	for i := range perSecond * seconds {
+		if i%perSecond == 0 {
+			now = start.Add(time.Duration(i/perSecond) * time.Second)
+			s.expire()
+		}
+		if s.duplicate(row(i), now) {
+			t.Fatalf("event %d: a new event taken for a copy", i)
+		}
+	}
+	s.expire()
+	for name, set := range map[string]*keyset.Set{"ids": s.ids, "responses": s.responses} {
+		if n := set.Len(); n > bound || n < int(MinSeenWindow/time.Second)*perSecond {
+			t.Errorf("%s hold %d keys, want between %v (MinSeenWindow) and %d", name, n, MinSeenWindow.Seconds()*perSecond, bound)
+		}
+	}
+	late := perSecond * seconds
+	if !s.duplicate(row(late-25*perSecond), now) {
+		t.Errorf("a copy 25 s late was counted again, want it caught")
+	}
+	if s.duplicate(row(late-90*perSecond), now) {
+		t.Errorf("a copy 90 s late was caught: the sets kept more than the bound")
+	}
+	// A second report of a call, under another id, is caught by its response.
+	sdk := row(late - 10*perSecond)
+	sdk.ID = "sdk-report"
+	if !s.duplicate(sdk, now) {
+		t.Errorf("a second report of a call 10 s late was counted again, want it caught")
 	}
 }

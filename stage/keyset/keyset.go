@@ -239,26 +239,12 @@ func (s *Set) Uncover(eventTime time.Time) { s.gone[hourOf(eventTime)] = struct{
 // added to the bucket), or when at lies before Floor or the set holds maxBuckets buckets
 // already (the hour of eventTime is uncovered instead).
 func (s *Set) Add(k Key, at, eventTime time.Time) bool {
-	id := s.bucketOf(at)
-	if id < s.floor {
-		s.Uncover(eventTime)
+	b, _ := s.bucketFor(at, eventTime)
+	if b == nil {
 		return false
 	}
-	s.latest = max(s.latest, at.Unix())
-	b := s.buckets[id]
-	if b == nil {
-		if b = s.newBucket(id); b == nil {
-			s.Uncover(eventTime)
-			return false
-		}
-	}
-	if h := hourOf(eventTime); h != b.lastHour {
-		b.hours[h] = struct{}{}
-		b.lastHour = h
-		b.lo, b.hi = min(b.lo, h), max(b.hi, h)
-	}
 	hi, lo := tagOf(k)
-	m := uint16(lo)<<8 | uint16(b.slot)
+	m := newMeta(lo, b)
 	size := len(s.tags)
 	i := home(hi, size)
 	for ; s.tags[i] != 0; i++ {
@@ -269,16 +255,79 @@ func (s *Set) Add(k Key, at, eventTime time.Time) bool {
 			i = -1
 		}
 	}
-	if float64(s.used+1) > maxLoad*float64(size) {
-		s.rebuild(s.n + 1)
+	s.put(i, m, hi)
+	b.n++
+	return true
+}
+
+func newMeta(lo uint8, b *bucket) uint16 { return uint16(lo)<<8 | uint16(b.slot) }
+
+// bucketFor returns the bucket of at, made when new (made), with the hour of eventTime
+// added to it; or nil, with that hour uncovered, when at lies before Floor or the set holds
+// maxBuckets buckets already.
+func (s *Set) bucketFor(at, eventTime time.Time) (b *bucket, made bool) {
+	id := s.bucketOf(at)
+	if id < s.floor {
+		s.Uncover(eventTime)
+		return nil, false
+	}
+	s.latest = max(s.latest, at.Unix())
+	if b = s.buckets[id]; b == nil {
+		if b = s.newBucket(id); b == nil {
+			s.Uncover(eventTime)
+			return nil, false
+		}
+		made = true
+	}
+	if h := hourOf(eventTime); h != b.lastHour {
+		b.hours[h] = struct{}{}
+		b.lastHour = h
+		b.lo, b.hi = min(b.lo, h), max(b.hi, h)
+	}
+	return b, made
+}
+
+// put stores a new key's tag in the empty slot i, or, when the table is too full for another
+// key or i is -1, rebuilds the table and probes for a slot again.
+func (s *Set) put(i int, m uint16, hi uint32) {
+	if full := float64(s.used+1) > maxLoad*float64(len(s.tags)); full || i < 0 {
+		if full {
+			s.rebuild(s.n + 1)
+		}
 		s.insert(hi, m)
 	} else {
 		s.tags[i], s.meta[i] = hi, m
 	}
 	s.n++
 	s.used++
+}
+
+// FindOrAdd is Find, then Add when Find finds nothing, in one probe of the table: it
+// reports whether k may be in the set (a live bucket holds its tag) and, when it is not,
+// records k as kept from at, for an event timed eventTime. An owner that only asks whether
+// it saw a key before (the alerter) saves the second probe (BenchmarkSetSteady).
+func (s *Set) FindOrAdd(k Key, at, eventTime time.Time) bool {
+	hi, lo := tagOf(k)
+	size := len(s.tags)
+	i := home(hi, size)
+	for ; s.tags[i] != 0; i++ {
+		if s.tags[i] == hi && uint8(s.meta[i]>>8) == lo && s.slots[uint8(s.meta[i])] != expired {
+			return true
+		}
+		if i+1 == size {
+			i = -1
+		}
+	}
+	b, made := s.bucketFor(at, eventTime)
+	if b == nil {
+		return false
+	}
+	if made {
+		i = -1 // making a bucket may have rebuilt the table
+	}
+	s.put(i, newMeta(lo, b), hi)
 	b.n++
-	return true
+	return false
 }
 
 func (s *Set) newBucket(id int64) *bucket {

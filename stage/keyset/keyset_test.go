@@ -362,10 +362,11 @@ func TestSetBoundsItsBuckets(t *testing.T) {
 	}
 }
 
-// BenchmarkSetSteady measures a set in its steady state, per new key (Find, then Add): the
-// alerter's (a 2-minute window at 60,000 keys/s, expired every second) and a partition
+// BenchmarkSetSteady measures a set in its steady state, per new key: the alerter's (a
+// 2-minute window at 60,000 keys/s, expired every second; FindOrAdd) and a partition
 // writer's (an hour's window bounded to 2,000,000 keys, 15,000 keys/s, expired every 64,000
-// keys). Keys arrive in order of time; the set is filled to its steady size first.
+// keys; Find, then Add). Keys arrive in order of time; the set is filled to its steady size
+// first. "alerter-find-add" is the alerter's set asked with Find, then Add.
 func BenchmarkSetSteady(b *testing.B) {
 	for _, tc := range []struct {
 		name        string
@@ -373,9 +374,11 @@ func BenchmarkSetSteady(b *testing.B) {
 		perSecond   int
 		maxKeys     int
 		expireEvery int
+		findOrAdd   bool
 	}{
-		{"alerter", 2 * time.Minute, 60_000, 0, 60_000},
-		{"writer", time.Hour, 15_000, 2_000_000, 64_000},
+		{"alerter", 2 * time.Minute, 60_000, 0, 60_000, true},
+		{"alerter-find-add", 2 * time.Minute, 60_000, 0, 60_000, false},
+		{"writer", time.Hour, 15_000, 2_000_000, 64_000, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			start := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
@@ -393,7 +396,9 @@ func BenchmarkSetSteady(b *testing.B) {
 				if seq%uint64(tc.expireEvery) == 0 {
 					s.Expire()
 				}
-				if _, _, ok := s.Find(k); !ok {
+				if tc.findOrAdd {
+					s.FindOrAdd(k, now, now)
+				} else if _, _, ok := s.Find(k); !ok {
 					s.Add(k, now, now)
 				}
 				seq++
@@ -464,5 +469,70 @@ func TestSetExpiresInPlace(t *testing.T) {
 	// steady window is rebuilt about once per 70 % of its keys added: every ~85 seconds.
 	if rebuilds > 11+480/60 {
 		t.Errorf("%d rebuilds in 600 seconds, want at most 19", rebuilds)
+	}
+}
+
+// FindOrAdd answers and records exactly what Find, then Add when Find found nothing, do: two
+// sets fed the same keys — repeats, events timed in other hours, times before the floor, a
+// bucket per second for longer than the set has bucket slots, expiry and trimming between —
+// agree on every answer, on Len, on what they vouch for and on every key's hours.
+func TestFindOrAddIsFindThenAdd(t *testing.T) {
+	start := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	now := start
+	clock := func() time.Time { return now }
+	one, two := New(2*time.Minute, clock), New(2*time.Minute, clock)
+	one.SetMaxKeys(3000, 30*time.Second)
+	two.SetMaxKeys(3000, 30*time.Second)
+	keys := make([]Key, 4000)
+	for i := range keys {
+		keys[i] = KeyOf(fmt.Sprintf("evt_%d", i))
+	}
+	var seq uint64 = 1
+	rnd := func(n uint64) uint64 { // a fixed sequence: the test is the same every run
+		seq = seq*6364136223846793005 + 1442695040888963407
+		return (seq >> 33) % n
+	}
+	found := 0
+	for step := range 60_000 {
+		now = start.Add(time.Duration(step) * 10 * time.Millisecond) // 10 minutes, 600 buckets
+		k := keys[rnd(uint64(len(keys)))]
+		at := now
+		if rnd(50) == 0 {
+			at = now.Add(-3 * time.Minute) // before the floor
+		}
+		eventTime := at.Add(-time.Duration(rnd(3)) * time.Hour)
+		_, _, want := one.Find(k)
+		if !want {
+			one.Add(k, at, eventTime)
+		}
+		if got := two.FindOrAdd(k, at, eventTime); got != want {
+			t.Fatalf("step %d: FindOrAdd() = %v, Find() = %v", step, got, want)
+		}
+		if want {
+			found++
+		}
+		if step%250 == 0 {
+			if a, b := one.Expire(), two.Expire(); a != b {
+				t.Fatalf("step %d: Expire() removed %d and %d keys", step, a, b)
+			}
+		}
+		if one.Len() != two.Len() {
+			t.Fatalf("step %d: Len() = %d and %d", step, one.Len(), two.Len())
+		}
+	}
+	for h := start.Add(-4 * time.Hour); h.Before(now); h = h.Add(time.Hour) {
+		if one.Vouches(h) != two.Vouches(h) {
+			t.Errorf("Vouches(%v) = %v and %v", h, one.Vouches(h), two.Vouches(h))
+		}
+	}
+	for _, k := range keys {
+		f1, t1, ok1 := one.Find(k)
+		f2, t2, ok2 := two.Find(k)
+		if ok1 != ok2 || !f1.Equal(f2) || !t1.Equal(t2) {
+			t.Fatalf("Find(%v) = %v %v %v and %v %v %v", k, f1, t1, ok1, f2, t2, ok2)
+		}
+	}
+	if found < 10_000 || found > 50_000 {
+		t.Errorf("%d of 60,000 keys found: want a mix of repeats and new keys", found)
 	}
 }
