@@ -116,7 +116,9 @@ type Filter struct {
 	// written holds, for each row Fresh returned (and Landed kept of them), what Remember
 	// records of it: hashing a row again there cost as much as Fresh's own hashing.
 	written []written
-	recent  *recent
+	// remembered is Remember's scratch: what it records of each row.
+	remembered []written
+	recent     *recent
 }
 
 // written is what Remember records of a row: its id's key and content fingerprint, and its
@@ -193,9 +195,18 @@ func (f *Filter) Uncover(eventTime time.Time) {
 // Remember records rows as written: call it once ClickHouse holds them. For the rows Fresh
 // returned, or Landed kept of them, it uses the keys Fresh computed; any other row is hashed.
 func (f *Filter) Remember(rows []batch.Row) {
+	f.remembered = slices.Grow(f.remembered[:0], len(rows))[:len(rows)]
+	f.keys = slices.Grow(f.keys[:0], len(rows))[:len(rows)]
+	f.rkeys = slices.Grow(f.rkeys[:0], len(rows))[:len(rows)]
 	for i := range rows {
+		w := f.writtenAt(i, &rows[i])
+		f.remembered[i], f.keys[i], f.rkeys[i] = w, w.key, w.rk
+	}
+	ids, resps := f.ids.Ahead(f.keys), f.resp.Ahead(f.rkeys)
+	for i, w := range f.remembered {
+		ids.At(i)
+		resps.At(i)
 		r := &rows[i]
-		w := f.writtenAt(i, r)
 		f.recent.add(w.key, w.fp)
 		f.load(w.key, w.rk, r.ResponseID != "", r.Received, r.Time)
 	}
@@ -221,8 +232,14 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	stored := make(map[string]uint64)
 	floor := f.ids.Floor()
 	for i := range rows {
+		keys[i] = keyset.KeyOf(rows[i].ID)
+	}
+	// The sets are larger than the cache: their slots are touched a chunk ahead of the
+	// probes, whose waits for memory then overlap (keyset.Ahead), here and below.
+	ahead := f.ids.Ahead(keys)
+	for i := range rows {
 		r := &rows[i]
-		keys[i] = keyset.KeyOf(r.ID)
+		ahead.At(i)
 		if _, ok := f.seen[keys[i]]; ok {
 			continue
 		}
@@ -247,10 +264,17 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	}
 
 	// The responses of the rows that the ids let through. Their keys are kept for the
-	// decisions below; a zero key there is one not computed here.
+	// decisions below; a zero key is a row's without a response id.
 	f.rkeys = slices.Grow(f.rkeys[:0], len(rows))[:len(rows)]
 	rkeys := f.rkeys
-	clear(rkeys)
+	for i := range rows {
+		if r := &rows[i]; r.ResponseID != "" {
+			rkeys[i] = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
+		} else {
+			rkeys[i] = keyset.Key{}
+		}
+	}
+	ahead = f.resp.Ahead(rkeys)
 	clear(f.seen)
 	clear(f.seenResp)
 	refs = refs[:0]
@@ -264,8 +288,8 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
 			continue
 		}
-		rk := keyset.ResponseKeyOf(r.Provider, r.ResponseID)
-		rkeys[i] = rk
+		rk := rkeys[i]
+		ahead.At(i)
 		if _, ok := f.seenResp[rk]; ok {
 			continue
 		}
@@ -314,11 +338,8 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			}
 			continue
 		}
-		var rk keyset.Key
+		rk := rkeys[i]
 		if r.ResponseID != "" {
-			if rk = rkeys[i]; rk == (keyset.Key{}) {
-				rk = keyset.ResponseKeyOf(r.Provider, r.ResponseID)
-			}
 			if j, taken := f.seenResp[rk]; taken && j >= 0 {
 				// Another report of the call is earlier in the batch: the better one stays
 				// in its place. Neither is in seen's way: a later copy of the dropped id is

@@ -486,12 +486,13 @@ func (a *Alerter) add(data []byte, replayed bool) error {
 	n, dups := 0, 0
 	late := a.engine.Late
 	now := a.cfg.Now()
+	a.counted.prepare(rows)
 	for i := range rows {
 		r := &rows[i]
 		if replayed && r.Time.Before(a.cutoff) {
 			continue
 		}
-		if a.counted.duplicate(r, now) {
+		if a.counted.duplicate(i, r, now) {
 			dups++
 			continue
 		}

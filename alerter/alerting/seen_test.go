@@ -55,13 +55,19 @@ func TestSeenIsBounded(t *testing.T) {
 		return &batch.Row{ID: fmt.Sprintf("evt-%d", i), Provider: "openai", ResponseID: fmt.Sprintf("chatcmpl-%d", i),
 			Time: start.Add(time.Duration(i) * time.Second / perSecond)}
 	}
-	for i := range perSecond * seconds {
-		if i%perSecond == 0 {
-			now = start.Add(time.Duration(i/perSecond) * time.Second)
-			s.expire()
+	// A batch a second, each counted as the alerter counts a message's rows.
+	for sec := range seconds {
+		now = start.Add(time.Duration(sec) * time.Second)
+		s.expire()
+		rows := make([]batch.Row, perSecond)
+		for j := range rows {
+			rows[j] = *row(sec*perSecond + j)
 		}
-		if s.duplicate(row(i), now) {
-			t.Fatalf("event %d: a new event taken for a copy", i)
+		s.prepare(rows)
+		for j := range rows {
+			if s.duplicate(j, &rows[j], now) {
+				t.Fatalf("event %d: a new event taken for a copy", sec*perSecond+j)
+			}
 		}
 	}
 	s.expire()
@@ -70,17 +76,22 @@ func TestSeenIsBounded(t *testing.T) {
 			t.Errorf("%s hold %d keys, want between %v (MinSeenWindow) and %d", name, n, MinSeenWindow.Seconds()*perSecond, bound)
 		}
 	}
+	one := func(r *batch.Row) bool {
+		rows := []batch.Row{*r}
+		s.prepare(rows)
+		return s.duplicate(0, &rows[0], now)
+	}
 	late := perSecond * seconds
-	if !s.duplicate(row(late-25*perSecond), now) {
+	if !one(row(late - 25*perSecond)) {
 		t.Errorf("a copy 25 s late was counted again, want it caught")
 	}
-	if s.duplicate(row(late-90*perSecond), now) {
+	if one(row(late - 90*perSecond)) {
 		t.Errorf("a copy 90 s late was caught: the sets kept more than the bound")
 	}
 	// A second report of a call, under another id, is caught by its response.
 	sdk := row(late - 10*perSecond)
 	sdk.ID = "sdk-report"
-	if !s.duplicate(sdk, now) {
+	if !one(sdk) {
 		t.Errorf("a second report of a call 10 s late was counted again, want it caught")
 	}
 }
