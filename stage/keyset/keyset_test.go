@@ -427,7 +427,7 @@ func TestSetExpiresInPlace(t *testing.T) {
 	s := New(2*time.Minute, func() time.Time { return now })
 	const perSecond = 200
 	key := func(sec, i int) Key { return KeyOf(fmt.Sprintf("evt_%d_%d", sec, i)) }
-	rebuilds, table := 0, &s.tags[0] // a rebuild allocates a new table
+	table, moved := &s.tags[0], 0 // a rebuild that is not in place allocates a new table
 	for sec := range 600 {
 		now = start.Add(time.Duration(sec) * time.Second)
 		s.Expire()
@@ -438,8 +438,10 @@ func TestSetExpiresInPlace(t *testing.T) {
 			}
 		}
 		if &s.tags[0] != table {
-			rebuilds++
 			table = &s.tags[0]
+			if sec > 200 { // the table's last growth, to the full window, is at second 165
+				moved++
+			}
 		}
 		if sec < 130 {
 			continue
@@ -467,8 +469,74 @@ func TestSetExpiresInPlace(t *testing.T) {
 	}
 	// The table grows to the window (from 64 slots to 24,400 keys: 11 rebuilds), then a
 	// steady window is rebuilt about once per 70 % of its keys added: every ~85 seconds.
-	if rebuilds > 11+480/60 {
-		t.Errorf("%d rebuilds in 600 seconds, want at most 19", rebuilds)
+	if s.rebuilds > 11+480/60 {
+		t.Errorf("%d rebuilds in 600 seconds, want at most 19", s.rebuilds)
+	}
+	// Once the window is steady, its table keeps its size, and is compacted in place.
+	if moved > 0 {
+		t.Errorf("a steady window's table was allocated anew %d times, want it compacted in place", moved)
+	}
+}
+
+// Compacting in place keeps every live key findable, also in a run of slots that wraps from
+// the table's end to its start, and drops every expired one: keys whose homes are the last
+// slot, in two buckets, the first expired.
+func TestCompactKeepsWrappedRuns(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	now := t0
+	s := New(72*time.Second, func() time.Time { return now }) // 1-second buckets
+	last := func(j int) Key {                                 // a key whose home, in a table of 64 slots, is slot 63
+		return Key{uint64(0xFFFFFF00+j)<<32 | uint64(j)<<24, uint64(j)}
+	}
+	var old, kept []Key
+	for j := range 20 {
+		k := last(j)
+		at := t0
+		if j%2 == 1 {
+			at = t0.Add(time.Second)
+			kept = append(kept, k)
+		} else {
+			old = append(old, k)
+		}
+		if !s.Add(k, at, at) {
+			t.Fatalf("Add of key %d = false", j)
+		}
+	}
+	other := KeyOf("evt_later")
+	now = t0.Add(73 * time.Second) // the window moves past t0's bucket
+	s.Add(other, now, now)
+	if got := s.Expire(); got != len(old) {
+		t.Fatalf("Expire removed %d keys, want %d", got, len(old))
+	}
+	if len(s.tags) != minSlots || s.tags[0] == 0 {
+		t.Fatalf("table of %d slots, slot 0 empty: the run does not wrap", len(s.tags))
+	}
+	table, rebuilds := &s.tags[0], s.rebuilds
+	s.rebuild(s.n)
+	if s.rebuilds != rebuilds+1 || &s.tags[0] != table {
+		t.Fatalf("rebuild was not in place")
+	}
+	if s.used != len(kept)+1 {
+		t.Errorf("%d occupied slots after compacting, want %d", s.used, len(kept)+1)
+	}
+	occupied := 0
+	for _, tag := range s.tags {
+		if tag != 0 {
+			occupied++
+		}
+	}
+	if occupied != len(kept)+1 {
+		t.Errorf("%d tags in the table, want %d", occupied, len(kept)+1)
+	}
+	for j, k := range append(kept, other) {
+		if _, _, ok := s.Find(k); !ok {
+			t.Errorf("live key %d not found after compacting", j)
+		}
+	}
+	for j, k := range old {
+		if _, _, ok := s.Find(k); ok {
+			t.Errorf("expired key %d found after compacting", j)
+		}
 	}
 }
 
@@ -587,5 +655,39 @@ func BenchmarkSetTouched(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/key")
 		})
+	}
+}
+
+// A set at its SetMaxKeys bound keeps its table within BytesPerKey a key of the bound — of
+// the bound and the keys added since the last Expire, which trims — and, once its window is
+// steady, compacts that table in place instead of allocating another.
+func TestBoundedTableStaysInPlace(t *testing.T) {
+	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	now := start
+	s := New(2*time.Minute, func() time.Time { return now })
+	const maxKeys, perSecond = 5_000, 200
+	s.SetMaxKeys(maxKeys, 10*time.Second)
+	most := int(float64(maxKeys+perSecond+1)/minLoad) + 1 // a rebuild's table for the bound and a second's keys
+	var table *uint32
+	moved := 0
+	for sec := range 300 {
+		now = start.Add(time.Duration(sec) * time.Second)
+		s.Expire()
+		for i := range perSecond {
+			at := now.Add(time.Duration(i) * time.Second / perSecond)
+			s.Add(KeyOf(fmt.Sprintf("evt_%d_%d", sec, i)), at, at)
+		}
+		if len(s.tags) > most {
+			t.Fatalf("second %d: table of %d slots, more than the bound's %d", sec, len(s.tags), most)
+		}
+		if &s.tags[0] != table {
+			table = &s.tags[0]
+			if sec > 60 {
+				moved++
+			}
+		}
+	}
+	if s.rebuilds < 10 || moved > 0 {
+		t.Errorf("%d rebuilds, %d of them after the first minute into a new table; want at least 10, none", s.rebuilds, moved)
 	}
 }
