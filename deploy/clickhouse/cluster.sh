@@ -45,8 +45,10 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# zk_serving asks ZooKeeper for its stat. A server still starting may take the connection and
+# never answer nor close it (CI hung here for 13 minutes once), so each ask gives up after 2 s.
 zk_serving() {
-  [[ $( (exec 3<>/dev/tcp/127.0.0.1/$zkport && printf stat >&3 && cat <&3) 2>/dev/null) == *"Mode: standalone"* ]]
+  [[ $(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$zkport && printf stat >&3 && cat <&3" 2>/dev/null) == *"Mode: standalone"* ]]
 }
 
 start_zookeeper() {
@@ -72,7 +74,8 @@ EOF
   fi
   # ruok answers before the server takes sessions, and a clickhouse-server 18.16 whose
   # Replicated tables cannot reach ZooKeeper at start-up exits: wait for "Mode:" in stat.
-  for _ in $(seq 300); do
+  local until=$((SECONDS + 60))
+  while ((SECONDS < until)); do
     zk_serving && return 0
     running zookeeper || break
     sleep 0.2
