@@ -110,8 +110,8 @@ type Filter struct {
 	// seenResp its responses.
 	seen     map[keyset.Key]uint64
 	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept, or -1
-	// keys and rkeys hold the id and response keys of Fresh's rows, reused from batch to
-	// batch (1 MB each for 64,000 rows).
+	// keys and rkeys hold the id and response keys of the rows Fresh or Remember works on,
+	// reused from batch to batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
 	// written holds, for each row Fresh returned (and Landed kept of them), what Remember
 	// records of it: hashing a row again there cost as much as Fresh's own hashing.
