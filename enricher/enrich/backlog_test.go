@@ -202,14 +202,14 @@ func TestProcessReportsAFullStream(t *testing.T) {
 		return msgs
 	}
 	var ws workspace
-	if full := e.process(ctx, fetch(), &ws); !full {
+	if full := e.process(ctx, fetch(), &ws, e.turns.take()); !full {
 		t.Fatal("process with USAGE_ENRICHED full = false, want true")
 	}
 	cfg.MaxBytes = limit
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if full := e.process(ctx, fetch(), &ws); full { // the same message, redelivered after its delay
+	if full := e.process(ctx, fetch(), &ws, e.turns.take()); full { // the same message, redelivered after its delay
 		t.Fatal("process with room = true, want false")
 	}
 	if st, err := js.Stream(ctx, stream.Enriched); err != nil || st.CachedInfo().State.Msgs != 1 {

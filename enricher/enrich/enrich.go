@@ -135,6 +135,8 @@ type Enricher struct {
 	pricingV, rulesV, bindingsV reload.Version
 	// ahead holds the workers back while the aggregators are far behind; nil never does.
 	ahead *ahead
+	// turns orders the workers' acknowledgements.
+	turns *turns
 	// consumed holds the partitions of USAGE_ENRICHED known to have their aggregator's
 	// consumer (stream.EnsurePartition), as map[int]struct{}.
 	consumed sync.Map
@@ -184,7 +186,7 @@ func New(cfg Config, nc *nats.Conn) (*Enricher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	e := &Enricher{cfg: cfg, nc: nc, js: js, ahead: newAhead(cfg.MaxAhead, time.Now)}
+	e := &Enricher{cfg: cfg, nc: nc, js: js, ahead: newAhead(cfg.MaxAhead, time.Now), turns: newTurns()}
 	e.pricingV.Accept(sum)
 	e.catalog.Store(cat)
 	if cfg.AttributionFile != "" {
@@ -453,12 +455,18 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
 		msgs = msgs[:0]
+		e.turns.fetch.Lock()
 		batches.Next(ctx, func(m jetstream.Msg) int {
 			msgs = append(msgs, m)
 			return 1
 		})
+		var tn turn
 		if len(msgs) > 0 {
-			if e.process(ctx, msgs, &ws) {
+			tn = e.turns.take()
+		}
+		e.turns.fetch.Unlock()
+		if len(msgs) > 0 {
+			if e.process(ctx, msgs, &ws, tn) {
 				full = min(max(2*full, 100*time.Millisecond), 2*time.Second)
 			} else {
 				full = 0
@@ -474,8 +482,10 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 // under the same id and JetStream stores it once (and the aggregator drops its events as
 // duplicates should the redelivery come after the duplicate window).
 //
-// It reports whether USAGE_ENRICHED refused a message because it is full.
-func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, ws *workspace) (full bool) {
+// It acknowledges in its turn (see turns), and reports whether USAGE_ENRICHED refused a
+// message because it is full.
+func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, ws *workspace, tn turn) (full bool) {
+	defer tn.end()
 	type pending struct {
 		msg jetstream.Msg
 		ack jetstream.PubAckFuture
@@ -509,6 +519,10 @@ func (e *Enricher) process(ctx context.Context, msgs []jetstream.Msg, ws *worksp
 		e.ahead.sent(len(out))
 		inflight = append(inflight, pending{m, f})
 		ws.payloads = append(ws.payloads, out) // until its acknowledgement, the client may send it again
+	}
+	if !tn.wait(ctx) {
+		ws.payloads = nil // the client may still hold the payloads in flight
+		return full
 	}
 	for _, p := range inflight {
 		select {

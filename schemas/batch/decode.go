@@ -37,7 +37,7 @@ func appendDecoded(dst []Row, data []byte) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	cols := len(schema.Fields())
+	cols := schema.NumFields()
 	for i, m := range msgs[1:] { // msgs[0] is the schema, checked by checkFraming
 		b, err := readBatch(m)
 		if err != nil {
