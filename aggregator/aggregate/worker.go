@@ -389,8 +389,10 @@ func (wk *worker) take(b *pending, msg jetstream.Msg) {
 		return
 	}
 	b.written = max(b.written, len(rows))
-	// The message's rows follow the batch's; the good ones are kept in place.
-	good := rows[:n]
+	// The message's rows follow the batch's; the good ones are kept in place, moved only past
+	// a bad one (a row is 480 bytes, and copying it costs a write barrier per string while
+	// the garbage collector marks).
+	good := n
 	var bad []batch.Row
 	var reasons []error
 	for i := n; i < len(rows); i++ {
@@ -399,13 +401,16 @@ func (wk *worker) take(b *pending, msg jetstream.Msg) {
 			reasons = append(reasons, fmt.Errorf("event %q: %w", rows[i].ID, err))
 			continue
 		}
-		good = append(good, rows[i])
+		if good != i {
+			rows[good] = rows[i]
+		}
+		good++
 	}
 	if len(bad) > 0 && !wk.quarantineRows(msg, bad, errors.Join(reasons...)) {
 		return
 	}
 	b.msgs = append(b.msgs, msg)
-	b.rows = good
+	b.rows = rows[:good]
 }
 
 // impossible reports why r cannot be a real event priced by the enricher, or nil. The

@@ -371,7 +371,11 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 		f.seen[keys[i]] = fp
 		f.written = append(f.written, written{id: r.ID, key: keys[i], rk: rk, fp: fp})
-		fresh = append(fresh, *r)
+		if len(fresh) == i {
+			fresh = fresh[:i+1] // in place: no copy while no row was dropped before it
+		} else {
+			fresh = append(fresh, *r)
+		}
 	}
 	return fresh, conflicts, decisions, c, nil
 }

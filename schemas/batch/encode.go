@@ -122,25 +122,34 @@ func (e *encoder) offsets(n int) int {
 	return at
 }
 
-func (e *encoder) put(at, i, v int) { binary.LittleEndian.PutUint32(e.out[at+4*i:], uint32(v)) }
+// put writes value v at index i of the offsets at out[at:].
+func put(out []byte, at, i, v int) { binary.LittleEndian.PutUint32(out[at+4*i:], uint32(v)) }
+
+// The loops over rows append to a local slice and store it in e.out once: e is on the heap,
+// and storing its slice at every row cost a write barrier per value while the garbage
+// collector marks (0.15 µs an event in a 12,000,000-line benchmark run).
 
 func (e *encoder) strings(rows []Row, get func(*Row) string) {
 	e.node(len(rows))
 	at := e.offsets(len(rows))
-	from := len(e.out)
+	out := e.out
+	from := len(out)
 	for i := range rows {
-		e.out = append(e.out, get(&rows[i])...)
-		e.put(at, i+1, len(e.out)-from)
+		out = append(out, get(&rows[i])...)
+		put(out, at, i+1, len(out)-from)
 	}
+	e.out = out
 	e.buffer(from)
 }
 
 func (e *encoder) int64s(rows []Row, get func(*Row) int64) {
 	e.node(len(rows))
-	from := len(e.out)
+	out := e.out
+	from := len(out)
 	for i := range rows {
-		e.out = binary.LittleEndian.AppendUint64(e.out, uint64(get(&rows[i])))
+		out = binary.LittleEndian.AppendUint64(out, uint64(get(&rows[i])))
 	}
+	e.out = out
 	e.buffer(from)
 }
 
@@ -164,7 +173,7 @@ func (e *encoder) lists(rows []Row, count func(*Row) int) int {
 	k := 0
 	for i := range rows {
 		k += count(&rows[i])
-		e.put(at, i+1, k)
+		put(e.out, at, i+1, k)
 	}
 	e.node(k)
 	return k
@@ -173,16 +182,18 @@ func (e *encoder) lists(rows []Row, count func(*Row) int) int {
 // stringLists writes a list column of strings: row r's list is item(r, j) for j below count(r).
 func (e *encoder) stringLists(rows []Row, count func(*Row) int, item func(*Row, int) string) {
 	at := e.offsets(e.lists(rows, count))
-	from := len(e.out)
+	out := e.out
+	from := len(out)
 	k := 0
 	for i := range rows {
 		r := &rows[i]
 		for j := range count(r) {
-			e.out = append(e.out, item(r, j)...)
+			out = append(out, item(r, j)...)
 			k++
-			e.put(at, k, len(e.out)-from)
+			put(out, at, k, len(out)-from)
 		}
 	}
+	e.out = out
 	e.buffer(from)
 }
 
@@ -191,12 +202,14 @@ func unitCount(r *Row) int { return len(r.Units) }
 
 func (e *encoder) unitInts(rows []Row, get func(*Unit) int64) {
 	e.lists(rows, unitCount)
-	from := len(e.out)
+	out := e.out
+	from := len(out)
 	for i := range rows {
 		for j := range rows[i].Units {
-			e.out = binary.LittleEndian.AppendUint64(e.out, uint64(get(&rows[i].Units[j])))
+			out = binary.LittleEndian.AppendUint64(out, uint64(get(&rows[i].Units[j])))
 		}
 	}
+	e.out = out
 	e.buffer(from)
 }
 
@@ -206,10 +219,12 @@ func (e *encoder) columns(rows []Row) {
 	e.int64s(rows, func(r *Row) int64 { return r.Time.UnixMilli() })
 	e.int64s(rows, func(r *Row) int64 { return r.Received.UnixMilli() })
 	e.node(len(rows))
-	from := len(e.out)
+	out := e.out
+	from := len(out)
 	for i := range rows {
-		e.out = binary.LittleEndian.AppendUint16(e.out, uint16(rows[i].Partition))
+		out = binary.LittleEndian.AppendUint16(out, uint16(rows[i].Partition))
 	}
+	e.out = out
 	e.buffer(from)
 	e.strings(rows, func(r *Row) string { return r.Provider })
 	e.strings(rows, func(r *Row) string { return r.Model })
