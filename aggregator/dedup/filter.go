@@ -110,6 +110,10 @@ type Filter struct {
 	// seenResp its responses.
 	seen     map[keyset.Key]uint64
 	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept, or -1
+	// repeat marks the rows of the batch whose id an earlier row has, later those whose id
+	// a later row has. Only they need seen after the first pass: it is larger than the
+	// cache, and a look-up there costs a wait for memory.
+	repeat, later []bool
 	// keys and rkeys hold the id and response keys of the rows Fresh or Remember works on,
 	// reused from batch to batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
@@ -227,6 +231,10 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	var c Counts
 	f.keys = slices.Grow(f.keys[:0], len(rows))[:len(rows)]
 	keys := f.keys
+	f.repeat = slices.Grow(f.repeat[:0], len(rows))[:len(rows)]
+	f.later = slices.Grow(f.later[:0], len(rows))[:len(rows)]
+	clear(f.repeat)
+	clear(f.later)
 	clear(f.seen)
 	var refs []Ref
 	stored := make(map[string]uint64)
@@ -240,10 +248,11 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	for i := range rows {
 		r := &rows[i]
 		ahead.At(i)
-		if _, ok := f.seen[keys[i]]; ok {
+		if first, ok := f.seen[keys[i]]; ok {
+			f.repeat[i], f.later[first] = true, true
 			continue
 		}
-		f.seen[keys[i]] = 0
+		f.seen[keys[i]] = uint64(i)
 		if from, to, ok := f.ids.Find(keys[i]); ok {
 			if fp, ok := f.recent.get(keys[i]); ok {
 				stored[r.ID] = fp
@@ -275,16 +284,14 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 	}
 	ahead = f.resp.Ahead(rkeys)
-	clear(f.seen)
 	clear(f.seenResp)
 	refs = refs[:0]
 	horizon := f.resp.Floor().Add(ResponseSkew)
 	for i := range rows {
 		r := &rows[i]
-		if _, ok := f.seen[keys[i]]; ok {
+		if f.repeat[i] {
 			continue
 		}
-		f.seen[keys[i]] = 0
 		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
 			continue
 		}
@@ -326,7 +333,11 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	for i := range rows {
 		r := &rows[i]
 		fp := Fingerprint(r)
-		kept, ok := f.seen[keys[i]]
+		var kept uint64
+		ok := false
+		if f.repeat[i] {
+			kept, ok = f.seen[keys[i]]
+		}
 		if !ok {
 			kept, ok = stored[r.ID]
 		}
@@ -347,7 +358,9 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 				if k := &fresh[j]; r.Outranks(k) {
 					decisions = append(decisions, Decision{Kept: *r, Dropped: *k})
 					delete(f.seen, f.written[j].key)
-					f.seen[keys[i]] = fp
+					if f.later[i] {
+						f.seen[keys[i]] = fp
+					}
 					*k = *r
 					f.written[j] = written{id: r.ID, key: keys[i], rk: rk, fp: fp}
 				} else if differ(r, k) {
@@ -369,7 +382,9 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 			}
 			f.seenResp[rk] = len(fresh)
 		}
-		f.seen[keys[i]] = fp
+		if f.later[i] {
+			f.seen[keys[i]] = fp
+		}
 		f.written = append(f.written, written{id: r.ID, key: keys[i], rk: rk, fp: fp})
 		if len(fresh) == i {
 			fresh = fresh[:i+1] // in place: no copy while no row was dropped before it
