@@ -109,11 +109,12 @@ type Filter struct {
 	// seen holds the ids of the batch being filtered, with their content fingerprints;
 	// seenResp its responses.
 	seen     map[keyset.Key]uint64
-	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept, or -1
+	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept
 	// repeat marks the rows of the batch whose id an earlier row has, later those whose id
-	// a later row has. Only they need seen after the first pass: it is larger than the
-	// cache, and a look-up there costs a wait for memory.
-	repeat, later []bool
+	// a later row has; respRepeat and respLater the same of their responses, among the rows
+	// whose id is not stored. Only such rows need seen and seenResp in the last pass: the
+	// maps are larger than the cache, and a look-up there costs a wait for memory.
+	repeat, later, respRepeat, respLater []bool
 	// keys and rkeys hold the id and response keys of the rows Fresh or Remember works on,
 	// reused from batch to batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
@@ -231,10 +232,10 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	var c Counts
 	f.keys = slices.Grow(f.keys[:0], len(rows))[:len(rows)]
 	keys := f.keys
-	f.repeat = slices.Grow(f.repeat[:0], len(rows))[:len(rows)]
-	f.later = slices.Grow(f.later[:0], len(rows))[:len(rows)]
-	clear(f.repeat)
-	clear(f.later)
+	for _, flags := range []*[]bool{&f.repeat, &f.later, &f.respRepeat, &f.respLater} {
+		*flags = slices.Grow((*flags)[:0], len(rows))[:len(rows)]
+		clear(*flags)
+	}
 	clear(f.seen)
 	var refs []Ref
 	stored := make(map[string]uint64)
@@ -289,18 +290,23 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	horizon := f.resp.Floor().Add(ResponseSkew)
 	for i := range rows {
 		r := &rows[i]
-		if f.repeat[i] {
-			continue
-		}
 		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
 			continue
 		}
+		// Here seenResp holds, of each response, 2 × the last row with it, + 1 once a row
+		// with it was let through by the ids (and so looked up, if need be).
 		rk := rkeys[i]
-		ahead.At(i)
-		if _, ok := f.seenResp[rk]; ok {
+		v, met := f.seenResp[rk]
+		if met {
+			f.respRepeat[i], f.respLater[v/2] = true, true
+		}
+		looked := met && v%2 == 1
+		if f.repeat[i] || looked {
+			f.seenResp[rk] = 2*i + v%2
 			continue
 		}
-		f.seenResp[rk] = -1
+		f.seenResp[rk] = 2*i + 1
+		ahead.At(i)
 		if from, to, ok := f.resp.Find(rk); ok {
 			refs = append(refs, Ref{ID: r.ResponseID, From: from, To: to})
 			c.ResponseConfirms++
@@ -351,7 +357,11 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 		rk := rkeys[i]
 		if r.ResponseID != "" {
-			if j, taken := f.seenResp[rk]; taken && j >= 0 {
+			j, taken := 0, false
+			if f.respRepeat[i] {
+				j, taken = f.seenResp[rk]
+			}
+			if taken {
 				// Another report of the call is earlier in the batch: the better one stays
 				// in its place. Neither is in seen's way: a later copy of the dropped id is
 				// dropped the same way, rather than compared with a copy never written.
@@ -380,7 +390,9 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 				decisions = append(decisions, Decision{Kept: *r, Dropped: s, Displaced: true})
 				c.Displaced++
 			}
-			f.seenResp[rk] = len(fresh)
+			if f.respLater[i] {
+				f.seenResp[rk] = len(fresh)
+			}
 		}
 		if f.later[i] {
 			f.seen[keys[i]] = fp

@@ -206,6 +206,20 @@ func TestFilterResponses(t *testing.T) {
 		Counts{ResponseDuplicates: 1, ResponseConfirms: 2})
 }
 
+// A report dropped as a conflict holds no place for its response: the next report of that
+// call is kept, and a third is a duplicate of the second.
+func TestFilterResponseAfterAConflict(t *testing.T) {
+	report := func(id, rid string, input int64) batch.Row {
+		r := usage(id, now0, input)
+		r.ResponseID = rid
+		return r
+	}
+	a, conflict := report("a", "resp-0", 5), report("a", "resp-1", 6) // the id again, other content
+	f := NewFilter(time.Hour, func() time.Time { return now0 }, &table{})
+	fresh(t, f, []batch.Row{a, conflict, report("b", "resp-1", 5), report("c", "resp-1", 5)}, "a,b",
+		fmt.Sprintf("a:%016x/%016x", Fingerprint(&a), Fingerprint(&conflict)), Counts{ResponseDuplicates: 1})
+}
+
 // Of two reports of one call the better stands, whichever came first: a stored anonymous one
 // is displaced by the proxy's, a later anonymous one never displaces the proxy's, and within
 // a batch the better takes the earlier one's place. Every choice between reports that differ
