@@ -106,10 +106,12 @@ type Counts struct {
 type Filter struct {
 	ids, resp *keyset.Set
 	store     Store
-	// seen holds the ids of the batch being filtered, with their content fingerprints;
-	// seenResp its responses.
+	// seen holds the ids of the batch being filtered: in Fresh's first pass with the index
+	// of the first row with each, in its last with the content fingerprint of the row kept.
+	// seenResp holds its responses: in the second pass with the last row with each (see
+	// there), in the last with the index in the fresh rows of the report kept.
 	seen     map[keyset.Key]uint64
-	seenResp map[keyset.Key]int // the index in the fresh rows of the report kept
+	seenResp map[keyset.Key]int
 	// repeat marks the rows of the batch whose id an earlier row has, later those whose id
 	// a later row has; respRepeat and respLater the same of their responses, among the rows
 	// whose id is not stored. Only such rows need seen and seenResp in the last pass: the
