@@ -31,7 +31,7 @@ const (
 	DefaultClients     = 4
 	DefaultMarkerEvery = 10
 	DefaultPartitions  = 4
-	DefaultCountPoll   = 50 * time.Millisecond
+	DefaultCountPoll   = 10 * time.Millisecond
 	DefaultMarkerPoll  = 100 * time.Millisecond
 	DefaultTimeout     = 2 * time.Minute
 )
@@ -59,8 +59,8 @@ type Config struct {
 	// InsertRows and InsertWait size the aggregator's INSERTs; zero takes its defaults.
 	InsertRows int
 	InsertWait time.Duration
-	// CountPoll is how often the row count is polled to stop the clock; MarkerPoll how often
-	// the outstanding marker events are looked up.
+	// CountPoll is the shortest wait between polls of the row count that stop the clock
+	// (waitCount); MarkerPoll how often the outstanding marker events are looked up.
 	CountPoll, MarkerPoll time.Duration
 	// Timeout bounds one run, from its first request until every event is queryable.
 	Timeout time.Duration

@@ -245,3 +245,24 @@ func TestListener(t *testing.T) {
 		t.Fatalf("Listener(%d) = %d after the listener closed, want an error", port, pid)
 	}
 }
+
+func TestCountWait(t *testing.T) {
+	const poll = 10 * time.Millisecond
+	for _, c := range []struct {
+		name          string
+		done, left    uint64
+		elapsed, want time.Duration
+	}{
+		{"nothing stored yet", 0, 1000, time.Second, maxCountWait},
+		{"far from the end", 1000, 9000, time.Second, maxCountWait},                     // 9 s left
+		{"an eighth of the time left", 1000, 1000, time.Second, 125 * time.Millisecond}, // 1 s left
+		{"the end near", 1000, 40, time.Second, poll},                                   // 40 ms left
+	} {
+		if got := countWait(c.done, c.left, c.elapsed, poll); got != c.want {
+			t.Errorf("%s: countWait(%d, %d, %v) = %v, want %v", c.name, c.done, c.left, c.elapsed, got, c.want)
+		}
+	}
+	if got := countWait(1000, 9000, time.Second, time.Second); got != time.Second {
+		t.Errorf("a poll longer than maxCountWait: got %v, want it", got)
+	}
+}

@@ -254,13 +254,16 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 }
 
 // waitCount polls the number of stored events until it reaches n and returns when it did. It
-// reads the row counts of the table's active parts, which costs ClickHouse nothing, where a
-// count() every few milliseconds would scan the table and inflate ClickHouse's CPU figure.
+// reads the row counts of the table's active parts, not count(), which would scan the table;
+// even so a query costs ClickHouse about a millisecond of CPU, which a poll every CountPoll
+// throughout a run added to ClickHouse's figure. So it waits between polls for an eighth of
+// the time the rate so far says is left (countWait), between CountPoll and maxCountWait: the
+// end it reports is late by at most that wait.
 func (b *Bench) waitCount(ctx context.Context, db string, n int) (time.Time, error) {
 	q := "SELECT sum(rows) FROM system.parts WHERE database = '" + db + "' AND table = 'usage_events' AND active"
-	tick := time.NewTicker(b.cfg.CountPoll)
-	defer tick.Stop()
-	for {
+	start := time.Now()
+	var first uint64 // the count at start: a warm-up's events
+	for polls := 0; ; polls++ {
 		var got uint64
 		if err := b.conn.QueryRow(ctx, q).Scan(&got); err != nil {
 			if ctx.Err() != nil {
@@ -268,19 +271,38 @@ func (b *Bench) waitCount(ctx context.Context, db string, n int) (time.Time, err
 			}
 			return time.Time{}, fmt.Errorf("count the stored events: %w", err)
 		}
+		at := time.Now()
 		if got >= uint64(n) {
-			at := time.Now()
 			if got > uint64(n) {
 				return at, fmt.Errorf("%s.usage_events holds %d rows, more than the %d distinct events sent", db, got, n)
 			}
 			return at, nil
 		}
+		if polls == 0 {
+			first = got
+		}
+		t := time.NewTimer(countWait(got-first, uint64(n)-got, at.Sub(start), b.cfg.CountPoll))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return time.Time{}, fmt.Errorf("%w (%d of %d events stored)", context.Cause(ctx), got, n)
-		case <-tick.C:
+		case <-t.C:
 		}
 	}
+}
+
+// maxCountWait bounds waitCount's wait between polls, and so how late it may see the end.
+const maxCountWait = 250 * time.Millisecond
+
+// countWait is how long waitCount waits for the next poll, having seen done events stored in
+// elapsed and left still to come: an eighth of the time left at the rate so far, within
+// [poll, maxCountWait].
+func countWait(done, left uint64, elapsed, poll time.Duration) time.Duration {
+	if done == 0 {
+		return max(poll, maxCountWait)
+	}
+	eta := time.Duration(float64(elapsed) * float64(left) / float64(done))
+	return min(max(eta/8, poll), max(poll, maxCountWait))
 }
 
 type usage struct {
