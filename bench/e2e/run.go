@@ -255,7 +255,7 @@ func (b *Bench) run(ctx context.Context, res *Result, load func(context.Context,
 
 // waitCount polls the number of stored events until it reaches n and returns when it did. It
 // reads the row counts of the table's active parts, not count(), which would scan the table;
-// even so a query costs ClickHouse about a millisecond of CPU, which a poll every CountPoll
+// even so a query costs ClickHouse 1–2 ms of CPU, which a poll every CountPoll
 // throughout a run added to ClickHouse's figure. So it waits between polls for an eighth of
 // the time the rate so far says is left (countWait), between CountPoll and maxCountWait: the
 // end it reports is late by at most that wait.
