@@ -1,15 +1,15 @@
-// Package alerting is the alerter stage: it reads the copies of USAGE_ENRICHED's batches in
-// USAGE_HISTORY through its durable consumer "alerter", keeps per-group windows in memory
-// (history from ClickHouse at start), evaluates the rules and budgets every second, drives
-// each alert's state machine, records every transition in ClickHouse (alert_history) and in
-// the KV bucket tokenmeter_alerts, and hands firing and resolved alerts to the dispatcher,
-// which notifies the receivers.
+// Package alerting is the alerter stage: it reads USAGE_ENRICHED's batches (feed.go: live,
+// and from their copies in USAGE_HISTORY what it did not read live), keeps per-group
+// windows in memory (history from ClickHouse at start), evaluates the rules and budgets
+// every second, drives each alert's state machine, records every transition in ClickHouse
+// (alert_history) and in the KV bucket tokenmeter_alerts, and hands firing and resolved
+// alerts to the dispatcher, which notifies the receivers.
 //
-// Start-up is exact: the newest Replay of the history is read again (the consumer is
-// re-positioned there), and everything older comes from spend_1m, split at one cutoff
-// minute by event time, so no event is counted twice or missed — except events that the
-// aggregator had not yet written when the alerter started and whose time is before the
-// cutoff, which are rare and only make a baseline slightly low.
+// Start-up is exact: the newest Replay of the history is read again, and everything older
+// comes from spend_1m, split at one cutoff minute by event time, so no event is counted
+// twice or missed — except events that the aggregator had not yet written when the alerter
+// started and whose time is before the cutoff, which are rare and only make a baseline
+// slightly low.
 package alerting
 
 import (
@@ -126,11 +126,12 @@ type subject struct {
 }
 
 type metrics struct {
-	events, late, duplicates, reloadFailures prometheus.Counter
-	alerts                                   *prometheus.GaugeVec
-	notifications                            *prometheus.CounterVec
-	groups                                   prometheus.Gauge
-	evalSeconds                              prometheus.Histogram
+	events, late, duplicates, reloadFailures, missed prometheus.Counter
+	catchUps                                         *prometheus.CounterVec
+	alerts                                           *prometheus.GaugeVec
+	notifications                                    *prometheus.CounterVec
+	groups                                           prometheus.Gauge
+	evalSeconds                                      prometheus.Histogram
 	// refused and evicted read the engine's counts (detect.Engine.Refused, Evicted).
 	refused, evicted prometheus.CounterFunc
 }
@@ -183,6 +184,10 @@ func (a *Alerter) registerMetrics() error {
 			Help: "Events not counted because their id, or another report of their provider response, was counted lately (2 minutes, shorter past -seen-max-bytes)."}),
 		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_reload_failures_total",
 			Help: "Rules files refused on reload (the previous rules stay in force)."}),
+		missed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenmeter_alerter_batches_missed_total",
+			Help: "Enriched batches the alerter never counted: it had to read them from USAGE_HISTORY, which no longer held them."}),
+		catchUps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenmeter_alerter_catchups_total",
+			Help: "Times the alerter read USAGE_HISTORY for what its live consumer did not deliver: at start-up, after falling behind, after losing the consumer."}, []string{"reason"}),
 		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenmeter_alerter_notifications_total",
 			Help: "Notifications accepted by a receiver."}, []string{"receiver", "status"}),
@@ -216,7 +221,7 @@ func (a *Alerter) registerMetrics() error {
 		Help: "Events of workflows the runaway rules did not count because they already held runaway.DefaultMaxFlows workflows."},
 		flowCount(func(f *runaway.Flows) float64 { return float64(f.Refused) }))
 	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted,
-		workflows, workflowsRefused} {
+		a.m.missed, a.m.catchUps, workflows, workflowsRefused} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}
@@ -427,53 +432,20 @@ func (a *Alerter) Stop() {
 	}
 }
 
-// consume re-positions the durable consumer at the cutoff (minus the largest clock skew
-// an event may have) and starts reading. It reads the enriched batches' copies in
-// USAGE_HISTORY, not USAGE_ENRICHED itself: an alerter that stops must not hold back the
-// working stream, and the copies are what a restart reads again.
+// consume starts the feed (feed.go) from the cutoff, minus the largest clock skew an event
+// may have. It deletes the consumer on USAGE_HISTORY that alerters before the live
+// consumer read.
 func (a *Alerter) consume(ctx context.Context) error {
-	_ = a.js.DeleteConsumer(ctx, stream.History, ConsumerName)
-	start := a.cutoff.Add(-10 * time.Minute)
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, stream.History, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		Description:   "evaluates alert rules and budgets over enriched usage",
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
-		OptStartTime:  &start,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
-		MaxAckPending: 1024,
-		FilterSubject: stream.EnrichedPrefix + "*",
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s on %s: %w", ConsumerName, stream.History, err)
+	if err := a.js.DeleteConsumer(ctx, stream.History, stream.AlerterConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete the old consumer %s on %s: %w", stream.AlerterConsumer, stream.History, err)
 	}
-	cc, err := cons.Consume(a.handle, jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", stream.History, err)
-	}
-	go func() {
-		<-ctx.Done()
-		cc.Stop()
-	}()
+	go a.runFeed(ctx, a.cutoff.Add(-10*time.Minute))
 	return nil
 }
 
-// handle counts one enriched batch. A message stored before start-up counts only its events
-// after the cutoff (the rest came from ClickHouse); a newer one counts every event, late
-// ones included.
-func (a *Alerter) handle(m jetstream.Msg) {
-	meta, err := m.Metadata()
-	replayed := err == nil && meta.Timestamp.Before(a.started)
-	if err := a.add(m.Data(), replayed); err != nil {
-		// The aggregator dead-letters undecodable batches; the alerter just skips them.
-		a.cfg.Logger.Warn("skip undecodable enriched batch", "subject", m.Subject(), "err", err)
-		_ = m.Term()
-		return
-	}
-	_ = m.Ack()
-}
-
-// add counts the events of one encoded batch; replayed drops those before the cutoff.
+// add counts the events of one encoded batch. replayed, for a batch stored before start-up,
+// drops the events before the cutoff (they came from ClickHouse); a newer batch counts
+// every event, late ones included.
 func (a *Alerter) add(data []byte, replayed bool) error {
 	a.decodeMu.Lock()
 	defer a.decodeMu.Unlock()

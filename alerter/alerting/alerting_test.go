@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -92,6 +93,7 @@ func publish(t *testing.T, js jetstream.JetStream, rows []batch.Row) {
 
 type env struct {
 	t     *testing.T
+	ns    *server.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	db    string
@@ -109,13 +111,23 @@ func newEnv(t *testing.T, rulesYAML string) *env {
 	if err := os.WriteFile(path, []byte(rulesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, nc: nc, js: js, db: db, clock: &fakeClock{t: time.Now().UTC().Truncate(time.Minute).Add(10 * time.Second)}, rules: path}
+	return &env{t: t, ns: ns, nc: nc, js: js, db: db, clock: &fakeClock{t: time.Now().UTC().Truncate(time.Minute).Add(10 * time.Second)}, rules: path}
 }
 
 // start runs an alerter until the test ends or stop is called.
 func (e *env) start() (a *Alerter, stop func()) {
 	e.t.Helper()
-	a, err := New(Config{RulesFile: e.rules, ClickHouseDSN: chtest.DSN(), Database: e.db, Now: e.clock.Now}, e.nc)
+	return e.startWith(e.nc, nil)
+}
+
+// startWith runs an alerter on nc with the config edit makes.
+func (e *env) startWith(nc *nats.Conn, edit func(*Config)) (a *Alerter, stop func()) {
+	e.t.Helper()
+	cfg := Config{RulesFile: e.rules, ClickHouseDSN: chtest.DSN(), Database: e.db, Now: e.clock.Now}
+	if edit != nil {
+		edit(&cfg)
+	}
+	a, err := New(cfg, nc)
 	if err != nil {
 		e.t.Fatal(err)
 	}

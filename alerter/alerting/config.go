@@ -27,9 +27,6 @@ const (
 	DefaultReplay = 15 * time.Minute
 )
 
-// ConsumerName is the alerter's durable consumer on USAGE_HISTORY.
-const ConsumerName = stream.AlerterConsumer
-
 // Config configures the alerter. Zero values take the defaults.
 type Config struct {
 	// RulesFile is the YAML rules file, reloaded when it changes; "" runs the built-in rules
@@ -52,7 +49,12 @@ type Config struct {
 	// once (default DefaultSeenMaxBytes; negative: unbounded): past it the window shortens,
 	// never below MinSeenWindow.
 	SeenMaxBytes int64
-	Streams      stream.Options
+	// LiveMaxPending is how many batches the live consumer may hold back in USAGE_ENRICHED
+	// before the alerter lets go of them and reads their copies in USAGE_HISTORY; LiveInactive
+	// is how long a stopped alerter's live consumer holds them (feed.go).
+	LiveMaxPending int
+	LiveInactive   time.Duration
+	Streams        stream.Options
 	// HTTPClient sends notifications (default: a client with a 10 s timeout).
 	HTTPClient *http.Client
 	// Now is the clock (default time.Now); Sleep waits between notification retries.
@@ -83,6 +85,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.SeenMaxBytes == 0 {
 		c.SeenMaxBytes = DefaultSeenMaxBytes
+	}
+	if c.LiveMaxPending == 0 {
+		c.LiveMaxPending = DefaultLiveMaxPending
+	}
+	if c.LiveInactive == 0 {
+		c.LiveInactive = DefaultLiveInactive
 	}
 	if c.Streams == (stream.Options{}) {
 		c.Streams = stream.DefaultOptions
@@ -117,6 +125,12 @@ func (c Config) Validate() error {
 	}
 	if c.Replay < time.Minute || c.Replay > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("replay (%s) must be within [1m, 24h]", c.Replay))
+	}
+	if c.LiveMaxPending < 4 {
+		errs = append(errs, fmt.Errorf("live max pending (%d) must be at least 4", c.LiveMaxPending))
+	}
+	if c.LiveInactive < time.Second {
+		errs = append(errs, fmt.Errorf("live inactive (%s) must be at least 1s", c.LiveInactive))
 	}
 	if c.Streams.Storage != jetstream.FileStorage && c.Streams.Storage != jetstream.MemoryStorage {
 		errs = append(errs, fmt.Errorf("stream storage %v is neither file nor memory", c.Streams.Storage))

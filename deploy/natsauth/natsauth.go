@@ -89,11 +89,7 @@ func GrantOf(r Role, name string, partitions int) Grant {
 		add(api("STREAM.INFO", st), api("CONSUMER.CREATE", st), api("CONSUMER.CREATE", st, ">"),
 			api("CONSUMER.INFO", st, "*"), api("CONSUMER.DELETE", st, "*"), api("CONSUMER.MSG.NEXT", st, "*"),
 			"$JS.FC."+st+".>")
-		protected := durables[st]
-		if st == stream.History {
-			protected = append(protected, stream.AlerterConsumer)
-		}
-		for _, c := range protected {
+		for _, c := range durables[st] {
 			for _, op := range []string{"CREATE", "INFO", "DELETE", "MSG.NEXT"} {
 				g.DenyPublish = append(g.DenyPublish, api("CONSUMER."+op, st, c))
 			}
@@ -132,8 +128,13 @@ func GrantOf(r Role, name string, partitions int) Grant {
 		kvWrite(kv.Leases)
 	case Alerter:
 		ensure()
-		own(stream.History, stream.AlerterConsumer)
-		add(api("CONSUMER.DELETE", stream.History, stream.AlerterConsumer)) // re-positioned at each start
+		// Its live consumer, deleted whenever it stops or falls behind; consumers of its own
+		// on the history to catch up, and the newest copy there; and its consumer there of
+		// an earlier layout, which it deletes.
+		own(stream.Enriched, stream.AlerterLiveConsumer)
+		add(api("CONSUMER.DELETE", stream.Enriched, stream.AlerterLiveConsumer))
+		read(stream.History)
+		add(api("STREAM.MSG.GET", stream.History), api("CONSUMER.DELETE", stream.History, stream.AlerterConsumer))
 		kvWrite(kv.Budgets)
 		kvWrite(kv.Alerts)
 		kvWrite(kv.Silences) // silences made at run time, through its API

@@ -270,19 +270,18 @@ func TestReadersCannotWrite(t *testing.T) {
 	}
 	d.refused(t, `Permissions Violation for Publish to "usage.raw.0"`)
 
-	// Reconcile reads USAGE_HISTORY, but may not take over the alerter's consumer there.
+	// Reconcile reads USAGE_HISTORY, but may not touch the alerter's live consumer.
 	rc := f.as(t, natsauth.SeedFile(f.dir, natsauth.Reconcile))
-	st, err := rc.js.Stream(context.Background(), stream.History)
-	if err != nil {
+	if _, err := rc.js.Stream(context.Background(), stream.History); err != nil {
 		t.Fatalf("reconcile looks up %s: %v", stream.History, err)
 	}
 	sctx, cancel := short()
-	err = st.DeleteConsumer(sctx, stream.AlerterConsumer)
+	err = rc.js.DeleteConsumer(sctx, stream.Enriched, stream.AlerterLiveConsumer)
 	cancel()
 	if err == nil {
-		t.Fatal("reconcile deleted the alerter's consumer")
+		t.Fatal("reconcile deleted the alerter's live consumer")
 	}
-	rc.refused(t, `Permissions Violation for Publish to "$JS.API.CONSUMER.DELETE.USAGE_HISTORY.alerter"`)
+	rc.refused(t, `Permissions Violation for Publish to "$JS.API.CONSUMER.DELETE.USAGE_ENRICHED.alerter-live"`)
 	for _, r := range []natsauth.Role{natsauth.Collector, natsauth.Enricher, natsauth.Aggregator, natsauth.Alerter} {
 		c := f.as(t, natsauth.SeedFile(f.dir, r))
 		sctx, cancel := short()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -171,6 +172,24 @@ func TestIdentities(t *testing.T) {
 		t.Errorf("reconcile: %v", err)
 	}
 
+	// The alerter reads USAGE_ENRICHED live as its own identity: the four reports (one
+	// response reported twice) count as three, and it never lost its live consumer.
+	metrics := func() string {
+		resp, err := http.Get("http://" + p.OpsAddr() + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	testkit.Eventually(t, 10*time.Second, "the alerter counts 3 events", func() bool {
+		return strings.Contains(metrics(), "\ntokenmeter_alerter_events_total 3\n")
+	})
+	if m := metrics(); !strings.Contains(m, `tokenmeter_alerter_catchups_total{reason="start"} 1`) || strings.Contains(m, `reason="lost"`) || strings.Contains(m, `reason="behind"`) {
+		t.Errorf("the alerter's catch-ups:\n%s", grepLines(m, "tokenmeter_alerter_catchups_total"))
+	}
+
 	// The alerter keeps silences in its own KV bucket, which its identity may write: the
 	// API on the ops address makes one.
 	resp, err = http.Post("http://"+p.OpsAddr()+"/api/v2/silences", "application/json", strings.NewReader(fmt.Sprintf(
@@ -249,4 +268,15 @@ func TestNATSTLS(t *testing.T) {
 		_ = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".usage_events WHERE event_id = 'tls-1'").Scan(&n)
 		return n == 1
 	})
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage"
 )
 
 // DefaultMaxAhead is Config.MaxAhead's default: eight of nats-server's 8 MiB file-store
@@ -111,7 +112,7 @@ func (a *ahead) wait(ctx context.Context, js jetstream.JetStream) time.Duration 
 		if !a.hold(st.Bytes, st.LastSeq-st.Msgs) {
 			break
 		}
-		sleep(ctx, aheadPoll)
+		stage.Sleep(ctx, aheadPoll)
 	}
 	return a.now().Sub(start)
 }

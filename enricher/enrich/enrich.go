@@ -26,6 +26,7 @@ import (
 	"github.com/tokenmeter/tokenmeter/enricher/pricing"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
 	"github.com/tokenmeter/tokenmeter/schemas/stream"
+	"github.com/tokenmeter/tokenmeter/stage"
 	"github.com/tokenmeter/tokenmeter/stage/pull"
 	"github.com/tokenmeter/tokenmeter/stage/reload"
 )
@@ -450,7 +451,7 @@ func (e *Enricher) work(ctx context.Context, cons jetstream.Consumer) error {
 	for ctx.Err() == nil {
 		if full > 0 {
 			start := time.Now()
-			sleep(ctx, full)
+			stage.Sleep(ctx, full)
 			e.m.held.Add(time.Since(start).Seconds())
 		}
 		e.m.held.Add(e.ahead.wait(ctx, e.js).Seconds())
@@ -664,13 +665,4 @@ func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, 
 		return
 	}
 	_ = m.Term()
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

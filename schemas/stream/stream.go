@@ -188,9 +188,14 @@ const (
 	// HistoryConsumer is the name, on USAGE_RAW and on USAGE_ENRICHED, of the consumer that
 	// copies every message into USAGE_HISTORY.
 	HistoryConsumer = "history"
-	// AlerterConsumer is the alerter's consumer on USAGE_HISTORY (and, before version 5 of
-	// this layout, on USAGE_ENRICHED, where Ensure deletes it).
+	// AlerterConsumer is the name of the alerter's consumer of earlier layouts: on
+	// USAGE_ENRICHED before version 5, where Ensure deletes it, then on USAGE_HISTORY, where
+	// the alerter deletes it.
 	AlerterConsumer = "alerter"
+	// AlerterLiveConsumer is the alerter's consumer on USAGE_ENRICHED. It is not one of the
+	// consumers Ensure creates: it acknowledges nothing, and it is deleted whenever the
+	// alerter stops or falls behind (alerter/alerting/feed.go).
+	AlerterLiveConsumer = "alerter-live"
 )
 
 // AggregatorConsumer is the consumer of partition p of USAGE_ENRICHED.
