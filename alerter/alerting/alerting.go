@@ -98,6 +98,8 @@ type Alerter struct {
 	ch        driver.Conn
 	started   time.Time
 	cutoff    time.Time
+	// stopFeed stops the feed started by Start and waits for it.
+	stopFeed  func()
 	dirty     map[string]bool // alerts whose KV record must be written
 	lastBudgt map[string]budget.Status
 
@@ -424,8 +426,12 @@ func (a *Alerter) migrate(ctx context.Context, conn driver.Conn) error {
 	return fmt.Errorf("migrate ClickHouse: %w", err)
 }
 
-// Stop releases ClickHouse; the consumer stops with the context given to Start.
+// Stop stops the feed, which deletes its live consumer, and releases ClickHouse.
 func (a *Alerter) Stop() {
+	if a.stopFeed != nil {
+		a.stopFeed()
+		a.stopFeed = nil
+	}
 	if a.ch != nil {
 		_ = a.ch.Close()
 		a.ch = nil
@@ -439,7 +445,16 @@ func (a *Alerter) consume(ctx context.Context) error {
 	if err := a.js.DeleteConsumer(ctx, stream.History, stream.AlerterConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("delete the old consumer %s on %s: %w", stream.AlerterConsumer, stream.History, err)
 	}
-	go a.runFeed(ctx, a.cutoff.Add(-10*time.Minute))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.runFeed(ctx, a.cutoff.Add(-10*time.Minute))
+	}()
+	a.stopFeed = func() {
+		cancel()
+		<-done
+	}
 	return nil
 }
 

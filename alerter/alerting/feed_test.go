@@ -97,7 +97,8 @@ func enrichedMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 
 // TestFeedReadsTheHistoryThenLive: at start-up the batches stored before are read from
 // USAGE_HISTORY, later ones live from USAGE_ENRICHED, each once; the consumer an earlier
-// alerter left on the history is deleted; the live consumer acknowledges nothing.
+// alerter left on the history is deleted; the live consumer acknowledges nothing, and is
+// deleted when the alerter stops.
 func TestFeedReadsTheHistoryThenLive(t *testing.T) {
 	e := newEnv(t, quietRules)
 	if _, err := e.js.CreateConsumer(context.Background(), stream.History, jetstream.ConsumerConfig{
@@ -106,7 +107,7 @@ func TestFeedReadsTheHistoryThenLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := publishBatches(t, e, "before-", 5)
-	a, _ := e.start()
+	a, stop := e.start()
 	counted(t, a, 5)
 	waitLive(t, e.js)
 	publishBatches(t, e, "after-", 7)
@@ -129,6 +130,11 @@ func TestFeedReadsTheHistoryThenLive(t *testing.T) {
 	}
 	if _, err := e.js.Consumer(context.Background(), stream.History, stream.AlerterConsumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("the earlier alerter's consumer on %s: %v, want it deleted", stream.History, err)
+	}
+	// An alerter that stops deletes its live consumer: it holds nothing back for LiveInactive.
+	stop()
+	if info := liveInfo(t, e.js); info != nil {
+		t.Errorf("a stopped alerter left its live consumer: %+v", info)
 	}
 }
 
