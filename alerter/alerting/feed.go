@@ -259,7 +259,7 @@ func (a *Alerter) deleteLive() {
 }
 
 // readLive counts what the live consumer delivers until it falls LiveMaxPending behind
-// ("behind"), fails ("lost") or ctx ends, and says which.
+// ("behind"), fails or skips a batch ("lost"), or ctx ends, and says which.
 func (a *Alerter) readLive(ctx context.Context, live jetstream.Consumer, pos *position) string {
 	// The client's buffer holds what the server delivered, which the server no longer
 	// counts as pending: keep it well under LiveMaxPending.
@@ -282,6 +282,12 @@ func (a *Alerter) readLive(ctx context.Context, live jetstream.Consumer, pos *po
 		meta, err := m.Metadata()
 		if err != nil {
 			continue
+		}
+		if pos.seq > 0 && meta.Sequence.Stream != pos.seq+1 {
+			// Another reader of alerter-live (an alerter starting while this one stops)
+			// was sent the batches between, or a delivery was lost with the connection.
+			a.cfg.Logger.Warn("the live consumer skipped batches; reading them from the history", "after", pos.seq, "got", meta.Sequence.Stream)
+			return "lost"
 		}
 		a.count(m.Data(), false)
 		*pos = position{meta.Sequence.Stream, meta.Timestamp}

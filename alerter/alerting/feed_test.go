@@ -234,6 +234,36 @@ func TestFeedGivesUpWhatTheHistoryLost(t *testing.T) {
 	}
 }
 
+// TestFeedNoticesBatchesSentElsewhere: batches of alerter-live that another reader took (an
+// alerter starting while this one stops) are read from the history; every event counts once.
+func TestFeedNoticesBatchesSentElsewhere(t *testing.T) {
+	e := newEnv(t, quietRules)
+	a, _ := e.startWith(e.nc, func(c *Config) { c.LiveMaxPending = 8 })
+	waitLive(t, e.js)
+	a.decodeMu.Lock()
+	publishBatches(t, e, "s-", 6)
+	live, err := e.js.Consumer(context.Background(), stream.Enriched, LiveConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := live.Fetch(3, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := 0
+	for range b.Messages() {
+		taken++
+	}
+	a.decodeMu.Unlock()
+	if taken == 0 {
+		t.Fatal("the test took no batch from alerter-live")
+	}
+	counted(t, a, 6)
+	if got := testutil.ToFloat64(a.m.catchUps.WithLabelValues("lost")); got < 1 {
+		t.Errorf("catch-ups after a skipped batch = %v, want at least 1", got)
+	}
+}
+
 func TestSourceSeq(t *testing.T) {
 	for _, c := range []struct {
 		header string
