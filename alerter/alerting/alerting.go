@@ -132,7 +132,7 @@ type metrics struct {
 	catchUps                                         *prometheus.CounterVec
 	alerts                                           *prometheus.GaugeVec
 	notifications                                    *prometheus.CounterVec
-	groups                                           prometheus.Gauge
+	groups, historyOnly                              prometheus.Gauge
 	evalSeconds                                      prometheus.Histogram
 	// refused and evicted read the engine's counts (detect.Engine.Refused, Evicted).
 	refused, evicted prometheus.CounterFunc
@@ -190,6 +190,8 @@ func (a *Alerter) registerMetrics() error {
 			Help: "Enriched batches the alerter never counted: it had to read them from USAGE_HISTORY, which no longer held them."}),
 		catchUps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenmeter_alerter_catchups_total",
 			Help: "Times the alerter read USAGE_HISTORY for what its live consumer did not deliver: at start-up, after falling behind, after losing the consumer."}, []string{"reason"}),
+		historyOnly: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenmeter_alerter_history_only",
+			Help: "1 while the server refuses the alerter its live consumer on USAGE_ENRICHED (an identity without the grant): it reads USAGE_HISTORY instead, which costs the server more."}),
 		alerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenmeter_alerter_alerts", Help: "Alerts by state."}, []string{"state"}),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenmeter_alerter_notifications_total",
 			Help: "Notifications accepted by a receiver."}, []string{"receiver", "status"}),
@@ -223,7 +225,7 @@ func (a *Alerter) registerMetrics() error {
 		Help: "Events of workflows the runaway rules did not count because they already held runaway.DefaultMaxFlows workflows."},
 		flowCount(func(f *runaway.Flows) float64 { return float64(f.Refused) }))
 	for _, c := range []prometheus.Collector{a.m.events, a.m.late, a.m.duplicates, a.m.reloadFailures, a.m.alerts, a.m.notifications, a.m.groups, a.m.evalSeconds, a.m.refused, a.m.evicted,
-		a.m.missed, a.m.catchUps, workflows, workflowsRefused} {
+		a.m.missed, a.m.catchUps, a.m.historyOnly, workflows, workflowsRefused} {
 		if err := a.cfg.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register alerter metrics: %w", err)
 		}

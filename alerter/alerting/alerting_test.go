@@ -103,7 +103,11 @@ type env struct {
 
 func newEnv(t *testing.T, rulesYAML string) *env {
 	ns := natstest.Start(t, t.TempDir(), -1)
-	nc := natstest.Connect(t, ns)
+	return newEnvOn(t, ns, natstest.Connect(t, ns), rulesYAML)
+}
+
+// newEnvOn is newEnv on the server ns, nc being a connection that may create the streams.
+func newEnvOn(t *testing.T, ns *server.Server, nc *nats.Conn, rulesYAML string) *env {
 	js := streamtest.Streams(t, nc, nil)
 	conn := chtest.Conn(t)
 	db := chtest.Database(t, conn)

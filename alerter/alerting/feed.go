@@ -50,6 +50,12 @@ const (
 	tailPoll = 20 * time.Millisecond
 	// retryWait is the pause before the feed tries again after an error.
 	retryWait = time.Second
+	// liveRetry is how often the feed tries again to create the live consumer, reading the
+	// history meanwhile, when the server refused it (an identity without the grant, as
+	// after an upgrade whose auth.conf was not rewritten); historyPoll is how often it then
+	// looks for new copies.
+	liveRetry   = 30 * time.Second
+	historyPoll = 100 * time.Millisecond
 )
 
 // lookBack is how far before the last batch counted a catch-up starts reading the history,
@@ -106,7 +112,8 @@ func (a *Alerter) runFeed(ctx context.Context, from time.Time) {
 
 // catchUp counts the copies in the history from `from` on that follow pos, creates the live
 // consumer once the history's end is near, and returns it once every batch before its
-// start is counted. A copy missing after pos is a gapError unless tolerateGap, when the
+// start is counted. While the live consumer cannot be created it goes on reading the
+// history, as alerters before the live consumer did. A copy missing after pos is a gapError unless tolerateGap, when the
 // batches missing are given up and counted in tokenmeter_alerter_batches_missed_total.
 func (a *Alerter) catchUp(ctx context.Context, pos *position, from time.Time, tolerateGap bool) (jetstream.Consumer, error) {
 	h, err := a.js.CreateConsumer(ctx, stream.History, jetstream.ConsumerConfig{
@@ -133,8 +140,12 @@ func (a *Alerter) catchUp(ctx context.Context, pos *position, from time.Time, to
 		// history held one (historyHolds) before a fetch that returned nothing.
 		done, held bool
 		waitFrom   time.Time
+		retryLive  time.Time // when to try creating the live consumer again
 	)
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		b, err := h.FetchNoWait(fetchBatch)
 		if err != nil {
 			return nil, fmt.Errorf("fetch from %s: %w", stream.History, err)
@@ -171,10 +182,17 @@ func (a *Alerter) catchUp(ctx context.Context, pos *position, from time.Time, to
 		if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return nil, fmt.Errorf("fetch from %s: %w", stream.History, err)
 		}
-		if live == nil && (n == 0 || pending < uint64(a.cfg.LiveMaxPending/4)) {
+		if live == nil && (n == 0 || pending < uint64(a.cfg.LiveMaxPending/4)) && !time.Now().Before(retryLive) {
 			if live, end, err = a.createLive(ctx); err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				a.m.historyOnly.Set(1)
+				a.cfg.Logger.Error("cannot read USAGE_ENRICHED live; reading USAGE_HISTORY meanwhile", "err", err, "retry in", liveRetry)
+				live, retryLive = nil, time.Now().Add(liveRetry)
+				continue
 			}
+			a.m.historyOnly.Set(0)
 			if end < pos.seq { // USAGE_ENRICHED was made anew: its sequences start over
 				*pos = position{}
 			}
@@ -182,6 +200,9 @@ func (a *Alerter) catchUp(ctx context.Context, pos *position, from time.Time, to
 			continue
 		}
 		if live == nil {
+			if n == 0 {
+				stage.Sleep(ctx, historyPoll)
+			}
 			continue
 		}
 		if done || pos.seq >= end || held && n == 0 {

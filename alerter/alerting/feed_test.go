@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -261,6 +262,50 @@ func TestFeedNoticesBatchesSentElsewhere(t *testing.T) {
 	counted(t, a, 6)
 	if got := testutil.ToFloat64(a.m.catchUps.WithLabelValues("lost")); got < 1 {
 		t.Errorf("catch-ups after a skipped batch = %v, want at least 1", got)
+	}
+}
+
+// TestFeedReadsTheHistoryWithoutTheGrant: an alerter whose identity may not create
+// alerter-live (an upgrade whose auth.conf was not rewritten) reads the history instead, and
+// still counts every event once.
+func TestFeedReadsTheHistoryWithoutTheGrant(t *testing.T) {
+	live := "$JS.API.CONSUMER.CREATE." + stream.Enriched + "." + LiveConsumerName
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "admin", Password: "admin"},
+			{Username: "alerter", Password: "alerter", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{live, live + ".>"}},
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the NATS server is not ready after 10s")
+	}
+	t.Cleanup(ns.Shutdown)
+	connect := func(user string) *nats.Conn {
+		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	e := newEnvOn(t, ns, connect("admin"), quietRules)
+	publishBatches(t, e, "before-", 4)
+	a, _ := e.startWith(connect("alerter"), nil)
+	counted(t, a, 4)
+	publishBatches(t, e, "after-", 5)
+	counted(t, a, 9)
+	if got := testutil.ToFloat64(a.m.historyOnly); got != 1 {
+		t.Errorf("tokenmeter_alerter_history_only = %v, want 1", got)
+	}
+	if info := liveInfo(t, e.js); info != nil {
+		t.Errorf("a live consumer exists: %+v", info)
 	}
 }
 
