@@ -26,7 +26,9 @@ import (
 //   - after the alerter fell LiveMaxPending batches behind: it deletes its live consumer, which
 //     lets go of what it held, and reads those batches from the history instead;
 //   - after the live consumer was lost (deleted after LiveInactive without pulls, or by
-//     another alerter starting).
+//     another alerter starting);
+//   - all the time, while the server refuses the live consumer (an identity without the
+//     grant), trying it again every liveRetry.
 //
 // So a stopped alerter holds back USAGE_ENRICHED for LiveInactive at most, and a slow one by
 // LiveMaxPending batches. Each copy in the history carries its USAGE_ENRICHED sequence (the
