@@ -106,17 +106,23 @@ type Counts struct {
 type Filter struct {
 	ids, resp *keyset.Set
 	store     Store
-	// seen holds the ids of the batch being filtered: in Fresh's first pass with the index
-	// of the first row with each, in its last with the content fingerprint of the row kept.
-	// seenResp holds its responses: in the second pass with the last row with each (see
-	// there), in the last with the index in the fresh rows of the report kept.
+	// seen holds ids of the batch being filtered, in Fresh's last pass, with the content
+	// fingerprint of the row kept; seenResp its responses, with the index in the fresh rows
+	// of the report kept. Only rows another row of the batch shares an id or response with
+	// need them (see repeat).
 	seen     map[keyset.Key]uint64
 	seenResp map[keyset.Key]int
 	// repeat marks the rows of the batch whose id an earlier row has, later those whose id
 	// a later row has; respRepeat and respLater the same of their responses, among the rows
-	// whose id is not stored. Only such rows need seen and seenResp in the last pass: the
-	// maps are larger than the cache, and a look-up there costs a wait for memory.
+	// whose id is not stored. Only such rows need seen and seenResp in the last pass, which
+	// so stay small.
 	repeat, later, respRepeat, respLater []bool
+	// maybeStored marks the rows whose id the first pass looked up or recalled (and the
+	// repeats, whose first may be such): only their ids can be in Fresh's stored.
+	maybeStored []bool
+	// batchIDs and batchResps are the first two passes' tables of the batch's ids and
+	// responses, seen and seenResp the last pass's (which only some rows need).
+	batchIDs, batchResps index
 	// keys and rkeys hold the id and response keys of the rows Fresh or Remember works on,
 	// reused from batch to batch (1 MB each for 64,000 rows).
 	keys, rkeys []keyset.Key
@@ -234,11 +240,10 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	var c Counts
 	f.keys = slices.Grow(f.keys[:0], len(rows))[:len(rows)]
 	keys := f.keys
-	for _, flags := range []*[]bool{&f.repeat, &f.later, &f.respRepeat, &f.respLater} {
+	for _, flags := range []*[]bool{&f.repeat, &f.later, &f.respRepeat, &f.respLater, &f.maybeStored} {
 		*flags = slices.Grow((*flags)[:0], len(rows))[:len(rows)]
 		clear(*flags)
 	}
-	clear(f.seen)
 	var refs []Ref
 	stored := make(map[string]uint64)
 	floor := f.ids.Floor()
@@ -248,15 +253,20 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 	// The sets are larger than the cache: their slots are touched a chunk ahead of the
 	// probes, whose waits for memory then overlap (keyset.Ahead), here and below.
 	ahead := f.ids.Ahead(keys)
+	f.batchIDs.reset(len(rows))
 	for i := range rows {
 		r := &rows[i]
 		ahead.At(i)
-		if first, ok := f.seen[keys[i]]; ok {
-			f.repeat[i], f.later[first] = true, true
+		f.batchIDs.touch(keys, i)
+		s, met := f.batchIDs.find(keys[i])
+		if met {
+			f.repeat[i], f.later[s.v] = true, true
+			f.maybeStored[i] = true // if its first is
 			continue
 		}
-		f.seen[keys[i]] = uint64(i)
+		f.batchIDs.put(s, keys[i], uint32(i))
 		if from, to, ok := f.ids.Find(keys[i]); ok {
+			f.maybeStored[i] = true
 			if fp, ok := f.recent.get(keys[i]); ok {
 				stored[r.ID] = fp
 				c.IDRecalled++
@@ -265,6 +275,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 				c.IDConfirms++
 			}
 		} else if r.Time.Before(floor) && !f.ids.Vouches(r.Time) {
+			f.maybeStored[i] = true
 			refs = append(refs, Ref{ID: r.ID, From: r.Time, To: r.Time})
 			c.IDLookups++
 		}
@@ -287,27 +298,32 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		}
 	}
 	ahead = f.resp.Ahead(rkeys)
-	clear(f.seenResp)
 	refs = refs[:0]
 	horizon := f.resp.Floor().Add(ResponseSkew)
+	f.batchResps.reset(len(rows))
 	for i := range rows {
 		r := &rows[i]
-		if _, ok := stored[r.ID]; ok || r.ResponseID == "" {
+		if r.ResponseID == "" {
 			continue
 		}
-		// Here seenResp holds, of each response, 2 × the last row with it, + 1 once a row
-		// with it was let through by the ids (and so looked up, if need be).
+		if _, ok := stored[r.ID]; f.maybeStored[i] && ok {
+			continue
+		}
+		// Here batchResps holds, of each response, 2 × the last row with it, + 1 once a
+		// row with it was let through by the ids (and so looked up, if need be).
 		rk := rkeys[i]
-		v, met := f.seenResp[rk]
+		f.batchResps.touch(rkeys, i)
+		s, met := f.batchResps.find(rk)
+		v := int(s.v)
 		if met {
 			f.respRepeat[i], f.respLater[v/2] = true, true
 		}
 		looked := met && v%2 == 1
 		if f.repeat[i] || looked {
-			f.seenResp[rk] = 2*i + v%2
+			f.batchResps.put(s, rk, uint32(2*i+v%2))
 			continue
 		}
-		f.seenResp[rk] = 2*i + 1
+		f.batchResps.put(s, rk, uint32(2*i+1))
 		ahead.At(i)
 		if from, to, ok := f.resp.Find(rk); ok {
 			refs = append(refs, Ref{ID: r.ResponseID, From: from, To: to})
@@ -346,7 +362,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		if f.repeat[i] {
 			kept, ok = f.seen[keys[i]]
 		}
-		if !ok {
+		if !ok && f.maybeStored[i] {
 			kept, ok = stored[r.ID]
 		}
 		if ok {
