@@ -635,16 +635,17 @@ func top(s *window.Series, r *rules.Rule, baseline, from, to int64) []Contributo
 		ring        *window.Ring
 	}
 	byDim := map[string]map[string]sums{}
-	for key, ring := range s.Contributors {
-		now, before := ring.Sum(from, to), ring.Sum(from-w, from-1)
-		if now == 0 && before == 0 {
-			continue
+	for d, c := range s.Contributors {
+		for val, ring := range c.Values {
+			now, before := ring.Sum(from, to), ring.Sum(from-w, from-1)
+			if now == 0 && before == 0 {
+				continue
+			}
+			if byDim[d] == nil {
+				byDim[d] = map[string]sums{}
+			}
+			byDim[d][val] = sums{now, before, ring}
 		}
-		d, val, _ := strings.Cut(key, "=")
-		if byDim[d] == nil {
-			byDim[d] = map[string]sums{}
-		}
-		byDim[d][val] = sums{now, before, ring}
 	}
 	var all []Contributor
 	for d, vals := range byDim {

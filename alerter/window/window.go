@@ -6,6 +6,7 @@ package window
 
 import (
 	"math"
+	"strings"
 
 	"github.com/tokenmeter/tokenmeter/alerter/rules"
 	"github.com/tokenmeter/tokenmeter/schemas/batch"
@@ -98,14 +99,25 @@ type Series struct {
 	// baselines only use periods after it.
 	First   int64
 	hasData bool
-	// Contributors per dimension value ("model=gpt-4o"), per minute, for "top contributors"
-	// in notifications; nil when not tracked. Each keeps contributorMinutes buckets.
-	Contributors       map[string]*Ring
+	// Contributors per dimension ("model") and value ("gpt-4o"), per minute, for "top
+	// contributors" in notifications; nil when not tracked. Each keeps contributorMinutes
+	// buckets.
+	Contributors       map[string]*Contributors
 	contributorMinutes int
-	// key is scratch for AddContributor's map key, so that counting a row allocates nothing.
-	key  []byte
-	dims map[string]*contributorDim
 }
+
+// Contributors are the buckets of one dimension's values: at most maxContributors of them,
+// "(other)" included.
+type Contributors struct {
+	Values map[string]*Ring
+	// staleFrom: before this minute no value's buckets have all expired (a lower bound:
+	// buckets only grow newer). Without it every new value of a dimension that changes with
+	// each event (a workflow id) once scanned them all.
+	staleFrom int64
+}
+
+// OtherContributors is the value the dimension's values past maxContributors count under.
+const OtherContributors = "(other)"
 
 // NewSeries returns a series keeping the given numbers of minute and hour buckets; 0 means
 // none. When contributorMinutes is above 0 it also tracks contributors (AddContributor) over
@@ -119,7 +131,7 @@ func NewSeries(minutes, hours, contributorMinutes int) *Series {
 		s.Hours = NewRing(hours)
 	}
 	if contributorMinutes > 0 {
-		s.Contributors, s.contributorMinutes = map[string]*Ring{}, contributorMinutes
+		s.Contributors, s.contributorMinutes = map[string]*Contributors{}, contributorMinutes
 	}
 	return s
 }
@@ -157,69 +169,52 @@ func (s *Series) seen(m int64) {
 // AddContributor adds v at minute m to the contributor value of dimension ("model",
 // "gpt-4o"). A dimension tracks at most maxContributors values; past that, a value whose
 // buckets have all expired is dropped to make room, and failing that v counts under
-// "(other)".
+// OtherContributors.
 func (s *Series) AddContributor(dimension, value string, m, v int64) {
 	if s.Contributors == nil {
 		return
 	}
-	s.key = append(append(append(s.key[:0], dimension...), '='), value...)
-	r, ok := s.Contributors[string(s.key)] // no allocation: the compiler looks up without a copy
+	d := s.Contributors[dimension]
+	if d == nil {
+		d = &Contributors{Values: map[string]*Ring{}, staleFrom: math.MaxInt64}
+		s.Contributors[dimension] = d
+	}
+	r, ok := d.Values[value]
 	if !ok {
-		r = s.newContributor(dimension, string(s.key), m)
+		r = s.newContributor(d, value, m)
 	}
 	r.Add(m, v)
 }
 
-// contributorDim is what AddContributor knows of one dimension's values without looking at
-// them all: every new value of a dimension that changes with each event (a workflow id) once
-// scanned the whole map.
-type contributorDim struct {
-	n int // values tracked, "(other)" included
-	// staleFrom: before this minute no value's buckets have all expired (a lower bound:
-	// buckets only grow newer).
-	staleFrom int64
-}
-
-// newContributor returns the ring key, a value of dimension not tracked yet, counts into:
-// its own, one made by dropping a value whose buckets all expired, or "(other)".
-func (s *Series) newContributor(dimension, key string, m int64) *Ring {
-	if s.dims == nil {
-		s.dims = map[string]*contributorDim{}
-	}
-	d := s.dims[dimension]
-	if d == nil {
-		d = &contributorDim{staleFrom: math.MaxInt64}
-		s.dims[dimension] = d
-	}
-	if d.n >= maxContributors {
-		stale := ""
+// newContributor returns the ring value, one of d not tracked yet, counts into: its own, one
+// made by dropping a value whose buckets all expired, or OtherContributors'.
+func (s *Series) newContributor(d *Contributors, value string, m int64) *Ring {
+	if len(d.Values) >= maxContributors {
+		stale, found := "", false
 		if m >= d.staleFrom {
 			d.staleFrom = math.MaxInt64
-			for k, kr := range s.Contributors {
-				if len(k) <= len(dimension) || k[len(dimension)] != '=' || k[:len(dimension)] != dimension {
-					continue
-				}
+			for k, kr := range d.Values {
 				newest, _ := kr.Newest()
-				if at := newest + int64(kr.Len()); at <= m && stale == "" {
-					stale = k
+				if at := newest + int64(kr.Len()); at <= m && !found {
+					stale, found = k, true
 				} else {
 					d.staleFrom = min(d.staleFrom, at)
 				}
 			}
 		}
-		if stale != "" {
-			delete(s.Contributors, stale)
-			d.n--
+		if found {
+			delete(d.Values, stale)
 		} else {
-			key = dimension + "=(other)"
-			if r := s.Contributors[key]; r != nil {
+			if r := d.Values[OtherContributors]; r != nil {
 				return r
 			}
+			value = OtherContributors
 		}
 	}
 	r := NewRing(s.contributorMinutes)
-	s.Contributors[key] = r
-	d.n++
+	// A decoded row's strings share one buffer per column of its message; a copy keeps a
+	// long-lived series from holding that whole buffer.
+	d.Values[strings.Clone(value)] = r
 	d.staleFrom = min(d.staleFrom, m+int64(r.Len()))
 	return r
 }

@@ -46,8 +46,8 @@ func TestSeriesHoursAndContributors(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		s.AddContributor("model", string(rune('a'+i)), 120, 1)
 	}
-	if len(s.Contributors) != maxContributors+1 || s.Contributors["model=(other)"].Get(120) != 4 {
-		t.Errorf("contributors = %d, other = %d; want %d and 4", len(s.Contributors), s.Contributors["model=(other)"].Get(120), maxContributors+1)
+	if got := len(s.Contributors["model"].Values); got != maxContributors+1 || s.Contributors["model"].Values["(other)"].Get(120) != 4 {
+		t.Errorf("contributors = %d, other = %d; want %d and 4", got, s.Contributors["model"].Values["(other)"].Get(120), maxContributors+1)
 	}
 }
 
@@ -57,16 +57,16 @@ func TestExpiredContributorsMakeRoom(t *testing.T) {
 		s.AddContributor("workflow", string(rune('a'+i)), 100, 1)
 	}
 	s.AddContributor("workflow", "late", 104, 1) // every slot still holds minute 100
-	if got := s.Contributors["workflow=(other)"].Get(104); got != 1 {
+	if got := s.Contributors["workflow"].Values["(other)"].Get(104); got != 1 {
 		t.Fatalf("(other) at minute 104 = %d, want 1", got)
 	}
 	// At minute 106 the buckets of minute 100 have expired (5 kept: 102..106); the new
 	// workflow takes the place of an expired one instead of going to (other).
 	s.AddContributor("workflow", "runaway", 106, 7)
-	if r := s.Contributors["workflow=runaway"]; r == nil || r.Get(106) != 7 {
+	if r := s.Contributors["workflow"].Values["runaway"]; r == nil || r.Get(106) != 7 {
 		t.Fatalf("workflow=runaway not tracked: %v", s.Contributors)
 	}
-	if got := len(s.Contributors); got != maxContributors+1 {
+	if got := len(s.Contributors["workflow"].Values); got != maxContributors+1 {
 		t.Errorf("contributors = %d, want %d", got, maxContributors+1)
 	}
 }
@@ -79,19 +79,19 @@ func TestContributorRoomPerDimension(t *testing.T) {
 		s.AddContributor("workflow", fmt.Sprintf("w%d", i), 100, 1)
 	}
 	s.AddContributor("model", "gpt-4o", 100, 1) // another dimension: room of its own
-	if r := s.Contributors["model=gpt-4o"]; r == nil || r.Get(100) != 1 {
+	if r := s.Contributors["model"].Values["gpt-4o"]; r == nil || r.Get(100) != 1 {
 		t.Fatalf("model=gpt-4o not tracked beside %d workflows", maxContributors)
 	}
 	s.AddContributor("workflow", "w0", 103, 1) // w0 stays fresh until minute 108
 	s.AddContributor("workflow", "late", 104, 1)
-	if got := s.Contributors["workflow=(other)"].Get(104); got != 1 {
+	if got := s.Contributors["workflow"].Values["(other)"].Get(104); got != 1 {
 		t.Fatalf("(other) at minute 104 = %d, want 1", got)
 	}
 	s.AddContributor("workflow", "next", 105, 1) // w1..w15 expired at 105
-	if r := s.Contributors["workflow=next"]; r == nil || r.Get(105) != 1 {
-		t.Fatalf("workflow=next not tracked at 105: %d contributors", len(s.Contributors))
+	if r := s.Contributors["workflow"].Values["next"]; r == nil || r.Get(105) != 1 {
+		t.Fatalf("workflow=next not tracked at 105: %d contributors", len(s.Contributors["workflow"].Values))
 	}
-	if s.Contributors["workflow=w0"] == nil {
+	if s.Contributors["workflow"].Values["w0"] == nil {
 		t.Fatal("workflow=w0, fresh, was dropped")
 	}
 }
@@ -109,5 +109,30 @@ func BenchmarkAddContributor(b *testing.B) {
 		s.AddContributor("workflow", "wf-"+strconv.FormatInt(i, 10), m, 1)
 		s.AddContributor("prompt_version", "v7", m, 1)
 		i++
+	}
+}
+
+// Counting a row allocates nothing, for a value tracked already and for one that counts under
+// (other) — a dimension that changes with each event, as a workflow id, takes that path for
+// almost every row.
+func TestAddContributorAllocatesNothing(t *testing.T) {
+	s := NewSeries(5, 0, 5)
+	for i := range maxContributors + 1 {
+		s.AddContributor("workflow", fmt.Sprintf("w%d", i), 100, 1)
+	}
+	values := make([]string, 100)
+	for i := range values {
+		values[i] = fmt.Sprintf("new-%d", i)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(100, func() {
+		s.AddContributor("workflow", "w3", 101, 1)
+		s.AddContributor("workflow", values[i%len(values)], 101, 1)
+		i++
+	}); n != 0 {
+		t.Errorf("%v allocations per two rows counted, want 0", n)
+	}
+	if got := s.Contributors["workflow"].Values[OtherContributors].Get(101); got != 101 {
+		t.Errorf("(other) at minute 101 = %d, want the 101 new values", got)
 	}
 }
