@@ -261,7 +261,7 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		s, met := f.batchIDs.find(keys[i])
 		if met {
 			f.repeat[i], f.later[s.v] = true, true
-			f.maybeStored[i] = true // if its first is
+			f.maybeStored[i] = true // as its first may be
 			continue
 		}
 		f.batchIDs.put(s, keys[i], uint32(i))
@@ -306,8 +306,10 @@ func (f *Filter) Fresh(ctx context.Context, rows []batch.Row) ([]batch.Row, []Co
 		if r.ResponseID == "" {
 			continue
 		}
-		if _, ok := stored[r.ID]; f.maybeStored[i] && ok {
-			continue
+		if f.maybeStored[i] {
+			if _, ok := stored[r.ID]; ok {
+				continue
+			}
 		}
 		// Here batchResps holds, of each response, 2 × the last row with it, + 1 once a
 		// row with it was let through by the ids (and so looked up, if need be).
