@@ -12,9 +12,11 @@ import (
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
-// arrowWrites is the IPC stream Arrow's own writer writes for rows.
+// arrowWrites is the IPC stream Arrow's own writer writes for rows, of Schema.
 func arrowWrites(t testing.TB, rows []Row) []byte {
-	rec := arrowRecord(rows)
+	plain := arrowRecord(rows)
+	defer plain.Release()
+	rec := dictionaryRecord(plain)
 	defer rec.Release()
 	return writeIPC(t, rec)
 }
@@ -178,10 +180,29 @@ func TestBodySize(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vs, _ := schemaVersions()
-		body := len(data) - len(vs[len(vs)-1].message) - 8 - metaSize(len(rows) > 0) - len(endOfStream)
-		if size := bodySize(rows); size < body || size > body+107*(4+7)+len(rows)*8 {
+		msgs, _, err := checkFraming(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := msgs[len(msgs)-1]
+		if 8+len(batch.meta) != 8+metaSize(len(rows) > 0) {
+			t.Errorf("set %d (%d rows): record batch metadata of %d bytes, metaSize %d", i, len(rows), len(batch.meta), metaSize(len(rows) > 0))
+		}
+		body := len(batch.body)
+		if size := bodySize(rows); size < body || size > body+bodyBuffers*(4+7)+len(rows)*8 {
 			t.Errorf("set %d (%d rows): bodySize = %d for a body of %d", i, len(rows), size, body)
+		}
+		dicts := 0
+		for _, m := range msgs[1 : len(msgs)-1] {
+			dicts += 8 + len(m.meta) + len(m.body)
+			if len(m.meta) > dictionaryMetadata {
+				t.Errorf("set %d (%d rows): dictionary metadata of %d bytes, more than %d", i, len(rows), len(m.meta), dictionaryMetadata)
+			}
+		}
+		e := &encoder{}
+		e.collect(rows)
+		if size := e.dictionariesSize(); size < dicts || size > dicts+len(dictionaryColumns)*(8+2*7) {
+			t.Errorf("set %d (%d rows): dictionariesSize = %d for dictionaries of %d", i, len(rows), size, dicts)
 		}
 		if allocs := testing.AllocsPerRun(10, func() { _, _ = Encode(rows) }); allocs != 1 {
 			t.Errorf("set %d (%d rows): Encode allocates %v times, want once (its buffer)", i, len(rows), allocs)

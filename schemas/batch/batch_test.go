@@ -85,12 +85,17 @@ func TestRoundTrip(t *testing.T) {
 // columns a version lacks read as their zero value, so messages written before an upgrade are
 // still read after it.
 func TestDecodeReleasedSchemas(t *testing.T) {
-	for _, k := range released {
-		t.Run(fmt.Sprintf("%d columns", k), func(t *testing.T) {
+	for _, r := range released {
+		k := r.cols
+		t.Run(fmt.Sprintf("%d columns, dictionaries %t", k, r.dictionary), func(t *testing.T) {
 			rows := testRows()
 			rec := arrowRecord(rows)
 			defer rec.Release()
-			got, err := Decode(firstColumns(t, rec, k))
+			data := firstColumns(t, rec, k)
+			if r.dictionary {
+				data = arrowWrites(t, rows)
+			}
+			got, err := Decode(data)
 			if err != nil {
 				t.Fatalf("Decode() error = %v", err)
 			}
@@ -120,7 +125,7 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 
 // firstColumns is rec's first k columns as an IPC stream, as a writer of that schema wrote it.
 func firstColumns(t *testing.T, rec arrow.Record, k int) []byte {
-	old := array.NewRecord(arrow.NewSchema(Schema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
+	old := array.NewRecord(arrow.NewSchema(plainSchema.Fields()[:k], nil), rec.Columns()[:k], rec.NumRows())
 	defer old.Release()
 	return writeIPC(t, old)
 }
@@ -362,10 +367,10 @@ func TestDecodeUnitMismatch(t *testing.T) {
 	defer other.Release()
 	cols := slices.Clone(rec.Columns())
 	cols[colUnitCounts] = other.Column(colUnitCounts)
-	bad := array.NewRecord(Schema, cols, 1)
+	bad := array.NewRecord(plainSchema, cols, 1)
 	defer bad.Release()
 	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
+	w := ipc.NewWriter(&buf, ipc.WithSchema(plainSchema))
 	if err := w.Write(bad); err != nil {
 		t.Fatal(err)
 	}

@@ -26,28 +26,103 @@ const (
 	batchNodes        = 6 // RecordBatch.nodes: [FieldNode{length, null_count: long}]
 	batchBuffers      = 8 // RecordBatch.buffers: [Buffer{offset, length: long}]
 	batchCompression  = 10
+	dictionaryID      = 4 // DictionaryBatch.id
+	dictionaryData    = 6 // DictionaryBatch.data (a RecordBatch)
+	dictionaryIsDelta = 8 // DictionaryBatch.isDelta
 
-	headerRecordBatch = 3 // MessageHeader.RecordBatch
-	structSize        = 16
+	headerDictionaryBatch = 2 // MessageHeader.DictionaryBatch
+	headerRecordBatch     = 3 // MessageHeader.RecordBatch
+	structSize            = 16
 )
 
 // appendDecoded appends the rows of every record batch of the payload to dst.
 func appendDecoded(dst []Row, data []byte) ([]Row, error) {
-	msgs, schema, err := checkFraming(data)
+	msgs, release, err := checkFraming(data)
 	if err != nil {
 		return nil, err
 	}
-	cols := schema.NumFields()
+	var dicts *[len(dictionaryColumns)][]string // the latest of each id, for a dictionary schema
+	if release.dictionary {
+		dicts = new([len(dictionaryColumns)][]string)
+	}
 	for i, m := range msgs[1:] { // msgs[0] is the schema, checked by checkFraming
-		b, err := readBatch(m)
+		kind, h, err := header(m)
+		var b *batchReader
+		switch {
+		case err != nil:
+		case kind == headerDictionaryBatch:
+			err = readDictionary(h, m.body, dicts)
+		default:
+			b, err = readBatch(h, m.body)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("message %d: %w", i+1, err)
 		}
-		if dst, err = b.appendRows(dst, cols); err != nil {
+		if b == nil {
+			continue
+		}
+		if dst, err = b.appendRows(dst, release.cols, dicts); err != nil {
 			return nil, err
 		}
 	}
 	return dst, nil
+}
+
+// header returns the kind and the header table of a message: a record batch or a dictionary
+// batch.
+func header(m message) (byte, flatbuffers.Table, error) {
+	t := flatbuffers.Table{Bytes: m.meta, Pos: flatbuffers.GetUOffsetT(m.meta)}
+	var kind byte
+	if o := flatbuffers.UOffsetT(t.Offset(messageHeaderType)); o != 0 {
+		kind = t.GetByte(o + t.Pos)
+	}
+	var h flatbuffers.Table
+	o := flatbuffers.UOffsetT(t.Offset(messageHeader))
+	if (kind != headerRecordBatch && kind != headerDictionaryBatch) || o == 0 {
+		return 0, h, fmt.Errorf("a message of type %d, not a record batch", kind)
+	}
+	t.Union(&h, o)
+	return kind, h, nil
+}
+
+// readDictionary reads a dictionary batch (header h) into dicts, replacing the dictionary
+// of its id: a record batch of one string column.
+func readDictionary(h flatbuffers.Table, body []byte, dicts *[len(dictionaryColumns)][]string) error {
+	if dicts == nil {
+		return errors.New("a dictionary batch in a stream of a schema without dictionaries")
+	}
+	var id int64
+	if o := flatbuffers.UOffsetT(h.Offset(dictionaryID)); o != 0 {
+		id = h.GetInt64(o + h.Pos)
+	}
+	if id < 0 || id >= int64(len(dicts)) {
+		return fmt.Errorf("dictionary %d of %d", id, len(dicts))
+	}
+	if o := flatbuffers.UOffsetT(h.Offset(dictionaryIsDelta)); o != 0 && h.GetBool(o+h.Pos) {
+		return errors.New("a delta dictionary") // Encode never writes one
+	}
+	o := flatbuffers.UOffsetT(h.Offset(dictionaryData))
+	if o == 0 {
+		return fmt.Errorf("dictionary %d without values", id)
+	}
+	data := flatbuffers.Table{Bytes: h.Bytes, Pos: h.Indirect(o + h.Pos)}
+	b, err := readBatch(data, body)
+	if err != nil {
+		return fmt.Errorf("dictionary %d: %w", id, err)
+	}
+	if _, err := b.node(b.n); err != nil {
+		return fmt.Errorf("dictionary %d: %w", id, err)
+	}
+	values, err := b.strings(b.n)
+	if err != nil {
+		return fmt.Errorf("dictionary %d: %w", id, err)
+	}
+	d := make([]string, b.n)
+	for i := range d {
+		d[i] = values.value(i)
+	}
+	dicts[id] = d
+	return nil
 }
 
 // batchReader reads the columns of one record batch in order.
@@ -57,26 +132,17 @@ type batchReader struct {
 	nextNode, nextBuffer int
 }
 
-func readBatch(m message) (*batchReader, error) {
-	t := flatbuffers.Table{Bytes: m.meta, Pos: flatbuffers.GetUOffsetT(m.meta)}
-	var kind byte
-	if o := flatbuffers.UOffsetT(t.Offset(messageHeaderType)); o != 0 {
-		kind = t.GetByte(o + t.Pos)
-	}
-	o := flatbuffers.UOffsetT(t.Offset(messageHeader))
-	if kind != headerRecordBatch || o == 0 {
-		return nil, fmt.Errorf("a message of type %d, not a record batch", kind)
-	}
-	var h flatbuffers.Table
-	t.Union(&h, o)
+// readBatch reads the record batch table h, of a message with body.
+func readBatch(h flatbuffers.Table, body []byte) (*batchReader, error) {
 	if h.Offset(batchCompression) != 0 {
 		return nil, errors.New("a compressed record batch") // Encode never compresses
 	}
-	b := &batchReader{body: m.body}
+	b := &batchReader{body: body}
 	if o := flatbuffers.UOffsetT(h.Offset(batchLength)); o != 0 {
 		n := h.GetInt64(o + h.Pos)
-		if n < 0 || n > int64(len(m.body)) { // every row takes at least 8 bytes of time
-			return nil, fmt.Errorf("%d rows in a body of %d bytes", n, len(m.body))
+		// Every row takes at least 8 bytes of time, every dictionary value 4 of offset.
+		if n < 0 || n > int64(len(body)) {
+			return nil, fmt.Errorf("%d rows in a body of %d bytes", n, len(body))
 		}
 		b.n = int(n)
 	}
@@ -140,14 +206,20 @@ func (b *batchReader) bits(n int) ([]byte, error) {
 
 // textColumn is a string column read in place: its offsets point into one copy of its
 // value bytes, so that decoding allocates once per column, not once per value, and the rows
-// never point into the payload. A corrupt offset panics in value; the caller recovers.
+// never point into the payload; or a dictionary column's indices into its dictionary's
+// values. A corrupt offset panics in value; the caller recovers.
 type textColumn struct {
 	data    string
 	offsets []byte // n+1 little-endian int32
 	base    int32
+	dict    []string
+	indices []byte // n little-endian int32, each checked to be within dict
 }
 
 func (c *textColumn) value(i int) string {
+	if c.indices != nil {
+		return c.dict[binary.LittleEndian.Uint32(c.indices[4*i:])]
+	}
 	if c.offsets == nil {
 		return "" // a column the batch's schema version lacks
 	}
@@ -182,6 +254,24 @@ func (b *batchReader) strings(n int) (textColumn, error) {
 		return textColumn{}, fmt.Errorf("string offsets %d to %d in %d bytes", first, last, len(data))
 	}
 	return textColumn{data: string(data[first:last]), offsets: offsets[:4*(n+1)], base: first}, nil
+}
+
+// dictionaryIndices reads the indices of a dictionary column of n values into dict, after
+// its node.
+func (b *batchReader) dictionaryIndices(n int, dict []string) (textColumn, error) {
+	indices, err := b.fixed(n, 4)
+	if err != nil {
+		return textColumn{}, err
+	}
+	if n == 0 {
+		return textColumn{}, nil
+	}
+	for i := range n {
+		if j := binary.LittleEndian.Uint32(indices[4*i:]); j >= uint32(len(dict)) {
+			return textColumn{}, fmt.Errorf("row %d's index %d in a dictionary of %d values", i, int32(j), len(dict))
+		}
+	}
+	return textColumn{dict: dict, indices: indices[:4*n]}, nil
 }
 
 // listOffsets are a list column's n+1 little-endian int32 offsets into its values.
@@ -238,8 +328,9 @@ func int64At(b []byte, i int) int64 { return int64(binary.LittleEndian.Uint64(b[
 func bitAt(b []byte, i int) bool { return b[i>>3]>>(i&7)&1 == 1 }
 
 // appendRows reads the batch's first cols columns (a released schema version's) into rows
-// appended to dst; columns a version lacks read as zero values.
-func (b *batchReader) appendRows(dst []Row, cols int) (rows []Row, err error) {
+// appended to dst; columns a version lacks read as zero values. dicts holds the dictionaries
+// of a schema with dictionaries, nil for one without.
+func (b *batchReader) appendRows(dst []Row, cols int, dicts *[len(dictionaryColumns)][]string) (rows []Row, err error) {
 	n := b.n
 	var (
 		str      [numCols]textColumn
@@ -287,6 +378,10 @@ func (b *batchReader) appendRows(dst []Row, cols int) (rows []Row, err error) {
 			colLatency, colCost, colSavings:
 			i64[c], err = b.fixed(n, 8)
 		default:
+			if k := dictionaryIndex[c]; dicts != nil && k >= 0 {
+				str[c], err = b.dictionaryIndices(n, dicts[k])
+				break
+			}
 			str[c], err = b.strings(n)
 		}
 		if err != nil {

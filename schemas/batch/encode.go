@@ -3,6 +3,7 @@ package batch
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 
 	flatbuffers "github.com/google/flatbuffers/go"
@@ -10,7 +11,8 @@ import (
 
 // The encoder writes a payload's IPC stream straight from the rows, column after column,
 // into the caller's buffer: the schema message (the bytes an Arrow writer wrote once,
-// schemaVersions), one record batch message, the end-of-stream marker. The bytes are those
+// schemaVersions), a dictionary batch message for each of the dictionaryColumns, one record
+// batch message, the end-of-stream marker. The bytes are those
 // Arrow's ipc.Writer writes for the same rows (TestEncodeAsArrowWrites pins them): buffers in
 // depth-first column order, each padded to 8 bytes, no validity bitmaps (no column has
 // nulls). Building an Arrow record first and letting the writer copy it cost a third of the
@@ -29,13 +31,18 @@ func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
 	}
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
+	defer e.forget()
+	e.collect(rows)
 	schema := vs[len(vs)-1].message
 	// The record batch's metadata comes before its body and says where the body's buffers
 	// lie, so the body is written first, after room for metadata of the size the batch's
 	// will have (metaSize), and the metadata written into that room last.
 	room := 8 + metaSize(len(rows) > 0)
-	dst = growTo(dst, len(dst)+len(schema)+room+bodySize(rows)+len(endOfStream))
+	dst = growTo(dst, len(dst)+len(schema)+e.dictionariesSize()+room+bodySize(rows)+len(endOfStream))
 	dst = append(dst, schema...)
+	for k := range e.dicts {
+		dst = e.appendDictionary(dst, k)
+	}
 	head := len(dst)
 	dst = dst[:head+room]
 	e.reset(dst, head+room)
@@ -58,19 +65,16 @@ var endOfStream = [8]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 func pad8(n int) int { return (n + 7) &^ 7 }
 
 // bodySize is at least the size of the body of rows' record batch: per row, 8 bytes of each
-// of the 11 int64 columns, an offset of 4 of each of the 18 string and 5 list columns, 2 of
-// the partition and a byte of the 3 flags; the strings, and the tags and units with their
-// offsets; and per batch, for each of the 107 buffers, 4 bytes of its last offset and 7 of
-// padding.
+// of the 11 int64 columns, an offset or index of 4 of each of the 18 string and 5 list
+// columns, 2 of the partition and a byte of the 3 flags; the strings outside dictionaries,
+// and the tags and units with their offsets; and per batch, for each of the 93 buffers, 4
+// bytes of its last offset and 7 of padding.
 func bodySize(rows []Row) int {
-	const perRow, perBatch = 11*8 + (18+5)*4 + 2 + 1, 107 * (4 + 7)
+	const perRow, perBatch = 11*8 + (18+5)*4 + 2 + 1, bodyBuffers * (4 + 7)
 	n := perBatch + perRow*len(rows)
 	for i := range rows {
 		r := &rows[i]
-		n += len(r.ID) + len(r.Provider) + len(r.Model) + len(r.Operation) + len(r.ServiceTier) +
-			len(r.ResponseID) + len(r.Status) + len(r.Team) + len(r.Feature) + len(r.Env) +
-			len(r.CostCenter) + len(r.Traffic) + len(r.WorkflowID) + len(r.PromptVersion) +
-			len(r.ModelPriced) + len(r.PriceVersion) + len(r.Source) + len(r.EstimateReason)
+		n += len(r.ID) + len(r.ResponseID) + len(r.WorkflowID) + len(r.EstimateReason)
 		for _, t := range r.ExtraTags {
 			n += 2*4 + len(t.Key) + len(t.Value)
 		}
@@ -80,6 +84,9 @@ func bodySize(rows []Row) int {
 	}
 	return n
 }
+
+// bodyBuffers is the number of buffers of a record batch's body.
+const bodyBuffers = 93
 
 var encoders = sync.Pool{New: func() any { return &encoder{fb: flatbuffers.NewBuilder(4 << 10)} }}
 
@@ -91,6 +98,145 @@ type encoder struct {
 	nodes   []int64
 	buffers [][2]int64
 	fb      *flatbuffers.Builder
+	dicts   [len(dictionaryColumns)]dictionary // of the rows being encoded, by dictionary id
+}
+
+// dictionary is one dictionary column of a batch: its distinct values in the order they
+// first occur (as Arrow's dictionary builder orders them), and each row's index into them.
+type dictionary struct {
+	values  []string
+	size    int              // of the values, in bytes
+	at      map[string]int32 // the values' indices, once they outgrow a linear scan
+	indices []int32
+}
+
+// scanned is how many values a dictionary looks for a value among before it keeps a map: a
+// batch's providers, environments or statuses are a few, and comparing a few strings costs
+// less than hashing one.
+const scanned = 8
+
+func (d *dictionary) collect(rows []Row, get func(*Row) string) {
+	d.values, d.size, d.indices = d.values[:0], 0, d.indices[:0]
+	clear(d.at)
+	last := int32(-1)
+	for i := range rows {
+		s := get(&rows[i])
+		if last < 0 || d.values[last] != s { // neighbouring rows often share a value
+			last = d.index(s)
+		}
+		d.indices = append(d.indices, last)
+	}
+}
+
+// index returns s's index among the values, adding it if it is new.
+func (d *dictionary) index(s string) int32 {
+	if len(d.values) <= scanned {
+		for i, v := range d.values {
+			if v == s {
+				return int32(i)
+			}
+		}
+	} else if i, ok := d.at[s]; ok {
+		return i
+	}
+	i := int32(len(d.values))
+	d.values = append(d.values, s)
+	d.size += len(s)
+	switch {
+	case len(d.values) == scanned+1:
+		if d.at == nil {
+			d.at = make(map[string]int32)
+		}
+		for j, v := range d.values {
+			d.at[v] = int32(j)
+		}
+	case len(d.values) > scanned+1:
+		d.at[s] = i
+	}
+	return i
+}
+
+// collect builds the dictionaries of rows.
+func (e *encoder) collect(rows []Row) {
+	for k, c := range dictionaryColumns {
+		e.dicts[k].collect(rows, dictionaryValue[c])
+	}
+}
+
+// forget drops the encoded rows' strings, so that a pooled encoder keeps no batch alive.
+func (e *encoder) forget() {
+	for k := range e.dicts {
+		clear(e.dicts[k].values)
+		clear(e.dicts[k].at)
+	}
+}
+
+// dictionaryValue reads each dictionary column's value of a row.
+var dictionaryValue = map[int]func(*Row) string{
+	colProvider:      func(r *Row) string { return r.Provider },
+	colModel:         func(r *Row) string { return r.Model },
+	colOperation:     func(r *Row) string { return r.Operation },
+	colServiceTier:   func(r *Row) string { return r.ServiceTier },
+	colStatus:        func(r *Row) string { return r.Status },
+	colTeam:          func(r *Row) string { return r.Team },
+	colFeature:       func(r *Row) string { return r.Feature },
+	colEnv:           func(r *Row) string { return r.Env },
+	colCostCenter:    func(r *Row) string { return r.CostCenter },
+	colTraffic:       func(r *Row) string { return r.Traffic },
+	colPromptVersion: func(r *Row) string { return r.PromptVersion },
+	colModelPriced:   func(r *Row) string { return r.ModelPriced },
+	colPriceVersion:  func(r *Row) string { return r.PriceVersion },
+	colSource:        func(r *Row) string { return r.Source },
+}
+
+// dictionaryMetadata is the size of a dictionary batch's metadata, padded, when its id is
+// not 0 and it holds values (a field at its default is left out, 8 bytes less).
+const dictionaryMetadata = 176
+
+// dictionaryMessageSize is at least the size of a dictionary batch message but its values
+// and their offsets: its header and metadata, and the padding of its two buffers.
+const dictionaryMessageSize = 8 + dictionaryMetadata + 2*7
+
+// dictionariesSize is at least the size of the dictionary batch messages of the rows
+// collected.
+func (e *encoder) dictionariesSize() int {
+	n := 0
+	for k := range e.dicts {
+		d := &e.dicts[k]
+		n += dictionaryMessageSize + 4*(len(d.values)+1) + d.size
+	}
+	return n
+}
+
+// appendDictionary appends dictionary k's message: a dictionary batch holding a record
+// batch of one string column, its values.
+func (e *encoder) appendDictionary(dst []byte, k int) []byte {
+	d := &e.dicts[k]
+	values := len(d.values)
+	offsets := 4 * (values + 1)
+	body := pad8(offsets) + pad8(d.size)
+	e.nodes = append(e.nodes[:0], int64(values))
+	e.buffers = append(e.buffers[:0], [2]int64{0, 0}, [2]int64{0, int64(offsets)}, [2]int64{int64(pad8(offsets)), int64(d.size)})
+	meta := e.message(headerDictionaryBatch, int64(k), values, body)
+	dst = binary.LittleEndian.AppendUint32(dst, continuation)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(pad8(8+len(meta))-8))
+	dst = append(dst, meta...)
+	dst = zeros(dst, pad8(8+len(meta))-8-len(meta))
+	at := len(dst)
+	dst = zeros(dst, pad8(offsets))
+	from := len(dst)
+	for i, v := range d.values {
+		dst = append(dst, v...)
+		put(dst, at, i+1, len(dst)-from)
+	}
+	return zeros(dst, pad8(d.size)-d.size)
+}
+
+// zeros appends n zero bytes to b.
+func zeros(b []byte, n int) []byte {
+	b = slices.Grow(b, n)[:len(b)+n]
+	clear(b[len(b)-n:])
+	return b
 }
 
 func (e *encoder) reset(out []byte, start int) {
@@ -128,6 +274,19 @@ func put(out []byte, at, i, v int) { binary.LittleEndian.PutUint32(out[at+4*i:],
 // The loops over rows append to a local slice and store it in e.out once: e is on the heap,
 // and storing its slice at every row cost a write barrier per value while the garbage
 // collector marks (0.15 µs an event in a 12,000,000-line benchmark run).
+
+// indices writes dictionary column k: the index of each row's value.
+func (e *encoder) indices(k int) {
+	ix := e.dicts[k].indices
+	e.node(len(ix))
+	out := e.out
+	from := len(out)
+	for _, i := range ix {
+		out = binary.LittleEndian.AppendUint32(out, uint32(i))
+	}
+	e.out = out
+	e.buffer(from)
+}
 
 func (e *encoder) strings(rows []Row, get func(*Row) string) {
 	e.node(len(rows))
@@ -226,35 +385,35 @@ func (e *encoder) columns(rows []Row) {
 	}
 	e.out = out
 	e.buffer(from)
-	e.strings(rows, func(r *Row) string { return r.Provider })
-	e.strings(rows, func(r *Row) string { return r.Model })
-	e.strings(rows, func(r *Row) string { return r.Operation })
+	e.indices(dictionaryIndex[colProvider])
+	e.indices(dictionaryIndex[colModel])
+	e.indices(dictionaryIndex[colOperation])
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Input })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Output })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CachedInput })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CacheWrite })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CacheWrite1h })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Reasoning })
-	e.strings(rows, func(r *Row) string { return r.ServiceTier })
+	e.indices(dictionaryIndex[colServiceTier])
 	e.strings(rows, func(r *Row) string { return r.ResponseID })
-	e.strings(rows, func(r *Row) string { return r.Status })
+	e.indices(dictionaryIndex[colStatus])
 	e.int64s(rows, func(r *Row) int64 { return r.LatencyMS })
-	e.strings(rows, func(r *Row) string { return r.Team })
-	e.strings(rows, func(r *Row) string { return r.Feature })
-	e.strings(rows, func(r *Row) string { return r.Env })
-	e.strings(rows, func(r *Row) string { return r.CostCenter })
-	e.strings(rows, func(r *Row) string { return r.Traffic })
+	e.indices(dictionaryIndex[colTeam])
+	e.indices(dictionaryIndex[colFeature])
+	e.indices(dictionaryIndex[colEnv])
+	e.indices(dictionaryIndex[colCostCenter])
+	e.indices(dictionaryIndex[colTraffic])
 	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Key })
 	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Value })
 	e.strings(rows, func(r *Row) string { return r.WorkflowID })
-	e.strings(rows, func(r *Row) string { return r.PromptVersion })
+	e.indices(dictionaryIndex[colPromptVersion])
 	e.bools(rows, func(r *Row) bool { return r.CacheHit })
 	e.bools(rows, func(r *Row) bool { return r.Priced })
-	e.strings(rows, func(r *Row) string { return r.ModelPriced })
-	e.strings(rows, func(r *Row) string { return r.PriceVersion })
+	e.indices(dictionaryIndex[colModelPriced])
+	e.indices(dictionaryIndex[colPriceVersion])
 	e.int64s(rows, func(r *Row) int64 { return r.CostPico })
 	e.int64s(rows, func(r *Row) int64 { return r.SavingsPico })
-	e.strings(rows, func(r *Row) string { return r.Source })
+	e.indices(dictionaryIndex[colSource])
 	e.stringLists(rows, unitCount, func(r *Row, j int) string { return r.Units[j].Key })
 	e.unitInts(rows, func(u *Unit) int64 { return u.Count })
 	e.unitInts(rows, func(u *Unit) int64 { return u.CostPico })
@@ -265,14 +424,21 @@ func (e *encoder) columns(rows []Row) {
 // Arrow's Message.fbs, as its Go writer builds it: a Message table (version, header type,
 // header, body length) whose header is a RecordBatch table (length, nodes, buffers).
 const (
-	metadataV5        = 4
-	messageFields     = 5
-	recordBatchFields = 5
+	metadataV5            = 4
+	messageFields         = 5
+	recordBatchFields     = 5
+	dictionaryBatchFields = 3
 )
 
 // metadata returns the flatbuffer of the record batch's message, of rows rows and a body
 // of size bytes, built as Arrow's writer builds it, so that the bytes are the same.
 func (e *encoder) metadata(rows, size int) []byte {
+	return e.message(headerRecordBatch, 0, rows, size)
+}
+
+// message returns the flatbuffer of a record batch's message (kind headerRecordBatch) or of
+// dictionary id's (headerDictionaryBatch) holding the nodes and buffers noted.
+func (e *encoder) message(kind byte, id int64, rows, size int) []byte {
 	b := e.fb
 	b.Reset()
 	b.StartVector(16, len(e.nodes), 8)
@@ -293,11 +459,18 @@ func (e *encoder) metadata(rows, size int) []byte {
 	b.PrependInt64Slot(0, int64(rows), 0)
 	b.PrependUOffsetTSlot(1, nodes, 0)
 	b.PrependUOffsetTSlot(2, buffers, 0)
-	batch := b.EndObject()
+	header := b.EndObject()
+	if kind == headerDictionaryBatch {
+		b.StartObject(dictionaryBatchFields)
+		b.PrependInt64Slot(0, id, 0)
+		b.PrependUOffsetTSlot(1, header, 0)
+		b.PrependBoolSlot(2, false, false) // not a delta
+		header = b.EndObject()
+	}
 	b.StartObject(messageFields)
 	b.PrependInt16Slot(0, metadataV5, 0)
-	b.PrependByteSlot(1, headerRecordBatch, 0)
-	b.PrependUOffsetTSlot(2, batch, 0)
+	b.PrependByteSlot(1, kind, 0)
+	b.PrependUOffsetTSlot(2, header, 0)
 	b.PrependInt64Slot(3, int64(size), 0)
 	b.Finish(b.EndObject())
 	return b.FinishedBytes()
@@ -318,6 +491,7 @@ var metaSizes = sync.OnceValue(func() [2]int {
 	for rows := range sizes {
 		e := &encoder{fb: flatbuffers.NewBuilder(0)}
 		e.reset(nil, 0)
+		e.collect(make([]Row, rows))
 		e.columns(make([]Row, rows))
 		sizes[rows] = pad8(8+len(e.metadata(rows, len(e.out)))) - 8
 	}

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -14,8 +15,8 @@ import (
 // The reference the encoder is tested against: rows as an Arrow record, built column by
 // column with Arrow's arrays, for Arrow's own ipc.Writer to write.
 
-// arrowRecord is rows as an Arrow record, each column an array over Go slices. The caller
-// releases it.
+// arrowRecord is rows as an Arrow record of plainSchema, each column an array over Go
+// slices, as the releases before dictionaries wrote them. The caller releases it.
 func arrowRecord(rows []Row) arrow.Record {
 	n := len(rows)
 	cols := make([]arrow.Array, numCols)
@@ -80,11 +81,46 @@ func arrowRecord(rows []Row) arrow.Record {
 	cols[colUnitCosts] = unitInts(rows, func(u *Unit) int64 { return u.CostPico })
 	boo(colEstimated, func(r *Row) bool { return r.Estimated })
 	str(colEstimateReason, func(r *Row) string { return r.EstimateReason })
-	rec := array.NewRecord(Schema, cols, int64(n))
+	rec := array.NewRecord(plainSchema, cols, int64(n))
 	for _, c := range cols {
 		c.Release() // the record holds its own reference
 	}
 	return rec
+}
+
+// dictionaryRecord is plain, a record of plainSchema, as a record of Schema: each of the
+// dictionaryColumns an array of indices into its distinct values, in the order they first
+// occur. The caller releases both.
+func dictionaryRecord(plain arrow.Record) arrow.Record {
+	cols := slices.Clone(plain.Columns())
+	for _, c := range dictionaryColumns {
+		values := cols[c].(*array.String)
+		indices := make([]int32, values.Len())
+		var distinct []string
+		seen := map[string]int32{}
+		for i := range indices {
+			v := values.Value(i)
+			j, ok := seen[v]
+			if !ok {
+				j = int32(len(distinct))
+				seen[v] = j
+				distinct = append(distinct, v)
+			}
+			indices[i] = j
+		}
+		offsets, data := []int32{0}, []byte{}
+		for _, v := range distinct {
+			data = append(data, v...)
+			offsets = append(offsets, int32(len(data)))
+		}
+		ix := fixedArray(arrow.PrimitiveTypes.Int32, len(indices), arrow.Int32Traits.CastToBytes(indices))
+		dict := stringsFrom(offsets, data)
+		cols[c] = array.NewDictionaryArray(dictionaryType, ix, dict)
+		ix.Release()
+		dict.Release()
+		defer cols[c].Release()
+	}
+	return array.NewRecord(Schema, cols, plain.NumRows())
 }
 
 // fixedArray is a column of n fixed-width values (or bits) without nulls held in values.
