@@ -3,8 +3,10 @@ package batch
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,6 +208,29 @@ func TestBodySize(t *testing.T) {
 		}
 		if allocs := testing.AllocsPerRun(10, func() { _, _ = Encode(rows) }); allocs != 1 {
 			t.Errorf("set %d (%d rows): Encode allocates %v times, want once (its buffer)", i, len(rows), allocs)
+		}
+	}
+}
+
+// A dictionary finds a value by where its bytes lie only when the bytes are the value's:
+// values that share their first byte but not their length are told apart, an entry of an
+// earlier batch never answers for the next, and neither does one when the generation wraps.
+func TestDictionarySeen(t *testing.T) {
+	shared := strings.Repeat("team-alpha", 2)
+	rows := []Row{{Team: shared[:4]}, {Team: shared[:9]}, {Team: shared[:4]}, {Team: shared}, {Team: ""}, {Team: shared[:9]}}
+	var d dictionary
+	for _, gen := range []uint32{0, 100, math.MaxUint32 - 1, math.MaxUint32} {
+		d.gen = gen
+		d.collect(rows, func(r *Row) string { return r.Team })
+		want := []int32{0, 1, 0, 2, 3, 1}
+		if !slices.Equal(d.indices, want) || !slices.Equal(d.values, []string{"team", "team-alph", shared, ""}) {
+			t.Fatalf("generation %d: indices %v of %q, want %v", gen, d.indices, d.values, want)
+		}
+		// The next batch's values at the same addresses, but other rows: none is taken from
+		// the batch before.
+		d.collect(rows[3:], func(r *Row) string { return r.Team })
+		if want := []int32{0, 1, 2}; !slices.Equal(d.indices, want) {
+			t.Fatalf("after generation %d: indices %v of %q, want %v", gen, d.indices, d.values, want)
 		}
 	}
 }

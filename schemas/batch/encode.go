@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"unsafe"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 )
@@ -108,6 +109,21 @@ type dictionary struct {
 	size    int              // of the values, in bytes
 	at      map[string]int32 // the values' indices, once they outgrow a linear scan
 	indices []int32
+	// seen remembers the index of a value by where its bytes lie. Rows decoded from one
+	// message share each value's bytes (the enricher encodes such rows), and so do a body's
+	// neighbouring events in the collector, so most values are found without hashing or
+	// comparing their bytes. An entry holds for its generation's batch only, while its rows
+	// keep the bytes where they are.
+	seen [seenSlots]seenValue
+	gen  uint32
+}
+
+const seenSlots = 64
+
+type seenValue struct {
+	data       uintptr
+	len        int
+	index, gen int32
 }
 
 // scanned is how many values a dictionary looks for a value among before it keeps a map: a
@@ -118,14 +134,22 @@ const scanned = 8
 func (d *dictionary) collect(rows []Row, get func(*Row) string) {
 	d.values, d.size, d.indices = d.values[:0], 0, d.indices[:0]
 	clear(d.at)
-	last := int32(-1)
+	if d.gen++; d.gen == 0 { // wrapped: entries of 2³² batches ago would look current
+		d.seen = [seenSlots]seenValue{}
+		d.gen = 1
+	}
+	gen := int32(d.gen)
+	indices := d.indices
 	for i := range rows {
 		s := get(&rows[i])
-		if last < 0 || d.values[last] != s { // neighbouring rows often share a value
-			last = d.index(s)
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		e := &d.seen[(p>>3^p>>9)%seenSlots]
+		if e.data != p || e.len != len(s) || e.gen != gen {
+			*e = seenValue{data: p, len: len(s), index: d.index(s), gen: gen}
 		}
-		d.indices = append(d.indices, last)
+		indices = append(indices, e.index)
 	}
+	d.indices = indices
 }
 
 // index returns s's index among the values, adding it if it is new.

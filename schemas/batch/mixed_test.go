@@ -37,8 +37,9 @@ func mixedRows(n int) []Row {
 	return rows
 }
 
-// BenchmarkMixed encodes, compresses and decodes a batch of mixedRows, the sizes of a
-// collector's batch and of an aggregator's fetch, and reports the bytes a row takes.
+// BenchmarkMixed encodes and compresses a batch of mixedRows, the sizes of a collector's batch
+// and of an aggregator's fetch, reporting the bytes a row takes; encodes it again once
+// decoded, as the enricher does; and decodes it.
 func BenchmarkMixed(b *testing.B) {
 	for _, n := range []int{250, 1000} {
 		rows := mixedRows(n)
@@ -60,6 +61,20 @@ func BenchmarkMixed(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(plain))/float64(n), "B/row")
 			b.ReportMetric(float64(len(data))/float64(n), "compressed-B/row")
+		})
+		// The enricher encodes rows it decoded: their values share their bytes.
+		decoded, err := Decode(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("rows=%d/reencode", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var buf []byte
+			for b.Loop() {
+				if buf, err = AppendCompressed(buf[:0], decoded); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 		b.Run(fmt.Sprintf("rows=%d/decode", n), func(b *testing.B) {
 			b.ReportAllocs()
