@@ -10,7 +10,7 @@ import (
 
 // A payload is either an Arrow IPC stream (Encode) or that stream compressed:
 // compressedPrefix, then the stream as one S2 block (AppendCompressed). A batch of realistic
-// events is a third of its size compressed — about 100 bytes an event instead of 310–350 —
+// events is a quarter of its size compressed — about 64–74 bytes an event instead of 260–300 —
 // and nats-server copies, stores, writes and reads back every message several times
 // (USAGE_RAW, USAGE_ENRICHED, both copies in USAGE_HISTORY), so the server's CPU, the
 // streams' disk and memory, and the history's reach all follow the compressed size. Decode
