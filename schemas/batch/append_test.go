@@ -11,13 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/tokenmeter/tokenmeter/schemas/event"
 )
 
-// arrowWrites is the IPC stream Arrow's own writer writes for rows, of Schema.
+// arrowWrites is the IPC stream Arrow's own writer writes for rows: of Schema, or of
+// plainSchema for fewer than dictionaryMinRows rows.
 func arrowWrites(t testing.TB, rows []Row) []byte {
 	plain := arrowRecord(rows)
 	defer plain.Release()
+	if len(rows) < dictionaryMinRows {
+		return writeIPC(t, plain)
+	}
 	rec := dictionaryRecord(plain)
 	defer rec.Release()
 	return writeIPC(t, rec)
@@ -178,36 +183,38 @@ func TestBodySize(t *testing.T) {
 		sets = append(sets, randomRows(rng, n))
 	}
 	for i, rows := range sets {
-		data, err := Encode(rows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs, _, err := checkFraming(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		batch := msgs[len(msgs)-1]
-		if 8+len(batch.meta) != 8+metaSize(len(rows) > 0) {
-			t.Errorf("set %d (%d rows): record batch metadata of %d bytes, metaSize %d", i, len(rows), len(batch.meta), metaSize(len(rows) > 0))
-		}
-		body := len(batch.body)
-		if size := bodySize(rows); size < body || size > body+bodyBuffers*(4+7)+len(rows)*8 {
-			t.Errorf("set %d (%d rows): bodySize = %d for a body of %d", i, len(rows), size, body)
-		}
-		dicts := 0
-		for _, m := range msgs[1 : len(msgs)-1] {
-			dicts += 8 + len(m.meta) + len(m.body)
-			if len(m.meta) > dictionaryMetadata {
-				t.Errorf("set %d (%d rows): dictionary metadata of %d bytes, more than %d", i, len(rows), len(m.meta), dictionaryMetadata)
+		for _, dict := range []bool{false, true} {
+			data, err := appendEncoded(nil, rows, dict)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		e := &encoder{}
-		e.collect(rows)
-		if size := e.dictionariesSize(); size < dicts || size > dicts+len(dictionaryColumns)*(8+2*7) {
-			t.Errorf("set %d (%d rows): dictionariesSize = %d for dictionaries of %d", i, len(rows), size, dicts)
-		}
-		if allocs := testing.AllocsPerRun(10, func() { _, _ = Encode(rows) }); allocs != 1 {
-			t.Errorf("set %d (%d rows): Encode allocates %v times, want once (its buffer)", i, len(rows), allocs)
+			msgs, _, err := checkFraming(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch := msgs[len(msgs)-1]
+			if 8+len(batch.meta) != 8+metaSize(len(rows), dict) {
+				t.Errorf("set %d (%d rows, dictionaries %t): record batch metadata of %d bytes, metaSize %d", i, len(rows), dict, len(batch.meta), metaSize(len(rows), dict))
+			}
+			body := len(batch.body)
+			if size := bodySize(rows, dict); size < body || size > body+plainBuffers*(4+7)+len(rows)*8 {
+				t.Errorf("set %d (%d rows, dictionaries %t): bodySize = %d for a body of %d", i, len(rows), dict, size, body)
+			}
+			dicts := 0
+			for _, m := range msgs[1 : len(msgs)-1] {
+				dicts += 8 + len(m.meta) + len(m.body)
+				if len(m.meta) > dictionaryMetadata {
+					t.Errorf("set %d (%d rows): dictionary metadata of %d bytes, more than %d", i, len(rows), len(m.meta), dictionaryMetadata)
+				}
+			}
+			e := &encoder{dictionaries: dict}
+			e.collect(rows)
+			if size := e.dictionariesSize(); size < dicts || size > dicts+len(dictionaryColumns)*(8+2*7) {
+				t.Errorf("set %d (%d rows, dictionaries %t): dictionariesSize = %d for dictionaries of %d", i, len(rows), dict, size, dicts)
+			}
+			if allocs := testing.AllocsPerRun(10, func() { _, _ = appendEncoded(nil, rows, dict) }); allocs != 1 {
+				t.Errorf("set %d (%d rows, dictionaries %t): encoding allocates %v times, want once (its buffer)", i, len(rows), dict, allocs)
+			}
 		}
 	}
 }
@@ -231,6 +238,45 @@ func TestDictionarySeen(t *testing.T) {
 		d.collect(rows[3:], func(r *Row) string { return r.Team })
 		if want := []int32{0, 1, 2}; !slices.Equal(d.indices, want) {
 			t.Fatalf("after generation %d: indices %v of %q, want %v", gen, d.indices, d.values, want)
+		}
+	}
+}
+
+// TestDictionaryMinRows: a batch of a few rows is smaller plain, a batch of a few dozen
+// smaller with dictionaries — of rows whose values all repeat and of rows with a few dozen
+// values a column and random ids alike — and Encode picks the format by that bound.
+func TestDictionaryMinRows(t *testing.T) {
+	vs, err := schemaVersions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := vs[plainVersion]; v.dictionary || v.cols != numCols {
+		t.Fatalf("plainVersion is %+v, want every column, plain", v.schemaRelease)
+	}
+	compressed := func(rows []Row, dict bool) int {
+		data, err := appendEncoded(nil, rows, dict)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(s2.Encode(nil, data))
+	}
+	for name, rows := range map[string]func(int) []Row{"repeating": benchRows, "mixed": mixedRows} {
+		small, large := rows(dictionaryMinRows/2), rows(2*dictionaryMinRows)
+		if p, d := compressed(small, false), compressed(small, true); p >= d {
+			t.Errorf("%s, %d rows: %d bytes plain, %d with dictionaries; want plain smaller", name, len(small), p, d)
+		}
+		if p, d := compressed(large, false), compressed(large, true); d >= p {
+			t.Errorf("%s, %d rows: %d bytes plain, %d with dictionaries; want dictionaries smaller", name, len(large), p, d)
+		}
+		for _, n := range []int{1, dictionaryMinRows - 1, dictionaryMinRows} {
+			data, err := Encode(rows(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, release, err := checkFraming(data)
+			if err != nil || release.dictionary != (n >= dictionaryMinRows) {
+				t.Errorf("%s, %d rows: Encode wrote schema %+v (%v)", name, n, release, err)
+			}
 		}
 	}
 }

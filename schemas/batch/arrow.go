@@ -64,6 +64,10 @@ var released = []schemaRelease{
 	{numCols, true},
 }
 
+// plainVersion is the latest released schema without dictionaries, which Encode writes for
+// a batch too small to pay for them (dictionaryMinRows).
+const plainVersion = 3
+
 type schemaRelease struct {
 	cols       int
 	dictionary bool

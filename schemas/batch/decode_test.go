@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,7 +65,18 @@ func TestDecodedTagsAreCapped(t *testing.T) {
 // Every length Decode reads is checked against the payload: corrupting any byte of a batch's
 // metadata yields rows or an error naming the decoding, never a panic or a giant allocation.
 func TestDecodeCorruptMetadata(t *testing.T) {
-	data, err := Encode(testRows())
+	for _, rows := range [][]Row{testRows(), dictionaryRows()} {
+		corruptEveryMetadataByte(t, rows)
+	}
+}
+
+// dictionaryRows are testRows repeated into a batch Encode dictionary-encodes.
+func dictionaryRows() []Row {
+	return slices.Repeat(testRows(), (dictionaryMinRows+len(testRows())-1)/len(testRows()))
+}
+
+func corruptEveryMetadataByte(t *testing.T, rows []Row) {
+	data, err := Encode(rows)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +102,13 @@ func TestDecodeCorruptMetadata(t *testing.T) {
 // dictionary missing, of an unknown id, a delta, or in a stream of a plain schema — is
 // refused with an error saying what is wrong, never a panic.
 func TestDecodeDictionaryErrors(t *testing.T) {
-	rows := testRows()
+	rows := dictionaryRows()
 	schema, dicts, batch := encodedMessages(t, Encode, rows)
 	if len(dicts) != len(dictionaryColumns) {
 		t.Fatalf("%d dictionary batches, want %d", len(dicts), len(dictionaryColumns))
 	}
-	_, oneRow, _ := encodedMessages(t, Encode, []Row{{Provider: rows[0].Provider}})
+	_, oneRow, _ := encodedMessages(t, func(rows []Row) ([]byte, error) { return appendEncoded(nil, rows, true) },
+		[]Row{{Provider: rows[0].Provider}})
 	plainSchema, _, plainBatch := encodedMessages(t, func(rows []Row) ([]byte, error) { return writeIPC(t, arrowRecord(rows)), nil }, rows)
 	with := func(ms ...message) []message { return append(append([]message{}, dicts...), ms...) }
 	cases := []struct {

@@ -26,6 +26,11 @@ func Encode(rows []Row) ([]byte, error) { return AppendEncoded(nil, rows) }
 // batches into one buffer and use it again (the collector does, once JetStream has stored
 // them).
 func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
+	return appendEncoded(dst, rows, len(rows) >= dictionaryMinRows)
+}
+
+// appendEncoded is AppendEncoded writing dictionaries or not.
+func appendEncoded(dst []byte, rows []Row, dictionaries bool) ([]byte, error) {
 	vs, err := schemaVersions()
 	if err != nil {
 		return dst, err
@@ -33,16 +38,22 @@ func AppendEncoded(dst []byte, rows []Row) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
 	defer e.forget()
-	e.collect(rows)
-	schema := vs[len(vs)-1].message
+	e.dictionaries = dictionaries
+	schema := vs[plainVersion].message
+	if e.dictionaries {
+		e.collect(rows)
+		schema = vs[len(vs)-1].message
+	}
 	// The record batch's metadata comes before its body and says where the body's buffers
 	// lie, so the body is written first, after room for metadata of the size the batch's
 	// will have (metaSize), and the metadata written into that room last.
-	room := 8 + metaSize(len(rows) > 0)
-	dst = growTo(dst, len(dst)+len(schema)+e.dictionariesSize()+room+bodySize(rows)+len(endOfStream))
+	room := 8 + metaSize(len(rows), e.dictionaries)
+	dst = growTo(dst, len(dst)+len(schema)+e.dictionariesSize()+room+bodySize(rows, e.dictionaries)+len(endOfStream))
 	dst = append(dst, schema...)
-	for k := range e.dicts {
-		dst = e.appendDictionary(dst, k)
+	if e.dictionaries {
+		for k := range e.dicts {
+			dst = e.appendDictionary(dst, k)
+		}
 	}
 	head := len(dst)
 	dst = dst[:head+room]
@@ -68,14 +79,22 @@ func pad8(n int) int { return (n + 7) &^ 7 }
 // bodySize is at least the size of the body of rows' record batch: per row, 8 bytes of each
 // of the 11 int64 columns, an offset or index of 4 of each of the 18 string and 5 list
 // columns, 2 of the partition and a byte of the 3 flags; the strings outside dictionaries,
-// and the tags and units with their offsets; and per batch, for each of the 93 buffers, 4
-// bytes of its last offset and 7 of padding.
-func bodySize(rows []Row) int {
-	const perRow, perBatch = 11*8 + (18+5)*4 + 2 + 1, bodyBuffers * (4 + 7)
-	n := perBatch + perRow*len(rows)
+// and the tags and units with their offsets; and per batch, for each of its buffers, 4 bytes
+// of its last offset and 7 of padding.
+func bodySize(rows []Row, dictionaries bool) int {
+	const perRow = 11*8 + (18+5)*4 + 2 + 1
+	n := plainBuffers*(4+7) + perRow*len(rows)
+	if dictionaries {
+		n = dictionaryBuffers*(4+7) + perRow*len(rows)
+	}
 	for i := range rows {
 		r := &rows[i]
 		n += len(r.ID) + len(r.ResponseID) + len(r.WorkflowID) + len(r.EstimateReason)
+		if !dictionaries {
+			n += len(r.Provider) + len(r.Model) + len(r.Operation) + len(r.ServiceTier) + len(r.Status) +
+				len(r.Team) + len(r.Feature) + len(r.Env) + len(r.CostCenter) + len(r.Traffic) +
+				len(r.PromptVersion) + len(r.ModelPriced) + len(r.PriceVersion) + len(r.Source)
+		}
 		for _, t := range r.ExtraTags {
 			n += 2*4 + len(t.Key) + len(t.Value)
 		}
@@ -86,8 +105,19 @@ func bodySize(rows []Row) int {
 	return n
 }
 
-// bodyBuffers is the number of buffers of a record batch's body.
-const bodyBuffers = 93
+// The number of buffers of a record batch's body: a plain string column has three (validity,
+// offsets, bytes), a dictionary column two (validity, indices).
+const (
+	plainBuffers      = 107
+	dictionaryBuffers = plainBuffers - len(dictionaryColumns)
+)
+
+// dictionaryMinRows is the fewest rows a batch dictionary-encodes. A dictionary batch costs
+// ~180 bytes of metadata before its values, so a batch of a few events, which light traffic
+// sends, is smaller with every string column plain, as the releases before dictionaries
+// wrote it; from about this many rows on, the dictionaries pay for themselves
+// (TestDictionaryMinRows).
+const dictionaryMinRows = 40
 
 var encoders = sync.Pool{New: func() any { return &encoder{fb: flatbuffers.NewBuilder(4 << 10)} }}
 
@@ -99,7 +129,10 @@ type encoder struct {
 	nodes   []int64
 	buffers [][2]int64
 	fb      *flatbuffers.Builder
-	dicts   [len(dictionaryColumns)]dictionary // of the rows being encoded, by dictionary id
+	// dictionaries is whether the batch being encoded has dictionaries, dicts (by dictionary
+	// id) then being those of its rows.
+	dictionaries bool
+	dicts        [len(dictionaryColumns)]dictionary
 }
 
 // dictionary is one dictionary column of a batch: its distinct values in the order they
@@ -222,9 +255,12 @@ const dictionaryMetadata = 176
 const dictionaryMessageSize = 8 + dictionaryMetadata + 2*7
 
 // dictionariesSize is at least the size of the dictionary batch messages of the rows
-// collected.
+// collected, 0 for a batch without dictionaries.
 func (e *encoder) dictionariesSize() int {
 	n := 0
+	if !e.dictionaries {
+		return 0
+	}
 	for k := range e.dicts {
 		d := &e.dicts[k]
 		n += dictionaryMessageSize + 4*(len(d.values)+1) + d.size
@@ -298,6 +334,16 @@ func put(out []byte, at, i, v int) { binary.LittleEndian.PutUint32(out[at+4*i:],
 // The loops over rows append to a local slice and store it in e.out once: e is on the heap,
 // and storing its slice at every row cost a write barrier per value while the garbage
 // collector marks (0.15 µs an event in a 12,000,000-line benchmark run).
+
+// text writes dictionary column c: the index of each row's value, or in a batch without
+// dictionaries the values.
+func (e *encoder) text(rows []Row, c int) {
+	if e.dictionaries {
+		e.indices(dictionaryIndex[c])
+	} else {
+		e.strings(rows, dictionaryValue[c])
+	}
+}
 
 // indices writes dictionary column k: the index of each row's value.
 func (e *encoder) indices(k int) {
@@ -409,35 +455,35 @@ func (e *encoder) columns(rows []Row) {
 	}
 	e.out = out
 	e.buffer(from)
-	e.indices(dictionaryIndex[colProvider])
-	e.indices(dictionaryIndex[colModel])
-	e.indices(dictionaryIndex[colOperation])
+	e.text(rows, colProvider)
+	e.text(rows, colModel)
+	e.text(rows, colOperation)
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Input })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Output })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CachedInput })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CacheWrite })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.CacheWrite1h })
 	e.int64s(rows, func(r *Row) int64 { return r.Tokens.Reasoning })
-	e.indices(dictionaryIndex[colServiceTier])
+	e.text(rows, colServiceTier)
 	e.strings(rows, func(r *Row) string { return r.ResponseID })
-	e.indices(dictionaryIndex[colStatus])
+	e.text(rows, colStatus)
 	e.int64s(rows, func(r *Row) int64 { return r.LatencyMS })
-	e.indices(dictionaryIndex[colTeam])
-	e.indices(dictionaryIndex[colFeature])
-	e.indices(dictionaryIndex[colEnv])
-	e.indices(dictionaryIndex[colCostCenter])
-	e.indices(dictionaryIndex[colTraffic])
+	e.text(rows, colTeam)
+	e.text(rows, colFeature)
+	e.text(rows, colEnv)
+	e.text(rows, colCostCenter)
+	e.text(rows, colTraffic)
 	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Key })
 	e.stringLists(rows, tagCount, func(r *Row, j int) string { return r.ExtraTags[j].Value })
 	e.strings(rows, func(r *Row) string { return r.WorkflowID })
-	e.indices(dictionaryIndex[colPromptVersion])
+	e.text(rows, colPromptVersion)
 	e.bools(rows, func(r *Row) bool { return r.CacheHit })
 	e.bools(rows, func(r *Row) bool { return r.Priced })
-	e.indices(dictionaryIndex[colModelPriced])
-	e.indices(dictionaryIndex[colPriceVersion])
+	e.text(rows, colModelPriced)
+	e.text(rows, colPriceVersion)
 	e.int64s(rows, func(r *Row) int64 { return r.CostPico })
 	e.int64s(rows, func(r *Row) int64 { return r.SavingsPico })
-	e.indices(dictionaryIndex[colSource])
+	e.text(rows, colSource)
 	e.stringLists(rows, unitCount, func(r *Row, j int) string { return r.Units[j].Key })
 	e.unitInts(rows, func(u *Unit) int64 { return u.Count })
 	e.unitInts(rows, func(u *Unit) int64 { return u.CostPico })
@@ -501,23 +547,29 @@ func (e *encoder) message(kind byte, id int64, rows, size int) []byte {
 }
 
 // metaSize is the size of a record batch's metadata with its padding: the same for every
-// batch with rows (and for every batch without), since only the values of its fields change.
-func metaSize(rows bool) int {
+// batch of a format with rows (and for every batch without), since only the values of its
+// fields change.
+func metaSize(rows int, dictionaries bool) int {
 	sizes := metaSizes()
-	if rows {
-		return sizes[1]
-	}
-	return sizes[0]
+	return sizes[min(rows, 1)][b2i(dictionaries)]
 }
 
-var metaSizes = sync.OnceValue(func() [2]int {
-	var sizes [2]int
-	for rows := range sizes {
-		e := &encoder{fb: flatbuffers.NewBuilder(0)}
-		e.reset(nil, 0)
-		e.collect(make([]Row, rows))
-		e.columns(make([]Row, rows))
-		sizes[rows] = pad8(8+len(e.metadata(rows, len(e.out)))) - 8
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var metaSizes = sync.OnceValue(func() (sizes [2][2]int) {
+	for rows := range 2 {
+		for dict := range 2 {
+			e := &encoder{fb: flatbuffers.NewBuilder(0), dictionaries: dict == 1}
+			e.reset(nil, 0)
+			e.collect(make([]Row, rows))
+			e.columns(make([]Row, rows))
+			sizes[rows][dict] = pad8(8+len(e.metadata(rows, len(e.out)))) - 8
+		}
 	}
 	return sizes
 })

@@ -10,7 +10,7 @@ import (
 // copies of them. Decode must never panic; when a payload decodes, encoding the rows again
 // and decoding that must give the same rows (Encode's output round-trips exactly).
 func FuzzBatchDecode(f *testing.F) {
-	for _, rows := range [][]Row{nil, testRows()[:1], testRows()} {
+	for _, rows := range [][]Row{nil, testRows()[:1], testRows(), dictionaryRows()} {
 		data, err := Encode(rows)
 		if err != nil {
 			f.Fatal(err)

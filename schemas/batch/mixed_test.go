@@ -51,31 +51,27 @@ func BenchmarkMixed(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("rows=%d/encode", n), func(b *testing.B) {
-			b.ReportAllocs()
-			var buf []byte
-			for b.Loop() {
-				if buf, err = AppendCompressed(buf[:0], rows); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(len(plain))/float64(n), "B/row")
-			b.ReportMetric(float64(len(data))/float64(n), "compressed-B/row")
-		})
 		// The enricher encodes rows it decoded: their values share their bytes.
 		decoded, err := Decode(data)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("rows=%d/reencode", n), func(b *testing.B) {
-			b.ReportAllocs()
-			var buf []byte
-			for b.Loop() {
-				if buf, err = AppendCompressed(buf[:0], decoded); err != nil {
-					b.Fatal(err)
+		for _, c := range []struct {
+			name string
+			rows []Row
+		}{{"encode", rows}, {"reencode", decoded}} {
+			b.Run(fmt.Sprintf("rows=%d/%s", n, c.name), func(b *testing.B) {
+				b.ReportAllocs()
+				var buf []byte
+				for b.Loop() {
+					if buf, err = AppendCompressed(buf[:0], c.rows); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+				b.ReportMetric(float64(len(plain))/float64(n), "B/row")
+				b.ReportMetric(float64(len(data))/float64(n), "compressed-B/row")
+			})
+		}
 		b.Run(fmt.Sprintf("rows=%d/decode", n), func(b *testing.B) {
 			b.ReportAllocs()
 			dst := make([]Row, 0, n)
