@@ -93,7 +93,9 @@ func TestDecodeReleasedSchemas(t *testing.T) {
 			defer rec.Release()
 			data := firstColumns(t, rec, k)
 			if r.dictionary {
-				data = arrowWrites(t, rows)
+				dict := dictionaryRecord(rec)
+				defer dict.Release()
+				data = writeIPC(t, dict)
 			}
 			got, err := Decode(data)
 			if err != nil {

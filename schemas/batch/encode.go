@@ -12,8 +12,8 @@ import (
 
 // The encoder writes a payload's IPC stream straight from the rows, column after column,
 // into the caller's buffer: the schema message (the bytes an Arrow writer wrote once,
-// schemaVersions), a dictionary batch message for each of the dictionaryColumns, one record
-// batch message, the end-of-stream marker. The bytes are those
+// schemaVersions), a dictionary batch message for each of the dictionaryColumns (in a batch of
+// dictionaryMinRows rows or more), one record batch message, the end-of-stream marker. The bytes are those
 // Arrow's ipc.Writer writes for the same rows (TestEncodeAsArrowWrites pins them): buffers in
 // depth-first column order, each padded to 8 bytes, no validity bitmaps (no column has
 // nulls). Building an Arrow record first and letting the writer copy it cost a third of the
